@@ -1,0 +1,213 @@
+/**
+ * The parameter table: every tensor of the model, named and shaped exactly as the PyTorch
+ * state dict of the equivalent module tree, packed in that order into one flat buffer.
+ *
+ * Module tree (registration order, which is the state-dict order):
+ *
+ * ```
+ * embed            nn.Embedding(V, C)                      embed.weight [V,C]
+ * pos_embed        nn.Embedding(context, C)  (learned)     pos_embed.weight [context,C]
+ * transformer      nn.TransformerEncoder(layer, L, norm=LayerNorm(C) if normFirst)
+ *   layers.{i}     nn.TransformerEncoderLayer(C, NH, dFF, activation, norm_first)
+ *     self_attn    in_proj_weight [3C,C], in_proj_bias [3C], out_proj.weight [C,C], out_proj.bias [C]
+ *     linear1      weight [dFF,C], bias [dFF]
+ *     linear2      weight [C,dFF], bias [C]
+ *     norm1, norm2 weight [C], bias [C]
+ *   norm           weight [C], bias [C]                    (normFirst only)
+ * head             nn.Linear(C, V)                         head.weight [V,C], head.bias [V]
+ * ```
+ *
+ * @module
+ */
+
+import type { ModelConfig } from "./config.ts";
+
+/** Where a tensor lives in the flat buffer. */
+export interface TensorInfo {
+  /** Index of the first element. */
+  offset: number;
+  /** PyTorch shape. */
+  shape: number[];
+}
+
+/** Tensor name to position and shape. */
+export type Layout = Record<string, TensorInfo>;
+
+/** The per-layer tensor suffixes, in state-dict order, with their shapes. */
+function layerTable(C: number, F: number): [string, number[]][] {
+  return [
+    ["self_attn.in_proj_weight", [3 * C, C]],
+    ["self_attn.in_proj_bias", [3 * C]],
+    ["self_attn.out_proj.weight", [C, C]],
+    ["self_attn.out_proj.bias", [C]],
+    ["linear1.weight", [F, C]],
+    ["linear1.bias", [F]],
+    ["linear2.weight", [C, F]],
+    ["linear2.bias", [C]],
+    ["norm1.weight", [C]],
+    ["norm1.bias", [C]],
+    ["norm2.weight", [C]],
+    ["norm2.bias", [C]],
+  ];
+}
+
+/**
+ * Lists every parameter tensor in PyTorch state-dict order.
+ *
+ * @param config A complete model config.
+ * @returns Names and shapes.
+ *
+ * @example The notebook's model
+ * ```ts
+ * import { paramTable } from "./layout.ts";
+ * import { resolveConfig } from "./config.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const table = paramTable(resolveConfig("seed", { vocabSize: 37 }));
+ * assert.equal(table[0].name, "embed.weight");
+ * assert.equal(table[1].name, "pos_embed.weight");
+ * assert.equal(table.at(-1)!.name, "head.bias");
+ * ```
+ */
+export function paramTable(config: ModelConfig): { name: string; shape: number[] }[] {
+  const { vocabSize: V, context, dModel: C, dFF: F, nLayers: L } = config;
+  const out: { name: string; shape: number[] }[] = [{ name: "embed.weight", shape: [V, C] }];
+  if (config.positions === "learned") out.push({ name: "pos_embed.weight", shape: [context, C] });
+  for (let i = 0; i < L; i++) {
+    for (const [suffix, shape] of layerTable(C, F)) {
+      out.push({ name: `transformer.layers.${i}.${suffix}`, shape });
+    }
+  }
+  if (config.normFirst) {
+    out.push({ name: "transformer.norm.weight", shape: [C] });
+    out.push({ name: "transformer.norm.bias", shape: [C] });
+  }
+  out.push({ name: "head.weight", shape: [V, C] });
+  out.push({ name: "head.bias", shape: [V] });
+  return out;
+}
+
+/**
+ * Packs the parameter table into one flat buffer, in table order without gaps.
+ *
+ * @param config A complete model config.
+ * @returns The layout and the total number of parameters.
+ *
+ * @example
+ * ```ts
+ * import { buildLayout } from "./layout.ts";
+ * import { resolveConfig } from "./config.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const { layout, size } = buildLayout(resolveConfig("tiny", { vocabSize: 10 }));
+ * assert.equal(layout["embed.weight"].offset, 0);
+ * assert.equal(layout["head.bias"].offset + 10, size);
+ * ```
+ */
+export function buildLayout(config: ModelConfig): { layout: Layout; size: number } {
+  const layout: Layout = {};
+  let offset = 0;
+  for (const { name, shape } of paramTable(config)) {
+    layout[name] = { offset, shape };
+    offset += shape.reduce((a, b) => a * b, 1);
+  }
+  return { layout, size: offset };
+}
+
+/** Views on one layer's tensors (parameters or gradients). */
+export interface LayerTensors {
+  /** `self_attn.in_proj_weight`, `(3C,C)`. */
+  inProjW: Float32Array;
+  /** `self_attn.in_proj_bias`, `(3C)`. */
+  inProjB: Float32Array;
+  /** `self_attn.out_proj.weight`, `(C,C)`. */
+  outProjW: Float32Array;
+  /** `self_attn.out_proj.bias`, `(C)`. */
+  outProjB: Float32Array;
+  /** `linear1.weight`, `(F,C)`. */
+  lin1W: Float32Array;
+  /** `linear1.bias`, `(F)`. */
+  lin1B: Float32Array;
+  /** `linear2.weight`, `(C,F)`. */
+  lin2W: Float32Array;
+  /** `linear2.bias`, `(C)`. */
+  lin2B: Float32Array;
+  /** `norm1.weight`, `(C)`. */
+  norm1W: Float32Array;
+  /** `norm1.bias`, `(C)`. */
+  norm1B: Float32Array;
+  /** `norm2.weight`, `(C)`. */
+  norm2W: Float32Array;
+  /** `norm2.bias`, `(C)`. */
+  norm2B: Float32Array;
+}
+
+/** Views on every tensor of a flat buffer (parameters or gradients). */
+export interface ModelTensors {
+  /** `embed.weight`, `(V,C)`. */
+  embed: Float32Array;
+  /** `pos_embed.weight`, `(context,C)`, or `null` with rotary positions. */
+  posEmbed: Float32Array | null;
+  /** One entry per layer. */
+  layers: LayerTensors[];
+  /** `transformer.norm.weight`, `(C)`, or `null` for post-norm. */
+  normW: Float32Array | null;
+  /** `transformer.norm.bias`, `(C)`, or `null` for post-norm. */
+  normB: Float32Array | null;
+  /** `head.weight`, `(V,C)`. */
+  headW: Float32Array;
+  /** `head.bias`, `(V)`. */
+  headB: Float32Array;
+}
+
+const viewCache = new WeakMap<Float32Array, { layout: Layout; views: ModelTensors }>();
+
+/**
+ * The single view helper that both the forward and the backward pass use: subarrays of `buf`
+ * for every tensor, by name through the layout. Views are cached per buffer, so calling this
+ * every step allocates nothing after the first call.
+ *
+ * @param buf A flat buffer with the layout (parameters or gradients).
+ * @param layout From {@linkcode buildLayout}.
+ * @param config The config the layout was built from.
+ * @returns Named views.
+ */
+export function tensorViews(buf: Float32Array, layout: Layout, config: ModelConfig): ModelTensors {
+  const cached = viewCache.get(buf);
+  if (cached && cached.layout === layout) return cached.views;
+  const get = (name: string): Float32Array => {
+    const info = layout[name];
+    if (!info) throw new RangeError(`Missing tensor in layout: expected "${name}", got none`);
+    return buf.subarray(info.offset, info.offset + info.shape.reduce((a, b) => a * b, 1));
+  };
+  const maybe = (name: string): Float32Array | null => (layout[name] ? get(name) : null);
+  const layers: LayerTensors[] = [];
+  for (let i = 0; i < config.nLayers; i++) {
+    const p = `transformer.layers.${i}.`;
+    layers.push({
+      inProjW: get(p + "self_attn.in_proj_weight"),
+      inProjB: get(p + "self_attn.in_proj_bias"),
+      outProjW: get(p + "self_attn.out_proj.weight"),
+      outProjB: get(p + "self_attn.out_proj.bias"),
+      lin1W: get(p + "linear1.weight"),
+      lin1B: get(p + "linear1.bias"),
+      lin2W: get(p + "linear2.weight"),
+      lin2B: get(p + "linear2.bias"),
+      norm1W: get(p + "norm1.weight"),
+      norm1B: get(p + "norm1.bias"),
+      norm2W: get(p + "norm2.weight"),
+      norm2B: get(p + "norm2.bias"),
+    });
+  }
+  const views: ModelTensors = {
+    embed: get("embed.weight"),
+    posEmbed: maybe("pos_embed.weight"),
+    layers,
+    normW: maybe("transformer.norm.weight"),
+    normB: maybe("transformer.norm.bias"),
+    headW: get("head.weight"),
+    headB: get("head.bias"),
+  };
+  viewCache.set(buf, { layout, views });
+  return views;
+}

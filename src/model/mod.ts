@@ -1,0 +1,54 @@
+/**
+ * The denoising transformer: config and presets, parameter layout, initialisation, forward and
+ * backward passes.
+ *
+ * @example Loss and gradient of a tiny model
+ * ```ts
+ * import { createModel, lossAndGrad } from "./mod.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const model = createModel("tiny", { vocabSize: 10, seed: 0 });
+ * const input = new Int32Array([9, 1, 2, 9]); // 9 is MASK
+ * const target = new Int32Array([0, 1, 2, 3]);
+ * const weight = new Float32Array([0.5, 0, 0, 0.5]); // average over the masked positions
+ * const { loss, grads } = lossAndGrad(model, { input, target, weight }, { batch: 1 });
+ * assert.ok(Number.isFinite(loss));
+ * assert.equal(grads.length, model.params.length);
+ * ```
+ *
+ * @module
+ */
+
+export {
+  type ModelConfig,
+  type Preset,
+  type PresetName,
+  presets,
+  resolveConfig,
+  validateConfig,
+} from "./config.ts";
+export {
+  buildLayout,
+  type LayerTensors,
+  type Layout,
+  type ModelTensors,
+  paramTable,
+  type TensorInfo,
+  tensorViews,
+} from "./layout.ts";
+export { initParams } from "./init.ts";
+export {
+  createModel,
+  type CreateModelOptions,
+  createWorkspace,
+  type DropoutKeys,
+  forward,
+  lossAndGrad,
+  type LossAndGradOptions,
+  type Model,
+  modelBackward,
+  modelForward,
+  type ModelForwardOptions,
+  validateTokens,
+  type Workspace,
+} from "./model.ts";

@@ -1,0 +1,776 @@
+/**
+ * The denoising transformer: forward and backward over one flat parameter buffer.
+ *
+ * Dimensions: `B` batch, `T` sequence, `C` channels (`dModel`), `F` feed-forward size (`dFF`),
+ * `V` vocabulary, `L` layers, `NH` heads, `HS = C / NH`, `N = B * T`.
+ *
+ * A layer is PyTorch's `nn.TransformerEncoderLayer` (with RoPE on q and k when rotary):
+ *
+ * ```
+ * post-norm:  x = norm1(x + drop1(SA(x)));   x = norm2(x + drop2(FF(x)))
+ * pre-norm:   x = x + drop1(SA(norm1(x)));   x = x + drop2(FF(norm2(x)))   (+ final norm)
+ * SA(x) = out_proj(attention(rope(x W_in^T + b_in)))     FF(x) = linear2(drop(act(linear1(x))))
+ * ```
+ *
+ * @module
+ */
+
+import { type ModelConfig, type PresetName, resolveConfig } from "./config.ts";
+import { buildLayout, type Layout, type ModelTensors, tensorViews } from "./layout.ts";
+import { initParams } from "./init.ts";
+import { Rng } from "../rng.ts";
+import { embeddingBackward, embeddingForward } from "../nn/embedding.ts";
+import { layernormBackward, layernormForward } from "../nn/layernorm.ts";
+import { linearBackward, linearForward } from "../nn/linear.ts";
+import {
+  attentionBackward,
+  attentionForward,
+  ropeBackward,
+  ropeForward,
+  ropeTables,
+} from "../nn/attention.ts";
+import { geluBackward, geluForward, reluBackward, reluForward } from "../nn/activations.ts";
+import { residualForward } from "../nn/residual.ts";
+import { dropoutBackward, dropoutForward, dropoutMask } from "../nn/dropout.ts";
+import { crossEntropyBackward, crossEntropyForward } from "../nn/cross_entropy.ts";
+
+/** A model: its config, one flat parameter buffer, and the name -> tensor layout. */
+export interface Model {
+  /** The complete config. */
+  config: ModelConfig;
+  /** Every parameter, packed as `layout` says. */
+  params: Float32Array;
+  /** Tensor name -> `{ offset, shape }` (PyTorch state-dict names). */
+  layout: Layout;
+}
+
+/** Options of {@linkcode createModel}. */
+export interface CreateModelOptions {
+  /** Seed of the initialisation (32-bit unsigned integer). Default 0. */
+  seed?: number;
+  /** Vocabulary size (from the tokenizer), when `config` does not give it. */
+  vocabSize?: number;
+  /** Context length, when `config` does not give it (overrides a preset's). */
+  context?: number;
+  /**
+   * Use this buffer for the parameters (for example a view on a `SharedArrayBuffer`) instead of
+   * allocating one. Its contents are kept as they are unless `init: true`.
+   */
+  params?: Float32Array;
+  /**
+   * Whether to write a fresh initialisation. Default: `true` for an allocated buffer, `false`
+   * when `params` is given (a worker's shared view or a loaded checkpoint must not be touched).
+   */
+  init?: boolean;
+}
+
+/**
+ * Creates a model with PyTorch's initialisation (see `init.ts`).
+ *
+ * @param config A preset name or a (partial) config.
+ * @param options Seed, vocabulary size and context, optional parameter buffer.
+ * @returns The model.
+ *
+ * @example The tiny preset
+ * ```ts
+ * import { createModel } from "./model.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const model = createModel("tiny", { vocabSize: 12, seed: 1 });
+ * assert.equal(model.config.dModel, 16);
+ * assert.deepEqual(model.layout["embed.weight"].shape, [12, 16]);
+ * ```
+ */
+export function createModel(
+  config: PresetName | Partial<ModelConfig>,
+  options: CreateModelOptions = {},
+): Model {
+  const full = resolveConfig(config, { vocabSize: options.vocabSize, context: options.context });
+  const { layout, size } = buildLayout(full);
+  let params: Float32Array;
+  if (options.params !== undefined) {
+    if (!(options.params instanceof Float32Array)) {
+      throw new TypeError(
+        `Invalid params: expected a Float32Array, got ${describe(options.params)}`,
+      );
+    }
+    if (options.params.length !== size) {
+      throw new RangeError(
+        `Invalid params: expected ${size} values for this config, got ${options.params.length}`,
+      );
+    }
+    params = options.params;
+  } else {
+    params = new Float32Array(size);
+  }
+  const init = options.init ?? options.params === undefined;
+  if (init) initParams(params, layout, full, options.seed ?? 0);
+  return { config: full, params, layout };
+}
+
+function describe(v: unknown): string {
+  if (v === null) return "null";
+  if (typeof v === "object") return (v as object).constructor?.name ?? "object";
+  return typeof v;
+}
+
+/** Activations one layer saves for the backward pass. */
+interface LayerActs {
+  ln1: Float32Array; // (N,C)
+  ln1Mean: Float32Array; // (N)
+  ln1Rstd: Float32Array; // (N)
+  qkv: Float32Array; // (N,3C), after RoPE
+  att: Float32Array; // (B,NH,T,T) probabilities
+  attY: Float32Array; // (N,C) heads concatenated
+  r1: Float32Array; // (N,C) first residual sum
+  ln2: Float32Array; // (N,C)
+  ln2Mean: Float32Array; // (N)
+  ln2Rstd: Float32Array; // (N)
+  fch: Float32Array; // (N,F) before the activation
+  fh: Float32Array; // (N,F) after activation and dropout
+  r2: Float32Array; // (N,C) second residual sum (post-norm only; empty otherwise)
+  maskAtt: Float32Array | null; // (B,NH,T,T)
+  mask1: Float32Array | null; // (N,C)
+  maskF: Float32Array | null; // (N,F)
+  mask2: Float32Array | null; // (N,C)
+}
+
+/**
+ * Everything one forward/backward pass needs for batches up to `B` sequences of up to `T`
+ * tokens: saved activations, logits, backward scratch. Reusable across steps; holds the state
+ * of the last {@linkcode modelForward} for {@linkcode modelBackward}.
+ */
+export interface Workspace {
+  /** The config it was sized for. */
+  readonly config: ModelConfig;
+  /** Capacity: most sequences per batch. */
+  readonly B: number;
+  /** Capacity: longest sequence. */
+  readonly T: number;
+  /** Logits of the last forward pass, `(B,T,V)` at capacity. */
+  readonly logits: Float32Array;
+  /** Scratch for the loss gradient, `(B,T,V)`. */
+  readonly dlogits: Float32Array;
+  /** Per-position weighted losses, `(B*T)`. */
+  readonly losses: Float32Array;
+  /** @internal Shape of the last forward pass (0 before any). */
+  lastB: number;
+  /** @internal */
+  lastT: number;
+  /** @internal Whether the last forward pass applied dropout. */
+  lastDropout: boolean;
+  /** @internal Token ids of the last forward pass, `(B*T)`. */
+  readonly tokens: Int32Array;
+  /** @internal Log-sum-exp per position, `(B*T)`. */
+  readonly lse: Float32Array;
+  /** @internal Residual stream entering each layer, and leaving the last: L+1 of `(N,C)`. */
+  readonly resid: Float32Array[];
+  /** @internal */
+  readonly layers: LayerActs[];
+  /** @internal Final LayerNorm output and statistics (pre-norm). */
+  readonly lnf: Float32Array;
+  /** @internal */
+  readonly lnfMean: Float32Array;
+  /** @internal */
+  readonly lnfRstd: Float32Array;
+  /** @internal Forward scratch `(N,C)` and backward scratch. */
+  readonly tmp: Float32Array;
+  /** @internal */
+  readonly g: Float32Array[]; // 4 x (N,C)
+  /** @internal */
+  readonly gQKV: Float32Array; // (N,3C)
+  /** @internal */
+  readonly gF: Float32Array[]; // 2 x (N,F)
+  /** @internal */
+  readonly rowT: Float32Array; // (T)
+  /** @internal RoPE tables `(T,HS/2)`, or empty. */
+  readonly cos: Float64Array;
+  /** @internal */
+  readonly sin: Float64Array;
+}
+
+function checkDim(name: string, v: number): void {
+  if (!Number.isInteger(v) || v < 1) {
+    throw new RangeError(`Invalid ${name}: expected a positive integer, got ${v}`);
+  }
+}
+
+/**
+ * Allocates a workspace for batches of up to `B` sequences of up to `T` tokens.
+ *
+ * @param config The model config.
+ * @param B Most sequences per batch.
+ * @param T Longest sequence, at most `config.context`.
+ * @param options `float64: true` allocates every buffer as a `Float64Array` (typed as
+ *   `Float32Array`) so that finite-difference gradient checks can run the very same code in
+ *   double precision, with parameters and gradients in `Float64Array`s too. Not for training.
+ * @returns The workspace.
+ *
+ * @example Sized for the notebook's batch
+ * ```ts
+ * import { createWorkspace } from "./model.ts";
+ * import { resolveConfig } from "./config.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const ws = createWorkspace(resolveConfig("seed", { vocabSize: 37 }), 2, 8);
+ * assert.equal(ws.logits.length, 2 * 8 * 37);
+ * ```
+ */
+export function createWorkspace(
+  config: ModelConfig,
+  B: number,
+  T: number,
+  options: { float64?: boolean } = {},
+): Workspace {
+  checkDim("batch size", B);
+  checkDim("sequence length", T);
+  if (T > config.context) {
+    throw new RangeError(
+      `Sequence too long: expected T <= context ${config.context}, got ${T}`,
+    );
+  }
+  const { dModel: C, dFF: F, nHeads: NH, nLayers: L, vocabSize: V } = config;
+  const N = B * T;
+  const f = options.float64
+    ? (n: number) => new Float64Array(n) as unknown as Float32Array
+    : (n: number) => new Float32Array(n);
+  const drop = config.dropout > 0;
+  const layers: LayerActs[] = [];
+  for (let l = 0; l < L; l++) {
+    layers.push({
+      ln1: f(N * C),
+      ln1Mean: f(N),
+      ln1Rstd: f(N),
+      qkv: f(N * 3 * C),
+      att: f(B * NH * T * T),
+      attY: f(N * C),
+      r1: f(N * C),
+      ln2: f(N * C),
+      ln2Mean: f(N),
+      ln2Rstd: f(N),
+      fch: f(N * F),
+      fh: f(N * F),
+      r2: f(config.normFirst ? 0 : N * C),
+      maskAtt: drop ? f(B * NH * T * T) : null,
+      mask1: drop ? f(N * C) : null,
+      maskF: drop ? f(N * F) : null,
+      mask2: drop ? f(N * C) : null,
+    });
+  }
+  const HS = C / NH;
+  const rotary = config.positions === "rotary";
+  const cos = new Float64Array(rotary ? T * HS / 2 : 0);
+  const sin = new Float64Array(rotary ? T * HS / 2 : 0);
+  if (rotary) ropeTables(cos, sin, T, HS);
+  return {
+    config,
+    B,
+    T,
+    logits: f(N * V),
+    dlogits: f(N * V),
+    losses: f(N),
+    lastB: 0,
+    lastT: 0,
+    lastDropout: false,
+    tokens: new Int32Array(N),
+    lse: f(N),
+    resid: Array.from({ length: L + 1 }, () => f(N * C)),
+    layers,
+    lnf: f(config.normFirst ? N * C : 0),
+    lnfMean: f(N),
+    lnfRstd: f(N),
+    tmp: f(N * C),
+    g: [f(N * C), f(N * C), f(N * C), f(N * C)],
+    gQKV: f(N * 3 * C),
+    gF: [f(N * F), f(N * F)],
+    rowT: f(T),
+    cos,
+    sin,
+  };
+}
+
+/**
+ * Throws a `RangeError` naming the first id outside `[0, vocabSize)`.
+ *
+ * @param ids Token ids.
+ * @param vocabSize V.
+ * @param name What the ids are, for the message (for example `"input"`).
+ *
+ * @example
+ * ```ts
+ * import { validateTokens } from "./model.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.throws(
+ *   () => validateTokens(new Int32Array([1, 731]), 512, "input"),
+ *   { name: "RangeError", message: "Token id out of range in input[1]: expected 0 <= id < 512, got 731" },
+ * );
+ * ```
+ */
+export function validateTokens(ids: Int32Array, vocabSize: number, name: string): void {
+  if (!(ids instanceof Int32Array)) {
+    throw new TypeError(
+      `Invalid ${name}: expected an Int32Array of token ids, got ${describe(ids)}`,
+    );
+  }
+  for (let i = 0; i < ids.length; i++) {
+    const v = ids[i];
+    if (v < 0 || v >= vocabSize) {
+      throw new RangeError(
+        `Token id out of range in ${name}[${i}]: expected 0 <= id < ${vocabSize}, got ${v}`,
+      );
+    }
+  }
+}
+
+/** Dropout keys for a training pass; see {@linkcode modelForward}. */
+export interface DropoutKeys {
+  /** Run seed. */
+  seed: number;
+  /** Training step. */
+  step: number;
+  /** Global index of this batch's first sequence (its row in the full batch). */
+  firstRow: number;
+}
+
+/** Options of {@linkcode modelForward}. */
+export interface ModelForwardOptions {
+  /** Training-mode dropout (with `config.dropout > 0`); absent means eval mode. */
+  dropout?: DropoutKeys;
+}
+
+function checkShape(model: Model, ws: Workspace, length: number, B: number, T: number): void {
+  checkDim("batch size", B);
+  checkDim("sequence length", T);
+  if (ws.config !== model.config && JSON.stringify(ws.config) !== JSON.stringify(model.config)) {
+    throw new RangeError("Workspace mismatch: expected one created for this model's config");
+  }
+  if (B > ws.B || T > ws.T) {
+    throw new RangeError(
+      `Batch too large for workspace: expected B <= ${ws.B} and T <= ${ws.T}, got B ${B}, T ${T}`,
+    );
+  }
+  if (length !== B * T) {
+    throw new RangeError(`Invalid input length: expected B * T = ${B * T}, got ${length}`);
+  }
+}
+
+/**
+ * Runs the model on `B` sequences of `T` token ids and returns the logits.
+ *
+ * Dropout (training only, probability `config.dropout`) is applied where
+ * `nn.TransformerEncoderLayer` applies it: attention weights, after `out_proj`, after the
+ * activation, after `linear2`. The masks of sequence `b` come from
+ * `new Rng(seed, step, firstRow + b, 1)`, drawn layer by layer in the order attention
+ * `(NH,T,T)`, after `out_proj` `(T,C)`, feed-forward `(T,F)`, after `linear2` `(T,C)`, so
+ * sharding a batch across workers never changes the masks.
+ *
+ * @param model The model.
+ * @param ws A workspace for this config with capacity for `(B,T)`.
+ * @param input Token ids, `(B,T)`.
+ * @param B Sequences.
+ * @param T Tokens per sequence (at most `config.context`).
+ * @param options `dropout` keys for training mode.
+ * @returns Logits `(B,T,V)`: a view into `ws`, overwritten by the next call.
+ */
+export function modelForward(
+  model: Model,
+  ws: Workspace,
+  input: Int32Array, // (B,T)
+  B: number,
+  T: number,
+  options: ModelForwardOptions = {},
+): Float32Array {
+  validateTokens(input, model.config.vocabSize, "input");
+  checkShape(model, ws, input.length, B, T);
+  return forwardUnchecked(model, ws, input, B, T, options.dropout);
+}
+
+function drawMasks(ws: Workspace, keys: DropoutKeys, B: number, T: number): void {
+  const { dropout: p, nHeads: NH, dModel: C, dFF: F } = ws.config;
+  for (let b = 0; b < B; b++) {
+    const rng = new Rng(keys.seed, keys.step, keys.firstRow + b, 1);
+    for (const a of ws.layers) {
+      dropoutMask(a.maskAtt!, rng, p, NH * T * T, b * NH * T * T);
+      dropoutMask(a.mask1!, rng, p, T * C, b * T * C);
+      dropoutMask(a.maskF!, rng, p, T * F, b * T * F);
+      dropoutMask(a.mask2!, rng, p, T * C, b * T * C);
+    }
+  }
+}
+
+function forwardUnchecked(
+  model: Model,
+  ws: Workspace,
+  input: Int32Array,
+  B: number,
+  T: number,
+  dropout: DropoutKeys | undefined,
+): Float32Array {
+  const cfg = model.config;
+  const { dModel: C, dFF: F, nHeads: NH, vocabSize: V } = cfg;
+  const N = B * T;
+  const P = tensorViews(model.params, model.layout, cfg);
+  const useDrop = dropout !== undefined && cfg.dropout > 0;
+  if (useDrop) drawMasks(ws, dropout!, B, T);
+  ws.tokens.set(input);
+  ws.lastB = B;
+  ws.lastT = T;
+  ws.lastDropout = useDrop;
+  const rotary = cfg.positions === "rotary";
+  const gelu = cfg.activation === "gelu";
+  const pre = cfg.normFirst;
+
+  embeddingForward(ws.resid[0], input, P.embed, P.posEmbed, B, T, C);
+  for (let l = 0; l < cfg.nLayers; l++) {
+    const w = P.layers[l];
+    const a = ws.layers[l];
+    const x = ws.resid[l]; // (N,C)
+    const out = ws.resid[l + 1]; // (N,C)
+    // self-attention block
+    let saIn = x;
+    if (pre) {
+      layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.norm1W, w.norm1B, N, C);
+      saIn = a.ln1;
+    }
+    linearForward(a.qkv, saIn, w.inProjW, w.inProjB, N, C, 3 * C);
+    if (rotary) ropeForward(a.qkv, ws.cos, ws.sin, B, T, C, NH);
+    attentionForward(a.attY, a.att, a.qkv, useDrop ? a.maskAtt : null, B, T, C, NH);
+    const proj = ws.tmp;
+    linearForward(proj, a.attY, w.outProjW, w.outProjB, N, C, C);
+    if (useDrop) dropoutForward(proj, proj, a.mask1!, N * C);
+    residualForward(a.r1, x, proj, N * C);
+    // feed-forward block
+    let ffIn: Float32Array;
+    if (pre) {
+      layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.r1, w.norm2W, w.norm2B, N, C);
+      ffIn = a.ln2;
+    } else {
+      layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, a.r1, w.norm1W, w.norm1B, N, C);
+      ffIn = a.ln1;
+    }
+    linearForward(a.fch, ffIn, w.lin1W, w.lin1B, N, C, F);
+    if (gelu) geluForward(a.fh, a.fch, N * F);
+    else reluForward(a.fh, a.fch, N * F);
+    if (useDrop) dropoutForward(a.fh, a.fh, a.maskF!, N * F);
+    const fo = ws.tmp;
+    linearForward(fo, a.fh, w.lin2W, w.lin2B, N, F, C);
+    if (useDrop) dropoutForward(fo, fo, a.mask2!, N * C);
+    if (pre) {
+      residualForward(out, a.r1, fo, N * C);
+    } else {
+      residualForward(a.r2, a.ln1, fo, N * C);
+      layernormForward(out, a.ln2Mean, a.ln2Rstd, a.r2, w.norm2W, w.norm2B, N, C);
+    }
+  }
+  let final = ws.resid[cfg.nLayers];
+  if (pre) {
+    layernormForward(ws.lnf, ws.lnfMean, ws.lnfRstd, final, P.normW!, P.normB!, N, C);
+    final = ws.lnf;
+  }
+  linearForward(ws.logits, final, P.headW, P.headB, N, C, V);
+  return N * V === ws.logits.length ? ws.logits : ws.logits.subarray(0, N * V);
+}
+
+/**
+ * Backpropagates `dlogits` through the last {@linkcode modelForward} on this workspace and
+ * ADDS the parameter gradients into `grads` (same layout as the parameters).
+ *
+ * @param model The model (parameters unchanged since the forward pass).
+ * @param ws The workspace of the forward pass.
+ * @param dlogits Gradient of the loss w.r.t. the logits, `(B,T,V)`. May be `ws.dlogits`.
+ * @param grads Gradient buffer, `params.length` values; added into.
+ */
+export function modelBackward(
+  model: Model,
+  ws: Workspace,
+  dlogits: Float32Array, // (B,T,V)
+  grads: Float32Array,
+): void {
+  const B = ws.lastB, T = ws.lastT;
+  if (B === 0) {
+    throw new RangeError("No forward pass to differentiate: expected modelForward first, got none");
+  }
+  const cfg = model.config;
+  const N = B * T;
+  if (dlogits.length < N * cfg.vocabSize) {
+    throw new RangeError(
+      `Invalid dlogits length: expected ${N * cfg.vocabSize} (B*T*V), got ${dlogits.length}`,
+    );
+  }
+  checkGrads(model, grads);
+  backwardUnchecked(model, ws, dlogits, tensorViews(grads, model.layout, cfg));
+}
+
+function backwardUnchecked(
+  model: Model,
+  ws: Workspace,
+  dlogits: Float32Array,
+  G: ModelTensors,
+): void {
+  const cfg = model.config;
+  const { dModel: C, dFF: F, nHeads: NH, vocabSize: V, nLayers: L } = cfg;
+  const B = ws.lastB, T = ws.lastT, N = B * T;
+  const P = tensorViews(model.params, model.layout, cfg);
+  const useDrop = ws.lastDropout;
+  const rotary = cfg.positions === "rotary";
+  const gelu = cfg.activation === "gelu";
+  const pre = cfg.normFirst;
+  const NC = N * C, NF = N * F;
+  const [g0, g1, g2, g3] = ws.g;
+  const gQKV = ws.gQKV;
+
+  // logits = final head^T + b
+  const final = pre ? ws.lnf : ws.resid[L];
+  g1.fill(0, 0, NC);
+  linearBackward(g1, G.headW, G.headB, dlogits, final, P.headW, N, C, V);
+  g0.fill(0, 0, NC);
+  if (pre) {
+    // final = norm(resid[L])
+    layernormBackward(
+      g0,
+      G.normW!,
+      G.normB!,
+      g1,
+      ws.resid[L],
+      P.normW!,
+      ws.lnfMean,
+      ws.lnfRstd,
+      N,
+      C,
+    );
+  } else {
+    g0.set(g1.subarray(0, NC));
+  }
+
+  for (let l = L - 1; l >= 0; l--) {
+    const w = P.layers[l];
+    const dw = G.layers[l];
+    const a = ws.layers[l];
+    const x = ws.resid[l];
+    // g0 holds d(layer output).
+    let dFFOut: Float32Array; // d(fo), the output of linear2 before dropout
+    if (pre) {
+      dFFOut = g0; // out = r1 + drop2(fo)
+    } else {
+      // out = norm2(r2)
+      g1.fill(0, 0, NC);
+      layernormBackward(
+        g1,
+        dw.norm2W,
+        dw.norm2B,
+        g0,
+        a.r2,
+        w.norm2W,
+        a.ln2Mean,
+        a.ln2Rstd,
+        N,
+        C,
+      );
+      dFFOut = g1; // r2 = ln1 + drop2(fo)
+    }
+    if (useDrop) {
+      g2.fill(0, 0, NC);
+      dropoutBackward(g2, dFFOut, a.mask2!, NC);
+      dFFOut = g2;
+    }
+    // fo = fh W2^T + b2
+    const [f0, f1] = ws.gF;
+    f0.fill(0, 0, NF);
+    linearBackward(f0, dw.lin2W, dw.lin2B, dFFOut, a.fh, w.lin2W, N, F, C);
+    let dfh = f0;
+    if (useDrop) {
+      f1.fill(0, 0, NF);
+      dropoutBackward(f1, f0, a.maskF!, NF);
+      dfh = f1;
+    }
+    const dfch = dfh === f0 ? f1 : f0;
+    dfch.fill(0, 0, NF);
+    if (gelu) geluBackward(dfch, dfh, a.fch, NF);
+    else reluBackward(dfch, dfh, a.fch, NF);
+    // dr1: gradient w.r.t. the first residual sum r1, built in g3.
+    if (pre) {
+      // fch = ln2 W1^T + b1, ln2 = norm2(r1), out = r1 + ...
+      g2.fill(0, 0, NC);
+      linearBackward(g2, dw.lin1W, dw.lin1B, dfch, a.ln2, w.lin1W, N, C, F);
+      g3.set(g0.subarray(0, NC));
+      layernormBackward(g3, dw.norm2W, dw.norm2B, g2, a.r1, w.norm2W, a.ln2Mean, a.ln2Rstd, N, C);
+    } else {
+      // fch = ln1 W1^T + b1, r2 = ln1 + ..., ln1 = norm1(r1)
+      g2.set(g1.subarray(0, NC));
+      linearBackward(g2, dw.lin1W, dw.lin1B, dfch, a.ln1, w.lin1W, N, C, F);
+      g3.fill(0, 0, NC);
+      layernormBackward(g3, dw.norm1W, dw.norm1B, g2, a.r1, w.norm1W, a.ln1Mean, a.ln1Rstd, N, C);
+    }
+    // r1 = x + drop1(proj)
+    let dproj = g3;
+    if (useDrop) {
+      g1.fill(0, 0, NC);
+      dropoutBackward(g1, g3, a.mask1!, NC);
+      dproj = g1;
+    }
+    // proj = attY Wo^T + bo
+    g2.fill(0, 0, NC);
+    linearBackward(g2, dw.outProjW, dw.outProjB, dproj, a.attY, w.outProjW, N, C, C);
+    gQKV.fill(0, 0, N * 3 * C);
+    attentionBackward(
+      gQKV,
+      g2,
+      a.qkv,
+      a.att,
+      useDrop ? a.maskAtt : null,
+      ws.rowT,
+      B,
+      T,
+      C,
+      NH,
+    );
+    if (rotary) ropeBackward(gQKV, ws.cos, ws.sin, B, T, C, NH);
+    // qkv = saIn Win^T + bin; new g0 = d(layer input) = dr1 (residual) + path through SA.
+    if (pre) {
+      g1.fill(0, 0, NC);
+      linearBackward(g1, dw.inProjW, dw.inProjB, gQKV, a.ln1, w.inProjW, N, C, 3 * C);
+      g0.set(g3.subarray(0, NC));
+      layernormBackward(g0, dw.norm1W, dw.norm1B, g1, x, w.norm1W, a.ln1Mean, a.ln1Rstd, N, C);
+    } else {
+      g0.set(g3.subarray(0, NC));
+      linearBackward(g0, dw.inProjW, dw.inProjB, gQKV, x, w.inProjW, N, C, 3 * C);
+    }
+  }
+  embeddingBackward(G.embed, G.posEmbed, g0, ws.tokens, B, T, C);
+}
+
+function checkGrads(model: Model, grads: Float32Array): void {
+  if (!ArrayBuffer.isView(grads) || (grads as Float32Array).length !== model.params.length) {
+    throw new RangeError(
+      `Invalid grads: expected a Float32Array of ${model.params.length} values, got ${
+        ArrayBuffer.isView(grads) ? `${(grads as Float32Array).length} values` : describe(grads)
+      }`,
+    );
+  }
+}
+
+const defaultWorkspaces = new WeakMap<Model, Workspace>();
+
+function workspaceFor(model: Model, B: number, T: number): Workspace {
+  const ws = defaultWorkspaces.get(model);
+  if (ws && ws.config === model.config && ws.B >= B && ws.T >= T) return ws;
+  const fresh = createWorkspace(model.config, B, T);
+  defaultWorkspaces.set(model, fresh);
+  return fresh;
+}
+
+function batchShape(model: Model, length: number, batch: number, name: string): number {
+  checkDim("batch", batch);
+  if (length === 0 || length % batch !== 0) {
+    throw new RangeError(
+      `Invalid ${name} length: expected a positive multiple of batch ${batch}, got ${length}`,
+    );
+  }
+  const T = length / batch;
+  if (T > model.config.context) {
+    throw new RangeError(
+      `Sequence too long: expected T <= context ${model.config.context}, got ${T}`,
+    );
+  }
+  return T;
+}
+
+/**
+ * Logits for a batch of token sequences, in eval mode (no dropout).
+ *
+ * @param model The model.
+ * @param tokens Token ids, `(B,T)` flattened.
+ * @param options `batch`: the number of sequences B.
+ * @returns A fresh `(B,T,V)` array of logits.
+ *
+ * @example
+ * ```ts
+ * import { createModel, forward } from "./model.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const model = createModel("tiny", { vocabSize: 12 });
+ * const logits = forward(model, new Int32Array([1, 2, 3, 4, 5, 6]), { batch: 2 });
+ * assert.equal(logits.length, 2 * 3 * 12);
+ * ```
+ */
+export function forward(
+  model: Model,
+  tokens: Int32Array,
+  options: { batch: number },
+): Float32Array {
+  validateTokens(tokens, model.config.vocabSize, "tokens");
+  const B = options.batch;
+  const T = batchShape(model, tokens.length, B, "tokens");
+  const ws = workspaceFor(model, B, T);
+  return forwardUnchecked(model, ws, tokens, B, T, undefined).slice();
+}
+
+/** Options of {@linkcode lossAndGrad}. */
+export interface LossAndGradOptions {
+  /** Sequences in the batch. */
+  batch: number;
+  /** Gradient buffer to ADD into (parameters' layout); a fresh zeroed one if absent. */
+  grads?: Float32Array;
+  /** Training-mode dropout keys; absent means no dropout. */
+  dropout?: DropoutKeys;
+  /** Workspace to use (sized for this batch); a cached one per model if absent. */
+  workspace?: Workspace;
+}
+
+/**
+ * The weighted cross-entropy `loss = sum_i weight[i] * CE_i` of a batch and its gradient.
+ *
+ * @param model The model.
+ * @param data `input` ids, `target` ids and `weight` per position, each `(B,T)` flattened.
+ * @param options `batch`, and optionally `grads` to add into, `dropout` keys, `workspace`.
+ * @returns The loss and the gradient buffer (`options.grads` if given).
+ *
+ * @example The gradient has the parameters' layout
+ * ```ts
+ * import { createModel, lossAndGrad } from "./model.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const model = createModel("tiny", { vocabSize: 12 });
+ * const input = new Int32Array([11, 2, 11, 4]);
+ * const target = new Int32Array([1, 2, 3, 4]);
+ * const weight = new Float32Array([0.5, 0, 0.5, 0]);
+ * const { loss, grads } = lossAndGrad(model, { input, target, weight }, { batch: 2 });
+ * assert.ok(loss > 0);
+ * assert.equal(grads.length, model.params.length);
+ * ```
+ */
+export function lossAndGrad(
+  model: Model,
+  data: { input: Int32Array; target: Int32Array; weight: Float32Array },
+  options: LossAndGradOptions,
+): { loss: number; grads: Float32Array } {
+  const { input, target, weight } = data;
+  const V = model.config.vocabSize;
+  validateTokens(input, V, "input");
+  validateTokens(target, V, "target");
+  const B = options.batch;
+  const T = batchShape(model, input.length, B, "input");
+  const N = B * T;
+  if (target.length !== N) {
+    throw new RangeError(`Invalid target length: expected ${N} (like input), got ${target.length}`);
+  }
+  if (!(weight instanceof Float32Array) || weight.length !== N) {
+    throw new RangeError(
+      `Invalid weight: expected a Float32Array of ${N} values (like input), got ${
+        weight instanceof Float32Array ? weight.length : describe(weight)
+      }`,
+    );
+  }
+  const grads = options.grads ?? new Float32Array(model.params.length);
+  checkGrads(model, grads);
+  const ws = options.workspace ?? workspaceFor(model, B, T);
+  checkShape(model, ws, input.length, B, T);
+  const logits = forwardUnchecked(model, ws, input, B, T, options.dropout);
+  const loss = crossEntropyForward(ws.losses, ws.lse, logits, target, weight, N, V);
+  const dlogits = ws.dlogits;
+  dlogits.fill(0, 0, N * V);
+  crossEntropyBackward(dlogits, 1, logits, ws.lse, target, weight, N, V);
+  backwardUnchecked(model, ws, dlogits, tensorViews(grads, model.layout, model.config));
+  return { loss, grads };
+}

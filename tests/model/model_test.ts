@@ -1,0 +1,324 @@
+import assert from "node:assert/strict";
+import {
+  createModel,
+  createWorkspace,
+  forward,
+  lossAndGrad,
+  type Model,
+  modelBackward,
+  modelForward,
+  validateTokens,
+} from "../../src/model/model.ts";
+import { buildLayout, paramTable } from "../../src/model/layout.ts";
+import { type ModelConfig, resolveConfig } from "../../src/model/config.ts";
+import { Rng } from "../../src/rng.ts";
+import { f32, gradcheck } from "../gradcheck.ts";
+
+function tinyConfig(over: Partial<ModelConfig>): ModelConfig {
+  return resolveConfig({
+    vocabSize: 7,
+    context: 4,
+    dModel: 8,
+    nHeads: 2,
+    nLayers: 2,
+    dFF: 12,
+    positions: "rotary",
+    normFirst: true,
+    activation: "gelu",
+    dropout: 0,
+    ...over,
+  });
+}
+
+/** Whole-model finite-difference check in float64 on sampled entries of every tensor. */
+function checkModel(config: ModelConfig, dropout = false) {
+  const B = 2, T = 3;
+  const base = createModel(config, { seed: 3 });
+  // Perturb LayerNorm and zero-initialised tensors so every path carries signal.
+  const rng = new Rng(4);
+  const p64 = Float64Array.from(base.params, (v) => v + 0.1 * rng.normal());
+  const model: Model = { config, layout: base.layout, params: f32(p64) };
+  const ws = createWorkspace(config, B, T, { float64: true });
+  const input = new Int32Array([1, 6, 2, 0, 6, 6]);
+  const g64 = new Float64Array(p64.length);
+  const inputs: Record<string, Float64Array> = {};
+  const grads: Record<string, Float64Array> = {};
+  for (const [name, { offset, shape }] of Object.entries(model.layout)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    inputs[name] = p64.subarray(offset, offset + n);
+    grads[name] = g64.subarray(offset, offset + n);
+  }
+  const opts = dropout ? { dropout: { seed: 5, step: 2, firstRow: 0 } } : {};
+  const result = gradcheck({
+    inputs,
+    forward: () => modelForward(model, ws, input, B, T, opts) as unknown as Float64Array,
+    backward: (dout) => {
+      g64.fill(0);
+      modelBackward(model, ws, f32(dout), f32(g64));
+      return grads;
+    },
+    maxPerInput: 12,
+    rtol: 1e-5,
+    atol: 1e-7, // FD round-off is ~1e-9 here; the key bias has an exactly zero gradient
+  });
+  assert.ok(result.checked > 100);
+}
+
+for (const positions of ["learned", "rotary"] as const) {
+  for (const normFirst of [true, false]) {
+    for (const activation of ["relu", "gelu"] as const) {
+      const name = `${positions}, ${normFirst ? "pre" : "post"}-norm, ${activation}`;
+      Deno.test(`modelBackward() matches finite differences (${name})`, () => {
+        checkModel(tinyConfig({ positions, normFirst, activation }));
+      });
+    }
+  }
+}
+
+Deno.test("modelBackward() matches finite differences with dropout masks (seed-like model)", () => {
+  checkModel(
+    tinyConfig({ positions: "learned", normFirst: false, activation: "relu", dropout: 0.3 }),
+    true,
+  );
+});
+
+Deno.test("paramTable() names and shapes are the PyTorch state-dict list of DESIGN.md", () => {
+  const c = tinyConfig({ positions: "learned", normFirst: true, vocabSize: 9, context: 5 });
+  const layer = (i: number): [string, number[]][] => [
+    [`transformer.layers.${i}.self_attn.in_proj_weight`, [24, 8]],
+    [`transformer.layers.${i}.self_attn.in_proj_bias`, [24]],
+    [`transformer.layers.${i}.self_attn.out_proj.weight`, [8, 8]],
+    [`transformer.layers.${i}.self_attn.out_proj.bias`, [8]],
+    [`transformer.layers.${i}.linear1.weight`, [12, 8]],
+    [`transformer.layers.${i}.linear1.bias`, [12]],
+    [`transformer.layers.${i}.linear2.weight`, [8, 12]],
+    [`transformer.layers.${i}.linear2.bias`, [8]],
+    [`transformer.layers.${i}.norm1.weight`, [8]],
+    [`transformer.layers.${i}.norm1.bias`, [8]],
+    [`transformer.layers.${i}.norm2.weight`, [8]],
+    [`transformer.layers.${i}.norm2.bias`, [8]],
+  ];
+  const expected: [string, number[]][] = [
+    ["embed.weight", [9, 8]],
+    ["pos_embed.weight", [5, 8]],
+    ...layer(0),
+    ...layer(1),
+    ["transformer.norm.weight", [8]],
+    ["transformer.norm.bias", [8]],
+    ["head.weight", [9, 8]],
+    ["head.bias", [9]],
+  ];
+  assert.deepEqual(paramTable(c).map((e) => [e.name, e.shape]), expected);
+  // rotary has no position table; post-norm has no final norm
+  const names = paramTable(tinyConfig({ positions: "rotary", normFirst: false })).map((e) =>
+    e.name
+  );
+  assert.ok(!names.includes("pos_embed.weight"));
+  assert.ok(!names.includes("transformer.norm.weight"));
+  assert.equal(names.length, 1 + 2 * 12 + 2);
+});
+
+Deno.test("buildLayout() packs tensors in table order without gaps or overlap", () => {
+  const c = tinyConfig({ positions: "learned" });
+  const { layout, size } = buildLayout(c);
+  let next = 0;
+  for (const { name, shape } of paramTable(c)) {
+    assert.equal(layout[name].offset, next, name);
+    next += shape.reduce((a, b) => a * b, 1);
+  }
+  assert.equal(size, next);
+});
+
+Deno.test("createModel('small') at V=512 has 924,928 parameters", () => {
+  // embed 512*128 + 4 layers * (3*128*128 + 3*128 + 128*128 + 128 + 2*128*512 + 512 + 128
+  // + 4*128) + final norm 2*128 + head 128*512 + 512
+  const perLayer = 3 * 128 * 128 + 3 * 128 + 128 * 128 + 128 + 2 * 128 * 512 + 512 + 128 + 4 * 128;
+  const expected = 512 * 128 + 4 * perLayer + 2 * 128 + 128 * 512 + 512;
+  const model = createModel("small", { vocabSize: 512 });
+  assert.equal(model.params.length, expected);
+  assert.equal(expected, 924928);
+});
+
+Deno.test("createModel() initialises as PyTorch: ranges, zeros, ones and N(0,1) embeddings", () => {
+  const model = createModel("small", { vocabSize: 512, seed: 9 });
+  const t = (name: string) => {
+    const { offset, shape } = model.layout[name];
+    return model.params.subarray(offset, offset + shape.reduce((a, b) => a * b, 1));
+  };
+  const maxAbs = (a: Float32Array) => a.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  const xavier = Math.sqrt(6 / (128 + 384));
+  const w = t("transformer.layers.0.self_attn.in_proj_weight");
+  assert.ok(maxAbs(w) <= xavier && maxAbs(w) > 0.95 * xavier);
+  assert.equal(maxAbs(t("transformer.layers.0.self_attn.in_proj_bias")), 0);
+  assert.equal(maxAbs(t("transformer.layers.1.self_attn.out_proj.bias")), 0);
+  const l2 = t("transformer.layers.2.linear2.weight");
+  assert.ok(maxAbs(l2) <= 1 / Math.sqrt(512) && maxAbs(l2) > 0.95 / Math.sqrt(512));
+  const b1 = t("transformer.layers.2.linear1.bias");
+  assert.ok(maxAbs(b1) <= 1 / Math.sqrt(128) && maxAbs(b1) > 0.9 / Math.sqrt(128));
+  assert.ok(t("transformer.layers.3.norm2.weight").every((v) => v === 1));
+  assert.ok(t("transformer.norm.bias").every((v) => v === 0));
+  const e = t("embed.weight");
+  const mean = e.reduce((s, v) => s + v, 0) / e.length;
+  const variance = e.reduce((s, v) => s + (v - mean) ** 2, 0) / e.length;
+  assert.ok(Math.abs(mean) < 0.02 && Math.abs(variance - 1) < 0.03, `${mean} ${variance}`);
+  // layers draw independently, and the seed matters
+  assert.notDeepEqual(w, t("transformer.layers.1.self_attn.in_proj_weight"));
+  assert.notDeepEqual(
+    createModel("tiny", { vocabSize: 9, seed: 1 }).params,
+    createModel("tiny", { vocabSize: 9, seed: 2 }).params,
+  );
+  assert.deepEqual(
+    createModel("tiny", { vocabSize: 9, seed: 1 }).params,
+    createModel("tiny", { vocabSize: 9, seed: 1 }).params,
+  );
+});
+
+Deno.test("createModel() keeps a given params buffer unless init: true", () => {
+  const { size } = buildLayout(resolveConfig("tiny", { vocabSize: 9 }));
+  const shared = new Float32Array(new SharedArrayBuffer(size * 4)).fill(0.5);
+  const m = createModel("tiny", { vocabSize: 9, params: shared });
+  assert.equal(m.params, shared);
+  assert.ok(shared.every((v) => v === 0.5));
+  createModel("tiny", { vocabSize: 9, params: shared, init: true, seed: 4 });
+  assert.deepEqual([...shared], [...createModel("tiny", { vocabSize: 9, seed: 4 }).params]);
+  assert.throws(() => createModel("tiny", { vocabSize: 9, params: new Float32Array(3) }), {
+    name: "RangeError",
+    message: `Invalid params: expected ${size} values for this config, got 3`,
+  });
+});
+
+Deno.test("lossAndGrad() over a batch equals the sum over its shards, dropout masks included", () => {
+  const config = resolveConfig("seed", { vocabSize: 11 });
+  const model = createModel(config, { seed: 3 });
+  const B = 4, T = 8, N = B * T;
+  const rng = new Rng(8);
+  const input = Int32Array.from({ length: N }, () => rng.int(11));
+  const target = Int32Array.from({ length: N }, () => rng.int(11));
+  const weight = Float32Array.from({ length: N }, () => rng.uniform());
+  const dropout = { seed: 1, step: 3, firstRow: 0 };
+  const full = lossAndGrad(model, { input, target, weight }, { batch: B, dropout });
+  const grads = new Float32Array(model.params.length);
+  let loss = 0;
+  for (const first of [0, 2]) {
+    const s = { start: first * T, end: (first + 2) * T };
+    loss += lossAndGrad(model, {
+      input: input.slice(s.start, s.end),
+      target: target.slice(s.start, s.end),
+      weight: weight.slice(s.start, s.end),
+    }, { batch: 2, grads, dropout: { ...dropout, firstRow: first } }).loss;
+  }
+  assert.ok(Math.abs(loss - full.loss) < 1e-5 * Math.abs(full.loss));
+  let maxDiff = 0, maxAbs = 0;
+  for (let i = 0; i < grads.length; i++) {
+    maxDiff = Math.max(maxDiff, Math.abs(grads[i] - full.grads[i]));
+    maxAbs = Math.max(maxAbs, Math.abs(full.grads[i]));
+  }
+  assert.ok(maxDiff < 1e-5 * maxAbs, `max diff ${maxDiff} of ${maxAbs}`);
+  // dropout is active: another step gives another loss
+  const other = lossAndGrad(model, { input, target, weight }, {
+    batch: B,
+    dropout: { ...dropout, step: 4 },
+  });
+  assert.notEqual(other.loss, full.loss);
+});
+
+Deno.test("forward() is eval mode: deterministic, equals lossAndGrad without dropout", () => {
+  const model = createModel("seed", { vocabSize: 11, seed: 1 });
+  const tokens = new Int32Array([1, 2, 3, 4, 5, 6]); // T = 3 < context 8
+  const a = forward(model, tokens, { batch: 2 });
+  const b = forward(model, tokens, { batch: 2 });
+  assert.deepEqual(a, b);
+  assert.equal(a.length, 2 * 3 * 11);
+  // loss from the logits by hand at one position
+  const target = new Int32Array(6).fill(0);
+  const weight = new Float32Array(6);
+  weight[4] = 1;
+  const { loss } = lossAndGrad(model, { input: tokens, target, weight }, { batch: 2 });
+  const row = a.subarray(4 * 11, 5 * 11);
+  const max = Math.max(...row);
+  const lse = max + Math.log(row.reduce((s, v) => s + Math.exp(v - max), 0));
+  assert.ok(Math.abs(loss - (lse - row[0])) < 1e-5);
+});
+
+Deno.test("lossAndGrad() adds into options.grads", () => {
+  const model = createModel("tiny", { vocabSize: 9, seed: 1 });
+  const data = {
+    input: new Int32Array([8, 1, 2, 8]),
+    target: new Int32Array([3, 1, 2, 4]),
+    weight: new Float32Array([1, 0, 0, 1]),
+  };
+  const once = lossAndGrad(model, data, { batch: 1 }).grads;
+  const grads = new Float32Array(model.params.length);
+  lossAndGrad(model, data, { batch: 1, grads });
+  lossAndGrad(model, data, { batch: 1, grads });
+  for (let i = 0; i < grads.length; i += 97) assert.ok(Math.abs(grads[i] - 2 * once[i]) < 1e-6);
+  assert.ok(once.some((v) => v !== 0));
+});
+
+Deno.test("validateTokens() and the public entries reject bad ids and lengths", () => {
+  const model = createModel("tiny", { vocabSize: 9 });
+  assert.throws(() => validateTokens(new Int32Array([0, -1]), 9, "input"), {
+    name: "RangeError",
+    message: "Token id out of range in input[1]: expected 0 <= id < 9, got -1",
+  });
+  assert.throws(() => forward(model, new Int32Array([0, 9]), { batch: 1 }), {
+    name: "RangeError",
+    message: "Token id out of range in tokens[1]: expected 0 <= id < 9, got 9",
+  });
+  assert.throws(() => forward(model, new Int32Array(5), { batch: 2 }), {
+    name: "RangeError",
+    message: "Invalid tokens length: expected a positive multiple of batch 2, got 5",
+  });
+  assert.throws(() => forward(model, new Int32Array(17), { batch: 1 }), {
+    name: "RangeError",
+    message: "Sequence too long: expected T <= context 16, got 17",
+  });
+  const input = new Int32Array(4);
+  assert.throws(
+    () =>
+      lossAndGrad(model, {
+        input,
+        target: new Int32Array([0, 0, 12, 0]),
+        weight: new Float32Array(4),
+      }, { batch: 1 }),
+    {
+      name: "RangeError",
+      message: "Token id out of range in target[2]: expected 0 <= id < 9, got 12",
+    },
+  );
+  assert.throws(
+    () =>
+      lossAndGrad(model, { input, target: new Int32Array(3), weight: new Float32Array(4) }, {
+        batch: 1,
+      }),
+    { name: "RangeError", message: "Invalid target length: expected 4 (like input), got 3" },
+  );
+  assert.throws(
+    () =>
+      lossAndGrad(model, { input, target: new Int32Array(4), weight: new Float32Array(2) }, {
+        batch: 1,
+      }),
+    {
+      name: "RangeError",
+      message: "Invalid weight: expected a Float32Array of 4 values (like input), got 2",
+    },
+  );
+  const ws = createWorkspace(model.config, 1, 2);
+  assert.throws(() => modelForward(model, ws, input, 1, 4), {
+    name: "RangeError",
+    message: "Batch too large for workspace: expected B <= 1 and T <= 2, got B 1, T 4",
+  });
+  assert.throws(
+    () =>
+      modelBackward(
+        model,
+        createWorkspace(model.config, 1, 2),
+        new Float32Array(18),
+        new Float32Array(model.params.length),
+      ),
+    {
+      name: "RangeError",
+      message: "No forward pass to differentiate: expected modelForward first, got none",
+    },
+  );
+});

@@ -1,0 +1,104 @@
+import assert from "node:assert/strict";
+import {
+  erf,
+  erfc,
+  geluBackward,
+  geluForward,
+  reluBackward,
+  reluForward,
+} from "../../src/nn/activations.ts";
+import { Rng } from "../../src/rng.ts";
+import { f32, gradcheck, randn } from "../gradcheck.ts";
+
+Deno.test("erf() matches tabulated values to 1e-15", () => {
+  // Python's math.erf / math.erfc (C library), float64
+  const table: [number, number][] = [
+    [0.1, 0.1124629160182849],
+    [0.5, 0.5204998778130465],
+    [1, 0.8427007929497149],
+    [2, 0.9953222650189527],
+    [3, 0.9999779095030014],
+  ];
+  for (const [x, v] of table) {
+    assert.ok(Math.abs(erf(x) - v) < 1e-15, `erf(${x}) = ${erf(x)}, expected ${v}`);
+    assert.equal(erf(-x), -erf(x));
+  }
+  assert.equal(erf(10), 1);
+});
+
+Deno.test("erfc() keeps relative accuracy in the tail", () => {
+  const table: [number, number][] = [
+    [3, 2.2090496998585438e-5],
+    [4, 1.541725790028002e-8],
+    [5, 1.5374597944280351e-12],
+  ];
+  for (const [x, v] of table) assert.ok(Math.abs(erfc(x) / v - 1) < 1e-12, `erfc(${x})`);
+  assert.ok(Math.abs(erfc(-1) - (1 + 0.8427007929497149)) < 1e-15);
+});
+
+Deno.test("erf() is continuous across its series/fraction switch and has derivative 2/sqrt(pi) e^-x^2", () => {
+  assert.ok(Math.abs(erf(3 - 1e-12) - erf(3 + 1e-12)) < 1e-14);
+  for (const x of [0.3, 1.7, 2.9, 3.1, 4.5]) {
+    const h = 1e-5;
+    const num = (erf(x + h) - erf(x - h)) / (2 * h);
+    const ana = (2 / Math.sqrt(Math.PI)) * Math.exp(-x * x);
+    assert.ok(Math.abs(num - ana) < 1e-9 * Math.max(1, ana) + 1e-11, `x=${x}: ${num} vs ${ana}`);
+  }
+});
+
+Deno.test("geluBackward() matches finite differences", () => {
+  const rng = new Rng(21);
+  const N = 24;
+  const inputs = { inp: randn(rng, N, 2.5) };
+  const out = new Float64Array(N);
+  gradcheck({
+    inputs,
+    forward: () => {
+      geluForward(f32(out), f32(inputs.inp), N);
+      return out;
+    },
+    backward: (dout) => {
+      const g = { inp: new Float64Array(N) };
+      geluBackward(f32(g.inp), f32(dout), f32(inputs.inp), N);
+      return g;
+    },
+  });
+});
+
+Deno.test("geluForward() is x * Phi(x) with the exact erf (not the tanh form)", () => {
+  const x = new Float64Array([-3, -1, 0.5, 2]);
+  const out = new Float64Array(4);
+  geluForward(f32(out), f32(x), 4);
+  // 0.5 * x * (1 + math.erf(x / math.sqrt(2))) in Python (C library erf), float64
+  const expected = [
+    -0.00404969409489031,
+    -0.15865525393145707,
+    0.34573123063700656,
+    1.9544997361036416,
+  ];
+  for (let i = 0; i < 4; i++) assert.ok(Math.abs(out[i] - expected[i]) < 1e-13, `${out[i]}`);
+  const tanhForm = 0.5 * -1 * (1 + Math.tanh(Math.sqrt(2 / Math.PI) * (-1 - 0.044715)));
+  assert.ok(Math.abs(out[1] - tanhForm) > 1e-5);
+});
+
+Deno.test("reluBackward() matches finite differences away from 0 and passes 0 at 0", () => {
+  const rng = new Rng(22);
+  const N = 16;
+  const inputs = { inp: randn(rng, N) };
+  const out = new Float64Array(N);
+  gradcheck({
+    inputs,
+    forward: () => {
+      reluForward(f32(out), f32(inputs.inp), N);
+      return out;
+    },
+    backward: (dout) => {
+      const g = { inp: new Float64Array(N) };
+      reluBackward(f32(g.inp), f32(dout), f32(inputs.inp), N);
+      return g;
+    },
+  });
+  const d = new Float32Array(1);
+  reluBackward(d, new Float32Array([1]), new Float32Array([0]), 1);
+  assert.equal(d[0], 0);
+});

@@ -1,0 +1,193 @@
+/**
+ * File input and output: the one module of the library that touches the file system.
+ *
+ * Everything here goes through `node:fs/promises` and `node:path`, which Deno, Bun and Node all
+ * run; the rest of the library works on strings and typed arrays and never imports this module
+ * except from the trainer's run-directory code. Writes are atomic: the bytes go to a temporary
+ * file beside the target, which is then renamed over it, so a kill at any moment leaves either the
+ * old file or the new one, never a torn one.
+ *
+ * @example Write a file atomically and read it back
+ * ```ts
+ * import { readText, removeDir, writeFileAtomic } from "./io.ts";
+ * import { makeTempDir } from "./io.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const dir = await makeTempDir();
+ * await writeFileAtomic(`${dir}/a.txt`, "hello");
+ * assert.equal(await readText(`${dir}/a.txt`), "hello");
+ * await removeDir(dir);
+ * ```
+ *
+ * @module
+ */
+
+import * as fs from "node:fs/promises";
+import * as os from "node:os";
+import * as path from "node:path";
+import process from "node:process";
+
+let tempCounter = 0;
+
+/**
+ * Writes bytes or text to `file` atomically: a temporary file in the same directory, then a rename.
+ *
+ * @param file The destination path; its directory is created if missing.
+ * @param data The content (strings are written as UTF-8).
+ */
+export async function writeFileAtomic(file: string, data: Uint8Array | string): Promise<void> {
+  const dir = path.dirname(file);
+  await fs.mkdir(dir, { recursive: true });
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${tempCounter++}.tmp`);
+  try {
+    await fs.writeFile(tmp, data);
+    await fs.rename(tmp, file);
+  } catch (err) {
+    await fs.rm(tmp, { force: true }).catch(() => {});
+    throw err;
+  }
+}
+
+/**
+ * Appends one line of text to `file` (creating it and its directory if needed).
+ *
+ * @param file The path.
+ * @param line The text; a newline is added.
+ */
+export async function appendLine(file: string, line: string): Promise<void> {
+  await fs.mkdir(path.dirname(file), { recursive: true });
+  await fs.appendFile(file, line + "\n");
+}
+
+/**
+ * Reads a file as UTF-8 text.
+ *
+ * @param file The path.
+ * @returns The text.
+ */
+export function readText(file: string): Promise<string> {
+  return fs.readFile(file, "utf8");
+}
+
+/**
+ * Reads a file's bytes.
+ *
+ * @param file The path.
+ * @returns The bytes.
+ */
+export async function readBytes(file: string): Promise<Uint8Array> {
+  const buf = await fs.readFile(file);
+  return new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
+}
+
+/**
+ * Tells whether a path exists.
+ *
+ * @param p The path.
+ * @returns `true` for an existing file or directory.
+ */
+export async function exists(p: string): Promise<boolean> {
+  try {
+    await fs.stat(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Tells whether a path is a directory.
+ *
+ * @param p The path.
+ * @returns `true` for an existing directory.
+ */
+export async function isDirectory(p: string): Promise<boolean> {
+  try {
+    return (await fs.stat(p)).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Reads a corpus from a path: one document for a file, one per `.txt` file (sorted by name, with
+ * numbers in names compared as numbers) for a directory.
+ *
+ * @param p A file or a directory of `.txt` files.
+ * @returns The documents in order.
+ */
+export async function readCorpus(p: string): Promise<string[]> {
+  if (!(await exists(p))) {
+    throw new RangeError(`Data not found: expected a file or folder, got "${p}"`);
+  }
+  if (!(await isDirectory(p))) return [await readText(p)];
+  const names = (await fs.readdir(p)).filter((n) => n.endsWith(".txt"));
+  names.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+  if (names.length === 0) {
+    throw new RangeError(`No .txt files: expected at least one in folder "${p}", got none`);
+  }
+  const docs: string[] = [];
+  for (const n of names) docs.push(await readText(path.join(p, n)));
+  return docs;
+}
+
+/**
+ * Creates a directory and its parents.
+ *
+ * @param dir The path.
+ */
+export async function makeDir(dir: string): Promise<void> {
+  await fs.mkdir(dir, { recursive: true });
+}
+
+/**
+ * Creates a fresh temporary directory.
+ *
+ * @returns Its path.
+ */
+export function makeTempDir(): Promise<string> {
+  // Deno's own call needs only write access; node:os's tmpdir() also asks for env access there.
+  const deno = (globalThis as { Deno?: { makeTempDir(o: { prefix: string }): Promise<string> } })
+    .Deno;
+  if (deno) return deno.makeTempDir({ prefix: "sedd-" });
+  return fs.mkdtemp(path.join(os.tmpdir(), "sedd-"));
+}
+
+/**
+ * Removes a directory and everything in it.
+ *
+ * @param dir The path.
+ */
+export async function removeDir(dir: string): Promise<void> {
+  await fs.rm(dir, { recursive: true, force: true });
+}
+
+/**
+ * Points `link` at `target` with a relative symbolic link, replacing an older link atomically.
+ *
+ * @param target The directory the link names.
+ * @param link The link's path, e.g. `runs/latest`.
+ * @returns `false` when the platform refused symbolic links.
+ */
+export async function linkLatest(target: string, link: string): Promise<boolean> {
+  const rel = path.relative(path.dirname(link), target);
+  const tmp = `${link}.${process.pid}.${tempCounter++}.tmp`;
+  try {
+    await fs.symlink(rel, tmp);
+    await fs.rename(tmp, link);
+    return true;
+  } catch {
+    await fs.rm(tmp, { force: true }).catch(() => {});
+    return false;
+  }
+}
+
+/**
+ * Joins path segments.
+ *
+ * @param parts Segments.
+ * @returns The joined path.
+ */
+export function joinPath(...parts: string[]): string {
+  return path.join(...parts);
+}

@@ -1,0 +1,278 @@
+/**
+ * The gradient pool: Web Workers (wrapped with comlink) that each compute one shard of the batch.
+ *
+ * Dimensions: `B` batch, `T` context, `P` parameters, `W` workers.
+ *
+ * The parameters live in one `SharedArrayBuffer` every worker reads; worker k writes the gradient
+ * of rows `[floor(kB/W), floor((k+1)B/W))` into its own shared gradient buffer; comlink carries
+ * only the step number and the shard bounds. {@linkcode GradientPool.gradient} then sums the
+ * buffers in worker order into the main thread's gradient, so the result depends on the worker
+ * count only through that fixed summation order.
+ *
+ * With `workers: 0` (or 1) there is no Worker at all: one {@linkcode Shard} runs in-process over
+ * plain `ArrayBuffer`s, for environments without workers or shared memory.
+ *
+ * A worker that throws, or dies (an uncaught error), fails the call with an error naming the
+ * worker and the step; the pool then terminates every worker, so nothing is left hanging.
+ *
+ * @module
+ */
+
+import * as Comlink from "comlink";
+import type { ModelConfig } from "../model/config.ts";
+import { createModel, type Model } from "../model/model.ts";
+import {
+  type BatchBuffers,
+  type BatchMemory,
+  batchViews,
+  createBatchMemory,
+  type LossName,
+} from "./batch.ts";
+import { type FaultInjection, Shard, type ShardSetup, type ShardWorkerApi } from "./shard.ts";
+
+/** Options of {@linkcode createPool}. */
+export interface PoolOptions {
+  /** The model's config. */
+  config: ModelConfig;
+  /** Initial parameter values (copied into the pool's buffer). */
+  params: Float32Array;
+  /** Sequences per batch. */
+  batch: number;
+  /** Tokens per sequence. */
+  context: number;
+  /** Worker count; 0 or 1 with `inProcess` semantics below. */
+  workers: number;
+  /** Run seed (dropout keys). */
+  seed: number;
+  /** The objective. */
+  loss: LossName;
+  /** Test-only: make one worker fail at one step. */
+  fault?: FaultInjection;
+  /** The worker module (default: `workers/grad_worker.ts` beside this package). */
+  workerUrl?: string | URL;
+}
+
+/** A pool of gradient workers (or one in-process shard). */
+export interface GradientPool {
+  /** Workers running (0 when in-process). */
+  readonly workers: number;
+  /** The model whose parameters the workers read; the optimizer updates `model.params` in place. */
+  readonly model: Model;
+  /** The batch the main thread fills before each call. */
+  readonly batch: BatchBuffers;
+  /** The summed gradient of the last {@linkcode GradientPool.gradient} call, `(P)`. */
+  readonly grads: Float32Array;
+  /**
+   * Computes the gradient of the current batch into `grads` (summed over shards in order).
+   *
+   * @param step The step (dropout keys, fault injection, messages).
+   * @returns The batch loss (sum of shard losses, in order).
+   */
+  gradient(step: number): Promise<number>;
+  /**
+   * The eval-mode loss of the current batch (no dropout, no gradient).
+   *
+   * @param step The step, for messages.
+   * @returns The batch loss.
+   */
+  evaluate(step: number): Promise<number>;
+  /** Stops every worker. Safe to call twice. */
+  terminate(): void;
+}
+
+/** The error a failed worker causes; names the worker and the step. */
+export class WorkerError extends Error {
+  /** The worker's index. */
+  readonly worker: number;
+  /** The step it was computing. */
+  readonly step: number;
+  /**
+   * @param worker The worker's index.
+   * @param step The step.
+   * @param detail What went wrong.
+   * @param cause The underlying error.
+   */
+  constructor(worker: number, step: number, detail: string, cause?: unknown) {
+    super(`Gradient worker ${worker} failed at step ${step}: ${detail}`, { cause });
+    this.name = "WorkerError";
+    this.worker = worker;
+    this.step = step;
+  }
+}
+
+/**
+ * The row range of shard `k` of `W` over `B` rows: `[floor(kB/W), floor((k+1)B/W))`.
+ *
+ * @param k Shard index.
+ * @param W Shard count.
+ * @param B Rows.
+ * @returns `[rowStart, rowEnd)`.
+ *
+ * @example Five rows over two workers
+ * ```ts
+ * import { shardBounds } from "./pool.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(shardBounds(0, 2, 5), [0, 2]);
+ * assert.deepEqual(shardBounds(1, 2, 5), [2, 5]);
+ * ```
+ */
+export function shardBounds(k: number, W: number, B: number): [number, number] {
+  return [Math.floor(k * B / W), Math.floor((k + 1) * B / W)];
+}
+
+/**
+ * Starts the pool: allocates shared parameters, gradients and batch, spawns and initialises the
+ * workers (none for `workers <= 1`).
+ *
+ * @param options Config, initial parameters, batch shape, worker count, seed, objective.
+ * @returns The ready pool.
+ */
+export async function createPool(options: PoolOptions): Promise<GradientPool> {
+  const { config, batch: B, context: T, seed, loss } = options;
+  if (!Number.isInteger(options.workers) || options.workers < 0) {
+    throw new RangeError(`Invalid workers: expected an integer >= 0, got ${options.workers}`);
+  }
+  const W = Math.min(options.workers, B);
+  const P = options.params.length;
+  if (W <= 1) return inProcessPool(options);
+
+  const paramsMem = new SharedArrayBuffer(P * 4);
+  const model = createModel(config, { params: new Float32Array(paramsMem) });
+  model.params.set(options.params);
+  const batchMem: BatchMemory = createBatchMemory(B, T);
+  const batch = batchViews(batchMem);
+  const grads = new Float32Array(P);
+  const gradMems: SharedArrayBuffer[] = [];
+  const gradViews: Float32Array[] = [];
+  const workers: Worker[] = [];
+  const apis: Comlink.Remote<ShardWorkerApi>[] = [];
+  let current = -1; // the step being computed, for messages
+  let failure: WorkerError | undefined;
+  let rejectDeath: (e: WorkerError) => void = () => {};
+  const death = new Promise<never>((_, reject) => {
+    rejectDeath = reject;
+  });
+  death.catch(() => {}); // observed through Promise.race below
+  let terminated = false;
+  const terminate = () => {
+    if (terminated) return;
+    terminated = true;
+    for (const w of workers) w.terminate();
+  };
+  const url = options.workerUrl ?? new URL("../../workers/grad_worker.ts", import.meta.url);
+
+  for (let k = 0; k < W; k++) {
+    const worker = new Worker(url, { type: "module" });
+    const onError = (e: Event) => {
+      e.preventDefault(); // keep the worker's error from taking down the main thread
+      const msg = (e as ErrorEvent).message ?? "the worker stopped";
+      failure ??= new WorkerError(k, current, `worker died (${msg})`);
+      rejectDeath(failure);
+    };
+    worker.addEventListener("error", onError);
+    worker.addEventListener("messageerror", onError);
+    workers.push(worker);
+    apis.push(Comlink.wrap<ShardWorkerApi>(worker));
+    const mem = new SharedArrayBuffer(P * 4);
+    gradMems.push(mem);
+    gradViews.push(new Float32Array(mem));
+  }
+
+  const call = async <R>(
+    step: number,
+    f: (api: Comlink.Remote<ShardWorkerApi>, k: number) => Promise<R>,
+  ) => {
+    if (terminated) throw new Error("Gradient pool terminated: expected a live pool");
+    current = step;
+    const calls = apis.map((api, k) =>
+      f(api, k).catch((e) => {
+        const detail = e instanceof Error ? e.message : String(e);
+        throw failure ??= new WorkerError(k, step, detail, e);
+      })
+    );
+    try {
+      return await Promise.race([Promise.all(calls), death]);
+    } catch (e) {
+      terminate();
+      throw e;
+    }
+  };
+
+  await call(0, (api, k) => {
+    const setup: ShardSetup = {
+      index: k,
+      config,
+      params: paramsMem,
+      grads: gradMems[k],
+      batch: batchMem,
+      maxRows: Math.ceil(B / W),
+      seed,
+      loss,
+      fault: options.fault,
+    };
+    return api.init(setup);
+  });
+
+  return {
+    workers: W,
+    model,
+    batch,
+    grads,
+    async gradient(step: number): Promise<number> {
+      const losses = await call(step, (api, k) => api.gradient(step, ...shardBounds(k, W, B)));
+      grads.set(gradViews[0]);
+      for (let k = 1; k < W; k++) {
+        const g = gradViews[k];
+        for (let i = 0; i < P; i++) grads[i] += g[i];
+      }
+      let loss = 0;
+      for (const l of losses) loss += l;
+      return loss;
+    },
+    async evaluate(step: number): Promise<number> {
+      const losses = await call(step, (api, k) => api.evaluate(...shardBounds(k, W, B)));
+      let loss = 0;
+      for (const l of losses) loss += l;
+      return loss;
+    },
+    terminate,
+  };
+}
+
+function inProcessPool(options: PoolOptions): GradientPool {
+  const { config, batch: B, context: T, seed, loss } = options;
+  const model = createModel(config, { params: options.params.slice() });
+  const batch: BatchBuffers = {
+    B,
+    T,
+    target: new Int32Array(B * T),
+    input: new Int32Array(B * T),
+    weight: new Float32Array(B * T),
+    t: new Float32Array(B),
+  };
+  const grads = new Float32Array(model.params.length);
+  const shard = new Shard(model, grads, batch, { maxRows: B, seed, loss });
+  const fault = options.fault;
+  return {
+    workers: 0,
+    model,
+    batch,
+    grads,
+    gradient(step: number): Promise<number> {
+      try {
+        if (fault && fault.worker === 0 && fault.step === step) {
+          throw new Error(`injected fault in worker 0 at step ${step}`);
+        }
+        return Promise.resolve(shard.gradient(step, 0, B));
+      } catch (e) {
+        const detail = e instanceof Error ? e.message : String(e);
+        return Promise.reject(new WorkerError(0, step, detail, e));
+      }
+    },
+    evaluate(): Promise<number> {
+      return Promise.resolve(shard.evaluate(0, B));
+    },
+    terminate(): void {},
+  };
+}

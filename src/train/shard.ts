@@ -1,0 +1,203 @@
+/**
+ * The work of one gradient worker: the loss and gradient of rows `[rowStart, rowEnd)` of the
+ * shared batch, against the shared parameters, into the worker's own gradient buffer.
+ *
+ * Dimensions: `B` batch, `T` context, `V` vocabulary.
+ *
+ * The same {@linkcode Shard} runs inside a Web Worker (see `workers/grad_worker.ts`, a thin
+ * comlink `expose()` over {@linkcode shardWorkerApi}) and in-process when the trainer runs with
+ * `workers: 0`, so both paths compute exactly the same numbers.
+ *
+ * @module
+ */
+
+import type { ModelConfig } from "../model/config.ts";
+import {
+  createModel,
+  createWorkspace,
+  type Model,
+  modelForward,
+  type Workspace,
+} from "../model/model.ts";
+import { lossAndGrad } from "../model/model.ts";
+import { crossEntropyForward } from "../nn/cross_entropy.ts";
+import { type BatchBuffers, type BatchMemory, batchViews, type LossName } from "./batch.ts";
+
+/** A deliberate failure, for tests of the trainer's error handling. */
+export interface FaultInjection {
+  /** Which worker fails (its index in the pool). */
+  worker: number;
+  /** The step at which it fails. */
+  step: number;
+  /** `throw`: the call rejects; `crash`: an uncaught error kills the worker and the call never returns. */
+  mode: "throw" | "crash";
+}
+
+/** Everything a shard needs, in plain (cloneable) values and shared memory. */
+export interface ShardSetup {
+  /** The worker's index in the pool (for messages and fault injection). */
+  index: number;
+  /** The model's config. */
+  config: ModelConfig;
+  /** The parameters, shared with the main thread. */
+  params: SharedArrayBuffer;
+  /** This worker's own gradient buffer (parameters' layout). */
+  grads: SharedArrayBuffer;
+  /** The batch, shared with the main thread. */
+  batch: BatchMemory;
+  /** The most rows this shard will be given. */
+  maxRows: number;
+  /** Run seed (dropout keys). */
+  seed: number;
+  /** The objective. */
+  loss: LossName;
+  /** Test-only failure. */
+  fault?: FaultInjection;
+}
+
+/** One shard's model view, gradient buffer, batch view and workspace. */
+export class Shard {
+  /** The model over the (possibly shared) parameter buffer. */
+  readonly model: Model;
+  /** Gradient buffer, zeroed and filled by {@linkcode Shard.gradient}. */
+  readonly grads: Float32Array;
+  /** The batch. */
+  readonly batch: BatchBuffers;
+  /** Activations for up to `maxRows` sequences. */
+  readonly workspace: Workspace;
+  /** Run seed. */
+  readonly seed: number;
+  /** The objective. */
+  readonly loss: LossName;
+
+  /**
+   * Wraps existing buffers; nothing is copied.
+   *
+   * @param model The model (parameters are read, never written).
+   * @param grads Gradient buffer with the parameters' length.
+   * @param batch The batch buffers.
+   * @param options `maxRows`, `seed`, `loss`.
+   */
+  constructor(
+    model: Model,
+    grads: Float32Array,
+    batch: BatchBuffers,
+    options: { maxRows: number; seed: number; loss: LossName },
+  ) {
+    this.model = model;
+    this.grads = grads;
+    this.batch = batch;
+    this.seed = options.seed;
+    this.loss = options.loss;
+    this.workspace = createWorkspace(model.config, options.maxRows, batch.T);
+  }
+
+  /**
+   * Zeroes the gradient buffer, then writes the gradient of rows `[rowStart, rowEnd)`.
+   *
+   * @param step The training step (dropout keys).
+   * @param rowStart First row (global index in the batch).
+   * @param rowEnd One past the last row.
+   * @returns The shard's part of the loss (the batch loss is the sum over shards).
+   */
+  gradient(step: number, rowStart: number, rowEnd: number): number {
+    const { T, input, target, weight } = this.batch;
+    const rows = rowEnd - rowStart;
+    this.grads.fill(0);
+    const a = rowStart * T, b = rowEnd * T;
+    const { loss } = lossAndGrad(
+      this.model,
+      { input: input.subarray(a, b), target: target.subarray(a, b), weight: weight.subarray(a, b) },
+      {
+        batch: rows,
+        grads: this.grads,
+        workspace: this.workspace,
+        dropout: this.model.config.dropout > 0
+          ? { seed: this.seed, step, firstRow: rowStart }
+          : undefined,
+      },
+    );
+    return loss;
+  }
+
+  /**
+   * The loss of rows `[rowStart, rowEnd)` in eval mode (no dropout, no gradient).
+   *
+   * @param rowStart First row.
+   * @param rowEnd One past the last row.
+   * @returns The shard's part of the loss.
+   */
+  evaluate(rowStart: number, rowEnd: number): number {
+    const { T, input, target, weight } = this.batch;
+    const rows = rowEnd - rowStart;
+    const a = rowStart * T, b = rowEnd * T;
+    const ws = this.workspace;
+    const logits = modelForward(this.model, ws, input.subarray(a, b), rows, T);
+    return crossEntropyForward(
+      ws.losses,
+      ws.lse,
+      logits,
+      target.subarray(a, b),
+      weight.subarray(a, b),
+      rows * T,
+      this.model.config.vocabSize,
+    );
+  }
+}
+
+/**
+ * Opens a shard over shared memory, as a worker does on `init`.
+ *
+ * @param setup Config, shared buffers, seed, objective.
+ * @returns The shard.
+ */
+export function openShard(setup: ShardSetup): Shard {
+  const model = createModel(setup.config, { params: new Float32Array(setup.params) });
+  return new Shard(model, new Float32Array(setup.grads), batchViews(setup.batch), setup);
+}
+
+/** The object a gradient worker exposes over comlink. */
+export interface ShardWorkerApi {
+  /** Opens the shared buffers; call once before anything else. */
+  init(setup: ShardSetup): void;
+  /** {@linkcode Shard.gradient} of the worker's shard. */
+  gradient(step: number, rowStart: number, rowEnd: number): number | Promise<number>;
+  /** {@linkcode Shard.evaluate} of the worker's shard. */
+  evaluate(rowStart: number, rowEnd: number): number;
+}
+
+/**
+ * The functions a gradient worker exposes: `init`, `gradient`, `evaluate`.
+ *
+ * @returns A fresh API object holding one shard once `init` has run.
+ */
+export function shardWorkerApi(): ShardWorkerApi {
+  let shard: Shard | undefined;
+  let setup: ShardSetup | undefined;
+  const opened = (): Shard => {
+    if (!shard) throw new Error("Worker not initialised: expected init() first");
+    return shard;
+  };
+  return {
+    init(s: ShardSetup): void {
+      setup = s;
+      shard = openShard(s);
+    },
+    gradient(step: number, rowStart: number, rowEnd: number): number | Promise<number> {
+      const f = setup?.fault;
+      if (f && f.worker === setup!.index && f.step === step) {
+        const msg = `injected fault in worker ${f.worker} at step ${step}`;
+        if (f.mode === "throw") throw new Error(msg);
+        // An uncaught error outside the call: the worker dies and this call never answers.
+        setTimeout(() => {
+          throw new Error(msg);
+        }, 0);
+        return new Promise<number>(() => {});
+      }
+      return opened().gradient(step, rowStart, rowEnd);
+    },
+    evaluate(rowStart: number, rowEnd: number): number {
+      return opened().evaluate(rowStart, rowEnd);
+    },
+  };
+}

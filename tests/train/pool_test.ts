@@ -1,0 +1,73 @@
+import assert from "node:assert/strict";
+import { createModel } from "../../src/model/model.ts";
+import { fillBatch } from "../../src/train/batch.ts";
+import { createPool, WorkerError } from "../../src/train/pool.ts";
+
+const V = 12;
+const tokens = Int32Array.from({ length: 400 }, (_, i) => (i * 7 + (i >> 3)) % (V - 1));
+
+async function firstGradient(workers: number): Promise<{ loss: number; grads: Float32Array }> {
+  const model = createModel("tiny", { vocabSize: V, seed: 3 });
+  const pool = await createPool({
+    config: model.config,
+    params: model.params,
+    batch: 4,
+    context: 16,
+    workers,
+    seed: 5,
+    loss: "seed",
+  });
+  try {
+    fillBatch(pool.batch, tokens, { seed: 5, step: 0, loss: "seed", maskId: V - 1 });
+    const loss = await pool.gradient(0);
+    return { loss, grads: pool.grads.slice() };
+  } finally {
+    pool.terminate();
+  }
+}
+
+Deno.test("createPool() gives the same first gradient with 0, 1, 2 and 4 workers", async () => {
+  const ref = await firstGradient(0);
+  let max = 0;
+  for (const g of ref.grads) max = Math.max(max, Math.abs(g));
+  assert.ok(max > 0, "gradient is all zeros");
+  const one = await firstGradient(1);
+  assert.deepEqual(one.grads, ref.grads); // in-process both: bitwise
+  for (const W of [2, 4]) {
+    const got = await firstGradient(W);
+    assert.ok(Math.abs(got.loss - ref.loss) <= 1e-6 * Math.abs(ref.loss), `loss with ${W} workers`);
+    let worst = 0;
+    for (let i = 0; i < ref.grads.length; i++) {
+      assert.ok(Number.isFinite(got.grads[i]));
+      worst = Math.max(worst, Math.abs(got.grads[i] - ref.grads[i]));
+    }
+    assert.ok(worst <= 1e-6 * max, `${W} workers: max difference ${worst}, max magnitude ${max}`);
+  }
+});
+
+for (const mode of ["throw", "crash"] as const) {
+  Deno.test(`createPool() rejects naming the worker and step when a worker ${mode}s`, async () => {
+    const model = createModel("tiny", { vocabSize: V, seed: 3 });
+    const pool = await createPool({
+      config: model.config,
+      params: model.params,
+      batch: 4,
+      context: 16,
+      workers: 2,
+      seed: 5,
+      loss: "seed",
+      fault: { worker: 1, step: 2, mode },
+    });
+    fillBatch(pool.batch, tokens, { seed: 5, step: 0, loss: "seed", maskId: V - 1 });
+    await pool.gradient(0);
+    await pool.gradient(1);
+    await assert.rejects(pool.gradient(2), (e: unknown) => {
+      assert.ok(e instanceof WorkerError);
+      assert.equal(e.worker, 1);
+      assert.equal(e.step, 2);
+      assert.match(e.message, /worker 1 failed at step 2/);
+      return true;
+    });
+    await assert.rejects(pool.gradient(3), /terminated/);
+  });
+}

@@ -1,0 +1,734 @@
+/**
+ * Diffusion losses: each a forward/backward pair from the network's logits (B,T,V) to a scalar.
+ *
+ * Dimensions: `B` sequences, `T` positions, `V` vocabulary including the mask, whose id is
+ * V - 1 (the tokenizer adds `<|mask|>` last; SEDD and MDLM use the same convention). For the
+ * uniform graph the N = V - 1 real tokens are the states and the mask column is unused.
+ *
+ * Every forward returns `scale * sum` of per-position terms, accumulated in float64; every
+ * backward ADDS `scale * d(sum)/d(logits)` into `dlogits` (the trainer zeroes it once per step).
+ * `scale` is how the trainer normalises by the WHOLE batch while each worker sees only its shard:
+ * each worker passes the same whole-batch scale, so the shards' losses and gradients simply add
+ * up to the whole batch's. See {@linkcode lossScale} for each loss's whole-batch scale.
+ *
+ * Per-sequence noise arrives as `sigma` (B) and `dsigma` (B), from a schedule at the sequence's t.
+ *
+ * - `seed` (the notebook): cross-entropy over all V logits at masked positions (xt = MASK);
+ *   scale 1 / (maskedCount + 1e-6).
+ * - `elbo` (MDLM, absorb): SUBS parameterisation, `dsigma / expm1(sigma) * (-log p(x0 | xt))`
+ *   at masked positions with the mask logit at -inf; scale 1 / (B T).
+ * - `score-entropy` (SEDD's DWDSE), `absorb` or `uniform` graph; scale 1 / (B T).
+ *
+ * @example The SEDD absorb loss at zero logits
+ * ```ts
+ * import { scoreEntropyAbsorbForward } from "./losses.ts";
+ * import assert from "node:assert/strict";
+ *
+ * // One masked position (V = 4, MASK = 3), sigma = ln 2 so e = expm1(sigma) = 1 = r.
+ * // Scaled log-scores s_y = 0 - ln 1 - ln 3, so sum_y exp(s_y) = 1 = 1/e, and
+ * // L = 1 - 1 * (-ln 3) + 1 * (ln 1 - 1) = ln 3; dsigma = 2 doubles it.
+ * const loss = scoreEntropyAbsorbForward(
+ *   new Float32Array(4), new Int32Array([0]), new Int32Array([3]),
+ *   [Math.LN2], [2], 1, 1, 4, 1,
+ * );
+ * assert.ok(Math.abs(loss - 2 * Math.log(3)) < 1e-12);
+ * ```
+ *
+ * @module
+ */
+
+import type { GraphName } from "./corrupt.ts";
+
+/** The loss names the trainer accepts. */
+export type LossName = "seed" | "elbo" | "score-entropy";
+
+type Num = ArrayLike<number>;
+
+function checkLossArgs(
+  fn: string,
+  logits: Float32Array,
+  x0: Int32Array,
+  xt: Int32Array,
+  sigma: Num | null,
+  dsigma: Num | null,
+  B: number,
+  T: number,
+  V: number,
+  scale: number,
+  minV = 2,
+  maskId = V - 1,
+): void {
+  if (![B, T, V].every((n) => Number.isInteger(n) && n >= 1) || V < minV) {
+    throw new RangeError(
+      `${fn}: expected integers B >= 1, T >= 1, V >= ${minV}, got B ${B}, T ${T}, V ${V}`,
+    );
+  }
+  if (logits.length !== B * T * V) {
+    throw new RangeError(
+      `${fn}: expected logits of length B*T*V = ${B * T * V}, got ${logits.length}`,
+    );
+  }
+  if (x0.length !== B * T || xt.length !== B * T) {
+    throw new RangeError(
+      `${fn}: expected x0 and xt of length B*T = ${B * T}, got ${x0.length} and ${xt.length}`,
+    );
+  }
+  if (!Number.isFinite(scale)) {
+    throw new RangeError(`${fn}: expected a finite scale, got ${scale}`);
+  }
+  for (let i = 0; i < B * T; i++) {
+    if (!(x0[i] >= 0 && x0[i] < V) || x0[i] === maskId) {
+      throw new RangeError(
+        `${fn}: expected clean ids 0 <= x0 < ${V} other than the mask ${maskId}, got ${
+          x0[i]
+        } at position ${i}`,
+      );
+    }
+    if (!(xt[i] >= 0 && xt[i] < V)) {
+      throw new RangeError(
+        `${fn}: expected noisy ids 0 <= xt < ${V}, got ${xt[i]} at position ${i}`,
+      );
+    }
+  }
+  if (sigma === null || dsigma === null) return;
+  if (sigma.length !== B || dsigma.length !== B) {
+    throw new RangeError(
+      `${fn}: expected sigma and dsigma of length B = ${B}, got ${sigma.length} and ${dsigma.length}`,
+    );
+  }
+  for (let b = 0; b < B; b++) {
+    if (!(sigma[b] > 0 && sigma[b] < Infinity) || !(dsigma[b] >= 0 && dsigma[b] < Infinity)) {
+      throw new RangeError(
+        `${fn}: expected finite sigma > 0 and dsigma >= 0, got sigma ${sigma[b]}, dsigma ${
+          dsigma[b]
+        } for sequence ${b}`,
+      );
+    }
+  }
+}
+
+/** log(sum_{y < n} exp(logits[o + y])), max-shifted, in float64. */
+function logSumExp(logits: Float32Array, o: number, n: number): number {
+  let m = -Infinity;
+  for (let y = 0; y < n; y++) if (logits[o + y] > m) m = logits[o + y];
+  let s = 0;
+  for (let y = 0; y < n; y++) s += Math.exp(logits[o + y] - m);
+  return m + Math.log(s);
+}
+
+// ---------------------------------------------------------------------------------------------
+// seed: the notebook's masked cross-entropy
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * The notebook's loss: `scale * sum_{i: xt_i = MASK} -log softmax(logits_i)[x0_i]`, softmax
+ * over all V logits (as `F.cross_entropy`). With `scale = 1 / (maskedCount + 1e-6)` over the
+ * whole batch this is the notebook's `masked_loss`.
+ *
+ * @param logits Network output (B,T,V).
+ * @param x0 Clean ids, the targets (B,T).
+ * @param xt Corrupted ids (B,T); positions equal to `maskId` contribute.
+ * @param B Batch size.
+ * @param T Sequence length.
+ * @param V Vocabulary size.
+ * @param scale Whole-batch normaliser.
+ * @param maskId The mask id. Default V - 1.
+ * @returns The scaled loss.
+ */
+export function seedForward(
+  logits: Float32Array, // (B,T,V)
+  x0: Int32Array, // (B,T)
+  xt: Int32Array, // (B,T)
+  B: number,
+  T: number,
+  V: number,
+  scale: number,
+  maskId: number = V - 1,
+): number {
+  checkLossArgs("seedForward", logits, x0, xt, null, null, B, T, V, scale, 2, maskId);
+  let sum = 0;
+  for (let i = 0; i < B * T; i++) {
+    if (xt[i] !== maskId) continue;
+    const o = i * V;
+    sum += logSumExp(logits, o, V) - logits[o + x0[i]];
+  }
+  return scale * sum;
+}
+
+/**
+ * Backward of {@linkcode seedForward}: ADDS `scale * (softmax(logits_i) - onehot(x0_i))` into
+ * `dlogits` at masked positions.
+ *
+ * @param dlogits Gradient, accumulated (B,T,V).
+ * @param logits Network output (B,T,V).
+ * @param x0 Clean ids (B,T).
+ * @param xt Corrupted ids (B,T).
+ * @param B Batch size.
+ * @param T Sequence length.
+ * @param V Vocabulary size.
+ * @param scale Whole-batch normaliser (the upstream gradient of the loss).
+ * @param maskId The mask id. Default V - 1.
+ */
+export function seedBackward(
+  dlogits: Float32Array, // (B,T,V)
+  logits: Float32Array, // (B,T,V)
+  x0: Int32Array, // (B,T)
+  xt: Int32Array, // (B,T)
+  B: number,
+  T: number,
+  V: number,
+  scale: number,
+  maskId: number = V - 1,
+): void {
+  checkLossArgs("seedBackward", logits, x0, xt, null, null, B, T, V, scale, 2, maskId);
+  if (dlogits.length !== logits.length) {
+    throw new RangeError(
+      `seedBackward: expected dlogits of length ${logits.length}, got ${dlogits.length}`,
+    );
+  }
+  for (let i = 0; i < B * T; i++) {
+    if (xt[i] !== maskId) continue;
+    const o = i * V;
+    // forward: sum += lse(l) - l[x0]
+    const lse = logSumExp(logits, o, V);
+    for (let y = 0; y < V; y++) dlogits[o + y] += scale * Math.exp(logits[o + y] - lse);
+    dlogits[o + x0[i]] -= scale;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// elbo: MDLM's continuous-time bound with the SUBS parameterisation (absorb graph)
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * MDLM's loss: at masked positions (xt = V - 1), `w_b * -log p(x0 | xt)` where
+ * `p = softmax` over the V - 1 real tokens (SUBS: the mask logit is -inf) and
+ * `w_b = dsigma_b / expm1(sigma_b)` (exactly 1/t for loglinear). Unmasked positions are carried
+ * over (p(x0 | xt) = 1): loss 0 and gradient 0. With `scale = 1 / (B T)` over the whole batch
+ * the value is a Monte-Carlo upper bound on the negative log-likelihood in nats per token.
+ *
+ * @param logits Network output (B,T,V).
+ * @param x0 Clean ids (B,T).
+ * @param xt Corrupted ids (B,T).
+ * @param sigma Per-sequence total noise (B).
+ * @param dsigma Per-sequence noise rate (B).
+ * @param B Batch size.
+ * @param T Sequence length.
+ * @param V Vocabulary size including the mask.
+ * @param scale Whole-batch normaliser, 1 / (B T).
+ * @returns The scaled loss.
+ *
+ * @example One masked position at loglinear t = 1/2 weighs its cross-entropy by 2
+ * ```ts
+ * import { elboForward } from "./losses.ts";
+ * import { createSchedule } from "./schedule.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const s = createSchedule("loglinear");
+ * // Zero logits: p(x0) = 1/3 over the 3 real tokens; weight 1/t = 2.
+ * const loss = elboForward(new Float32Array(4), new Int32Array([1]), new Int32Array([3]),
+ *   [s.sigma(0.5)], [s.dsigma(0.5)], 1, 1, 4, 1);
+ * assert.ok(Math.abs(loss - 2 * Math.log(3)) < 1e-12);
+ * ```
+ */
+export function elboForward(
+  logits: Float32Array, // (B,T,V)
+  x0: Int32Array, // (B,T)
+  xt: Int32Array, // (B,T)
+  sigma: Num, // (B)
+  dsigma: Num, // (B)
+  B: number,
+  T: number,
+  V: number,
+  scale: number,
+): number {
+  checkLossArgs("elboForward", logits, x0, xt, sigma, dsigma, B, T, V, scale);
+  const M = V - 1;
+  let sum = 0;
+  for (let b = 0; b < B; b++) {
+    const w = dsigma[b] / Math.expm1(sigma[b]);
+    for (let t = 0; t < T; t++) {
+      const i = b * T + t;
+      if (xt[i] !== M) continue;
+      const o = i * V;
+      sum += w * (logSumExp(logits, o, M) - logits[o + x0[i]]);
+    }
+  }
+  return scale * sum;
+}
+
+/**
+ * Backward of {@linkcode elboForward}: ADDS `scale * w_b * (softmax_{y<V-1}(logits_i) -
+ * onehot(x0_i))` into `dlogits` at masked positions; the mask column and unmasked positions get
+ * nothing.
+ *
+ * @param dlogits Gradient, accumulated (B,T,V).
+ * @param logits Network output (B,T,V).
+ * @param x0 Clean ids (B,T).
+ * @param xt Corrupted ids (B,T).
+ * @param sigma Per-sequence total noise (B).
+ * @param dsigma Per-sequence noise rate (B).
+ * @param B Batch size.
+ * @param T Sequence length.
+ * @param V Vocabulary size including the mask.
+ * @param scale Whole-batch normaliser (the upstream gradient of the loss).
+ */
+export function elboBackward(
+  dlogits: Float32Array, // (B,T,V)
+  logits: Float32Array, // (B,T,V)
+  x0: Int32Array, // (B,T)
+  xt: Int32Array, // (B,T)
+  sigma: Num, // (B)
+  dsigma: Num, // (B)
+  B: number,
+  T: number,
+  V: number,
+  scale: number,
+): void {
+  checkLossArgs("elboBackward", logits, x0, xt, sigma, dsigma, B, T, V, scale);
+  if (dlogits.length !== logits.length) {
+    throw new RangeError(
+      `elboBackward: expected dlogits of length ${logits.length}, got ${dlogits.length}`,
+    );
+  }
+  const M = V - 1;
+  for (let b = 0; b < B; b++) {
+    const g = scale * dsigma[b] / Math.expm1(sigma[b]);
+    for (let t = 0; t < T; t++) {
+      const i = b * T + t;
+      if (xt[i] !== M) continue;
+      const o = i * V;
+      // forward: sum += w * (lse_{y<M}(l) - l[x0])
+      const lse = logSumExp(logits, o, M);
+      for (let y = 0; y < M; y++) dlogits[o + y] += g * Math.exp(logits[o + y] - lse);
+      dlogits[o + x0[i]] -= g;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// score entropy, absorb: SEDD's DWDSE with scale-by-sigma
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * SEDD's denoising score entropy for the absorbing graph. The logits are log-scores, scaled by
+ * sigma as SEDD's model does: `s_y = l_y - log(expm1(sigma)) - log(V - 1)` and `s[xt] = 0`
+ * (at masked positions that is the mask column, which the loss does not read). At a masked
+ * position, with `r = 1 / expm1(sigma)` = p_t(x0 | x0) / p_t(MASK | x0), the concentration
+ * ratio the score should learn:
+ *
+ *     L_i = sum_{y != MASK} exp(s_y) - r s_{x0} + r (log r - 1)      (>= 0, = 0 iff s = log r at x0
+ *                                                                      and exp(s_y) -> 0 elsewhere)
+ *
+ * times `dsigma_b`; unmasked positions contribute 0 (no rate leads into an unmasked token).
+ * At zero logits `sum_y exp(s_y) = 1 / expm1(sigma)`, the true total.
+ *
+ * @param logits Network output (B,T,V).
+ * @param x0 Clean ids (B,T).
+ * @param xt Corrupted ids (B,T).
+ * @param sigma Per-sequence total noise (B).
+ * @param dsigma Per-sequence noise rate (B).
+ * @param B Batch size.
+ * @param T Sequence length.
+ * @param V Vocabulary size including the mask.
+ * @param scale Whole-batch normaliser, 1 / (B T) for nats per token.
+ * @returns The scaled loss.
+ */
+export function scoreEntropyAbsorbForward(
+  logits: Float32Array, // (B,T,V)
+  x0: Int32Array, // (B,T)
+  xt: Int32Array, // (B,T)
+  sigma: Num, // (B)
+  dsigma: Num, // (B)
+  B: number,
+  T: number,
+  V: number,
+  scale: number,
+): number {
+  checkLossArgs("scoreEntropyAbsorbForward", logits, x0, xt, sigma, dsigma, B, T, V, scale);
+  const M = V - 1;
+  let sum = 0;
+  for (let b = 0; b < B; b++) {
+    const e = Math.expm1(sigma[b]);
+    const shift = Math.log(e) + Math.log(V - 1); // scale-by-sigma
+    const r = 1 / e;
+    const konst = r * (-Math.log(e) - 1); // r (log r - 1)
+    let seq = 0;
+    for (let t = 0; t < T; t++) {
+      const i = b * T + t;
+      if (xt[i] !== M) continue;
+      const o = i * V;
+      let pos = 0;
+      for (let y = 0; y < M; y++) pos += Math.exp(logits[o + y] - shift);
+      seq += pos - r * (logits[o + x0[i]] - shift) + konst;
+    }
+    sum += dsigma[b] * seq;
+  }
+  return scale * sum;
+}
+
+/**
+ * Backward of {@linkcode scoreEntropyAbsorbForward}: at masked positions ADDS
+ * `scale * dsigma_b * (exp(s_y) - r [y = x0])` into `dlogits[y]` for y != MASK.
+ *
+ * @param dlogits Gradient, accumulated (B,T,V).
+ * @param logits Network output (B,T,V).
+ * @param x0 Clean ids (B,T).
+ * @param xt Corrupted ids (B,T).
+ * @param sigma Per-sequence total noise (B).
+ * @param dsigma Per-sequence noise rate (B).
+ * @param B Batch size.
+ * @param T Sequence length.
+ * @param V Vocabulary size including the mask.
+ * @param scale Whole-batch normaliser (the upstream gradient of the loss).
+ */
+export function scoreEntropyAbsorbBackward(
+  dlogits: Float32Array, // (B,T,V)
+  logits: Float32Array, // (B,T,V)
+  x0: Int32Array, // (B,T)
+  xt: Int32Array, // (B,T)
+  sigma: Num, // (B)
+  dsigma: Num, // (B)
+  B: number,
+  T: number,
+  V: number,
+  scale: number,
+): void {
+  checkLossArgs("scoreEntropyAbsorbBackward", logits, x0, xt, sigma, dsigma, B, T, V, scale);
+  if (dlogits.length !== logits.length) {
+    throw new RangeError(
+      `scoreEntropyAbsorbBackward: expected dlogits of length ${logits.length}, got ${dlogits.length}`,
+    );
+  }
+  const M = V - 1;
+  for (let b = 0; b < B; b++) {
+    const e = Math.expm1(sigma[b]);
+    const shift = Math.log(e) + Math.log(V - 1);
+    const g = scale * dsigma[b];
+    for (let t = 0; t < T; t++) {
+      const i = b * T + t;
+      if (xt[i] !== M) continue;
+      const o = i * V;
+      // forward: seq += sum_{y<M} exp(l_y - shift) - r (l_{x0} - shift) + const
+      for (let y = 0; y < M; y++) dlogits[o + y] += g * Math.exp(logits[o + y] - shift);
+      dlogits[o + x0[i]] -= g / e;
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// score entropy, uniform graph
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * SEDD's denoising score entropy for the uniform graph over the N = V - 1 real tokens (the mask
+ * column of the logits is unused). The logits are the log-scores s_y (no scale-by-sigma).
+ *
+ * Derivation. The uniform rate matrix has Q(x, y) = 1/N for y != x, so the transition is
+ * `p_t(y | x0) = exp(-sigma) [y = x0] + (1 - exp(-sigma)) / N`. The DWDSE at a position is
+ *
+ *     L = sum_{y != xt} (1/N) [exp(s_y) - R_y s_y + K(R_y)],   R_y = p_t(y|x0) / p_t(xt|x0),
+ *     K(a) = a (log a - 1),
+ *
+ * times dsigma. With e = expm1(sigma) and rho = e / (e + N):
+ *
+ * - if xt = x0, every R_y (y != xt) is ((1 - e^-sigma)/N) / (e^-sigma + (1 - e^-sigma)/N) = rho;
+ * - if xt != x0, R_{x0} = (e^-sigma + (1 - e^-sigma)/N) / ((1 - e^-sigma)/N) = 1 + N/e = 1/rho,
+ *   and R_y = 1 for the N - 2 other y (K(1) = -1).
+ *
+ * Writing mean_y over all N tokens, the terms become
+ *
+ *     pos   = mean_y exp(s_y) - exp(s_xt) / N
+ *     neg   = rho (mean_y s_y - s_xt / N)                    if xt = x0
+ *           = s_x0 / e + (mean_y s_y - s_xt / N)            otherwise  ((1 + N/e)/N = 1/N + 1/e)
+ *     const = (N - 1)/N rho (log rho - 1)                    if xt = x0
+ *           = ((-log rho - 1) / rho - (N - 2)) / N           otherwise
+ *     L     = pos - neg + const  (>= 0, each bracket is)
+ *
+ * s_xt never enters (its terms cancel), matching SEDD's model which sets it to 0.
+ *
+ * @param logits Network output (B,T,V); column V - 1 unused.
+ * @param x0 Clean ids (B,T).
+ * @param xt Corrupted ids (B,T), all real tokens (< V - 1).
+ * @param sigma Per-sequence total noise (B).
+ * @param dsigma Per-sequence noise rate (B).
+ * @param B Batch size.
+ * @param T Sequence length.
+ * @param V Vocabulary size including the (unused) mask.
+ * @param scale Whole-batch normaliser, 1 / (B T) for nats per token.
+ * @returns The scaled loss.
+ */
+export function scoreEntropyUniformForward(
+  logits: Float32Array, // (B,T,V)
+  x0: Int32Array, // (B,T)
+  xt: Int32Array, // (B,T)
+  sigma: Num, // (B)
+  dsigma: Num, // (B)
+  B: number,
+  T: number,
+  V: number,
+  scale: number,
+): number {
+  checkUniform("scoreEntropyUniformForward", logits, x0, xt, sigma, dsigma, B, T, V, scale);
+  const N = V - 1;
+  let sum = 0;
+  for (let b = 0; b < B; b++) {
+    const e = Math.expm1(sigma[b]);
+    const rho = e / (e + N);
+    const logRho = Math.log(e) - Math.log(e + N);
+    const constSame = (N - 1) / N * rho * (logRho - 1);
+    const constMoved = ((-logRho - 1) / rho - (N - 2)) / N;
+    let seq = 0;
+    for (let t = 0; t < T; t++) {
+      const i = b * T + t;
+      const o = i * V;
+      const a = xt[i];
+      let sumExp = 0;
+      let sumS = 0;
+      for (let y = 0; y < N; y++) {
+        const s = logits[o + y];
+        sumExp += Math.exp(s);
+        sumS += s;
+      }
+      const sa = logits[o + a];
+      const pos = (sumExp - Math.exp(sa)) / N;
+      const base = (sumS - sa) / N;
+      if (a === x0[i]) seq += pos - rho * base + constSame;
+      else seq += pos - (logits[o + x0[i]] / e + base) + constMoved;
+    }
+    sum += dsigma[b] * seq;
+  }
+  return scale * sum;
+}
+
+/**
+ * Backward of {@linkcode scoreEntropyUniformForward}: ADDS into `dlogits[y]`, for y != xt and
+ * y < V - 1, `scale * dsigma_b * (exp(s_y)/N - c_y)` with `c_y = rho/N` if xt = x0, else
+ * `1/N + [y = x0]/e`. Column xt and the mask column get nothing.
+ *
+ * @param dlogits Gradient, accumulated (B,T,V).
+ * @param logits Network output (B,T,V).
+ * @param x0 Clean ids (B,T).
+ * @param xt Corrupted ids (B,T).
+ * @param sigma Per-sequence total noise (B).
+ * @param dsigma Per-sequence noise rate (B).
+ * @param B Batch size.
+ * @param T Sequence length.
+ * @param V Vocabulary size including the (unused) mask.
+ * @param scale Whole-batch normaliser (the upstream gradient of the loss).
+ */
+export function scoreEntropyUniformBackward(
+  dlogits: Float32Array, // (B,T,V)
+  logits: Float32Array, // (B,T,V)
+  x0: Int32Array, // (B,T)
+  xt: Int32Array, // (B,T)
+  sigma: Num, // (B)
+  dsigma: Num, // (B)
+  B: number,
+  T: number,
+  V: number,
+  scale: number,
+): void {
+  checkUniform("scoreEntropyUniformBackward", logits, x0, xt, sigma, dsigma, B, T, V, scale);
+  if (dlogits.length !== logits.length) {
+    throw new RangeError(
+      `scoreEntropyUniformBackward: expected dlogits of length ${logits.length}, got ${dlogits.length}`,
+    );
+  }
+  const N = V - 1;
+  for (let b = 0; b < B; b++) {
+    const e = Math.expm1(sigma[b]);
+    const rho = e / (e + N);
+    const g = scale * dsigma[b];
+    for (let t = 0; t < T; t++) {
+      const i = b * T + t;
+      const o = i * V;
+      const a = xt[i];
+      const same = a === x0[i];
+      // forward: pos - neg, pos = sum_{y != a} exp(s_y)/N, neg = c * sum_{y != a} s_y (+ s_x0/e)
+      const c = same ? rho / N : 1 / N;
+      for (let y = 0; y < N; y++) {
+        if (y === a) continue;
+        dlogits[o + y] += g * (Math.exp(logits[o + y]) / N - c);
+      }
+      if (!same) dlogits[o + x0[i]] -= g / e;
+    }
+  }
+}
+
+function checkUniform(
+  fn: string,
+  logits: Float32Array,
+  x0: Int32Array,
+  xt: Int32Array,
+  sigma: Num,
+  dsigma: Num,
+  B: number,
+  T: number,
+  V: number,
+  scale: number,
+): void {
+  checkLossArgs(fn, logits, x0, xt, sigma, dsigma, B, T, V, scale, 3);
+  for (let i = 0; i < B * T; i++) {
+    if (xt[i] === V - 1) {
+      throw new RangeError(
+        `${fn}: expected real tokens in xt under the uniform graph (< ${V - 1}), got the mask ${
+          V - 1
+        } at position ${i}`,
+      );
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// dispatcher
+// ---------------------------------------------------------------------------------------------
+
+/** Everything a loss needs besides the logits; one object serves forward and backward. */
+export interface LossInputs {
+  /** Which loss. */
+  loss: LossName;
+  /** The graph, for `score-entropy` (default `"absorb"`); `seed` and `elbo` are absorb only. */
+  graph?: GraphName;
+  /** Clean ids (B,T). */
+  x0: Int32Array;
+  /** Corrupted ids (B,T). */
+  xt: Int32Array;
+  /** Per-sequence total noise (B); not read by `seed`. */
+  sigma?: ArrayLike<number>;
+  /** Per-sequence noise rate (B); not read by `seed`. */
+  dsigma?: ArrayLike<number>;
+  /** Batch size of this shard. */
+  B: number;
+  /** Sequence length. */
+  T: number;
+  /** Vocabulary size including the mask (id V - 1). */
+  V: number;
+  /** Whole-batch normaliser, see {@linkcode lossScale}. */
+  scale: number;
+}
+
+function noise(inputs: LossInputs): [ArrayLike<number>, ArrayLike<number>] {
+  if (!inputs.sigma || !inputs.dsigma) {
+    throw new TypeError(
+      `Missing noise levels: expected sigma and dsigma arrays for the "${inputs.loss}" loss, got ${
+        inputs.sigma ? "sigma only" : inputs.dsigma ? "dsigma only" : "neither"
+      }`,
+    );
+  }
+  return [inputs.sigma, inputs.dsigma];
+}
+
+function pick(inputs: LossInputs): "seed" | "elbo" | "absorb" | "uniform" {
+  const graph = inputs.graph ?? "absorb";
+  if (graph !== "absorb" && graph !== "uniform") {
+    throw new RangeError(
+      `Unknown graph: expected "absorb" or "uniform", got ${JSON.stringify(graph)}`,
+    );
+  }
+  if (inputs.loss === "score-entropy") return graph;
+  if (inputs.loss === "seed" || inputs.loss === "elbo") {
+    if (graph !== "absorb") {
+      throw new RangeError(
+        `Unsupported graph for the "${inputs.loss}" loss: expected "absorb", got "${graph}"`,
+      );
+    }
+    return inputs.loss;
+  }
+  throw new RangeError(
+    `Unknown loss: expected "seed", "elbo" or "score-entropy", got ${JSON.stringify(inputs.loss)}`,
+  );
+}
+
+/**
+ * The scale that normalises a loss over the WHOLE batch: `1 / (maskedCount + 1e-6)` for `seed`
+ * (the notebook's masked mean), `1 / (B T)` for `elbo` and `score-entropy` (per token; SEDD's
+ * own code sums score entropy over tokens and averages over sequences, i.e. T times this).
+ *
+ * @param loss The loss name.
+ * @param batch The WHOLE batch's `B` and `T`, and for `seed` its masked count.
+ * @returns The scale to pass to every shard.
+ *
+ * @example
+ * ```ts
+ * import { lossScale } from "./losses.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(lossScale("elbo", { B: 4, T: 8 }), 1 / 32);
+ * assert.equal(lossScale("seed", { B: 4, T: 8, maskedCount: 5 }), 1 / (5 + 1e-6));
+ * ```
+ */
+export function lossScale(
+  loss: LossName,
+  batch: { B: number; T: number; maskedCount?: number },
+): number {
+  if (loss === "seed") {
+    const n = batch.maskedCount;
+    if (n === undefined || !Number.isInteger(n) || n < 0) {
+      throw new RangeError(
+        `lossScale: expected a masked count (integer >= 0) for the "seed" loss, got ${n}`,
+      );
+    }
+    return 1 / (n + 1e-6);
+  }
+  if (loss === "elbo" || loss === "score-entropy") return 1 / (batch.B * batch.T);
+  throw new RangeError(
+    `Unknown loss: expected "seed", "elbo" or "score-entropy", got ${JSON.stringify(loss)}`,
+  );
+}
+
+/**
+ * Evaluates the chosen loss: `seedForward`, `elboForward`, `scoreEntropyAbsorbForward` or
+ * `scoreEntropyUniformForward`.
+ *
+ * @param logits Network output (B,T,V).
+ * @param inputs The loss, graph, ids, noise, shape and scale.
+ * @returns The scaled loss of this shard.
+ *
+ * @example The dispatcher agrees with the loss it picks
+ * ```ts
+ * import { elboForward, lossForward } from "./losses.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const logits = new Float32Array([0.5, -1, 2, 0]);
+ * const x0 = new Int32Array([0]), xt = new Int32Array([3]);
+ * const got = lossForward(logits, { loss: "elbo", x0, xt, sigma: [1], dsigma: [1], B: 1, T: 1, V: 4, scale: 1 });
+ * assert.equal(got, elboForward(logits, x0, xt, [1], [1], 1, 1, 4, 1));
+ * ```
+ */
+export function lossForward(logits: Float32Array, inputs: LossInputs): number {
+  const { x0, xt, B, T, V, scale } = inputs;
+  const which = pick(inputs);
+  if (which === "seed") return seedForward(logits, x0, xt, B, T, V, scale);
+  const [sigma, dsigma] = noise(inputs);
+  if (which === "elbo") return elboForward(logits, x0, xt, sigma, dsigma, B, T, V, scale);
+  if (which === "absorb") {
+    return scoreEntropyAbsorbForward(logits, x0, xt, sigma, dsigma, B, T, V, scale);
+  }
+  return scoreEntropyUniformForward(logits, x0, xt, sigma, dsigma, B, T, V, scale);
+}
+
+/**
+ * Backward of {@linkcode lossForward}: ADDS the chosen loss's gradient into `dlogits`.
+ *
+ * @param dlogits Gradient, accumulated (B,T,V).
+ * @param logits Network output (B,T,V).
+ * @param inputs The same inputs as the forward call.
+ */
+export function lossBackward(
+  dlogits: Float32Array, // (B,T,V)
+  logits: Float32Array, // (B,T,V)
+  inputs: LossInputs,
+): void {
+  const { x0, xt, B, T, V, scale } = inputs;
+  const which = pick(inputs);
+  if (which === "seed") return seedBackward(dlogits, logits, x0, xt, B, T, V, scale);
+  const [sigma, dsigma] = noise(inputs);
+  if (which === "elbo") {
+    return elboBackward(dlogits, logits, x0, xt, sigma, dsigma, B, T, V, scale);
+  }
+  if (which === "absorb") {
+    return scoreEntropyAbsorbBackward(dlogits, logits, x0, xt, sigma, dsigma, B, T, V, scale);
+  }
+  return scoreEntropyUniformBackward(dlogits, logits, x0, xt, sigma, dsigma, B, T, V, scale);
+}

@@ -1,0 +1,401 @@
+/**
+ * Byte-level BPE: training by incremental pair counting, and encoding by merge rank.
+ *
+ * Ids 0..255 are the UTF-8 bytes, id `256 + r` is the merge of rank `r`, then `<|endoftext|>`,
+ * then `<|mask|>`. Merges never cross the pre-tokenizer's cuts (`pretokenize`).
+ *
+ * Training works on the distinct pre-tokens ("words") weighted by how often they occur. It counts
+ * every adjacent pair once, then keeps, per pair, its weighted count and the list of words it
+ * occurs in, and a max-heap of (count, pair) entries updated lazily. A merge visits only the
+ * words listed for its pair; in each it rewrites the word and moves the word's pair counts, and
+ * only pairs that contain the new token can grow, so only those are pushed onto the heap. An entry
+ * whose count is stale is re-pushed with the current count when it reaches the top.
+ *
+ * Tie-break (deterministic): among pairs with the same count, the pair with the smaller left id
+ * wins, then the smaller right id; e.g. with bytes only, `" t"` (0x20, 0x74) beats `"th"`.
+ *
+ * Two merges may spell the same bytes (say `"ab" + "c"` and `"a" + "bc"`); each keeps its own id,
+ * as in minbpe, and the encoder applies whichever its rank order reaches.
+ *
+ * @module
+ */
+
+import { PRETOKEN_PATTERN } from "./pretokenize.ts";
+import { EOT_TOKEN, MASK_TOKEN, PAIR_BASE, type Tokenizer } from "./types.ts";
+
+const utf8 = new TextEncoder();
+
+/** A max-heap of (count, key): larger count first, then smaller key. */
+class PairHeap {
+  counts: number[] = [];
+  keys: number[] = [];
+
+  get size(): number {
+    return this.counts.length;
+  }
+
+  #above(i: number, j: number): boolean {
+    const ci = this.counts[i];
+    const cj = this.counts[j];
+    return ci > cj || (ci === cj && this.keys[i] < this.keys[j]);
+  }
+
+  #swap(i: number, j: number): void {
+    const c = this.counts[i];
+    this.counts[i] = this.counts[j];
+    this.counts[j] = c;
+    const k = this.keys[i];
+    this.keys[i] = this.keys[j];
+    this.keys[j] = k;
+  }
+
+  push(count: number, key: number): void {
+    this.counts.push(count);
+    this.keys.push(key);
+    let i = this.counts.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (!this.#above(i, p)) break;
+      this.#swap(i, p);
+      i = p;
+    }
+  }
+
+  /** Removes the top entry; read it first from `counts[0]`, `keys[0]`. */
+  pop(): void {
+    const last = this.counts.length - 1;
+    this.#swap(0, last);
+    this.counts.pop();
+    this.keys.pop();
+    const n = last;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      if (l >= n) break;
+      const r = l + 1;
+      const c = r < n && this.#above(r, l) ? r : l;
+      if (!this.#above(c, i)) break;
+      this.#swap(c, i);
+      i = c;
+    }
+  }
+}
+
+/**
+ * Learns byte-level BPE merges.
+ *
+ * @param texts the corpus; each text is pre-tokenized on its own
+ * @param numMerges how many merges to learn; fewer when no adjacent pair is left
+ * @returns the merges in rank order, as [left id, right id]; merge `r` makes id `256 + r`
+ */
+export function trainBpeMerges(texts: readonly string[], numMerges: number): [number, number][] {
+  // Distinct pre-tokens and their frequencies.
+  const freqOf = new Map<string, number>();
+  for (const text of texts) {
+    const re = new RegExp(PRETOKEN_PATTERN);
+    for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+      const piece = m[0];
+      freqOf.set(piece, (freqOf.get(piece) ?? 0) + 1);
+    }
+  }
+  const W = freqOf.size;
+  const start = new Int32Array(W); // (W) where each word's symbols begin in `sym`
+  const len = new Int32Array(W); // (W) current number of symbols in each word
+  const freq = new Float64Array(W); // (W)
+  const encoded: Uint8Array[] = [];
+  let total = 0;
+  for (const [piece, f] of freqOf) {
+    const bytes = utf8.encode(piece);
+    start[encoded.length] = total;
+    len[encoded.length] = bytes.length;
+    freq[encoded.length] = f;
+    encoded.push(bytes);
+    total += bytes.length;
+  }
+  const sym = new Int32Array(total); // (total) the words' symbols, back to back
+  encoded.forEach((bytes, w) => sym.set(bytes, start[w]));
+
+  // Pair counts and, per pair, the words it occurs in (may list a word twice or stale words).
+  const pairCount = new Map<number, number>();
+  const pairWords = new Map<number, number[]>();
+  const listWord = (key: number, w: number) => {
+    const list = pairWords.get(key);
+    if (list === undefined) pairWords.set(key, [w]);
+    else if (list[list.length - 1] !== w) list.push(w);
+  };
+  for (let w = 0; w < W; w++) {
+    const s = start[w];
+    for (let i = s; i + 1 < s + len[w]; i++) {
+      const key = sym[i] * PAIR_BASE + sym[i + 1];
+      pairCount.set(key, (pairCount.get(key) ?? 0) + freq[w]);
+      listWord(key, w);
+    }
+  }
+  const heap = new PairHeap();
+  for (const [key, count] of pairCount) heap.push(count, key);
+
+  const merges: [number, number][] = [];
+  const visited = new Int32Array(W).fill(-1); // (W) the last merge that visited each word
+  const grown = new Set<number>();
+  while (merges.length < numMerges && heap.size > 0) {
+    const count = heap.counts[0];
+    const key = heap.keys[0];
+    heap.pop();
+    const actual = pairCount.get(key) ?? 0;
+    if (actual <= 0 || count < actual) continue; // gone, or a fresher entry is in the heap
+    if (count > actual) {
+      heap.push(actual, key); // stale: reinsert with the current count
+      continue;
+    }
+    const a = Math.floor(key / PAIR_BASE);
+    const b = key - a * PAIR_BASE;
+    const x = 256 + merges.length;
+    const step = merges.length;
+    merges.push([a, b]);
+    grown.clear();
+    for (const w of pairWords.get(key)!) {
+      if (visited[w] === step) continue;
+      visited[w] = step;
+      const s = start[w];
+      const n = len[w];
+      let at = -1;
+      for (let i = s; i + 1 < s + n; i++) {
+        if (sym[i] === a && sym[i + 1] === b) {
+          at = i;
+          break;
+        }
+      }
+      if (at < 0) continue; // stale listing
+      const f = freq[w];
+      // Take the word's pairs out, merge, put the new pairs in.
+      for (let i = s; i + 1 < s + n; i++) {
+        const k = sym[i] * PAIR_BASE + sym[i + 1];
+        pairCount.set(k, pairCount.get(k)! - f);
+      }
+      let j = at;
+      for (let i = at; i < s + n;) {
+        if (i + 1 < s + n && sym[i] === a && sym[i + 1] === b) {
+          sym[j++] = x;
+          i += 2;
+        } else {
+          sym[j++] = sym[i++];
+        }
+      }
+      len[w] = j - s;
+      for (let i = s; i + 1 < j; i++) {
+        const k = sym[i] * PAIR_BASE + sym[i + 1];
+        pairCount.set(k, (pairCount.get(k) ?? 0) + f);
+        if (sym[i] === x || sym[i + 1] === x) {
+          grown.add(k);
+          listWord(k, w);
+        }
+      }
+    }
+    pairCount.delete(key);
+    pairWords.delete(key);
+    for (const k of grown) {
+      const c = pairCount.get(k)!;
+      if (c > 0) heap.push(c, k);
+    }
+  }
+  return merges;
+}
+
+/**
+ * Readable text for a token's bytes: complete, valid UTF-8 sequences as their characters, any
+ * other byte as `\xNN` (lowercase hex).
+ *
+ * @param bytes the token's UTF-8 bytes
+ * @returns the display text
+ */
+export function bytesToTokenText(bytes: Uint8Array): string {
+  let out = "";
+  let i = 0;
+  while (i < bytes.length) {
+    const b0 = bytes[i];
+    let need = 0;
+    let lo = 0x80;
+    let hi = 0xbf;
+    if (b0 < 0x80) need = 0;
+    else if (b0 >= 0xc2 && b0 <= 0xdf) need = 1;
+    else if (b0 >= 0xe0 && b0 <= 0xef) {
+      need = 2;
+      if (b0 === 0xe0) lo = 0xa0;
+      if (b0 === 0xed) hi = 0x9f;
+    } else if (b0 >= 0xf0 && b0 <= 0xf4) {
+      need = 3;
+      if (b0 === 0xf0) lo = 0x90;
+      if (b0 === 0xf4) hi = 0x8f;
+    } else need = -1;
+    let ok = need >= 0 && i + need < bytes.length;
+    for (let k = 1; ok && k <= need; k++) {
+      const c = bytes[i + k];
+      if (k === 1 ? c < lo || c > hi : c < 0x80 || c > 0xbf) ok = false;
+    }
+    if (ok) {
+      let cp = need === 0 ? b0 : b0 & (0x3f >> need);
+      for (let k = 1; k <= need; k++) cp = (cp << 6) | (bytes[i + k] & 0x3f);
+      out += String.fromCodePoint(cp);
+      i += need + 1;
+    } else {
+      out += "\\x" + b0.toString(16).padStart(2, "0");
+      i += 1;
+    }
+  }
+  return out;
+}
+
+/**
+ * Builds the byte-level tokenizer from its merges.
+ *
+ * @param mergeIds the merges in rank order; merge `r` may only join ids below `256 + r`
+ * @returns the frozen tokenizer
+ */
+export function buildBpeTokenizer(mergeIds: readonly (readonly [number, number])[]): Tokenizer {
+  const bytes = bpeTokenBytes(mergeIds);
+  const tokens = bytes.map((b, id) =>
+    id === bytes.length - 2 ? EOT_TOKEN : id === bytes.length - 1 ? MASK_TOKEN : bytesToTokenText(b)
+  );
+  const vocabSize = 256 + mergeIds.length + 2;
+  return Object.freeze({
+    kind: "bpe" as const,
+    tokens: Object.freeze(tokens) as string[],
+    merges: Object.freeze(
+      mergeIds.map(([a, b]) => Object.freeze([tokens[a], tokens[b]])),
+    ) as [string, string][],
+    mergeIds: Object.freeze(mergeIds.map(([a, b]) => Object.freeze([a, b]))) as [number, number][],
+    eotId: vocabSize - 2,
+    maskId: vocabSize - 1,
+    vocabSize,
+  });
+}
+
+/**
+ * The UTF-8 bytes of every id: bytes, merges, then the special tokens' texts.
+ *
+ * @throws {RangeError} when a merge refers to an id it cannot join yet
+ */
+export function bpeTokenBytes(mergeIds: readonly (readonly [number, number])[]): Uint8Array[] {
+  const bytes: Uint8Array[] = [];
+  for (let i = 0; i < 256; i++) bytes.push(Uint8Array.of(i));
+  mergeIds.forEach((pair, r) => {
+    const limit = 256 + r;
+    if (!Array.isArray(pair) || pair.length !== 2) {
+      throw new TypeError(
+        `Invalid bpe merge ${r}: expected a pair [left id, right id], got ${JSON.stringify(pair)}`,
+      );
+    }
+    for (const id of pair) {
+      if (!Number.isInteger(id) || id < 0 || id >= limit) {
+        throw new RangeError(
+          `Invalid bpe merge ${r}: expected ids 0 <= id < ${limit}, got ${JSON.stringify(pair)}`,
+        );
+      }
+    }
+    const [a, b] = pair;
+    const joined = new Uint8Array(bytes[a].length + bytes[b].length);
+    joined.set(bytes[a], 0);
+    joined.set(bytes[b], bytes[a].length);
+    bytes.push(joined);
+  });
+  bytes.push(utf8.encode(EOT_TOKEN), utf8.encode(MASK_TOKEN));
+  return bytes;
+}
+
+/** Lookup tables and the pre-token cache for encoding with a bpe tokenizer. */
+export interface BpeTables {
+  /** id -> UTF-8 bytes (the special tokens: their texts). */
+  bytes: Uint8Array[];
+  /** Packed pair (left * PAIR_BASE + right) -> rank. */
+  rankOf: Map<number, number>;
+  /** Pre-token text -> its ids. Cleared when it reaches {@linkcode BPE_CACHE_LIMIT} entries. */
+  cache: Map<string, Int32Array>;
+}
+
+/** The most pre-tokens the encoder caches before it starts over. */
+export const BPE_CACHE_LIMIT = 1 << 18;
+
+/** Builds the tables {@linkcode encodeBpe} needs. */
+export function bpeTables(tokenizer: Tokenizer): BpeTables {
+  const rankOf = new Map<number, number>();
+  tokenizer.mergeIds.forEach(([a, b], r) => {
+    if (!rankOf.has(a * PAIR_BASE + b)) rankOf.set(a * PAIR_BASE + b, r);
+  });
+  return { bytes: bpeTokenBytes(tokenizer.mergeIds), rankOf, cache: new Map() };
+}
+
+/** Applies merges by rank to one pre-token's bytes. */
+function encodePiece(tables: BpeTables, mergeIds: readonly [number, number][], piece: string) {
+  const seq = Int32Array.from(utf8.encode(piece)); // (n)
+  let n = seq.length;
+  const { rankOf } = tables;
+  while (n >= 2) {
+    let best = Infinity;
+    for (let i = 0; i + 1 < n; i++) {
+      const r = rankOf.get(seq[i] * PAIR_BASE + seq[i + 1]);
+      if (r !== undefined && r < best) best = r;
+    }
+    if (best === Infinity) break;
+    const [a, b] = mergeIds[best];
+    const x = 256 + best;
+    let j = 0;
+    for (let i = 0; i < n;) {
+      if (i + 1 < n && seq[i] === a && seq[i + 1] === b) {
+        seq[j++] = x;
+        i += 2;
+      } else {
+        seq[j++] = seq[i++];
+      }
+    }
+    n = j;
+  }
+  return seq.slice(0, n);
+}
+
+/**
+ * Encodes text: pre-tokenize, then each piece from the cache or by applying merges lowest rank
+ * first (every occurrence, left to right) until none applies. Literal `<|endoftext|>` in the text
+ * is ordinary text (its bytes), so any string round-trips.
+ */
+export function encodeBpe(
+  tokenizer: Tokenizer,
+  tables: BpeTables,
+  text: string,
+  eot: boolean,
+): Int32Array {
+  let out = new Int32Array(Math.max(16, (text.length >> 1) + 1));
+  let n = 0;
+  const { cache } = tables;
+  const re = new RegExp(PRETOKEN_PATTERN);
+  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
+    const piece = m[0];
+    let ids = cache.get(piece);
+    if (ids === undefined) {
+      ids = encodePiece(tables, tokenizer.mergeIds, piece);
+      if (cache.size >= BPE_CACHE_LIMIT) cache.clear();
+      cache.set(piece, ids);
+    }
+    if (n + ids.length + 1 > out.length) {
+      const grown = new Int32Array(Math.max(out.length * 2, n + ids.length + 1));
+      grown.set(out.subarray(0, n));
+      out = grown;
+    }
+    for (let k = 0; k < ids.length; k++) out[n++] = ids[k];
+  }
+  if (eot && (n === 0 || out[n - 1] !== tokenizer.eotId)) out[n++] = tokenizer.eotId;
+  return out.slice(0, n);
+}
+
+/** Decodes ids (already range-checked, trailing EOT already dropped) to text. */
+export function decodeBpe(tables: BpeTables, ids: ArrayLike<number>): string {
+  let size = 0;
+  for (let i = 0; i < ids.length; i++) size += tables.bytes[ids[i]].length;
+  const buf = new Uint8Array(size);
+  let o = 0;
+  for (let i = 0; i < ids.length; i++) {
+    const b = tables.bytes[ids[i]];
+    buf.set(b, o);
+    o += b.length;
+  }
+  return new TextDecoder().decode(buf);
+}

@@ -10,16 +10,22 @@
  * @module
  */
 
+import { corruptRow, moveProb, seedLossWeights } from "../diffusion/corrupt.ts";
+import type { GraphName } from "../diffusion/corrupt.ts";
+import { type LossName, lossScale } from "../diffusion/losses.ts";
+import { createSchedule } from "../diffusion/schedule.ts";
 import { Rng } from "../rng.ts";
 import { drawWindow } from "./data.ts";
 
-/** The training objectives. */
-export type LossName = "seed";
+export type { GraphName, LossName };
 
 /** The loss names the trainer accepts, for messages. */
-export const LOSS_NAMES: readonly LossName[] = ["seed"];
+export const LOSS_NAMES: readonly LossName[] = ["seed", "elbo", "score-entropy"];
 
-/** A batch: clean windows, noised inputs, per-position loss weights, per-sequence time. */
+/** Lower end of diffusion time for `elbo` and `score-entropy`: t ~ U[eps, 1] (SEDD's, MDLM's). */
+export const TIME_EPS = 1e-3;
+
+/** A batch: clean windows, noised inputs, per-position loss weights, per-sequence noise. */
 export interface BatchBuffers {
   /** Sequences. */
   B: number;
@@ -29,10 +35,16 @@ export interface BatchBuffers {
   target: Int32Array;
   /** Noised tokens x_t (the model's input), `(B,T)`. */
   input: Int32Array;
-  /** Loss weight per position, `(B,T)`. */
+  /** Loss weight per position (the `seed` loss), `(B,T)`. */
   weight: Float32Array;
   /** Diffusion time per sequence, `(B)`. */
-  t: Float32Array;
+  t: Float64Array;
+  /** Total noise sigma(t) per sequence (`elbo`, `score-entropy`), `(B)`. */
+  sigma: Float64Array;
+  /** Noise rate sigma'(t) per sequence, `(B)`. */
+  dsigma: Float64Array;
+  /** `[0]`: the whole-batch loss scale every shard passes to the loss. */
+  scale: Float64Array;
 }
 
 /** The `SharedArrayBuffer`s behind a {@linkcode BatchBuffers}, for sending to workers. */
@@ -41,14 +53,10 @@ export interface BatchMemory {
   B: number;
   /** Tokens per sequence. */
   T: number;
-  /** Backs `target`. */
-  target: SharedArrayBuffer;
-  /** Backs `input`. */
-  input: SharedArrayBuffer;
-  /** Backs `weight`. */
-  weight: SharedArrayBuffer;
-  /** Backs `t`. */
-  t: SharedArrayBuffer;
+  /** Backs `target`, `input` and `weight` (`3 B T` 4-byte values). */
+  tokens: SharedArrayBuffer;
+  /** Backs `t`, `sigma`, `dsigma` and `scale` (`3 B + 1` 8-byte values). */
+  noise: SharedArrayBuffer;
 }
 
 /**
@@ -62,28 +70,49 @@ export function createBatchMemory(B: number, T: number): BatchMemory {
   return {
     B,
     T,
-    target: new SharedArrayBuffer(B * T * 4),
-    input: new SharedArrayBuffer(B * T * 4),
-    weight: new SharedArrayBuffer(B * T * 4),
-    t: new SharedArrayBuffer(B * 4),
+    tokens: new SharedArrayBuffer(3 * B * T * 4),
+    noise: new SharedArrayBuffer((3 * B + 1) * 8),
   };
 }
 
 /**
- * Typed views on a batch's shared memory.
+ * Typed views on a batch's memory (shared, or a plain `ArrayBuffer` for in-process training).
  *
- * @param mem The memory from {@linkcode createBatchMemory}.
+ * @param mem The memory from {@linkcode createBatchMemory} (or the same shape unshared).
  * @returns The views.
  */
-export function batchViews(mem: BatchMemory): BatchBuffers {
+export function batchViews(
+  mem: { B: number; T: number; tokens: ArrayBufferLike; noise: ArrayBufferLike },
+): BatchBuffers {
+  const { B, T } = mem;
+  const N = B * T;
   return {
-    B: mem.B,
-    T: mem.T,
-    target: new Int32Array(mem.target),
-    input: new Int32Array(mem.input),
-    weight: new Float32Array(mem.weight),
-    t: new Float32Array(mem.t),
+    B,
+    T,
+    target: new Int32Array(mem.tokens, 0, N),
+    input: new Int32Array(mem.tokens, 4 * N, N),
+    weight: new Float32Array(mem.tokens, 8 * N, N),
+    t: new Float64Array(mem.noise, 0, B),
+    sigma: new Float64Array(mem.noise, 8 * B, B),
+    dsigma: new Float64Array(mem.noise, 16 * B, B),
+    scale: new Float64Array(mem.noise, 24 * B, 1),
   };
+}
+
+/**
+ * Allocates a batch in ordinary (unshared) memory.
+ *
+ * @param B Sequences.
+ * @param T Tokens per sequence.
+ * @returns The views.
+ */
+export function createBatch(B: number, T: number): BatchBuffers {
+  return batchViews({
+    B,
+    T,
+    tokens: new ArrayBuffer(3 * B * T * 4),
+    noise: new ArrayBuffer((3 * B + 1) * 8),
+  });
 }
 
 /** What {@linkcode fillBatch} needs besides the buffers. */
@@ -96,34 +125,40 @@ export interface FillBatchOptions {
   firstRow?: number;
   /** The objective. */
   loss: LossName;
-  /** The MASK token id. */
-  maskId: number;
+  /** The graph of `score-entropy` (default `"absorb"`). */
+  graph?: GraphName;
+  /** Vocabulary size V; the MASK token is V - 1. */
+  vocabSize: number;
 }
 
 /**
  * Draws the batch for one step: windows from `tokens`, then the objective's noise and weights.
  *
- * `seed` (the notebook): t ~ U[0,1) per sequence, each token masked with probability t, and
- * `weight = mask / (masked count over the whole batch + 1e-6)`, so the loss is the mean
- * cross-entropy over the batch's masked tokens (the notebook's `masked_loss`).
+ * - `seed` (the notebook): t ~ U[0,1) per sequence, each token masked with probability t, and
+ *   `weight = mask / (masked count over the whole batch + 1e-6)`, so the weighted
+ *   cross-entropy is the notebook's `masked_loss`.
+ * - `elbo`, `score-entropy`: t ~ U[1e-3, 1], the loglinear schedule's sigma and sigma', tokens
+ *   moved (to MASK, or resampled for the uniform graph) with probability 1 - exp(-sigma); the
+ *   scale is 1 / (B T).
  *
  * @param buf The batch, written.
  * @param tokens The token stream, `(N)`.
- * @param options Seed, step, objective, MASK id.
- * @returns The number of positions with a non-zero weight.
+ * @param options Seed, step, objective, vocabulary size.
+ * @returns The number of positions the noise hit.
  *
  * @example A batch is a function of (seed, step) only
  * ```ts
- * import { batchViews, createBatchMemory, fillBatch } from "./batch.ts";
+ * import { createBatch, fillBatch } from "./batch.ts";
  * import assert from "node:assert/strict";
  *
  * const tokens = Int32Array.from({ length: 100 }, (_, i) => i % 7);
- * const a = batchViews(createBatchMemory(2, 8));
- * const b = batchViews(createBatchMemory(2, 8));
- * fillBatch(a, tokens, { seed: 1, step: 3, loss: "seed", maskId: 9 });
- * fillBatch(b, tokens, { seed: 1, step: 3, loss: "seed", maskId: 9 });
+ * const a = createBatch(2, 8);
+ * const b = createBatch(2, 8);
+ * fillBatch(a, tokens, { seed: 1, step: 3, loss: "seed", vocabSize: 10 });
+ * fillBatch(b, tokens, { seed: 1, step: 3, loss: "seed", vocabSize: 10 });
  * assert.deepEqual(a.input, b.input);
  * assert.deepEqual(a.weight, b.weight);
+ * assert.ok(a.input.some((id) => id === 9)); // some tokens are masked
  * ```
  */
 export function fillBatch(
@@ -131,32 +166,46 @@ export function fillBatch(
   tokens: Int32Array,
   options: FillBatchOptions,
 ): number {
-  const { B, T, target, input, weight, t } = buf;
-  const { seed, step, maskId, loss } = options;
+  const { B, T, target, input, weight, t, sigma, dsigma, scale } = buf;
+  const { seed, step, loss, vocabSize: V } = options;
+  const graph = options.graph ?? "absorb";
+  const maskId = V - 1;
   const firstRow = options.firstRow ?? 0;
   if (tokens.length < T) {
     throw new RangeError(`Not enough tokens: expected at least ${T}, got ${tokens.length}`);
   }
-  if (loss !== "seed") {
+  if (!LOSS_NAMES.includes(loss)) {
     throw new RangeError(
       `Unknown loss: expected one of ${LOSS_NAMES.join(", ")}, got ${JSON.stringify(loss)}`,
     );
   }
-  let masked = 0;
+  const schedule = loss === "seed" ? undefined : createSchedule("loglinear");
+  const kind = loss === "seed" ? "seed" : loss === "elbo" ? "absorb" : graph;
+  let hits = 0;
   for (let j = 0; j < B; j++) {
     const rng = new Rng(seed, step, firstRow + j);
     drawWindow(target, tokens, j, T, rng);
-    const tj = rng.uniform(); // torch.rand(B)
-    t[j] = tj;
-    for (let i = j * T; i < (j + 1) * T; i++) {
-      const m = rng.uniform() < tj; // torch.bernoulli(t)
-      input[i] = m ? maskId : target[i];
-      weight[i] = m ? 1 : 0;
-      if (m) masked++;
+    if (schedule === undefined) {
+      const tj = rng.uniform(); // torch.rand(B)
+      t[j] = tj;
+      sigma[j] = 0;
+      dsigma[j] = 0;
+      hits += corruptRow("seed", input, target, j, T, tj, rng, V, maskId); // torch.bernoulli(t)
+    } else {
+      const tj = TIME_EPS + (1 - TIME_EPS) * rng.uniform();
+      t[j] = tj;
+      sigma[j] = schedule.sigma(tj);
+      dsigma[j] = schedule.dsigma(tj);
+      hits += corruptRow(kind, input, target, j, T, moveProb(sigma[j]), rng, V, maskId);
     }
   }
-  // masked_loss = (loss * mask).sum() / (mask.sum() + 1e-6)
-  const w = Math.fround(1 / (masked + 1e-6));
-  for (let i = 0; i < B * T; i++) weight[i] *= w;
-  return masked;
+  if (loss === "seed") {
+    // masked_loss = (loss * mask).sum() / (mask.sum() + 1e-6)
+    const masked = seedLossWeights(weight, input, maskId, B, T);
+    scale[0] = lossScale("seed", { B, T, maskedCount: masked });
+  } else {
+    weight.fill(0);
+    scale[0] = lossScale(loss, { B, T });
+  }
+  return hits;
 }

@@ -25,7 +25,9 @@ import {
   type BatchBuffers,
   type BatchMemory,
   batchViews,
+  createBatch,
   createBatchMemory,
+  type GraphName,
   type LossName,
 } from "./batch.ts";
 import { type FaultInjection, Shard, type ShardSetup, type ShardWorkerApi } from "./shard.ts";
@@ -46,6 +48,8 @@ export interface PoolOptions {
   seed: number;
   /** The objective. */
   loss: LossName;
+  /** The graph of `score-entropy` (default `"absorb"`). */
+  graph?: GraphName;
   /** Test-only: make one worker fail at one step. */
   fault?: FaultInjection;
   /** The worker module (default: `workers/grad_worker.ts` beside this package). */
@@ -209,6 +213,7 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
       maxRows: Math.ceil(B / W),
       seed,
       loss,
+      graph: options.graph ?? "absorb",
       fault: options.fault,
     };
     return api.init(setup);
@@ -243,16 +248,14 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
 function inProcessPool(options: PoolOptions): GradientPool {
   const { config, batch: B, context: T, seed, loss } = options;
   const model = createModel(config, { params: options.params.slice() });
-  const batch: BatchBuffers = {
-    B,
-    T,
-    target: new Int32Array(B * T),
-    input: new Int32Array(B * T),
-    weight: new Float32Array(B * T),
-    t: new Float32Array(B),
-  };
+  const batch = createBatch(B, T);
   const grads = new Float32Array(model.params.length);
-  const shard = new Shard(model, grads, batch, { maxRows: B, seed, loss });
+  const shard = new Shard(model, grads, batch, {
+    maxRows: B,
+    seed,
+    loss,
+    graph: options.graph ?? "absorb",
+  });
   const fault = options.fault;
   return {
     workers: 0,

@@ -12,16 +12,24 @@
  */
 
 import type { ModelConfig } from "../model/config.ts";
+import { lossBackward, lossForward, type LossInputs } from "../diffusion/losses.ts";
 import {
   createModel,
   createWorkspace,
+  lossAndGrad,
   type Model,
+  modelBackward,
   modelForward,
   type Workspace,
 } from "../model/model.ts";
-import { lossAndGrad } from "../model/model.ts";
 import { crossEntropyForward } from "../nn/cross_entropy.ts";
-import { type BatchBuffers, type BatchMemory, batchViews, type LossName } from "./batch.ts";
+import {
+  type BatchBuffers,
+  type BatchMemory,
+  batchViews,
+  type GraphName,
+  type LossName,
+} from "./batch.ts";
 
 /** A deliberate failure, for tests of the trainer's error handling. */
 export interface FaultInjection {
@@ -51,6 +59,8 @@ export interface ShardSetup {
   seed: number;
   /** The objective. */
   loss: LossName;
+  /** The graph of `score-entropy`. */
+  graph: GraphName;
   /** Test-only failure. */
   fault?: FaultInjection;
 }
@@ -69,6 +79,8 @@ export class Shard {
   readonly seed: number;
   /** The objective. */
   readonly loss: LossName;
+  /** The graph of `score-entropy`. */
+  readonly graph: GraphName;
 
   /**
    * Wraps existing buffers; nothing is copied.
@@ -76,19 +88,20 @@ export class Shard {
    * @param model The model (parameters are read, never written).
    * @param grads Gradient buffer with the parameters' length.
    * @param batch The batch buffers.
-   * @param options `maxRows`, `seed`, `loss`.
+   * @param options `maxRows`, `seed`, `loss`, `graph`.
    */
   constructor(
     model: Model,
     grads: Float32Array,
     batch: BatchBuffers,
-    options: { maxRows: number; seed: number; loss: LossName },
+    options: { maxRows: number; seed: number; loss: LossName; graph: GraphName },
   ) {
     this.model = model;
     this.grads = grads;
     this.batch = batch;
     this.seed = options.seed;
     this.loss = options.loss;
+    this.graph = options.graph;
     this.workspace = createWorkspace(model.config, options.maxRows, batch.T);
   }
 
@@ -103,21 +116,48 @@ export class Shard {
   gradient(step: number, rowStart: number, rowEnd: number): number {
     const { T, input, target, weight } = this.batch;
     const rows = rowEnd - rowStart;
-    this.grads.fill(0);
     const a = rowStart * T, b = rowEnd * T;
-    const { loss } = lossAndGrad(
-      this.model,
-      { input: input.subarray(a, b), target: target.subarray(a, b), weight: weight.subarray(a, b) },
-      {
-        batch: rows,
-        grads: this.grads,
-        workspace: this.workspace,
-        dropout: this.model.config.dropout > 0
-          ? { seed: this.seed, step, firstRow: rowStart }
-          : undefined,
-      },
-    );
+    const dropout = this.model.config.dropout > 0
+      ? { seed: this.seed, step, firstRow: rowStart }
+      : undefined;
+    this.grads.fill(0);
+    if (this.loss === "seed") {
+      // The notebook's masked cross-entropy is the model's weighted cross-entropy.
+      return lossAndGrad(
+        this.model,
+        {
+          input: input.subarray(a, b),
+          target: target.subarray(a, b),
+          weight: weight.subarray(a, b),
+        },
+        { batch: rows, grads: this.grads, workspace: this.workspace, dropout },
+      ).loss;
+    }
+    const ws = this.workspace;
+    const logits = modelForward(this.model, ws, input.subarray(a, b), rows, T, { dropout });
+    const inputs = this.lossInputs(rowStart, rowEnd);
+    const loss = lossForward(logits, inputs);
+    const dlogits = ws.dlogits.subarray(0, logits.length);
+    dlogits.fill(0);
+    lossBackward(dlogits, logits, inputs);
+    modelBackward(this.model, ws, dlogits, this.grads);
     return loss;
+  }
+
+  private lossInputs(rowStart: number, rowEnd: number): LossInputs {
+    const { T, input, target, sigma, dsigma, scale } = this.batch;
+    return {
+      loss: this.loss,
+      graph: this.graph,
+      x0: target.subarray(rowStart * T, rowEnd * T),
+      xt: input.subarray(rowStart * T, rowEnd * T),
+      sigma: sigma.subarray(rowStart, rowEnd),
+      dsigma: dsigma.subarray(rowStart, rowEnd),
+      B: rowEnd - rowStart,
+      T,
+      V: this.model.config.vocabSize,
+      scale: scale[0],
+    };
   }
 
   /**
@@ -133,6 +173,7 @@ export class Shard {
     const a = rowStart * T, b = rowEnd * T;
     const ws = this.workspace;
     const logits = modelForward(this.model, ws, input.subarray(a, b), rows, T);
+    if (this.loss !== "seed") return lossForward(logits, this.lossInputs(rowStart, rowEnd));
     return crossEntropyForward(
       ws.losses,
       ws.lse,

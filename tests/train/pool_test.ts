@@ -1,12 +1,15 @@
 import assert from "node:assert/strict";
 import { createModel } from "../../src/model/model.ts";
-import { fillBatch } from "../../src/train/batch.ts";
+import { fillBatch, type LossName } from "../../src/train/batch.ts";
 import { createPool, WorkerError } from "../../src/train/pool.ts";
 
 const V = 12;
 const tokens = Int32Array.from({ length: 400 }, (_, i) => (i * 7 + (i >> 3)) % (V - 1));
 
-async function firstGradient(workers: number): Promise<{ loss: number; grads: Float32Array }> {
+async function firstGradient(
+  workers: number,
+  loss: LossName = "seed",
+): Promise<{ loss: number; grads: Float32Array }> {
   const model = createModel("tiny", { vocabSize: V, seed: 3 });
   const pool = await createPool({
     config: model.config,
@@ -15,12 +18,12 @@ async function firstGradient(workers: number): Promise<{ loss: number; grads: Fl
     context: 16,
     workers,
     seed: 5,
-    loss: "seed",
+    loss,
   });
   try {
-    fillBatch(pool.batch, tokens, { seed: 5, step: 0, loss: "seed", maskId: V - 1 });
-    const loss = await pool.gradient(0);
-    return { loss, grads: pool.grads.slice() };
+    fillBatch(pool.batch, tokens, { seed: 5, step: 0, loss, vocabSize: V });
+    const value = await pool.gradient(0);
+    return { loss: value, grads: pool.grads.slice() };
   } finally {
     pool.terminate();
   }
@@ -45,8 +48,23 @@ Deno.test("createPool() gives the same first gradient with 0, 1, 2 and 4 workers
   }
 });
 
+for (const loss of ["elbo", "score-entropy"] as const) {
+  Deno.test(`createPool() shards the ${loss} gradient without changing it`, async () => {
+    const ref = await firstGradient(0, loss);
+    const got = await firstGradient(2, loss);
+    let max = 0, worst = 0;
+    for (let i = 0; i < ref.grads.length; i++) {
+      max = Math.max(max, Math.abs(ref.grads[i]));
+      worst = Math.max(worst, Math.abs(got.grads[i] - ref.grads[i]));
+    }
+    assert.ok(max > 0 && Number.isFinite(ref.loss) && ref.loss > 0);
+    assert.ok(worst <= 1e-6 * max, `max difference ${worst}, max magnitude ${max}`);
+    assert.ok(Math.abs(got.loss - ref.loss) <= 1e-6 * ref.loss);
+  });
+}
+
 for (const mode of ["throw", "crash"] as const) {
-  Deno.test(`createPool() rejects naming the worker and step when a worker ${mode}s`, async () => {
+  Deno.test(`createPool() rejects naming the worker and step when a worker ${mode === "throw" ? "throws" : "dies"}`, async () => {
     const model = createModel("tiny", { vocabSize: V, seed: 3 });
     const pool = await createPool({
       config: model.config,
@@ -58,7 +76,7 @@ for (const mode of ["throw", "crash"] as const) {
       loss: "seed",
       fault: { worker: 1, step: 2, mode },
     });
-    fillBatch(pool.batch, tokens, { seed: 5, step: 0, loss: "seed", maskId: V - 1 });
+    fillBatch(pool.batch, tokens, { seed: 5, step: 0, loss: "seed", vocabSize: V });
     await pool.gradient(0);
     await pool.gradient(1);
     await assert.rejects(pool.gradient(2), (e: unknown) => {

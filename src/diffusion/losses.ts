@@ -580,6 +580,67 @@ function checkUniform(
   }
 }
 
+/**
+ * SEDD's absorb log-scores from the logits, as its model returns them with scale-by-sigma:
+ * `s_y = l_y - log(expm1(sigma_b)) - log(V - 1)`, then `s[xt] = 0`. This is the `s` that
+ * {@linkcode scoreEntropyAbsorbForward} scores; a sampler takes `exp(s)` as the concrete score.
+ *
+ * @param out Log-scores, written (B,T,V); may be `logits` itself.
+ * @param logits Network output (B,T,V).
+ * @param xt Current ids (B,T).
+ * @param sigma Per-sequence total noise (B), > 0.
+ * @param B Batch size.
+ * @param T Sequence length.
+ * @param V Vocabulary size including the mask.
+ * @returns `out`.
+ *
+ * @example Zero logits at a masked position score every real token 1/((V-1) expm1(sigma))
+ * ```ts
+ * import { absorbLogScore } from "./losses.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const s = absorbLogScore(new Float32Array(4), new Float32Array(4), new Int32Array([3]), [Math.LN2], 1, 1, 4);
+ * assert.ok(Math.abs(s[0] + Math.log(3)) < 1e-6); // expm1(ln 2) = 1
+ * assert.equal(s[3], 0);
+ * ```
+ */
+export function absorbLogScore(
+  out: Float32Array, // (B,T,V)
+  logits: Float32Array, // (B,T,V)
+  xt: Int32Array, // (B,T)
+  sigma: Num, // (B)
+  B: number,
+  T: number,
+  V: number,
+): Float32Array {
+  if (out.length !== B * T * V || logits.length !== B * T * V || xt.length !== B * T) {
+    throw new RangeError(
+      `absorbLogScore: expected out and logits of length ${B * T * V} and xt of length ${
+        B * T
+      }, got ${out.length}, ${logits.length} and ${xt.length}`,
+    );
+  }
+  if (sigma.length !== B) {
+    throw new RangeError(`absorbLogScore: expected ${B} sigmas, got ${sigma.length}`);
+  }
+  for (let b = 0; b < B; b++) {
+    if (!(sigma[b] > 0)) {
+      throw new RangeError(`absorbLogScore: expected sigma > 0, got ${sigma[b]} for sequence ${b}`);
+    }
+    const shift = Math.log(Math.expm1(sigma[b])) + Math.log(V - 1);
+    for (let t = 0; t < T; t++) {
+      const i = b * T + t;
+      const o = i * V;
+      if (!(xt[i] >= 0 && xt[i] < V)) {
+        throw new RangeError(`absorbLogScore: expected 0 <= xt < ${V}, got ${xt[i]} at ${i}`);
+      }
+      for (let y = 0; y < V; y++) out[o + y] = logits[o + y] - shift;
+      out[o + xt[i]] = 0;
+    }
+  }
+  return out;
+}
+
 // ---------------------------------------------------------------------------------------------
 // dispatcher
 // ---------------------------------------------------------------------------------------------
@@ -606,6 +667,11 @@ export interface LossInputs {
   V: number;
   /** Whole-batch normaliser, see {@linkcode lossScale}. */
   scale: number;
+  /**
+   * The mask id. Default V - 1. Only `seed` accepts another value (the notebook's tokenizer
+   * may put it elsewhere); SEDD's and MDLM's losses need the mask last.
+   */
+  maskId?: number;
 }
 
 function noise(inputs: LossInputs): [ArrayLike<number>, ArrayLike<number>] {
@@ -621,6 +687,14 @@ function noise(inputs: LossInputs): [ArrayLike<number>, ArrayLike<number>] {
 
 function pick(inputs: LossInputs): "seed" | "elbo" | "absorb" | "uniform" {
   const graph = inputs.graph ?? "absorb";
+  const maskId = inputs.maskId ?? inputs.V - 1;
+  if (inputs.loss !== "seed" && maskId !== inputs.V - 1) {
+    throw new RangeError(
+      `Unsupported mask id for the "${inputs.loss}" loss: expected V - 1 = ${
+        inputs.V - 1
+      }, got ${maskId}`,
+    );
+  }
   if (graph !== "absorb" && graph !== "uniform") {
     throw new RangeError(
       `Unknown graph: expected "absorb" or "uniform", got ${JSON.stringify(graph)}`,
@@ -699,7 +773,7 @@ export function lossScale(
 export function lossForward(logits: Float32Array, inputs: LossInputs): number {
   const { x0, xt, B, T, V, scale } = inputs;
   const which = pick(inputs);
-  if (which === "seed") return seedForward(logits, x0, xt, B, T, V, scale);
+  if (which === "seed") return seedForward(logits, x0, xt, B, T, V, scale, inputs.maskId);
   const [sigma, dsigma] = noise(inputs);
   if (which === "elbo") return elboForward(logits, x0, xt, sigma, dsigma, B, T, V, scale);
   if (which === "absorb") {
@@ -722,7 +796,9 @@ export function lossBackward(
 ): void {
   const { x0, xt, B, T, V, scale } = inputs;
   const which = pick(inputs);
-  if (which === "seed") return seedBackward(dlogits, logits, x0, xt, B, T, V, scale);
+  if (which === "seed") {
+    return seedBackward(dlogits, logits, x0, xt, B, T, V, scale, inputs.maskId);
+  }
   const [sigma, dsigma] = noise(inputs);
   if (which === "elbo") {
     return elboBackward(dlogits, logits, x0, xt, sigma, dsigma, B, T, V, scale);

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { Rng } from "../../src/rng.ts";
 import {
+  absorbLogScore,
   elboBackward,
   elboForward,
   lossBackward,
@@ -444,4 +445,34 @@ Deno.test("lossForward() and the losses reject bad inputs with expected-vs-got m
   );
   assert.equal(lossScale("score-entropy", { B: 2, T: 5 }), 0.1);
   assert.throws(() => lossScale("seed", { B: 2, T: 5 }), /masked count/);
+});
+
+Deno.test("absorbLogScore() gives the log-scores that scoreEntropyAbsorbForward() scores", () => {
+  const B = 2, T = 3, V = 5;
+  const { logits, x0, xt, sigma } = randomBatch(B, T, V, "absorb", 41);
+  const s = absorbLogScore(new Float32Array(B * T * V), logits, xt, sigma, B, T, V);
+  // Recompute the loss from s with the formula, dsigma = 1, scale = 1.
+  let want = 0;
+  for (let i = 0; i < B * T; i++) {
+    assert.equal(s[i * V + xt[i]], 0, `s[xt] at ${i}`);
+    if (xt[i] !== V - 1) continue;
+    const r = 1 / Math.expm1(sigma[Math.floor(i / T)]);
+    for (let y = 0; y < V - 1; y++) want += Math.exp(s[i * V + y]);
+    want += -r * s[i * V + x0[i]] + r * (Math.log(r) - 1);
+  }
+  const got = scoreEntropyAbsorbForward(logits, x0, xt, sigma, [1, 1], B, T, V, 1);
+  assert.ok(Math.abs(got - want) < 1e-5 * Math.abs(want), `${got} vs ${want}`);
+});
+
+Deno.test("lossForward() passes a non-last mask id to the seed loss only", () => {
+  const logits = new Float32Array([1, 2, 3, 0, 0, 0]);
+  const x0 = new Int32Array([2, 1]), xt = new Int32Array([0, 1]);
+  const base: LossInputs = { loss: "seed", x0, xt, B: 1, T: 2, V: 3, scale: 1, maskId: 0 };
+  // Position 0 is masked (id 0): CE = lse(1,2,3) - 3.
+  const want = Math.log(Math.exp(1) + Math.exp(2) + Math.exp(3)) - 3;
+  assert.ok(Math.abs(lossForward(logits, base) - want) < 1e-6);
+  assert.throws(
+    () => lossForward(logits, { ...base, loss: "elbo", sigma: [1], dsigma: [1] }),
+    /expected V - 1 = 2, got 0/,
+  );
 });

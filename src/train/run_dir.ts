@@ -1,0 +1,340 @@
+/**
+ * The run directory: checkpoints, metrics and the loss chart of one training run.
+ *
+ * ```
+ * model.safetensors      weights under PyTorch's state-dict names; __metadata__: config,
+ *                        tokenizer (JSON), step
+ * optimizer.safetensors  everything to resume: params, AdamW moments m and v, step, the trainer
+ *                        settings (seed, batch, schedule, ...) and the same config and tokenizer
+ * metrics.jsonl          one JSON object per logged step (loss, lr, tokens/s, held-out loss)
+ * loss.svg               training and held-out loss against step
+ * tokens-<hash>.safetensors  the tokenized corpus, keyed by the tokenizer's and the text's hash
+ * ```
+ *
+ * Every file is written atomically (temporary file, then rename). Resuming reads only
+ * `optimizer.safetensors`, which holds its own copy of the parameters, so a kill between the two
+ * checkpoint writes can never pair the weights of one step with the moments of another.
+ *
+ * @module
+ */
+
+import {
+  parseSafetensors,
+  serializeSafetensors,
+  type TensorInput,
+} from "../checkpoint/safetensors.ts";
+import { appendLine, exists, joinPath, readBytes, readText, writeFileAtomic } from "../io.ts";
+import { type ModelConfig, validateConfig } from "../model/config.ts";
+import { createModel, type Model } from "../model/model.ts";
+import type { AdamWState } from "../optim/adamw.ts";
+import { type Tokenizer, tokenizerFromJSON, tokenizerToJSON } from "../tokenizer/mod.ts";
+import { lossChartSvg } from "./plot.ts";
+
+/** The metadata key of the format marker. */
+export const FORMAT = "sedd-core/1";
+
+/** A loaded model checkpoint. */
+export interface LoadedCheckpoint {
+  /** The model (fresh parameter buffer). */
+  model: Model;
+  /** Its tokenizer. */
+  tokenizer: Tokenizer;
+  /** The training step it was saved at. */
+  step: number;
+  /** All `__metadata__` entries. */
+  metadata: Record<string, string>;
+}
+
+/** What resuming needs: the checkpoint plus the optimizer state and trainer settings. */
+export interface LoadedRun extends LoadedCheckpoint {
+  /** AdamW moments and step. */
+  optimizer: AdamWState;
+  /** The trainer settings saved with the run (JSON object). */
+  settings: Record<string, unknown>;
+}
+
+/** One line of `metrics.jsonl`. */
+export interface MetricsRecord {
+  /** Steps completed. */
+  step: number;
+  /** Training loss of the step. */
+  loss: number;
+  /** Learning rate used. */
+  lr: number;
+  /** Global gradient norm before clipping. */
+  gradNorm: number;
+  /** Training throughput. */
+  tokensPerSecond: number;
+  /** Held-out loss, on steps where it was measured. */
+  heldOutLoss?: number;
+  /** Seconds since the run (or the resumed part) started. */
+  seconds: number;
+}
+
+function modelTensors(model: Model): Record<string, TensorInput> {
+  const out: Record<string, TensorInput> = {};
+  for (const [name, { offset, shape }] of Object.entries(model.layout)) {
+    const n = shape.reduce((a, b) => a * b, 1);
+    out[name] = { shape, data: model.params.subarray(offset, offset + n) };
+  }
+  return out;
+}
+
+function baseMetadata(model: Model, tokenizer: Tokenizer, step: number): Record<string, string> {
+  return {
+    format: FORMAT,
+    config: JSON.stringify(model.config),
+    tokenizer: tokenizerToJSON(tokenizer),
+    step: String(step),
+  };
+}
+
+/**
+ * The bytes of `model.safetensors`: one tensor per PyTorch state-dict name, and the config,
+ * tokenizer and step in `__metadata__`.
+ *
+ * @param model The model.
+ * @param tokenizer Its tokenizer.
+ * @param step Steps trained.
+ * @returns The file's bytes.
+ */
+export function modelCheckpointBytes(model: Model, tokenizer: Tokenizer, step: number): Uint8Array {
+  return serializeSafetensors(modelTensors(model), baseMetadata(model, tokenizer, step));
+}
+
+function readMeta(meta: Record<string, string>, what: string): {
+  config: ModelConfig;
+  tokenizer: Tokenizer;
+  step: number;
+} {
+  for (const k of ["config", "tokenizer", "step"]) {
+    if (!(k in meta)) {
+      throw new RangeError(`Invalid ${what}: expected __metadata__.${k}, got none`);
+    }
+  }
+  const config = JSON.parse(meta.config) as ModelConfig;
+  validateConfig(config);
+  const tokenizer = tokenizerFromJSON(meta.tokenizer);
+  const step = Number(meta.step);
+  if (!Number.isInteger(step) || step < 0) {
+    throw new RangeError(`Invalid ${what}: expected an integer step >= 0, got ${meta.step}`);
+  }
+  return { config, tokenizer, step };
+}
+
+/**
+ * Reads a `model.safetensors` written by {@linkcode modelCheckpointBytes}.
+ *
+ * @param bytes The file's bytes.
+ * @returns The model, tokenizer, step and metadata.
+ */
+export function parseModelCheckpoint(bytes: Uint8Array): LoadedCheckpoint {
+  const { tensors, metadata } = parseSafetensors(bytes);
+  const { config, tokenizer, step } = readMeta(metadata, "model checkpoint");
+  const model = createModel(config);
+  for (const [name, { offset, shape }] of Object.entries(model.layout)) {
+    const t = tensors[name];
+    if (!t) throw new RangeError(`Invalid model checkpoint: expected tensor "${name}", got none`);
+    if (t.dtype !== "F32" || t.shape.join(",") !== shape.join(",")) {
+      throw new RangeError(
+        `Invalid tensor "${name}": expected F32 [${shape}], got ${t.dtype} [${t.shape}]`,
+      );
+    }
+    model.params.set(t.data as Float32Array, offset);
+  }
+  return { model, tokenizer, step, metadata };
+}
+
+/**
+ * The bytes of `optimizer.safetensors`: parameters, moments, step, settings, config, tokenizer.
+ *
+ * @param model The model.
+ * @param tokenizer Its tokenizer.
+ * @param optimizer AdamW state (its `step` is the training step).
+ * @param settings Trainer settings to restore on resume (JSON-serialisable).
+ * @returns The file's bytes.
+ */
+export function optimizerBytes(
+  model: Model,
+  tokenizer: Tokenizer,
+  optimizer: AdamWState,
+  settings: Record<string, unknown>,
+): Uint8Array {
+  const P = model.params.length;
+  return serializeSafetensors(
+    {
+      params: { shape: [P], data: model.params },
+      m: { shape: [P], data: optimizer.m },
+      v: { shape: [P], data: optimizer.v },
+    },
+    { ...baseMetadata(model, tokenizer, optimizer.step), settings: JSON.stringify(settings) },
+  );
+}
+
+/**
+ * Reads an `optimizer.safetensors` written by {@linkcode optimizerBytes}.
+ *
+ * @param bytes The file's bytes.
+ * @returns Model, tokenizer, optimizer state and settings.
+ */
+export function parseOptimizer(bytes: Uint8Array): LoadedRun {
+  const { tensors, metadata } = parseSafetensors(bytes);
+  const { config, tokenizer, step } = readMeta(metadata, "optimizer checkpoint");
+  const model = createModel(config);
+  const P = model.params.length;
+  const get = (name: string): Float32Array => {
+    const t = tensors[name];
+    if (!t || t.dtype !== "F32" || t.data.length !== P) {
+      throw new RangeError(
+        `Invalid optimizer checkpoint: expected F32 tensor "${name}" of ${P} values, got ${
+          t ? `${t.dtype} of ${t.data.length}` : "none"
+        }`,
+      );
+    }
+    return t.data as Float32Array;
+  };
+  model.params.set(get("params"));
+  const optimizer: AdamWState = { m: get("m"), v: get("v"), step };
+  const settings = JSON.parse(metadata.settings ?? "{}") as Record<string, unknown>;
+  return { model, tokenizer, step, metadata, optimizer, settings };
+}
+
+/**
+ * Writes both checkpoint files of a run directory, each atomically.
+ *
+ * @param dir The run directory.
+ * @param model The model.
+ * @param tokenizer Its tokenizer.
+ * @param optimizer AdamW state.
+ * @param settings Trainer settings for resuming.
+ */
+export async function saveCheckpoint(
+  dir: string,
+  model: Model,
+  tokenizer: Tokenizer,
+  optimizer: AdamWState,
+  settings: Record<string, unknown>,
+): Promise<void> {
+  await writeFileAtomic(
+    joinPath(dir, "optimizer.safetensors"),
+    optimizerBytes(model, tokenizer, optimizer, settings),
+  );
+  await writeFileAtomic(
+    joinPath(dir, "model.safetensors"),
+    modelCheckpointBytes(model, tokenizer, optimizer.step),
+  );
+}
+
+/**
+ * Loads `model.safetensors` from a run directory (or a path to the file itself).
+ *
+ * @param path A run directory or a `.safetensors` file.
+ * @returns The model, tokenizer, step and metadata.
+ */
+export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
+  const file = path.endsWith(".safetensors") ? path : joinPath(path, "model.safetensors");
+  if (!(await exists(file))) {
+    throw new RangeError(`Checkpoint not found: expected ${file} to exist`);
+  }
+  return parseModelCheckpoint(await readBytes(file));
+}
+
+/**
+ * Loads the resumable state of a run directory (`optimizer.safetensors`).
+ *
+ * @param dir The run directory.
+ * @returns Model, tokenizer, optimizer state, settings.
+ */
+export async function loadRun(dir: string): Promise<LoadedRun> {
+  const file = joinPath(dir, "optimizer.safetensors");
+  if (!(await exists(file))) {
+    throw new RangeError(`Nothing to resume: expected ${file} to exist`);
+  }
+  return parseOptimizer(await readBytes(file));
+}
+
+/**
+ * Appends one record to `metrics.jsonl`.
+ *
+ * @param dir The run directory.
+ * @param record The record.
+ */
+export function appendMetrics(dir: string, record: MetricsRecord): Promise<void> {
+  return appendLine(joinPath(dir, "metrics.jsonl"), JSON.stringify(record));
+}
+
+/**
+ * Reads `metrics.jsonl` (an empty list when it does not exist).
+ *
+ * @param dir The run directory.
+ * @returns The records in file order.
+ */
+export async function readMetrics(dir: string): Promise<MetricsRecord[]> {
+  const file = joinPath(dir, "metrics.jsonl");
+  if (!(await exists(file))) return [];
+  return (await readText(file)).split("\n").filter((l) => l.trim() !== "").map((l) =>
+    JSON.parse(l) as MetricsRecord
+  );
+}
+
+/**
+ * Keeps only records up to `step` (a resumed run drops what the interrupted run logged after its
+ * last checkpoint), rewriting the file atomically.
+ *
+ * @param dir The run directory.
+ * @param step The last step to keep.
+ */
+export async function truncateMetrics(dir: string, step: number): Promise<void> {
+  const kept = (await readMetrics(dir)).filter((r) => r.step <= step);
+  await writeFileAtomic(
+    joinPath(dir, "metrics.jsonl"),
+    kept.map((r) => JSON.stringify(r) + "\n").join(""),
+  );
+}
+
+/**
+ * Draws `loss.svg` from `metrics.jsonl`.
+ *
+ * @param dir The run directory.
+ * @param title The chart's title.
+ */
+export async function writeLossChart(dir: string, title: string): Promise<void> {
+  const records = await readMetrics(dir);
+  const svg = lossChartSvg([
+    { label: "train", color: "#1f77b4", points: records.map((r) => [r.step, r.loss]) },
+    {
+      label: "held-out",
+      color: "#d62728",
+      points: records.filter((r) => r.heldOutLoss !== undefined).map((
+        r,
+      ) => [r.step, r.heldOutLoss!]),
+    },
+  ], { title });
+  await writeFileAtomic(joinPath(dir, "loss.svg"), svg);
+}
+
+/**
+ * Reads a cached token stream, or `undefined` when absent.
+ *
+ * @param file The cache file.
+ * @returns The tokens.
+ */
+export async function readTokenCache(file: string): Promise<Int32Array | undefined> {
+  if (!(await exists(file))) return undefined;
+  const t = parseSafetensors(await readBytes(file)).tensors.tokens;
+  if (!t || t.dtype !== "I32") return undefined;
+  return t.data as Int32Array;
+}
+
+/**
+ * Writes a token stream cache atomically.
+ *
+ * @param file The cache file.
+ * @param tokens The stream.
+ */
+export async function writeTokenCache(file: string, tokens: Int32Array): Promise<void> {
+  await writeFileAtomic(
+    file,
+    serializeSafetensors({ tokens: { shape: [tokens.length], data: tokens } }),
+  );
+}

@@ -29,6 +29,13 @@ export interface ModelConfig {
   activation: "relu" | "gelu";
   /** Dropout probability in training, as `nn.TransformerEncoderLayer` applies it. */
   dropout: number;
+  /**
+   * Condition on the noise level sigma with SEDD's adaLN-Zero modulation (sinusoidal sigma
+   * embedding -> MLP -> per-block shift/scale/gate around the pre-norm LayerNorms, and a
+   * modulated final norm). Needs `normFirst`. Default false: the notebook's model, and MDLM
+   * trains well without it on the absorbing graph; SEDD's uniform graph needs it.
+   */
+  timeConditioning?: boolean;
 }
 
 /** The names of the built-in presets. */
@@ -169,5 +176,16 @@ export function validateConfig(c: ModelConfig): void {
   }
   if (typeof c.dropout !== "number" || !(c.dropout >= 0 && c.dropout < 1)) {
     throw new RangeError(`Invalid config.dropout: expected 0 <= p < 1, got ${c.dropout}`);
+  }
+  if (c.timeConditioning !== undefined && typeof c.timeConditioning !== "boolean") {
+    throw new TypeError(
+      `Invalid config.timeConditioning: expected a boolean, got ${c.timeConditioning}`,
+    );
+  }
+  if (c.timeConditioning && !c.normFirst) {
+    throw new RangeError(
+      "Invalid config: timeConditioning modulates the pre-norm LayerNorms, expected normFirst " +
+        "true, got false",
+    );
   }
 }

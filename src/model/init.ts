@@ -8,6 +8,10 @@
  *   with fan_in = C, fan_out = 3C; zero `in_proj_bias` and `out_proj.bias`.
  * - `nn.LayerNorm`: ones and zeros.
  *
+ * - Time conditioning (SEDD): `sigma_map` linears as `nn.Linear`; every `adaLN_modulation` and
+ *   the `head` zero-initialised (adaLN-Zero: each block starts as the identity and the output
+ *   starts at zero, as SEDD's DiT blocks and final layer do).
+ *
  * Draws come from one seeded {@linkcode Rng} in table order. (PyTorch's `TransformerEncoder`
  * deep-copies one layer, so its layers start identical; here each layer gets its own draw.)
  *
@@ -58,6 +62,11 @@ export function initParams(
       for (let i = 0; i < n; i++) view[i] = rng.normal();
     } else if (name.endsWith("in_proj_weight")) {
       uniform(Math.sqrt(6 / (shape[0] + shape[1])));
+    } else if (
+      name.includes("adaLN_modulation") ||
+      (config.timeConditioning === true && name.startsWith("head."))
+    ) {
+      view.fill(0);
     } else if (name.endsWith("in_proj_bias") || name.endsWith("out_proj.bias")) {
       view.fill(0);
     } else if (/norm\d?\.weight$/.test(name)) {

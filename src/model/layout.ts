@@ -17,10 +17,38 @@
  * head             nn.Linear(C, V)                         head.weight [V,C], head.bias [V]
  * ```
  *
+ * With `timeConditioning` (SEDD's adaLN-Zero; pre-norm only) three more modules join, giving
+ * this order:
+ *
+ * ```
+ * embed, pos_embed (learned)
+ * sigma_map        SEDD's TimestepEmbedder(C, 256): mlp = Sequential(Linear(256, C), SiLU(), Linear(C, C))
+ *                  sigma_map.mlp.0.weight [C,256] .bias [C]   sigma_map.mlp.2.weight [C,C] .bias [C]
+ * transformer.layers.{i}: the 12 tensors above, then
+ *   adaLN_modulation  nn.Linear(C, 6C), zero-initialised    weight [6C,C], bias [6C]
+ * transformer.norm
+ * final_adaLN_modulation  nn.Linear(C, 2C), zero-initialised   weight [2C,C], bias [2C]
+ * head             (zero-initialised, as SEDD's final linear)
+ * ```
+ *
+ * and the forward pass (c is the conditioning vector of each sequence, `(B,C)`):
+ *
+ * ```
+ * c = silu(sigma_map(sigma))          sigma_map(s) = mlp([cos(s f), sin(s f)]), f_i = 10000^(-i/128)
+ * shift1, scale1, gate1, shift2, scale2, gate2 = adaLN_modulation(c).chunk(6, dim=-1)
+ * x = x + gate1 * drop(SA(norm1(x) * (1 + scale1) + shift1))
+ * x = x + gate2 * drop(FF(norm2(x) * (1 + scale2) + shift2))
+ * shift, scale = final_adaLN_modulation(c).chunk(2, dim=-1)
+ * logits = head(transformer.norm(x) * (1 + scale) + shift)
+ * ```
+ *
  * @module
  */
 
 import type { ModelConfig } from "./config.ts";
+
+/** Size of the sinusoidal sigma embedding (SEDD's `frequency_embedding_size`). */
+export const TIME_EMBED_DIM = 256;
 
 /** Where a tensor lives in the flat buffer. */
 export interface TensorInfo {
@@ -73,14 +101,29 @@ export function paramTable(config: ModelConfig): { name: string; shape: number[]
   const { vocabSize: V, context, dModel: C, dFF: F, nLayers: L } = config;
   const out: { name: string; shape: number[] }[] = [{ name: "embed.weight", shape: [V, C] }];
   if (config.positions === "learned") out.push({ name: "pos_embed.weight", shape: [context, C] });
+  const tc = config.timeConditioning === true;
+  if (tc) {
+    out.push({ name: "sigma_map.mlp.0.weight", shape: [C, TIME_EMBED_DIM] });
+    out.push({ name: "sigma_map.mlp.0.bias", shape: [C] });
+    out.push({ name: "sigma_map.mlp.2.weight", shape: [C, C] });
+    out.push({ name: "sigma_map.mlp.2.bias", shape: [C] });
+  }
   for (let i = 0; i < L; i++) {
     for (const [suffix, shape] of layerTable(C, F)) {
       out.push({ name: `transformer.layers.${i}.${suffix}`, shape });
+    }
+    if (tc) {
+      out.push({ name: `transformer.layers.${i}.adaLN_modulation.weight`, shape: [6 * C, C] });
+      out.push({ name: `transformer.layers.${i}.adaLN_modulation.bias`, shape: [6 * C] });
     }
   }
   if (config.normFirst) {
     out.push({ name: "transformer.norm.weight", shape: [C] });
     out.push({ name: "transformer.norm.bias", shape: [C] });
+  }
+  if (tc) {
+    out.push({ name: "final_adaLN_modulation.weight", shape: [2 * C, C] });
+    out.push({ name: "final_adaLN_modulation.bias", shape: [2 * C] });
   }
   out.push({ name: "head.weight", shape: [V, C] });
   out.push({ name: "head.bias", shape: [V] });
@@ -140,6 +183,10 @@ export interface LayerTensors {
   norm2W: Float32Array;
   /** `norm2.bias`, `(C)`. */
   norm2B: Float32Array;
+  /** `adaLN_modulation.weight`, `(6C,C)`, or `null` without time conditioning. */
+  adaW: Float32Array | null;
+  /** `adaLN_modulation.bias`, `(6C)`, or `null`. */
+  adaB: Float32Array | null;
 }
 
 /** Views on every tensor of a flat buffer (parameters or gradients). */
@@ -154,6 +201,18 @@ export interface ModelTensors {
   normW: Float32Array | null;
   /** `transformer.norm.bias`, `(C)`, or `null` for post-norm. */
   normB: Float32Array | null;
+  /** `sigma_map.mlp.0.weight`, `(C,256)`, or `null` without time conditioning. */
+  sigma0W: Float32Array | null;
+  /** `sigma_map.mlp.0.bias`, `(C)`, or `null`. */
+  sigma0B: Float32Array | null;
+  /** `sigma_map.mlp.2.weight`, `(C,C)`, or `null`. */
+  sigma2W: Float32Array | null;
+  /** `sigma_map.mlp.2.bias`, `(C)`, or `null`. */
+  sigma2B: Float32Array | null;
+  /** `final_adaLN_modulation.weight`, `(2C,C)`, or `null`. */
+  finalAdaW: Float32Array | null;
+  /** `final_adaLN_modulation.bias`, `(2C)`, or `null`. */
+  finalAdaB: Float32Array | null;
   /** `head.weight`, `(V,C)`. */
   headW: Float32Array;
   /** `head.bias`, `(V)`. */
@@ -197,6 +256,8 @@ export function tensorViews(buf: Float32Array, layout: Layout, config: ModelConf
       norm1B: get(p + "norm1.bias"),
       norm2W: get(p + "norm2.weight"),
       norm2B: get(p + "norm2.bias"),
+      adaW: maybe(p + "adaLN_modulation.weight"),
+      adaB: maybe(p + "adaLN_modulation.bias"),
     });
   }
   const views: ModelTensors = {
@@ -205,6 +266,12 @@ export function tensorViews(buf: Float32Array, layout: Layout, config: ModelConf
     layers,
     normW: maybe("transformer.norm.weight"),
     normB: maybe("transformer.norm.bias"),
+    sigma0W: maybe("sigma_map.mlp.0.weight"),
+    sigma0B: maybe("sigma_map.mlp.0.bias"),
+    sigma2W: maybe("sigma_map.mlp.2.weight"),
+    sigma2B: maybe("sigma_map.mlp.2.bias"),
+    finalAdaW: maybe("final_adaLN_modulation.weight"),
+    finalAdaB: maybe("final_adaLN_modulation.bias"),
     headW: get("head.weight"),
     headB: get("head.bias"),
   };

@@ -35,6 +35,7 @@ export {
   paramTable,
   type TensorInfo,
   tensorViews,
+  TIME_EMBED_DIM,
 } from "./layout.ts";
 export { initParams } from "./init.ts";
 export {

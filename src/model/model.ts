@@ -16,7 +16,13 @@
  */
 
 import { type ModelConfig, type PresetName, resolveConfig } from "./config.ts";
-import { buildLayout, type Layout, type ModelTensors, tensorViews } from "./layout.ts";
+import {
+  buildLayout,
+  type Layout,
+  type ModelTensors,
+  tensorViews,
+  TIME_EMBED_DIM,
+} from "./layout.ts";
 import { initParams } from "./init.ts";
 import { Rng } from "../rng.ts";
 import { embeddingBackward, embeddingForward } from "../nn/embedding.ts";
@@ -29,7 +35,21 @@ import {
   ropeForward,
   ropeTables,
 } from "../nn/attention.ts";
-import { geluBackward, geluForward, reluBackward, reluForward } from "../nn/activations.ts";
+import {
+  geluBackward,
+  geluForward,
+  reluBackward,
+  reluForward,
+  siluBackward,
+  siluForward,
+} from "../nn/activations.ts";
+import {
+  gatedResidualBackward,
+  gatedResidualForward,
+  modulateBackward,
+  modulateForward,
+  timestepEmbedding,
+} from "../nn/adaln.ts";
 import { residualForward } from "../nn/residual.ts";
 import { dropoutBackward, dropoutForward, dropoutMask } from "../nn/dropout.ts";
 import { crossEntropyBackward, crossEntropyForward } from "../nn/cross_entropy.ts";
@@ -133,6 +153,28 @@ interface LayerActs {
   mask1: Float32Array | null; // (N,C)
   maskF: Float32Array | null; // (N,F)
   mask2: Float32Array | null; // (N,C)
+  // time conditioning only (empty otherwise):
+  mod: Float32Array; // (B,6C) shift1, scale1, gate1, shift2, scale2, gate2
+  m1: Float32Array; // (N,C) modulated norm1 output (attention input)
+  m2: Float32Array; // (N,C) modulated norm2 output (MLP input)
+  projD: Float32Array; // (N,C) attention branch after out_proj and dropout
+  foD: Float32Array; // (N,C) MLP branch after linear2 and dropout
+}
+
+/** Time-conditioning activations and scratch (SEDD's sigma_map and final modulation). */
+interface TimeActs {
+  temb: Float32Array; // (B,256) sinusoidal sigma embedding
+  h1: Float32Array; // (B,C) mlp.0 output
+  a1: Float32Array; // (B,C) silu(h1)
+  h2: Float32Array; // (B,C) mlp.2 output
+  cond: Float32Array; // (B,C) c = silu(h2)
+  finalMod: Float32Array; // (B,2C) shift, scale of the final norm
+  mf: Float32Array; // (N,C) modulated final norm output (head input)
+  dcond: Float32Array; // (B,C)
+  dmod: Float32Array; // (B,6C)
+  dfinalMod: Float32Array; // (B,2C)
+  dh: Float32Array; // (B,C)
+  da: Float32Array; // (B,C)
 }
 
 /**
@@ -183,6 +225,8 @@ export interface Workspace {
   readonly gF: Float32Array[]; // 2 x (N,F)
   /** @internal */
   readonly rowT: Float32Array; // (T)
+  /** @internal Time conditioning, or `null`. */
+  readonly time: TimeActs | null;
   /** @internal RoPE tables `(T,HS/2)`, or empty. */
   readonly cos: Float64Array;
   /** @internal */
@@ -235,6 +279,8 @@ export function createWorkspace(
     ? (n: number) => new Float64Array(n) as unknown as Float32Array
     : (n: number) => new Float32Array(n);
   const drop = config.dropout > 0;
+  const tc = config.timeConditioning === true;
+  const nTC = tc ? N * C : 0;
   const layers: LayerActs[] = [];
   for (let l = 0; l < L; l++) {
     layers.push({
@@ -255,6 +301,11 @@ export function createWorkspace(
       mask1: drop ? f(N * C) : null,
       maskF: drop ? f(N * F) : null,
       mask2: drop ? f(N * C) : null,
+      mod: f(tc ? B * 6 * C : 0),
+      m1: f(nTC),
+      m2: f(nTC),
+      projD: f(nTC),
+      foD: f(nTC),
     });
   }
   const HS = C / NH;
@@ -284,6 +335,22 @@ export function createWorkspace(
     gQKV: f(N * 3 * C),
     gF: [f(N * F), f(N * F)],
     rowT: f(T),
+    time: tc
+      ? {
+        temb: f(B * TIME_EMBED_DIM),
+        h1: f(B * C),
+        a1: f(B * C),
+        h2: f(B * C),
+        cond: f(B * C),
+        finalMod: f(B * 2 * C),
+        mf: f(N * C),
+        dcond: f(B * C),
+        dmod: f(B * 6 * C),
+        dfinalMod: f(B * 2 * C),
+        dh: f(B * C),
+        da: f(B * C),
+      }
+      : null,
     cos,
     sin,
   };
@@ -337,6 +404,35 @@ export interface DropoutKeys {
 export interface ModelForwardOptions {
   /** Training-mode dropout (with `config.dropout > 0`); absent means eval mode. */
   dropout?: DropoutKeys;
+  /**
+   * Noise level of each sequence, `(B)`: required by a time-conditioned model
+   * (`config.timeConditioning`), ignored otherwise.
+   */
+  sigma?: Float32Array | Float64Array;
+}
+
+function checkSigma(
+  model: Model,
+  sigma: Float32Array | Float64Array | undefined,
+  B: number,
+): void {
+  if (model.config.timeConditioning !== true) return;
+  if (!(sigma instanceof Float32Array || sigma instanceof Float64Array)) {
+    throw new TypeError(
+      `Missing sigma: expected a Float32Array or Float64Array of ${B} noise levels for a ` +
+        `time-conditioned model, got ${describe(sigma)}`,
+    );
+  }
+  if (sigma.length !== B) {
+    throw new RangeError(
+      `Invalid sigma length: expected ${B} (one per sequence), got ${sigma.length}`,
+    );
+  }
+  for (let b = 0; b < B; b++) {
+    if (!Number.isFinite(sigma[b]) || sigma[b] < 0) {
+      throw new RangeError(`Invalid sigma[${b}]: expected a finite value >= 0, got ${sigma[b]}`);
+    }
+  }
 }
 
 function checkShape(model: Model, ws: Workspace, length: number, B: number, T: number): void {
@@ -370,7 +466,8 @@ function checkShape(model: Model, ws: Workspace, length: number, B: number, T: n
  * @param input Token ids, `(B,T)`.
  * @param B Sequences.
  * @param T Tokens per sequence (at most `config.context`).
- * @param options `dropout` keys for training mode.
+ * @param options `dropout` keys for training mode; `sigma`, the noise level of each sequence
+ *   `(B)`, for a time-conditioned model.
  * @returns Logits `(B,T,V)`: a view into `ws`, overwritten by the next call.
  */
 export function modelForward(
@@ -383,7 +480,8 @@ export function modelForward(
 ): Float32Array {
   validateTokens(input, model.config.vocabSize, "input");
   checkShape(model, ws, input.length, B, T);
-  return forwardUnchecked(model, ws, input, B, T, options.dropout);
+  checkSigma(model, options.sigma, B);
+  return forwardUnchecked(model, ws, input, B, T, options.dropout, options.sigma);
 }
 
 function drawMasks(ws: Workspace, keys: DropoutKeys, B: number, T: number): void {
@@ -406,6 +504,7 @@ function forwardUnchecked(
   B: number,
   T: number,
   dropout: DropoutKeys | undefined,
+  sigma?: Float32Array | Float64Array,
 ): Float32Array {
   const cfg = model.config;
   const { dModel: C, dFF: F, nHeads: NH, vocabSize: V } = cfg;
@@ -420,31 +519,51 @@ function forwardUnchecked(
   const rotary = cfg.positions === "rotary";
   const gelu = cfg.activation === "gelu";
   const pre = cfg.normFirst;
+  const tm = ws.time; // time conditioning (pre-norm only)
 
+  if (tm) {
+    // c = silu(mlp.2(silu(mlp.0(embedding(sigma)))))
+    timestepEmbedding(tm.temb, sigma!, B, TIME_EMBED_DIM);
+    linearForward(tm.h1, tm.temb, P.sigma0W!, P.sigma0B!, B, TIME_EMBED_DIM, C);
+    siluForward(tm.a1, tm.h1, B * C);
+    linearForward(tm.h2, tm.a1, P.sigma2W!, P.sigma2B!, B, C, C);
+    siluForward(tm.cond, tm.h2, B * C);
+    linearForward(tm.finalMod, tm.cond, P.finalAdaW!, P.finalAdaB!, B, C, 2 * C);
+  }
   embeddingForward(ws.resid[0], input, P.embed, P.posEmbed, B, T, C);
   for (let l = 0; l < cfg.nLayers; l++) {
     const w = P.layers[l];
     const a = ws.layers[l];
     const x = ws.resid[l]; // (N,C)
     const out = ws.resid[l + 1]; // (N,C)
+    if (tm) linearForward(a.mod, tm.cond, w.adaW!, w.adaB!, B, C, 6 * C);
     // self-attention block
     let saIn = x;
     if (pre) {
       layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.norm1W, w.norm1B, N, C);
       saIn = a.ln1;
+      if (tm) {
+        modulateForward(a.m1, a.ln1, a.mod, 0, 1, 6, B, T, C);
+        saIn = a.m1;
+      }
     }
     linearForward(a.qkv, saIn, w.inProjW, w.inProjB, N, C, 3 * C);
     if (rotary) ropeForward(a.qkv, ws.cos, ws.sin, B, T, C, NH);
     attentionForward(a.attY, a.att, a.qkv, useDrop ? a.maskAtt : null, B, T, C, NH);
-    const proj = ws.tmp;
+    const proj = tm ? a.projD : ws.tmp;
     linearForward(proj, a.attY, w.outProjW, w.outProjB, N, C, C);
     if (useDrop) dropoutForward(proj, proj, a.mask1!, N * C);
-    residualForward(a.r1, x, proj, N * C);
+    if (tm) gatedResidualForward(a.r1, x, proj, a.mod, 2, 6, B, T, C);
+    else residualForward(a.r1, x, proj, N * C);
     // feed-forward block
     let ffIn: Float32Array;
     if (pre) {
       layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.r1, w.norm2W, w.norm2B, N, C);
       ffIn = a.ln2;
+      if (tm) {
+        modulateForward(a.m2, a.ln2, a.mod, 3, 4, 6, B, T, C);
+        ffIn = a.m2;
+      }
     } else {
       layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, a.r1, w.norm1W, w.norm1B, N, C);
       ffIn = a.ln1;
@@ -453,10 +572,12 @@ function forwardUnchecked(
     if (gelu) geluForward(a.fh, a.fch, N * F);
     else reluForward(a.fh, a.fch, N * F);
     if (useDrop) dropoutForward(a.fh, a.fh, a.maskF!, N * F);
-    const fo = ws.tmp;
+    const fo = tm ? a.foD : ws.tmp;
     linearForward(fo, a.fh, w.lin2W, w.lin2B, N, F, C);
     if (useDrop) dropoutForward(fo, fo, a.mask2!, N * C);
-    if (pre) {
+    if (tm) {
+      gatedResidualForward(out, a.r1, fo, a.mod, 5, 6, B, T, C);
+    } else if (pre) {
       residualForward(out, a.r1, fo, N * C);
     } else {
       residualForward(a.r2, a.ln1, fo, N * C);
@@ -467,6 +588,10 @@ function forwardUnchecked(
   if (pre) {
     layernormForward(ws.lnf, ws.lnfMean, ws.lnfRstd, final, P.normW!, P.normB!, N, C);
     final = ws.lnf;
+    if (tm) {
+      modulateForward(tm.mf, ws.lnf, tm.finalMod, 0, 1, 2, B, T, C);
+      final = tm.mf;
+    }
   }
   linearForward(ws.logits, final, P.headW, P.headB, N, C, V);
   return N * V === ws.logits.length ? ws.logits : ws.logits.subarray(0, N * V);
@@ -516,22 +641,43 @@ function backwardUnchecked(
   const rotary = cfg.positions === "rotary";
   const gelu = cfg.activation === "gelu";
   const pre = cfg.normFirst;
+  const tm = ws.time;
   const NC = N * C, NF = N * F;
   const [g0, g1, g2, g3] = ws.g;
   const gQKV = ws.gQKV;
+  if (tm) tm.dcond.fill(0);
 
   // logits = final head^T + b
-  const final = pre ? ws.lnf : ws.resid[L];
+  const final = tm ? tm.mf : pre ? ws.lnf : ws.resid[L];
   g1.fill(0, 0, NC);
   linearBackward(g1, G.headW, G.headB, dlogits, final, P.headW, N, C, V);
   g0.fill(0, 0, NC);
   if (pre) {
-    // final = norm(resid[L])
+    let dlnf = g1;
+    if (tm) {
+      // mf = lnf * (1 + scale) + shift; finalMod = c Wf^T + bf
+      g2.fill(0, 0, NC);
+      tm.dfinalMod.fill(0);
+      modulateBackward(g2, tm.dfinalMod, g1, ws.lnf, tm.finalMod, 0, 1, 2, B, T, C);
+      linearBackward(
+        tm.dcond,
+        G.finalAdaW!,
+        G.finalAdaB!,
+        tm.dfinalMod,
+        tm.cond,
+        P.finalAdaW!,
+        B,
+        C,
+        2 * C,
+      );
+      dlnf = g2;
+    }
+    // lnf = norm(resid[L])
     layernormBackward(
       g0,
       G.normW!,
       G.normB!,
-      g1,
+      dlnf,
       ws.resid[L],
       P.normW!,
       ws.lnfMean,
@@ -548,12 +694,18 @@ function backwardUnchecked(
     const dw = G.layers[l];
     const a = ws.layers[l];
     const x = ws.resid[l];
-    // g0 holds d(layer output).
-    let dFFOut: Float32Array; // d(fo), the output of linear2 before dropout
-    if (pre) {
-      dFFOut = g0; // out = r1 + drop2(fo)
+    if (tm) tm.dmod.fill(0);
+    // g0 holds d(layer output). First d(fo after dropout):
+    let dfoD: Float32Array;
+    if (tm) {
+      // out = r1 + gate2 * foD
+      g1.fill(0, 0, NC);
+      gatedResidualBackward(null, g1, tm.dmod, g0, a.foD, a.mod, 5, 6, B, T, C);
+      dfoD = g1;
+    } else if (pre) {
+      dfoD = g0; // out = r1 + foD
     } else {
-      // out = norm2(r2)
+      // out = norm2(r2), r2 = ln1 + foD
       g1.fill(0, 0, NC);
       layernormBackward(
         g1,
@@ -567,17 +719,18 @@ function backwardUnchecked(
         N,
         C,
       );
-      dFFOut = g1; // r2 = ln1 + drop2(fo)
+      dfoD = g1;
     }
+    let dfo = dfoD;
     if (useDrop) {
       g2.fill(0, 0, NC);
-      dropoutBackward(g2, dFFOut, a.mask2!, NC);
-      dFFOut = g2;
+      dropoutBackward(g2, dfoD, a.mask2!, NC);
+      dfo = g2;
     }
     // fo = fh W2^T + b2
     const [f0, f1] = ws.gF;
     f0.fill(0, 0, NF);
-    linearBackward(f0, dw.lin2W, dw.lin2B, dFFOut, a.fh, w.lin2W, N, F, C);
+    linearBackward(f0, dw.lin2W, dw.lin2B, dfo, a.fh, w.lin2W, N, F, C);
     let dfh = f0;
     if (useDrop) {
       f1.fill(0, 0, NF);
@@ -590,32 +743,67 @@ function backwardUnchecked(
     else reluBackward(dfch, dfh, a.fch, NF);
     // dr1: gradient w.r.t. the first residual sum r1, built in g3.
     if (pre) {
-      // fch = ln2 W1^T + b1, ln2 = norm2(r1), out = r1 + ...
+      // fch = ffIn W1^T + b1, ffIn = m2 = ln2 * (1 + scale2) + shift2 (or ln2), ln2 = norm2(r1)
       g2.fill(0, 0, NC);
-      linearBackward(g2, dw.lin1W, dw.lin1B, dfch, a.ln2, w.lin1W, N, C, F);
-      g3.set(g0.subarray(0, NC));
-      layernormBackward(g3, dw.norm2W, dw.norm2B, g2, a.r1, w.norm2W, a.ln2Mean, a.ln2Rstd, N, C);
+      linearBackward(g2, dw.lin1W, dw.lin1B, dfch, tm ? a.m2 : a.ln2, w.lin1W, N, C, F);
+      let dln2 = g2;
+      if (tm) {
+        g1.fill(0, 0, NC);
+        modulateBackward(g1, tm.dmod, g2, a.ln2, a.mod, 3, 4, 6, B, T, C);
+        dln2 = g1;
+      }
+      g3.set(g0.subarray(0, NC)); // out = r1 + ...
+      layernormBackward(
+        g3,
+        dw.norm2W,
+        dw.norm2B,
+        dln2,
+        a.r1,
+        w.norm2W,
+        a.ln2Mean,
+        a.ln2Rstd,
+        N,
+        C,
+      );
     } else {
       // fch = ln1 W1^T + b1, r2 = ln1 + ..., ln1 = norm1(r1)
-      g2.set(g1.subarray(0, NC));
+      g2.set(dfoD.subarray(0, NC));
       linearBackward(g2, dw.lin1W, dw.lin1B, dfch, a.ln1, w.lin1W, N, C, F);
       g3.fill(0, 0, NC);
-      layernormBackward(g3, dw.norm1W, dw.norm1B, g2, a.r1, w.norm1W, a.ln1Mean, a.ln1Rstd, N, C);
+      layernormBackward(
+        g3,
+        dw.norm1W,
+        dw.norm1B,
+        g2,
+        a.r1,
+        w.norm1W,
+        a.ln1Mean,
+        a.ln1Rstd,
+        N,
+        C,
+      );
     }
-    // r1 = x + drop1(proj)
-    let dproj = g3;
-    if (useDrop) {
+    // r1 = x + gate1 * projD (or x + projD), projD = drop1(proj)
+    let dprojD = g3;
+    if (tm) {
       g1.fill(0, 0, NC);
-      dropoutBackward(g1, g3, a.mask1!, NC);
-      dproj = g1;
+      gatedResidualBackward(null, g1, tm.dmod, g3, a.projD, a.mod, 2, 6, B, T, C);
+      dprojD = g1;
+    }
+    let dproj = dprojD;
+    if (useDrop) {
+      g2.fill(0, 0, NC);
+      dropoutBackward(g2, dprojD, a.mask1!, NC);
+      dproj = g2;
     }
     // proj = attY Wo^T + bo
-    g2.fill(0, 0, NC);
-    linearBackward(g2, dw.outProjW, dw.outProjB, dproj, a.attY, w.outProjW, N, C, C);
+    const dattY = dproj === g2 ? g1 : g2;
+    dattY.fill(0, 0, NC);
+    linearBackward(dattY, dw.outProjW, dw.outProjB, dproj, a.attY, w.outProjW, N, C, C);
     gQKV.fill(0, 0, N * 3 * C);
     attentionBackward(
       gQKV,
-      g2,
+      dattY,
       a.qkv,
       a.att,
       useDrop ? a.maskAtt : null,
@@ -628,16 +816,46 @@ function backwardUnchecked(
     if (rotary) ropeBackward(gQKV, ws.cos, ws.sin, B, T, C, NH);
     // qkv = saIn Win^T + bin; new g0 = d(layer input) = dr1 (residual) + path through SA.
     if (pre) {
+      // saIn = m1 = ln1 * (1 + scale1) + shift1 (or ln1), ln1 = norm1(x)
       g1.fill(0, 0, NC);
-      linearBackward(g1, dw.inProjW, dw.inProjB, gQKV, a.ln1, w.inProjW, N, C, 3 * C);
+      linearBackward(g1, dw.inProjW, dw.inProjB, gQKV, tm ? a.m1 : a.ln1, w.inProjW, N, C, 3 * C);
+      let dln1 = g1;
+      if (tm) {
+        g2.fill(0, 0, NC);
+        modulateBackward(g2, tm.dmod, g1, a.ln1, a.mod, 0, 1, 6, B, T, C);
+        dln1 = g2;
+      }
       g0.set(g3.subarray(0, NC));
-      layernormBackward(g0, dw.norm1W, dw.norm1B, g1, x, w.norm1W, a.ln1Mean, a.ln1Rstd, N, C);
+      layernormBackward(
+        g0,
+        dw.norm1W,
+        dw.norm1B,
+        dln1,
+        x,
+        w.norm1W,
+        a.ln1Mean,
+        a.ln1Rstd,
+        N,
+        C,
+      );
     } else {
       g0.set(g3.subarray(0, NC));
       linearBackward(g0, dw.inProjW, dw.inProjB, gQKV, x, w.inProjW, N, C, 3 * C);
     }
+    // mod = c Wada^T + bada
+    if (tm) linearBackward(tm.dcond, dw.adaW!, dw.adaB!, tm.dmod, tm.cond, w.adaW!, B, C, 6 * C);
   }
   embeddingBackward(G.embed, G.posEmbed, g0, ws.tokens, B, T, C);
+  if (tm) {
+    // cond = silu(h2), h2 = a1 W2^T + b2, a1 = silu(h1), h1 = temb W0^T + b0
+    tm.dh.fill(0);
+    siluBackward(tm.dh, tm.dcond, tm.h2, B * C);
+    tm.da.fill(0);
+    linearBackward(tm.da, G.sigma2W!, G.sigma2B!, tm.dh, tm.a1, P.sigma2W!, B, C, C);
+    tm.dh.fill(0);
+    siluBackward(tm.dh, tm.da, tm.h1, B * C);
+    linearBackward(null, G.sigma0W!, G.sigma0B!, tm.dh, tm.temb, P.sigma0W!, B, TIME_EMBED_DIM, C);
+  }
 }
 
 function checkGrads(model: Model, grads: Float32Array): void {
@@ -681,7 +899,8 @@ function batchShape(model: Model, length: number, batch: number, name: string): 
  *
  * @param model The model.
  * @param tokens Token ids, `(B,T)` flattened.
- * @param options `batch`: the number of sequences B.
+ * @param options `batch`: the number of sequences B; `sigma`: noise level per sequence `(B)`,
+ *   required by a time-conditioned model.
  * @returns A fresh `(B,T,V)` array of logits.
  *
  * @example
@@ -697,13 +916,14 @@ function batchShape(model: Model, length: number, batch: number, name: string): 
 export function forward(
   model: Model,
   tokens: Int32Array,
-  options: { batch: number },
+  options: { batch: number; sigma?: Float32Array | Float64Array },
 ): Float32Array {
   validateTokens(tokens, model.config.vocabSize, "tokens");
   const B = options.batch;
   const T = batchShape(model, tokens.length, B, "tokens");
+  checkSigma(model, options.sigma, B);
   const ws = workspaceFor(model, B, T);
-  return forwardUnchecked(model, ws, tokens, B, T, undefined).slice();
+  return forwardUnchecked(model, ws, tokens, B, T, undefined, options.sigma).slice();
 }
 
 /** Options of {@linkcode lossAndGrad}. */
@@ -716,6 +936,8 @@ export interface LossAndGradOptions {
   dropout?: DropoutKeys;
   /** Workspace to use (sized for this batch); a cached one per model if absent. */
   workspace?: Workspace;
+  /** Noise level per sequence `(B)`: required by a time-conditioned model, ignored otherwise. */
+  sigma?: Float32Array | Float64Array;
 }
 
 /**
@@ -723,7 +945,8 @@ export interface LossAndGradOptions {
  *
  * @param model The model.
  * @param data `input` ids, `target` ids and `weight` per position, each `(B,T)` flattened.
- * @param options `batch`, and optionally `grads` to add into, `dropout` keys, `workspace`.
+ * @param options `batch`, and optionally `grads` to add into, `dropout` keys, `workspace`,
+ *   `sigma` (time-conditioned models).
  * @returns The loss and the gradient buffer (`options.grads` if given).
  *
  * @example The gradient has the parameters' layout
@@ -766,7 +989,8 @@ export function lossAndGrad(
   checkGrads(model, grads);
   const ws = options.workspace ?? workspaceFor(model, B, T);
   checkShape(model, ws, input.length, B, T);
-  const logits = forwardUnchecked(model, ws, input, B, T, options.dropout);
+  checkSigma(model, options.sigma, B);
+  const logits = forwardUnchecked(model, ws, input, B, T, options.dropout, options.sigma);
   const loss = crossEntropyForward(ws.losses, ws.lse, logits, target, weight, N, V);
   const dlogits = ws.dlogits;
   dlogits.fill(0, 0, N * V);

@@ -175,3 +175,51 @@ export function geluBackward(
     dinp[i] += dout[i] * (cdf + x * pdf);
   }
 }
+
+/**
+ * `out = inp * sigmoid(inp)` (SiLU, as `nn.SiLU`). `out` may alias `inp`.
+ *
+ * @param out Output, `(N)`.
+ * @param inp Input, `(N)`.
+ * @param N Elements.
+ *
+ * @example
+ * ```ts
+ * import { siluForward } from "./activations.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const out = new Float32Array(2);
+ * siluForward(out, new Float32Array([0, 2]), 2);
+ * assert.equal(out[0], 0);
+ * assert.ok(Math.abs(out[1] - 2 / (1 + Math.exp(-2))) < 1e-6);
+ * ```
+ */
+export function siluForward(out: Float32Array, inp: Float32Array, N: number): void {
+  for (let i = 0; i < N; i++) {
+    const x = inp[i];
+    out[i] = x / (1 + Math.exp(-x));
+  }
+}
+
+/**
+ * Backward of {@linkcode siluForward}. ADDS into `dinp`.
+ *
+ * Differentiates `out = x * s(x)`, `s` the sigmoid: `dinp += dout * s * (1 + x * (1 - s))`.
+ *
+ * @param dinp Gradient of the input, `(N)`.
+ * @param dout Upstream gradient, `(N)`.
+ * @param inp The forward input, `(N)`.
+ * @param N Elements.
+ */
+export function siluBackward(
+  dinp: Float32Array, // (N)
+  dout: Float32Array, // (N)
+  inp: Float32Array, // (N)
+  N: number,
+): void {
+  for (let i = 0; i < N; i++) {
+    const x = inp[i];
+    const s = 1 / (1 + Math.exp(-x));
+    dinp[i] += dout[i] * s * (1 + x * (1 - s));
+  }
+}

@@ -302,12 +302,54 @@ export function bpeTokenBytes(mergeIds: readonly (readonly [number, number])[]):
   return bytes;
 }
 
+/**
+ * An open-addressing hash table from an id pair to its merge rank, over one Int32Array (no
+ * allocation per lookup, unlike a Map keyed by a packed number above 2^31).
+ */
+export class PairRanks {
+  readonly #mask: number;
+  readonly #slots: Int32Array; // (capacity, 3): left, right, rank; left -1 marks an empty slot
+
+  /** @param mergeIds the merges in rank order; a repeated pair keeps its first rank */
+  constructor(mergeIds: readonly (readonly [number, number])[]) {
+    let capacity = 16;
+    while (capacity < mergeIds.length * 2) capacity *= 2;
+    this.#mask = capacity - 1;
+    this.#slots = new Int32Array(capacity * 3).fill(-1);
+    mergeIds.forEach(([a, b], r) => {
+      let i = this.#hash(a, b);
+      while (this.#slots[3 * i] !== -1) {
+        if (this.#slots[3 * i] === a && this.#slots[3 * i + 1] === b) return;
+        i = (i + 1) & this.#mask;
+      }
+      this.#slots[3 * i] = a;
+      this.#slots[3 * i + 1] = b;
+      this.#slots[3 * i + 2] = r;
+    });
+  }
+
+  #hash(a: number, b: number): number {
+    const h = Math.imul(a, 0x9e3779b1) ^ Math.imul(b + 0x7f4a7c15, 0x85ebca6b);
+    return (h ^ (h >>> 15)) & this.#mask;
+  }
+
+  /** The rank of merging (a, b), or -1 when they do not merge. */
+  get(a: number, b: number): number {
+    const slots = this.#slots;
+    for (let i = this.#hash(a, b);; i = (i + 1) & this.#mask) {
+      const left = slots[3 * i];
+      if (left === -1) return -1;
+      if (left === a && slots[3 * i + 1] === b) return slots[3 * i + 2];
+    }
+  }
+}
+
 /** Lookup tables and the pre-token cache for encoding with a bpe tokenizer. */
 export interface BpeTables {
   /** id -> UTF-8 bytes (the special tokens: their texts). */
   bytes: Uint8Array[];
-  /** Packed pair (left * PAIR_BASE + right) -> rank. */
-  rankOf: Map<number, number>;
+  /** (left, right) -> rank. */
+  ranks: PairRanks;
   /** Pre-token text -> its ids. Cleared when it reaches {@linkcode BPE_CACHE_LIMIT} entries. */
   cache: Map<string, Int32Array>;
 }
@@ -317,23 +359,23 @@ export const BPE_CACHE_LIMIT = 1 << 18;
 
 /** Builds the tables {@linkcode encodeBpe} needs. */
 export function bpeTables(tokenizer: Tokenizer): BpeTables {
-  const rankOf = new Map<number, number>();
-  tokenizer.mergeIds.forEach(([a, b], r) => {
-    if (!rankOf.has(a * PAIR_BASE + b)) rankOf.set(a * PAIR_BASE + b, r);
-  });
-  return { bytes: bpeTokenBytes(tokenizer.mergeIds), rankOf, cache: new Map() };
+  return {
+    bytes: bpeTokenBytes(tokenizer.mergeIds),
+    ranks: new PairRanks(tokenizer.mergeIds),
+    cache: new Map(),
+  };
 }
 
 /** Applies merges by rank to one pre-token's bytes. */
 function encodePiece(tables: BpeTables, mergeIds: readonly [number, number][], piece: string) {
   const seq = Int32Array.from(utf8.encode(piece)); // (n)
   let n = seq.length;
-  const { rankOf } = tables;
+  const { ranks } = tables;
   while (n >= 2) {
     let best = Infinity;
     for (let i = 0; i + 1 < n; i++) {
-      const r = rankOf.get(seq[i] * PAIR_BASE + seq[i + 1]);
-      if (r !== undefined && r < best) best = r;
+      const r = ranks.get(seq[i], seq[i + 1]);
+      if (r >= 0 && r < best) best = r;
     }
     if (best === Infinity) break;
     const [a, b] = mergeIds[best];

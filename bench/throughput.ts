@@ -1,0 +1,191 @@
+/**
+ * Training throughput: full training steps (batch draw, sharded gradient, sum, clip, AdamW) at a
+ * preset, batch, context and worker count. The last line printed is one JSON object:
+ *
+ * ```json
+ * {"preset":"small","batch":16,"context":128,"workers":2,"msPerStep":...,"tokensPerSecond":...,"peakRssMB":...}
+ * ```
+ *
+ * ```sh
+ * deno run --allow-read --allow-env bench/throughput.ts --preset small --batch 16 --context 128 --workers 2
+ * deno run --allow-read --allow-env bench/throughput.ts --compare   # 1 vs 2 workers, and the ratio
+ * ```
+ *
+ * `msPerStep` is the median over the timed steps, after untimed warm-up steps (JIT, worker start).
+ * Tokens are random ids over a 512-token vocabulary: the cost of a step does not depend on them.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { type PresetName, presets } from "../src/model/config.ts";
+import { createModel } from "../src/model/model.ts";
+import { adamwStep, createAdamW } from "../src/optim/adamw.ts";
+import { Rng } from "../src/rng.ts";
+import { fillBatch, LOSS_NAMES, type LossName } from "../src/train/batch.ts";
+import { createPool } from "../src/train/pool.ts";
+import { clipGradNorm } from "../src/train/train.ts";
+
+/** One measurement. */
+export interface Throughput {
+  preset: string;
+  batch: number;
+  context: number;
+  workers: number;
+  msPerStep: number;
+  tokensPerSecond: number;
+  peakRssMB: number;
+}
+
+function rssMB(): number {
+  return Deno.memoryUsage().rss / 2 ** 20;
+}
+
+/**
+ * Times `steps` training steps after `warmup` untimed ones.
+ *
+ * @param o Shape, worker count, step counts, loss.
+ * @returns The measurement.
+ */
+export async function measure(o: {
+  preset: PresetName;
+  batch: number;
+  context: number;
+  workers: number;
+  steps: number;
+  warmup: number;
+  vocab: number;
+  loss: LossName;
+}): Promise<Throughput> {
+  const model = createModel(o.preset, { vocabSize: o.vocab, context: o.context, seed: 1 });
+  const rng = new Rng(1);
+  const tokens = Int32Array.from({ length: 100_000 }, () => rng.int(o.vocab - 1));
+  const pool = await createPool({
+    config: model.config,
+    params: model.params,
+    batch: o.batch,
+    context: o.context,
+    workers: o.workers,
+    seed: 1,
+    loss: o.loss,
+  });
+  const opt = createAdamW(model.params.length);
+  const times: number[] = [];
+  let peak = rssMB();
+  try {
+    for (let s = 0; s < o.warmup + o.steps; s++) {
+      const t0 = performance.now();
+      fillBatch(pool.batch, tokens, { seed: 1, step: s, loss: o.loss, vocabSize: o.vocab });
+      await pool.gradient(s);
+      clipGradNorm(pool.grads, 1);
+      adamwStep(pool.model.params, pool.grads, opt, { lr: 1e-3 });
+      if (s >= o.warmup) times.push(performance.now() - t0);
+      peak = Math.max(peak, rssMB());
+    }
+  } finally {
+    pool.terminate();
+  }
+  times.sort((a, b) => a - b);
+  const ms = times[Math.floor(times.length / 2)];
+  return {
+    preset: o.preset,
+    batch: o.batch,
+    context: o.context,
+    workers: pool.workers === 0 ? Math.min(o.workers, 1) : pool.workers,
+    msPerStep: Number(ms.toFixed(2)),
+    tokensPerSecond: Math.round(o.batch * o.context / (ms / 1000)),
+    peakRssMB: Number(peak.toFixed(1)),
+  };
+}
+
+const HELP = `Usage: deno run --allow-read --allow-env bench/throughput.ts [options]
+
+  --preset <name>   ${Object.keys(presets).join(" | ")} (default: small)
+  --batch <n>       sequences per step (default: 16)
+  --context <n>     tokens per sequence (default: 128)
+  --workers <n>     gradient workers; 0 or 1 in-process (default: 2)
+  --steps <n>       timed steps (default: 10)
+  --warmup <n>      untimed steps first (default: 3)
+  --loss <name>     ${LOSS_NAMES.join(" | ")} (default: seed)
+  --compare         measure 1 and 2 workers and print the speed-up
+  --json            print only the JSON line(s)
+  --help            this text
+`;
+
+function int(name: string, v: string | undefined, dflt: number, min: number): number {
+  if (v === undefined) return dflt;
+  const n = Number(v);
+  if (!/^\d+$/.test(v) || n < min) {
+    console.error(`Invalid --${name}: expected an integer >= ${min}, got "${v}"`);
+    Deno.exit(2);
+  }
+  return n;
+}
+
+if (import.meta.main) {
+  let v;
+  try {
+    v = parseArgs({
+      args: Deno.args,
+      strict: true,
+      options: {
+        preset: { type: "string" },
+        batch: { type: "string" },
+        context: { type: "string" },
+        workers: { type: "string" },
+        steps: { type: "string" },
+        warmup: { type: "string" },
+        loss: { type: "string" },
+        compare: { type: "boolean" },
+        json: { type: "boolean" },
+        help: { type: "boolean" },
+      },
+    }).values;
+  } catch (e) {
+    console.error(`${(e as Error).message}\n\n${HELP}`);
+    Deno.exit(2);
+  }
+  if (v.help) {
+    console.log(HELP);
+    Deno.exit(0);
+  }
+  const preset = (v.preset ?? "small") as PresetName;
+  if (!(preset in presets)) {
+    console.error(
+      `Invalid --preset: expected one of ${Object.keys(presets).join(", ")}, got "${preset}"`,
+    );
+    Deno.exit(2);
+  }
+  const loss = (v.loss ?? "seed") as LossName;
+  if (!LOSS_NAMES.includes(loss)) {
+    console.error(`Invalid --loss: expected one of ${LOSS_NAMES.join(", ")}, got "${loss}"`);
+    Deno.exit(2);
+  }
+  const base = {
+    preset,
+    loss,
+    batch: int("batch", v.batch, 16, 1),
+    context: int("context", v.context, 128, 1),
+    steps: int("steps", v.steps, 10, 1),
+    warmup: int("warmup", v.warmup, 3, 0),
+    vocab: 512,
+  };
+  const counts = v.compare ? [1, 2] : [int("workers", v.workers, 2, 0)];
+  const results: Throughput[] = [];
+  for (const workers of counts) {
+    const r = await measure({ ...base, workers });
+    results.push(r);
+    if (!v.json) {
+      console.log(
+        `${preset} B=${r.batch} T=${r.context} workers=${r.workers}: ${r.msPerStep} ms/step, ` +
+          `${r.tokensPerSecond.toLocaleString("en-US")} tokens/s, peak RSS ${r.peakRssMB} MB`,
+      );
+    }
+    if (v.json || !v.compare) console.log(JSON.stringify(r));
+  }
+  if (v.compare && !v.json) {
+    const ratio = results[1].tokensPerSecond / results[0].tokensPerSecond;
+    console.log(`speed-up 2 vs 1 workers: ${ratio.toFixed(2)}x (target >= 1.7x)`);
+    console.log(JSON.stringify(results[1]));
+  }
+}

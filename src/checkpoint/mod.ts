@@ -1,0 +1,37 @@
+/**
+ * Checkpoints: the safetensors format, and models to and from it under PyTorch's state-dict
+ * names (`load_state_dict(strict=True)` works both ways).
+ *
+ * @example Save and load a model
+ * ```ts
+ * import { modelFromSafetensors, modelToSafetensors } from "./mod.ts";
+ * import { createModel } from "../model/model.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const model = createModel("tiny", { vocabSize: 20, seed: 7 });
+ * const { model: loaded, metadata } = modelFromSafetensors(
+ *   modelToSafetensors(model, { note: "hello" }),
+ * );
+ * assert.deepEqual(loaded.config, model.config);
+ * assert.deepEqual(loaded.params, model.params);
+ * assert.equal(metadata.note, "hello");
+ * ```
+ *
+ * @module
+ */
+
+export {
+  type Dtype,
+  type DtypeArrays,
+  parseSafetensors,
+  type Safetensors,
+  serializeSafetensors,
+  type Tensor,
+  type TensorData,
+  type TensorInput,
+} from "./safetensors.ts";
+export {
+  modelFromSafetensors,
+  type ModelFromSafetensorsOptions,
+  modelToSafetensors,
+} from "./model_io.ts";

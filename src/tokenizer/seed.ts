@@ -42,12 +42,16 @@ export function trainSeedMerges(
   const seq = Int32Array.from(chars, (c) => idOf.get(c)!); // (N)
   let n = seq.length;
   const merges: [string, string][] = [];
+  // Pack pairs as small integers when the ids allow it (V8 hashes those fastest).
+  let base = 1;
+  while (base < alphabet.length + numMerges) base *= 2;
+  if (base * base > 2 ** 30) base = PAIR_BASE;
 
   for (let m = 0; m < numMerges; m++) {
     // Counter(bigrams): a Map keeps insertion order, i.e. first occurrence in the sequence.
     const counts = new Map<number, number>();
     for (let i = 0; i + 1 < n; i++) {
-      const key = seq[i] * PAIR_BASE + seq[i + 1];
+      const key = seq[i] * base + seq[i + 1];
       counts.set(key, (counts.get(key) ?? 0) + 1);
     }
     if (counts.size === 0) break;
@@ -60,8 +64,8 @@ export function trainSeedMerges(
         bestKey = key;
       }
     }
-    const a = Math.floor(bestKey / PAIR_BASE);
-    const b = bestKey - a * PAIR_BASE;
+    const a = Math.floor(bestKey / base);
+    const b = bestKey - a * base;
     const joined = texts_[a] + texts_[b];
     let x = idOf.get(joined);
     if (x === undefined) {

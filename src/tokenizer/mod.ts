@@ -2,6 +2,19 @@
  * Tokenizers: the notebook's character-level BPE (`kind: "seed"`) and a byte-level BPE with a
  * pre-tokenizer (`kind: "bpe"`, the default), both as plain data with JSON save and load.
  *
+ * Choices worth knowing:
+ * - A tokenizer is frozen plain data (post it to a worker, `JSON.stringify` it); lookup tables
+ *   and the per-piece cache are built on first use and kept outside the object.
+ * - `<|mask|>` is always the last id and `<|endoftext|>` the one before it (seed: unless a merge
+ *   already spells `<|endoftext|>`, as in the notebook).
+ * - `encode` appends `<|endoftext|>` by default for `"seed"` (the notebook) and not for `"bpe"`;
+ *   `decode` drops one trailing `<|endoftext|>` for both.
+ * - `"seed"` refuses characters it was not trained on (RangeError with the character and its
+ *   index). `"bpe"` encodes any string: lone surrogates become U+FFFD, as `TextEncoder` does,
+ *   and a literal `<|endoftext|>` in text is plain text.
+ * - BPE training breaks count ties by the smaller (left id, right id); `tokens[id]` shows bytes
+ *   that are not complete UTF-8 as `\xNN`.
+ *
  * @example Train, encode, decode, save
  * ```ts
  * import { decode, encode, tokenizerFromJSON, tokenizerToJSON, trainTokenizer } from "./mod.ts";

@@ -187,6 +187,7 @@ Deno.test("trainTokenizer(bpe) lays out bytes, merges, EOT, MASK and readable to
   assert.equal(moby.tokens[0x61], "a");
   assert.equal(moby.tokens[0x0a], "\n");
   assert.equal(moby.tokens[0xe2], "\\xe2");
+  assert.ok(Object.isFrozen(moby) && Object.isFrozen(moby.tokens) && Object.isFrozen(moby.merges));
   moby.mergeIds.forEach(([a, b], r) => {
     assert.ok(a < 256 + r && b < 256 + r);
     assert.deepEqual(moby.merges[r], [moby.tokens[a], moby.tokens[b]]);

@@ -188,8 +188,10 @@ export function fillBatch(
     if (schedule === undefined) {
       const tj = rng.uniform(); // torch.rand(B)
       t[j] = tj;
-      sigma[j] = 0;
-      dsigma[j] = 0;
+      // The notebook masks with probability t: the linear schedule (a time-conditioned model
+      // reads sigma; the seed loss does not).
+      sigma[j] = -Math.log1p(-tj);
+      dsigma[j] = 1 / (1 - tj);
       hits += corruptRow("seed", input, target, j, T, tj, rng, V, maskId); // torch.bernoulli(t)
     } else {
       const tj = TIME_EPS + (1 - TIME_EPS) * rng.uniform();

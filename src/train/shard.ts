@@ -120,6 +120,7 @@ export class Shard {
     const dropout = this.model.config.dropout > 0
       ? { seed: this.seed, step, firstRow: rowStart }
       : undefined;
+    const sigma = this.sigma(rowStart, rowEnd);
     this.grads.fill(0);
     if (this.loss === "seed") {
       // The notebook's masked cross-entropy is the model's weighted cross-entropy.
@@ -130,11 +131,11 @@ export class Shard {
           target: target.subarray(a, b),
           weight: weight.subarray(a, b),
         },
-        { batch: rows, grads: this.grads, workspace: this.workspace, dropout },
+        { batch: rows, grads: this.grads, workspace: this.workspace, dropout, sigma },
       ).loss;
     }
     const ws = this.workspace;
-    const logits = modelForward(this.model, ws, input.subarray(a, b), rows, T, { dropout });
+    const logits = modelForward(this.model, ws, input.subarray(a, b), rows, T, { dropout, sigma });
     const inputs = this.lossInputs(rowStart, rowEnd);
     const loss = lossForward(logits, inputs);
     const dlogits = ws.dlogits.subarray(0, logits.length);
@@ -142,6 +143,13 @@ export class Shard {
     lossBackward(dlogits, logits, inputs);
     modelBackward(this.model, ws, dlogits, this.grads);
     return loss;
+  }
+
+  /** Noise levels of the rows, for a time-conditioned model (undefined otherwise). */
+  private sigma(rowStart: number, rowEnd: number): Float64Array | undefined {
+    return this.model.config.timeConditioning
+      ? this.batch.sigma.subarray(rowStart, rowEnd)
+      : undefined;
   }
 
   private lossInputs(rowStart: number, rowEnd: number): LossInputs {
@@ -172,7 +180,9 @@ export class Shard {
     const rows = rowEnd - rowStart;
     const a = rowStart * T, b = rowEnd * T;
     const ws = this.workspace;
-    const logits = modelForward(this.model, ws, input.subarray(a, b), rows, T);
+    const logits = modelForward(this.model, ws, input.subarray(a, b), rows, T, {
+      sigma: this.sigma(rowStart, rowEnd),
+    });
     if (this.loss !== "seed") return lossForward(logits, this.lossInputs(rowStart, rowEnd));
     return crossEntropyForward(
       ws.losses,

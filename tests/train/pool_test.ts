@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { presets } from "../../src/model/config.ts";
 import { createModel } from "../../src/model/model.ts";
 import { fillBatch, type LossName } from "../../src/train/batch.ts";
 import { createPool, WorkerError } from "../../src/train/pool.ts";
@@ -9,8 +10,9 @@ const tokens = Int32Array.from({ length: 400 }, (_, i) => (i * 7 + (i >> 3)) % (
 async function firstGradient(
   workers: number,
   loss: LossName = "seed",
+  timeConditioning = false,
 ): Promise<{ loss: number; grads: Float32Array }> {
-  const model = createModel("tiny", { vocabSize: V, seed: 3 });
+  const model = createModel({ ...presets.tiny, timeConditioning }, { vocabSize: V, seed: 3 });
   const pool = await createPool({
     config: model.config,
     params: model.params,
@@ -48,10 +50,11 @@ Deno.test("createPool() gives the same first gradient with 0, 1, 2 and 4 workers
   }
 });
 
-for (const loss of ["elbo", "score-entropy"] as const) {
-  Deno.test(`createPool() shards the ${loss} gradient without changing it`, async () => {
-    const ref = await firstGradient(0, loss);
-    const got = await firstGradient(2, loss);
+for (const [loss, cond] of [["elbo", false], ["score-entropy", false], ["elbo", true]] as const) {
+  const what = `${loss} gradient${cond ? " of a time-conditioned model" : ""}`;
+  Deno.test(`createPool() shards the ${what} without changing it`, async () => {
+    const ref = await firstGradient(0, loss, cond);
+    const got = await firstGradient(2, loss, cond);
     let max = 0, worst = 0;
     for (let i = 0; i < ref.grads.length; i++) {
       max = Math.max(max, Math.abs(ref.grads[i]));

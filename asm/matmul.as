@@ -1,0 +1,398 @@
+// AssemblyScript source of the WebAssembly SIMD matmul kernels (@sedd/core, issue 6).
+//
+// Compiled by tools/build_wasm.ts (which copies this file to a temporary `.ts` name, because
+// asc only reads `.ts` and Deno must not type-check AssemblyScript) into four modules:
+// {simd, relaxed-simd} x {own imported memory, shared imported memory}. The relaxed build
+// differs only in `madd` below (f32x4.relaxed_madd, a fused multiply-add on x86 with FMA).
+//
+// Layout: row-major float32, PyTorch convention. Dimension names:
+//   M rows of C, N columns of C, K the summed dimension.
+//   matmulAB : C(M,N) (+)= A(M,K) B(K,N)
+//   matmulABt: C(M,N) (+)= A(M,K) B(N,K)^T (+ bias(N))   the linear forward y = x W^T + b
+//   matmulAtB: C(M,N) (+)= A(K,M)^T B(K,N)               the weight gradient dW = dy^T x
+// Every pointer is a byte address in the (imported) linear memory; `ws` is a workspace of
+// workspaceBytes() bytes owned by the caller (packed panels), never shared between two
+// concurrent calls.
+//
+// Method (GotoBLAS/BLIS): C is cut into NC-column blocks, K into KC slices, M into MC-row
+// blocks. For each (NC, KC) block the B slice is packed into 8-column panels (kc x 8,
+// contiguous), for each MC block the A slice into 4-row panels (kc x 4), then a 4x8
+// register-blocked microkernel (8 f32x4 accumulators) runs over every (4, 8) tile. The
+// three products differ only in how A and B are packed. Panels are zero-padded, so any
+// M, N, K works; tiles on the right and bottom edges go through a 4x8 scratch tile.
+
+// Microkernel tile: MR rows x NR columns of C.
+const MR: i32 = 4;
+const NR: i32 = 8;
+// Cache blocks (floats): the A block MC x KC (128 KB) stays in L2, one B panel KC x NR
+// (8 KB) in L1, the packed B block KC x NC (2 MB) in L2/L3.
+const KC: i32 = 256;
+const MC: i32 = 128;
+const NC: i32 = 2048;
+
+// Workspace layout in bytes from `ws`: packed A, packed B, the edge tile, the edge bias.
+const WS_A: usize = 0;
+const WS_B: usize = WS_A + <usize>(MC * KC * 4);
+const WS_TILE: usize = WS_B + <usize>(KC * NC * 4);
+const WS_BIAS: usize = WS_TILE + <usize>(MR * NR * 4);
+const WS_BYTES: usize = WS_BIAS + <usize>(NR * 4);
+
+/** Bytes of workspace every kernel call needs at `ws` (16-byte aligned or not, any works). */
+export function workspaceBytes(): usize {
+  return WS_BYTES;
+}
+
+/** First free byte after the module's static data: the caller's arena starts at or above it. */
+export function heapBase(): usize {
+  return __heap_base;
+}
+
+/** 1 when this build uses f32x4.relaxed_madd, 0 for the plain SIMD build. */
+export function isRelaxed(): i32 {
+  return ASC_FEATURE_RELAXED_SIMD ? 1 : 0;
+}
+
+// @ts-ignore: decorator
+@inline function madd(a: v128, b: v128, c: v128): v128 {
+  if (ASC_FEATURE_RELAXED_SIMD) {
+    return f32x4.relaxed_madd(a, b, c);
+  } else {
+    return f32x4.add(f32x4.mul(a, b), c);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Packing. A panel p (rows i0 + 4p .. i0 + 4p + 3) is stored as kc groups of 4 floats:
+// dst[(p * kc + k) * 4 + r] = A^(op)[i0 + 4p + r, k0 + k], zero for rows >= mc.
+// A B panel q (columns j0 + 8q ..) as kc groups of 8: dst[(q * kc + k) * 8 + c].
+
+/** A is (M,K) row-major with leading dimension lda = K: rows are strided. */
+function packARows(dst: usize, a: usize, lda: i32, i0: i32, mc: i32, k0: i32, kc: i32): void {
+  for (let ir = 0; ir < mc; ir += MR) {
+    const rows = min(MR, mc - ir);
+    const panel = dst + <usize>(ir * kc * 4);
+    if (rows == MR) {
+      const r0 = a + <usize>(((i0 + ir) * lda + k0) * 4);
+      const r1 = r0 + <usize>(lda * 4);
+      const r2 = r1 + <usize>(lda * 4);
+      const r3 = r2 + <usize>(lda * 4);
+      let k = 0;
+      // 4x4 transposes: four row vectors in, four k-groups out.
+      for (; k + 4 <= kc; k += 4) {
+        const o = <usize>(k * 4);
+        const x0 = v128.load(r0 + o);
+        const x1 = v128.load(r1 + o);
+        const x2 = v128.load(r2 + o);
+        const x3 = v128.load(r3 + o);
+        const t0 = i32x4.shuffle(x0, x1, 0, 4, 1, 5); // a0 b0 a1 b1
+        const t1 = i32x4.shuffle(x2, x3, 0, 4, 1, 5); // c0 d0 c1 d1
+        const t2 = i32x4.shuffle(x0, x1, 2, 6, 3, 7); // a2 b2 a3 b3
+        const t3 = i32x4.shuffle(x2, x3, 2, 6, 3, 7); // c2 d2 c3 d3
+        const p = panel + <usize>(k * 16);
+        v128.store(p, i64x2.shuffle(t0, t1, 0, 2));
+        v128.store(p, i64x2.shuffle(t0, t1, 1, 3), 16);
+        v128.store(p, i64x2.shuffle(t2, t3, 0, 2), 32);
+        v128.store(p, i64x2.shuffle(t2, t3, 1, 3), 48);
+      }
+      for (; k < kc; k++) {
+        const o = <usize>(k * 4);
+        const p = panel + <usize>(k * 16);
+        store<f32>(p, load<f32>(r0 + o));
+        store<f32>(p, load<f32>(r1 + o), 4);
+        store<f32>(p, load<f32>(r2 + o), 8);
+        store<f32>(p, load<f32>(r3 + o), 12);
+      }
+    } else {
+      for (let k = 0; k < kc; k++) {
+        const p = panel + <usize>(k * 16);
+        for (let r = 0; r < MR; r++) {
+          const v: f32 = r < rows
+            ? load<f32>(a + <usize>(((i0 + ir + r) * lda + k0 + k) * 4))
+            : 0;
+          store<f32>(p + <usize>(r * 4), v);
+        }
+      }
+    }
+  }
+}
+
+/** A is (K,M) row-major and we want A^T: the 4 values of a k-group are contiguous. */
+function packACols(dst: usize, a: usize, lda: i32, i0: i32, mc: i32, k0: i32, kc: i32): void {
+  for (let ir = 0; ir < mc; ir += MR) {
+    const rows = min(MR, mc - ir);
+    const panel = dst + <usize>(ir * kc * 4);
+    let src = a + <usize>((k0 * lda + i0 + ir) * 4);
+    const step = <usize>(lda * 4);
+    if (rows == MR) {
+      for (let k = 0; k < kc; k++) {
+        v128.store(panel + <usize>(k * 16), v128.load(src));
+        src += step;
+      }
+    } else {
+      for (let k = 0; k < kc; k++) {
+        const p = panel + <usize>(k * 16);
+        for (let r = 0; r < MR; r++) {
+          store<f32>(p + <usize>(r * 4), r < rows ? load<f32>(src + <usize>(r * 4)) : 0);
+        }
+        src += step;
+      }
+    }
+  }
+}
+
+/** B is (K,N) row-major: the 8 values of a k-group are contiguous. */
+function packBRows(dst: usize, b: usize, ldb: i32, j0: i32, nc: i32, k0: i32, kc: i32): void {
+  for (let jr = 0; jr < nc; jr += NR) {
+    const cols = min(NR, nc - jr);
+    const panel = dst + <usize>(jr * kc * 4);
+    let src = b + <usize>((k0 * ldb + j0 + jr) * 4);
+    const step = <usize>(ldb * 4);
+    if (cols == NR) {
+      for (let k = 0; k < kc; k++) {
+        const p = panel + <usize>(k * 32);
+        v128.store(p, v128.load(src));
+        v128.store(p, v128.load(src, 16), 16);
+        src += step;
+      }
+    } else {
+      for (let k = 0; k < kc; k++) {
+        const p = panel + <usize>(k * 32);
+        for (let c = 0; c < NR; c++) {
+          store<f32>(p + <usize>(c * 4), c < cols ? load<f32>(src + <usize>(c * 4)) : 0);
+        }
+        src += step;
+      }
+    }
+  }
+}
+
+/** B is (N,K) row-major and we want B^T: gather 8 rows of B, 4 k at a time via transposes. */
+function packBCols(dst: usize, b: usize, ldb: i32, j0: i32, nc: i32, k0: i32, kc: i32): void {
+  for (let jr = 0; jr < nc; jr += NR) {
+    const cols = min(NR, nc - jr);
+    const panel = dst + <usize>(jr * kc * 4);
+    if (cols == NR) {
+      // Two 4-row halves; each 4x4 block of B (rows j, cols k) transposes into 4 k-groups.
+      for (let h = 0; h < 2; h++) {
+        const r0 = b + <usize>(((j0 + jr + h * 4) * ldb + k0) * 4);
+        const r1 = r0 + <usize>(ldb * 4);
+        const r2 = r1 + <usize>(ldb * 4);
+        const r3 = r2 + <usize>(ldb * 4);
+        const half = panel + <usize>(h * 16);
+        let k = 0;
+        for (; k + 4 <= kc; k += 4) {
+          const o = <usize>(k * 4);
+          const x0 = v128.load(r0 + o);
+          const x1 = v128.load(r1 + o);
+          const x2 = v128.load(r2 + o);
+          const x3 = v128.load(r3 + o);
+          const t0 = i32x4.shuffle(x0, x1, 0, 4, 1, 5);
+          const t1 = i32x4.shuffle(x2, x3, 0, 4, 1, 5);
+          const t2 = i32x4.shuffle(x0, x1, 2, 6, 3, 7);
+          const t3 = i32x4.shuffle(x2, x3, 2, 6, 3, 7);
+          const p = half + <usize>(k * 32);
+          v128.store(p, i64x2.shuffle(t0, t1, 0, 2));
+          v128.store(p, i64x2.shuffle(t0, t1, 1, 3), 32);
+          v128.store(p, i64x2.shuffle(t2, t3, 0, 2), 64);
+          v128.store(p, i64x2.shuffle(t2, t3, 1, 3), 96);
+        }
+        for (; k < kc; k++) {
+          const o = <usize>(k * 4);
+          const p = half + <usize>(k * 32);
+          store<f32>(p, load<f32>(r0 + o));
+          store<f32>(p, load<f32>(r1 + o), 4);
+          store<f32>(p, load<f32>(r2 + o), 8);
+          store<f32>(p, load<f32>(r3 + o), 12);
+        }
+      }
+    } else {
+      for (let k = 0; k < kc; k++) {
+        const p = panel + <usize>(k * 32);
+        for (let c = 0; c < NR; c++) {
+          const v: f32 = c < cols
+            ? load<f32>(b + <usize>(((j0 + jr + c) * ldb + k0 + k) * 4))
+            : 0;
+          store<f32>(p + <usize>(c * 4), v);
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Microkernel: C[0:4, 0:8] = (loadC ? C : 0) + (bias ? bias[0:8] : 0) + Apanel Bpanel.
+// `a` is a packed 4-row panel (kc x 4), `b` a packed 8-column panel (kc x 8), `c` the top
+// left of the tile with row stride ldc bytes, `bias` a byte address or 0.
+
+// @ts-ignore: decorator
+@inline function micro(kc: i32, a: usize, b: usize, c: usize, ldc: usize, loadC: bool, bias: usize): void {
+  const c0 = c;
+  const c1 = c0 + ldc;
+  const c2 = c1 + ldc;
+  const c3 = c2 + ldc;
+  let x00 = f32x4.splat(0), x01 = f32x4.splat(0);
+  let x10 = f32x4.splat(0), x11 = f32x4.splat(0);
+  let x20 = f32x4.splat(0), x21 = f32x4.splat(0);
+  let x30 = f32x4.splat(0), x31 = f32x4.splat(0);
+  if (loadC) {
+    x00 = v128.load(c0); x01 = v128.load(c0, 16);
+    x10 = v128.load(c1); x11 = v128.load(c1, 16);
+    x20 = v128.load(c2); x21 = v128.load(c2, 16);
+    x30 = v128.load(c3); x31 = v128.load(c3, 16);
+  }
+  if (bias != 0) {
+    const y0 = v128.load(bias);
+    const y1 = v128.load(bias, 16);
+    x00 = f32x4.add(x00, y0); x01 = f32x4.add(x01, y1);
+    x10 = f32x4.add(x10, y0); x11 = f32x4.add(x11, y1);
+    x20 = f32x4.add(x20, y0); x21 = f32x4.add(x21, y1);
+    x30 = f32x4.add(x30, y0); x31 = f32x4.add(x31, y1);
+  }
+  let pa = a;
+  let pb = b;
+  let k = 0;
+  for (; k + 2 <= kc; k += 2) {
+    let b0 = v128.load(pb);
+    let b1 = v128.load(pb, 16);
+    let s = v128.load32_splat(pa);
+    x00 = madd(s, b0, x00); x01 = madd(s, b1, x01);
+    s = v128.load32_splat(pa, 4);
+    x10 = madd(s, b0, x10); x11 = madd(s, b1, x11);
+    s = v128.load32_splat(pa, 8);
+    x20 = madd(s, b0, x20); x21 = madd(s, b1, x21);
+    s = v128.load32_splat(pa, 12);
+    x30 = madd(s, b0, x30); x31 = madd(s, b1, x31);
+    b0 = v128.load(pb, 32);
+    b1 = v128.load(pb, 48);
+    s = v128.load32_splat(pa, 16);
+    x00 = madd(s, b0, x00); x01 = madd(s, b1, x01);
+    s = v128.load32_splat(pa, 20);
+    x10 = madd(s, b0, x10); x11 = madd(s, b1, x11);
+    s = v128.load32_splat(pa, 24);
+    x20 = madd(s, b0, x20); x21 = madd(s, b1, x21);
+    s = v128.load32_splat(pa, 28);
+    x30 = madd(s, b0, x30); x31 = madd(s, b1, x31);
+    pa += 32;
+    pb += 64;
+  }
+  if (k < kc) {
+    const b0 = v128.load(pb);
+    const b1 = v128.load(pb, 16);
+    let s = v128.load32_splat(pa);
+    x00 = madd(s, b0, x00); x01 = madd(s, b1, x01);
+    s = v128.load32_splat(pa, 4);
+    x10 = madd(s, b0, x10); x11 = madd(s, b1, x11);
+    s = v128.load32_splat(pa, 8);
+    x20 = madd(s, b0, x20); x21 = madd(s, b1, x21);
+    s = v128.load32_splat(pa, 12);
+    x30 = madd(s, b0, x30); x31 = madd(s, b1, x31);
+  }
+  v128.store(c0, x00); v128.store(c0, x01, 16);
+  v128.store(c1, x10); v128.store(c1, x11, 16);
+  v128.store(c2, x20); v128.store(c2, x21, 16);
+  v128.store(c3, x30); v128.store(c3, x31, 16);
+}
+
+/** A full 4x8 tile, written straight into C. Kept out of line so the loop around it is small. */
+function microFull(kc: i32, a: usize, b: usize, c: usize, ldc: usize, loadC: bool, bias: usize): void {
+  micro(kc, a, b, c, ldc, loadC, bias);
+}
+
+/** An edge tile of mr x nr (mr <= 4, nr <= 8): computed in the scratch tile, then copied. */
+function microEdge(
+  kc: i32, a: usize, b: usize, c: usize, ldc: usize, loadC: bool, bias: usize,
+  mr: i32, nr: i32, ws: usize,
+): void {
+  const tile = ws + WS_TILE;
+  for (let r = 0; r < MR; r++) {
+    for (let j = 0; j < NR; j++) {
+      const v: f32 = loadC && r < mr && j < nr ? load<f32>(c + <usize>(r) * ldc + <usize>(j * 4)) : 0;
+      store<f32>(tile + <usize>((r * NR + j) * 4), v);
+    }
+  }
+  let tileBias: usize = 0;
+  if (bias != 0) {
+    tileBias = ws + WS_BIAS;
+    for (let j = 0; j < NR; j++) {
+      store<f32>(tileBias + <usize>(j * 4), j < nr ? load<f32>(bias + <usize>(j * 4)) : 0);
+    }
+  }
+  micro(kc, a, b, tile, <usize>(NR * 4), true, tileBias);
+  for (let r = 0; r < mr; r++) {
+    for (let j = 0; j < nr; j++) {
+      store<f32>(c + <usize>(r) * ldc + <usize>(j * 4), load<f32>(tile + <usize>((r * NR + j) * 4)));
+    }
+  }
+}
+
+// Which operand is transposed: 0 = A B, 1 = A B^T, 2 = A^T B.
+const AB: i32 = 0;
+const ABT: i32 = 1;
+const ATB: i32 = 2;
+
+/** The blocked driver shared by the three products. */
+function gemm(
+  kind: i32, c: usize, a: usize, b: usize, bias: usize,
+  M: i32, K: i32, N: i32, accumulate: bool, ws: usize,
+): void {
+  if (M <= 0 || N <= 0) return;
+  if (K <= 0) {
+    // No products: C = (accumulate ? C : 0) + bias.
+    for (let i = 0; i < M; i++) {
+      for (let j = 0; j < N; j++) {
+        const p = c + <usize>((i * N + j) * 4);
+        let v: f32 = accumulate ? load<f32>(p) : 0;
+        if (bias != 0) v += load<f32>(bias + <usize>(j * 4));
+        store<f32>(p, v);
+      }
+    }
+    return;
+  }
+  const pa = ws + WS_A;
+  const pb = ws + WS_B;
+  const ldc = <usize>(N * 4);
+  for (let jc = 0; jc < N; jc += NC) {
+    const nc = min(NC, N - jc);
+    for (let pc = 0; pc < K; pc += KC) {
+      const kc = min(KC, K - pc);
+      if (kind == ABT) packBCols(pb, b, K, jc, nc, pc, kc);
+      else packBRows(pb, b, N, jc, nc, pc, kc);
+      const loadC = accumulate || pc > 0;
+      const withBias = bias != 0 && pc == 0;
+      for (let ic = 0; ic < M; ic += MC) {
+        const mc = min(MC, M - ic);
+        if (kind == ATB) packACols(pa, a, M, ic, mc, pc, kc);
+        else packARows(pa, a, K, ic, mc, pc, kc);
+        for (let jr = 0; jr < nc; jr += NR) {
+          const nr = min(NR, nc - jr);
+          const bPanel = pb + <usize>(jr * kc * 4);
+          const biasJ: usize = withBias ? bias + <usize>((jc + jr) * 4) : 0;
+          for (let ir = 0; ir < mc; ir += MR) {
+            const mr = min(MR, mc - ir);
+            const aPanel = pa + <usize>(ir * kc * 4);
+            const cTile = c + <usize>(ic + ir) * ldc + <usize>((jc + jr) * 4);
+            if (mr == MR && nr == NR) microFull(kc, aPanel, bPanel, cTile, ldc, loadC, biasJ);
+            else microEdge(kc, aPanel, bPanel, cTile, ldc, loadC, biasJ, mr, nr, ws);
+          }
+        }
+      }
+    }
+  }
+}
+
+/** C(M,N) = A(M,K) B(K,N), or C += when accumulate != 0. Byte addresses; ws: workspaceBytes(). */
+export function matmulAB(c: usize, a: usize, b: usize, M: i32, K: i32, N: i32, accumulate: i32, ws: usize): void {
+  gemm(AB, c, a, b, 0, M, K, N, accumulate != 0, ws);
+}
+
+/** C(M,N) = A(M,K) B(N,K)^T + bias(N) (bias 0: none), or C += when accumulate != 0. */
+export function matmulABt(
+  c: usize, a: usize, b: usize, bias: usize, M: i32, K: i32, N: i32, accumulate: i32, ws: usize,
+): void {
+  gemm(ABT, c, a, b, bias, M, K, N, accumulate != 0, ws);
+}
+
+/** C(M,N) = A(K,M)^T B(K,N), or C += when accumulate != 0. */
+export function matmulAtB(c: usize, a: usize, b: usize, M: i32, K: i32, N: i32, accumulate: i32, ws: usize): void {
+  gemm(ATB, c, a, b, 0, M, K, N, accumulate != 0, ws);
+}

@@ -351,7 +351,78 @@ export interface BpeTables {
   /** (left, right) -> rank. */
   ranks: PairRanks;
   /** Pre-token text -> its ids. Cleared when it reaches {@linkcode BPE_CACHE_LIMIT} entries. */
-  cache: Map<string, Int32Array>;
+  cache: PieceCache;
+}
+
+/**
+ * Pre-token -> ids, looked up by a range of the text being encoded, so a hit allocates nothing
+ * (no substring, no string hashing by the engine). Open addressing with linear probing.
+ */
+export class PieceCache {
+  #keys: (string | undefined)[] = new Array(1024);
+  #hashes = new Int32Array(1024);
+  #values: (Int32Array | undefined)[] = new Array(1024);
+  #size = 0;
+
+  /** Number of cached pieces. */
+  get size(): number {
+    return this.#size;
+  }
+
+  /** Hash of `text[start, end)` (FNV-1a over UTF-16 units). */
+  static hash(text: string, start: number, end: number): number {
+    let h = 0x811c9dc5 | 0;
+    for (let i = start; i < end; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193);
+    return h;
+  }
+
+  /** The ids cached for `text[start, end)` with hash `h`, or undefined. */
+  get(text: string, start: number, end: number, h: number): Int32Array | undefined {
+    const mask = this.#hashes.length - 1;
+    const len = end - start;
+    for (let i = h & mask;; i = (i + 1) & mask) {
+      const key = this.#keys[i];
+      if (key === undefined) return undefined;
+      if (this.#hashes[i] !== h || key.length !== len) continue;
+      let k = 0;
+      while (k < len && key.charCodeAt(k) === text.charCodeAt(start + k)) k++;
+      if (k === len) return this.#values[i];
+    }
+  }
+
+  /** Caches ids for a piece absent from the cache, whose hash is `h`. */
+  set(piece: string, h: number, ids: Int32Array): void {
+    if (this.#size >= BPE_CACHE_LIMIT) this.#resize(1024);
+    else if (2 * (this.#size + 1) > this.#hashes.length) this.#resize(this.#hashes.length * 2);
+    this.#insert(piece, h, ids);
+    this.#size++;
+  }
+
+  #insert(piece: string, h: number, ids: Int32Array): void {
+    const mask = this.#hashes.length - 1;
+    let i = h & mask;
+    while (this.#keys[i] !== undefined) i = (i + 1) & mask;
+    this.#keys[i] = piece;
+    this.#hashes[i] = h;
+    this.#values[i] = ids;
+  }
+
+  /** Rehashes into `capacity` slots; a capacity smaller than the size empties the cache. */
+  #resize(capacity: number): void {
+    const keys = this.#keys;
+    const hashes = this.#hashes;
+    const values = this.#values;
+    this.#keys = new Array(capacity);
+    this.#hashes = new Int32Array(capacity);
+    this.#values = new Array(capacity);
+    if (2 * this.#size > capacity) {
+      this.#size = 0;
+      return;
+    }
+    for (let i = 0; i < keys.length; i++) {
+      if (keys[i] !== undefined) this.#insert(keys[i]!, hashes[i], values[i]!);
+    }
+  }
 }
 
 /** The most pre-tokens the encoder caches before it starts over. */
@@ -362,7 +433,7 @@ export function bpeTables(tokenizer: Tokenizer): BpeTables {
   return {
     bytes: bpeTokenBytes(tokenizer.mergeIds),
     ranks: new PairRanks(tokenizer.mergeIds),
-    cache: new Map(),
+    cache: new PieceCache(),
   };
 }
 
@@ -408,14 +479,17 @@ export function encodeBpe(
   let out = new Int32Array(Math.max(16, (text.length >> 1) + 1));
   let n = 0;
   const { cache } = tables;
-  const re = new RegExp(PRETOKEN_PATTERN);
-  for (let m = re.exec(text); m !== null; m = re.exec(text)) {
-    const piece = m[0];
-    let ids = cache.get(piece);
+  // `test` with the sticky flag moves `lastIndex` past each piece without building a match.
+  const re = new RegExp(PRETOKEN_PATTERN.source, "uy");
+  let start = 0;
+  for (; re.test(text); start = re.lastIndex) {
+    const end = re.lastIndex;
+    const h = PieceCache.hash(text, start, end);
+    let ids = cache.get(text, start, end, h);
     if (ids === undefined) {
+      const piece = text.slice(start, end);
       ids = encodePiece(tables, tokenizer.mergeIds, piece);
-      if (cache.size >= BPE_CACHE_LIMIT) cache.clear();
-      cache.set(piece, ids);
+      cache.set(piece, h, ids);
     }
     if (n + ids.length + 1 > out.length) {
       const grown = new Int32Array(Math.max(out.length * 2, n + ids.length + 1));
@@ -423,6 +497,9 @@ export function encodeBpe(
       out = grown;
     }
     for (let k = 0; k < ids.length; k++) out[n++] = ids[k];
+  }
+  if (start !== text.length) {
+    throw new Error(`Pre-tokenizer bug: expected a piece at index ${start}, found none`);
   }
   if (eot && (n === 0 || out[n - 1] !== tokenizer.eotId)) out[n++] = tokenizer.eotId;
   return out.slice(0, n);

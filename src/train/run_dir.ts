@@ -18,11 +18,8 @@
  * @module
  */
 
-import {
-  parseSafetensors,
-  serializeSafetensors,
-  type TensorInput,
-} from "../checkpoint/safetensors.ts";
+import { modelFromSafetensors, modelToSafetensors } from "../checkpoint/model_io.ts";
+import { parseSafetensors, serializeSafetensors } from "../checkpoint/safetensors.ts";
 import { appendLine, exists, joinPath, readBytes, readText, writeFileAtomic } from "../io.ts";
 import { type ModelConfig, validateConfig } from "../model/config.ts";
 import { createModel, type Model } from "../model/model.ts";
@@ -71,15 +68,6 @@ export interface MetricsRecord {
   seconds: number;
 }
 
-function modelTensors(model: Model): Record<string, TensorInput> {
-  const out: Record<string, TensorInput> = {};
-  for (const [name, { offset, shape }] of Object.entries(model.layout)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    out[name] = { shape, data: model.params.subarray(offset, offset + n) };
-  }
-  return out;
-}
-
 function baseMetadata(model: Model, tokenizer: Tokenizer, step: number): Record<string, string> {
   return {
     format: FORMAT,
@@ -99,7 +87,8 @@ function baseMetadata(model: Model, tokenizer: Tokenizer, step: number): Record<
  * @returns The file's bytes.
  */
 export function modelCheckpointBytes(model: Model, tokenizer: Tokenizer, step: number): Uint8Array {
-  return serializeSafetensors(modelTensors(model), baseMetadata(model, tokenizer, step));
+  const { config: _, ...rest } = baseMetadata(model, tokenizer, step);
+  return modelToSafetensors(model, rest);
 }
 
 function readMeta(meta: Record<string, string>, what: string): {
@@ -129,18 +118,23 @@ function readMeta(meta: Record<string, string>, what: string): {
  * @returns The model, tokenizer, step and metadata.
  */
 export function parseModelCheckpoint(bytes: Uint8Array): LoadedCheckpoint {
-  const { tensors, metadata } = parseSafetensors(bytes);
-  const { config, tokenizer, step } = readMeta(metadata, "model checkpoint");
-  const model = createModel(config);
-  for (const [name, { offset, shape }] of Object.entries(model.layout)) {
-    const t = tensors[name];
-    if (!t) throw new RangeError(`Invalid model checkpoint: expected tensor "${name}", got none`);
-    if (t.dtype !== "F32" || t.shape.join(",") !== shape.join(",")) {
-      throw new RangeError(
-        `Invalid tensor "${name}": expected F32 [${shape}], got ${t.dtype} [${t.shape}]`,
-      );
-    }
-    model.params.set(t.data as Float32Array, offset);
+  const { model, metadata } = modelFromSafetensors(bytes);
+  if (!("tokenizer" in metadata)) {
+    throw new RangeError(
+      "Invalid model checkpoint: expected __metadata__.tokenizer (a file written by the trainer), got none",
+    );
+  }
+  const tokenizer = tokenizerFromJSON(metadata.tokenizer);
+  const step = Number(metadata.step ?? "0");
+  if (!Number.isInteger(step) || step < 0) {
+    throw new RangeError(
+      `Invalid model checkpoint: expected an integer step >= 0, got ${metadata.step}`,
+    );
+  }
+  if (tokenizer.vocabSize !== model.config.vocabSize) {
+    throw new RangeError(
+      `Invalid model checkpoint: expected the tokenizer's vocabulary (${tokenizer.vocabSize}) to equal the model's (${model.config.vocabSize})`,
+    );
   }
   return { model, tokenizer, step, metadata };
 }

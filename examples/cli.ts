@@ -174,7 +174,7 @@ function progressPrinter(minutes: number | undefined): (i: StepInfo) => void {
       Deno.stderr.writeSync(enc.encode(`\r\x1b[2K${line}`));
     } else if (i.heldOutLoss !== undefined || i.seconds - lastPlain >= 10 || i.step === 1) {
       lastPlain = i.seconds;
-      Deno.stderr.writeSync(enc.encode(line + "\n"));
+      console.error(line);
     }
   };
 }

@@ -123,3 +123,11 @@ Deno.test("geluCdf() is within 1e-9 of (1 + erf(x / sqrt(2))) / 2 on a dense gri
   assert.ok(worst < 1e-9, `worst absolute error ${worst}`);
   assert.ok(worst > 0, "the fast path is an interpolation, not the exact function");
 });
+
+Deno.test("reluBackward() passes dout exactly where x > 0, including the smallest float32", () => {
+  const x = new Float32Array([1e-45, -1e-45, 3.4e38, -3.4e38, 0, -0, 0.5]);
+  const dout = new Float32Array([3, 3, 5, 5, 7, 7, 0.1]);
+  const dinp = new Float32Array(7).fill(1);
+  reluBackward(dinp, dout, x, 7);
+  assert.deepEqual([...dinp], [4, 1, 6, 1, 1, 1, Math.fround(1 + Math.fround(0.1))]);
+});

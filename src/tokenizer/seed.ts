@@ -206,9 +206,9 @@ export function encodeSeed(
     if (id === undefined) {
       const hex = cp.toString(16).toUpperCase().padStart(4, "0");
       throw new RangeError(
-        `Unknown character ${JSON.stringify(ch)} (U+${hex}) at index ${i}: expected one of the ${
-          tokenizer.tokens.length - tokenizer.mergeIds.length - 2
-        } characters the seed tokenizer was trained on`,
+        `Unknown character ${
+          JSON.stringify(ch)
+        } (U+${hex}) at index ${i}: expected a character the seed tokenizer was trained on`,
       );
     }
     seq[n++] = id;

@@ -1,0 +1,437 @@
+/**
+ * WebAssembly SIMD matmul kernels (compiled from `asm/matmul.as`) behind the same signatures
+ * as the plain TypeScript reference in `matmul_ref.ts`, plus the arena that places buffers in
+ * the module's memory so the kernels read them without a copy.
+ *
+ * Dimension names: `M` rows of C, `N` columns of C, `K` the summed dimension. Row-major,
+ * PyTorch layout; C must not overlap A, B or bias.
+ *
+ * Variant: the relaxed-SIMD build (f32x4.relaxed_madd) when `WebAssembly.validate` accepts
+ * it, else the plain SIMD build. Some runtimes reject a whole module for one unknown opcode,
+ * hence two separate modules instead of a runtime branch.
+ *
+ * Memory: the module IMPORTS its memory (`env.memory`). By default a fresh plain memory is
+ * made; pass `{ shared: true }` for a `SharedArrayBuffer`-backed one, or `{ memory }` to
+ * bring your own (e.g. one memory shared by several workers, each instance with its own
+ * `base`/`limit` region: instances that share a memory must own disjoint arenas).
+ *
+ * Two ways to call a kernel:
+ * - convenience: pass any Float32Arrays; those outside the wasm memory are copied in (and C
+ *   back out) through a temporary arena region that is released after the call.
+ * - zero-copy: allocate the buffers with `alloc(nFloats)`; views into the wasm memory are
+ *   used in place.
+ *
+ * THE GROWTH RULE. `alloc()`, `reserve()` and a convenience call that copies may grow the
+ * memory. Growing a plain (non-shared) memory DETACHES every Float32Array view into it
+ * (length 0 afterwards). So: allocate everything first (or `reserve()` the total up front),
+ * then take and keep views; if memory may have grown since, rebuild a view with
+ * `floats(byteOffset, length)` from the offsets you recorded. Views of a shared memory are
+ * never detached. A kernel given a detached view throws a RangeError (it is too short).
+ *
+ * @example Convenience and zero-copy calls
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { createWasmKernels } from "./wasm.ts";
+ * const k = createWasmKernels();
+ * // convenience: plain arrays, copied in and out
+ * const c = new Float32Array(4);
+ * k.matmulAB(c, new Float32Array([1, 2, 3, 4]), new Float32Array([1, 1, 0, 1]), 2, 2, 2);
+ * assert.deepEqual([...c], [1, 3, 3, 7]);
+ * // zero-copy: buffers in the wasm memory
+ * const x = k.alloc(2), w = k.alloc(4), y = k.alloc(2);
+ * x.set([1, 2]);
+ * w.set([3, 4, 5, 6]);
+ * k.matmulABt(y, x, w, null, 1, 2, 2);
+ * assert.deepEqual([...y], [11, 17]);
+ * ```
+ *
+ * @module
+ */
+
+import { checkMatmulArgs, type MatmulKernels } from "./matmul_ref.ts";
+import {
+  RELAXED_SHARED_WASM_BASE64,
+  RELAXED_WASM_BASE64,
+  SIMD_SHARED_WASM_BASE64,
+  SIMD_WASM_BASE64,
+} from "./wasm_bytes.ts";
+
+/** Which compiled module runs. */
+export type WasmVariant = "relaxed-simd" | "simd";
+
+/** Options of {@link createWasmKernels}. */
+export interface WasmKernelOptions {
+  /** Force a variant; default: "relaxed-simd" when the runtime validates it, else "simd". */
+  variant?: WasmVariant;
+  /** Make a SharedArrayBuffer-backed memory (ignored when `memory` is given). Default false. */
+  shared?: boolean;
+  /** Bring your own memory (plain or shared); the matching build is chosen from it. */
+  memory?: WebAssembly.Memory;
+  /** Pages (64 KiB) of a new memory. Default: enough for the workspace plus 1 MiB. */
+  initialPages?: number;
+  /** Maximum pages of a new memory. Default 65536 (4 GiB, the wasm32 limit). */
+  maximumPages?: number;
+  /** First byte of this instance's arena. Default: the module's heap base. */
+  base?: number;
+  /** End (exclusive byte) of this instance's arena. Default: 4 GiB. */
+  limit?: number;
+}
+
+/** The wasm kernels: the {@link MatmulKernels} signatures plus the arena over the memory. */
+export interface WasmKernels extends MatmulKernels {
+  /** The module's (imported) memory. */
+  readonly memory: WebAssembly.Memory;
+  /** Which build runs. */
+  readonly variant: WasmVariant;
+  /** True when the memory is backed by a SharedArrayBuffer. */
+  readonly shared: boolean;
+  /**
+   * Allocates `nFloats` zero-filled floats in the wasm memory, 64-byte aligned, and returns a
+   * view. May grow the memory (see the growth rule in the module doc).
+   */
+  alloc(nFloats: number): Float32Array;
+  /** Grows the memory now so that `nFloats` more floats can be allocated without growth. */
+  reserve(nFloats: number): void;
+  /** The current top of the arena, to hand back to `release`. */
+  mark(): number;
+  /** Frees everything allocated since `mark` was taken (stack discipline). */
+  release(mark: number): void;
+  /** A fresh view of `length` floats at `byteOffset` of the current memory buffer. */
+  floats(byteOffset: number, length: number): Float32Array;
+  /** True when `arr` is a view into this memory's current buffer (usable without a copy). */
+  inMemory(arr: Float32Array): boolean;
+}
+
+/** What the exports of the compiled module look like. */
+interface Exports {
+  workspaceBytes(): number;
+  heapBase(): number;
+  isRelaxed(): number;
+  matmulAB(
+    c: number,
+    a: number,
+    b: number,
+    M: number,
+    K: number,
+    N: number,
+    acc: number,
+    ws: number,
+  ): void;
+  matmulABt(
+    c: number,
+    a: number,
+    b: number,
+    bias: number,
+    M: number,
+    K: number,
+    N: number,
+    acc: number,
+    ws: number,
+  ): void;
+  matmulAtB(
+    c: number,
+    a: number,
+    b: number,
+    M: number,
+    K: number,
+    N: number,
+    acc: number,
+    ws: number,
+  ): void;
+}
+
+const PAGE = 65536;
+const ALIGN = 64;
+const MAX_BYTES = 65536 * PAGE;
+
+function decode(b64: string): Uint8Array<ArrayBuffer> {
+  const s = atob(b64);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+const byteCache = new Map<string, Uint8Array<ArrayBuffer>>();
+const moduleCache = new Map<string, WebAssembly.Module>();
+
+function bytesOf(variant: WasmVariant, shared: boolean): Uint8Array<ArrayBuffer> {
+  const key = `${variant}/${shared}`;
+  let bytes = byteCache.get(key);
+  if (bytes === undefined) {
+    const b64 = variant === "relaxed-simd"
+      ? (shared ? RELAXED_SHARED_WASM_BASE64 : RELAXED_WASM_BASE64)
+      : (shared ? SIMD_SHARED_WASM_BASE64 : SIMD_WASM_BASE64);
+    bytes = decode(b64);
+    byteCache.set(key, bytes);
+  }
+  return bytes;
+}
+
+/**
+ * Which builds this runtime accepts, by `WebAssembly.validate` on the embedded modules.
+ *
+ * @returns `simd`/`relaxed` for the plain-memory builds, `shared`/`relaxedShared` for the
+ *   shared-memory builds
+ *
+ * @example Deno and Bun run the plain SIMD build
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { wasmSupport } from "./wasm.ts";
+ * assert.equal(wasmSupport().simd, true);
+ * ```
+ */
+export function wasmSupport(): {
+  simd: boolean;
+  relaxed: boolean;
+  shared: boolean;
+  relaxedShared: boolean;
+} {
+  if (typeof WebAssembly === "undefined") {
+    return { simd: false, relaxed: false, shared: false, relaxedShared: false };
+  }
+  const ok = (v: WasmVariant, s: boolean) => WebAssembly.validate(bytesOf(v, s));
+  return {
+    simd: ok("simd", false),
+    relaxed: ok("relaxed-simd", false),
+    shared: ok("simd", true),
+    relaxedShared: ok("relaxed-simd", true),
+  };
+}
+
+function chooseVariant(shared: boolean, forced: WasmVariant | undefined): WasmVariant {
+  if (forced !== undefined) {
+    if (forced !== "simd" && forced !== "relaxed-simd") {
+      throw new TypeError(`Wasm variant: expected "simd" or "relaxed-simd", got ${forced}`);
+    }
+    if (!WebAssembly.validate(bytesOf(forced, shared))) {
+      throw new Error(
+        `Wasm variant "${forced}"${shared ? " (shared memory)" : ""}: ` +
+          "expected this runtime to validate it, got a rejection",
+      );
+    }
+    return forced;
+  }
+  if (WebAssembly.validate(bytesOf("relaxed-simd", shared))) return "relaxed-simd";
+  if (WebAssembly.validate(bytesOf("simd", shared))) return "simd";
+  throw new Error(
+    `WebAssembly SIMD${shared ? " with shared memory" : ""}: expected the runtime to ` +
+      "support it, got a rejection of both builds (use refKernels from matmul_ref.ts instead)",
+  );
+}
+
+function isSharedMemory(memory: WebAssembly.Memory): boolean {
+  return typeof SharedArrayBuffer !== "undefined" && memory.buffer instanceof SharedArrayBuffer;
+}
+
+function compiled(variant: WasmVariant, shared: boolean): WebAssembly.Module {
+  const key = `${variant}/${shared}`;
+  let mod = moduleCache.get(key);
+  if (mod === undefined) {
+    mod = new WebAssembly.Module(bytesOf(variant, shared));
+    moduleCache.set(key, mod);
+  }
+  return mod;
+}
+
+/**
+ * Instantiates the wasm kernels synchronously (the module is ~4 KB, compiled once per
+ * process and cached). For an async variant, see {@link loadWasmKernels}.
+ *
+ * @param options variant, memory and arena placement; see {@link WasmKernelOptions}
+ * @returns the kernels with their arena
+ * @throws Error when the runtime lacks WebAssembly SIMD (fall back to `refKernels`)
+ *
+ * @example The same numbers as the reference
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { createWasmKernels } from "./wasm.ts";
+ * import { refKernels } from "./matmul_ref.ts";
+ * const k = createWasmKernels({ variant: "simd" });
+ * const a = new Float32Array([1, 2, 3, 4, 5, 6]); // (2,3)
+ * const b = new Float32Array([1, 0, -1, 2, 1, 0]); // (3,2)
+ * const got = new Float32Array(4), want = new Float32Array(4);
+ * k.matmulAB(got, a, b, 2, 3, 2);
+ * refKernels.matmulAB(want, a, b, 2, 3, 2);
+ * assert.deepEqual(got, want);
+ * ```
+ */
+export function createWasmKernels(options: WasmKernelOptions = {}): WasmKernels {
+  const { memory: given, variant: forced } = options;
+  const shared = given !== undefined ? isSharedMemory(given) : options.shared === true;
+  const variant = chooseVariant(shared, forced);
+  return buildKernels(compiled(variant, shared), variant, shared, options);
+}
+
+/**
+ * Instantiates the wasm kernels with async compilation (for browsers' main thread, where
+ * large synchronous compiles are refused). Same result as {@link createWasmKernels}.
+ *
+ * @param options variant, memory and arena placement; see {@link WasmKernelOptions}
+ * @returns the kernels with their arena
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { loadWasmKernels } from "./wasm.ts";
+ * const k = await loadWasmKernels();
+ * const y = new Float32Array(1);
+ * k.matmulABt(y, new Float32Array([2]), new Float32Array([3]), new Float32Array([1]), 1, 1, 1);
+ * assert.equal(y[0], 7);
+ * ```
+ */
+export async function loadWasmKernels(options: WasmKernelOptions = {}): Promise<WasmKernels> {
+  const { memory: given, variant: forced } = options;
+  const shared = given !== undefined ? isSharedMemory(given) : options.shared === true;
+  const variant = chooseVariant(shared, forced);
+  const key = `${variant}/${shared}`;
+  let mod = moduleCache.get(key);
+  if (mod === undefined) {
+    mod = await WebAssembly.compile(bytesOf(variant, shared));
+    moduleCache.set(key, mod);
+  }
+  return buildKernels(mod, variant, shared, options);
+}
+
+function buildKernels(
+  mod: WebAssembly.Module,
+  variant: WasmVariant,
+  shared: boolean,
+  options: WasmKernelOptions,
+): WasmKernels {
+  const maximumPages = options.maximumPages ?? 65536;
+  // 3 MiB: the 2.2 MB workspace, the heap base and 1 MiB for the caller.
+  const initial = options.initialPages ?? 48;
+  const mem = options.memory ??
+    new WebAssembly.Memory({ initial, maximum: maximumPages, shared });
+  const ex = new WebAssembly.Instance(mod, { env: { memory: mem } }).exports as unknown as Exports;
+
+  const alignUp = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
+  const base = alignUp(options.base ?? ex.heapBase());
+  const limit = options.limit ?? MAX_BYTES;
+  if (!(base >= ex.heapBase() && limit > base && limit <= MAX_BYTES)) {
+    throw new RangeError(
+      `Wasm arena: expected heapBase ${ex.heapBase()} <= base < limit <= ${MAX_BYTES}, ` +
+        `got base ${base}, limit ${limit}`,
+    );
+  }
+  let top = base;
+
+  function ensure(end: number): void {
+    if (end > limit) {
+      throw new RangeError(
+        `Wasm arena full: expected at most ${limit - base} bytes in this arena, got a request ` +
+          `reaching ${end - base}`,
+      );
+    }
+    const have = mem.buffer.byteLength;
+    if (end > have) mem.grow(Math.ceil((end - have) / PAGE));
+  }
+
+  function allocBytes(nFloats: number): number {
+    if (!Number.isInteger(nFloats) || nFloats < 0) {
+      throw new RangeError(`Wasm alloc: expected an integer number of floats >= 0, got ${nFloats}`);
+    }
+    const ptr = top;
+    const end = alignUp(ptr + nFloats * 4);
+    ensure(end);
+    top = end;
+    return ptr;
+  }
+
+  const ws = allocBytes(ex.workspaceBytes() / 4);
+
+  function floats(byteOffset: number, length: number): Float32Array {
+    return new Float32Array(mem.buffer, byteOffset, length);
+  }
+  function alloc(nFloats: number): Float32Array {
+    const ptr = allocBytes(nFloats);
+    const view = floats(ptr, nFloats);
+    view.fill(0);
+    return view;
+  }
+  const heapBase = ex.heapBase();
+  function inMemory(arr: Float32Array): boolean {
+    // Offsets below the heap base are never arena memory (and 0 means "no bias" to the kernel).
+    return arr.buffer === mem.buffer && arr.byteOffset >= heapBase;
+  }
+
+  /**
+   * Runs `body` with byte pointers for each operand: in-memory views as they are, others
+   * copied into a temporary region (C copied back after). Pointers of in-memory operands
+   * are read before any growth, so a copy that grows the memory cannot lose them.
+   */
+  function withPointers(
+    c: Float32Array,
+    nc: number,
+    ins: [Float32Array | null, number][],
+    body: (pc: number, pins: number[]) => void,
+  ): void {
+    const cIn = inMemory(c);
+    const insIn = ins.map(([x]) => x === null || inMemory(x));
+    if (cIn && insIn.every((v) => v)) {
+      body(c.byteOffset, ins.map(([x]) => x === null ? 0 : x.byteOffset));
+      return;
+    }
+    const m = top;
+    try {
+      const pins = ins.map(([x], i) => x === null ? 0 : insIn[i] ? x.byteOffset : -1);
+      const pcIn = cIn ? c.byteOffset : -1;
+      // allocate all temporaries first (may grow), then copy (views made after growth)
+      const tmp = ins.map(([x, n], i) => pins[i] === -1 && x !== null ? allocBytes(n) : -1);
+      const pcTmp = cIn ? -1 : allocBytes(nc);
+      ins.forEach(([x, n], i) => {
+        if (tmp[i] >= 0) {
+          floats(tmp[i], n).set(x!.length === n ? x! : x!.subarray(0, n));
+          pins[i] = tmp[i];
+        }
+      });
+      const pc = cIn ? pcIn : pcTmp;
+      if (!cIn) floats(pcTmp, nc).set(c.length === nc ? c : c.subarray(0, nc));
+      body(pc, pins);
+      if (!cIn) c.set(floats(pcTmp, nc));
+    } finally {
+      top = m;
+    }
+  }
+
+  const kernels: WasmKernels = {
+    memory: mem,
+    variant,
+    shared,
+    alloc,
+    reserve(nFloats: number): void {
+      if (!Number.isInteger(nFloats) || nFloats < 0) {
+        throw new RangeError(`Wasm reserve: expected an integer >= 0, got ${nFloats}`);
+      }
+      ensure(alignUp(top + nFloats * 4));
+    },
+    mark: () => top,
+    release(m: number): void {
+      if (!(Number.isInteger(m) && m >= base && m <= top && m % ALIGN === 0)) {
+        throw new RangeError(`Wasm release: expected a mark in [${base}, ${top}], got ${m}`);
+      }
+      top = m;
+    },
+    floats,
+    inMemory,
+    matmulAB(c, a, b, M, K, N, accumulate = false) {
+      checkMatmulArgs("AB", c, a, b, null, M, K, N);
+      withPointers(c, M * N, [[a, M * K], [b, K * N]], (pc, [pa, pb]) => {
+        ex.matmulAB(pc, pa, pb, M, K, N, accumulate ? 1 : 0, ws);
+      });
+    },
+    matmulABt(c, a, b, bias, M, K, N, accumulate = false) {
+      checkMatmulArgs("ABt", c, a, b, bias, M, K, N);
+      withPointers(c, M * N, [[a, M * K], [b, K * N], [bias, N]], (pc, [pa, pb, pbias]) => {
+        ex.matmulABt(pc, pa, pb, pbias, M, K, N, accumulate ? 1 : 0, ws);
+      });
+    },
+    matmulAtB(c, a, b, M, K, N, accumulate = false) {
+      checkMatmulArgs("AtB", c, a, b, null, M, K, N);
+      withPointers(c, M * N, [[a, M * K], [b, K * N]], (pc, [pa, pb]) => {
+        ex.matmulAtB(pc, pa, pb, M, K, N, accumulate ? 1 : 0, ws);
+      });
+    },
+  };
+  return kernels;
+}

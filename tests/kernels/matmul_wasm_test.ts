@@ -1,0 +1,264 @@
+// Wasm matmul kernels vs the plain TypeScript reference (src/kernels/matmul_ref.ts).
+//
+// Tolerance: both sides sum K float32 products in different orders (blocked, SIMD lanes,
+// fused multiply-add in the relaxed build). The standard bound for a recursive float32 sum
+// of n terms is gamma_n = n u / (1 - n u) times the sum of the terms' magnitudes, u = 2^-24,
+// so two such sums differ by at most about 2 (K + 2) u (|C0| + |bias| + sum_k |a b|) (K + 2
+// terms: the products, C0 and bias). A wrong index or a dropped term misses by a whole term,
+// orders of magnitude above that. Integer inputs small enough to be exact are compared bit
+// for bit.
+
+import assert from "node:assert/strict";
+import { refKernels } from "../../src/kernels/matmul_ref.ts";
+import {
+  createWasmKernels,
+  loadWasmKernels,
+  type WasmKernels,
+  wasmSupport,
+  type WasmVariant,
+} from "../../src/kernels/wasm.ts";
+import { Rng } from "../../src/rng.ts";
+
+function seeded(seed: number): () => number {
+  const r = new Rng(seed);
+  return () => r.uniform();
+}
+
+type Kind = "AB" | "ABt" | "AtB";
+const U = 2 ** -24;
+
+const support = wasmSupport();
+const variants: { variant: WasmVariant; shared: boolean }[] = [];
+if (support.simd) variants.push({ variant: "simd", shared: false });
+if (support.relaxed) variants.push({ variant: "relaxed-simd", shared: false });
+if (support.shared) variants.push({ variant: "simd", shared: true });
+if (support.relaxedShared) variants.push({ variant: "relaxed-simd", shared: true });
+
+function randomArray(n: number, rand: () => number): Float32Array {
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = rand() * 2 - 1;
+  return x;
+}
+
+function intArray(n: number, rand: () => number): Float32Array {
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = Math.floor(rand() * 7) - 3;
+  return x;
+}
+
+/** Element (i, j) of sum_k |a b| + |C0| + |bias|: the scale of the rounding error bound. */
+function magnitudes(
+  kind: Kind,
+  c0: Float32Array,
+  a: Float32Array,
+  b: Float32Array,
+  bias: Float32Array | null,
+  M: number,
+  K: number,
+  N: number,
+  accumulate: boolean,
+): Float64Array {
+  const mag = new Float64Array(M * N);
+  for (let i = 0; i < M; i++) {
+    for (let j = 0; j < N; j++) {
+      let s = (accumulate ? Math.abs(c0[i * N + j]) : 0) + (bias ? Math.abs(bias[j]) : 0);
+      for (let k = 0; k < K; k++) {
+        const av = kind === "AtB" ? a[k * M + i] : a[i * K + k];
+        const bv = kind === "ABt" ? b[j * K + k] : b[k * N + j];
+        s += Math.abs(av * bv);
+      }
+      mag[i * N + j] = s;
+    }
+  }
+  return mag;
+}
+
+function run(
+  k:
+    & { matmulAB: WasmKernels["matmulAB"]; matmulABt: WasmKernels["matmulABt"] }
+    & Pick<
+      WasmKernels,
+      "matmulAtB"
+    >,
+  kind: Kind,
+  c: Float32Array,
+  a: Float32Array,
+  b: Float32Array,
+  bias: Float32Array | null,
+  M: number,
+  K: number,
+  N: number,
+  accumulate: boolean,
+): void {
+  if (kind === "AB") k.matmulAB(c, a, b, M, K, N, accumulate);
+  else if (kind === "ABt") k.matmulABt(c, a, b, bias, M, K, N, accumulate);
+  else k.matmulAtB(c, a, b, M, K, N, accumulate);
+}
+
+/** Throws with the first offending element and the largest error relative to its bound. */
+function assertClose(
+  got: Float32Array,
+  want: Float32Array,
+  mag: Float64Array,
+  K: number,
+  label: string,
+): void {
+  let worst = 0;
+  for (let i = 0; i < want.length; i++) {
+    const g = got[i], w = want[i];
+    if (!Number.isFinite(g)) throw new Error(`${label}: element ${i} is ${g}, expected ${w}`);
+    const bound = 2 * (K + 2) * U * mag[i] + 1e-30;
+    const ratio = Math.abs(g - w) / bound;
+    if (ratio > 1) {
+      throw new Error(
+        `${label}: element ${i} got ${g}, expected ${w} (|diff| ${
+          Math.abs(g - w)
+        } > bound ${bound})`,
+      );
+    }
+    worst = Math.max(worst, ratio);
+  }
+  assert.ok(worst <= 1, `${label}: worst error/bound ${worst}`);
+}
+
+const SIZES = [1, 3, 7, 8, 17, 33, 65, 129];
+
+function shapes(rand: () => number, count: number): [number, number, number][] {
+  const out: [number, number, number][] = [[1, 1, 1], [4, 8, 8], [129, 65, 33], [5, 300, 9]];
+  while (out.length < count) {
+    const pick = () => SIZES[Math.floor(rand() * SIZES.length)];
+    out.push([pick(), pick(), pick()]);
+  }
+  return out;
+}
+
+for (const { variant, shared } of variants) {
+  const name = `${variant}${shared ? ", shared memory" : ""}`;
+  const kernels = createWasmKernels({ variant, shared });
+
+  for (const kind of ["AB", "ABt", "AtB"] as const) {
+    Deno.test(`wasm matmul${kind}() (${name}) matches the reference on random odd shapes, overwrite and accumulate${kind === "ABt" ? ", with and without bias" : ""}`, () => {
+      const rand = seeded(kind.length * 1000 + (shared ? 7 : 0) + variant.length);
+      for (const [M, K, N] of shapes(rand, 24)) {
+        for (const accumulate of [false, true]) {
+          for (const withBias of kind === "ABt" ? [false, true] : [false]) {
+            const a = randomArray(M * K, rand);
+            const b = randomArray(K * N, rand);
+            const bias = withBias ? randomArray(N, rand) : null;
+            const c0 = randomArray(M * N, rand);
+            const want = c0.slice();
+            run(refKernels, kind, want, a, b, bias, M, K, N, accumulate);
+            const got = c0.slice();
+            run(kernels, kind, got, a, b, bias, M, K, N, accumulate);
+            const mag = magnitudes(kind, c0, a, b, bias, M, K, N, accumulate);
+            assertClose(
+              got,
+              want,
+              mag,
+              K,
+              `${kind} M=${M} K=${K} N=${N} acc=${accumulate} bias=${withBias}`,
+            );
+          }
+        }
+      }
+    });
+
+    Deno.test(`wasm matmul${kind}() (${name}) is exact on small integer inputs across cache blocks (K > 256, M > 128, N > 2048)`, () => {
+      const rand = seeded(99 + kind.length);
+      for (const [M, K, N] of [[37, 300, 21], [4, 513, 8], [130, 17, 70], [5, 9, 2053]]) {
+        const a = intArray(M * K, rand);
+        const b = intArray(K * N, rand);
+        const bias = kind === "ABt" ? intArray(N, rand) : null;
+        const c0 = intArray(M * N, rand);
+        const want = c0.slice();
+        run(refKernels, kind, want, a, b, bias, M, K, N, true);
+        const got = c0.slice();
+        run(kernels, kind, got, a, b, bias, M, K, N, true);
+        assert.deepEqual(got, want, `${kind} M=${M} K=${K} N=${N}`);
+      }
+    });
+  }
+
+  Deno.test(`wasm kernels (${name}): zero-copy buffers from alloc() give the same result as copied arrays and stay in place`, () => {
+    const rand = seeded(5);
+    const [M, K, N] = [33, 17, 65];
+    const m = kernels.mark();
+    const a = kernels.alloc(M * K), b = kernels.alloc(N * K), bias = kernels.alloc(N);
+    const c = kernels.alloc(M * N);
+    a.set(intArray(M * K, rand));
+    b.set(intArray(N * K, rand));
+    bias.set(intArray(N, rand));
+    assert.ok(kernels.inMemory(a) && kernels.inMemory(c));
+    const want = new Float32Array(M * N);
+    refKernels.matmulABt(want, a, b, bias, M, K, N);
+    kernels.matmulABt(c, a, b, bias, M, K, N);
+    assert.deepEqual(c, want);
+    // a mixed call: C in memory, A and B copied in
+    kernels.matmulABt(c, a.slice(), b.slice(), null, M, K, N, true);
+    refKernels.matmulABt(want, a, b, null, M, K, N, true);
+    assert.deepEqual(kernels.floats(c.byteOffset, M * N), want);
+    kernels.release(m);
+    assert.equal(kernels.mark(), m);
+  });
+}
+
+Deno.test("wasm kernels: K = 0 gives C = bias (or C + bias with accumulate), M = 0 and N = 0 do nothing", () => {
+  const k = createWasmKernels();
+  const c = new Float32Array([1, 2, 3, 4]);
+  k.matmulABt(c, new Float32Array(0), new Float32Array(0), new Float32Array([10, 20]), 2, 0, 2);
+  assert.deepEqual([...c], [10, 20, 10, 20]);
+  k.matmulABt(c, new Float32Array(0), new Float32Array(0), new Float32Array([1, 1]), 2, 0, 2, true);
+  assert.deepEqual([...c], [11, 21, 11, 21]);
+  k.matmulAB(c, new Float32Array(0), new Float32Array(0), 2, 0, 2);
+  assert.deepEqual([...c], [0, 0, 0, 0]);
+  const d = new Float32Array([5]);
+  k.matmulAtB(d, new Float32Array(0), new Float32Array(3), 0, 3, 1);
+  assert.deepEqual([...d], [5]);
+});
+
+Deno.test("wasm kernels: a short buffer or a bad dimension throws a RangeError saying expected and got", () => {
+  const k = createWasmKernels();
+  assert.throws(
+    () => k.matmulAB(new Float32Array(3), new Float32Array(4), new Float32Array(4), 2, 2, 2),
+    (e: unknown) =>
+      e instanceof RangeError &&
+      /expected at least 4 floats \(C is \(2,2\)\), got 3/.test(e.message),
+  );
+  assert.throws(
+    () => k.matmulAtB(new Float32Array(4), new Float32Array(4), new Float32Array(4), 2, 1.5, 2),
+    (e: unknown) => e instanceof RangeError && /expected an integer >= 0, got 1.5/.test(e.message),
+  );
+});
+
+Deno.test("wasm kernels: alloc() growing a plain memory detaches earlier views, floats() rebuilds them", () => {
+  const k = createWasmKernels({ variant: "simd", initialPages: 40 });
+  const x = k.alloc(4);
+  x.set([1, 2, 3, 4]);
+  const offset = x.byteOffset;
+  const pages = k.memory.buffer.byteLength / 65536;
+  k.alloc(65536 * 4); // 1 MiB more: must grow past 40 pages
+  assert.ok(k.memory.buffer.byteLength / 65536 > pages);
+  assert.equal(x.length, 0, "the old view is detached");
+  assert.deepEqual([...k.floats(offset, 4)], [1, 2, 3, 4]);
+});
+
+Deno.test("wasm kernels: reserve() grows once so later alloc() keeps views attached", () => {
+  const k = createWasmKernels({ variant: "simd", initialPages: 40 });
+  k.reserve(1 << 20);
+  const x = k.alloc(4);
+  k.alloc((1 << 20) - 64);
+  assert.equal(x.length, 4);
+});
+
+Deno.test("loadWasmKernels() (async) picks relaxed-simd exactly when the runtime validates it", async () => {
+  const k = await loadWasmKernels();
+  assert.equal(k.variant, support.relaxed ? "relaxed-simd" : "simd");
+  assert.equal(k.shared, false);
+  const s = await loadWasmKernels({ shared: true });
+  assert.equal(s.shared, true);
+  assert.ok(s.memory.buffer instanceof SharedArrayBuffer);
+});
+
+Deno.test("wasmSupport(): this runtime (Deno) validates all four builds, so every variant above was tested", () => {
+  assert.deepEqual(support, { simd: true, relaxed: true, shared: true, relaxedShared: true });
+});

@@ -13,17 +13,17 @@
  * @module
  */
 
-import { parseArgs } from "node:util";
 import { fileURLToPath } from "node:url";
-import { linkLatest } from "../src/io.ts";
-import type { PresetName } from "../src/model/config.ts";
-import { presets } from "../src/model/config.ts";
-import { decode } from "../src/tokenizer/mod.ts";
+import { parseArgs } from "node:util";
+import { evaluate } from "../src/eval/mod.ts";
+import { linkLatest, readCorpus } from "../src/io.ts";
+import { type PresetName, presets } from "../src/model/config.ts";
+import type { Model } from "../src/model/model.ts";
+import { decode, encode, type Tokenizer } from "../src/tokenizer/mod.ts";
 import { LOSS_NAMES, type LossName } from "../src/train/batch.ts";
+import { joinDocuments, splitTokens } from "../src/train/data.ts";
 import { loadCheckpoint } from "../src/train/run_dir.ts";
 import { type StepInfo, train } from "../src/train/train.ts";
-import type { Model } from "../src/model/model.ts";
-import type { Tokenizer } from "../src/tokenizer/mod.ts";
 
 /** What the CLI needs of the sampler module (issue H5): `sample(model, tokenizer, options)`. */
 type SampleFn = (
@@ -95,11 +95,19 @@ Options:
   --help              this text
 `;
 
-const EVAL_HELP = `Usage: deno task eval --checkpoint <dir> [--data <path>]
+const EVAL_HELP = `Usage: deno task eval --checkpoint <dir> [options]
 
-Not implemented here: held-out evaluation (ELBO in nats/token, bits/char, perplexity bound)
-belongs to issue 5. The training run already logs the held-out loss of its objective in
-metrics.jsonl and loss.svg.
+Estimates the diffusion bound (MDLM ELBO) of a checkpoint on held-out text: nats per token,
+bits per character and the perplexity bound, with a Monte-Carlo standard error.
+
+Options:
+  --checkpoint <dir>  a run directory or a model.safetensors file (required)
+  --data <path>       a .txt file or a folder of .txt files (default: Moby-Dick)
+  --held-out <f>      the evaluated tail of the data, as a fraction (default: 0.02, the
+                      trainer's held-out split)
+  --samples <n>       Monte-Carlo draws per window (default: 8)
+  --seed <n>          noise seed (default: 0)
+  --help              this text
 `;
 
 function int(name: string, v: string | undefined, min: number): number | undefined {
@@ -344,18 +352,50 @@ async function sampleCommand(args: string[]): Promise<number> {
   return 0;
 }
 
-function evalCommand(args: string[]): number {
+async function evalCommand(args: string[]): Promise<number> {
   const v = parse(args, {
     checkpoint: { type: "string" },
     data: { type: "string" },
+    "held-out": { type: "string" },
+    samples: { type: "string" },
+    seed: { type: "string" },
     help: { type: "boolean" },
   });
   if (v.help) {
     console.log(EVAL_HELP);
     return 0;
   }
-  console.error(EVAL_HELP);
-  return 2;
+  if (!v.checkpoint) throw new UsageError("Missing --checkpoint: expected a run directory");
+  const fraction = num("held-out", v["held-out"]) ?? 0.02;
+  if (fraction >= 1) {
+    throw new UsageError(`Invalid --held-out: expected a fraction < 1, got "${v["held-out"]}"`);
+  }
+  const samples = int("samples", v.samples, 1) ?? 8;
+  const seed = int("seed", v.seed, 0) ?? 0;
+  const { model, tokenizer, step } = await loadCheckpoint(v.checkpoint);
+  const docs = await readCorpus(v.data ?? mobyDickFolder());
+  const stream = joinDocuments(
+    docs.map((d) => encode(tokenizer, d, { eot: false })),
+    tokenizer.eotId,
+  );
+  const { heldOut } = splitTokens(stream, {
+    context: model.config.context,
+    heldOutFraction: fraction,
+  });
+  console.error(
+    `Evaluating ${v.checkpoint} (step ${step}) on the last ${heldOut.length} tokens of ${
+      v.data ?? "Moby-Dick"
+    }, ${samples} draws per window...`,
+  );
+  const r = evaluate(model, heldOut, { samples, seed, tokenizer });
+  console.log(
+    `nats/token ${r.natsPerToken.toFixed(4)} ± ${r.standardError.toFixed(4)}  ` +
+      `bits/char ${r.bitsPerChar?.toFixed(4) ?? "-"}  perplexity bound ${
+        r.perplexity.toFixed(2)
+      }  ` +
+      `(${r.tokens} tokens, ${r.windows} windows)`,
+  );
+  return 0;
 }
 
 const COMMANDS: Record<string, (args: string[]) => number | Promise<number>> = {

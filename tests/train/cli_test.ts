@@ -35,6 +35,8 @@ Deno.test("cli main() rejects unknown flags and bad values with exit 2", async (
     [["train", "--loss", "mse"], /Invalid --loss/],
     [["sample"], /Missing --checkpoint/],
     [["sample", "--checkpoint", "x", "--length", "0"], /Invalid --length/],
+    [["eval"], /Missing --checkpoint/],
+    [["eval", "--checkpoint", "x", "--held-out", "1.5"], /Invalid --held-out/],
     [["frobnicate"], /Unknown command/],
   ];
   for (const [argv, re] of cases) {
@@ -61,6 +63,12 @@ Deno.test("cli train writes the run directory, progress lines and the next comma
     assert.match(t.out, new RegExp(`Next: deno task sample --checkpoint ${dir}/run`));
     assert.match(t.err, /step 1\/3 {2}loss \d/); // plain progress lines when not a terminal
     assert.match(t.err, /Done \(steps\): 3 steps, final loss \d/);
+    const e = await run([
+      "eval",
+      ...["--checkpoint", `${dir}/run`, "--data", `${dir}/data.txt`, "--samples", "2"],
+    ]);
+    assert.equal(e.code, 0, e.err);
+    assert.match(e.out, /nats\/token \d+\.\d+ ± \d+\.\d+ {2}bits\/char \d+\.\d+/);
   } finally {
     await removeDir(dir);
   }

@@ -23,6 +23,7 @@ import { adamwStep, createAdamW } from "../../src/optim/adamw.ts";
 const DIR = new URL("../fixtures/model/", import.meta.url);
 const CASES = [
   "seed",
+  "tiny",
   "learned_post_relu",
   "learned_pre_gelu",
   "learned_post_gelu",

@@ -10,8 +10,8 @@
  * window's summed nats (the eval-mode forward pass: no dropout; time-conditioned models get sigma):
  *
  * - `elbo` (MDLM, absorb, SUBS): `dsigma / expm1(sigma) * sum_{masked i} -log p(x0_i | x_t)`.
- * - `score-entropy` (SEDD DWDSE, absorb or uniform): `dsigma * sum_i L_i` (a bound too: SEDD's
- *   Theorem 3.6 up to the prior term, which vanishes as sigma(1) grows).
+ * - `score-entropy` (SEDD DWDSE, absorb or uniform): `dsigma * sum_i L_i` (SEDD's likelihood
+ *   bound too, up to the prior term at t = 1, which vanishes as sigma(1) grows).
  *
  * Averaged over t and masks this is the continuous-time negative ELBO, an upper bound on the
  * negative log-likelihood. With the default `loglinear` schedule and t ~ U[eps, 1] (MDLM's and
@@ -34,7 +34,13 @@
  * window w). Without antithetic draws each window's variance is its sample variance over K draws
  * divided by K (K >= 2; K = 1 reports NaN). With antithetic draws the K draws are two
  * independent antithetic halves, and each window's variance is (m1 - m2)^2 / 4 from the two halves'
- * means m1, m2 (unbiased: the halves are i.i.d.).
+ * means m1, m2 (unbiased: the halves are i.i.d.). The variance estimate is unbiased; its square
+ * root, the reported error, is typically somewhat below the true one when few windows are
+ * evaluated, because the per-draw values are heavy-tailed (weight 1/t at small t): in a check
+ * with 10 windows of 16 tokens and 8 draws, the root-mean-square of the reported errors matched
+ * the spread over 300 seeds, while their mean was 10% below it. Antithetic halves of 4 draws
+ * gained nothing there (the mask noise dominates); with 30 draws per half they cut the error by
+ * more than 20% (see the tests).
  *
  * @example The bound of an untrained tiny model is near ln(real tokens) per token
  * ```ts

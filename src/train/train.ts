@@ -70,7 +70,7 @@ export interface TrainOptions {
   context?: number;
   /** Peak learning rate. Default 1e-3 (PyTorch's AdamW default, the notebook's). */
   lr?: number;
-  /** Linear warm-up steps. Default min(100, steps / 10). */
+  /** Linear warm-up steps. Default min(100, steps / 10); 20 when only `minutes` bounds the run. */
   warmup?: number;
   /** After warm-up: `constant`, or `cosine` decay to `minLr` (over the steps, or the time budget). Default `cosine`. */
   schedule?: "constant" | "cosine";
@@ -350,7 +350,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     context: options.context ?? saved.context ?? model.config.context,
     lr: options.lr ?? saved.lr ?? 1e-3,
     warmup: options.warmup ?? saved.warmup ??
-      (Number.isFinite(steps) ? Math.min(100, Math.floor(steps / 10)) : 100),
+      (Number.isFinite(steps) ? Math.min(100, Math.floor(steps / 10)) : 20),
     schedule: options.schedule ?? saved.schedule ?? "cosine",
     minLr: 0,
     clip: options.clip ?? saved.clip ?? 1.0,
@@ -434,7 +434,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const live = pool.model; // parameters every worker reads
   const history: StepInfo[] = [];
   const recent: number[] = [];
-  let lastGood = startStep;
+  let lastGood = startStep; // the step of the newest checkpoint on disk (or resumed from)
+  let haveCheckpoint = resumed !== undefined;
   let stopped: TrainResult["stopped"] = "steps";
   const budgetMs = minutes !== undefined ? minutes * 60_000 : Infinity;
   const title = `${model.config.dModel}d x ${model.config.nLayers} layers, ${s.loss} loss`;
@@ -450,6 +451,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     );
     await fsx!.writeLossChart(out, title);
     lastGood = optimizer.step;
+    haveCheckpoint = true;
   };
 
   const heldOutLoss = async (step: number): Promise<number> => {
@@ -482,7 +484,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       const t0 = performance.now();
       const progress = Number.isFinite(steps)
         ? (step - s.warmup) / Math.max(1, steps - s.warmup)
-        : elapsed / budgetMs;
+        : elapsed / budgetMs; // a time budget decays the rate over wall-clock time
       const lr = learningRate(step, { ...s, progress });
       fillBatch(pool.batch, trainTokens, {
         seed: s.seed,
@@ -494,9 +496,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       const loss = await pool.gradient(step);
       const gradNorm = clipGradNorm(pool.grads, s.clip);
       if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
-        const where = out !== undefined
+        const where = out === undefined
+          ? ""
+          : haveCheckpoint
           ? `; the last good checkpoint (step ${lastGood}) is kept in ${out}`
-          : "";
+          : `; no checkpoint had been written to ${out} yet`;
         throw new NonFiniteError(
           step,
           `Non-finite ${

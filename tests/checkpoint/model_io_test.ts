@@ -175,6 +175,19 @@ Deno.test("modelFromSafetensors() rejects bad config metadata and files that are
   assert.throws(() => modelFromSafetensors(new Uint8Array(3)), /at least 8 bytes/);
 });
 
+Deno.test("modelFromSafetensors() takes options.config over the file's config", () => {
+  const model = createModel({ ...VARIANTS[3] }, { seed: 2 });
+  const { model: back } = modelFromSafetensors(modelToSafetensors(model), {
+    config: { dropout: 0.1 },
+  });
+  assert.equal(back.config.dropout, 0.1);
+  assert.deepEqual(back.params, model.params);
+  assert.throws(
+    () => modelFromSafetensors(modelToSafetensors(model), { config: { dFF: 32 } }),
+    /"transformer.layers.0.linear1.weight": expected shape \[32,8\], got \[16,8\]/,
+  );
+});
+
 Deno.test("modelToSafetensors() reserves the config entry", () => {
   const model = createModel({ ...VARIANTS[0] });
   assert.throws(() => modelToSafetensors(model, { config: "{}" }), /reserved/);

@@ -186,12 +186,12 @@ Deno.test("modelFromSafetensors() loads a PyTorch state dict of the notebook's m
   expectClose("notebook logits", logits, f32(ref.tensors.logits, "logits"), 1e-4);
 });
 
-Deno.test("ts_checkpoint.safetensors (checked in PyTorch by make_fixtures.py) still loads and gives its logits", () => {
-  const { model } = modelFromSafetensors(
-    Deno.readFileSync(new URL("ts_checkpoint.safetensors", DIR)),
-  );
-  const ref = load("ts_checkpoint_logits.safetensors");
-  const input = i32(ref.tensors.input, "input");
-  const logits = forward(model, input, { batch: Number(ref.metadata.batch) });
-  expectClose("ts_checkpoint logits", logits, f32(ref.tensors.logits, "logits"), 1e-6);
-});
+for (const name of ["ts_checkpoint", "ts_checkpoint_learned"]) {
+  Deno.test(`${name}.safetensors (checked in PyTorch by make_fixtures.py) loads and gives its logits`, () => {
+    const { model } = modelFromSafetensors(Deno.readFileSync(new URL(`${name}.safetensors`, DIR)));
+    const ref = load(`${name}_logits.safetensors`);
+    const input = i32(ref.tensors.input, "input");
+    const logits = forward(model, input, { batch: Number(ref.metadata.batch) });
+    expectClose(`${name} logits`, logits, f32(ref.tensors.logits, "logits"), 1e-6);
+  });
+}

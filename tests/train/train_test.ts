@@ -50,10 +50,11 @@ Deno.test("train() lowers the loss of the notebook objective on a small text", a
 Deno.test("train() resumed at step 3 ends bitwise where an uninterrupted run to 6 does", async () => {
   const dir = await makeTempDir();
   try {
-    const whole = await train({ ...base });
+    const whole = await train({ ...base, workers: 2 });
     const stop = new AbortController();
     const part = await train({
       ...base,
+      workers: 2,
       out: `${dir}/run`,
       signal: stop.signal,
       onStep: (i) => i.step === 3 && stop.abort(),
@@ -63,7 +64,8 @@ Deno.test("train() resumed at step 3 ends bitwise where an uninterrupted run to 
     assert.notDeepEqual(part.model.params, whole.model.params);
     const saved = await loadRun(`${dir}/run`);
     assert.equal(saved.step, 3);
-    const rest = await train({ text, resume: `${dir}/run` });
+    const rest = await train({ text, resume: `${dir}/run` }); // settings come from the run
+    assert.equal(rest.workers, 2);
     assert.equal(rest.step, 6);
     assert.equal(rest.stopped, "steps");
     assert.deepEqual(rest.model.params, whole.model.params);

@@ -38,6 +38,7 @@ import { parseSafetensors } from "../src/checkpoint/safetensors.ts";
 import { decode, encode, type Tokenizer, tokenizerHash } from "../src/tokenizer/mod.ts";
 import { hashText, joinDocuments, splitTokens } from "../src/train/data.ts";
 import { loadCheckpoint, readTokenCache } from "../src/train/run_dir.ts";
+import { sampleIds, type SampleMethod } from "../src/sampler/sample_ids.ts";
 
 const HELP = `Usage: deno run --allow-read bench/sampler_table.ts --checkpoint <dir> [options]
 
@@ -104,15 +105,11 @@ function sampleText(tokenizer: Tokenizer, ids: Int32Array): string {
   return parts.join(" ");
 }
 
-/** A denoiser over the model that counts the sequences it runs (network evaluations). */
-function countingDenoiser(model: Model, batch: number, length: number) {
+/** The sampler's denoiser over the model: `(ids (B,T), sigma (B)) -> outputs (B,T,V)`. */
+function denoiser(model: Model, batch: number, length: number) {
   const ws = createWorkspace(model.config, batch, length);
-  const counter = { sequences: 0 };
-  const denoise = (xt: Int32Array, B: number, T: number, sigma?: Float64Array | Float32Array) => {
-    counter.sequences += B;
-    return modelForward(model, ws, xt, B, T, { sigma: sigma as Float64Array | undefined });
-  };
-  return { denoise, counter };
+  return (ids: Int32Array, sigma: Float32Array) =>
+    modelForward(model, ws, ids, sigma.length, ids.length / sigma.length, { sigma });
 }
 
 function f(x: number, digits = 3): string {
@@ -211,29 +208,35 @@ async function main(): Promise<void> {
   const selfBpc = ngramBitsPerChar(judge, documents(tokenizer, heldOut));
 
   const rows: string[] = [];
-  const { sampleIds } = methods.length > 0
-    ? await import("../src/sampler/mod.ts")
-    : { sampleIds: undefined };
   for (const method of methods) {
     for (const steps of stepList) {
-      const { denoise, counter } = countingDenoiser(model, nSamples, length);
+      const denoise = denoiser(model, nSamples, length);
       t0 = performance.now();
+      const { ids, evaluations, savedEvaluations } = sampleIds(
+        denoise,
+        model.config.vocabSize,
+        tokenizer.maskId,
+        {
+          method: method as SampleMethod,
+          steps,
+          length,
+          batch: nSamples,
+          seed,
+          graph,
+          output: loss === "score-entropy" ? "logScore" : "logits",
+          timeConditioned: model.config.timeConditioning === true,
+        },
+      );
+      const seconds = (performance.now() - t0) / 1000;
       const texts: string[] = [];
-      const ids = sampleIds!(denoise, model.config.vocabSize, tokenizer.maskId, {
-        method: method as "confidence",
-        steps,
-        length,
-        batch: nSamples,
-        seed,
-        timeConditioned: model.config.timeConditioning === true,
-      });
       for (let b = 0; b < nSamples; b++) {
         texts.push(sampleText(tokenizer, ids.subarray(b * length, (b + 1) * length)));
       }
-      const seconds = (performance.now() - t0) / 1000;
       const bpc = ngramBitsPerChar(judge, texts);
       rows.push(
-        `| ${method} | ${steps} | ${counter.sequences} | ${seconds.toFixed(2)} | ${f(bpc)} |`,
+        `| ${method} | ${steps} | ${evaluations} | ${savedEvaluations} | ${seconds.toFixed(2)} | ${
+          f(bpc)
+        } |`,
       );
       console.error(rows.at(-1));
       console.error(`  e.g. ${JSON.stringify(texts[0].slice(0, 100))}`);
@@ -242,15 +245,16 @@ async function main(): Promise<void> {
 
   const out = [
     `Checkpoint step ${step} (${model.params.length.toLocaleString("en-US")} parameters, ` +
-    `V ${model.config.vocabSize}), ${nSamples} samples of ${length} tokens per row, seed ${seed}. ` +
+    `V ${model.config.vocabSize}), ${nSamples} samples of ${length} tokens per row (one batch: ` +
+    `a network evaluation is one forward pass of the batch), seed ${seed}. ` +
     `Judge: character ${judge.order}-gram, add-k ${judge.k}, trained on the held-out split ` +
     `(${judge.chars.length} characters seen).`,
     "",
-    "| sampler | steps | network evaluations (sequences) | seconds | judge bits/char |",
-    "| --- | ---: | ---: | ---: | ---: |",
+    "| sampler | steps | network evaluations | saved by caching | seconds | judge bits/char |",
+    "| --- | ---: | ---: | ---: | ---: | ---: |",
     ...rows,
-    `| real text (training split, unseen by the judge) | - | - | - | ${f(realBpc)} |`,
-    `| held-out text (the judge's own training text) | - | - | - | ${f(selfBpc)} |`,
+    `| real text (training split, unseen by the judge) | - | - | - | - | ${f(realBpc)} |`,
+    `| held-out text (the judge's own training text) | - | - | - | - | ${f(selfBpc)} |`,
     "",
     `Held-out bound (${loss}, ${graph}; ${bound.tokens} tokens in ${bound.windows} windows of ` +
     `${context}, ${bound.samples} antithetic draws each, ${boundSeconds.toFixed(1)} s): ` +

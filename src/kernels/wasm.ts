@@ -315,6 +315,8 @@ function buildKernels(
     );
   }
   let top = base;
+  // Every buffer object this instance has seen for its memory (growth makes a new one).
+  const buffers = new WeakSet<ArrayBufferLike>([mem.buffer]);
 
   function ensure(end: number): void {
     if (end > limit) {
@@ -324,7 +326,10 @@ function buildKernels(
       );
     }
     const have = mem.buffer.byteLength;
-    if (end > have) mem.grow(Math.ceil((end - have) / PAGE));
+    if (end > have) {
+      mem.grow(Math.ceil((end - have) / PAGE));
+      buffers.add(mem.buffer);
+    }
   }
 
   function allocBytes(nFloats: number): number {
@@ -352,7 +357,10 @@ function buildKernels(
   const heapBase = ex.heapBase();
   function inMemory(arr: Float32Array): boolean {
     // Offsets below the heap base are never arena memory (and 0 means "no bias" to the kernel).
-    return arr.buffer === mem.buffer && arr.byteOffset >= heapBase;
+    // A shared memory's views from before a growth keep their older SharedArrayBuffer object:
+    // still this memory. A plain memory's older buffers are detached, so never counted.
+    return arr.byteOffset >= heapBase &&
+      (arr.buffer === mem.buffer || (shared && buffers.has(arr.buffer)));
   }
 
   /**

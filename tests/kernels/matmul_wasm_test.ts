@@ -262,3 +262,15 @@ Deno.test("loadWasmKernels() (async) picks relaxed-simd exactly when the runtime
 Deno.test("wasmSupport(): this runtime (Deno) validates all four builds, so every variant above was tested", () => {
   assert.deepEqual(support, { simd: true, relaxed: true, shared: true, relaxedShared: true });
 });
+
+Deno.test("wasm kernels: with a shared memory, views from before a growth stay attached and are used in place", () => {
+  const k = createWasmKernels({ shared: true, initialPages: 40 });
+  const a = k.alloc(4), b = k.alloc(4), c = k.alloc(4);
+  k.alloc(1 << 20); // grows the memory
+  assert.notEqual(a.buffer, k.memory.buffer, "growth made a new SharedArrayBuffer object");
+  assert.ok(k.inMemory(a) && k.inMemory(c));
+  a.set([1, 2, 3, 4]);
+  b.set([1, 0, 0, 1]);
+  k.matmulAB(c, a, b, 2, 2, 2);
+  assert.deepEqual([...k.floats(c.byteOffset, 4)], [1, 2, 3, 4]);
+});

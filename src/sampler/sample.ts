@@ -1,0 +1,132 @@
+/**
+ * Sampling text from a model: the convenience layer over {@linkcode sampleIds} that runs the
+ * transformer as the denoiser and turns a prompt, suffix or infill template into fixed tokens.
+ *
+ * @module
+ */
+
+import { forward, type Model } from "../model/model.ts";
+import { decode, type Tokenizer } from "../tokenizer/mod.ts";
+import type { NoiseSchedule, ScheduleName } from "../diffusion/schedule.ts";
+import type { Rng } from "../rng.ts";
+import { conditioning } from "./template.ts";
+import { type DenoiserOutput, sampleIds, type SampleMethod } from "./sample_ids.ts";
+
+/** Options of {@linkcode sample}. */
+export interface SampleTextOptions {
+  /** Text the sample starts with. */
+  prompt?: string;
+  /** Text the sample ends with. */
+  suffix?: string;
+  /** Infill template, e.g. `"The whale [MASK:20] the sea"` (not with prompt/suffix). */
+  infill?: string;
+  /** Total tokens; default the template's length, else the model's context. */
+  length?: number;
+  /** Steps. Default 64. */
+  steps?: number;
+  /** Seed; default 0 (give `rng` instead to continue a stream). */
+  seed?: number;
+  /** Generator to draw from instead of `seed`. */
+  rng?: Rng;
+  /** Method. Default `"ancestral"` (MDLM, with caching). */
+  method?: SampleMethod;
+  /** Noise schedule. Default `"loglinear"`. */
+  schedule?: ScheduleName | NoiseSchedule;
+  /** How the model was trained: `"logits"` (seed, ELBO; default) or `"logScore"` (score entropy). */
+  output?: DenoiserOutput;
+  /** Forward process of the training (`uniform` needs `logScore`). Default `"absorb"`. */
+  graph?: "absorb" | "uniform";
+  /** Sequences. Default 1. */
+  batch?: number;
+  /** `confidence`: allow MASK predictions (the notebook). Default false. */
+  allowMask?: boolean;
+  /** Called after each step with the ids `(B,T)` and the step number. */
+  onStep?: (ids: Int32Array, step: number) => void;
+}
+
+/** What {@linkcode sample} returns. */
+export interface SampleTextResult {
+  /** The first sequence's text. */
+  text: string;
+  /** Every sequence's text. */
+  texts: string[];
+  /** The ids (B,T). */
+  ids: Int32Array;
+  /** Network evaluations. */
+  evaluations: number;
+  /** Evaluations saved by caching. */
+  savedEvaluations: number;
+}
+
+/**
+ * Samples text from a model. Time conditioning is read from `model.config.timeConditioning`.
+ *
+ * @param model The model.
+ * @param tokenizer Its tokenizer (its `maskId` is MASK).
+ * @param options Prompt/suffix or infill, length, steps, seed, method, ...
+ * @returns The text, ids and evaluation counts.
+ *
+ * @example Infill with an untrained tiny model keeps the template's text
+ * ```ts
+ * import { sample } from "./sample.ts";
+ * import { createModel } from "../model/model.ts";
+ * import { trainTokenizer } from "../tokenizer/mod.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const tokenizer = trainTokenizer(["the whale and the sea"], { kind: "seed", numMerges: 2 });
+ * const model = createModel("tiny", { vocabSize: tokenizer.vocabSize, seed: 1 });
+ * const { text, ids } = sample(model, tokenizer, { infill: "the [MASK:3] sea", steps: 4, seed: 7 });
+ * assert.ok(text.startsWith("the ") && text.endsWith(" sea"));
+ * assert.ok(!ids.includes(tokenizer.maskId));
+ * ```
+ */
+export function sample(
+  model: Model,
+  tokenizer: Tokenizer,
+  options: SampleTextOptions = {},
+): SampleTextResult {
+  const V = model.config.vocabSize;
+  if (tokenizer.vocabSize !== V) {
+    throw new RangeError(
+      `Tokenizer mismatch: expected a vocabulary of ${V} (the model's), got ${tokenizer.vocabSize}`,
+    );
+  }
+  const B = options.batch ?? 1;
+  const { length, fixed } = conditioning(tokenizer, {
+    prompt: options.prompt,
+    suffix: options.suffix,
+    infill: options.infill,
+    length: options.length ?? (options.infill === undefined ? model.config.context : undefined),
+  });
+  if (length > model.config.context) {
+    throw new RangeError(
+      `Sample too long: expected at most ${model.config.context} tokens (the model's context), got ${length}`,
+    );
+  }
+  const timeConditioned = model.config.timeConditioning === true;
+  const result = sampleIds(
+    (ids, sigma) => forward(model, ids, { batch: B, sigma }),
+    V,
+    tokenizer.maskId,
+    {
+      method: options.method ?? "ancestral",
+      steps: options.steps ?? 64,
+      length,
+      batch: B,
+      seed: options.rng === undefined ? (options.seed ?? 0) : undefined,
+      rng: options.rng,
+      schedule: options.schedule,
+      graph: options.graph,
+      output: options.output,
+      allowMask: options.allowMask,
+      timeConditioned,
+      fixed,
+      onStep: options.onStep,
+    },
+  );
+  const texts: string[] = [];
+  for (let b = 0; b < B; b++) {
+    texts.push(decode(tokenizer, result.ids.subarray(b * length, (b + 1) * length)));
+  }
+  return { text: texts[0], texts, ...result };
+}

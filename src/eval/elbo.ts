@@ -69,25 +69,11 @@ import { decode } from "../tokenizer/tokenizer.ts";
 import type { Tokenizer } from "../tokenizer/types.ts";
 
 /**
- * A denoiser given as a function, for stubs and other networks: logits `(B,T,V)` for the noised
- * ids `(B,T)` and their noise levels `(B)`.
+ * A network given as a function, for stubs and other networks: noised ids `(B,T)` and each
+ * sequence's noise level `(B)` in, logits `(B,T,V)` out (B = `sigma.length`). The sampler's
+ * `Denoiser` has this shape, so one stub serves both. The output is read before the next call.
  */
-export interface Denoiser {
-  /** V, including the mask (id V - 1). */
-  vocabSize: number;
-  /** The longest window it accepts. */
-  context: number;
-  /**
-   * Logits of `B` sequences of `T` noised ids.
-   *
-   * @param xt Noised ids `(B,T)`.
-   * @param B Sequences.
-   * @param T Tokens per sequence.
-   * @param sigma Noise level per sequence `(B)`.
-   * @returns Logits `(B,T,V)`, read before the next call.
-   */
-  logits(xt: Int32Array, B: number, T: number, sigma: Float64Array): Float32Array;
-}
+export type DenoiseFn = (ids: Int32Array, sigma: Float32Array) => Float32Array;
 
 /** Options of {@linkcode evaluate}. */
 export interface EvaluateOptions {
@@ -116,6 +102,8 @@ export interface EvaluateOptions {
   graph?: GraphName;
   /** Tokenizer of the tokens: enables bits per character. */
   tokenizer?: Tokenizer;
+  /** V including the mask: required with a {@linkcode DenoiseFn}, else the model's. */
+  vocabSize?: number;
 }
 
 /** What {@linkcode evaluate} returns. */
@@ -151,10 +139,6 @@ export interface EvalReport {
 /** Key of the generator of antithetic half h of a window: `0xFFFFFFFF - h`. */
 const HALF_KEY = 0xffffffff;
 
-function isModel(m: Model | Denoiser): m is Model {
-  return (m as Model).params instanceof Float32Array && (m as Model).config !== undefined;
-}
-
 function checkInt(name: string, v: number, min: number): void {
   if (!Number.isInteger(v) || v < min) {
     throw new RangeError(`Invalid ${name}: expected an integer >= ${min}, got ${v}`);
@@ -164,7 +148,7 @@ function checkInt(name: string, v: number, min: number): void {
 /**
  * Estimates the negative-ELBO bound of `model` on held-out `tokens` (see the module doc).
  *
- * @param model A model, or a {@linkcode Denoiser} function object.
+ * @param model A model, or a {@linkcode DenoiseFn} (then `vocabSize` and `context` are required).
  * @param tokens Held-out token ids `(N)`, none of them the mask.
  * @param options Draws, antithetic, seed, batch, window, schedule, loss, tokenizer.
  * @returns Nats/token, standard error, perplexity bound, bits/char and counts.
@@ -186,13 +170,20 @@ function checkInt(name: string, v: number, min: number): void {
  * ```
  */
 export function evaluate(
-  model: Model | Denoiser,
+  model: Model | DenoiseFn,
   tokens: Int32Array,
   options: EvaluateOptions = {},
 ): EvalReport {
-  const net = isModel(model);
-  const V = net ? model.config.vocabSize : model.vocabSize;
-  const maxT = net ? model.config.context : model.context;
+  const net = typeof model !== "function";
+  if (!net && (options.vocabSize === undefined || options.context === undefined)) {
+    throw new TypeError(
+      "Missing vocabSize or context: expected both with a denoiser function, got " +
+        `vocabSize ${options.vocabSize}, context ${options.context}`,
+    );
+  }
+  const V = net ? model.config.vocabSize : options.vocabSize!;
+  const maxT = net ? model.config.context : options.context!;
+  checkInt("vocabSize", V, 2);
   const K = options.samples ?? 8;
   const antithetic = options.antithetic ?? false;
   const seed = options.seed ?? 0;
@@ -292,6 +283,7 @@ export function evaluate(
     const x0 = new Int32Array(cap * len);
     const xt = new Int32Array(cap * len);
     const sigma = new Float64Array(cap);
+    const sigma32 = new Float32Array(cap); // the denoiser function's argument
     const dsigma = new Float64Array(cap);
     for (let first = 0; first < items; first += cap) {
       const B = Math.min(cap, items - first);
@@ -307,7 +299,7 @@ export function evaluate(
           const j = k - h * half;
           t = eps + (1 - eps) * ((halfU[2 * w + h] / half + j / half) % 1);
         } else t = eps + (1 - eps) * rng.uniform();
-        sigma[b] = schedule.sigma(t);
+        sigma[b] = sigma32[b] = schedule.sigma(t);
         dsigma[b] = schedule.dsigma(t);
         x0.set(tokens.subarray(w * T, w * T + len), b * len);
         corruptRow(graph, xt, x0, b, len, moveProb(sigma[b]), rng, V);
@@ -316,7 +308,7 @@ export function evaluate(
       const sig = sigma.subarray(0, B);
       const logits = net
         ? modelForward(model, ws!, inp, B, len, { sigma: sig })
-        : model.logits(inp, B, len, sig);
+        : model(inp, sigma32.subarray(0, B));
       if (logits.length < B * len * V) {
         throw new RangeError(
           `Invalid denoiser output: expected ${B * len * V} logits, got ${logits.length}`,

@@ -25,7 +25,7 @@
  * @module
  */
 
-export { type Denoiser, type EvalReport, evaluate, type EvaluateOptions } from "./elbo.ts";
+export { type DenoiseFn, type EvalReport, evaluate, type EvaluateOptions } from "./elbo.ts";
 export {
   type CharNgram,
   type CharNgramOptions,

@@ -22,8 +22,9 @@
  * enumeration over masks and against the exact likelihood of the any-order generative model.
  *
  * Reported: nats/token (total nats / N), its Monte-Carlo standard error, the perplexity bound
- * exp(nats/token), and with a tokenizer bits/char = total nats / ln 2 / characters (Unicode code
- * points of the decoded stream; `decode` drops one trailing end-of-text token).
+ * exp(nats/token), and with a tokenizer bits/char = total nats / ln 2 / characters: the Unicode
+ * code points of the decoded documents, plus one per end-of-text token (a document boundary
+ * counts as one character, like a newline, not as the 13 of its marker's text).
  *
  * Randomness: draw k of window w takes its t and mask from `new Rng(seed, w, k)`; with
  * `antithetic`, t comes instead from a u shared by half of the window's draws,
@@ -122,7 +123,7 @@ export interface EvalReport {
   totalNats: number;
   /** Tokens evaluated, N. */
   tokens: number;
-  /** Characters of the decoded windows (with a tokenizer). */
+  /** Characters of the decoded text, one per end-of-text token (with a tokenizer). */
   characters?: number;
   /** Windows, W. */
   windows: number;
@@ -134,6 +135,18 @@ export interface EvalReport {
   loss: "elbo" | "score-entropy";
   /** The graph used. */
   graph: GraphName;
+}
+
+/** Code points of the decoded documents between end-of-text ids, plus one per end-of-text id. */
+function countCharacters(tokenizer: Tokenizer, tokens: Int32Array): number {
+  let chars = 0, start = 0;
+  for (let i = 0; i <= tokens.length; i++) {
+    if (i < tokens.length && tokens[i] !== tokenizer.eotId) continue;
+    if (i > start) chars += [...decode(tokenizer, tokens.subarray(start, i))].length;
+    if (i < tokens.length) chars++;
+    start = i + 1;
+  }
+  return chars;
 }
 
 /** Key of the generator of antithetic half h of a window: `0xFFFFFFFF - h`. */
@@ -376,7 +389,7 @@ export function evaluate(
     graph,
   };
   if (options.tokenizer) {
-    const chars = [...decode(options.tokenizer, tokens)].length;
+    const chars = countCharacters(options.tokenizer, tokens);
     report.characters = chars;
     if (chars > 0) {
       report.bitsPerChar = total / Math.LN2 / chars;

@@ -326,6 +326,11 @@ Deno.test("evaluate() reports bits per character of the decoded text", () => {
   assert.equal(r.characters, text.length);
   assert.ok(Math.abs(r.bitsPerChar! - r.natsPerToken / Math.LN2) < 1e-12);
   assert.ok(Math.abs(r.bitsPerCharError! - r.standardError / Math.LN2) < 1e-12);
+  // An end-of-text id counts as one character, not as the text of its marker.
+  const withEot = new Int32Array([...tokens, tokenizer.eotId, ...tokens, tokenizer.eotId]);
+  const r2 = evaluate(model, withEot, { samples: 4, seed: 1, tokenizer });
+  assert.equal(r2.characters, 2 * text.length + 2);
+  assert.ok(Math.abs(r2.bitsPerChar! - r2.totalNats / Math.LN2 / r2.characters!) < 1e-12);
 });
 
 Deno.test("evaluate() rejects bad input with clear errors", () => {

@@ -68,12 +68,16 @@ function int(name: string, v: string | undefined, fallback: number, min = 1): nu
   return n;
 }
 
-/** The run's trainer settings from `optimizer.safetensors` (header only), or {}. */
+/** The run directory of a `--checkpoint` (a directory, or a `.safetensors` file in one). */
+function runDirOf(checkpoint: string): string {
+  if (!checkpoint.endsWith(".safetensors")) return checkpoint;
+  const slash = checkpoint.lastIndexOf("/");
+  return slash < 0 ? "." : checkpoint.slice(0, slash) || "/";
+}
+
+/** The run's trainer settings from `optimizer.safetensors`, or {}. */
 async function runSettings(checkpoint: string): Promise<Record<string, unknown>> {
-  const dir = checkpoint.endsWith(".safetensors")
-    ? checkpoint.slice(0, Math.max(0, checkpoint.lastIndexOf("/"))) || "."
-    : checkpoint;
-  const file = joinPath(dir, "optimizer.safetensors");
+  const file = joinPath(runDirOf(checkpoint), "optimizer.safetensors");
   if (!(await exists(file))) return {};
   const { metadata } = parseSafetensors(await readBytes(file));
   return JSON.parse(metadata.settings ?? "{}") as Record<string, unknown>;

@@ -18,37 +18,20 @@ import { parseArgs } from "node:util";
 import { evaluate } from "../src/eval/mod.ts";
 import { linkLatest, readCorpus } from "../src/io.ts";
 import { type PresetName, presets } from "../src/model/config.ts";
-import type { Model } from "../src/model/model.ts";
-import { decode, encode, type Tokenizer } from "../src/tokenizer/mod.ts";
+import { sample, type SampleMethod, type SampleTextOptions } from "../src/sampler/mod.ts";
+import { decode, encode } from "../src/tokenizer/mod.ts";
 import { LOSS_NAMES, type LossName } from "../src/train/batch.ts";
 import { joinDocuments, splitTokens } from "../src/train/data.ts";
 import { loadCheckpoint } from "../src/train/run_dir.ts";
 import { type StepInfo, train } from "../src/train/train.ts";
 
-/** What the CLI needs of the sampler module (issue H5): `sample(model, tokenizer, options)`. */
-type SampleFn = (
-  model: Model,
-  tokenizer: Tokenizer,
-  options: {
-    prompt: string;
-    length: number;
-    steps: number;
-    seed: number;
-    method?: string;
-    onStep?: (s: { step: number; tokens: Int32Array }) => void;
-  },
-) => { text: string };
+const METHODS: readonly SampleMethod[] = ["ancestral", "confidence", "euler", "tweedie"];
 
-// Loaded at run time so that the trainer works while the sampler module is being written.
-const SAMPLER_MODULE = "../src/sampler/mod.ts";
-
-async function loadSampler(): Promise<SampleFn | undefined> {
-  try {
-    const mod = await import(SAMPLER_MODULE);
-    return mod.sample as SampleFn;
-  } catch {
-    return undefined;
-  }
+/** The sampler's reading of the network: log-scores for score entropy, logits otherwise. */
+function samplerOutput(metadata: Record<string, string>): SampleTextOptions {
+  const loss = metadata.loss ?? "seed";
+  const graph = metadata.graph === "uniform" ? "uniform" : "absorb";
+  return loss === "score-entropy" ? { output: "logScore", graph } : { output: "logits" };
 }
 
 /** A usage error: printed with the subcommand's help hint, exit code 2. */
@@ -69,11 +52,11 @@ Options:
   --workers <n>      gradient workers; 0 runs in-process (default: every core)
   --preset <name>    ${Object.keys(presets).join(" | ")} (default: small)
   --out <dir>        run directory (default: runs/<preset>-<date>-<time>)
-  --resume <dir>     continue the run in <dir> (e.g. runs/latest)
+  --resume <dir>     continue the run in <dir> (e.g. runs/latest) with its settings
   --seed <n>         run seed (default: 0)
-  --batch <n>        sequences per step (default: 16)
+  --batch <n>        sequences per step (default: 8: more, smaller steps in a short budget)
   --context <n>      tokens per sequence (default: the preset's)
-  --lr <x>           peak learning rate (default: 1e-3)
+  --lr <x>           peak learning rate, warm-up then cosine decay (default: 3e-3)
   --loss <name>      ${LOSS_NAMES.join(" | ")} (default: seed)
   --vocab <n>        tokenizer vocabulary size (default: 512)
   --samples <n>      samples printed at the end (default: 3)
@@ -87,10 +70,10 @@ Generates text from a trained checkpoint by iterative unmasking.
 Options:
   --checkpoint <dir>  a run directory or a model.safetensors file (required)
   --prompt <text>     the text to continue (default: "")
-  --length <n>        tokens to generate after the prompt (default: 128)
+  --length <n>        tokens in all, prompt included (default: 128, at most the context)
   --steps <n>         denoising steps (default: 64)
   --seed <n>          sampling seed (default: 0)
-  --method <name>     sampler (default: the sampler's own)
+  --method <name>     ancestral | confidence | euler | tweedie (default: ancestral)
   --show-steps        print the text after every step, masks shown as _
   --help              this text
 `;
@@ -224,9 +207,11 @@ async function trainCommand(args: string[]): Promise<number> {
   const minutes = num("minutes", v.minutes) ?? (steps === undefined ? 5 : undefined);
   const workers = int("workers", v.workers, 0);
   const seed = int("seed", v.seed, 0);
-  const batch = int("batch", v.batch, 1);
+  // A resumed run keeps its own settings unless a flag overrides them.
+  const fresh = v.resume === undefined;
+  const batch = int("batch", v.batch, 1) ?? (fresh ? 8 : undefined);
   const context = int("context", v.context, 1);
-  const lr = num("lr", v.lr);
+  const lr = num("lr", v.lr) ?? (fresh ? 3e-3 : undefined);
   const vocab = int("vocab", v.vocab, 258);
   const nSamples = int("samples", v.samples, 0) ?? 3;
   const data = v.data ?? mobyDickFolder();
@@ -286,14 +271,14 @@ async function trainCommand(args: string[]): Promise<number> {
   const linked = out.startsWith("runs/") ? await linkLatest(out, "runs/latest") : false;
   console.error(`Wrote ${out}/model.safetensors, optimizer.safetensors, metrics.jsonl, loss.svg`);
 
-  const sample = nSamples > 0 ? await loadSampler() : undefined;
-  if (nSamples > 0 && !sample) console.error("No samples: the sampler module is not available.");
-  for (let k = 0; sample && k < Math.min(nSamples, PROMPTS.length); k++) {
+  const output = samplerOutput({ loss: v.loss ?? "seed" });
+  for (let k = 0; k < Math.min(nSamples, PROMPTS.length); k++) {
     const s = sample(result.model, result.tokenizer, {
       prompt: PROMPTS[k],
-      length: 96,
+      length: Math.min(96, result.model.config.context),
       steps: 48,
       seed: k,
+      ...output,
     });
     console.log(`\n--- sample ${k + 1} (prompt ${JSON.stringify(PROMPTS[k])}) ---\n${s.text}`);
   }
@@ -322,29 +307,43 @@ async function sampleCommand(args: string[]): Promise<number> {
     return 0;
   }
   if (!v.checkpoint) throw new UsageError("Missing --checkpoint: expected a run directory");
-  const length = int("length", v.length, 1) ?? 128;
+  const lengthFlag = int("length", v.length, 1);
   const steps = int("steps", v.steps, 1) ?? 64;
   const seed = int("seed", v.seed, 0) ?? 0;
-  const { model, tokenizer, step } = await loadCheckpoint(v.checkpoint);
+  const method = v.method;
+  if (method !== undefined && !METHODS.includes(method as SampleMethod)) {
+    throw new UsageError(
+      `Invalid --method: expected one of ${METHODS.join(", ")}, got "${method}"`,
+    );
+  }
+  const { model, tokenizer, step, metadata } = await loadCheckpoint(v.checkpoint);
+  const context = model.config.context;
+  if (lengthFlag !== undefined && lengthFlag > context) {
+    throw new UsageError(
+      `Invalid --length: expected at most the model's context ${context}, got ${lengthFlag}`,
+    );
+  }
+  const length = lengthFlag ?? Math.min(128, context);
   const prompt = v.prompt ?? "";
   console.error(`Loaded ${v.checkpoint} (step ${step}, ${model.params.length} parameters)`);
   const showSteps = v["show-steps"] ?? false;
-  const sample = await loadSampler();
-  if (!sample) {
-    console.error("Cannot sample: the sampler module (src/sampler/mod.ts) is not available.");
-    return 1;
-  }
   const out = sample(model, tokenizer, {
     prompt,
     length,
     steps,
     seed,
-    method: v.method,
+    method: method as SampleMethod | undefined,
+    ...samplerOutput(metadata),
     onStep: showSteps
-      ? (s: { step: number; tokens: Int32Array }) => {
-        const text = Array.from(s.tokens, (id) =>
-          id === tokenizer.maskId ? "_" : decode(tokenizer, [id])).join("");
-        console.log(`[${String(s.step).padStart(3)}] ${text.replace(/\n/g, " ")}`);
+      ? (ids: Int32Array, k: number) => {
+        // Runs of revealed tokens decode together (a byte-level token may be half a character).
+        let text = "", run: number[] = [];
+        for (const id of ids.subarray(0, length)) {
+          if (id !== tokenizer.maskId) run.push(id);
+          else (text += decode(tokenizer, run) + "_"), run = [];
+        }
+        text += decode(tokenizer, run);
+        console.log(`[${String(k).padStart(3)}] ${text.replace(/\n/g, " ")}`);
       }
       : undefined,
   });

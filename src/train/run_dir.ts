@@ -3,7 +3,7 @@
  *
  * ```
  * model.safetensors      weights under PyTorch's state-dict names; __metadata__: config,
- *                        tokenizer (JSON), step
+ *                        tokenizer (JSON), step, loss and graph (how to read the output)
  * optimizer.safetensors  everything to resume: params, AdamW moments m and v, step, the trainer
  *                        settings (seed, batch, schedule, ...) and the same config and tokenizer
  * metrics.jsonl          one JSON object per logged step (loss, lr, tokens/s, held-out loss)
@@ -84,11 +84,18 @@ function baseMetadata(model: Model, tokenizer: Tokenizer, step: number): Record<
  * @param model The model.
  * @param tokenizer Its tokenizer.
  * @param step Steps trained.
+ * @param extra Further metadata (the trainer adds `loss` and `graph`, which tell a sampler how
+ *   to read the network's output).
  * @returns The file's bytes.
  */
-export function modelCheckpointBytes(model: Model, tokenizer: Tokenizer, step: number): Uint8Array {
+export function modelCheckpointBytes(
+  model: Model,
+  tokenizer: Tokenizer,
+  step: number,
+  extra: Record<string, string> = {},
+): Uint8Array {
   const { config: _, ...rest } = baseMetadata(model, tokenizer, step);
-  return modelToSafetensors(model, rest);
+  return modelToSafetensors(model, { ...extra, ...rest });
 }
 
 function readMeta(meta: Record<string, string>, what: string): {
@@ -215,7 +222,10 @@ export async function saveCheckpoint(
   );
   await writeFileAtomic(
     joinPath(dir, "model.safetensors"),
-    modelCheckpointBytes(model, tokenizer, optimizer.step),
+    modelCheckpointBytes(model, tokenizer, optimizer.step, {
+      loss: String(settings.loss ?? "seed"),
+      graph: String(settings.graph ?? "absorb"),
+    }),
   );
 }
 

@@ -35,6 +35,7 @@ Deno.test("cli main() rejects unknown flags and bad values with exit 2", async (
     [["train", "--loss", "mse"], /Invalid --loss/],
     [["sample"], /Missing --checkpoint/],
     [["sample", "--checkpoint", "x", "--length", "0"], /Invalid --length/],
+    [["sample", "--checkpoint", "x", "--method", "magic"], /Invalid --method/],
     [["eval"], /Missing --checkpoint/],
     [["eval", "--checkpoint", "x", "--held-out", "1.5"], /Invalid --held-out/],
     [["frobnicate"], /Unknown command/],
@@ -46,7 +47,7 @@ Deno.test("cli main() rejects unknown flags and bad values with exit 2", async (
   }
 });
 
-Deno.test("cli train writes the run directory, progress lines and the next command", async () => {
+Deno.test("cli train, eval and sample: run directory, progress, samples, next command", async () => {
   const dir = await makeTempDir();
   try {
     const text = "Call me Ishmael. Some years ago, never mind how long precisely. ".repeat(30);
@@ -54,13 +55,15 @@ Deno.test("cli train writes the run directory, progress lines and the next comma
     const t = await run([
       "train",
       ...["--data", `${dir}/data.txt`, "--preset", "tiny", "--steps", "3", "--workers", "0"],
-      ...["--out", `${dir}/run`, "--batch", "2", "--vocab", "300", "--samples", "0"],
+      ...["--out", `${dir}/run`, "--batch", "2", "--vocab", "300", "--samples", "2"],
     ]);
     assert.equal(t.code, 0, t.err);
     for (const f of ["model.safetensors", "optimizer.safetensors", "metrics.jsonl", "loss.svg"]) {
       assert.ok(await exists(`${dir}/run/${f}`), f);
     }
     assert.match(t.out, new RegExp(`Next: deno task sample --checkpoint ${dir}/run`));
+    assert.match(t.out, /--- sample 1 \(prompt "Call me Ishmael\."\) ---\nCall me Ishmael\./);
+    assert.match(t.out, /--- sample 2 /);
     assert.match(t.err, /step 1\/3 {2}loss \d/); // plain progress lines when not a terminal
     assert.match(t.err, /Done \(steps\): 3 steps, final loss \d/);
     const e = await run([
@@ -69,6 +72,18 @@ Deno.test("cli train writes the run directory, progress lines and the next comma
     ]);
     assert.equal(e.code, 0, e.err);
     assert.match(e.out, /nats\/token \d+\.\d+ ± \d+\.\d+ {2}bits\/char \d+\.\d+/);
+    const s = await run([
+      "sample",
+      ...["--checkpoint", `${dir}/run`, "--prompt", "Call me", "--length", "12", "--steps", "4"],
+      "--show-steps",
+    ]);
+    assert.equal(s.code, 0, s.err);
+    const lines = s.out.split("\n");
+    const sampled = lines.at(-1)!;
+    assert.ok(lines.length >= 5, s.out); // a line per step (4, and a final denoise), the text
+    assert.ok(lines.slice(0, -1).every((l) => /^\[ {2}\d\] Call me/.test(l)), s.out);
+    assert.match(lines[0], /_/); // masks still showing after the first step
+    assert.ok(sampled.startsWith("Call me") && !sampled.includes("<|mask|>"), sampled);
   } finally {
     await removeDir(dir);
   }

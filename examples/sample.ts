@@ -12,7 +12,14 @@ import { loadCheckpoint } from "../src/train/run_dir.ts";
 import { sample } from "../src/sampler/mod.ts";
 
 const [checkpoint = "runs/latest", prompt = "Call me Ishmael."] = Deno.args;
-const { model, tokenizer, step } = await loadCheckpoint(checkpoint);
+const { model, tokenizer, step, metadata } = await loadCheckpoint(checkpoint);
 console.error(`loaded ${checkpoint}: step ${step}, ${model.params.length} parameters`);
-const { text } = sample(model, tokenizer, { prompt, length: 128, steps: 64, seed: 0 });
+const { text } = sample(model, tokenizer, {
+  prompt,
+  length: Math.min(128, model.config.context), // tokens in all, the prompt's included
+  steps: 64,
+  seed: 0,
+  // A score-entropy run's network outputs log-scores; the other losses' output logits.
+  output: metadata.loss === "score-entropy" ? "logScore" : "logits",
+});
 console.log(text);

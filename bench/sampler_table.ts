@@ -150,14 +150,17 @@ async function main(): Promise<void> {
   const methods = (v.methods ?? "confidence,euler,tweedie,ancestral").split(",")
     .map((s) => s.trim()).filter((s) => s !== "");
 
-  const { model, tokenizer, step } = await loadCheckpoint(v.checkpoint);
+  const { model, tokenizer, step, metadata } = await loadCheckpoint(v.checkpoint);
   const settings = await runSettings(v.checkpoint);
   const context = typeof settings.context === "number" ? settings.context : model.config.context;
   const heldOutFraction = typeof settings.heldOutFraction === "number"
     ? settings.heldOutFraction
     : 0.02;
-  const loss = settings.loss === "score-entropy" ? "score-entropy" : "elbo";
-  const graph = settings.graph === "uniform" ? "uniform" : "absorb";
+  // The run's objective: model.safetensors' metadata, else the trainer settings. A `seed` or
+  // `elbo` model outputs logits and is bounded with `elbo`; `score-entropy` outputs log-scores.
+  const runLoss = metadata.loss ?? settings.loss;
+  const loss = runLoss === "score-entropy" ? "score-entropy" : "elbo";
+  const graph = (metadata.graph ?? settings.graph) === "uniform" ? "uniform" : "absorb";
   const length = Math.min(int("length", v.length, 128), model.config.context);
 
   const data = v.data ??

@@ -1,0 +1,17 @@
+/**
+ * The trainer: {@linkcode train} shards each batch's gradient over Web Workers (comlink), sums
+ * the shards in a fixed order, clips and takes the AdamW step; checkpoints, resume and metrics
+ * live in a run directory.
+ *
+ * @module
+ */
+
+export {
+  clipGradNorm,
+  learningRate,
+  NonFiniteError,
+  type StepInfo,
+  train,
+  type TrainOptions,
+  type TrainResult,
+} from "./train.ts";

@@ -7,9 +7,12 @@
  * ```
  *
  * ```sh
- * deno run --allow-read --allow-env bench/throughput.ts --preset small --batch 16 --context 128 --workers 2
- * deno run --allow-read --allow-env bench/throughput.ts --compare   # 1 vs 2 workers, and the ratio
+ * deno run --allow-read bench/throughput.ts --preset small --batch 16 --context 128 --workers 2
+ * deno run --allow-read --allow-sys bench/throughput.ts --compare   # 1 vs 2 workers, the ratio
  * ```
+ *
+ * With `--compare` it also prints the CPU time per step (all threads): when two workers use no
+ * more CPU per step than one, a wall-clock ratio below 2x comes from other load on the cores.
  *
  * `msPerStep` is the median over the timed steps, after untimed warm-up steps (JIT, worker start).
  * Tokens are random ids over a 512-token vocabulary: the cost of a step does not depend on them.
@@ -17,6 +20,7 @@
  * @module
  */
 
+import process from "node:process";
 import { parseArgs } from "node:util";
 import { type PresetName, presets } from "../src/model/config.ts";
 import { createModel } from "../src/model/model.ts";
@@ -35,6 +39,12 @@ export interface Throughput {
   msPerStep: number;
   tokensPerSecond: number;
   peakRssMB: number;
+}
+
+/** A measurement with the process's CPU time per step (every thread, workers included). */
+export interface Measured extends Throughput {
+  /** CPU milliseconds per timed step, averaged; wall time above it means waiting or sharing. */
+  cpuMsPerStep: number;
 }
 
 function rssMB(): number {
@@ -56,7 +66,7 @@ export async function measure(o: {
   warmup: number;
   vocab: number;
   loss: LossName;
-}): Promise<Throughput> {
+}): Promise<Measured> {
   const model = createModel(o.preset, { vocabSize: o.vocab, context: o.context, seed: 1 });
   const rng = new Rng(1);
   const tokens = Int32Array.from({ length: 100_000 }, () => rng.int(o.vocab - 1));
@@ -72,8 +82,10 @@ export async function measure(o: {
   const opt = createAdamW(model.params.length);
   const times: number[] = [];
   let peak = rssMB();
+  let cpu0 = process.cpuUsage();
   try {
     for (let s = 0; s < o.warmup + o.steps; s++) {
+      if (s === o.warmup) cpu0 = process.cpuUsage();
       const t0 = performance.now();
       fillBatch(pool.batch, tokens, { seed: 1, step: s, loss: o.loss, vocabSize: o.vocab });
       await pool.gradient(s);
@@ -85,6 +97,7 @@ export async function measure(o: {
   } finally {
     pool.terminate();
   }
+  const cpu = process.cpuUsage(cpu0);
   times.sort((a, b) => a - b);
   const ms = times[Math.floor(times.length / 2)];
   return {
@@ -95,10 +108,16 @@ export async function measure(o: {
     msPerStep: Number(ms.toFixed(2)),
     tokensPerSecond: Math.round(o.batch * o.context / (ms / 1000)),
     peakRssMB: Number(peak.toFixed(1)),
+    cpuMsPerStep: Number(((cpu.user + cpu.system) / 1000 / o.steps).toFixed(1)),
   };
 }
 
-const HELP = `Usage: deno run --allow-read --allow-env bench/throughput.ts [options]
+function jsonLine(m: Measured): string {
+  const { cpuMsPerStep: _, ...r } = m;
+  return JSON.stringify(r);
+}
+
+const HELP = `Usage: deno run --allow-read bench/throughput.ts [options]
 
   --preset <name>   ${Object.keys(presets).join(" | ")} (default: small)
   --batch <n>       sequences per step (default: 16)
@@ -171,21 +190,31 @@ if (import.meta.main) {
     vocab: 512,
   };
   const counts = v.compare ? [1, 2] : [int("workers", v.workers, 2, 0)];
-  const results: Throughput[] = [];
+  const results: Measured[] = [];
   for (const workers of counts) {
     const r = await measure({ ...base, workers });
     results.push(r);
     if (!v.json) {
       console.log(
         `${preset} B=${r.batch} T=${r.context} workers=${r.workers}: ${r.msPerStep} ms/step, ` +
-          `${r.tokensPerSecond.toLocaleString("en-US")} tokens/s, peak RSS ${r.peakRssMB} MB`,
+          `${r.tokensPerSecond.toLocaleString("en-US")} tokens/s, peak RSS ${r.peakRssMB} MB, ` +
+          `CPU ${r.cpuMsPerStep} ms/step`,
       );
     }
-    if (v.json || !v.compare) console.log(JSON.stringify(r));
+    if (v.json || !v.compare) console.log(jsonLine(r));
   }
   if (v.compare && !v.json) {
     const ratio = results[1].tokensPerSecond / results[0].tokensPerSecond;
-    console.log(`speed-up 2 vs 1 workers: ${ratio.toFixed(2)}x (target >= 1.7x)`);
-    console.log(JSON.stringify(results[1]));
+    const cpuRatio = results[1].cpuMsPerStep / results[0].cpuMsPerStep;
+    let load = "unknown (--allow-sys shows it)";
+    try {
+      load = Deno.loadavg().map((x) => x.toFixed(2)).join(" ");
+    } catch { /* no sys permission */ }
+    console.log(
+      `speed-up 2 vs 1 workers: ${ratio.toFixed(2)}x (target >= 1.7x); CPU per step ` +
+        `${cpuRatio.toFixed(2)}x that of one worker; load average ${load} on ` +
+        `${navigator.hardwareConcurrency} cores`,
+    );
+    console.log(jsonLine(results[1]));
   }
 }

@@ -139,18 +139,24 @@ Deno.test("train() stops on a non-finite loss and keeps the last good checkpoint
   const dir = await makeTempDir();
   try {
     // A learning rate of 1e38 sends the weights to float32's edge after one step.
+    let failedAt = -1;
     await assert.rejects(
       train({ ...base, lr: 1e38, warmup: 0, clip: 0, out: `${dir}/run`, checkpointEvery: 1 }),
       (e: unknown) => {
         assert.ok(e instanceof NonFiniteError, String(e));
         assert.match(e.message, /Non-finite .* at step \d+/);
-        assert.match(e.message, /last good checkpoint/);
+        assert.match(e.message, /last good checkpoint \(step \d+\)/);
+        failedAt = e.step;
         return true;
       },
     );
+    // The failing step wrote nothing: the files hold the step before it, all finite.
+    assert.ok(failedAt >= 1);
     const ckpt = await loadCheckpoint(`${dir}/run`);
     const saved = await loadRun(`${dir}/run`);
-    assert.equal(ckpt.step, saved.step);
+    assert.equal(ckpt.step, failedAt);
+    assert.equal(saved.step, failedAt);
+    assert.ok(ckpt.model.params.every(Number.isFinite));
   } finally {
     await removeDir(dir);
   }

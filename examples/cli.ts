@@ -214,12 +214,12 @@ async function trainCommand(args: string[]): Promise<number> {
   const lr = num("lr", v.lr) ?? (fresh ? 3e-3 : undefined);
   const vocab = int("vocab", v.vocab, 258);
   const nSamples = int("samples", v.samples, 0) ?? 3;
-  const data = v.data ?? mobyDickFolder();
+  const data = v.data ?? (fresh ? mobyDickFolder() : undefined); // a resumed run knows its data
   const out = v.resume ?? v.out ?? `runs/${preset}-${stamp(new Date())}`;
 
   console.error(
-    `Training ${v.resume ? `(resuming ${v.resume}) ` : ""}the ${preset} preset on ${
-      v.data ?? "Moby-Dick"
+    `${fresh ? `Training the ${preset} preset` : `Resuming ${v.resume}`} on ${
+      v.data ?? (fresh ? "Moby-Dick" : "its data")
     } for ${steps !== undefined ? `${steps} steps` : ""}${
       steps !== undefined && minutes !== undefined ? " or " : ""
     }${minutes !== undefined ? `${minutes} minutes` : ""}; run directory ${out}`,

@@ -170,7 +170,9 @@ export async function removeDir(dir: string): Promise<void> {
  * @returns `false` when the platform refused symbolic links.
  */
 export async function linkLatest(target: string, link: string): Promise<boolean> {
-  const rel = path.relative(path.dirname(link), target);
+  // Through the real path, so `runs/latest` given as the target never points at itself.
+  const real = await fs.realpath(target);
+  const rel = path.relative(await fs.realpath(path.dirname(link)), real);
   const tmp = `${link}.${process.pid}.${tempCounter++}.tmp`;
   try {
     await fs.symlink(rel, tmp);

@@ -50,7 +50,7 @@ export interface StepInfo {
 export interface TrainOptions {
   /** Training text: one document or several (joined with EOT). */
   text?: string | string[];
-  /** A file or a folder of `.txt` files (needs file-system access). */
+  /** A file or a folder of `.txt` files (needs file-system access); a resumed run's own by default. */
   data?: string;
   /** An already tokenized stream (needs `tokenizer`). */
   tokens?: Int32Array;
@@ -244,6 +244,7 @@ interface Settings {
   evalBatches: number;
   steps: number | null;
   workers: number;
+  data: string | null;
   dataHash: string;
 }
 
@@ -291,10 +292,15 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   // Tokenizer and token stream.
   let tokenizer = options.tokenizer ?? resumed?.tokenizer;
   let docs: string[] | undefined;
+  // A resumed run without data of its own reads the path it was trained on.
+  const dataPath = options.data ??
+    (options.text === undefined && options.tokens === undefined && typeof saved.data === "string"
+      ? saved.data
+      : undefined);
   if (options.text !== undefined) {
     docs = typeof options.text === "string" ? [options.text] : options.text;
-  } else if (options.data !== undefined) {
-    docs = await (await import("../io.ts")).readCorpus(options.data);
+  } else if (dataPath !== undefined) {
+    docs = await (await import("../io.ts")).readCorpus(dataPath);
   }
   if (!docs && !options.tokens) {
     throw new TypeError("Missing data: expected text, data (a path) or tokens");
@@ -362,6 +368,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     steps: Number.isFinite(steps) ? steps : null,
     // The same worker count keeps a resumed run bitwise on the uninterrupted run's track.
     workers: options.workers ?? saved.workers ?? (globalThis.navigator?.hardwareConcurrency ?? 1),
+    data: dataPath ?? null,
     dataHash,
   };
   s.minLr = options.minLr ?? saved.minLr ?? s.lr / 10;

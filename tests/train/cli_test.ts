@@ -66,6 +66,10 @@ Deno.test("cli train, eval and sample: run directory, progress, samples, next co
     assert.match(t.out, /--- sample 2 /);
     assert.match(t.err, /step 1\/3 {2}loss \d/); // plain progress lines when not a terminal
     assert.match(t.err, /Done \(steps\): 3 steps, final loss \d/);
+    const r = await run(["train", "--resume", `${dir}/run`, "--steps", "5", "--samples", "0"]);
+    assert.equal(r.code, 0, r.err);
+    assert.match(r.err, /Done \(steps\): 5 steps/);
+    assert.match(r.err, /step 4\/5 /);
     const e = await run([
       "eval",
       ...["--checkpoint", `${dir}/run`, "--data", `${dir}/data.txt`, "--samples", "2"],

@@ -16,14 +16,15 @@
  * `base`/`limit` region: instances that share a memory must own disjoint arenas).
  *
  * Two ways to call a kernel:
- * - convenience: pass any Float32Arrays; those outside the wasm memory are copied in (and C
- *   back out) through a temporary arena region that is released after the call.
- * - zero-copy: allocate the buffers with `alloc(nFloats)`; views into the wasm memory are
- *   used in place.
+ * - zero-copy: allocate every operand with `alloc(nFloats)`; views into the wasm memory are
+ *   used in place. This is the fast path the model uses.
+ * - convenience: pass any Float32Arrays. When any operand is outside the wasm memory, all
+ *   operands are copied into a private scratch instance (its own memory, made on first use),
+ *   the product runs there and C is copied back. Correct, but it costs the copies.
  *
- * THE GROWTH RULE. `alloc()`, `reserve()` and a convenience call that copies may grow the
- * memory. Growing a plain (non-shared) memory DETACHES every Float32Array view into it
- * (length 0 afterwards). So: allocate everything first (or `reserve()` the total up front),
+ * THE GROWTH RULE. This memory grows only inside `alloc()` and `reserve()`, never inside a
+ * kernel call. Growing a plain (non-shared) memory DETACHES every Float32Array view into it
+ * (length 0 afterwards). So: `reserve()` the total up front (or allocate everything first),
  * then take and keep views; if memory may have grown since, rebuild a view with
  * `floats(byteOffset, length)` from the offsets you recorded. Views of a shared memory are
  * never detached. A kernel given a detached view throws a RangeError (it is too short).
@@ -87,7 +88,8 @@ export interface WasmKernels extends MatmulKernels {
   readonly shared: boolean;
   /**
    * Allocates `nFloats` zero-filled floats in the wasm memory, 64-byte aligned, and returns a
-   * view. May grow the memory (see the growth rule in the module doc).
+   * view. May grow the memory, detaching earlier views of a plain memory (see the growth rule
+   * in the module doc).
    */
   alloc(nFloats: number): Float32Array;
   /** Grows the memory now so that `nFloats` more floats can be allocated without growth. */
@@ -363,42 +365,34 @@ function buildKernels(
       (arr.buffer === mem.buffer || (shared && buffers.has(arr.buffer)));
   }
 
-  /**
-   * Runs `body` with byte pointers for each operand: in-memory views as they are, others
-   * copied into a temporary region (C copied back after). Pointers of in-memory operands
-   * are read before any growth, so a copy that grows the memory cannot lose them.
-   */
-  function withPointers(
-    c: Float32Array,
-    nc: number,
-    ins: [Float32Array | null, number][],
-    body: (pc: number, pins: number[]) => void,
+  const allIn = (...xs: (Float32Array | null)[]) => xs.every((x) => x === null || inMemory(x));
+
+  // Convenience calls copy through a private scratch instance with its own memory, so this
+  // memory never grows behind the caller's back (growth would detach the caller's views).
+  let scratch: WasmKernels | undefined;
+  function viaScratch(
+    ops: [Float32Array | null, number][],
+    run: (s: WasmKernels, copies: (Float32Array | null)[]) => void,
   ): void {
-    const cIn = inMemory(c);
-    const insIn = ins.map(([x]) => x === null || inMemory(x));
-    if (cIn && insIn.every((v) => v)) {
-      body(c.byteOffset, ins.map(([x]) => x === null ? 0 : x.byteOffset));
-      return;
+    if (scratch === undefined) {
+      const v = WebAssembly.validate(bytesOf(variant, false)) ? variant : "simd";
+      scratch = buildKernels(compiled(v, false), v, false, {});
     }
-    const m = top;
+    const s = scratch;
+    const m = s.mark();
     try {
-      const pins = ins.map(([x], i) => x === null ? 0 : insIn[i] ? x.byteOffset : -1);
-      const pcIn = cIn ? c.byteOffset : -1;
-      // allocate all temporaries first (may grow), then copy (views made after growth)
-      const tmp = ins.map(([x, n], i) => pins[i] === -1 && x !== null ? allocBytes(n) : -1);
-      const pcTmp = cIn ? -1 : allocBytes(nc);
-      ins.forEach(([x, n], i) => {
-        if (tmp[i] >= 0) {
-          floats(tmp[i], n).set(x!.length === n ? x! : x!.subarray(0, n));
-          pins[i] = tmp[i];
-        }
+      s.reserve(ops.reduce((t, [x, n]) => t + (x === null ? 0 : n + ALIGN / 4), 0));
+      const copies = ops.map(([x, n]) => {
+        if (x === null) return null;
+        const v = s.alloc(n);
+        v.set(x.length === n ? x : x.subarray(0, n));
+        return v;
       });
-      const pc = cIn ? pcIn : pcTmp;
-      if (!cIn) floats(pcTmp, nc).set(c.length === nc ? c : c.subarray(0, nc));
-      body(pc, pins);
-      if (!cIn) c.set(floats(pcTmp, nc));
+      run(s, copies);
+      const [c, n] = ops[0];
+      c!.set(copies[0]!.subarray(0, n));
     } finally {
-      top = m;
+      s.release(m);
     }
   }
 
@@ -424,21 +418,44 @@ function buildKernels(
     inMemory,
     matmulAB(c, a, b, M, K, N, accumulate = false) {
       checkMatmulArgs("AB", c, a, b, null, M, K, N);
-      withPointers(c, M * N, [[a, M * K], [b, K * N]], (pc, [pa, pb]) => {
-        ex.matmulAB(pc, pa, pb, M, K, N, accumulate ? 1 : 0, ws);
-      });
+      if (allIn(c, a, b)) {
+        ex.matmulAB(c.byteOffset, a.byteOffset, b.byteOffset, M, K, N, accumulate ? 1 : 0, ws);
+      } else {
+        viaScratch([[c, M * N], [a, M * K], [b, K * N]], (s, [c2, a2, b2]) => {
+          s.matmulAB(c2!, a2!, b2!, M, K, N, accumulate);
+        });
+      }
     },
     matmulABt(c, a, b, bias, M, K, N, accumulate = false) {
       checkMatmulArgs("ABt", c, a, b, bias, M, K, N);
-      withPointers(c, M * N, [[a, M * K], [b, K * N], [bias, N]], (pc, [pa, pb, pbias]) => {
-        ex.matmulABt(pc, pa, pb, pbias, M, K, N, accumulate ? 1 : 0, ws);
-      });
+      if (allIn(c, a, b, bias)) {
+        const pbias = bias === null ? 0 : bias.byteOffset;
+        ex.matmulABt(
+          c.byteOffset,
+          a.byteOffset,
+          b.byteOffset,
+          pbias,
+          M,
+          K,
+          N,
+          accumulate ? 1 : 0,
+          ws,
+        );
+      } else {
+        viaScratch([[c, M * N], [a, M * K], [b, K * N], [bias, N]], (s, [c2, a2, b2, bias2]) => {
+          s.matmulABt(c2!, a2!, b2!, bias2, M, K, N, accumulate);
+        });
+      }
     },
     matmulAtB(c, a, b, M, K, N, accumulate = false) {
       checkMatmulArgs("AtB", c, a, b, null, M, K, N);
-      withPointers(c, M * N, [[a, M * K], [b, K * N]], (pc, [pa, pb]) => {
-        ex.matmulAtB(pc, pa, pb, M, K, N, accumulate ? 1 : 0, ws);
-      });
+      if (allIn(c, a, b)) {
+        ex.matmulAtB(c.byteOffset, a.byteOffset, b.byteOffset, M, K, N, accumulate ? 1 : 0, ws);
+      } else {
+        viaScratch([[c, M * N], [a, M * K], [b, K * N]], (s, [c2, a2, b2]) => {
+          s.matmulAtB(c2!, a2!, b2!, M, K, N, accumulate);
+        });
+      }
     },
   };
   return kernels;

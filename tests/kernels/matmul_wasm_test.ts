@@ -274,3 +274,15 @@ Deno.test("wasm kernels: with a shared memory, views from before a growth stay a
   k.matmulAB(c, a, b, 2, 2, 2);
   assert.deepEqual([...k.floats(c.byteOffset, 4)], [1, 2, 3, 4]);
 });
+
+Deno.test("wasm kernels: a mixed call (C in memory, large A and B outside) never grows the memory, so C's view stays attached", () => {
+  const k = createWasmKernels({ variant: "simd", initialPages: 40 });
+  const [M, K, N] = [4, 1 << 16, 4]; // A and B: 1 MiB each, more than the free pages
+  const c = k.alloc(M * N);
+  const bytes = k.memory.buffer.byteLength;
+  const a = new Float32Array(M * K).fill(1), b = new Float32Array(K * N).fill(0.5);
+  k.matmulAB(c, a, b, M, K, N);
+  assert.equal(k.memory.buffer.byteLength, bytes);
+  assert.equal(c.length, M * N);
+  assert.deepEqual([...c], new Array(M * N).fill(K / 2));
+});

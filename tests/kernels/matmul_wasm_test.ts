@@ -286,3 +286,26 @@ Deno.test("wasm kernels: a mixed call (C in memory, large A and B outside) never
   assert.equal(c.length, M * N);
   assert.deepEqual([...c], new Array(M * N).fill(K / 2));
 });
+
+Deno.test("wasm kernels: a view detached by growth is refused with a RangeError, not read as zeros", () => {
+  const k = createWasmKernels({ variant: "simd", initialPages: 40 });
+  const c = k.alloc(4);
+  k.alloc(1 << 20); // grows: c is detached
+  assert.throws(
+    () => k.matmulAB(c, new Float32Array(4), new Float32Array(4), 2, 2, 2),
+    (e: unknown) => e instanceof RangeError && /buffer c too short.*got 0/.test(e.message),
+  );
+});
+
+Deno.test("assertClose() (the tolerance used above) rejects a result that drops one product term", () => {
+  const rand = seeded(3);
+  const [M, K, N] = [7, 129, 9];
+  const a = randomArray(M * K, rand), b = randomArray(K * N, rand);
+  const want = new Float32Array(M * N);
+  refKernels.matmulAB(want, a, b, M, K, N);
+  const got = want.slice();
+  got[10] -= a[1 * K + 5] * b[5 * N + 1]; // element (1,1) without its k = 5 term
+  const mag = magnitudes("AB", new Float32Array(M * N), a, b, null, M, K, N, false);
+  assert.throws(() => assertClose(got, want, mag, K, "dropped term"), /element 10/);
+  assertClose(want, want, mag, K, "identical");
+});

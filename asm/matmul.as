@@ -19,7 +19,8 @@
 // contiguous), for each MC block the A slice into 4-row panels (kc x 4), then a 4x8
 // register-blocked microkernel (8 f32x4 accumulators) runs over every (4, 8) tile. The
 // three products differ only in how A and B are packed. Panels are zero-padded, so any
-// M, N, K works; tiles on the right and bottom edges go through a 4x8 scratch tile.
+// M, N, K works; a 4x4 right-edge tile has its own kernel (narrow outputs, N = 4), other
+// tiles on the right and bottom edges go through a 4x8 scratch tile.
 
 // Microkernel tile: MR rows x NR columns of C.
 const MR: i32 = 4;
@@ -298,6 +299,37 @@ function microFull(kc: i32, a: usize, b: usize, c: usize, ldc: usize, loadC: boo
   micro(kc, a, b, c, ldc, loadC, bias);
 }
 
+/**
+ * A 4x4 tile (the left half of a B panel): narrow outputs such as N = 4 run here instead of
+ * through the scratch tile. Same contract as micro with 4 columns.
+ */
+function microHalf(kc: i32, a: usize, b: usize, c: usize, ldc: usize, loadC: bool, bias: usize): void {
+  const c0 = c;
+  const c1 = c0 + ldc;
+  const c2 = c1 + ldc;
+  const c3 = c2 + ldc;
+  let x0 = f32x4.splat(0), x1 = f32x4.splat(0), x2 = f32x4.splat(0), x3 = f32x4.splat(0);
+  if (loadC) {
+    x0 = v128.load(c0); x1 = v128.load(c1); x2 = v128.load(c2); x3 = v128.load(c3);
+  }
+  if (bias != 0) {
+    const y = v128.load(bias);
+    x0 = f32x4.add(x0, y); x1 = f32x4.add(x1, y); x2 = f32x4.add(x2, y); x3 = f32x4.add(x3, y);
+  }
+  let pa = a;
+  let pb = b;
+  for (let k = 0; k < kc; k++) {
+    const b0 = v128.load(pb);
+    x0 = madd(v128.load32_splat(pa), b0, x0);
+    x1 = madd(v128.load32_splat(pa, 4), b0, x1);
+    x2 = madd(v128.load32_splat(pa, 8), b0, x2);
+    x3 = madd(v128.load32_splat(pa, 12), b0, x3);
+    pa += 16;
+    pb += 32;
+  }
+  v128.store(c0, x0); v128.store(c1, x1); v128.store(c2, x2); v128.store(c3, x3);
+}
+
 /** An edge tile of mr x nr (mr <= 4, nr <= 8): computed in the scratch tile, then copied. */
 function microEdge(
   kc: i32, a: usize, b: usize, c: usize, ldc: usize, loadC: bool, bias: usize,
@@ -372,6 +404,7 @@ function gemm(
             const aPanel = pa + <usize>(ir * kc * 4);
             const cTile = c + <usize>(ic + ir) * ldc + <usize>((jc + jr) * 4);
             if (mr == MR && nr == NR) microFull(kc, aPanel, bPanel, cTile, ldc, loadC, biasJ);
+            else if (mr == MR && nr == 4) microHalf(kc, aPanel, bPanel, cTile, ldc, loadC, biasJ);
             else microEdge(kc, aPanel, bPanel, cTile, ldc, loadC, biasJ, mr, nr, ws);
           }
         }

@@ -121,10 +121,17 @@ function assertClose(
   assert.ok(worst <= 1, `${label}: worst error/bound ${worst}`);
 }
 
-const SIZES = [1, 3, 7, 8, 17, 33, 65, 129];
+const SIZES = [1, 3, 4, 7, 8, 12, 17, 33, 65, 129];
 
 function shapes(rand: () => number, count: number): [number, number, number][] {
-  const out: [number, number, number][] = [[1, 1, 1], [4, 8, 8], [129, 65, 33], [5, 300, 9]];
+  const out: [number, number, number][] = [
+    [1, 1, 1],
+    [4, 8, 8],
+    [129, 65, 33],
+    [5, 300, 9],
+    [130, 16, 4],
+    [16, 300, 12],
+  ];
   while (out.length < count) {
     const pick = () => SIZES[Math.floor(rand() * SIZES.length)];
     out.push([pick(), pick(), pick()]);
@@ -165,7 +172,13 @@ for (const { variant, shared } of variants) {
 
     Deno.test(`wasm matmul${kind}() (${name}) is exact on small integer inputs across cache blocks (K > 256, M > 128, N > 2048)`, () => {
       const rand = seeded(99 + kind.length);
-      for (const [M, K, N] of [[37, 300, 21], [4, 513, 8], [130, 17, 70], [5, 9, 2053]]) {
+      for (
+        const [M, K, N] of [[37, 300, 21], [4, 513, 8], [130, 17, 70], [5, 9, 2053], [64, 20, 4], [
+          8,
+          300,
+          12,
+        ]]
+      ) {
         const a = intArray(M * K, rand);
         const b = intArray(K * N, rand);
         const bias = kind === "ABt" ? intArray(N, rand) : null;

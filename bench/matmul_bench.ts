@@ -36,6 +36,7 @@ const SHAPES: Shape[] = [
   { label: "ffn up weight grad dy^T x", kind: "AtB", M: 512, K: 2048, N: 128 },
   { label: "attention scores q k^T, one head", kind: "ABt", M: 128, K: 32, N: 128 },
   { label: "seed preset linear1 forward", kind: "ABt", M: 16, K: 4, N: 2048 },
+  { label: "seed preset linear1 weight grad", kind: "AtB", M: 2048, K: 16, N: 4 },
   { label: "square 512", kind: "AB", M: 512, K: 512, N: 512 },
   { label: "square 512", kind: "ABt", M: 512, K: 512, N: 512 },
   { label: "square 512", kind: "AtB", M: 512, K: 512, N: 512 },

@@ -27,14 +27,16 @@ import { initParams } from "./init.ts";
 import { Rng } from "../rng.ts";
 import { embeddingBackward, embeddingForward } from "../nn/embedding.ts";
 import { layernormBackward, layernormForward } from "../nn/layernorm.ts";
-import { linearBackward, linearForward } from "../nn/linear.ts";
+import { ropeBackward, ropeForward, ropeTables } from "../nn/attention.ts";
 import {
-  attentionBackward,
-  attentionForward,
-  ropeBackward,
-  ropeForward,
-  ropeTables,
-} from "../nn/attention.ts";
+  type BackendName,
+  defaultBackend,
+  type NNBackend,
+  tsBackend,
+  wasmBackend,
+  wasmBackendFloats,
+} from "../nn/backend.ts";
+import { createWasmKernels } from "../kernels/wasm.ts";
 import {
   geluBackward,
   geluForward,
@@ -227,10 +229,34 @@ export interface Workspace {
   readonly rowT: Float32Array; // (T)
   /** @internal Time conditioning, or `null`. */
   readonly time: TimeActs | null;
+  /** Which backend runs linear and attention: `"wasm"` or `"ts"`. */
+  readonly backend: BackendName;
+  /** @internal The ops of that backend. */
+  readonly nn: NNBackend;
+  /**
+   * @internal wasm only: the parameters copied into the kernels' memory at each forward pass
+   * (the backward pass reads the same copy), or `null`.
+   */
+  readonly wParams: Float32Array | null;
+  /** @internal wasm only: gradient accumulator, added into the caller's gradients once. */
+  readonly wGrads: Float32Array | null;
   /** @internal RoPE tables `(T,HS/2)`, or empty. */
   readonly cos: Float64Array;
   /** @internal */
   readonly sin: Float64Array;
+}
+
+/** Options of {@linkcode createWorkspace}. */
+export interface WorkspaceOptions {
+  /**
+   * `"wasm"`: linear and attention through the WebAssembly SIMD kernels, activations, a
+   * parameter copy and the gradient accumulator in the kernels' memory (zero-copy calls).
+   * `"ts"`: the plain TypeScript reference. Default: `"wasm"` where WebAssembly SIMD
+   * validates, else `"ts"`; always `"ts"` with `float64`.
+   */
+  backend?: BackendName;
+  /** Float64 buffers for finite-difference gradient checks (TS backend only). */
+  float64?: boolean;
 }
 
 function checkDim(name: string, v: number): void {
@@ -245,9 +271,11 @@ function checkDim(name: string, v: number): void {
  * @param config The model config.
  * @param B Most sequences per batch.
  * @param T Longest sequence, at most `config.context`.
- * @param options `float64: true` allocates every buffer as a `Float64Array` (typed as
- *   `Float32Array`) so that finite-difference gradient checks can run the very same code in
- *   double precision, with parameters and gradients in `Float64Array`s too. Not for training.
+ * @param options `backend`: `"wasm"` (WebAssembly SIMD kernels, buffers in wasm memory; the
+ *   default where SIMD validates) or `"ts"` (plain TypeScript reference). `float64: true`
+ *   allocates every buffer as a `Float64Array` (typed as `Float32Array`) so that
+ *   finite-difference gradient checks can run the very same code in double precision, with
+ *   parameters and gradients in `Float64Array`s too; TS backend only. Not for training.
  * @returns The workspace.
  *
  * @example Sized for the notebook's batch
@@ -264,7 +292,7 @@ export function createWorkspace(
   config: ModelConfig,
   B: number,
   T: number,
-  options: { float64?: boolean } = {},
+  options: WorkspaceOptions = {},
 ): Workspace {
   checkDim("batch size", B);
   checkDim("sequence length", T);
@@ -273,11 +301,58 @@ export function createWorkspace(
       `Sequence too long: expected T <= context ${config.context}, got ${T}`,
     );
   }
+  const backend = options.backend ?? (options.float64 ? "ts" : defaultBackend());
+  if (backend !== "ts" && backend !== "wasm") {
+    throw new TypeError(`Invalid backend: expected "wasm" or "ts", got ${backend}`);
+  }
+  if (backend === "wasm" && options.float64) {
+    throw new TypeError(
+      'Invalid backend for a float64 workspace: expected "ts" (the wasm kernels are float32), got "wasm"',
+    );
+  }
+  const { dModel: C, nHeads: NH, dFF: F, vocabSize: V } = config;
+  const HS = C / NH;
+  if (backend === "ts") {
+    const f = options.float64
+      ? (n: number) => new Float64Array(n) as unknown as Float32Array
+      : (n: number) => new Float32Array(n);
+    return {
+      ...workspaceBuffers(config, B, T, f),
+      backend,
+      nn: tsBackend,
+      wParams: null,
+      wGrads: null,
+    };
+  }
+  // wasm: every float buffer in the kernels' memory, reserved in one go before any view is
+  // taken (the growth rule of src/kernels/wasm.ts), plus a parameter copy and a gradient
+  // accumulator so that every kernel call is zero-copy.
+  const size = buildLayout(config).size;
+  let total = 0;
+  const empty = new Float32Array(0);
+  workspaceBuffers(config, B, T, (n) => {
+    total += n + 16;
+    return empty;
+  });
+  total += 2 * (size + 16) + wasmBackendFloats(T, HS);
+  const k = createWasmKernels();
+  k.reserve(total);
+  const bufs = workspaceBuffers(config, B, T, (n) => k.alloc(n));
+  const wParams = k.alloc(size);
+  const wGrads = k.alloc(size);
+  const nn = wasmBackend(k, T, HS, Math.max(3 * C, F, V, 6 * C));
+  return { ...bufs, backend, nn, wParams, wGrads };
+}
+
+/** The float buffers of a workspace, from the allocator `f`. */
+function workspaceBuffers(
+  config: ModelConfig,
+  B: number,
+  T: number,
+  f: (n: number) => Float32Array,
+): Omit<Workspace, "backend" | "nn" | "wParams" | "wGrads"> {
   const { dModel: C, dFF: F, nHeads: NH, nLayers: L, vocabSize: V } = config;
   const N = B * T;
-  const f = options.float64
-    ? (n: number) => new Float64Array(n) as unknown as Float32Array
-    : (n: number) => new Float32Array(n);
   const drop = config.dropout > 0;
   const tc = config.timeConditioning === true;
   const nTC = tc ? N * C : 0;
@@ -509,7 +584,11 @@ function forwardUnchecked(
   const cfg = model.config;
   const { dModel: C, dFF: F, nHeads: NH, vocabSize: V } = cfg;
   const N = B * T;
-  const P = tensorViews(model.params, model.layout, cfg);
+  const nn = ws.nn;
+  // wasm: one parameter copy into the kernels' memory per forward pass (the backward pass
+  // of this forward reads the same copy).
+  if (ws.wParams) ws.wParams.set(model.params);
+  const P = tensorViews(ws.wParams ?? model.params, model.layout, cfg);
   const useDrop = dropout !== undefined && cfg.dropout > 0;
   if (useDrop) drawMasks(ws, dropout!, B, T);
   ws.tokens.set(input);
@@ -524,11 +603,11 @@ function forwardUnchecked(
   if (tm) {
     // c = silu(mlp.2(silu(mlp.0(embedding(sigma)))))
     timestepEmbedding(tm.temb, sigma!, B, TIME_EMBED_DIM);
-    linearForward(tm.h1, tm.temb, P.sigma0W!, P.sigma0B!, B, TIME_EMBED_DIM, C);
+    nn.linearForward(tm.h1, tm.temb, P.sigma0W!, P.sigma0B!, B, TIME_EMBED_DIM, C);
     siluForward(tm.a1, tm.h1, B * C);
-    linearForward(tm.h2, tm.a1, P.sigma2W!, P.sigma2B!, B, C, C);
+    nn.linearForward(tm.h2, tm.a1, P.sigma2W!, P.sigma2B!, B, C, C);
     siluForward(tm.cond, tm.h2, B * C);
-    linearForward(tm.finalMod, tm.cond, P.finalAdaW!, P.finalAdaB!, B, C, 2 * C);
+    nn.linearForward(tm.finalMod, tm.cond, P.finalAdaW!, P.finalAdaB!, B, C, 2 * C);
   }
   embeddingForward(ws.resid[0], input, P.embed, P.posEmbed, B, T, C);
   for (let l = 0; l < cfg.nLayers; l++) {
@@ -536,7 +615,7 @@ function forwardUnchecked(
     const a = ws.layers[l];
     const x = ws.resid[l]; // (N,C)
     const out = ws.resid[l + 1]; // (N,C)
-    if (tm) linearForward(a.mod, tm.cond, w.adaW!, w.adaB!, B, C, 6 * C);
+    if (tm) nn.linearForward(a.mod, tm.cond, w.adaW!, w.adaB!, B, C, 6 * C);
     // self-attention block
     let saIn = x;
     if (pre) {
@@ -547,11 +626,11 @@ function forwardUnchecked(
         saIn = a.m1;
       }
     }
-    linearForward(a.qkv, saIn, w.inProjW, w.inProjB, N, C, 3 * C);
+    nn.linearForward(a.qkv, saIn, w.inProjW, w.inProjB, N, C, 3 * C);
     if (rotary) ropeForward(a.qkv, ws.cos, ws.sin, B, T, C, NH);
-    attentionForward(a.attY, a.att, a.qkv, useDrop ? a.maskAtt : null, B, T, C, NH);
+    nn.attentionForward(a.attY, a.att, a.qkv, useDrop ? a.maskAtt : null, B, T, C, NH);
     const proj = tm ? a.projD : ws.tmp;
-    linearForward(proj, a.attY, w.outProjW, w.outProjB, N, C, C);
+    nn.linearForward(proj, a.attY, w.outProjW, w.outProjB, N, C, C);
     if (useDrop) dropoutForward(proj, proj, a.mask1!, N * C);
     if (tm) gatedResidualForward(a.r1, x, proj, a.mod, 2, 6, B, T, C);
     else residualForward(a.r1, x, proj, N * C);
@@ -568,12 +647,12 @@ function forwardUnchecked(
       layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, a.r1, w.norm1W, w.norm1B, N, C);
       ffIn = a.ln1;
     }
-    linearForward(a.fch, ffIn, w.lin1W, w.lin1B, N, C, F);
+    nn.linearForward(a.fch, ffIn, w.lin1W, w.lin1B, N, C, F);
     if (gelu) geluForward(a.fh, a.fch, N * F);
     else reluForward(a.fh, a.fch, N * F);
     if (useDrop) dropoutForward(a.fh, a.fh, a.maskF!, N * F);
     const fo = tm ? a.foD : ws.tmp;
-    linearForward(fo, a.fh, w.lin2W, w.lin2B, N, F, C);
+    nn.linearForward(fo, a.fh, w.lin2W, w.lin2B, N, F, C);
     if (useDrop) dropoutForward(fo, fo, a.mask2!, N * C);
     if (tm) {
       gatedResidualForward(out, a.r1, fo, a.mod, 5, 6, B, T, C);
@@ -593,7 +672,7 @@ function forwardUnchecked(
       final = tm.mf;
     }
   }
-  linearForward(ws.logits, final, P.headW, P.headB, N, C, V);
+  nn.linearForward(ws.logits, final, P.headW, P.headB, N, C, V);
   return N * V === ws.logits.length ? ws.logits : ws.logits.subarray(0, N * V);
 }
 
@@ -624,10 +703,25 @@ export function modelBackward(
     );
   }
   checkGrads(model, grads);
-  backwardUnchecked(model, ws, dlogits, tensorViews(grads, model.layout, cfg));
+  backwardUnchecked(model, ws, dlogits, grads);
 }
 
 function backwardUnchecked(
+  model: Model,
+  ws: Workspace,
+  dlogits: Float32Array,
+  grads: Float32Array,
+): void {
+  const acc = ws.wGrads;
+  if (acc) acc.fill(0);
+  backwardInto(model, ws, dlogits, tensorViews(acc ?? grads, model.layout, model.config));
+  // wasm: the gradients were accumulated in the kernels' memory; add them out once.
+  if (acc) {
+    for (let i = 0; i < acc.length; i++) grads[i] += acc[i];
+  }
+}
+
+function backwardInto(
   model: Model,
   ws: Workspace,
   dlogits: Float32Array,
@@ -636,7 +730,8 @@ function backwardUnchecked(
   const cfg = model.config;
   const { dModel: C, dFF: F, nHeads: NH, vocabSize: V, nLayers: L } = cfg;
   const B = ws.lastB, T = ws.lastT, N = B * T;
-  const P = tensorViews(model.params, model.layout, cfg);
+  const nn = ws.nn;
+  const P = tensorViews(ws.wParams ?? model.params, model.layout, cfg);
   const useDrop = ws.lastDropout;
   const rotary = cfg.positions === "rotary";
   const gelu = cfg.activation === "gelu";
@@ -650,7 +745,7 @@ function backwardUnchecked(
   // logits = final head^T + b
   const final = tm ? tm.mf : pre ? ws.lnf : ws.resid[L];
   g1.fill(0, 0, NC);
-  linearBackward(g1, G.headW, G.headB, dlogits, final, P.headW, N, C, V);
+  nn.linearBackward(g1, G.headW, G.headB, dlogits, final, P.headW, N, C, V);
   g0.fill(0, 0, NC);
   if (pre) {
     let dlnf = g1;
@@ -659,7 +754,7 @@ function backwardUnchecked(
       g2.fill(0, 0, NC);
       tm.dfinalMod.fill(0);
       modulateBackward(g2, tm.dfinalMod, g1, ws.lnf, tm.finalMod, 0, 1, 2, B, T, C);
-      linearBackward(
+      nn.linearBackward(
         tm.dcond,
         G.finalAdaW!,
         G.finalAdaB!,
@@ -730,7 +825,7 @@ function backwardUnchecked(
     // fo = fh W2^T + b2
     const [f0, f1] = ws.gF;
     f0.fill(0, 0, NF);
-    linearBackward(f0, dw.lin2W, dw.lin2B, dfo, a.fh, w.lin2W, N, F, C);
+    nn.linearBackward(f0, dw.lin2W, dw.lin2B, dfo, a.fh, w.lin2W, N, F, C);
     let dfh = f0;
     if (useDrop) {
       f1.fill(0, 0, NF);
@@ -745,7 +840,7 @@ function backwardUnchecked(
     if (pre) {
       // fch = ffIn W1^T + b1, ffIn = m2 = ln2 * (1 + scale2) + shift2 (or ln2), ln2 = norm2(r1)
       g2.fill(0, 0, NC);
-      linearBackward(g2, dw.lin1W, dw.lin1B, dfch, tm ? a.m2 : a.ln2, w.lin1W, N, C, F);
+      nn.linearBackward(g2, dw.lin1W, dw.lin1B, dfch, tm ? a.m2 : a.ln2, w.lin1W, N, C, F);
       let dln2 = g2;
       if (tm) {
         g1.fill(0, 0, NC);
@@ -768,7 +863,7 @@ function backwardUnchecked(
     } else {
       // fch = ln1 W1^T + b1, r2 = ln1 + ..., ln1 = norm1(r1)
       g2.set(dfoD.subarray(0, NC));
-      linearBackward(g2, dw.lin1W, dw.lin1B, dfch, a.ln1, w.lin1W, N, C, F);
+      nn.linearBackward(g2, dw.lin1W, dw.lin1B, dfch, a.ln1, w.lin1W, N, C, F);
       g3.fill(0, 0, NC);
       layernormBackward(
         g3,
@@ -799,9 +894,9 @@ function backwardUnchecked(
     // proj = attY Wo^T + bo
     const dattY = dproj === g2 ? g1 : g2;
     dattY.fill(0, 0, NC);
-    linearBackward(dattY, dw.outProjW, dw.outProjB, dproj, a.attY, w.outProjW, N, C, C);
+    nn.linearBackward(dattY, dw.outProjW, dw.outProjB, dproj, a.attY, w.outProjW, N, C, C);
     gQKV.fill(0, 0, N * 3 * C);
-    attentionBackward(
+    nn.attentionBackward(
       gQKV,
       dattY,
       a.qkv,
@@ -818,7 +913,17 @@ function backwardUnchecked(
     if (pre) {
       // saIn = m1 = ln1 * (1 + scale1) + shift1 (or ln1), ln1 = norm1(x)
       g1.fill(0, 0, NC);
-      linearBackward(g1, dw.inProjW, dw.inProjB, gQKV, tm ? a.m1 : a.ln1, w.inProjW, N, C, 3 * C);
+      nn.linearBackward(
+        g1,
+        dw.inProjW,
+        dw.inProjB,
+        gQKV,
+        tm ? a.m1 : a.ln1,
+        w.inProjW,
+        N,
+        C,
+        3 * C,
+      );
       let dln1 = g1;
       if (tm) {
         g2.fill(0, 0, NC);
@@ -840,10 +945,10 @@ function backwardUnchecked(
       );
     } else {
       g0.set(g3.subarray(0, NC));
-      linearBackward(g0, dw.inProjW, dw.inProjB, gQKV, x, w.inProjW, N, C, 3 * C);
+      nn.linearBackward(g0, dw.inProjW, dw.inProjB, gQKV, x, w.inProjW, N, C, 3 * C);
     }
     // mod = c Wada^T + bada
-    if (tm) linearBackward(tm.dcond, dw.adaW!, dw.adaB!, tm.dmod, tm.cond, w.adaW!, B, C, 6 * C);
+    if (tm) nn.linearBackward(tm.dcond, dw.adaW!, dw.adaB!, tm.dmod, tm.cond, w.adaW!, B, C, 6 * C);
   }
   embeddingBackward(G.embed, G.posEmbed, g0, ws.tokens, B, T, C);
   if (tm) {
@@ -851,10 +956,20 @@ function backwardUnchecked(
     tm.dh.fill(0);
     siluBackward(tm.dh, tm.dcond, tm.h2, B * C);
     tm.da.fill(0);
-    linearBackward(tm.da, G.sigma2W!, G.sigma2B!, tm.dh, tm.a1, P.sigma2W!, B, C, C);
+    nn.linearBackward(tm.da, G.sigma2W!, G.sigma2B!, tm.dh, tm.a1, P.sigma2W!, B, C, C);
     tm.dh.fill(0);
     siluBackward(tm.dh, tm.da, tm.h1, B * C);
-    linearBackward(null, G.sigma0W!, G.sigma0B!, tm.dh, tm.temb, P.sigma0W!, B, TIME_EMBED_DIM, C);
+    nn.linearBackward(
+      null,
+      G.sigma0W!,
+      G.sigma0B!,
+      tm.dh,
+      tm.temb,
+      P.sigma0W!,
+      B,
+      TIME_EMBED_DIM,
+      C,
+    );
   }
 }
 
@@ -995,6 +1110,6 @@ export function lossAndGrad(
   const dlogits = ws.dlogits;
   dlogits.fill(0, 0, N * V);
   crossEntropyBackward(dlogits, 1, logits, ws.lse, target, weight, N, V);
-  backwardUnchecked(model, ws, dlogits, tensorViews(grads, model.layout, model.config));
+  backwardUnchecked(model, ws, dlogits, grads);
   return { loss, grads };
 }

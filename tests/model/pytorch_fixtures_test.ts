@@ -16,7 +16,14 @@
 import assert from "node:assert/strict";
 import { parseSafetensors, type Tensor } from "../../src/checkpoint/safetensors.ts";
 import { modelFromSafetensors } from "../../src/checkpoint/model_io.ts";
-import { createModel, forward, lossAndGrad, type Model } from "../../src/model/model.ts";
+import {
+  createModel,
+  createWorkspace,
+  forward,
+  lossAndGrad,
+  type Model,
+  modelForward,
+} from "../../src/model/model.ts";
 import type { ModelConfig } from "../../src/model/config.ts";
 import { adamwStep, createAdamW } from "../../src/optim/adamw.ts";
 
@@ -108,62 +115,70 @@ function modelOf(tensors: Record<string, Tensor>, config: ModelConfig): Model {
 }
 
 for (const c of CASES) {
-  Deno.test(`model matches PyTorch on fixture "${c}": logits, loss, every gradient, 3 AdamW steps`, () => {
-    const { tensors, metadata } = load(`${c}.safetensors`);
-    const config = JSON.parse(metadata.config) as ModelConfig;
-    const B = Number(metadata.batch);
-    const model = modelOf(tensors, config);
-    const input = i32(tensors.input, "input");
-    const target = i32(tensors.target, "target");
-    const weight = f32(tensors.weight, "weight");
+  for (const backend of ["wasm", "ts"] as const) {
+    Deno.test(`model (${backend} backend) matches PyTorch on fixture "${c}": logits, loss, every gradient, 3 AdamW steps`, () => {
+      const { tensors, metadata } = load(`${c}.safetensors`);
+      const config = JSON.parse(metadata.config) as ModelConfig;
+      const B = Number(metadata.batch);
+      const model = modelOf(tensors, config);
+      const input = i32(tensors.input, "input");
+      const target = i32(tensors.target, "target");
+      const weight = f32(tensors.weight, "weight");
+      const T = input.length / B;
+      const workspace = createWorkspace(model.config, B, T, { backend });
+      assert.equal(workspace.backend, backend);
 
-    expectClose(
-      `${c} logits`,
-      forward(model, input, { batch: B }),
-      f32(tensors.logits, "logits"),
-      1e-4,
-    );
+      expectClose(
+        `${c} logits`,
+        modelForward(model, workspace, input, B, T).slice(),
+        f32(tensors.logits, "logits"),
+        1e-4,
+      );
 
-    const { loss, grads } = lossAndGrad(model, { input, target, weight }, { batch: B });
-    const wantLoss = f32(tensors.loss, "loss");
-    assert.equal(wantLoss.length, 1);
-    expectClose(`${c} loss`, [loss], wantLoss, 1e-5);
-    for (const name of Object.keys(model.layout)) {
-      const want = f32(tensors[`grad.${name}`], `grad.${name}`);
-      expectClose(`${c} grad.${name}`, tensorOf(model, grads, name), want, 1e-4);
-    }
-
-    const state = createAdamW(model.params.length);
-    for (let step = 0; step < 3; step++) {
-      const g = lossAndGrad(model, { input, target, weight }, { batch: B }).grads;
-      adamwStep(model.params, g, state);
-    }
-    for (const name of Object.keys(model.layout)) {
-      const got = tensorOf(model, model.params, name);
-      const want = f32(tensors[`adamw3.${name}`], `adamw3.${name}`);
-      const g0 = f32(tensors[`grad.${name}`], `grad.${name}`);
-      const gMax = g0.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
-      const strict: number[] = [], strictWant: number[] = [];
-      for (let i = 0; i < got.length; i++) {
-        if (Math.abs(g0[i]) <= 1e-6 * gMax) {
-          // vanishing gradient: Adam's direction is rounding noise; each step moves <= ~lr
-          const d = Math.abs(got[i] - want[i]);
-          assert.ok(
-            d <= 3 * LR,
-            `${c} adamw3.${name}[${i}]: |diff| ${d} > 3 lr where the gradient vanishes`,
-          );
-        } else {
-          strict.push(got[i]);
-          strictWant.push(want[i]);
-        }
+      const { loss, grads } = lossAndGrad(model, { input, target, weight }, {
+        batch: B,
+        workspace,
+      });
+      const wantLoss = f32(tensors.loss, "loss");
+      assert.equal(wantLoss.length, 1);
+      expectClose(`${c} loss`, [loss], wantLoss, 1e-5);
+      for (const name of Object.keys(model.layout)) {
+        const want = f32(tensors[`grad.${name}`], `grad.${name}`);
+        expectClose(`${c} grad.${name}`, tensorOf(model, grads, name), want, 1e-4);
       }
-      const scale = want.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
-      // relative to the whole tensor's largest magnitude, as for the gradients
-      strictWant.push(scale);
-      strict.push(scale);
-      expectClose(`${c} adamw3.${name}`, strict, strictWant, 1e-4);
-    }
-  });
+
+      const state = createAdamW(model.params.length);
+      for (let step = 0; step < 3; step++) {
+        const g = lossAndGrad(model, { input, target, weight }, { batch: B, workspace }).grads;
+        adamwStep(model.params, g, state);
+      }
+      for (const name of Object.keys(model.layout)) {
+        const got = tensorOf(model, model.params, name);
+        const want = f32(tensors[`adamw3.${name}`], `adamw3.${name}`);
+        const g0 = f32(tensors[`grad.${name}`], `grad.${name}`);
+        const gMax = g0.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+        const strict: number[] = [], strictWant: number[] = [];
+        for (let i = 0; i < got.length; i++) {
+          if (Math.abs(g0[i]) <= 1e-6 * gMax) {
+            // vanishing gradient: Adam's direction is rounding noise; each step moves <= ~lr
+            const d = Math.abs(got[i] - want[i]);
+            assert.ok(
+              d <= 3 * LR,
+              `${c} adamw3.${name}[${i}]: |diff| ${d} > 3 lr where the gradient vanishes`,
+            );
+          } else {
+            strict.push(got[i]);
+            strictWant.push(want[i]);
+          }
+        }
+        const scale = want.reduce((m, x) => Math.max(m, Math.abs(x)), 0);
+        // relative to the whole tensor's largest magnitude, as for the gradients
+        strictWant.push(scale);
+        strict.push(scale);
+        expectClose(`${c} adamw3.${name}`, strict, strictWant, 1e-4);
+      }
+    });
+  }
 }
 
 Deno.test("modelFromSafetensors() loads a PyTorch state dict of the notebook's model; logits match", () => {

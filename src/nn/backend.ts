@@ -1,0 +1,298 @@
+/**
+ * Compute backends of the model's two heavy ops, linear and attention: the plain TypeScript
+ * reference (`ts`, the functions of `linear.ts` and `attention.ts`) and the WebAssembly SIMD
+ * matmul kernels of `src/kernels/wasm.ts` (`wasm`). Both compute the same math; the model picks
+ * one per workspace.
+ *
+ * Dimensions: `N` rows (B*T), `IC`/`OC` input/output channels, `B` batch, `T` sequence,
+ * `C` channels, `NH` heads, `HS = C / NH` head size.
+ *
+ * The wasm backend runs zero-copy when every buffer lives in its kernels' memory (the model's
+ * workspace puts activations, a parameter copy and a gradient accumulator there); any other
+ * buffer goes through the kernels' copying convenience path, which is correct but slower.
+ *
+ * - linear: forward `y = x W^T + b` is one `matmulABt` with bias; backward `dX += dY W` is
+ *   `matmulAB` and `dW += dY^T X` is `matmulAtB`, both accumulating; `db` sums columns. No
+ *   materialised transposes.
+ * - attention, per (batch, head): q, k, v heads are gathered into contiguous `(T,HS)` scratch,
+ *   `S = q k^T` (`matmulABt`) goes straight into the saved probabilities, softmax runs in place
+ *   over each row, `y = P v` (`matmulAB`); backward `dP = dy v^T`, `dv = P^T dy`,
+ *   `dS = P * (dP - rowsum(P * dP))`, `dq = dS k`, `dk = dS^T q`, each one matmul.
+ *
+ * @module
+ */
+
+import type { WasmKernels } from "../kernels/wasm.ts";
+import { wasmSupport } from "../kernels/wasm.ts";
+import { linearBackward, linearForward } from "./linear.ts";
+import { attentionBackward, attentionForward } from "./attention.ts";
+
+/** Which implementation runs the linear and attention ops. */
+export type BackendName = "wasm" | "ts";
+
+/** The heavy ops, with the signatures of `linear.ts` and `attention.ts`. */
+export interface NNBackend {
+  /** `"ts"` or `"wasm"`. */
+  readonly name: BackendName;
+  /** See {@linkcode linearForward}. */
+  linearForward(
+    out: Float32Array, // (N,OC)
+    inp: Float32Array, // (N,IC)
+    weight: Float32Array, // (OC,IC)
+    bias: Float32Array | null, // (OC)
+    N: number,
+    IC: number,
+    OC: number,
+  ): void;
+  /** See {@linkcode linearBackward}. ADDS into `dinp`, `dweight`, `dbias`. */
+  linearBackward(
+    dinp: Float32Array | null, // (N,IC)
+    dweight: Float32Array, // (OC,IC)
+    dbias: Float32Array | null, // (OC)
+    dout: Float32Array, // (N,OC)
+    inp: Float32Array, // (N,IC)
+    weight: Float32Array, // (OC,IC)
+    N: number,
+    IC: number,
+    OC: number,
+  ): void;
+  /** See {@linkcode attentionForward}. */
+  attentionForward(
+    out: Float32Array, // (B,T,C)
+    att: Float32Array, // (B,NH,T,T)
+    qkv: Float32Array, // (B,T,3C)
+    mask: Float32Array | null, // (B,NH,T,T)
+    B: number,
+    T: number,
+    C: number,
+    NH: number,
+  ): void;
+  /** See {@linkcode attentionBackward}. ADDS into `dqkv`. */
+  attentionBackward(
+    dqkv: Float32Array, // (B,T,3C)
+    dout: Float32Array, // (B,T,C)
+    qkv: Float32Array, // (B,T,3C)
+    att: Float32Array, // (B,NH,T,T)
+    mask: Float32Array | null, // (B,NH,T,T)
+    scratch: Float32Array, // (T)
+    B: number,
+    T: number,
+    C: number,
+    NH: number,
+  ): void;
+}
+
+/** The plain TypeScript reference: the functions of `linear.ts` and `attention.ts`. */
+export const tsBackend: NNBackend = Object.freeze({
+  name: "ts" as const,
+  linearForward,
+  linearBackward,
+  attentionForward,
+  attentionBackward,
+});
+
+let supported: boolean | undefined;
+
+/**
+ * The default backend of this runtime: `"wasm"` when WebAssembly SIMD validates, else `"ts"`.
+ *
+ * @returns The backend name.
+ *
+ * @example Deno runs WebAssembly SIMD
+ * ```ts
+ * import { defaultBackend } from "./backend.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(defaultBackend(), "wasm");
+ * ```
+ */
+export function defaultBackend(): BackendName {
+  if (supported === undefined) {
+    try {
+      const s = wasmSupport();
+      supported = s.simd || s.relaxed;
+    } catch {
+      supported = false;
+    }
+  }
+  return supported ? "wasm" : "ts";
+}
+
+/** Floats of scratch {@linkcode wasmBackend} allocates for sequences up to `T` and head size `HS`. */
+export function wasmBackendFloats(T: number, HS: number): number {
+  // q, k, v, y heads and their gradients (8 x T*HS), two (T,T) tiles, 64-byte alignment slack.
+  return 8 * T * HS + 2 * T * T + 10 * 16;
+}
+
+/**
+ * The wasm backend over `k`. Allocates its attention scratch in `k`'s memory NOW (so the
+ * caller can reserve the memory beforehand and the growth rule holds): `8 T HS + 2 T T`
+ * floats, see {@linkcode wasmBackendFloats}.
+ *
+ * @param k The wasm kernels (their memory holds the workspace).
+ * @param T Longest sequence.
+ * @param HS Head size.
+ * @param maxOC Most output channels of any linear layer (for the bias-gradient row sums).
+ * @returns The backend.
+ */
+export function wasmBackend(k: WasmKernels, T: number, HS: number, maxOC: number): NNBackend {
+  const TH = T * HS;
+  const qh = k.alloc(TH), kh = k.alloc(TH), vh = k.alloc(TH), yh = k.alloc(TH); // (T,HS)
+  const dqh = k.alloc(TH), dkh = k.alloc(TH), dvh = k.alloc(TH), dyh = k.alloc(TH); // (T,HS)
+  const pm = k.alloc(T * T); // (T,T) probabilities times the dropout mask
+  const dp = k.alloc(T * T); // (T,T) gradient of the probabilities, then of the scores
+  const colSum = new Float64Array(maxOC); // bias-gradient column sums, in double
+  // The views above are taken once; a kernel call on a detached view throws, so a memory
+  // that grew behind our back fails loudly instead of computing on stale buffers.
+
+  /** Copies head `h` of part `part` (0 q, 1 k, 2 v) of sequence `b` into `dst` `(T,HS)`. */
+  function gather(
+    dst: Float32Array,
+    qkv: Float32Array,
+    part: number,
+    b: number,
+    h: number,
+    T: number,
+    C: number,
+    HS: number,
+  ): void {
+    const C3 = 3 * C;
+    let s = b * T * C3 + part * C + h * HS;
+    for (let t = 0, d = 0; t < T; t++, s += C3, d += HS) {
+      for (let i = 0; i < HS; i++) dst[d + i] = qkv[s + i];
+    }
+  }
+
+  /** Adds `src` `(T,HS)` into head `h` of part `part` of sequence `b` of `(B,T,LD)`. */
+  function scatterAdd(
+    dst: Float32Array,
+    src: Float32Array,
+    LD: number,
+    off: number,
+    b: number,
+    T: number,
+    HS: number,
+  ): void {
+    let o = b * T * LD + off;
+    for (let t = 0, s = 0; t < T; t++, o += LD, s += HS) {
+      for (let i = 0; i < HS; i++) dst[o + i] += src[s + i];
+    }
+  }
+
+  return {
+    name: "wasm",
+    linearForward(out, inp, weight, bias, N, IC, OC) {
+      // out = inp W^T + b
+      k.matmulABt(out, inp, weight, bias, N, IC, OC, false);
+    },
+    linearBackward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC) {
+      // out = inp W^T + b:  dinp += dout W,  dW += dout^T inp,  db += sum_n dout
+      if (dinp) k.matmulAB(dinp, dout, weight, N, OC, IC, true);
+      k.matmulAtB(dweight, dout, inp, OC, N, IC, true);
+      if (dbias) {
+        const s = colSum;
+        s.fill(0, 0, OC);
+        for (let n = 0; n < N; n++) {
+          const r = n * OC;
+          for (let o = 0; o < OC; o++) s[o] += dout[r + o];
+        }
+        for (let o = 0; o < OC; o++) dbias[o] += s[o];
+      }
+    },
+    attentionForward(out, att, qkv, mask, B, T, C, NH) {
+      const HS = C / NH;
+      const scale = 1 / Math.sqrt(HS);
+      const TT = T * T;
+      const q = qh.subarray(0, T * HS), kk = kh.subarray(0, T * HS), v = vh.subarray(0, T * HS);
+      const y = yh.subarray(0, T * HS);
+      const p = pm.subarray(0, TT);
+      for (let b = 0; b < B; b++) {
+        for (let h = 0; h < NH; h++) {
+          gather(q, qkv, 0, b, h, T, C, HS);
+          gather(kk, qkv, 1, b, h, T, C, HS);
+          gather(v, qkv, 2, b, h, T, C, HS);
+          const a0 = (b * NH + h) * TT;
+          const s = att.subarray(a0, a0 + TT); // (T,T)
+          // att = softmax(scale * q k^T) per row
+          k.matmulABt(s, q, kk, null, T, HS, T, false);
+          for (let t = 0; t < T; t++) {
+            const r = t * T;
+            let max = -Infinity;
+            for (let j = 0; j < T; j++) if (s[r + j] > max) max = s[r + j];
+            const ms = max * scale;
+            let sum = 0;
+            for (let j = 0; j < T; j++) {
+              const e = Math.exp(s[r + j] * scale - ms);
+              s[r + j] = e;
+              sum += e;
+            }
+            const inv = 1 / sum;
+            for (let j = 0; j < T; j++) s[r + j] *= inv;
+          }
+          // y = (att * mask) v
+          let pv = s;
+          if (mask) {
+            for (let j = 0; j < TT; j++) p[j] = s[j] * mask[a0 + j];
+            pv = p;
+          }
+          k.matmulAB(y, pv, v, T, T, HS, false);
+          let o = b * T * C + h * HS;
+          for (let t = 0, r = 0; t < T; t++, o += C, r += HS) {
+            for (let i = 0; i < HS; i++) out[o + i] = y[r + i];
+          }
+        }
+      }
+    },
+    attentionBackward(dqkv, dout, qkv, att, mask, _scratch, B, T, C, NH) {
+      const HS = C / NH;
+      const scale = 1 / Math.sqrt(HS);
+      const TT = T * T, TH = T * HS;
+      const q = qh.subarray(0, TH), kk = kh.subarray(0, TH), v = vh.subarray(0, TH);
+      const dq = dqh.subarray(0, TH), dk = dkh.subarray(0, TH), dv = dvh.subarray(0, TH);
+      const dy = dyh.subarray(0, TH);
+      const p = pm.subarray(0, TT), d = dp.subarray(0, TT);
+      for (let b = 0; b < B; b++) {
+        for (let h = 0; h < NH; h++) {
+          gather(q, qkv, 0, b, h, T, C, HS);
+          gather(kk, qkv, 1, b, h, T, C, HS);
+          gather(v, qkv, 2, b, h, T, C, HS);
+          let o = b * T * C + h * HS;
+          for (let t = 0, r = 0; t < T; t++, o += C, r += HS) {
+            for (let i = 0; i < HS; i++) dy[r + i] = dout[o + i];
+          }
+          const a0 = (b * NH + h) * TT;
+          const s = att.subarray(a0, a0 + TT); // (T,T) probabilities
+          let pv = s;
+          if (mask) {
+            for (let j = 0; j < TT; j++) p[j] = s[j] * mask[a0 + j];
+            pv = p;
+          }
+          // y = (att * mask) v:  dv = (att * mask)^T dy,  datt = (dy v^T) * mask
+          k.matmulAtB(dv, pv, dy, T, T, HS, false);
+          k.matmulABt(d, dy, v, null, T, HS, T, false);
+          // att = softmax(scale * q k^T):  ds = scale * att * (datt - sum_j att * datt)
+          for (let t = 0; t < T; t++) {
+            const r = t * T;
+            let dot = 0;
+            if (mask) {
+              for (let j = 0; j < T; j++) {
+                const g = d[r + j] * mask[a0 + r + j];
+                d[r + j] = g;
+                dot += s[r + j] * g;
+              }
+            } else {
+              for (let j = 0; j < T; j++) dot += s[r + j] * d[r + j];
+            }
+            for (let j = 0; j < T; j++) d[r + j] = s[r + j] * (d[r + j] - dot) * scale;
+          }
+          // dq = ds k,  dk = ds^T q
+          k.matmulAB(dq, d, kk, T, T, HS, false);
+          k.matmulAtB(dk, d, q, T, T, HS, false);
+          scatterAdd(dqkv, dq, 3 * C, h * HS, b, T, HS);
+          scatterAdd(dqkv, dk, 3 * C, C + h * HS, b, T, HS);
+          scatterAdd(dqkv, dv, 3 * C, 2 * C + h * HS, b, T, HS);
+        }
+      }
+    },
+  };
+}

@@ -1,0 +1,79 @@
+import assert from "node:assert/strict";
+import { resolveConfig } from "../../src/model/config.ts";
+import { createModel, createWorkspace, lossAndGrad, type Model } from "../../src/model/model.ts";
+import { Rng } from "../../src/rng.ts";
+
+function maxRel(got: Float32Array, want: Float32Array): number {
+  let d = 0, s = 0;
+  for (let i = 0; i < want.length; i++) {
+    assert.ok(Number.isFinite(got[i]), `non-finite ${got[i]} at ${i}`);
+    d = Math.max(d, Math.abs(got[i] - want[i]));
+    s = Math.max(s, Math.abs(want[i]));
+  }
+  return d / s;
+}
+
+function both(model: Model, B: number, T: number, timed: boolean) {
+  const V = model.config.vocabSize;
+  const rng = new Rng(4);
+  const N = B * T;
+  const input = Int32Array.from({ length: N }, () => rng.int(V));
+  const target = Int32Array.from({ length: N }, () => rng.int(V));
+  const weight = Float32Array.from({ length: N }, () => rng.uniform());
+  const sigma = timed ? Float64Array.from({ length: B }, (_, b) => 0.2 + b) : undefined;
+  const dropout = model.config.dropout > 0 ? { seed: 1, step: 2, firstRow: 0 } : undefined;
+  const run = (backend: "wasm" | "ts") => {
+    const workspace = createWorkspace(model.config, B, T, { backend });
+    // twice on one workspace: the second pass must not see the first one's state
+    lossAndGrad(model, { input, target, weight }, { batch: B, workspace, dropout, sigma });
+    return lossAndGrad(model, { input, target, weight }, { batch: B, workspace, dropout, sigma });
+  };
+  return { wasm: run("wasm"), ts: run("ts") };
+}
+
+const CASES = [
+  ["seed preset with dropout", resolveConfig("seed", { vocabSize: 11 }), 3, 8, false],
+  [
+    "small shape, rotary gelu",
+    resolveConfig("small", { vocabSize: 40, context: 24 }),
+    2,
+    24,
+    false,
+  ],
+  [
+    "tiny with time conditioning",
+    resolveConfig({ ...resolveConfig("tiny", { vocabSize: 13 }), timeConditioning: true }),
+    2,
+    5,
+    true,
+  ],
+] as const;
+
+for (const [name, config, B, T, timed] of CASES) {
+  Deno.test(`lossAndGrad() on the wasm backend equals the ts backend (${name})`, () => {
+    const model = createModel(config, { seed: 7 });
+    // train-like parameters: adaLN-Zero and zero biases would hide whole paths
+    const rng = new Rng(9);
+    for (let i = 0; i < model.params.length; i++) model.params[i] += 0.05 * (rng.uniform() - 0.5);
+    const { wasm, ts } = both(model, B, T, timed);
+    assert.ok(
+      Math.abs(wasm.loss - ts.loss) <= 1e-5 * Math.abs(ts.loss),
+      `${wasm.loss} vs ${ts.loss}`,
+    );
+    const rel = maxRel(wasm.grads, ts.grads);
+    assert.ok(rel < 1e-4, `gradients: max relative error ${rel}`);
+  });
+}
+
+Deno.test("createWorkspace() backends: wasm by default, ts for float64, wasm + float64 refused", () => {
+  const config = resolveConfig("tiny", { vocabSize: 9 });
+  assert.equal(createWorkspace(config, 1, 2).backend, "wasm");
+  assert.equal(createWorkspace(config, 1, 2, { backend: "ts" }).backend, "ts");
+  assert.equal(createWorkspace(config, 1, 2, { float64: true }).backend, "ts");
+  assert.throws(() => createWorkspace(config, 1, 2, { backend: "wasm", float64: true }), TypeError);
+  assert.throws(
+    // deno-lint-ignore no-explicit-any
+    () => createWorkspace(config, 1, 2, { backend: "gpu" as any }),
+    { name: "TypeError", message: 'Invalid backend: expected "wasm" or "ts", got gpu' },
+  );
+});

@@ -322,3 +322,21 @@ Deno.test("assertClose() (the tolerance used above) rejects a result that drops 
   assert.throws(() => assertClose(got, want, mag, K, "dropped term"), /element 10/);
   assertClose(want, want, mag, K, "identical");
 });
+
+Deno.test("wasm kernels: two instances on one shared memory with disjoint base/limit arenas see each other's buffers", () => {
+  const memory = new WebAssembly.Memory({ initial: 160, maximum: 1024, shared: true });
+  const MiB = 1 << 20;
+  const k1 = createWasmKernels({ memory, base: 1 * MiB, limit: 5 * MiB });
+  const k2 = createWasmKernels({ memory, base: 5 * MiB, limit: 9 * MiB });
+  assert.ok(k1.shared && k2.shared);
+  const w = k1.alloc(4); // owned by instance 1, e.g. parameters
+  w.set([1, 2, 3, 4]);
+  assert.ok(w.byteOffset >= MiB && w.byteOffset < 5 * MiB);
+  const x = k2.alloc(2), y = k2.alloc(2);
+  assert.ok(x.byteOffset >= 5 * MiB);
+  x.set([1, 1]);
+  const wIn2 = k2.floats(w.byteOffset, 4); // the same floats, seen through instance 2
+  k2.matmulABt(y, x, wIn2, null, 1, 2, 2);
+  assert.deepEqual([...y], [3, 7]);
+  assert.throws(() => k1.alloc(MiB), /Wasm arena full/);
+});

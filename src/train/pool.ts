@@ -50,6 +50,11 @@ export interface PoolOptions {
   loss: LossName;
   /** The graph of `score-entropy` (default `"absorb"`). */
   graph?: GraphName;
+  /**
+   * Rows per forward/backward pass inside a shard, in chunks aligned to its multiples; smaller
+   * needs less activation memory. Default: the whole shard in one pass.
+   */
+  microBatch?: number;
   /** Test-only: make one worker fail at one step. */
   fault?: FaultInjection;
   /** The worker module (default: `workers/grad_worker.ts` beside this package). */
@@ -138,6 +143,14 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
     throw new RangeError(`Invalid workers: expected an integer >= 0, got ${options.workers}`);
   }
   const W = Math.min(options.workers, B);
+  if (
+    options.microBatch !== undefined &&
+    (!Number.isInteger(options.microBatch) || options.microBatch < 1)
+  ) {
+    throw new RangeError(
+      `Invalid microBatch: expected an integer >= 1, got ${options.microBatch}`,
+    );
+  }
   const P = options.params.length;
   if (W <= 1) return inProcessPool(options);
 
@@ -214,6 +227,7 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
       seed,
       loss,
       graph: options.graph ?? "absorb",
+      microBatch: options.microBatch,
       fault: options.fault,
     };
     return api.init(setup);
@@ -255,6 +269,7 @@ function inProcessPool(options: PoolOptions): GradientPool {
     seed,
     loss,
     graph: options.graph ?? "absorb",
+    microBatch: options.microBatch,
   });
   const fault = options.fault;
   return {

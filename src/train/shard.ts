@@ -61,6 +61,8 @@ export interface ShardSetup {
   loss: LossName;
   /** The graph of `score-entropy`. */
   graph: GraphName;
+  /** Rows per forward/backward pass (chunks aligned to its multiples). Default: the whole shard. */
+  microBatch?: number;
   /** Test-only failure. */
   fault?: FaultInjection;
 }
@@ -81,6 +83,8 @@ export class Shard {
   readonly loss: LossName;
   /** The graph of `score-entropy`. */
   readonly graph: GraphName;
+  /** Rows per forward/backward pass. */
+  readonly microBatch: number;
 
   /**
    * Wraps existing buffers; nothing is copied.
@@ -94,7 +98,13 @@ export class Shard {
     model: Model,
     grads: Float32Array,
     batch: BatchBuffers,
-    options: { maxRows: number; seed: number; loss: LossName; graph: GraphName },
+    options: {
+      maxRows: number;
+      seed: number;
+      loss: LossName;
+      graph: GraphName;
+      microBatch?: number;
+    },
   ) {
     this.model = model;
     this.grads = grads;
@@ -102,7 +112,12 @@ export class Shard {
     this.seed = options.seed;
     this.loss = options.loss;
     this.graph = options.graph;
-    this.workspace = createWorkspace(model.config, options.maxRows, batch.T);
+    this.microBatch = options.microBatch ?? options.maxRows;
+    this.workspace = createWorkspace(
+      model.config,
+      Math.min(options.maxRows, this.microBatch),
+      batch.T,
+    );
   }
 
   /**
@@ -114,6 +129,29 @@ export class Shard {
    * @returns The shard's part of the loss (the batch loss is the sum over shards).
    */
   gradient(step: number, rowStart: number, rowEnd: number): number {
+    this.grads.fill(0);
+    let loss = 0;
+    for (const [a, b] of this.chunks(rowStart, rowEnd)) loss += this.chunkGradient(step, a, b);
+    return loss;
+  }
+
+  /**
+   * Splits `[rowStart, rowEnd)` at the multiples of `microBatch` (global row indices), so every
+   * chunk is the same whatever the sharding and only the order of the final sums depends on it.
+   */
+  private chunks(rowStart: number, rowEnd: number): [number, number][] {
+    const M = this.microBatch;
+    const out: [number, number][] = [];
+    for (let a = rowStart; a < rowEnd;) {
+      const b = Math.min(rowEnd, (Math.floor(a / M) + 1) * M);
+      out.push([a, b]);
+      a = b;
+    }
+    return out;
+  }
+
+  /** Adds the gradient of rows `[rowStart, rowEnd)` (at most `microBatch`) into `grads`. */
+  private chunkGradient(step: number, rowStart: number, rowEnd: number): number {
     const { T, input, target, weight } = this.batch;
     const rows = rowEnd - rowStart;
     const a = rowStart * T, b = rowEnd * T;
@@ -121,7 +159,6 @@ export class Shard {
       ? { seed: this.seed, step, firstRow: rowStart }
       : undefined;
     const sigma = this.sigma(rowStart, rowEnd);
-    this.grads.fill(0);
     if (this.loss === "seed") {
       // The notebook's masked cross-entropy is the model's weighted cross-entropy.
       return lossAndGrad(
@@ -176,6 +213,12 @@ export class Shard {
    * @returns The shard's part of the loss.
    */
   evaluate(rowStart: number, rowEnd: number): number {
+    let loss = 0;
+    for (const [a, b] of this.chunks(rowStart, rowEnd)) loss += this.chunkLoss(a, b);
+    return loss;
+  }
+
+  private chunkLoss(rowStart: number, rowEnd: number): number {
     const { T, input, target, weight } = this.batch;
     const rows = rowEnd - rowStart;
     const a = rowStart * T, b = rowEnd * T;

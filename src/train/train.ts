@@ -110,6 +110,11 @@ export interface TrainOptions {
   signal?: AbortSignal;
   /** Called after every step. */
   onStep?: (info: StepInfo) => void;
+  /**
+   * Rows per forward/backward pass inside a worker's shard: less activation memory, the same
+   * gradient up to summation order. Default: the whole shard in one pass.
+   */
+  microBatch?: number;
   /** Test-only: make one worker fail at one step. */
   fault?: FaultInjection;
 }
@@ -436,6 +441,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     seed: s.seed,
     loss: s.loss,
     graph: s.graph,
+    microBatch: options.microBatch,
     fault: options.fault,
   });
   const live = pool.model; // parameters every worker reads

@@ -11,6 +11,7 @@ async function firstGradient(
   workers: number,
   loss: LossName = "seed",
   timeConditioning = false,
+  microBatch?: number,
 ): Promise<{ loss: number; grads: Float32Array }> {
   const model = createModel({ ...presets.tiny, timeConditioning }, { vocabSize: V, seed: 3 });
   const pool = await createPool({
@@ -21,6 +22,7 @@ async function firstGradient(
     workers,
     seed: 5,
     loss,
+    microBatch,
   });
   try {
     fillBatch(pool.batch, tokens, { seed: 5, step: 0, loss, vocabSize: V });
@@ -91,4 +93,30 @@ for (const mode of ["throw", "crash"] as const) {
     });
     await assert.rejects(pool.gradient(3), /terminated/);
   });
+}
+
+Deno.test("createPool() with a micro-batch gives the same gradient up to summation order", async () => {
+  const ref = await firstGradient(0);
+  const a = await firstGradient(0, "seed", false, 1);
+  const b = await firstGradient(2, "seed", false, 1);
+  let max = 0, worst = 0;
+  for (let i = 0; i < ref.grads.length; i++) {
+    max = Math.max(max, Math.abs(ref.grads[i]));
+    worst = Math.max(worst, Math.abs(a.grads[i] - ref.grads[i]));
+  }
+  assert.ok(worst <= 1e-6 * max, `max difference ${worst}, max magnitude ${max}`);
+  // Chunks align to global rows: sharding changes only the order of the final sum.
+  for (let i = 0; i < a.grads.length; i++) {
+    assert.ok(Math.abs(b.grads[i] - a.grads[i]) <= 1e-6 * max);
+  }
+  await assert.rejects(
+    createPool({ ...poolArgs(), microBatch: 0 }),
+    /Invalid microBatch: expected an integer >= 1, got 0/,
+  );
+});
+
+function poolArgs() {
+  const model = createModel("tiny", { vocabSize: V, seed: 3 });
+  const { config, params } = model;
+  return { config, params, batch: 4, context: 16, workers: 0, seed: 5, loss: "seed" as const };
 }

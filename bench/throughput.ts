@@ -66,6 +66,7 @@ export async function measure(o: {
   warmup: number;
   vocab: number;
   loss: LossName;
+  microBatch?: number;
 }): Promise<Measured> {
   const model = createModel(o.preset, { vocabSize: o.vocab, context: o.context, seed: 1 });
   const rng = new Rng(1);
@@ -78,6 +79,7 @@ export async function measure(o: {
     workers: o.workers,
     seed: 1,
     loss: o.loss,
+    microBatch: o.microBatch,
   });
   const opt = createAdamW(model.params.length);
   const times: number[] = [];
@@ -126,6 +128,7 @@ const HELP = `Usage: deno run --allow-read bench/throughput.ts [options]
   --steps <n>       timed steps (default: 10)
   --warmup <n>      untimed steps first (default: 3)
   --loss <name>     ${LOSS_NAMES.join(" | ")} (default: seed)
+  --micro-batch <n> rows per forward/backward pass in a worker (default: its whole shard)
   --compare         measure 1 and 2 workers and print the speed-up
   --json            print only the JSON line(s)
   --help            this text
@@ -155,6 +158,7 @@ if (import.meta.main) {
         steps: { type: "string" },
         warmup: { type: "string" },
         loss: { type: "string" },
+        "micro-batch": { type: "string" },
         compare: { type: "boolean" },
         json: { type: "boolean" },
         help: { type: "boolean" },
@@ -187,6 +191,9 @@ if (import.meta.main) {
     context: int("context", v.context, 128, 1),
     steps: int("steps", v.steps, 10, 1),
     warmup: int("warmup", v.warmup, 3, 0),
+    microBatch: v["micro-batch"] === undefined
+      ? undefined
+      : int("micro-batch", v["micro-batch"], 0, 1),
     vocab: 512,
   };
   const counts = v.compare ? [1, 2] : [int("workers", v.workers, 2, 0)];

@@ -128,7 +128,7 @@ const HELP = `Usage: deno run --allow-read bench/throughput.ts [options]
   --steps <n>       timed steps (default: 10)
   --warmup <n>      untimed steps first (default: 3)
   --loss <name>     ${LOSS_NAMES.join(" | ")} (default: seed)
-  --micro-batch <n> rows per forward/backward pass in a worker (default: its whole shard)
+  --micro-batch <n> rows per forward/backward pass in a worker (default: 4)
   --compare         measure 1 and 2 workers and print the speed-up
   --json            print only the JSON line(s)
   --help            this text

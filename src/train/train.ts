@@ -112,7 +112,7 @@ export interface TrainOptions {
   onStep?: (info: StepInfo) => void;
   /**
    * Rows per forward/backward pass inside a worker's shard: less activation memory, the same
-   * gradient up to summation order. Default: the whole shard in one pass.
+   * gradient up to summation order. Default 4.
    */
   microBatch?: number;
   /** Test-only: make one worker fail at one step. */

@@ -26,6 +26,7 @@ import type { WasmKernels } from "../kernels/wasm.ts";
 import { wasmSupport } from "../kernels/wasm.ts";
 import { linearBackward, linearForward } from "./linear.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
+import { expScaledInPlace } from "./fast_exp.ts";
 
 /** Which implementation runs the linear and attention ops. */
 export type BackendName = "wasm" | "ts";
@@ -219,14 +220,7 @@ export function wasmBackend(k: WasmKernels, T: number, HS: number, maxOC: number
             const r = t * T;
             let max = -Infinity;
             for (let j = 0; j < T; j++) if (s[r + j] > max) max = s[r + j];
-            const ms = max * scale;
-            let sum = 0;
-            for (let j = 0; j < T; j++) {
-              const e = Math.exp(s[r + j] * scale - ms);
-              s[r + j] = e;
-              sum += e;
-            }
-            const inv = 1 / sum;
+            const inv = 1 / expScaledInPlace(s, r, T, scale, max * scale);
             for (let j = 0; j < T; j++) s[r + j] *= inv;
           }
           // y = (att * mask) v

@@ -131,3 +131,26 @@ Deno.test("reluBackward() passes dout exactly where x > 0, including the smalles
   reluBackward(dinp, dout, x, 7);
   assert.deepEqual([...dinp], [4, 1, 6, 1, 1, 1, Math.fround(1 + Math.fround(0.1))]);
 });
+
+Deno.test("geluForward() and geluBackward() are within 1e-9 of the exact x Phi(x) and its derivative", () => {
+  const xs: number[] = [];
+  for (let x = -12; x <= 12; x += 0.00137) xs.push(x);
+  xs.push(-8, 8, -7.999999, 7.999999, 0);
+  const x = Float64Array.from(xs);
+  const out = new Float64Array(x.length), d = new Float64Array(x.length);
+  const ones = new Float64Array(x.length).fill(1);
+  geluForward(f32(out), f32(x), x.length);
+  geluBackward(f32(d), f32(ones), f32(x), x.length);
+  let worstF = 0, worstB = 0;
+  for (let i = 0; i < x.length; i++) {
+    const cdf = 0.5 * erfc(-x[i] / Math.SQRT2);
+    const pdf = Math.exp(-0.5 * x[i] * x[i]) / Math.sqrt(2 * Math.PI);
+    worstF = Math.max(worstF, Math.abs(out[i] - x[i] * cdf));
+    worstB = Math.max(worstB, Math.abs(d[i] - (cdf + x[i] * pdf)));
+  }
+  assert.ok(worstF < 1e-9, `forward: worst absolute error ${worstF}`);
+  assert.ok(worstB < 1e-9, `backward: worst absolute error ${worstB}`);
+  const nan = new Float64Array(1);
+  geluForward(f32(nan), f32(new Float64Array([NaN])), 1);
+  assert.ok(Number.isNaN(nan[0]));
+});

@@ -648,9 +648,9 @@ function forwardUnchecked(
       ffIn = a.ln1;
     }
     nn.linearForward(a.fch, ffIn, w.lin1W, w.lin1B, N, C, F);
-    if (gelu) geluForward(a.fh, a.fch, N * F);
-    else reluForward(a.fh, a.fch, N * F);
-    if (useDrop) dropoutForward(a.fh, a.fh, a.maskF!, N * F);
+    // fh = drop(act(fch)), the dropout fused into the activation's pass
+    if (gelu) geluForward(a.fh, a.fch, N * F, useDrop ? a.maskF : null);
+    else reluForward(a.fh, a.fch, N * F, useDrop ? a.maskF : null);
     const fo = tm ? a.foD : ws.tmp;
     nn.linearForward(fo, a.fh, w.lin2W, w.lin2B, N, F, C);
     if (useDrop) dropoutForward(fo, fo, a.mask2!, N * C);
@@ -826,16 +826,12 @@ function backwardInto(
     const [f0, f1] = ws.gF;
     f0.fill(0, 0, NF);
     nn.linearBackward(f0, dw.lin2W, dw.lin2B, dfo, a.fh, w.lin2W, N, F, C);
-    let dfh = f0;
-    if (useDrop) {
-      f1.fill(0, 0, NF);
-      dropoutBackward(f1, f0, a.maskF!, NF);
-      dfh = f1;
-    }
-    const dfch = dfh === f0 ? f1 : f0;
+    // fh = drop(act(fch)): dfch = act'(fch) * mask * dfh in one pass
+    const dfch = f1;
     dfch.fill(0, 0, NF);
-    if (gelu) geluBackward(dfch, dfh, a.fch, NF);
-    else reluBackward(dfch, dfh, a.fch, NF);
+    const maskF = useDrop ? a.maskF : null;
+    if (gelu) geluBackward(dfch, f0, a.fch, NF, maskF);
+    else reluBackward(dfch, f0, a.fch, NF, maskF);
     // dr1: gradient w.r.t. the first residual sum r1, built in g3.
     if (pre) {
       // fch = ffIn W1^T + b1, ffIn = m2 = ln2 * (1 + scale2) + shift2 (or ln2), ln2 = norm2(r1)

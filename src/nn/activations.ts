@@ -143,6 +143,8 @@ export function geluCdf(x: number): number {
  * @param out Output, `(N)`.
  * @param inp Input, `(N)`.
  * @param N Elements.
+ * @param mask Dropout scales applied after the activation (fused `dropoutForward`), `(N)`, or
+ *   `null` (default).
  *
  * @example
  * ```ts
@@ -154,9 +156,21 @@ export function geluCdf(x: number): number {
  * assert.deepEqual([...out], [0, 2]);
  * ```
  */
-export function reluForward(out: Float32Array, inp: Float32Array, N: number): void {
+export function reluForward(
+  out: Float32Array, // (N)
+  inp: Float32Array, // (N)
+  N: number,
+  mask: Float32Array | null = null, // (N)
+): void {
   // (x + |x|) / 2 is exact for float32 values held in doubles, and has no branch to mispredict
   // (about 6x faster than `x > 0 ? x : 0` on random signs).
+  if (mask) {
+    for (let i = 0; i < N; i++) {
+      const x = inp[i];
+      out[i] = (x + Math.abs(x)) * 0.5 * mask[i];
+    }
+    return;
+  }
   for (let i = 0; i < N; i++) {
     const x = inp[i];
     out[i] = (x + Math.abs(x)) * 0.5;
@@ -172,15 +186,25 @@ export function reluForward(out: Float32Array, inp: Float32Array, N: number): vo
  * @param dout Upstream gradient, `(N)`.
  * @param inp The forward input, `(N)`.
  * @param N Elements.
+ * @param mask Dropout scales of the forward pass (fused `dropoutBackward`), `(N)`, or `null`.
  */
 export function reluBackward(
   dinp: Float32Array, // (N)
   dout: Float32Array, // (N)
   inp: Float32Array, // (N)
   N: number,
+  mask: Float32Array | null = null, // (N)
 ): void {
   // (x + |x|) / (2|x| + 1e-300) is exactly 1 for x > 0 (1e-300 is far below half an ulp of
   // any float32 value doubled) and exactly 0 for x <= 0: a step without a branch.
+  if (mask) {
+    for (let i = 0; i < N; i++) {
+      const x = inp[i];
+      const ax = Math.abs(x);
+      dinp[i] += Math.fround(dout[i] * mask[i]) * ((x + ax) / (ax + ax + 1e-300));
+    }
+    return;
+  }
   for (let i = 0; i < N; i++) {
     const x = inp[i];
     const ax = Math.abs(x);
@@ -220,6 +244,8 @@ function normalCdfExact(x: number): number {
  * @param out Output, `(N)`.
  * @param inp Input, `(N)`.
  * @param N Elements.
+ * @param mask Dropout scales applied after the activation (fused `dropoutForward`), `(N)`, or
+ *   `null` (default).
  *
  * @example
  * ```ts
@@ -232,18 +258,26 @@ function normalCdfExact(x: number): number {
  * assert.ok(Math.abs(out[1] - 0.8413447460685429) < 1e-7);
  * ```
  */
-export function geluForward(out: Float32Array, inp: Float32Array, N: number): void {
+export function geluForward(
+  out: Float32Array, // (N)
+  inp: Float32Array, // (N)
+  N: number,
+  mask: Float32Array | null = null, // (N)
+): void {
   for (let i = 0; i < N; i++) {
     const x = inp[i];
+    let y: number;
     if (x > -GELU_END && x < GELU_END) {
       const u = (x + GELU_END) * GELU_STEPS;
       const j = u | 0;
       const t = u - j, t2 = t * t, t3 = t2 * t;
-      out[i] = (2 * t3 - 3 * t2 + 1) * geluVal[j] + (t3 - 2 * t2 + t) * geluValSlope[j] +
+      y = (2 * t3 - 3 * t2 + 1) * geluVal[j] + (t3 - 2 * t2 + t) * geluValSlope[j] +
         (3 * t2 - 2 * t3) * geluVal[j + 1] + (t3 - t2) * geluValSlope[j + 1];
     } else {
-      out[i] = x * normalCdf(x); // tails, and NaN stays NaN
+      y = x * normalCdf(x); // tails, and NaN stays NaN
     }
+    // with a mask: the float32 GELU output times the dropout scale, as two separate ops do
+    out[i] = mask ? Math.fround(y) * mask[i] : y;
   }
 }
 
@@ -257,12 +291,14 @@ export function geluForward(out: Float32Array, inp: Float32Array, N: number): vo
  * @param dout Upstream gradient, `(N)`.
  * @param inp The forward input, `(N)`.
  * @param N Elements.
+ * @param mask Dropout scales of the forward pass (fused `dropoutBackward`), `(N)`, or `null`.
  */
 export function geluBackward(
   dinp: Float32Array, // (N)
   dout: Float32Array, // (N)
   inp: Float32Array, // (N)
   N: number,
+  mask: Float32Array | null = null, // (N)
 ): void {
   for (let i = 0; i < N; i++) {
     const x = inp[i];
@@ -276,7 +312,7 @@ export function geluBackward(
     } else {
       g = normalCdf(x) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x); // tails, NaN stays NaN
     }
-    dinp[i] += dout[i] * g;
+    dinp[i] += (mask ? Math.fround(dout[i] * mask[i]) : dout[i]) * g;
   }
 }
 

@@ -48,3 +48,18 @@ Deno.test("dropoutMask() writes only [offset, offset + N)", () => {
   assert.equal(mask[5], -1);
   assert.ok(mask[3] === 0 || mask[3] === 2);
 });
+
+Deno.test("dropoutMask() draws exactly rng.uniform() < p per element and leaves rng where it would", () => {
+  for (const p of [0, 0.1, 0.5, 0.999]) {
+    const n = 5000;
+    const rng = new Rng(4, 2), ref = new Rng(4, 2);
+    const mask = new Float32Array(n);
+    dropoutMask(mask, rng, p, n);
+    const scale = Math.fround(1 / (1 - p));
+    for (let i = 0; i < n; i++) {
+      const want = ref.uniform() < p ? 0 : scale;
+      assert.equal(mask[i], want, `p ${p}, element ${i}`);
+    }
+    assert.deepEqual(rng.getState(), ref.getState());
+  }
+});

@@ -11,6 +11,9 @@
  * learned-position models: softmax ignores a shift shared by all keys, so its gradient is zero in
  * exact arithmetic and Adam's normalised step follows float rounding noise, in PyTorch's float32
  * as in ours). There each step can move by at most about lr, so the check is 3 * lr.
+ *
+ * The `tc_*` cases are time-conditioned (SEDD's adaLN-Zero) and carry a `sigma` tensor `(B)`,
+ * passed to modelForward and lossAndGrad; their adaLN and head weights are nonzero.
  */
 
 import assert from "node:assert/strict";
@@ -37,6 +40,9 @@ const CASES = [
   "rotary_post_relu",
   "rotary_pre_gelu",
   "rotary_pre_relu_hs8",
+  // time conditioning (SEDD's adaLN-Zero), with nonzero modulation and head weights
+  "tc_rotary_pre_gelu",
+  "tc_learned_pre_gelu",
 ];
 const LR = 1e-3;
 
@@ -124,13 +130,17 @@ for (const c of CASES) {
       const input = i32(tensors.input, "input");
       const target = i32(tensors.target, "target");
       const weight = f32(tensors.weight, "weight");
+      // noise level per sequence: present exactly for the time-conditioned cases
+      const sigma = config.timeConditioning === true ? f32(tensors.sigma, "sigma") : undefined;
+      assert.equal(tensors.sigma === undefined, sigma === undefined);
+      if (sigma) assert.equal(sigma.length, B);
       const T = input.length / B;
       const workspace = createWorkspace(model.config, B, T, { backend });
       assert.equal(workspace.backend, backend);
 
       expectClose(
         `${c} logits`,
-        modelForward(model, workspace, input, B, T).slice(),
+        modelForward(model, workspace, input, B, T, { sigma }).slice(),
         f32(tensors.logits, "logits"),
         1e-4,
       );
@@ -138,6 +148,7 @@ for (const c of CASES) {
       const { loss, grads } = lossAndGrad(model, { input, target, weight }, {
         batch: B,
         workspace,
+        sigma,
       });
       const wantLoss = f32(tensors.loss, "loss");
       assert.equal(wantLoss.length, 1);
@@ -149,7 +160,8 @@ for (const c of CASES) {
 
       const state = createAdamW(model.params.length);
       for (let step = 0; step < 3; step++) {
-        const g = lossAndGrad(model, { input, target, weight }, { batch: B, workspace }).grads;
+        const g = lossAndGrad(model, { input, target, weight }, { batch: B, workspace, sigma })
+          .grads;
         adamwStep(model.params, g, state);
       }
       for (const name of Object.keys(model.layout)) {

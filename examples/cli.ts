@@ -54,7 +54,7 @@ Options:
   --out <dir>        run directory (default: runs/<preset>-<date>-<time>)
   --resume <dir>     continue the run in <dir> (e.g. runs/latest) with its settings
   --seed <n>         run seed (default: 0)
-  --batch <n>        sequences per step (default: 8: more, smaller steps in a short budget)
+  --batch <n>        sequences per step (default: 16)
   --context <n>      tokens per sequence (default: the preset's)
   --lr <x>           peak learning rate, warm-up then cosine decay (default: 3e-3)
   --loss <name>      ${LOSS_NAMES.join(" | ")} (default: seed)
@@ -209,7 +209,7 @@ async function trainCommand(args: string[]): Promise<number> {
   const seed = int("seed", v.seed, 0);
   // A resumed run keeps its own settings unless a flag overrides them.
   const fresh = v.resume === undefined;
-  const batch = int("batch", v.batch, 1) ?? (fresh ? 8 : undefined);
+  const batch = int("batch", v.batch, 1) ?? (fresh ? 16 : undefined);
   const context = int("context", v.context, 1);
   const lr = num("lr", v.lr) ?? (fresh ? 3e-3 : undefined);
   const vocab = int("vocab", v.vocab, 258);

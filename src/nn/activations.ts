@@ -220,18 +220,34 @@ export function reluBackward(
 const GELU_STEPS = 64;
 const GELU_END = 8;
 const GELU_POINTS = 2 * GELU_END * GELU_STEPS + 2;
-const geluVal = new Float64Array(GELU_POINTS);
-const geluValSlope = new Float64Array(GELU_POINTS);
-const geluDer = new Float64Array(GELU_POINTS);
-const geluDerSlope = new Float64Array(GELU_POINTS);
-for (let i = 0; i < GELU_POINTS; i++) {
-  const x = i / GELU_STEPS - GELU_END;
-  const cdf = normalCdfExact(x);
-  const pdf = INV_SQRT_2PI * Math.exp(-0.5 * x * x);
-  geluVal[i] = x * cdf;
-  geluValSlope[i] = (cdf + x * pdf) / GELU_STEPS; // slope times h
-  geluDer[i] = cdf + x * pdf;
-  geluDerSlope[i] = (pdf * (2 - x * x)) / GELU_STEPS;
+// Per cell j, the Hermite cubic in t = u - j as Horner coefficients c0 + t (c1 + t (c2 + t c3)),
+// four per cell: one cache line holds two cells.
+const geluPoly = new Float64Array(4 * (GELU_POINTS - 1));
+const geluDerPoly = new Float64Array(4 * (GELU_POINTS - 1));
+{
+  const val = new Float64Array(GELU_POINTS), valSlope = new Float64Array(GELU_POINTS);
+  const der = new Float64Array(GELU_POINTS), derSlope = new Float64Array(GELU_POINTS);
+  for (let i = 0; i < GELU_POINTS; i++) {
+    const x = i / GELU_STEPS - GELU_END;
+    const cdf = normalCdfExact(x);
+    const pdf = INV_SQRT_2PI * Math.exp(-0.5 * x * x);
+    val[i] = x * cdf;
+    valSlope[i] = (cdf + x * pdf) / GELU_STEPS; // slope times h
+    der[i] = cdf + x * pdf;
+    derSlope[i] = (pdf * (2 - x * x)) / GELU_STEPS;
+  }
+  // (2t^3 - 3t^2 + 1) y0 + (t^3 - 2t^2 + t) m0 + (3t^2 - 2t^3) y1 + (t^3 - t^2) m1
+  const hermite = (dst: Float64Array, y: Float64Array, m: Float64Array) => {
+    for (let j = 0; j + 1 < GELU_POINTS; j++) {
+      const y0 = y[j], y1 = y[j + 1], m0 = m[j], m1 = m[j + 1];
+      dst[4 * j] = y0;
+      dst[4 * j + 1] = m0;
+      dst[4 * j + 2] = 3 * (y1 - y0) - 2 * m0 - m1;
+      dst[4 * j + 3] = 2 * (y0 - y1) + m0 + m1;
+    }
+  };
+  hermite(geluPoly, val, valSlope);
+  hermite(geluDerPoly, der, derSlope);
 }
 
 function normalCdfExact(x: number): number {
@@ -270,9 +286,8 @@ export function geluForward(
     if (x > -GELU_END && x < GELU_END) {
       const u = (x + GELU_END) * GELU_STEPS;
       const j = u | 0;
-      const t = u - j, t2 = t * t, t3 = t2 * t;
-      y = (2 * t3 - 3 * t2 + 1) * geluVal[j] + (t3 - 2 * t2 + t) * geluValSlope[j] +
-        (3 * t2 - 2 * t3) * geluVal[j + 1] + (t3 - t2) * geluValSlope[j + 1];
+      const t = u - j, c = 4 * j;
+      y = geluPoly[c] + t * (geluPoly[c + 1] + t * (geluPoly[c + 2] + t * geluPoly[c + 3]));
     } else {
       y = x * normalCdf(x); // tails, and NaN stays NaN
     }
@@ -306,9 +321,9 @@ export function geluBackward(
     if (x > -GELU_END && x < GELU_END) {
       const u = (x + GELU_END) * GELU_STEPS;
       const j = u | 0;
-      const t = u - j, t2 = t * t, t3 = t2 * t;
-      g = (2 * t3 - 3 * t2 + 1) * geluDer[j] + (t3 - 2 * t2 + t) * geluDerSlope[j] +
-        (3 * t2 - 2 * t3) * geluDer[j + 1] + (t3 - t2) * geluDerSlope[j + 1];
+      const t = u - j, c = 4 * j;
+      g = geluDerPoly[c] +
+        t * (geluDerPoly[c + 1] + t * (geluDerPoly[c + 2] + t * geluDerPoly[c + 3]));
     } else {
       g = normalCdf(x) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x); // tails, NaN stays NaN
     }

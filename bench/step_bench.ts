@@ -1,16 +1,39 @@
 /**
- * One training step (lossAndGrad + adamwStep) per iteration, single thread.
+ * One training step (lossAndGrad + adamwStep) per iteration, single thread, on each backend
+ * (`wasm`: the WebAssembly SIMD kernels, `ts`: the plain TypeScript reference).
  *
- * deno bench --allow-read bench/step_bench.ts
+ * ```sh
+ * deno bench --allow-read bench/step_bench.ts           # deno bench groups (averages)
+ * deno run --allow-read --allow-sys bench/step_bench.ts --medians   # medians of wall and CPU time
+ * deno run --allow-read --allow-sys bench/step_bench.ts --medians --preset small --backend wasm
+ * ```
+ *
+ * `--medians` times each step on its own after warm-up and prints, per preset and backend, the
+ * median wall-clock and CPU time (this process; one thread), tokens/s and steps/s, then one
+ * JSON line per case. The machine's other load shows up in wall time more than in CPU time:
+ * both are printed, with the load average.
+ *
+ * @module
  */
 
+import process from "node:process";
+import { loadavg } from "node:os";
 import { createModel, createWorkspace, lossAndGrad } from "../src/model/model.ts";
 import { adamwStep, createAdamW } from "../src/optim/adamw.ts";
+import type { BackendName } from "../src/nn/backend.ts";
 import { Rng } from "../src/rng.ts";
 
-function setup(preset: "seed" | "small", V: number, B: number, T: number) {
+type Preset = "seed" | "small";
+
+const SHAPES: Record<Preset, { V: number; B: number; T: number }> = {
+  seed: { V: 37, B: 2, T: 8 }, // the notebook's batch
+  small: { V: 512, B: 16, T: 128 }, // the default training run
+};
+
+function setup(preset: Preset, backend: BackendName) {
+  const { V, B, T } = SHAPES[preset];
   const model = createModel(preset, { vocabSize: V, seed: 1 });
-  const ws = createWorkspace(model.config, B, T);
+  const ws = createWorkspace(model.config, B, T, { backend });
   const grads = new Float32Array(model.params.length);
   const opt = createAdamW(model.params.length);
   const rng = new Rng(2);
@@ -28,12 +51,72 @@ function setup(preset: "seed" | "small", V: number, B: number, T: number) {
   };
 }
 
-const seedStep = setup("seed", 37, 2, 8);
-const smallStep = setup("small", 512, 16, 128);
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
 
-Deno.bench("train step: seed preset, V=37, B=2, T=8", { group: "step" }, () => seedStep());
-Deno.bench(
-  "train step: small preset, V=512, B=16, T=128",
-  { group: "step", n: 5, warmup: 1 },
-  () => smallStep(),
-);
+/** Median wall and CPU milliseconds a step; `inner` steps per sample for tiny shapes. */
+function measure(run: () => void, samples: number, inner: number) {
+  for (let i = 0; i < Math.max(3, samples >> 2) * inner; i++) run();
+  const wall: number[] = [], cpu: number[] = [];
+  for (let i = 0; i < samples; i++) {
+    const c0 = process.cpuUsage();
+    const t0 = performance.now();
+    for (let j = 0; j < inner; j++) run();
+    wall.push((performance.now() - t0) / inner);
+    const c = process.cpuUsage(c0);
+    cpu.push((c.user + c.system) / 1000 / inner);
+  }
+  return { wallMs: median(wall), cpuMs: median(cpu) };
+}
+
+if (import.meta.main && Deno.args.includes("--medians")) {
+  const arg = (name: string) => {
+    const i = Deno.args.indexOf(name);
+    return i >= 0 ? Deno.args[i + 1] : undefined;
+  };
+  const presets = (arg("--preset") ? [arg("--preset")] : ["seed", "small"]) as Preset[];
+  const backends = (arg("--backend") ? [arg("--backend")] : ["wasm", "ts"]) as BackendName[];
+  const lines: string[] = [];
+  for (const preset of presets) {
+    for (const backend of backends) {
+      const small = preset === "small";
+      const samples = Number(arg("--steps") ?? (small ? (backend === "ts" ? 5 : 15) : 31));
+      const { wallMs, cpuMs } = measure(setup(preset, backend), samples, small ? 1 : 200);
+      const { B, T } = SHAPES[preset];
+      const tokensPerSecond = Math.round(B * T / wallMs * 1000);
+      console.log(
+        `${preset} B=${B} T=${T} ${backend}: median ${wallMs.toFixed(3)} ms/step wall, ` +
+          `${cpuMs.toFixed(3)} ms CPU; ${tokensPerSecond} tokens/s, ` +
+          `${Math.round(1000 / wallMs)} steps/s (${samples} samples)`,
+      );
+      lines.push(JSON.stringify({ preset, backend, batch: B, context: T, wallMs, cpuMs }));
+    }
+  }
+  let load = "unknown (needs --allow-sys)";
+  try {
+    load = loadavg().map((x) => x.toFixed(2)).join(" ");
+  } catch { /* no sys permission */ }
+  console.log(`load average ${load}`);
+  for (const l of lines) console.log(l);
+} else {
+  const seedWasm = setup("seed", "wasm"), seedTs = setup("seed", "ts");
+  const smallWasm = setup("small", "wasm"), smallTs = setup("small", "ts");
+  Deno.bench("train step: seed preset, V=37, B=2, T=8 (wasm)", {
+    group: "seed",
+    baseline: true,
+  }, () => seedWasm());
+  Deno.bench("train step: seed preset, V=37, B=2, T=8 (ts)", { group: "seed" }, () => seedTs());
+  Deno.bench(
+    "train step: small preset, V=512, B=16, T=128 (wasm)",
+    { group: "small", baseline: true, n: 10, warmup: 2 },
+    () => smallWasm(),
+  );
+  Deno.bench(
+    "train step: small preset, V=512, B=16, T=128 (ts)",
+    { group: "small", n: 3, warmup: 1 },
+    () => smallTs(),
+  );
+}

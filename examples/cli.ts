@@ -4,7 +4,7 @@
  * ```sh
  * deno task train                                   # small preset on Moby-Dick, about 5 minutes
  * deno task train --steps 200 --preset tiny --out runs/quick
- * deno task sample --checkpoint runs/latest --prompt "Call me Ishmael." --length 128 --steps 64
+ * deno task sample --checkpoint runs/latest --prompt "Call me Ishmael." --length 64 --steps 64
  * ```
  *
  * Every subcommand takes `--help`. Unknown flags and bad values print a message and exit with
@@ -55,7 +55,8 @@ Options:
   --resume <dir>     continue the run in <dir> (e.g. runs/latest) with its settings
   --seed <n>         run seed (default: 0)
   --batch <n>        sequences per step (default: 16)
-  --context <n>      tokens per sequence (default: the preset's)
+  --context <n>      tokens per sequence (default: 64, or the preset's if shorter: twice the
+                     steps of 128 in the same minutes)
   --lr <x>           peak learning rate, warm-up then cosine decay (default: 3e-3)
   --loss <name>      ${LOSS_NAMES.join(" | ")} (default: seed)
   --vocab <n>        tokenizer vocabulary size (default: 512)
@@ -210,7 +211,8 @@ async function trainCommand(args: string[]): Promise<number> {
   // A resumed run keeps its own settings unless a flag overrides them.
   const fresh = v.resume === undefined;
   const batch = int("batch", v.batch, 1) ?? (fresh ? 16 : undefined);
-  const context = int("context", v.context, 1);
+  const context = int("context", v.context, 1) ??
+    (fresh ? Math.min(64, presets[preset].context) : undefined);
   const lr = num("lr", v.lr) ?? (fresh ? 3e-3 : undefined);
   const vocab = int("vocab", v.vocab, 258);
   const nSamples = int("samples", v.samples, 0) ?? 3;
@@ -286,7 +288,7 @@ async function trainCommand(args: string[]): Promise<number> {
   console.log(
     `\nNext: deno task sample --checkpoint ${shellQuote(ckpt)} --prompt ${
       shellQuote("Call me Ishmael.")
-    } --length 128 --steps 64`,
+    } --length ${result.model.config.context} --steps 64`,
   );
   return 0;
 }

@@ -7,6 +7,8 @@
  * @module
  */
 
+import { addScaledExp, expSum } from "./fast_exp.ts";
+
 /**
  * Writes each position's weighted loss and returns their sum (accumulated in float64).
  * Positions with weight 0 are skipped (their loss is 0 whatever the logits).
@@ -54,9 +56,7 @@ export function crossEntropyForward(
     const o = n * V;
     let max = -Infinity;
     for (let v = 0; v < V; v++) if (logits[o + v] > max) max = logits[o + v];
-    let sum = 0;
-    for (let v = 0; v < V; v++) sum += Math.exp(logits[o + v] - max);
-    const l = max + Math.log(sum);
+    const l = max + Math.log(expSum(logits, o, V, max));
     lse[n] = l;
     const loss = w * (l - logits[o + targets[n]]);
     losses[n] = loss;
@@ -94,8 +94,7 @@ export function crossEntropyBackward(
     const g = dloss * weights[n];
     if (g === 0) continue;
     const o = n * V;
-    const l = lse[n];
-    for (let v = 0; v < V; v++) dlogits[o + v] += g * Math.exp(logits[o + v] - l);
+    addScaledExp(dlogits, logits, o, V, lse[n], g);
     dlogits[o + targets[n]] -= g;
   }
 }

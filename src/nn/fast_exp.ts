@@ -87,3 +87,73 @@ export function expScaledInPlace(
   }
   return sum;
 }
+
+/**
+ * `sum_i e^(a[o + i] - shift)` for `i < n`, as {@linkcode expScaledInPlace} computes each term,
+ * without writing: the normaliser of a log-softmax row.
+ *
+ * @param a Values (read only).
+ * @param o First index.
+ * @param n Elements.
+ * @param shift Subtracted from each value (the row maximum).
+ * @returns The sum, within 1e-8 relative.
+ *
+ * @example
+ * ```ts
+ * import { expSum } from "./fast_exp.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const s = expSum(new Float32Array([0, 2]), 0, 2, 2);
+ * assert.ok(Math.abs(s - (1 + Math.exp(-2))) < 1e-8);
+ * ```
+ */
+export function expSum(a: Float32Array, o: number, n: number, shift: number): number {
+  let sum = 0;
+  for (let i = o, end = o + n; i < end; i++) {
+    const x = Math.min(Math.max(a[i] - shift, -700), 700);
+    const k = Math.floor(x * LOG2E + 0.5);
+    const r = (x - k * LN2_HI) - k * LN2_LO;
+    const p = 1 +
+      r * (1 + r * (1 / 2 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r / 5040))))));
+    sum += p * POW2[k - K_MIN];
+  }
+  return sum;
+}
+
+/**
+ * `dst[o + i] += g * e^(a[o + i] - shift)` for `i < n` (ADDS): a softmax row's gradient term.
+ *
+ * @param dst Accumulator.
+ * @param a Values (read only), indexed like `dst`.
+ * @param o First index.
+ * @param n Elements.
+ * @param shift Subtracted from each value (the row's log-sum-exp).
+ * @param g Factor.
+ *
+ * @example
+ * ```ts
+ * import { addScaledExp } from "./fast_exp.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const d = new Float64Array([1, 1]);
+ * addScaledExp(d as unknown as Float32Array, new Float32Array([0, 1]), 0, 2, 1, 2);
+ * assert.ok(Math.abs(d[0] - (1 + 2 * Math.exp(-1))) < 1e-8 && Math.abs(d[1] - 3) < 1e-8);
+ * ```
+ */
+export function addScaledExp(
+  dst: Float32Array,
+  a: Float32Array,
+  o: number,
+  n: number,
+  shift: number,
+  g: number,
+): void {
+  for (let i = o, end = o + n; i < end; i++) {
+    const x = Math.min(Math.max(a[i] - shift, -700), 700);
+    const k = Math.floor(x * LOG2E + 0.5);
+    const r = (x - k * LN2_HI) - k * LN2_LO;
+    const p = 1 +
+      r * (1 + r * (1 / 2 + r * (1 / 6 + r * (1 / 24 + r * (1 / 120 + r * (1 / 720 + r / 5040))))));
+    dst[i] += g * (p * POW2[k - K_MIN]);
+  }
+}

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { expFast, expScaledInPlace } from "../../src/nn/fast_exp.ts";
+import { addScaledExp, expFast, expScaledInPlace, expSum } from "../../src/nn/fast_exp.ts";
 
 Deno.test("expFast() is within 1e-8 relative of Math.exp over the whole range", () => {
   let worst = 0;
@@ -40,4 +40,21 @@ Deno.test("expScaledInPlace() is within 1e-8 relative of Math.exp and returns th
   assert.equal(edge[0], 0);
   assert.ok(Number.isNaN(edge[1]));
   assert.equal(edge[2], 1);
+});
+
+Deno.test("expSum() and addScaledExp() agree with Math.exp to 1e-8 relative", () => {
+  const n = 4000;
+  const a = Float64Array.from({ length: n }, (_, i) => -60 + 61 * i / n) as unknown as Float32Array;
+  let want = 0;
+  for (let i = 0; i < n; i++) want += Math.exp(a[i] - 0.5);
+  assert.ok(Math.abs(expSum(a, 0, n, 0.5) / want - 1) < 1e-8);
+  const d = new Float64Array(n).fill(2) as unknown as Float32Array;
+  addScaledExp(d, a, 100, n - 200, 0.5, -3);
+  for (let i = 0; i < n; i++) {
+    const e = i >= 100 && i < n - 100 ? 2 - 3 * Math.exp(a[i] - 0.5) : 2;
+    assert.ok(
+      Math.abs(d[i] - e) <= 1e-8 * Math.max(1, Math.abs(e)),
+      `element ${i}: ${d[i]} vs ${e}`,
+    );
+  }
 });

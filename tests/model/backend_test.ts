@@ -1,6 +1,13 @@
 import assert from "node:assert/strict";
 import { resolveConfig } from "../../src/model/config.ts";
-import { createModel, createWorkspace, lossAndGrad, type Model } from "../../src/model/model.ts";
+import {
+  createModel,
+  createWorkspace,
+  lossAndGrad,
+  type Model,
+  modelBackward,
+  modelForward,
+} from "../../src/model/model.ts";
 import { Rng } from "../../src/rng.ts";
 
 function maxRel(got: Float32Array, want: Float32Array): number {
@@ -76,4 +83,25 @@ Deno.test("createWorkspace() backends: wasm by default, ts for float64, wasm + f
     () => createWorkspace(config, 1, 2, { backend: "gpu" as any }),
     { name: "TypeError", message: 'Invalid backend: expected "wasm" or "ts", got gpu' },
   );
+});
+
+Deno.test("modelBackward() on the wasm backend takes dlogits from outside the kernels' memory", () => {
+  const config = resolveConfig("tiny", { vocabSize: 9 });
+  const model = createModel(config, { seed: 2 });
+  const B = 2, T = 4, N = B * T, V = 9;
+  const rng = new Rng(5);
+  const input = Int32Array.from({ length: N }, () => rng.int(V));
+  const dlogits = Float32Array.from({ length: N * V }, () => rng.uniform() - 0.5);
+  const grads = {
+    wasm: new Float32Array(model.params.length),
+    ts: new Float32Array(model.params.length),
+  };
+  for (const backend of ["wasm", "ts"] as const) {
+    const ws = createWorkspace(config, B, T, { backend });
+    modelForward(model, ws, input, B, T);
+    modelBackward(model, ws, dlogits, grads[backend]);
+  }
+  const rel = maxRel(grads.wasm, grads.ts);
+  assert.ok(rel < 1e-5, `max relative error ${rel}`);
+  assert.ok(grads.ts.some((g) => g !== 0));
 });

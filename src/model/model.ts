@@ -143,6 +143,7 @@ interface LayerActs {
   ln1Rstd: Float32Array; // (N)
   qkv: Float32Array; // (N,3C), after RoPE
   att: Float32Array; // (B,NH,T,T) probabilities
+  heads: Float32Array; // (B,NH,3,T,HS) q, k, v per head (wasm backend; empty otherwise)
   attY: Float32Array; // (N,C) heads concatenated
   r1: Float32Array; // (N,C) first residual sum
   ln2: Float32Array; // (N,C)
@@ -317,7 +318,7 @@ export function createWorkspace(
       ? (n: number) => new Float64Array(n) as unknown as Float32Array
       : (n: number) => new Float32Array(n);
     return {
-      ...workspaceBuffers(config, B, T, f),
+      ...workspaceBuffers(config, B, T, f, false),
       backend,
       nn: tsBackend,
       wParams: null,
@@ -333,11 +334,11 @@ export function createWorkspace(
   workspaceBuffers(config, B, T, (n) => {
     total += n + 16;
     return empty;
-  });
+  }, true);
   total += 2 * (size + 16) + wasmBackendFloats(T, HS);
   const k = createWasmKernels();
   k.reserve(total);
-  const bufs = workspaceBuffers(config, B, T, (n) => k.alloc(n));
+  const bufs = workspaceBuffers(config, B, T, (n) => k.alloc(n), true);
   const wParams = k.alloc(size);
   const wGrads = k.alloc(size);
   const nn = wasmBackend(k, T, HS, Math.max(3 * C, F, V, 6 * C));
@@ -350,6 +351,7 @@ function workspaceBuffers(
   B: number,
   T: number,
   f: (n: number) => Float32Array,
+  packedHeads: boolean,
 ): Omit<Workspace, "backend" | "nn" | "wParams" | "wGrads"> {
   const { dModel: C, dFF: F, nHeads: NH, nLayers: L, vocabSize: V } = config;
   const N = B * T;
@@ -364,6 +366,7 @@ function workspaceBuffers(
       ln1Rstd: f(N),
       qkv: f(N * 3 * C),
       att: f(B * NH * T * T),
+      heads: f(packedHeads ? 3 * N * C : 0),
       attY: f(N * C),
       r1: f(N * C),
       ln2: f(N * C),
@@ -628,7 +631,7 @@ function forwardUnchecked(
     }
     nn.linearForward(a.qkv, saIn, w.inProjW, w.inProjB, N, C, 3 * C);
     if (rotary) ropeForward(a.qkv, ws.cos, ws.sin, B, T, C, NH);
-    nn.attentionForward(a.attY, a.att, a.qkv, useDrop ? a.maskAtt : null, B, T, C, NH);
+    nn.attentionForward(a.attY, a.att, a.qkv, useDrop ? a.maskAtt : null, B, T, C, NH, a.heads);
     const proj = tm ? a.projD : ws.tmp;
     nn.linearForward(proj, a.attY, w.outProjW, w.outProjB, N, C, C);
     if (useDrop) dropoutForward(proj, proj, a.mask1!, N * C);
@@ -903,6 +906,7 @@ function backwardInto(
       T,
       C,
       NH,
+      a.heads,
     );
     if (rotary) ropeBackward(gQKV, ws.cos, ws.sin, B, T, C, NH);
     // qkv = saIn Win^T + bin; new g0 = d(layer input) = dr1 (residual) + path through SA.

@@ -31,7 +31,12 @@ import { expScaledInPlace } from "./fast_exp.ts";
 /** Which implementation runs the linear and attention ops. */
 export type BackendName = "wasm" | "ts";
 
-/** The heavy ops, with the signatures of `linear.ts` and `attention.ts`. */
+/**
+ * The heavy ops, with the signatures of `linear.ts` and `attention.ts`. The attention pair takes
+ * one more, optional buffer `heads` `(B,NH,3,T,HS)`: where the wasm forward pass keeps the q, k,
+ * v heads it gathers, so that the backward pass of the same batch reads them instead of
+ * gathering again (pass the same buffer to both, or `null`; the ts backend ignores it).
+ */
 export interface NNBackend {
   /** `"ts"` or `"wasm"`. */
   readonly name: BackendName;
@@ -67,6 +72,7 @@ export interface NNBackend {
     T: number,
     C: number,
     NH: number,
+    heads?: Float32Array | null, // (B,NH,3,T,HS)
   ): void;
   /** See {@linkcode attentionBackward}. ADDS into `dqkv`. */
   attentionBackward(
@@ -80,6 +86,7 @@ export interface NNBackend {
     T: number,
     C: number,
     NH: number,
+    heads?: Float32Array | null, // (B,NH,3,T,HS)
   ): void;
 }
 
@@ -200,15 +207,23 @@ export function wasmBackend(k: WasmKernels, T: number, HS: number, maxOC: number
         for (let o = 0; o < OC; o++) dbias[o] += s[o];
       }
     },
-    attentionForward(out, att, qkv, mask, B, T, C, NH) {
+    attentionForward(out, att, qkv, mask, B, T, C, NH, heads = null) {
       const HS = C / NH;
       const scale = 1 / Math.sqrt(HS);
       const TT = T * T;
-      const q = qh.subarray(0, T * HS), kk = kh.subarray(0, T * HS), v = vh.subarray(0, T * HS);
-      const y = yh.subarray(0, T * HS);
+      const TH = T * HS;
+      const keep = heads != null && heads.length >= 3 * B * NH * TH;
+      let q = qh.subarray(0, TH), kk = kh.subarray(0, TH), v = vh.subarray(0, TH);
+      const y = yh.subarray(0, TH);
       const p = pm.subarray(0, TT);
       for (let b = 0; b < B; b++) {
         for (let h = 0; h < NH; h++) {
+          if (keep) {
+            const o = (b * NH + h) * 3 * TH;
+            q = heads.subarray(o, o + TH);
+            kk = heads.subarray(o + TH, o + 2 * TH);
+            v = heads.subarray(o + 2 * TH, o + 3 * TH);
+          }
           gather(q, qkv, 0, b, h, T, C, HS);
           gather(kk, qkv, 1, b, h, T, C, HS);
           gather(v, qkv, 2, b, h, T, C, HS);
@@ -237,19 +252,28 @@ export function wasmBackend(k: WasmKernels, T: number, HS: number, maxOC: number
         }
       }
     },
-    attentionBackward(dqkv, dout, qkv, att, mask, _scratch, B, T, C, NH) {
+    attentionBackward(dqkv, dout, qkv, att, mask, _scratch, B, T, C, NH, heads = null) {
       const HS = C / NH;
       const scale = 1 / Math.sqrt(HS);
       const TT = T * T, TH = T * HS;
-      const q = qh.subarray(0, TH), kk = kh.subarray(0, TH), v = vh.subarray(0, TH);
+      const kept = heads != null && heads.length >= 3 * B * NH * TH;
+      let q = qh.subarray(0, TH), kk = kh.subarray(0, TH), v = vh.subarray(0, TH);
       const dq = dqh.subarray(0, TH), dk = dkh.subarray(0, TH), dv = dvh.subarray(0, TH);
       const dy = dyh.subarray(0, TH);
       const p = pm.subarray(0, TT), d = dp.subarray(0, TT);
       for (let b = 0; b < B; b++) {
         for (let h = 0; h < NH; h++) {
-          gather(q, qkv, 0, b, h, T, C, HS);
-          gather(kk, qkv, 1, b, h, T, C, HS);
-          gather(v, qkv, 2, b, h, T, C, HS);
+          if (kept) {
+            // the heads the forward pass gathered (same batch, same qkv)
+            const o = (b * NH + h) * 3 * TH;
+            q = heads.subarray(o, o + TH);
+            kk = heads.subarray(o + TH, o + 2 * TH);
+            v = heads.subarray(o + 2 * TH, o + 3 * TH);
+          } else {
+            gather(q, qkv, 0, b, h, T, C, HS);
+            gather(kk, qkv, 1, b, h, T, C, HS);
+            gather(v, qkv, 2, b, h, T, C, HS);
+          }
           let o = b * T * C + h * HS;
           for (let t = 0, r = 0; t < T; t++, o += C, r += HS) {
             for (let i = 0; i < HS; i++) dy[r + i] = dout[o + i];

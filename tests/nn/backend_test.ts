@@ -74,5 +74,14 @@ for (
     nn.attentionBackward(dqkv, dout, qkv, att, mask, new Float32Array(T), B, T, C, NH);
     tsBackend.attentionBackward(dqkv2, dout, qkv, wantAtt, mask, new Float32Array(T), B, T, C, NH);
     assert.ok(relErr(dqkv, dqkv2) < 1e-5, "dqkv");
+    // with saved heads: the backward pass reads what the forward pass gathered
+    const heads = k.alloc(3 * B * T * C), out3 = k.alloc(B * T * C), att3 = k.alloc(B * NH * T * T);
+    nn.attentionForward(out3, att3, qkv, mask, B, T, C, NH, heads);
+    assert.deepEqual(out3, out);
+    assert.ok(heads.some((x) => x !== 0));
+    const dqkv3 = fill(k.alloc(B * T * 3 * C), new Rng(1)), dqkv4 = dqkv3.slice();
+    nn.attentionBackward(dqkv3, dout, qkv, att3, mask, new Float32Array(T), B, T, C, NH, heads);
+    tsBackend.attentionBackward(dqkv4, dout, qkv, wantAtt, mask, new Float32Array(T), B, T, C, NH);
+    assert.ok(relErr(dqkv3, dqkv4) < 1e-5, "dqkv with saved heads");
   });
 }

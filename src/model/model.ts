@@ -38,10 +38,10 @@ import {
 } from "../nn/backend.ts";
 import { createWasmKernels } from "../kernels/wasm.ts";
 import {
-  geluBackward,
-  geluForward,
+  geluForwardKeepGrad,
   reluBackward,
   reluForward,
+  scaleBackward,
   siluBackward,
   siluForward,
 } from "../nn/activations.ts";
@@ -149,7 +149,7 @@ interface LayerActs {
   ln2: Float32Array; // (N,C)
   ln2Mean: Float32Array; // (N)
   ln2Rstd: Float32Array; // (N)
-  fch: Float32Array; // (N,F) before the activation
+  fch: Float32Array; // (N,F) before the activation (GELU: its derivative there, after forward)
   fh: Float32Array; // (N,F) after activation and dropout
   r2: Float32Array; // (N,C) second residual sum (post-norm only; empty otherwise)
   maskAtt: Float32Array | null; // (B,NH,T,T)
@@ -652,7 +652,8 @@ function forwardUnchecked(
     }
     nn.linearForward(a.fch, ffIn, w.lin1W, w.lin1B, N, C, F);
     // fh = drop(act(fch)), the dropout fused into the activation's pass
-    if (gelu) geluForward(a.fh, a.fch, N * F, useDrop ? a.maskF : null);
+    // (GELU keeps its derivative in fch for the backward pass)
+    if (gelu) geluForwardKeepGrad(a.fh, a.fch, N * F, useDrop ? a.maskF : null);
     else reluForward(a.fh, a.fch, N * F, useDrop ? a.maskF : null);
     const fo = tm ? a.foD : ws.tmp;
     nn.linearForward(fo, a.fh, w.lin2W, w.lin2B, N, F, C);
@@ -833,7 +834,7 @@ function backwardInto(
     const dfch = f1;
     dfch.fill(0, 0, NF);
     const maskF = useDrop ? a.maskF : null;
-    if (gelu) geluBackward(dfch, f0, a.fch, NF, maskF);
+    if (gelu) scaleBackward(dfch, f0, a.fch, NF, maskF); // fch holds gelu'(fch)
     else reluBackward(dfch, f0, a.fch, NF, maskF);
     // dr1: gradient w.r.t. the first residual sum r1, built in g3.
     if (pre) {

@@ -5,8 +5,10 @@ import {
   geluBackward,
   geluCdf,
   geluForward,
+  geluForwardKeepGrad,
   reluBackward,
   reluForward,
+  scaleBackward,
 } from "../../src/nn/activations.ts";
 import { Rng } from "../../src/rng.ts";
 import { f32, gradcheck, randn } from "../gradcheck.ts";
@@ -153,4 +155,25 @@ Deno.test("geluForward() and geluBackward() are within 1e-9 of the exact x Phi(x
   const nan = new Float64Array(1);
   geluForward(f32(nan), f32(new Float64Array([NaN])), 1);
   assert.ok(Number.isNaN(nan[0]));
+});
+
+Deno.test("geluForwardKeepGrad() equals geluForward() and leaves geluBackward()'s derivative for scaleBackward()", () => {
+  const N = 257;
+  const rng = new Rng(3);
+  const x = Float32Array.from({ length: N }, () => 12 * (rng.uniform() - 0.5));
+  const mask = Float32Array.from({ length: N }, () => (rng.uniform() < 0.2 ? 0 : 1.25));
+  const dout = Float32Array.from({ length: N }, () => rng.uniform() - 0.5);
+  for (const m of [null, mask]) {
+    const want = new Float32Array(N), got = new Float32Array(N);
+    geluForward(want, x, N, m);
+    const saved = x.slice();
+    geluForwardKeepGrad(got, saved, N, m);
+    assert.deepEqual(got, want);
+    const dWant = new Float32Array(N).fill(0.5), dGot = dWant.slice();
+    geluBackward(dWant, dout, x, N, m);
+    scaleBackward(dGot, dout, saved, N, m);
+    for (let i = 0; i < N; i++) {
+      assert.ok(Math.abs(dGot[i] - dWant[i]) <= 1e-6 * Math.abs(dWant[i]) + 1e-7, `element ${i}`);
+    }
+  }
 });

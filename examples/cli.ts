@@ -58,7 +58,9 @@ Options:
   --context <n>      tokens per sequence (default: 64, or the preset's if shorter: twice the
                      steps of 128 in the same minutes)
   --lr <x>           peak learning rate, warm-up then cosine decay (default: 3e-3)
-  --loss <name>      ${LOSS_NAMES.join(" | ")} (default: seed)
+  --loss <name>      ${LOSS_NAMES.join(" | ")} (default: elbo, MDLM's bound)
+  --no-antithetic    independent diffusion times per sequence (default: antithetic times,
+                     spread evenly over the batch, for elbo and score-entropy)
   --vocab <n>        tokenizer vocabulary size (default: 512)
   --samples <n>      samples printed at the end (default: 3)
   --help             this text
@@ -185,6 +187,7 @@ async function trainCommand(args: string[]): Promise<number> {
     context: { type: "string" },
     lr: { type: "string" },
     loss: { type: "string" },
+    "no-antithetic": { type: "boolean" },
     vocab: { type: "string" },
     samples: { type: "string" },
     help: { type: "boolean" },
@@ -214,6 +217,9 @@ async function trainCommand(args: string[]): Promise<number> {
   const context = int("context", v.context, 1) ??
     (fresh ? Math.min(64, presets[preset].context) : undefined);
   const lr = num("lr", v.lr) ?? (fresh ? 3e-3 : undefined);
+  // The main job's objective (issue 5): MDLM's ELBO with antithetic times; see the README.
+  const loss = (v.loss as LossName | undefined) ?? (fresh ? "elbo" : undefined);
+  const antithetic = v["no-antithetic"] ? false : fresh ? true : undefined;
   const vocab = int("vocab", v.vocab, 258);
   const nSamples = int("samples", v.samples, 0) ?? 3;
   const data = v.data ?? (fresh ? mobyDickFolder() : undefined); // a resumed run knows its data
@@ -248,7 +254,8 @@ async function trainCommand(args: string[]): Promise<number> {
     batch,
     context,
     lr,
-    loss: v.loss as LossName | undefined,
+    loss,
+    antithetic,
     tokenizerVocabSize: vocab,
     out,
     resume: v.resume !== undefined ? v.resume : undefined,
@@ -273,7 +280,7 @@ async function trainCommand(args: string[]): Promise<number> {
   const linked = out.startsWith("runs/") ? await linkLatest(out, "runs/latest") : false;
   console.error(`Wrote ${out}/model.safetensors, optimizer.safetensors, metrics.jsonl, loss.svg`);
 
-  const output = samplerOutput({ loss: v.loss ?? "seed" });
+  const output = samplerOutput({ loss: loss ?? "seed" });
   for (let k = 0; k < Math.min(nSamples, PROMPTS.length); k++) {
     const s = sample(result.model, result.tokenizer, {
       prompt: PROMPTS[k],

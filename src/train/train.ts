@@ -87,6 +87,11 @@ export interface TrainOptions {
   loss?: LossName;
   /** The graph of `score-entropy`: `"absorb"` (default) or `"uniform"`. */
   graph?: GraphName;
+  /**
+   * `elbo` / `score-entropy`: antithetic times, spread evenly over the batch (one shared u per
+   * step). Default false; the CLI's main job turns it on.
+   */
+  antithetic?: boolean;
   /** Run seed: initialisation, batches, noise, dropout. Default 0. */
   seed?: number;
   /**
@@ -245,6 +250,7 @@ interface Settings {
   weightDecay: number;
   loss: LossName;
   graph: GraphName;
+  antithetic: boolean;
   heldOutFraction: number;
   evalBatches: number;
   steps: number | null;
@@ -368,6 +374,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     weightDecay: options.weightDecay ?? saved.weightDecay ?? 0.01,
     loss: options.loss ?? saved.loss ?? "seed",
     graph: options.graph ?? saved.graph ?? "absorb",
+    antithetic: options.antithetic ?? saved.antithetic ?? false,
     heldOutFraction: options.heldOutFraction ?? saved.heldOutFraction ?? 0.02,
     evalBatches: options.evalBatches ?? saved.evalBatches ?? 4,
     steps: Number.isFinite(steps) ? steps : null,
@@ -477,6 +484,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         loss: s.loss,
         vocabSize: tokenizer!.vocabSize,
         graph: s.graph,
+        antithetic: s.antithetic,
       });
       sum += await pool.evaluate(step);
     }
@@ -505,6 +513,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         loss: s.loss,
         vocabSize: tokenizer.vocabSize,
         graph: s.graph,
+        antithetic: s.antithetic,
       });
       const loss = await pool.gradient(step);
       const gradNorm = clipGradNorm(pool.grads, s.clip);

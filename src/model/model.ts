@@ -228,6 +228,10 @@ export interface Workspace {
   readonly gF: Float32Array[]; // 2 x (N,F)
   /** @internal */
   readonly rowT: Float32Array; // (T)
+  /** @internal wasm only: the non-zero rows of dlogits, `(N,V)` (else empty). */
+  readonly headRows: Float32Array;
+  /** @internal wasm only: their row indices, `(N)`. */
+  readonly headRowIds: Int32Array;
   /** @internal Time conditioning, or `null`. */
   readonly time: TimeActs | null;
   /** Which backend runs linear and attention: `"wasm"` or `"ts"`. */
@@ -413,6 +417,8 @@ function workspaceBuffers(
     gQKV: f(N * 3 * C),
     gF: [f(N * F), f(N * F)],
     rowT: f(T),
+    headRows: f(packedHeads ? N * V : 0),
+    headRowIds: new Int32Array(packedHeads ? N : 0),
     time: tc
       ? {
         temb: f(B * TIME_EMBED_DIM),
@@ -749,7 +755,7 @@ function backwardInto(
   // logits = final head^T + b
   const final = tm ? tm.mf : pre ? ws.lnf : ws.resid[L];
   g1.fill(0, 0, NC);
-  nn.linearBackward(g1, G.headW, G.headB, dlogits, final, P.headW, N, C, V);
+  headBackward(ws, g1, G.headW, G.headB, dlogits, final, P.headW, N, C, V);
   g0.fill(0, 0, NC);
   if (pre) {
     let dlnf = g1;
@@ -971,6 +977,60 @@ function backwardInto(
       TIME_EMBED_DIM,
       C,
     );
+  }
+}
+
+/**
+ * The head's backward pass, `logits = final W^T + b`. Rows of `dlogits` that are all zero
+ * (positions the loss ignores: unmasked tokens under the masked losses, about half of them)
+ * add nothing to any gradient, so on the wasm backend, when at most 3/4 of the rows are
+ * non-zero, the two backward products run on the non-zero rows only (gathered into
+ * `ws.headRows` and the free `g2`/`g3` scratch) and `dfinal` is scattered back. Same math.
+ */
+function headBackward(
+  ws: Workspace,
+  dfinal: Float32Array, // (N,C), zero on entry
+  dW: Float32Array, // (V,C)
+  db: Float32Array, // (V)
+  dlogits: Float32Array, // (N,V)
+  final: Float32Array, // (N,C)
+  W: Float32Array, // (V,C)
+  N: number,
+  C: number,
+  V: number,
+): void {
+  const rows = ws.headRows, idx = ws.headRowIds;
+  if (rows.length < N * V) {
+    ws.nn.linearBackward(dfinal, dW, db, dlogits, final, W, N, C, V);
+    return;
+  }
+  let n2 = 0;
+  for (let n = 0; n < N; n++) {
+    const o = n * V;
+    for (let v = 0; v < V; v++) {
+      if (dlogits[o + v] !== 0) {
+        idx[n2++] = n;
+        break;
+      }
+    }
+  }
+  if (n2 * 4 > N * 3) {
+    ws.nn.linearBackward(dfinal, dW, db, dlogits, final, W, N, C, V);
+    return;
+  }
+  if (n2 === 0) return;
+  const [, , xs, dxs] = ws.g; // free until the layers' backward pass
+  for (let i = 0; i < n2; i++) {
+    const o = idx[i] * V, r = i * V;
+    for (let v = 0; v < V; v++) rows[r + v] = dlogits[o + v];
+    const oc = idx[i] * C, rc = i * C;
+    for (let c = 0; c < C; c++) xs[rc + c] = final[oc + c];
+  }
+  dxs.fill(0, 0, n2 * C);
+  ws.nn.linearBackward(dxs, dW, db, rows, xs, W, n2, C, V);
+  for (let i = 0; i < n2; i++) {
+    const o = idx[i] * C, r = i * C;
+    for (let c = 0; c < C; c++) dfinal[o + c] += dxs[r + c];
   }
 }
 

@@ -105,3 +105,29 @@ Deno.test("modelBackward() on the wasm backend takes dlogits from outside the ke
   assert.ok(rel < 1e-5, `max relative error ${rel}`);
   assert.ok(grads.ts.some((g) => g !== 0));
 });
+
+Deno.test("lossAndGrad() on the wasm backend skips zero-weight rows in the head and still equals the ts backend", () => {
+  const config = resolveConfig("small", { vocabSize: 30, context: 16 });
+  const model = createModel(config, { seed: 11 });
+  const B = 3, T = 16, N = B * T, V = 30;
+  const rng = new Rng(6);
+  const input = Int32Array.from({ length: N }, () => rng.int(V));
+  const target = Int32Array.from({ length: N }, () => rng.int(V));
+  for (const keep of [0, 0.3, 0.6, 1]) {
+    // keep = 0: no row counts (zero loss, zero gradient); 1: every row (no compaction)
+    const weight = Float32Array.from({ length: N }, () => (rng.uniform() < keep ? 1 : 0));
+    const run = (backend: "wasm" | "ts") =>
+      lossAndGrad(model, { input, target, weight }, {
+        batch: B,
+        workspace: createWorkspace(config, B, T, { backend }),
+      });
+    const wasm = run("wasm"), ts = run("ts");
+    assert.ok(Math.abs(wasm.loss - ts.loss) <= 1e-5 * Math.abs(ts.loss));
+    if (weight.some((w) => w !== 0)) {
+      const rel = maxRel(wasm.grads, ts.grads);
+      assert.ok(rel < 1e-4, `keep ${keep}: max relative error ${rel}`);
+    } else {
+      assert.ok(wasm.grads.every((g) => g === 0) && ts.grads.every((g) => g === 0));
+    }
+  }
+});

@@ -92,6 +92,11 @@ export function layernormBackward(
   N: number,
   C: number,
 ): void {
+  // dweight and dbias are summed over rows in double scratch and added once: no float32
+  // read-modify-write per element.
+  if (sums.length < 2 * C) sums = new Float64Array(2 * C);
+  const db = sums, dwOff = C;
+  db.fill(0, 0, 2 * C);
   for (let n = 0; n < N; n++) {
     const o = n * C;
     const m = mean[n];
@@ -109,9 +114,15 @@ export function layernormBackward(
     for (let c = 0; c < C; c++) {
       const xhat = (inp[o + c] - m) * s;
       const d = dout[o + c];
-      dbias[c] += d;
-      dweight[c] += d * xhat;
+      db[c] += d;
+      db[dwOff + c] += d * xhat;
       dinp[o + c] += s * (d * weight[c] - gMean - xhat * gxMean);
     }
   }
+  for (let c = 0; c < C; c++) {
+    dbias[c] += db[c];
+    dweight[c] += db[dwOff + c];
+  }
 }
+
+let sums = new Float64Array(0); // (2C) scratch of layernormBackward

@@ -73,6 +73,8 @@ Generates text from a trained checkpoint by iterative unmasking.
 Options:
   --checkpoint <dir>  a run directory or a model.safetensors file (required)
   --prompt <text>     the text to continue (default: "")
+  --suffix <text>     text fixed at the end of the sample
+  --infill <template> fixed text with gaps, e.g. "The whale [MASK:20] the sea" (alone)
   --length <n>        tokens in all, prompt included (default: 128, at most the context)
   --steps <n>         denoising steps (default: 64)
   --seed <n>          sampling seed (default: 0)
@@ -304,6 +306,8 @@ async function sampleCommand(args: string[]): Promise<number> {
   const v = parse(args, {
     checkpoint: { type: "string" },
     prompt: { type: "string" },
+    suffix: { type: "string" },
+    infill: { type: "string" },
     length: { type: "string" },
     steps: { type: "string" },
     seed: { type: "string" },
@@ -332,12 +336,20 @@ async function sampleCommand(args: string[]): Promise<number> {
       `Invalid --length: expected at most the model's context ${context}, got ${lengthFlag}`,
     );
   }
-  const length = lengthFlag ?? Math.min(128, context);
-  const prompt = v.prompt ?? "";
+  if (v.infill !== undefined && (v.prompt !== undefined || v.suffix !== undefined)) {
+    throw new UsageError(
+      "Invalid flags: expected --infill alone, got it with --prompt or --suffix",
+    );
+  }
+  // An infill template sets its own length unless --length says otherwise.
+  const length = lengthFlag ?? (v.infill !== undefined ? undefined : Math.min(128, context));
+  const prompt = v.infill !== undefined ? undefined : v.prompt ?? "";
   console.error(`Loaded ${v.checkpoint} (step ${step}, ${model.params.length} parameters)`);
   const showSteps = v["show-steps"] ?? false;
   const out = sample(model, tokenizer, {
     prompt,
+    suffix: v.suffix,
+    infill: v.infill,
     length,
     steps,
     seed,
@@ -347,7 +359,7 @@ async function sampleCommand(args: string[]): Promise<number> {
       ? (ids: Int32Array, k: number) => {
         // Runs of revealed tokens decode together (a byte-level token may be half a character).
         let text = "", run: number[] = [];
-        for (const id of ids.subarray(0, length)) {
+        for (const id of ids) {
           if (id !== tokenizer.maskId) run.push(id);
           else (text += decode(tokenizer, run) + "_"), run = [];
         }

@@ -983,7 +983,7 @@ function backwardInto(
 /**
  * The head's backward pass, `logits = final W^T + b`. Rows of `dlogits` that are all zero
  * (positions the loss ignores: unmasked tokens under the masked losses, about half of them)
- * add nothing to any gradient, so on the wasm backend, when at most 3/4 of the rows are
+ * add nothing to any gradient, so on the wasm backend, with at least 64 rows of which at most 3/4 are
  * non-zero, the two backward products run on the non-zero rows only (gathered into
  * `ws.headRows` and the free `g2`/`g3` scratch) and `dfinal` is scattered back. Same math.
  */
@@ -1000,7 +1000,8 @@ function headBackward(
   V: number,
 ): void {
   const rows = ws.headRows, idx = ws.headRowIds;
-  if (rows.length < N * V) {
+  // (below 64 rows the products are too small for the gather to pay)
+  if (rows.length < N * V || N < 64) {
     ws.nn.linearBackward(dfinal, dW, db, dlogits, final, W, N, C, V);
     return;
   }

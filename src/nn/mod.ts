@@ -27,8 +27,10 @@ export {
   geluBackward,
   geluCdf,
   geluForward,
+  geluForwardKeepGrad,
   reluBackward,
   reluForward,
+  scaleBackward,
   siluBackward,
   siluForward,
 } from "./activations.ts";
@@ -46,9 +48,18 @@ export {
   ropeForward,
   ropeTables,
 } from "./attention.ts";
+export {
+  type BackendName,
+  defaultBackend,
+  type NNBackend,
+  tsBackend,
+  wasmBackend,
+  wasmBackendFloats,
+} from "./backend.ts";
 export { crossEntropyBackward, crossEntropyForward } from "./cross_entropy.ts";
 export { dropoutBackward, dropoutForward, dropoutMask } from "./dropout.ts";
 export { embeddingBackward, embeddingForward } from "./embedding.ts";
+export { addScaledExp, expFast, expScaledInPlace, expSum } from "./fast_exp.ts";
 export { LAYERNORM_EPS, layernormBackward, layernormForward } from "./layernorm.ts";
 export { linearBackward, linearForward, matmulABt } from "./linear.ts";
 export { residualBackward, residualForward } from "./residual.ts";

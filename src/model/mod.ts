@@ -52,4 +52,6 @@ export {
   type ModelForwardOptions,
   validateTokens,
   type Workspace,
+  type WorkspaceOptions,
 } from "./model.ts";
+export type { BackendName } from "../nn/backend.ts";

@@ -116,6 +116,32 @@ function logSumExp(logits: Float32Array, o: number, n: number): number {
   return m + Math.log(s);
 }
 
+/** Throws unless `dlogits` has the length of `logits` (every backward's second check). */
+function checkDlogits(name: string, dlogits: Float32Array, logits: Float32Array): void {
+  if (dlogits.length !== logits.length) {
+    throw new RangeError(
+      `${name}: expected dlogits of length ${logits.length}, got ${dlogits.length}`,
+    );
+  }
+}
+
+/**
+ * ADDS `g * (softmax(logits[o .. o+n)) - onehot(target))` into `dlogits[o .. o+n)`: the gradient
+ * of `g * (lse(logits[o .. o+n)) - logits[o + target])`, shared by the seed and elbo losses.
+ */
+function ceRowBackward(
+  dlogits: Float32Array,
+  logits: Float32Array,
+  o: number,
+  n: number,
+  target: number,
+  g: number,
+): void {
+  const lse = logSumExp(logits, o, n);
+  for (let y = 0; y < n; y++) dlogits[o + y] += g * Math.exp(logits[o + y] - lse);
+  dlogits[o + target] -= g;
+}
+
 // ---------------------------------------------------------------------------------------------
 // seed: the notebook's masked cross-entropy
 // ---------------------------------------------------------------------------------------------
@@ -181,18 +207,11 @@ export function seedBackward(
   maskId: number = V - 1,
 ): void {
   checkLossArgs("seedBackward", logits, x0, xt, null, null, B, T, V, scale, 2, maskId);
-  if (dlogits.length !== logits.length) {
-    throw new RangeError(
-      `seedBackward: expected dlogits of length ${logits.length}, got ${dlogits.length}`,
-    );
-  }
+  checkDlogits("seedBackward", dlogits, logits);
   for (let i = 0; i < B * T; i++) {
     if (xt[i] !== maskId) continue;
     const o = i * V;
-    // forward: sum += lse(l) - l[x0]
-    const lse = logSumExp(logits, o, V);
-    for (let y = 0; y < V; y++) dlogits[o + y] += scale * Math.exp(logits[o + y] - lse);
-    dlogits[o + x0[i]] -= scale;
+    ceRowBackward(dlogits, logits, o, V, x0[i], scale); // forward: sum += lse(l) - l[x0]
   }
 }
 
@@ -286,11 +305,7 @@ export function elboBackward(
   scale: number,
 ): void {
   checkLossArgs("elboBackward", logits, x0, xt, sigma, dsigma, B, T, V, scale);
-  if (dlogits.length !== logits.length) {
-    throw new RangeError(
-      `elboBackward: expected dlogits of length ${logits.length}, got ${dlogits.length}`,
-    );
-  }
+  checkDlogits("elboBackward", dlogits, logits);
   const M = V - 1;
   for (let b = 0; b < B; b++) {
     const g = scale * dsigma[b] / Math.expm1(sigma[b]);
@@ -298,10 +313,7 @@ export function elboBackward(
       const i = b * T + t;
       if (xt[i] !== M) continue;
       const o = i * V;
-      // forward: sum += w * (lse_{y<M}(l) - l[x0])
-      const lse = logSumExp(logits, o, M);
-      for (let y = 0; y < M; y++) dlogits[o + y] += g * Math.exp(logits[o + y] - lse);
-      dlogits[o + x0[i]] -= g;
+      ceRowBackward(dlogits, logits, o, M, x0[i], g); // forward: sum += w * (lse_{y<M}(l) - l[x0])
     }
   }
 }
@@ -395,11 +407,7 @@ export function scoreEntropyAbsorbBackward(
   scale: number,
 ): void {
   checkLossArgs("scoreEntropyAbsorbBackward", logits, x0, xt, sigma, dsigma, B, T, V, scale);
-  if (dlogits.length !== logits.length) {
-    throw new RangeError(
-      `scoreEntropyAbsorbBackward: expected dlogits of length ${logits.length}, got ${dlogits.length}`,
-    );
-  }
+  checkDlogits("scoreEntropyAbsorbBackward", dlogits, logits);
   const M = V - 1;
   for (let b = 0; b < B; b++) {
     const e = Math.expm1(sigma[b]);
@@ -530,11 +538,7 @@ export function scoreEntropyUniformBackward(
   scale: number,
 ): void {
   checkUniform("scoreEntropyUniformBackward", logits, x0, xt, sigma, dsigma, B, T, V, scale);
-  if (dlogits.length !== logits.length) {
-    throw new RangeError(
-      `scoreEntropyUniformBackward: expected dlogits of length ${logits.length}, got ${dlogits.length}`,
-    );
-  }
+  checkDlogits("scoreEntropyUniformBackward", dlogits, logits);
   const N = V - 1;
   for (let b = 0; b < B; b++) {
     const e = Math.expm1(sigma[b]);

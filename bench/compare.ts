@@ -8,9 +8,11 @@
  * deno run --allow-read --allow-env --allow-run bench/compare.ts --preset seed --batch 2 --context 8
  * ```
  *
- * PyTorch runs with OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE removed from its environment (that
- * command alone): pinned to `Haswell` they slow Debian's OpenBLAS 0.3.21 on AVX-512 machines;
- * `--keep-openblas-env` keeps them. Both sides use the same vocabulary (512, throughput.ts's).
+ * Both sides run with the environment as it is, so on the same OpenBLAS with the same kernel
+ * (ours through the `blas` backend, `--backend` to choose another). `--unset-openblas-env`
+ * removes OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE from both sides' environments (those commands
+ * alone): where they pin `Haswell` on an AVX-512 machine, Debian's OpenBLAS 0.3.21 then picks
+ * its AVX-512 kernel. Both sides use the same vocabulary (512, throughput.ts's).
  *
  * @module
  */
@@ -19,6 +21,7 @@ import { parseArgs } from "node:util";
 
 interface Row {
   preset: string;
+  backend?: string;
   batch: number;
   context: number;
   workers: number;
@@ -62,7 +65,8 @@ if (import.meta.main) {
       batch: { type: "string" },
       context: { type: "string" },
       steps: { type: "string" },
-      "keep-openblas-env": { type: "boolean" },
+      backend: { type: "string", default: "auto" },
+      "unset-openblas-env": { type: "boolean" },
     },
   }).values;
   const seed = v.preset === "seed";
@@ -73,24 +77,32 @@ if (import.meta.main) {
   const shape = ["--preset", v.preset!, "--batch", batch, "--context", context];
   const common = [...shape, "--steps", steps, "--warmup", warmup, "--json"];
 
+  const clear = v["unset-openblas-env"] ? ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"] : [];
   const ours: Row[] = [];
   for (const w of ["1", "2"]) {
     ours.push(
-      await run(Deno.execPath(), [
-        "run",
-        "--allow-read",
-        "--allow-env",
-        `${here}throughput.ts`,
-        ...common,
-        "--workers",
-        w,
-      ]),
+      await run(
+        Deno.execPath(),
+        [
+          "run",
+          "--allow-read",
+          "--allow-env",
+          "--allow-ffi",
+          `${here}throughput.ts`,
+          ...common,
+          "--backend",
+          v.backend!,
+          "--workers",
+          w,
+        ],
+        {},
+        clear,
+      ),
     );
   }
   const theirs: Row[] = [];
   const hasTorch = await torchInstalled();
   if (hasTorch) {
-    const clear = v["keep-openblas-env"] ? [] : ["OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE"];
     for (const t of ["1", "2"]) {
       theirs.push(
         await run(
@@ -113,10 +125,14 @@ if (import.meta.main) {
     `| ${name} | ${r.workers} | ${r.msPerStep} | ${
       r.tokensPerSecond.toLocaleString("en-US")
     } | ${r.peakRssMB} |`;
-  console.log(`\n${v.preset} B=${batch} T=${context}\n`);
+  console.log(
+    `\n${v.preset} B=${batch} T=${context}, OPENBLAS_CORETYPE ${
+      v["unset-openblas-env"] ? "unset" : (Deno.env.get("OPENBLAS_CORETYPE") ?? "unset")
+    } on both sides\n`,
+  );
   console.log("| system | workers/threads | ms/step | tokens/s | peak RSS MB |");
   console.log("| --- | --- | --- | --- | --- |");
-  for (const r of ours) console.log(line("@sedd/core", r));
+  for (const r of ours) console.log(line(`@sedd/core (${r.backend})`, r));
   for (const r of theirs) console.log(line("PyTorch", r));
   if (!hasTorch) {
     console.log(

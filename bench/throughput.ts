@@ -22,7 +22,8 @@
 
 import process from "node:process";
 import { parseArgs } from "node:util";
-import { type PresetName, presets } from "../src/model/config.ts";
+import { type ModelConfig, type PresetName, presets, resolveConfig } from "../src/model/config.ts";
+import { BACKEND_CHOICES, type BackendChoice, resolveBackend } from "../src/nn/backend.ts";
 import { createModel } from "../src/model/model.ts";
 import { adamwStep, createAdamW } from "../src/optim/adamw.ts";
 import { Rng } from "../src/rng.ts";
@@ -33,6 +34,10 @@ import { clipGradNorm } from "../src/train/train.ts";
 /** One measurement. */
 export interface Throughput {
   preset: string;
+  /** The backend the workers ran. */
+  backend: string;
+  /** Parameters of the measured model. */
+  params: number;
   batch: number;
   context: number;
   workers: number;
@@ -67,8 +72,16 @@ export async function measure(o: {
   vocab: number;
   loss: LossName;
   microBatch?: number;
+  backend?: BackendChoice;
+  /** Shape overrides over the preset (width, depth, heads, feed-forward). */
+  shape?: Partial<Pick<ModelConfig, "dModel" | "nLayers" | "nHeads" | "dFF">>;
 }): Promise<Measured> {
-  const model = createModel(o.preset, { vocabSize: o.vocab, context: o.context, seed: 1 });
+  const config = resolveConfig({
+    ...resolveConfig(o.preset, { vocabSize: o.vocab, context: o.context }),
+    ...o.shape,
+  });
+  const model = createModel(config, { seed: 1 });
+  const backend = resolveBackend(o.backend ?? "auto").backend;
   const rng = new Rng(1);
   const tokens = Int32Array.from({ length: 100_000 }, () => rng.int(o.vocab - 1));
   const pool = await createPool({
@@ -80,6 +93,7 @@ export async function measure(o: {
     seed: 1,
     loss: o.loss,
     microBatch: o.microBatch,
+    backend,
   });
   const opt = createAdamW(model.params.length);
   const times: number[] = [];
@@ -104,6 +118,8 @@ export async function measure(o: {
   const ms = times[Math.floor(times.length / 2)];
   return {
     preset: o.preset,
+    backend,
+    params: model.params.length,
     batch: o.batch,
     context: o.context,
     workers: pool.workers === 0 ? Math.min(o.workers, 1) : pool.workers,
@@ -129,6 +145,10 @@ const HELP = `Usage: deno run --allow-read bench/throughput.ts [options]
   --warmup <n>      untimed steps first (default: 3)
   --loss <name>     ${LOSS_NAMES.join(" | ")} (default: seed)
   --micro-batch <n> rows per forward/backward pass in a worker (default: 4)
+  --backend <name>  ${BACKEND_CHOICES.join(" | ")} (default: auto)
+  --vocab <n>       vocabulary size (default: 512)
+  --d-model <n>, --layers <n>, --heads <n>, --dff <n>
+                    the shape, over the preset's
   --compare         measure 1 and 2 workers and print the speed-up
   --json            print only the JSON line(s)
   --help            this text
@@ -159,6 +179,12 @@ if (import.meta.main) {
         warmup: { type: "string" },
         loss: { type: "string" },
         "micro-batch": { type: "string" },
+        backend: { type: "string" },
+        vocab: { type: "string" },
+        "d-model": { type: "string" },
+        layers: { type: "string" },
+        heads: { type: "string" },
+        dff: { type: "string" },
         compare: { type: "boolean" },
         json: { type: "boolean" },
         help: { type: "boolean" },
@@ -194,8 +220,20 @@ if (import.meta.main) {
     microBatch: v["micro-batch"] === undefined
       ? undefined
       : int("micro-batch", v["micro-batch"], 0, 1),
-    vocab: 512,
+    vocab: int("vocab", v.vocab, 512, 2),
+    backend: (v.backend ?? "auto") as BackendChoice,
+    shape: Object.fromEntries(
+      ([["dModel", "d-model"], ["nLayers", "layers"], ["nHeads", "heads"], ["dFF", "dff"]] as const)
+        .filter(([, f]) => v[f] !== undefined)
+        .map(([k, f]) => [k, int(f, v[f], 0, 1)]),
+    ),
   };
+  if (!BACKEND_CHOICES.includes(base.backend)) {
+    console.error(
+      `Invalid --backend: expected one of ${BACKEND_CHOICES.join(", ")}, got "${v.backend}"`,
+    );
+    Deno.exit(2);
+  }
   const counts = v.compare ? [1, 2] : [int("workers", v.workers, 2, 0)];
   const results: Measured[] = [];
   for (const workers of counts) {
@@ -203,7 +241,8 @@ if (import.meta.main) {
     results.push(r);
     if (!v.json) {
       console.log(
-        `${preset} B=${r.batch} T=${r.context} workers=${r.workers}: ${r.msPerStep} ms/step, ` +
+        `${preset} (${r.params} params) B=${r.batch} T=${r.context} workers=${r.workers} ` +
+          `${r.backend}: ${r.msPerStep} ms/step, ` +
           `${r.tokensPerSecond.toLocaleString("en-US")} tokens/s, peak RSS ${r.peakRssMB} MB, ` +
           `CPU ${r.cpuMsPerStep} ms/step`,
       );

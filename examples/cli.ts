@@ -24,6 +24,12 @@ import { LOSS_NAMES, type LossName } from "../src/train/batch.ts";
 import { joinDocuments, splitTokens } from "../src/train/data.ts";
 import { loadCheckpoint } from "../src/train/run_dir.ts";
 import { type StepInfo, train } from "../src/train/train.ts";
+import {
+  BACKEND_CHOICES,
+  type BackendChoice,
+  resolveBackend,
+  type ResolvedBackend,
+} from "../src/nn/backend.ts";
 
 const METHODS: readonly SampleMethod[] = ["ancestral", "confidence", "euler", "tweedie"];
 
@@ -63,6 +69,7 @@ Options:
                      spread evenly over the batch, for elbo and score-entropy)
   --vocab <n>        tokenizer vocabulary size (default: 512)
   --samples <n>      samples printed at the end (default: 3)
+${backendHelp(21)}
   --help             this text
 `;
 
@@ -80,6 +87,7 @@ Options:
   --seed <n>          sampling seed (default: 0)
   --method <name>     ancestral | confidence | euler | tweedie (default: ancestral)
   --show-steps        print the text after every step, masks shown as _
+${backendHelp(22)}
   --help              this text
 `;
 
@@ -95,6 +103,7 @@ Options:
                       trainer's held-out split)
   --samples <n>       Monte-Carlo draws per window (default: 8)
   --seed <n>          noise seed (default: 0)
+${backendHelp(22)}
   --help              this text
 `;
 
@@ -114,6 +123,27 @@ function num(name: string, v: string | undefined): number | undefined {
     throw new UsageError(`Invalid --${name}: expected a number > 0, got "${v}"`);
   }
   return n;
+}
+
+/** `--backend`: resolved once here so the run can say which backend it uses, and why. */
+function backendOf(v: string | undefined): ResolvedBackend {
+  const choice = (v ?? "auto") as BackendChoice;
+  if (!BACKEND_CHOICES.includes(choice)) {
+    throw new UsageError(
+      `Invalid --backend: expected one of ${BACKEND_CHOICES.join(", ")}, got "${v}"`,
+    );
+  }
+  const r = resolveBackend(choice);
+  console.error(`Backend: ${r.note}`);
+  return r;
+}
+
+/** The `--backend` line of a help text whose descriptions start at column `col`. */
+function backendHelp(col: number): string {
+  const flag = "  --backend <name>".padEnd(col);
+  return `${flag}auto | blas | wasm | ts (default: auto: the system's BLAS where it\n${
+    " ".repeat(col)
+  }loads and passes its self-check, else wasm)`;
 }
 
 function parse<T extends Record<string, { type: "string" | "boolean" }>>(
@@ -192,6 +222,7 @@ async function trainCommand(args: string[]): Promise<number> {
     "no-antithetic": { type: "boolean" },
     vocab: { type: "string" },
     samples: { type: "string" },
+    backend: { type: "string" },
     help: { type: "boolean" },
   });
   if (v.help) {
@@ -245,8 +276,10 @@ async function trainCommand(args: string[]): Promise<number> {
   } catch {
     // No signal support (e.g. some platforms): Ctrl+C ends the process as usual.
   }
+  const { backend } = backendOf(v.backend);
   const printer = progressPrinter(minutes);
   const result = await train({
+    backend,
     data,
     model: preset,
     steps,
@@ -277,7 +310,7 @@ async function trainCommand(args: string[]): Promise<number> {
   console.error(
     `Done (${result.stopped}): ${result.step} steps, final loss ${last?.loss.toFixed(4) ?? "-"}, ` +
       `held-out ${heldOut?.toFixed(4) ?? "-"}, ${Math.round(tps).toLocaleString("en-US")} tok/s ` +
-      `with ${result.workers || "no"} worker${result.workers === 1 ? "" : "s"}.`,
+      `with ${result.workers || "no"} worker${result.workers === 1 ? "" : "s"} on ${backend}.`,
   );
   const linked = out.startsWith("runs/") ? await linkLatest(out, "runs/latest") : false;
   console.error(`Wrote ${out}/model.safetensors, optimizer.safetensors, metrics.jsonl, loss.svg`);
@@ -289,6 +322,7 @@ async function trainCommand(args: string[]): Promise<number> {
       length: Math.min(96, result.model.config.context),
       steps: 48,
       seed: k,
+      backend,
       ...output,
     });
     console.log(`\n--- sample ${k + 1} (prompt ${JSON.stringify(PROMPTS[k])}) ---\n${s.text}`);
@@ -313,6 +347,7 @@ async function sampleCommand(args: string[]): Promise<number> {
     seed: { type: "string" },
     method: { type: "string" },
     "show-steps": { type: "boolean" },
+    backend: { type: "string" },
     help: { type: "boolean" },
   });
   if (v.help) {
@@ -346,7 +381,9 @@ async function sampleCommand(args: string[]): Promise<number> {
   const prompt = v.infill !== undefined ? undefined : v.prompt ?? "";
   console.error(`Loaded ${v.checkpoint} (step ${step}, ${model.params.length} parameters)`);
   const showSteps = v["show-steps"] ?? false;
+  const { backend } = backendOf(v.backend);
   const out = sample(model, tokenizer, {
+    backend,
     prompt,
     suffix: v.suffix,
     infill: v.infill,
@@ -379,6 +416,7 @@ async function evalCommand(args: string[]): Promise<number> {
     "held-out": { type: "string" },
     samples: { type: "string" },
     seed: { type: "string" },
+    backend: { type: "string" },
     help: { type: "boolean" },
   });
   if (v.help) {
@@ -407,7 +445,8 @@ async function evalCommand(args: string[]): Promise<number> {
       v.data ?? "Moby-Dick"
     }, ${samples} draws per window...`,
   );
-  const r = evaluate(model, heldOut, { samples, seed, tokenizer });
+  const { backend } = backendOf(v.backend);
+  const r = evaluate(model, heldOut, { samples, seed, tokenizer, backend });
   console.log(
     `nats/token ${r.natsPerToken.toFixed(4)} ± ${r.standardError.toFixed(4)}  ` +
       `bits/char ${r.bitsPerChar?.toFixed(4) ?? "-"}  perplexity bound ${

@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import { createModel, decode, encode, forward, sample, train, trainTokenizer } from "../mod.ts";
+import { loadBlas } from "../src/kernels/blas.ts";
 
 const text = "the whale swam in the deep sea and the sea was calm. ".repeat(30);
 const tokenizer = trainTokenizer([text], { vocabSize: 270 });
@@ -19,12 +20,21 @@ const logits = forward(model, new Int32Array(8).fill(tokenizer.maskId), { batch:
 assert.equal(logits.length, 8 * tokenizer.vocabSize);
 assert.ok(logits.every(Number.isFinite));
 
-// In-process and with two Web Workers: a finite, falling loss, and the same parameters both ways
-// up to summation order.
+// The system's BLAS through bun:ffi (CI installs it; elsewhere its runs are skipped).
+const blas = loadBlas();
+const ci = (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env
+  .CI === "true";
+assert.ok(blas.ok || !ci, `CI needs the BLAS library under Bun: ${blas.ok ? "" : blas.reason}`);
+const runs = [{ workers: 0, backend: "wasm" }, { workers: 2, backend: "wasm" }] as const;
+const blasRuns = [{ workers: 0, backend: "blas" }, { workers: 2, backend: "blas" }] as const;
+
+// In-process and with two Web Workers, on wasm and on the BLAS: a finite, falling loss, and the
+// same parameters every way up to summation order.
 const finals: Float32Array[] = [];
-for (const workers of [0, 2]) {
+for (const { workers, backend } of blas.ok ? [...runs, ...blasRuns] : runs) {
   const losses: number[] = [];
   const result = await train({
+    backend,
     text,
     tokenizer,
     model: "tiny",
@@ -37,6 +47,7 @@ for (const workers of [0, 2]) {
     onStep: ({ loss }) => losses.push(loss),
   });
   assert.equal(result.workers, workers, `expected ${workers} workers, got ${result.workers}`);
+  assert.equal(result.backend.backend, backend);
   assert.equal(losses.length, 40);
   assert.ok(losses.every(Number.isFinite), `non-finite loss with ${workers} workers`);
   const head = losses.slice(0, 5).reduce((a, b) => a + b) / 5;
@@ -51,9 +62,12 @@ for (const workers of [0, 2]) {
   assert.ok(out.text.startsWith("the whale"), `sample lost its prompt: ${out.text}`);
   finals.push(result.model.params);
 }
-let maxDiff = 0;
-for (let i = 0; i < finals[0].length; i++) {
-  maxDiff = Math.max(maxDiff, Math.abs(finals[0][i] - finals[1][i]));
+for (let r = 1; r < finals.length; r++) {
+  let maxDiff = 0;
+  for (let i = 0; i < finals[0].length; i++) {
+    maxDiff = Math.max(maxDiff, Math.abs(finals[0][i] - finals[r][i]));
+  }
+  assert.ok(maxDiff < 1e-3, `run ${r} drifted from run 0: max |diff| ${maxDiff}`);
 }
-assert.ok(maxDiff < 1e-3, `0 and 2 workers drifted apart: max |diff| ${maxDiff}`);
+console.log(`${finals.length} training runs${blas.ok ? ", BLAS through bun:ffi" : ", no BLAS"}`);
 console.log("bun smoke: 1 passed, 0 failed");

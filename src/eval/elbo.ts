@@ -29,7 +29,8 @@
  * Randomness: draw k of window w takes its t and mask from `new Rng(seed, w, k)`; with
  * `antithetic`, t comes instead from a u shared by half of the window's draws,
  * `new Rng(seed, w, 0xFFFFFFFF - h)` for half h, spread as u_j = (u/n + j/n) mod 1 over the half's
- * n = K/2 draws. So the result depends on the seed only, never on `batch`.
+ * n = K/2 draws. So the result depends on the seed only, never on `batch`: bitwise on the wasm and
+ * ts backends, up to float rounding on `blas` (the library blocks a product by its row count).
  *
  * Standard error: windows are evaluated with independent noise, so Var(total) = sum_w Var(mean of
  * window w). Without antithetic draws each window's variance is its sample variance over K draws
@@ -51,16 +52,17 @@
  *
  * const model = createModel("tiny", { vocabSize: 9, seed: 1 }); // 8 real tokens + MASK
  * const tokens = new Int32Array(64).map((_, i) => (i * 5) % 8);
- * const r = evaluate(model, tokens, { samples: 4, seed: 3 });
+ * const r = evaluate(model, tokens, { samples: 4, seed: 3, backend: "wasm" });
  * assert.equal(r.windows, 4);
  * assert.ok(Math.abs(r.natsPerToken - Math.log(8)) < 0.5, `${r.natsPerToken}`);
  * assert.ok(r.standardError > 0 && r.standardError < 0.5);
- * assert.deepEqual(evaluate(model, tokens, { samples: 4, seed: 3, batch: 3 }), r);
+ * assert.deepEqual(evaluate(model, tokens, { samples: 4, seed: 3, batch: 3, backend: "wasm" }), r);
  * ```
  *
  * @module
  */
 
+import { type BackendChoice, resolveBackend } from "../nn/backend.ts";
 import { corruptRow, type GraphName, moveProb } from "../diffusion/corrupt.ts";
 import { lossForward } from "../diffusion/losses.ts";
 import { createSchedule, type NoiseSchedule, type ScheduleName } from "../diffusion/schedule.ts";
@@ -78,6 +80,10 @@ export type DenoiseFn = (ids: Int32Array, sigma: Float32Array) => Float32Array;
 
 /** Options of {@linkcode evaluate}. */
 export interface EvaluateOptions {
+  /** The compute backend: `"auto"` (default; see `resolveBackend`), `"blas"`, `"wasm"`, `"ts"`. */
+  backend?: BackendChoice;
+  /** The BLAS library of the `"blas"` backend (default: see `loadBlas`). */
+  blasPath?: string;
   /** Monte-Carlo draws (t and mask) per window, K. Default 8; even when `antithetic`. */
   samples?: number;
   /** Spread t over each half of a window's draws (see the module doc). Default false. */
@@ -277,6 +283,11 @@ export function evaluate(
     ? options.schedule
     : createSchedule(options.schedule ?? "loglinear");
 
+  const blas = options.blasPath === undefined ? undefined : { path: options.blasPath };
+  const wsOptions = net
+    ? { backend: resolveBackend(options.backend ?? "auto", blas).backend, blas }
+    : {};
+
   // Windows: W = ceil(N / T), the last one possibly shorter.
   const N = tokens.length;
   const W = Math.ceil(N / T);
@@ -292,7 +303,7 @@ export function evaluate(
   const evalGroup = (wFrom: number, wTo: number, len: number): void => {
     const items = (wTo - wFrom) * K;
     const cap = Math.min(batch, items);
-    const ws: Workspace | null = net ? createWorkspace(model.config, cap, len) : null;
+    const ws: Workspace | null = net ? createWorkspace(model.config, cap, len, wsOptions) : null;
     const x0 = new Int32Array(cap * len);
     const xt = new Int32Array(cap * len);
     const sigma = new Float64Array(cap);

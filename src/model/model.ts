@@ -37,6 +37,7 @@ import {
   wasmBackendFloats,
 } from "../nn/backend.ts";
 import { createWasmKernels } from "../kernels/wasm.ts";
+import { type BlasLibrary, type BlasOptions, loadBlas, withBlas } from "../kernels/blas.ts";
 import {
   geluForwardKeepGrad,
   reluBackward,
@@ -234,7 +235,7 @@ export interface Workspace {
   readonly headRowIds: Int32Array;
   /** @internal Time conditioning, or `null`. */
   readonly time: TimeActs | null;
-  /** Which backend runs linear and attention: `"wasm"` or `"ts"`. */
+  /** Which backend runs linear and attention: `"blas"`, `"wasm"` or `"ts"`. */
   readonly backend: BackendName;
   /** @internal The ops of that backend. */
   readonly nn: NNBackend;
@@ -256,12 +257,16 @@ export interface WorkspaceOptions {
   /**
    * `"wasm"`: linear and attention through the WebAssembly SIMD kernels, activations, a
    * parameter copy and the gradient accumulator in the kernels' memory (zero-copy calls).
+   * `"blas"`: the same, with the matmuls through the system's `cblas_sgemm` on that memory
+   * (FFI: Deno with `--allow-ffi`, or Bun); an error where no library loads.
    * `"ts"`: the plain TypeScript reference. Default: `"wasm"` where WebAssembly SIMD
    * validates, else `"ts"`; always `"ts"` with `float64`.
    */
   backend?: BackendName;
   /** Float64 buffers for finite-difference gradient checks (TS backend only). */
   float64?: boolean;
+  /** `"blas"`: where the library is (default: see `loadBlas`). */
+  blas?: BlasOptions;
 }
 
 function checkDim(name: string, v: number): void {
@@ -307,13 +312,23 @@ export function createWorkspace(
     );
   }
   const backend = options.backend ?? (options.float64 ? "ts" : defaultBackend());
-  if (backend !== "ts" && backend !== "wasm") {
-    throw new TypeError(`Invalid backend: expected "wasm" or "ts", got ${backend}`);
+  if (backend !== "ts" && backend !== "wasm" && backend !== "blas") {
+    throw new TypeError(`Invalid backend: expected "blas", "wasm" or "ts", got ${backend}`);
   }
-  if (backend === "wasm" && options.float64) {
+  if (backend !== "ts" && options.float64) {
     throw new TypeError(
-      'Invalid backend for a float64 workspace: expected "ts" (the wasm kernels are float32), got "wasm"',
+      `Invalid backend for a float64 workspace: expected "ts" (the ${backend} kernels are float32), got "${backend}"`,
     );
+  }
+  let blas: BlasLibrary | undefined;
+  if (backend === "blas") {
+    const lib = loadBlas(options.blas);
+    if (!lib.ok) {
+      throw new Error(
+        `BLAS backend unavailable: expected a working CBLAS library, got ${lib.reason}`,
+      );
+    }
+    blas = lib.blas;
   }
   const { dModel: C, nHeads: NH, dFF: F, vocabSize: V } = config;
   const HS = C / NH;
@@ -340,12 +355,13 @@ export function createWorkspace(
     return empty;
   }, true);
   total += 2 * (size + 16) + wasmBackendFloats(T, HS);
-  const k = createWasmKernels();
-  k.reserve(total);
+  const wk = createWasmKernels();
+  wk.reserve(total);
+  const k = blas ? withBlas(wk, blas) : wk;
   const bufs = workspaceBuffers(config, B, T, (n) => k.alloc(n), true);
   const wParams = k.alloc(size);
   const wGrads = k.alloc(size);
-  const nn = wasmBackend(k, T, HS, Math.max(3 * C, F, V, 6 * C));
+  const nn = wasmBackend(k, T, HS, Math.max(3 * C, F, V, 6 * C), backend);
   return { ...bufs, backend, nn, wParams, wGrads };
 }
 
@@ -1047,10 +1063,19 @@ function checkGrads(model: Model, grads: Float32Array): void {
 
 const defaultWorkspaces = new WeakMap<Model, Workspace>();
 
-function workspaceFor(model: Model, B: number, T: number): Workspace {
+function workspaceFor(
+  model: Model,
+  B: number,
+  T: number,
+  backend?: BackendName,
+  blas?: BlasOptions,
+): Workspace {
   const ws = defaultWorkspaces.get(model);
-  if (ws && ws.config === model.config && ws.B >= B && ws.T >= T) return ws;
-  const fresh = createWorkspace(model.config, B, T);
+  if (
+    ws && ws.config === model.config && ws.B >= B && ws.T >= T &&
+    (backend === undefined || ws.backend === backend)
+  ) return ws;
+  const fresh = createWorkspace(model.config, B, T, { backend, blas });
   defaultWorkspaces.set(model, fresh);
   return fresh;
 }
@@ -1077,7 +1102,7 @@ function batchShape(model: Model, length: number, batch: number, name: string): 
  * @param model The model.
  * @param tokens Token ids, `(B,T)` flattened.
  * @param options `batch`: the number of sequences B; `sigma`: noise level per sequence `(B)`,
- *   required by a time-conditioned model.
+ *   required by a time-conditioned model; `backend` (and `blas`) of the cached workspace.
  * @returns A fresh `(B,T,V)` array of logits.
  *
  * @example
@@ -1093,13 +1118,18 @@ function batchShape(model: Model, length: number, batch: number, name: string): 
 export function forward(
   model: Model,
   tokens: Int32Array,
-  options: { batch: number; sigma?: Float32Array | Float64Array },
+  options: {
+    batch: number;
+    sigma?: Float32Array | Float64Array;
+    backend?: BackendName;
+    blas?: BlasOptions;
+  },
 ): Float32Array {
   validateTokens(tokens, model.config.vocabSize, "tokens");
   const B = options.batch;
   const T = batchShape(model, tokens.length, B, "tokens");
   checkSigma(model, options.sigma, B);
-  const ws = workspaceFor(model, B, T);
+  const ws = workspaceFor(model, B, T, options.backend, options.blas);
   return forwardUnchecked(model, ws, tokens, B, T, undefined, options.sigma).slice();
 }
 

@@ -24,12 +24,22 @@
 
 import type { WasmKernels } from "../kernels/wasm.ts";
 import { wasmSupport } from "../kernels/wasm.ts";
+import { type BlasOptions, loadBlas } from "../kernels/blas.ts";
 import { linearBackward, linearForward } from "./linear.ts";
 import { attentionBackward, attentionForward } from "./attention.ts";
 import { expScaledInPlace } from "./fast_exp.ts";
 
-/** Which implementation runs the linear and attention ops. */
-export type BackendName = "wasm" | "ts";
+/**
+ * Which implementation runs the linear and attention ops: `"blas"` (the wasm backend with its
+ * matmuls on the system's BLAS through FFI, Deno and Bun), `"wasm"` or `"ts"`.
+ */
+export type BackendName = "blas" | "wasm" | "ts";
+
+/** A backend name, or `"auto"`: see {@linkcode resolveBackend}. */
+export type BackendChoice = BackendName | "auto";
+
+/** The backend names {@linkcode resolveBackend} accepts. */
+export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "blas", "wasm", "ts"];
 
 /**
  * The heavy ops, with the signatures of `linear.ts` and `attention.ts`. The attention pair takes
@@ -38,7 +48,7 @@ export type BackendName = "wasm" | "ts";
  * gathering again (pass the same buffer to both, or `null`; the ts backend ignores it).
  */
 export interface NNBackend {
-  /** `"ts"` or `"wasm"`. */
+  /** `"blas"`, `"wasm"` or `"ts"`. */
   readonly name: BackendName;
   /** See {@linkcode linearForward}. */
   linearForward(
@@ -126,6 +136,55 @@ export function defaultBackend(): BackendName {
   return supported ? "wasm" : "ts";
 }
 
+/** What {@linkcode resolveBackend} chose, and why when it is not what was asked. */
+export interface ResolvedBackend {
+  /** The backend to run. */
+  backend: BackendName;
+  /** One line on the choice: the library used, or why `auto` fell back. */
+  note: string;
+}
+
+/**
+ * Turns a choice into a backend that runs here. `"auto"`: `"blas"` where FFI is allowed and the
+ * system's BLAS loads and passes its self-check, else the {@linkcode defaultBackend}. An explicit
+ * `"blas"` that cannot load is an error (say `"auto"` to fall back).
+ *
+ * @param choice `"auto"`, `"blas"`, `"wasm"` or `"ts"`.
+ * @param options Where the BLAS library is (`path`).
+ * @returns The backend and a one-line note.
+ * @throws RangeError for an unknown name; Error for `"blas"` without a usable library.
+ *
+ * @example Explicit names pass through
+ * ```ts
+ * import { resolveBackend } from "./backend.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(resolveBackend("ts").backend, "ts");
+ * assert.throws(() => resolveBackend("gpu" as never), RangeError);
+ * ```
+ */
+export function resolveBackend(choice: BackendChoice, options: BlasOptions = {}): ResolvedBackend {
+  if (!BACKEND_CHOICES.includes(choice)) {
+    throw new RangeError(
+      `Unknown backend: expected one of ${BACKEND_CHOICES.join(", ")}, got ${
+        JSON.stringify(choice)
+      }`,
+    );
+  }
+  if (choice === "wasm" || choice === "ts") return { backend: choice, note: choice };
+  const lib = loadBlas(options);
+  if (lib.ok) {
+    return { backend: "blas", note: `blas: ${lib.blas.description}; ${lib.blas.threads}` };
+  }
+  if (choice === "blas") {
+    throw new Error(
+      `BLAS backend unavailable: expected a working CBLAS library, got ${lib.reason}`,
+    );
+  }
+  const fallback = defaultBackend();
+  return { backend: fallback, note: `${fallback} (no BLAS: ${lib.reason})` };
+}
+
 /** Floats of scratch {@linkcode wasmBackend} allocates for sequences up to `T` and head size `HS`. */
 export function wasmBackendFloats(T: number, HS: number): number {
   // q, k, v, y heads and their gradients (8 x T*HS), two (T,T) tiles, 64-byte alignment slack.
@@ -141,9 +200,16 @@ export function wasmBackendFloats(T: number, HS: number): number {
  * @param T Longest sequence.
  * @param HS Head size.
  * @param maxOC Most output channels of any linear layer (for the bias-gradient row sums).
+ * @param name What to call it: `"blas"` when `k`'s matmuls run on a BLAS (see `withBlas`).
  * @returns The backend.
  */
-export function wasmBackend(k: WasmKernels, T: number, HS: number, maxOC: number): NNBackend {
+export function wasmBackend(
+  k: WasmKernels,
+  T: number,
+  HS: number,
+  maxOC: number,
+  name: "wasm" | "blas" = "wasm",
+): NNBackend {
   const TH = T * HS;
   const qh = k.alloc(TH), kh = k.alloc(TH), vh = k.alloc(TH), yh = k.alloc(TH); // (T,HS)
   const dqh = k.alloc(TH), dkh = k.alloc(TH), dvh = k.alloc(TH), dyh = k.alloc(TH); // (T,HS)
@@ -188,7 +254,7 @@ export function wasmBackend(k: WasmKernels, T: number, HS: number, maxOC: number
   }
 
   return {
-    name: "wasm",
+    name,
     linearForward(out, inp, weight, bias, N, IC, OC) {
       // out = inp W^T + b
       k.matmulABt(out, inp, weight, bias, N, IC, OC, false);

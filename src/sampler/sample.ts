@@ -5,6 +5,7 @@
  * @module
  */
 
+import { type BackendChoice, resolveBackend } from "../nn/backend.ts";
 import { forward, type Model } from "../model/model.ts";
 import { decode, type Tokenizer } from "../tokenizer/mod.ts";
 import type { NoiseSchedule, ScheduleName } from "../diffusion/schedule.ts";
@@ -14,6 +15,10 @@ import { type DenoiserOutput, sampleIds, type SampleMethod } from "./sample_ids.
 
 /** Options of {@linkcode sample}. */
 export interface SampleTextOptions {
+  /** The compute backend: `"auto"` (default; see `resolveBackend`), `"blas"`, `"wasm"`, `"ts"`. */
+  backend?: BackendChoice;
+  /** The BLAS library of the `"blas"` backend (default: see `loadBlas`). */
+  blasPath?: string;
   /** Text the sample starts with. */
   prompt?: string;
   /** Text the sample ends with. */
@@ -104,8 +109,10 @@ export function sample(
     );
   }
   const timeConditioned = model.config.timeConditioning === true;
+  const blas = options.blasPath === undefined ? undefined : { path: options.blasPath };
+  const { backend } = resolveBackend(options.backend ?? "auto", blas);
   const result = sampleIds(
-    (ids, sigma) => forward(model, ids, { batch: B, sigma }),
+    (ids, sigma) => forward(model, ids, { batch: B, sigma, backend, blas }),
     V,
     tokenizer.maskId,
     {

@@ -20,6 +20,7 @@
 
 import * as Comlink from "comlink";
 import type { ModelConfig } from "../model/config.ts";
+import type { BackendName } from "../nn/backend.ts";
 import { createModel, type Model } from "../model/model.ts";
 import {
   type BatchBuffers,
@@ -55,6 +56,10 @@ export interface PoolOptions {
    * {@linkcode DEFAULT_MICRO_BATCH}.
    */
   microBatch?: number;
+  /** The compute backend of every shard, already resolved (see `resolveBackend`). */
+  backend?: BackendName;
+  /** The BLAS library of the `"blas"` backend. */
+  blasPath?: string;
   /** Test-only: make one worker fail at one step. */
   fault?: FaultInjection;
   /** The worker module (default: `workers/grad_worker.ts` beside this package). */
@@ -235,6 +240,8 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
       loss,
       graph: options.graph ?? "absorb",
       microBatch: options.microBatch ?? DEFAULT_MICRO_BATCH,
+      backend: options.backend,
+      blasPath: options.blasPath,
       fault: options.fault,
     };
     return api.init(setup);
@@ -277,6 +284,8 @@ function inProcessPool(options: PoolOptions): GradientPool {
     loss,
     graph: options.graph ?? "absorb",
     microBatch: options.microBatch ?? DEFAULT_MICRO_BATCH,
+    backend: options.backend,
+    blasPath: options.blasPath,
   });
   const fault = options.fault;
   return {

@@ -12,6 +12,7 @@
  */
 
 import type { ModelConfig } from "../model/config.ts";
+import type { BackendName } from "../nn/backend.ts";
 import { lossBackward, lossForward, type LossInputs } from "../diffusion/losses.ts";
 import {
   createModel,
@@ -63,6 +64,10 @@ export interface ShardSetup {
   graph: GraphName;
   /** Rows per forward/backward pass (chunks aligned to its multiples). Default: the whole shard. */
   microBatch?: number;
+  /** The compute backend (already resolved: never `"auto"`). Default: `defaultBackend()`. */
+  backend?: BackendName;
+  /** The BLAS library of the `"blas"` backend (default: see `loadBlas`). */
+  blasPath?: string;
   /** Test-only failure. */
   fault?: FaultInjection;
 }
@@ -104,6 +109,8 @@ export class Shard {
       loss: LossName;
       graph: GraphName;
       microBatch?: number;
+      backend?: BackendName;
+      blasPath?: string;
     },
   ) {
     this.model = model;
@@ -117,6 +124,10 @@ export class Shard {
       model.config,
       Math.min(options.maxRows, this.microBatch),
       batch.T,
+      {
+        backend: options.backend,
+        blas: options.blasPath === undefined ? undefined : { path: options.blasPath },
+      },
     );
   }
 

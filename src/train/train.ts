@@ -25,6 +25,7 @@ import { fillBatch, type GraphName, LOSS_NAMES, type LossName } from "./batch.ts
 import { hashText, joinDocuments, splitTokens } from "./data.ts";
 import { createPool, type GradientPool } from "./pool.ts";
 import type { FaultInjection } from "./shard.ts";
+import { type BackendChoice, resolveBackend, type ResolvedBackend } from "../nn/backend.ts";
 
 /** What `onStep` receives after every step. */
 export interface StepInfo {
@@ -120,6 +121,13 @@ export interface TrainOptions {
    * gradient up to summation order. Default 4.
    */
   microBatch?: number;
+  /**
+   * The compute backend of every worker: `"auto"` (the default: the system's BLAS where FFI is
+   * allowed and a library passes its self-check, else wasm), `"blas"`, `"wasm"` or `"ts"`.
+   */
+  backend?: BackendChoice;
+  /** The BLAS library to open (default: `SEDD_BLAS`, else the platform's usual names). */
+  blasPath?: string;
   /** Test-only: make one worker fail at one step. */
   fault?: FaultInjection;
 }
@@ -140,6 +148,8 @@ export interface TrainResult {
   optimizer: AdamWState;
   /** Workers used (0: in-process). */
   workers: number;
+  /** The backend the workers ran, and a line on why (the library, or why auto fell back). */
+  backend: ResolvedBackend;
 }
 
 /** A non-finite loss or gradient. */
@@ -439,6 +449,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
 
   if (out !== undefined && resumed) await fsx!.truncateMetrics(out, startStep);
 
+  const backend = resolveBackend(options.backend ?? "auto", { path: options.blasPath });
   const pool: GradientPool = await createPool({
     config: model.config,
     params: model.params,
@@ -449,6 +460,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     loss: s.loss,
     graph: s.graph,
     microBatch: options.microBatch,
+    backend: backend.backend,
+    blasPath: options.blasPath,
     fault: options.fault,
   });
   const live = pool.model; // parameters every worker reads
@@ -593,5 +606,6 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     stopped,
     optimizer,
     workers: pool.workers,
+    backend,
   };
 }

@@ -9,6 +9,7 @@ import {
   modelForward,
 } from "../../src/model/model.ts";
 import { Rng } from "../../src/rng.ts";
+import { ignoreBlas } from "../kernels/blas_available.ts";
 
 function maxRel(got: Float32Array, want: Float32Array): number {
   let d = 0, s = 0;
@@ -29,13 +30,13 @@ function both(model: Model, B: number, T: number, timed: boolean) {
   const weight = Float32Array.from({ length: N }, () => rng.uniform());
   const sigma = timed ? Float64Array.from({ length: B }, (_, b) => 0.2 + b) : undefined;
   const dropout = model.config.dropout > 0 ? { seed: 1, step: 2, firstRow: 0 } : undefined;
-  const run = (backend: "wasm" | "ts") => {
+  const run = (backend: "blas" | "wasm" | "ts") => {
     const workspace = createWorkspace(model.config, B, T, { backend });
     // twice on one workspace: the second pass must not see the first one's state
     lossAndGrad(model, { input, target, weight }, { batch: B, workspace, dropout, sigma });
     return lossAndGrad(model, { input, target, weight }, { batch: B, workspace, dropout, sigma });
   };
-  return { wasm: run("wasm"), ts: run("ts") };
+  return { wasm: run("wasm"), ts: run("ts"), blas: ignoreBlas ? null : run("blas") };
 }
 
 const CASES = [
@@ -70,6 +71,23 @@ for (const [name, config, B, T, timed] of CASES) {
     const rel = maxRel(wasm.grads, ts.grads);
     assert.ok(rel < 1e-4, `gradients: max relative error ${rel}`);
   });
+  Deno.test({
+    name: `lossAndGrad() on the blas backend equals the ts backend (${name})`,
+    ignore: ignoreBlas,
+    fn() {
+      const model = createModel(config, { seed: 7 });
+      const rng = new Rng(9);
+      for (let i = 0; i < model.params.length; i++) model.params[i] += 0.05 * (rng.uniform() - 0.5);
+      const { blas, ts } = both(model, B, T, timed);
+      assert.ok(blas !== null);
+      assert.ok(
+        Math.abs(blas.loss - ts.loss) <= 1e-5 * Math.abs(ts.loss),
+        `${blas.loss} vs ${ts.loss}`,
+      );
+      const rel = maxRel(blas.grads, ts.grads);
+      assert.ok(rel < 1e-4, `gradients: max relative error ${rel}`);
+    },
+  });
 }
 
 Deno.test("createWorkspace() backends: wasm by default, ts for float64, wasm + float64 refused", () => {
@@ -81,7 +99,7 @@ Deno.test("createWorkspace() backends: wasm by default, ts for float64, wasm + f
   assert.throws(
     // deno-lint-ignore no-explicit-any
     () => createWorkspace(config, 1, 2, { backend: "gpu" as any }),
-    { name: "TypeError", message: 'Invalid backend: expected "wasm" or "ts", got gpu' },
+    { name: "TypeError", message: 'Invalid backend: expected "blas", "wasm" or "ts", got gpu' },
   );
 });
 
@@ -106,7 +124,7 @@ Deno.test("modelBackward() on the wasm backend takes dlogits from outside the ke
   assert.ok(grads.ts.some((g) => g !== 0));
 });
 
-Deno.test("lossAndGrad() on the wasm backend skips zero-weight rows in the head and still equals the ts backend", () => {
+Deno.test("lossAndGrad() on the wasm and blas backends skips zero-weight rows in the head and still equals the ts backend", () => {
   const config = resolveConfig("small", { vocabSize: 30, context: 16 });
   const model = createModel(config, { seed: 11 });
   const B = 5, T = 16, N = B * T, V = 30; // N >= 64: the compacting path
@@ -116,18 +134,21 @@ Deno.test("lossAndGrad() on the wasm backend skips zero-weight rows in the head 
   for (const keep of [0, 0.3, 0.6, 1]) {
     // keep = 0: no row counts (zero loss, zero gradient); 1: every row (no compaction)
     const weight = Float32Array.from({ length: N }, () => (rng.uniform() < keep ? 1 : 0));
-    const run = (backend: "wasm" | "ts") =>
+    const run = (backend: "blas" | "wasm" | "ts") =>
       lossAndGrad(model, { input, target, weight }, {
         batch: B,
         workspace: createWorkspace(config, B, T, { backend }),
       });
-    const wasm = run("wasm"), ts = run("ts");
-    assert.ok(Math.abs(wasm.loss - ts.loss) <= 1e-5 * Math.abs(ts.loss));
-    if (weight.some((w) => w !== 0)) {
-      const rel = maxRel(wasm.grads, ts.grads);
-      assert.ok(rel < 1e-4, `keep ${keep}: max relative error ${rel}`);
-    } else {
-      assert.ok(wasm.grads.every((g) => g === 0) && ts.grads.every((g) => g === 0));
+    const ts = run("ts");
+    for (const backend of ignoreBlas ? ["wasm"] as const : ["wasm", "blas"] as const) {
+      const fast = run(backend);
+      assert.ok(Math.abs(fast.loss - ts.loss) <= 1e-5 * Math.abs(ts.loss), backend);
+      if (weight.some((w) => w !== 0)) {
+        const rel = maxRel(fast.grads, ts.grads);
+        assert.ok(rel < 1e-4, `${backend}, keep ${keep}: max relative error ${rel}`);
+      } else {
+        assert.ok(fast.grads.every((g) => g === 0) && ts.grads.every((g) => g === 0), backend);
+      }
     }
   }
 });

@@ -29,6 +29,7 @@ import {
 } from "../../src/model/model.ts";
 import type { ModelConfig } from "../../src/model/config.ts";
 import { adamwStep, createAdamW } from "../../src/optim/adamw.ts";
+import { ignoreBlas } from "../kernels/blas_available.ts";
 
 const DIR = new URL("../fixtures/model/", import.meta.url);
 const CASES = [
@@ -121,8 +122,12 @@ function modelOf(tensors: Record<string, Tensor>, config: ModelConfig): Model {
 }
 
 for (const c of CASES) {
-  for (const backend of ["wasm", "ts"] as const) {
-    Deno.test(`model (${backend} backend) matches PyTorch on fixture "${c}": logits, loss, every gradient, 3 AdamW steps`, () => {
+  for (const backend of ["blas", "wasm", "ts"] as const) {
+    Deno.test({
+      name:
+        `model (${backend} backend) matches PyTorch on fixture "${c}": logits, loss, every gradient, 3 AdamW steps`,
+      ignore: backend === "blas" && ignoreBlas,
+    }, () => {
       const { tensors, metadata } = load(`${c}.safetensors`);
       const config = JSON.parse(metadata.config) as ModelConfig;
       const B = Number(metadata.batch);

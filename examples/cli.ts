@@ -16,13 +16,13 @@
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { evaluate } from "../src/eval/mod.ts";
-import { linkLatest, readCorpus } from "../src/io.ts";
+import { exists, joinPath, linkLatest, readCorpus } from "../src/io.ts";
 import { type PresetName, presets } from "../src/model/config.ts";
 import { sample, type SampleMethod, type SampleTextOptions } from "../src/sampler/mod.ts";
 import { decode, encode } from "../src/tokenizer/mod.ts";
 import { LOSS_NAMES, type LossName } from "../src/train/batch.ts";
 import { joinDocuments, splitTokens } from "../src/train/data.ts";
-import { loadCheckpoint } from "../src/train/run_dir.ts";
+import { loadCheckpoint, loadRun } from "../src/train/run_dir.ts";
 import { type StepInfo, train } from "../src/train/train.ts";
 
 const METHODS: readonly SampleMethod[] = ["ancestral", "confidence", "euler", "tweedie"];
@@ -32,6 +32,18 @@ function samplerOutput(metadata: Record<string, string>): SampleTextOptions {
   const loss = metadata.loss ?? "seed";
   const graph = metadata.graph === "uniform" ? "uniform" : "absorb";
   return loss === "score-entropy" ? { output: "logScore", graph } : { output: "logits" };
+}
+
+/**
+ * The trainer's settings saved beside a checkpoint (its run directory's optimizer.safetensors),
+ * or an empty object for a model file on its own.
+ */
+async function runSettings(checkpoint: string): Promise<Record<string, unknown>> {
+  const dir = checkpoint.endsWith(".safetensors")
+    ? checkpoint.slice(0, checkpoint.lastIndexOf("/") + 1) || "."
+    : checkpoint;
+  if (!(await exists(joinPath(dir, "optimizer.safetensors")))) return {};
+  return (await loadRun(dir)).settings;
 }
 
 /** A usage error: printed with the subcommand's help hint, exit code 2. */
@@ -90,9 +102,12 @@ bits per character and the perplexity bound, with a Monte-Carlo standard error.
 
 Options:
   --checkpoint <dir>  a run directory or a model.safetensors file (required)
-  --data <path>       a .txt file or a folder of .txt files (default: Moby-Dick)
-  --held-out <f>      the evaluated tail of the data, as a fraction (default: 0.02, the
-                      trainer's held-out split)
+  --data <path>       held-out text: a .txt file or a folder of .txt files, evaluated whole
+                      (default: the run's own data, else Moby-Dick, of which only the tail
+                      that the trainer held out is evaluated)
+  --held-out <f>      evaluate only the tail of the data, as a fraction (default without
+                      --data: the run's held-out fraction, 0.02 unless it was changed; with
+                      --data: none, the whole of it)
   --samples <n>       Monte-Carlo draws per window (default: 8)
   --seed <n>          noise seed (default: 0)
   --help              this text
@@ -386,25 +401,41 @@ async function evalCommand(args: string[]): Promise<number> {
     return 0;
   }
   if (!v.checkpoint) throw new UsageError("Missing --checkpoint: expected a run directory");
-  const fraction = num("held-out", v["held-out"]) ?? 0.02;
-  if (fraction >= 1) {
+  const fractionFlag = num("held-out", v["held-out"]);
+  if (fractionFlag !== undefined && fractionFlag >= 1) {
     throw new UsageError(`Invalid --held-out: expected a fraction < 1, got "${v["held-out"]}"`);
   }
   const samples = int("samples", v.samples, 1) ?? 8;
   const seed = int("seed", v.seed, 0) ?? 0;
   const { model, tokenizer, step } = await loadCheckpoint(v.checkpoint);
-  const docs = await readCorpus(v.data ?? mobyDickFolder());
+  const run = await runSettings(v.checkpoint);
+  const runData = typeof run.data === "string" ? run.data : undefined;
+  const dataPath = v.data ?? runData ?? mobyDickFolder();
+  const dataName = v.data ?? (runData !== undefined ? `the run's data (${runData})` : "Moby-Dick");
+  const docs = await readCorpus(dataPath);
   const stream = joinDocuments(
     docs.map((d) => encode(tokenizer, d, { eot: false })),
     tokenizer.eotId,
   );
-  const { heldOut } = splitTokens(stream, {
-    context: model.config.context,
+  // A file given with --data is held-out text: all of it, unless --held-out asks for a tail.
+  // Otherwise the data is what the run trained on, and only the tail the trainer held out is
+  // evaluated, split exactly as the trainer split it (its context and held-out fraction).
+  const fraction = fractionFlag ?? (v.data !== undefined ? undefined : run.heldOutFraction ?? 0.02);
+  if (fraction !== undefined && !(typeof fraction === "number" && fraction > 0)) {
+    throw new UsageError(
+      `Nothing held out: expected the run's held-out fraction > 0, got ${fraction}; ` +
+        "pass --data or --held-out",
+    );
+  }
+  const heldOut = fraction === undefined ? stream : splitTokens(stream, {
+    context: typeof run.context === "number" ? run.context : model.config.context,
     heldOutFraction: fraction,
-  });
+  }).heldOut;
   console.error(
-    `Evaluating ${v.checkpoint} (step ${step}) on the last ${heldOut.length} tokens of ${
-      v.data ?? "Moby-Dick"
+    `Evaluating ${v.checkpoint} (step ${step}) on ${
+      fraction === undefined
+        ? `all ${heldOut.length} tokens of ${dataName}`
+        : `the last ${heldOut.length} tokens (held-out fraction ${fraction}) of ${dataName}`
     }, ${samples} draws per window...`,
   );
   const r = evaluate(model, heldOut, { samples, seed, tokenizer });

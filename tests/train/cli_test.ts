@@ -1,6 +1,9 @@
 import assert from "node:assert/strict";
 import { main } from "../../examples/cli.ts";
 import { exists, makeTempDir, removeDir, writeFileAtomic } from "../../src/io.ts";
+import { encode } from "../../src/tokenizer/mod.ts";
+import { joinDocuments, splitTokens } from "../../src/train/data.ts";
+import { loadCheckpoint } from "../../src/train/run_dir.ts";
 
 /** Runs `main` with console output captured. */
 async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -88,6 +91,53 @@ Deno.test("cli train, eval and sample: run directory, progress, samples, next co
     assert.ok(lines.slice(0, -1).every((l) => /^\[ {2}\d\] Call me/.test(l)), s.out);
     assert.match(lines[0], /_/); // masks still showing after the first step
     assert.ok(sampled.startsWith("Call me") && !sampled.includes("<|mask|>"), sampled);
+  } finally {
+    await removeDir(dir);
+  }
+});
+
+Deno.test("cli eval: a --data file is evaluated whole; without --data, the run's held-out tail", async () => {
+  const dir = await makeTempDir();
+  try {
+    const text = "Call me Ishmael. Some years ago, never mind how long precisely. ".repeat(30);
+    await writeFileAtomic(`${dir}/data.txt`, text);
+    const held = "It is a way I have of driving off the spleen, and regulating the circulation.";
+    await writeFileAtomic(`${dir}/held.txt`, held);
+    const t = await run([
+      "train",
+      ...["--data", `${dir}/data.txt`, "--preset", "tiny", "--steps", "2", "--workers", "0"],
+      ...["--out", `${dir}/run`, "--batch", "2", "--vocab", "300", "--samples", "0"],
+    ]);
+    assert.equal(t.code, 0, t.err);
+    const { model, tokenizer } = await loadCheckpoint(`${dir}/run`);
+    const tokensOf = (s: string) =>
+      joinDocuments([encode(tokenizer, s, { eot: false })], tokenizer.eotId);
+    const evalTokens = async (...flags: string[]): Promise<number> => {
+      const e = await run(["eval", "--checkpoint", `${dir}/run`, "--samples", "2", ...flags]);
+      assert.equal(e.code, 0, e.err);
+      const m = e.out.match(/\((\d+) tokens, (\d+) windows\)/);
+      assert.ok(m, e.out);
+      assert.equal(Number(m[2]), Math.ceil(Number(m[1]) / model.config.context), e.out);
+      return Number(m[1]);
+    };
+    // A file given for evaluation is held-out text: every one of its tokens is scored.
+    const heldTokens = tokensOf(held);
+    assert.ok(heldTokens.length > model.config.context); // more than one window: not a tail
+    assert.equal(await evalTokens("--data", `${dir}/held.txt`), heldTokens.length);
+    // --held-out still asks for a tail of it.
+    assert.equal(
+      await evalTokens("--data", `${dir}/held.txt`, "--held-out", "0.5"),
+      Math.ceil(heldTokens.length * 0.5),
+    );
+    // Without --data: the run's own data, and the tail the trainer held out of it.
+    const trained = tokensOf(text);
+    const { heldOut } = splitTokens(trained, { context: 16, heldOutFraction: 0.02 });
+    assert.ok(heldOut.length < trained.length / 10);
+    assert.equal(await evalTokens(), heldOut.length);
+    assert.equal(
+      await evalTokens("--held-out", "0.25"),
+      splitTokens(trained, { context: 16, heldOutFraction: 0.25 }).heldOut.length,
+    );
   } finally {
     await removeDir(dir);
   }

@@ -20,7 +20,7 @@ import { exists, joinPath, linkLatest, readCorpus } from "../src/io.ts";
 import { type PresetName, presets } from "../src/model/config.ts";
 import { sample, type SampleMethod, type SampleTextOptions } from "../src/sampler/mod.ts";
 import { decode, encode } from "../src/tokenizer/mod.ts";
-import { LOSS_NAMES, type LossName } from "../src/train/batch.ts";
+import { type GraphName, LOSS_NAMES, type LossName } from "../src/train/batch.ts";
 import { joinDocuments, splitTokens } from "../src/train/data.ts";
 import { loadCheckpoint, loadRun } from "../src/train/run_dir.ts";
 import { type StepInfo, train } from "../src/train/train.ts";
@@ -32,6 +32,46 @@ function samplerOutput(metadata: Record<string, string>): SampleTextOptions {
   const loss = metadata.loss ?? "seed";
   const graph = metadata.graph === "uniform" ? "uniform" : "absorb";
   return loss === "score-entropy" ? { output: "logScore", graph } : { output: "logits" };
+}
+
+/**
+ * The bound that scores a checkpoint, from the loss and graph in its metadata: SEDD's DWDSE for
+ * score entropy (either graph), MDLM's ELBO otherwise. The notebook's `seed` loss has no bound of
+ * its own; its logits are read as the ELBO's SUBS parameterisation reads them, so `seed` models
+ * get the `elbo` bound (`note` says so).
+ */
+function checkpointBound(metadata: Record<string, string>): {
+  trained: string;
+  loss: "elbo" | "score-entropy";
+  graph: GraphName;
+  note?: string;
+} {
+  const trained = metadata.loss ?? "seed"; // as samplerOutput reads it
+  const graph = metadata.graph ?? "absorb";
+  if (!LOSS_NAMES.includes(trained as LossName)) {
+    throw new RangeError(
+      `Unknown loss in the checkpoint's metadata: expected one of ${LOSS_NAMES.join(", ")}, got ${
+        JSON.stringify(trained)
+      }`,
+    );
+  }
+  if (graph !== "absorb" && graph !== "uniform") {
+    throw new RangeError(
+      `Unknown graph in the checkpoint's metadata: expected "absorb" or "uniform", got ${
+        JSON.stringify(graph)
+      }`,
+    );
+  }
+  if (trained === "score-entropy") return { trained, loss: "score-entropy", graph };
+  return {
+    trained,
+    loss: "elbo",
+    graph,
+    note: trained === "seed"
+      ? "the seed loss has no bound of its own: scored with the elbo bound, its logits read as " +
+        "MDLM's SUBS parameterisation reads them"
+      : undefined,
+  };
 }
 
 /**
@@ -97,8 +137,10 @@ Options:
 
 const EVAL_HELP = `Usage: deno task eval --checkpoint <dir> [options]
 
-Estimates the diffusion bound (MDLM ELBO) of a checkpoint on held-out text: nats per token,
-bits per character and the perplexity bound, with a Monte-Carlo standard error.
+Estimates the diffusion bound of a checkpoint on held-out text: nats per token, bits per
+character and the perplexity bound, with a Monte-Carlo standard error. The bound is the one of
+the loss the checkpoint was trained with (its metadata): SEDD's DWDSE for score-entropy, on its
+graph; MDLM's ELBO for elbo, and for seed (the notebook's loss, which has no bound of its own).
 
 Options:
   --checkpoint <dir>  a run directory or a model.safetensors file (required)
@@ -297,13 +339,16 @@ async function trainCommand(args: string[]): Promise<number> {
   const linked = out.startsWith("runs/") ? await linkLatest(out, "runs/latest") : false;
   console.error(`Wrote ${out}/model.safetensors, optimizer.safetensors, metrics.jsonl, loss.svg`);
 
-  const output = samplerOutput({ loss: loss ?? "seed" });
+  // Read the network as the run trained it: a resumed run's loss and graph are its saved ones.
+  const output = samplerOutput({ loss: result.loss, graph: result.graph });
   for (let k = 0; k < Math.min(nSamples, PROMPTS.length); k++) {
     const s = sample(result.model, result.tokenizer, {
       prompt: PROMPTS[k],
       length: Math.min(96, result.model.config.context),
       steps: 48,
       seed: k,
+      // The uniform graph has no masks to unmask: SEDD's Euler sampler instead of ancestral.
+      method: result.graph === "uniform" ? "euler" : undefined,
       ...output,
     });
     console.log(`\n--- sample ${k + 1} (prompt ${JSON.stringify(PROMPTS[k])}) ---\n${s.text}`);
@@ -407,7 +452,8 @@ async function evalCommand(args: string[]): Promise<number> {
   }
   const samples = int("samples", v.samples, 1) ?? 8;
   const seed = int("seed", v.seed, 0) ?? 0;
-  const { model, tokenizer, step } = await loadCheckpoint(v.checkpoint);
+  const { model, tokenizer, step, metadata } = await loadCheckpoint(v.checkpoint);
+  const bound = checkpointBound(metadata);
   const run = await runSettings(v.checkpoint);
   const runData = typeof run.data === "string" ? run.data : undefined;
   const dataPath = v.data ?? runData ?? mobyDickFolder();
@@ -432,19 +478,27 @@ async function evalCommand(args: string[]): Promise<number> {
     heldOutFraction: fraction,
   }).heldOut;
   console.error(
-    `Evaluating ${v.checkpoint} (step ${step}) on ${
+    `Evaluating ${v.checkpoint} (step ${step}, ${bound.trained} loss, ${bound.graph} graph) on ${
       fraction === undefined
         ? `all ${heldOut.length} tokens of ${dataName}`
         : `the last ${heldOut.length} tokens (held-out fraction ${fraction}) of ${dataName}`
-    }, ${samples} draws per window...`,
+    }, ${samples} draws per window, with the ${bound.loss} bound...`,
   );
-  const r = evaluate(model, heldOut, { samples, seed, tokenizer });
+  if (bound.note) console.error(`Note: ${bound.note}.`);
+  const r = evaluate(model, heldOut, {
+    samples,
+    seed,
+    tokenizer,
+    loss: bound.loss,
+    graph: bound.graph,
+  });
   console.log(
     `nats/token ${r.natsPerToken.toFixed(4)} ± ${r.standardError.toFixed(4)}  ` +
       `bits/char ${r.bitsPerChar?.toFixed(4) ?? "-"}  perplexity bound ${
         r.perplexity.toFixed(2)
       }  ` +
-      `(${r.tokens} tokens, ${r.windows} windows)`,
+      `(${r.loss} bound${bound.trained !== r.loss ? ` of a ${bound.trained}-loss model` : ""}, ` +
+      `${r.graph} graph; ${r.tokens} tokens, ${r.windows} windows)`,
   );
   return 0;
 }

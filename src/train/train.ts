@@ -140,6 +140,10 @@ export interface TrainResult {
   optimizer: AdamWState;
   /** Workers used (0: in-process). */
   workers: number;
+  /** The objective the run trained with (a resumed run's own unless `loss` overrode it). */
+  loss: LossName;
+  /** The graph the run trained with (a resumed run's own unless `graph` overrode it). */
+  graph: GraphName;
 }
 
 /** A non-finite loss or gradient. */
@@ -593,5 +597,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     stopped,
     optimizer,
     workers: pool.workers,
+    loss: s.loss,
+    graph: s.graph,
   };
 }

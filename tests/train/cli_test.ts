@@ -1,9 +1,13 @@
 import assert from "node:assert/strict";
 import { main } from "../../examples/cli.ts";
 import { exists, makeTempDir, removeDir, writeFileAtomic } from "../../src/io.ts";
+import { evaluate, type EvaluateOptions } from "../../src/eval/mod.ts";
+import { presets } from "../../src/model/config.ts";
+import { sample } from "../../src/sampler/mod.ts";
 import { encode } from "../../src/tokenizer/mod.ts";
 import { joinDocuments, splitTokens } from "../../src/train/data.ts";
 import { loadCheckpoint } from "../../src/train/run_dir.ts";
+import { train } from "../../src/train/train.ts";
 
 /** Runs `main` with console output captured. */
 async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -115,7 +119,7 @@ Deno.test("cli eval: a --data file is evaluated whole; without --data, the run's
     const evalTokens = async (...flags: string[]): Promise<number> => {
       const e = await run(["eval", "--checkpoint", `${dir}/run`, "--samples", "2", ...flags]);
       assert.equal(e.code, 0, e.err);
-      const m = e.out.match(/\((\d+) tokens, (\d+) windows\)/);
+      const m = e.out.match(/ (\d+) tokens, (\d+) windows\)/);
       assert.ok(m, e.out);
       assert.equal(Number(m[2]), Math.ceil(Number(m[1]) / model.config.context), e.out);
       return Number(m[1]);
@@ -138,6 +142,95 @@ Deno.test("cli eval: a --data file is evaluated whole; without --data, the run's
       await evalTokens("--held-out", "0.25"),
       splitTokens(trained, { context: 16, heldOutFraction: 0.25 }).heldOut.length,
     );
+  } finally {
+    await removeDir(dir);
+  }
+});
+
+Deno.test("cli eval scores a checkpoint with the bound of its loss and graph; train samples as it trained", async () => {
+  const dir = await makeTempDir();
+  try {
+    const text = "Call me Ishmael. Some years ago, never mind how long precisely. ".repeat(30);
+    await writeFileAtomic(`${dir}/data.txt`, text);
+    const evalOut = async (run_: string) => {
+      const e = await run([
+        "eval",
+        "--checkpoint",
+        run_,
+        "--data",
+        `${dir}/data.txt`,
+        "--samples",
+        "2",
+      ]);
+      assert.equal(e.code, 0, e.err);
+      return e;
+    };
+    /** The figure evaluate() gives the checkpoint directly, on the whole file, as eval prints it. */
+    const direct = async (run_: string, options: EvaluateOptions) => {
+      const { model, tokenizer } = await loadCheckpoint(run_);
+      const stream = joinDocuments([encode(tokenizer, text, { eot: false })], tokenizer.eotId);
+      const r = evaluate(model, stream, { samples: 2, seed: 0, tokenizer, ...options });
+      return `nats/token ${r.natsPerToken.toFixed(4)} ± ${r.standardError.toFixed(4)}`;
+    };
+    const trainFlags = [
+      ...["--data", `${dir}/data.txt`, "--preset", "tiny", "--steps", "2", "--workers", "0"],
+      ...["--batch", "2", "--vocab", "300", "--samples", "0"],
+    ];
+
+    // Score entropy on the absorbing graph (the CLI's --loss score-entropy).
+    const t = await run(["train", ...trainFlags, "--out", `${dir}/se`, "--loss", "score-entropy"]);
+    assert.equal(t.code, 0, t.err);
+    const se = await evalOut(`${dir}/se`);
+    assert.match(se.err, /step 2, score-entropy loss, absorb graph/);
+    assert.match(se.out, /\(score-entropy bound, absorb graph; \d+ tokens/);
+    const seFigure = await direct(`${dir}/se`, { loss: "score-entropy", graph: "absorb" });
+    assert.ok(se.out.startsWith(seFigure), `${se.out} / ${seFigure}`);
+    assert.notEqual(await direct(`${dir}/se`, { loss: "elbo" }), seFigure); // not vacuous
+
+    // Score entropy on the uniform graph, which needs time conditioning: a library run, as the
+    // CLI has no --graph; then resumed through the CLI, whose samples must read it as uniform.
+    await train({
+      data: `${dir}/data.txt`,
+      tokenizerVocabSize: 300,
+      model: { ...presets.tiny, timeConditioning: true },
+      loss: "score-entropy",
+      graph: "uniform",
+      steps: 2,
+      batch: 2,
+      workers: 0,
+      out: `${dir}/uniform`,
+    });
+    const r = await run(["train", "--resume", `${dir}/uniform`, "--steps", "3", "--samples", "1"]);
+    assert.equal(r.code, 0, r.err);
+    const printed = r.out.match(/--- sample 1 \(prompt "Call me Ishmael\."\) ---\n([^]*)\n\nNext:/);
+    assert.ok(printed, r.out);
+    const ckpt = await loadCheckpoint(`${dir}/uniform`);
+    assert.equal(ckpt.step, 3);
+    const expected = sample(ckpt.model, ckpt.tokenizer, {
+      prompt: "Call me Ishmael.",
+      length: Math.min(96, ckpt.model.config.context),
+      steps: 48,
+      seed: 0,
+      method: "euler",
+      output: "logScore",
+      graph: "uniform",
+    });
+    assert.equal(printed[1], expected.text);
+    const uniform = await evalOut(`${dir}/uniform`);
+    assert.match(uniform.out, /\(score-entropy bound, uniform graph; \d+ tokens/);
+    const uFigure = await direct(`${dir}/uniform`, { loss: "score-entropy", graph: "uniform" });
+    assert.ok(uniform.out.startsWith(uFigure), `${uniform.out} / ${uFigure}`);
+
+    // The notebook's seed loss has no bound of its own: the elbo bound, and the printout says so.
+    const s = await run(["train", ...trainFlags, "--out", `${dir}/seed`, "--loss", "seed"]);
+    assert.equal(s.code, 0, s.err);
+    const seed = await evalOut(`${dir}/seed`);
+    assert.match(seed.out, /\(elbo bound of a seed-loss model, absorb graph; \d+ tokens/);
+    assert.match(
+      seed.err,
+      /Note: the seed loss has no bound of its own: scored with the elbo bound/,
+    );
+    assert.ok(seed.out.startsWith(await direct(`${dir}/seed`, { loss: "elbo" })), seed.out);
   } finally {
     await removeDir(dir);
   }

@@ -16,13 +16,13 @@
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { evaluate } from "../src/eval/mod.ts";
-import { linkLatest, readCorpus } from "../src/io.ts";
+import { exists, joinPath, linkLatest, readCorpus } from "../src/io.ts";
 import { type PresetName, presets } from "../src/model/config.ts";
 import { sample, type SampleMethod, type SampleTextOptions } from "../src/sampler/mod.ts";
 import { decode, encode } from "../src/tokenizer/mod.ts";
-import { LOSS_NAMES, type LossName } from "../src/train/batch.ts";
+import { type GraphName, LOSS_NAMES, type LossName } from "../src/train/batch.ts";
 import { joinDocuments, splitTokens } from "../src/train/data.ts";
-import { loadCheckpoint } from "../src/train/run_dir.ts";
+import { loadCheckpoint, loadRun } from "../src/train/run_dir.ts";
 import { type StepInfo, train } from "../src/train/train.ts";
 import {
   BACKEND_CHOICES,
@@ -38,6 +38,58 @@ function samplerOutput(metadata: Record<string, string>): SampleTextOptions {
   const loss = metadata.loss ?? "seed";
   const graph = metadata.graph === "uniform" ? "uniform" : "absorb";
   return loss === "score-entropy" ? { output: "logScore", graph } : { output: "logits" };
+}
+
+/**
+ * The bound that scores a checkpoint, from the loss and graph in its metadata: SEDD's DWDSE for
+ * score entropy (either graph), MDLM's ELBO otherwise. The notebook's `seed` loss has no bound of
+ * its own; its logits are read as the ELBO's SUBS parameterisation reads them, so `seed` models
+ * get the `elbo` bound (`note` says so).
+ */
+function checkpointBound(metadata: Record<string, string>): {
+  trained: string;
+  loss: "elbo" | "score-entropy";
+  graph: GraphName;
+  note?: string;
+} {
+  const trained = metadata.loss ?? "seed"; // as samplerOutput reads it
+  const graph = metadata.graph ?? "absorb";
+  if (!LOSS_NAMES.includes(trained as LossName)) {
+    throw new RangeError(
+      `Unknown loss in the checkpoint's metadata: expected one of ${LOSS_NAMES.join(", ")}, got ${
+        JSON.stringify(trained)
+      }`,
+    );
+  }
+  if (graph !== "absorb" && graph !== "uniform") {
+    throw new RangeError(
+      `Unknown graph in the checkpoint's metadata: expected "absorb" or "uniform", got ${
+        JSON.stringify(graph)
+      }`,
+    );
+  }
+  if (trained === "score-entropy") return { trained, loss: "score-entropy", graph };
+  return {
+    trained,
+    loss: "elbo",
+    graph,
+    note: trained === "seed"
+      ? "the seed loss has no bound of its own: scored with the elbo bound, its logits read as " +
+        "MDLM's SUBS parameterisation reads them"
+      : undefined,
+  };
+}
+
+/**
+ * The trainer's settings saved beside a checkpoint (its run directory's optimizer.safetensors),
+ * or an empty object for a model file on its own.
+ */
+async function runSettings(checkpoint: string): Promise<Record<string, unknown>> {
+  const dir = checkpoint.endsWith(".safetensors")
+    ? checkpoint.slice(0, checkpoint.lastIndexOf("/") + 1) || "."
+    : checkpoint;
+  if (!(await exists(joinPath(dir, "optimizer.safetensors")))) return {};
+  return (await loadRun(dir)).settings;
 }
 
 /** A usage error: printed with the subcommand's help hint, exit code 2. */
@@ -93,14 +145,19 @@ ${backendHelp(22)}
 
 const EVAL_HELP = `Usage: deno task eval --checkpoint <dir> [options]
 
-Estimates the diffusion bound (MDLM ELBO) of a checkpoint on held-out text: nats per token,
-bits per character and the perplexity bound, with a Monte-Carlo standard error.
+Estimates the diffusion bound of a checkpoint on held-out text: nats per token, bits per
+character and the perplexity bound, with a Monte-Carlo standard error. The bound is the one of
+the loss the checkpoint was trained with (its metadata): SEDD's DWDSE for score-entropy, on its
+graph; MDLM's ELBO for elbo, and for seed (the notebook's loss, which has no bound of its own).
 
 Options:
   --checkpoint <dir>  a run directory or a model.safetensors file (required)
-  --data <path>       a .txt file or a folder of .txt files (default: Moby-Dick)
-  --held-out <f>      the evaluated tail of the data, as a fraction (default: 0.02, the
-                      trainer's held-out split)
+  --data <path>       held-out text: a .txt file or a folder of .txt files, evaluated whole
+                      (default: the run's own data, else Moby-Dick, of which only the tail
+                      that the trainer held out is evaluated)
+  --held-out <f>      evaluate only the tail of the data, as a fraction (default without
+                      --data: the run's held-out fraction, 0.02 unless it was changed; with
+                      --data: none, the whole of it)
   --samples <n>       Monte-Carlo draws per window (default: 8)
   --seed <n>          noise seed (default: 0)
 ${backendHelp(22)}
@@ -315,7 +372,8 @@ async function trainCommand(args: string[]): Promise<number> {
   const linked = out.startsWith("runs/") ? await linkLatest(out, "runs/latest") : false;
   console.error(`Wrote ${out}/model.safetensors, optimizer.safetensors, metrics.jsonl, loss.svg`);
 
-  const output = samplerOutput({ loss: loss ?? "seed" });
+  // Read the network as the run trained it: a resumed run's loss and graph are its saved ones.
+  const output = samplerOutput({ loss: result.loss, graph: result.graph });
   for (let k = 0; k < Math.min(nSamples, PROMPTS.length); k++) {
     const s = sample(result.model, result.tokenizer, {
       prompt: PROMPTS[k],
@@ -323,6 +381,8 @@ async function trainCommand(args: string[]): Promise<number> {
       steps: 48,
       seed: k,
       backend,
+      // The uniform graph has no masks to unmask: SEDD's Euler sampler instead of ancestral.
+      method: result.graph === "uniform" ? "euler" : undefined,
       ...output,
     });
     console.log(`\n--- sample ${k + 1} (prompt ${JSON.stringify(PROMPTS[k])}) ---\n${s.text}`);
@@ -424,35 +484,61 @@ async function evalCommand(args: string[]): Promise<number> {
     return 0;
   }
   if (!v.checkpoint) throw new UsageError("Missing --checkpoint: expected a run directory");
-  const fraction = num("held-out", v["held-out"]) ?? 0.02;
-  if (fraction >= 1) {
+  const fractionFlag = num("held-out", v["held-out"]);
+  if (fractionFlag !== undefined && fractionFlag >= 1) {
     throw new UsageError(`Invalid --held-out: expected a fraction < 1, got "${v["held-out"]}"`);
   }
   const samples = int("samples", v.samples, 1) ?? 8;
   const seed = int("seed", v.seed, 0) ?? 0;
-  const { model, tokenizer, step } = await loadCheckpoint(v.checkpoint);
-  const docs = await readCorpus(v.data ?? mobyDickFolder());
+  const { model, tokenizer, step, metadata } = await loadCheckpoint(v.checkpoint);
+  const bound = checkpointBound(metadata);
+  const run = await runSettings(v.checkpoint);
+  const runData = typeof run.data === "string" ? run.data : undefined;
+  const dataPath = v.data ?? runData ?? mobyDickFolder();
+  const dataName = v.data ?? (runData !== undefined ? `the run's data (${runData})` : "Moby-Dick");
+  const docs = await readCorpus(dataPath);
   const stream = joinDocuments(
     docs.map((d) => encode(tokenizer, d, { eot: false })),
     tokenizer.eotId,
   );
-  const { heldOut } = splitTokens(stream, {
-    context: model.config.context,
+  // A file given with --data is held-out text: all of it, unless --held-out asks for a tail.
+  // Otherwise the data is what the run trained on, and only the tail the trainer held out is
+  // evaluated, split exactly as the trainer split it (its context and held-out fraction).
+  const fraction = fractionFlag ?? (v.data !== undefined ? undefined : run.heldOutFraction ?? 0.02);
+  if (fraction !== undefined && !(typeof fraction === "number" && fraction > 0)) {
+    throw new UsageError(
+      `Nothing held out: expected the run's held-out fraction > 0, got ${fraction}; ` +
+        "pass --data or --held-out",
+    );
+  }
+  const heldOut = fraction === undefined ? stream : splitTokens(stream, {
+    context: typeof run.context === "number" ? run.context : model.config.context,
     heldOutFraction: fraction,
-  });
+  }).heldOut;
   console.error(
-    `Evaluating ${v.checkpoint} (step ${step}) on the last ${heldOut.length} tokens of ${
-      v.data ?? "Moby-Dick"
-    }, ${samples} draws per window...`,
+    `Evaluating ${v.checkpoint} (step ${step}, ${bound.trained} loss, ${bound.graph} graph) on ${
+      fraction === undefined
+        ? `all ${heldOut.length} tokens of ${dataName}`
+        : `the last ${heldOut.length} tokens (held-out fraction ${fraction}) of ${dataName}`
+    }, ${samples} draws per window, with the ${bound.loss} bound...`,
   );
+  if (bound.note) console.error(`Note: ${bound.note}.`);
   const { backend } = backendOf(v.backend);
-  const r = evaluate(model, heldOut, { samples, seed, tokenizer, backend });
+  const r = evaluate(model, heldOut, {
+    samples,
+    seed,
+    tokenizer,
+    loss: bound.loss,
+    graph: bound.graph,
+    backend,
+  });
   console.log(
     `nats/token ${r.natsPerToken.toFixed(4)} ± ${r.standardError.toFixed(4)}  ` +
       `bits/char ${r.bitsPerChar?.toFixed(4) ?? "-"}  perplexity bound ${
         r.perplexity.toFixed(2)
       }  ` +
-      `(${r.tokens} tokens, ${r.windows} windows)`,
+      `(${r.loss} bound${bound.trained !== r.loss ? ` of a ${bound.trained}-loss model` : ""}, ` +
+      `${r.graph} graph; ${r.tokens} tokens, ${r.windows} windows)`,
   );
   return 0;
 }

@@ -6,7 +6,7 @@
  *                        tokenizer (JSON), step, loss and graph (how to read the output)
  * optimizer.safetensors  everything to resume: params, AdamW moments m and v, step, the trainer
  *                        settings (seed, batch, schedule, ...) and the same config and tokenizer
- * metrics.jsonl          one JSON object per logged step (loss, lr, tokens/s, held-out loss)
+ * metrics.jsonl          one JSON object per step (loss, lr, tokens/s, held-out loss)
  * loss.svg               training and held-out loss against step
  * tokens-<hash>.safetensors  the tokenized corpus, keyed by the tokenizer's and the text's hash
  * ```
@@ -289,10 +289,36 @@ export async function readMetrics(dir: string): Promise<MetricsRecord[]> {
  * @param step The last step to keep.
  */
 export async function truncateMetrics(dir: string, step: number): Promise<void> {
-  const kept = (await readMetrics(dir)).filter((r) => r.step <= step);
+  await writeMetrics(dir, (await readMetrics(dir)).filter((r) => r.step <= step));
+}
+
+/**
+ * Replaces the last record of `metrics.jsonl`, which must be of the same step, rewriting the file
+ * atomically: the trainer adds the held-out loss it measures after a run's last step, so that each
+ * step keeps exactly one line.
+ *
+ * @param dir The run directory.
+ * @param record The step's complete record.
+ */
+export async function replaceLastMetrics(dir: string, record: MetricsRecord): Promise<void> {
+  const records = await readMetrics(dir);
+  const last = records.at(-1);
+  if (last?.step !== record.step) {
+    throw new RangeError(
+      `Invalid metrics replacement: expected the last line of metrics.jsonl to be step ${record.step}, got ${
+        last === undefined ? "no lines" : `step ${last.step}`
+      }`,
+    );
+  }
+  records[records.length - 1] = record;
+  await writeMetrics(dir, records);
+}
+
+/** Writes `metrics.jsonl` atomically with exactly these records. */
+async function writeMetrics(dir: string, records: MetricsRecord[]): Promise<void> {
   await writeFileAtomic(
     joinPath(dir, "metrics.jsonl"),
-    kept.map((r) => JSON.stringify(r) + "\n").join(""),
+    records.map((r) => JSON.stringify(r) + "\n").join(""),
   );
 }
 

@@ -24,6 +24,7 @@ import { encode, type Tokenizer, tokenizerHash, trainTokenizer } from "../tokeni
 import { fillBatch, type GraphName, LOSS_NAMES, type LossName } from "./batch.ts";
 import { hashText, joinDocuments, splitTokens } from "./data.ts";
 import { createPool, type GradientPool } from "./pool.ts";
+import type { MetricsRecord } from "./run_dir.ts";
 import type { FaultInjection } from "./shard.ts";
 import { type BackendChoice, resolveBackend, type ResolvedBackend } from "../nn/backend.ts";
 
@@ -150,6 +151,10 @@ export interface TrainResult {
   workers: number;
   /** The backend the workers ran, and a line on why (the library, or why auto fell back). */
   backend: ResolvedBackend;
+  /** The objective the run trained with (a resumed run's own unless `loss` overrode it). */
+  loss: LossName;
+  /** The graph the run trained with (a resumed run's own unless `graph` overrode it). */
+  graph: GraphName;
 }
 
 /** A non-finite loss or gradient. */
@@ -270,6 +275,19 @@ interface Settings {
 }
 
 type RunDir = typeof import("./run_dir.ts");
+
+/** The `metrics.jsonl` line of a step. */
+function metricsRecord(info: StepInfo): MetricsRecord {
+  return {
+    step: info.step,
+    loss: info.loss,
+    lr: info.lr,
+    gradNorm: info.gradNorm,
+    tokensPerSecond: info.tokensPerSecond,
+    heldOutLoss: info.heldOutLoss,
+    seconds: info.seconds,
+  };
+}
 
 async function runDir(): Promise<RunDir> {
   return await import("./run_dir.ts");
@@ -564,34 +582,18 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       }
       history.push(info);
       if (out !== undefined) {
-        await fsx!.appendMetrics(out, {
-          step: done,
-          loss,
-          lr,
-          gradNorm,
-          tokensPerSecond: info.tokensPerSecond,
-          heldOutLoss: info.heldOutLoss,
-          seconds: info.seconds,
-        });
+        await fsx!.appendMetrics(out, metricsRecord(info));
         if (checkpointEvery > 0 && done % checkpointEvery === 0) await save();
       }
       options.onStep?.(info);
     }
-    // A run stopped by time or abort gets its held-out loss measured once more at the end.
+    // A run stopped by time or abort gets its held-out loss measured once more at the end. Its
+    // last step's line is already written (the stop is seen only after it), so that line is
+    // replaced, never repeated: metrics.jsonl keeps one line per step.
     const lastInfo = history.at(-1);
     if (lastInfo && lastInfo.heldOutLoss === undefined && evalEvery > 0 && stopped !== "steps") {
       lastInfo.heldOutLoss = await heldOutLoss(lastInfo.step);
-      if (out !== undefined) {
-        await fsx!.appendMetrics(out, {
-          step: lastInfo.step,
-          loss: lastInfo.loss,
-          lr: lastInfo.lr,
-          gradNorm: lastInfo.gradNorm,
-          tokensPerSecond: lastInfo.tokensPerSecond,
-          heldOutLoss: lastInfo.heldOutLoss,
-          seconds: lastInfo.seconds,
-        });
-      }
+      if (out !== undefined) await fsx!.replaceLastMetrics(out, metricsRecord(lastInfo));
     }
     if (optimizer.step !== lastGood) await save();
   } finally {
@@ -607,5 +609,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     optimizer,
     workers: pool.workers,
     backend,
+    loss: s.loss,
+    graph: s.graph,
   };
 }

@@ -2,8 +2,13 @@ import assert from "node:assert/strict";
 import { exists, makeTempDir, readText, removeDir, writeFileAtomic } from "../../src/io.ts";
 import { trainTokenizer } from "../../src/tokenizer/mod.ts";
 import { WorkerError } from "../../src/train/pool.ts";
-import { loadCheckpoint, loadRun, readMetrics } from "../../src/train/run_dir.ts";
-import { NonFiniteError, train, type TrainOptions } from "../../src/train/train.ts";
+import {
+  loadCheckpoint,
+  loadRun,
+  readMetrics,
+  replaceLastMetrics,
+} from "../../src/train/run_dir.ts";
+import { NonFiniteError, type StepInfo, train, type TrainOptions } from "../../src/train/train.ts";
 
 const text = [
   "Call me Ishmael. Some years ago, never mind how long precisely, having little or no money ",
@@ -75,17 +80,73 @@ Deno.test("train() resumed at step 3 ends bitwise where an uninterrupted run to 
     assert.deepEqual(ckpt.model.params, whole.model.params);
     assert.deepEqual(ckpt.tokenizer, tokenizer);
     const metrics = await readMetrics(`${dir}/run`);
-    assert.deepEqual(metrics.map((m) => m.step).filter((s, i, a) => a.indexOf(s) === i), [
-      1,
-      2,
-      3,
-      4,
-      5,
-      6,
-    ]);
+    assert.deepEqual(metrics.map((m) => m.step), [1, 2, 3, 4, 5, 6]); // one line per step
     assert.ok(metrics.some((m) => m.heldOutLoss !== undefined && Number.isFinite(m.heldOutLoss)));
     const svg = await readText(`${dir}/run/loss.svg`);
     assert.match(svg, /^<svg[^]*<polyline[^]*held-out/);
+  } finally {
+    await removeDir(dir);
+  }
+});
+
+Deno.test("train() writes metrics.jsonl with exactly one line per step, however the run stops", async () => {
+  const dir = await makeTempDir();
+  try {
+    /** The file's records equal the history's, one per step, the last with its held-out loss. */
+    const checkMetrics = async (
+      run: string,
+      history: StepInfo[],
+      steps: number[],
+    ): Promise<void> => {
+      const metrics = await readMetrics(run);
+      assert.deepEqual(metrics.map((m) => m.step), steps);
+      const last = metrics.at(-1)!;
+      assert.ok(Number.isFinite(last.heldOutLoss), JSON.stringify(last));
+      const tail = metrics.slice(-history.length);
+      assert.deepEqual(tail, history.map(({ steps: _, ...m }) => m));
+    };
+    // Aborted after step 2, which is not a held-out step (evalEvery 3): the held-out loss measured
+    // at the end goes into step 2's one line.
+    const stop = new AbortController();
+    const part = await train({
+      ...base,
+      out: `${dir}/aborted`,
+      signal: stop.signal,
+      onStep: (i) => i.step === 2 && stop.abort(),
+    });
+    assert.equal(part.stopped, "aborted");
+    await checkMetrics(`${dir}/aborted`, part.history, [1, 2]);
+    // Resuming keeps the lines up to the checkpoint and adds one per new step.
+    const rest = await train({ text, resume: `${dir}/aborted` });
+    assert.equal(rest.stopped, "steps");
+    await checkMetrics(`${dir}/aborted`, rest.history, [1, 2, 3, 4, 5, 6]);
+    // Stopped by its time budget, with no held-out step on the way.
+    const timed = await train({
+      ...base,
+      steps: undefined,
+      minutes: 0.01,
+      evalEvery: 1_000_000,
+      checkpointEvery: 0,
+      out: `${dir}/timed`,
+    });
+    assert.equal(timed.stopped, "time");
+    assert.ok(timed.step >= 1, `${timed.step}`);
+    await checkMetrics(
+      `${dir}/timed`,
+      timed.history,
+      Array.from({ length: timed.step }, (_, i) => i + 1),
+    );
+    const metrics = await readMetrics(`${dir}/timed`);
+    assert.equal(metrics.filter((m) => m.heldOutLoss !== undefined).length, 1);
+    // Only the last step's line can be replaced.
+    const last = metrics.at(-1)!;
+    await assert.rejects(
+      replaceLastMetrics(`${dir}/timed`, { ...last, step: last.step + 1 }),
+      new RegExp(
+        `^RangeError: Invalid metrics replacement: expected the last line of metrics.jsonl ` +
+          `to be step ${last.step + 1}, got step ${last.step}$`,
+      ),
+    );
   } finally {
     await removeDir(dir);
   }

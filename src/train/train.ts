@@ -42,7 +42,7 @@ export interface StepInfo {
   tokensPerSecond: number;
   /** Held-out loss, on steps where it was measured. */
   heldOutLoss?: number;
-  /** Seconds since this call of `train()` started. */
+  /** Seconds since this call of `train()` started, less the time spent inside `onStep`. */
   seconds: number;
   /** The step budget (`Infinity` when only a time budget bounds the run). */
   steps: number;
@@ -115,8 +115,19 @@ export interface TrainOptions {
   resume?: boolean | string;
   /** Stops the run after the current step; it then saves a checkpoint and resolves. */
   signal?: AbortSignal;
-  /** Called after every step. */
-  onStep?: (info: StepInfo) => void;
+  /**
+   * Called after every step with the step's record and the live model. It may return a promise,
+   * which `train()` awaits before the next step. The time until it returns (or its promise
+   * settles) is excluded from the `minutes` budget, from the time-based learning-rate decay, from
+   * tokens/s and from `StepInfo.seconds`, so a harness can evaluate the model here without
+   * shortening the run. The model is the one the workers read and AdamW updates in place: treat
+   * it as read-only (writing to it changes the run), and copy `model.params` to keep a snapshot.
+   * (Two signatures rather than one returning `void | Promise<void>`, so that callbacks returning
+   * something else, like `(i) => losses.push(i.loss)`, still type-check.)
+   */
+  onStep?:
+    | ((info: StepInfo, model: Model) => void)
+    | ((info: StepInfo, model: Model) => Promise<void>);
   /**
    * Rows per forward/backward pass inside a worker's shard: less activation memory, the same
    * gradient up to summation order. Default 4.
@@ -489,6 +500,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   let haveCheckpoint = resumed !== undefined;
   let stopped: TrainResult["stopped"] = "steps";
   const budgetMs = minutes !== undefined ? minutes * 60_000 : Infinity;
+  let paused = 0; // milliseconds spent inside onStep: not training time
   const title = `${model.config.dModel}d x ${model.config.nLayers} layers, ${s.loss} loss`;
 
   const save = async () => {
@@ -528,7 +540,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         stopped = "aborted";
         break;
       }
-      const elapsed = performance.now() - started;
+      const elapsed = performance.now() - started - paused;
       if (elapsed >= budgetMs) {
         stopped = "time";
         break;
@@ -573,7 +585,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         lr,
         gradNorm,
         tokensPerSecond: tokensPerStep / (avgMs / 1000),
-        seconds: (performance.now() - started) / 1000,
+        seconds: (performance.now() - started - paused) / 1000,
         steps,
       };
       const last = done === steps;
@@ -585,7 +597,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
         await fsx!.appendMetrics(out, metricsRecord(info));
         if (checkpointEvery > 0 && done % checkpointEvery === 0) await save();
       }
-      options.onStep?.(info);
+      if (options.onStep) {
+        const p0 = performance.now();
+        await options.onStep(info, live);
+        paused += performance.now() - p0;
+      }
     }
     // A run stopped by time or abort gets its held-out loss measured once more at the end. Its
     // last step's line is already written (the stop is seen only after it), so that line is

@@ -55,6 +55,7 @@
  * @module
  */
 
+import { TRAIN_DEFAULTS as D } from "../src/train/defaults.ts";
 import { mobyDick } from "../examples/cli.ts";
 import { parseArgs } from "node:util";
 import { evaluate } from "../src/eval/mod.ts";
@@ -63,7 +64,7 @@ import { type ModelConfig, type PresetName, presets, resolveConfig } from "../sr
 import { createModel, type Model } from "../src/model/model.ts";
 import { encode, type Tokenizer, trainTokenizer } from "../src/tokenizer/mod.ts";
 import { type GraphName, LOSS_NAMES, type LossName } from "../src/train/batch.ts";
-import { joinDocuments, splitTokens } from "../src/train/data.ts";
+import { joinDocuments, splitTokens, tokenizerDocuments } from "../src/train/data.ts";
 import { type StepInfo, train } from "../src/train/train.ts";
 
 /** The trainer's held-out fraction: the tail `deno task eval` evaluates. */
@@ -75,8 +76,9 @@ class UsageError extends Error {}
 const HELP = `Usage: deno task recipe (--steps N | --tokens N | --minutes M) [options]
 
 Trains one configuration and prints its held-out bits/char at evenly spaced points, then one
-JSON line. Defaults are the main job's (deno task train): small preset, context 64, batch 16,
-lr 3e-3, elbo loss with antithetic times, 512-token BPE, Moby-Dick.
+JSON line. Defaults are the main job's (deno task train, src/train/defaults.ts): the
+${D.model} preset, context ${D.context}, batch ${D.batch}, lr ${D.lr}, ${D.loss} loss with antithetic times,
+${D.tokenizerVocabSize}-token BPE, Moby-Dick.
 
 Budget (exactly one):
   --steps <n>           training steps
@@ -99,20 +101,21 @@ Model (a preset, then any of its fields overridden):
   --time-conditioning   SEDD's adaLN-Zero on sigma (needs --norm pre)
 
 Training (train()'s options):
-  --loss <name>         ${LOSS_NAMES.join(" | ")} (default: elbo)
+  --loss <name>         ${LOSS_NAMES.join(" | ")} (default: ${D.loss})
   --graph <name>        absorb | uniform (score-entropy only; default absorb)
-  --lr <x>              peak learning rate (default 3e-3)
-  --min-lr <x>          floor of the cosine decay (default lr / 10)
-  --warmup <n>          linear warm-up steps (default min(100, steps / 10); 20 with --minutes)
+  --lr <x>              peak learning rate (default ${D.lr})
+  --min-lr <x>          floor of the cosine decay (default lr x ${D.minLrFraction})
+  --warmup <n>          linear warm-up steps (default min(${D.warmup}, steps / 10); ${D.warmupTimed} with --minutes)
   --schedule <name>     cosine | constant (default cosine)
-  --batch <n>           sequences per step (default 16)
-  --context <n>         tokens per sequence (default 64, or the preset's if shorter)
+  --batch <n>           sequences per step (default ${D.batch})
+  --context <n>         tokens per sequence (default ${D.context}, or the preset's if shorter)
   --weight-decay <x>    AdamW decoupled weight decay (default 0.01)
   --clip <x>            global gradient-norm clip, 0 off (default 1)
   --antithetic / --no-antithetic   antithetic diffusion times (default on)
   --workers <n>         gradient workers, 0 in-process (default: every core)
   --seed <n>            run seed (default 0)
   --micro-batch <n>     rows per forward/backward pass in a worker (default 4)
+  --ema <decay>         also evaluate an exponential moving average of the weights at the end
 
 Output:
   --label <text>        the run's name in the output (default: the preset's)
@@ -155,6 +158,7 @@ const FLAGS = {
   workers: { type: "string" },
   seed: { type: "string" },
   "micro-batch": { type: "string" },
+  ema: { type: "string" },
   label: { type: "string" },
   json: { type: "string" },
   "dump-tokens": { type: "string" },
@@ -216,6 +220,8 @@ export interface Recipe {
     workers: number;
     seed: number;
     microBatch: number;
+    /** Decay of an exponential moving average of the weights, also evaluated at the end; 0: none. */
+    ema: number;
     heldOutFraction: number;
   };
 }
@@ -247,9 +253,9 @@ export function parseRecipe(
     throw new UsageError((e as Error).message);
   }
   if (v.help) return null;
-  const presetName = oneOf("preset", v.preset, Object.keys(presets) as PresetName[]) ?? "small";
+  const presetName = oneOf("preset", v.preset, Object.keys(presets) as PresetName[]) ?? D.model;
   const preset = presets[presetName];
-  const loss = oneOf("loss", v.loss, LOSS_NAMES) ?? "elbo";
+  const loss = oneOf("loss", v.loss, LOSS_NAMES) ?? D.loss;
   const graph = oneOf("graph", v.graph, ["absorb", "uniform"] as const) ?? "absorb";
   if (v.antithetic && v["no-antithetic"]) {
     throw new UsageError("Invalid flags: expected --antithetic or --no-antithetic, got both");
@@ -262,8 +268,8 @@ export function parseRecipe(
       }`,
     );
   }
-  const batch = int("batch", v.batch, 1) ?? 16;
-  const context = int("context", v.context, 1) ?? Math.min(64, preset.context);
+  const batch = int("batch", v.batch, 1) ?? D.batch;
+  const context = int("context", v.context, 1) ?? Math.min(D.context, preset.context);
   let budget: Recipe["settings"]["budget"];
   let steps: number | undefined;
   if (v.steps !== undefined) {
@@ -287,17 +293,17 @@ export function parseRecipe(
       `Invalid --points: expected at most the ${steps} steps of the budget, got ${points}`,
     );
   }
-  const lr = num("lr", v.lr, (n) => n > 0, "a number > 0") ?? 3e-3;
+  const lr = num("lr", v.lr, (n) => n > 0, "a number > 0") ?? D.lr;
   const minLr = num("min-lr", v["min-lr"], (n) => n >= 0 && n <= lr, `0 <= x <= lr (${lr})`) ??
-    lr / 10;
+    lr * D.minLrFraction;
   // train()'s default warm-up, resolved here so the header and the mirror see the number.
   const warmup = int("warmup", v.warmup, 0) ??
-    (steps !== undefined ? Math.min(100, Math.floor(steps / 10)) : 20);
+    (steps !== undefined ? Math.min(D.warmup, Math.floor(steps / 10)) : D.warmupTimed);
   const norm = oneOf("norm", v.norm, ["pre", "post"] as const);
   // resolveConfig does not merge a partial config into a preset: the preset is spread here.
   const spec: ModelConfig = {
     ...preset,
-    vocabSize: int("vocab", v.vocab, 258) ?? 512,
+    vocabSize: int("vocab", v.vocab, 258) ?? D.tokenizerVocabSize,
     context,
     dModel: int("d-model", v["d-model"], 1) ?? preset.dModel,
     nLayers: int("layers", v.layers, 1) ?? preset.nLayers,
@@ -336,23 +342,27 @@ export function parseRecipe(
       lr,
       minLr,
       warmup,
-      schedule: oneOf("schedule", v.schedule, ["cosine", "constant"] as const) ?? "cosine",
+      schedule: oneOf("schedule", v.schedule, ["cosine", "constant"] as const) ?? D.schedule,
       batch,
       context,
       weightDecay: num("weight-decay", v["weight-decay"], (n) => n >= 0, "a number >= 0") ??
-        0.01,
-      clip: num("clip", v.clip, (n) => n >= 0, "a number >= 0") ?? 1,
+        D.weightDecay,
+      clip: num("clip", v.clip, (n) => n >= 0, "a number >= 0") ?? D.clip,
       antithetic: !v["no-antithetic"],
       workers: int("workers", v.workers, 0) ?? (globalThis.navigator?.hardwareConcurrency ?? 1),
       seed: int("seed", v.seed, 0) ?? 0,
       microBatch: int("micro-batch", v["micro-batch"], 1) ?? 4,
+      ema: v.ema === undefined ? 0 : Number(v.ema),
       heldOutFraction: HELD_OUT_FRACTION,
     },
   };
   return { recipe, json: v.json, dump: v["dump-tokens"] };
 }
 
-/** The corpus as `train()` tokenizes it: BPE trained on the documents, EOT after each. */
+/**
+ * The corpus as `train()` tokenizes it: BPE trained on the documents without their held-out
+ * region (`tokenizerDocuments`), every document encoded, EOT after each.
+ */
 async function loadData(
   recipe: Recipe,
 ): Promise<{ tokenizer: Tokenizer; stream: Int32Array; path: string }> {
@@ -367,7 +377,10 @@ async function loadData(
     }
   }
   const docs = await readCorpus(path);
-  const tokenizer = trainTokenizer(docs, { kind: "bpe", vocabSize: recipe.settings.vocab });
+  const tokenizer = trainTokenizer(tokenizerDocuments(docs, recipe.settings.heldOutFraction), {
+    kind: "bpe",
+    vocabSize: recipe.settings.vocab,
+  });
   const stream = joinDocuments(
     docs.map((d) => encode(tokenizer, d, { eot: false })),
     tokenizer.eotId,
@@ -514,7 +527,13 @@ export async function main(argv: string[]): Promise<number> {
   let next = 0;
   let lastProgress = 0;
   let lastYield = performance.now();
+  let ema: Float32Array | undefined;
   const onStep = async (info: StepInfo, m: Model): Promise<void> => {
+    if (s.ema > 0) {
+      if (!ema) ema = m.params.slice();
+      const d = s.ema, p = m.params;
+      for (let i = 0; i < p.length; i++) ema[i] = d * ema[i] + (1 - d) * p[i];
+    }
     // In-process training never waits on a task otherwise: let Ctrl+C's signal event run.
     if (performance.now() - lastYield > 250) {
       await new Promise((resolve) => setTimeout(resolve, 0));
@@ -576,6 +595,16 @@ export async function main(argv: string[]): Promise<number> {
     point(result.step, trainSeconds, result.model);
   }
   const r = lastReport!;
+  let emaFinal: { bitsPerChar: number; se: number } | undefined;
+  if (ema) {
+    const e = evaluate(createModel(result.model.config, { params: ema }), heldOut, evalOptions);
+    emaFinal = { bitsPerChar: e.bitsPerChar!, se: e.bitsPerCharError! };
+    console.log(
+      `EMA ${s.ema}: held-out bits/char ${fixed(e.bitsPerChar!, 4)} ± ${
+        fixed(e.bitsPerCharError!, 4)
+      }`,
+    );
+  }
   const out = {
     label: recipe.label,
     config: recipe.config,
@@ -588,6 +617,7 @@ export async function main(argv: string[]): Promise<number> {
     workers: result.workers,
     evalSeconds: Number(evalSeconds.toFixed(3)),
     points,
+    emaFinal,
     final: {
       ...points.at(-1)!,
       natsPerTokenSe: r.standardError,

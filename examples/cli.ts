@@ -13,6 +13,7 @@
  * @module
  */
 
+import { TRAIN_DEFAULTS as D } from "../src/train/defaults.ts";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { evaluate } from "../src/eval/mod.ts";
@@ -100,26 +101,26 @@ const PROMPTS = ["Call me Ishmael.", "The whale", "It was the"];
 const TRAIN_HELP = `Usage: deno task train [options]
 
 Trains a diffusion language model and writes a run directory (model.safetensors,
-optimizer.safetensors, metrics.jsonl, loss.svg). With no options: the "small" preset on
-Moby-Dick with a 512-token byte-level BPE, for 5 minutes on every core.
+optimizer.safetensors, metrics.jsonl, loss.svg). With no options: the main job, the
+"${D.model}" preset on Moby-Dick with a ${D.tokenizerVocabSize}-token byte-level BPE, for ${D.minutes} minutes
+on every core (the recipe of docs/recipes.md).
 
 Options:
   --data <path>      a .txt file or a folder of .txt files (default: Moby-Dick)
   --steps <n>        stop after n steps (default: none; the time budget bounds the run)
-  --minutes <m>      wall-clock budget (default: 5 when --steps is absent)
+  --minutes <m>      wall-clock budget (default: ${D.minutes} when --steps is absent)
   --workers <n>      gradient workers; 0 runs in-process (default: every core)
-  --preset <name>    ${Object.keys(presets).join(" | ")} (default: small)
+  --preset <name>    ${Object.keys(presets).join(" | ")} (default: ${D.model})
   --out <dir>        run directory (default: runs/<preset>-<date>-<time>)
   --resume <dir>     continue the run in <dir> (e.g. runs/latest) with its settings
   --seed <n>         run seed (default: 0)
-  --batch <n>        sequences per step (default: 16)
-  --context <n>      tokens per sequence (default: 64, or the preset's if shorter: twice the
-                     steps of 128 in the same minutes)
-  --lr <x>           peak learning rate, warm-up then cosine decay (default: 3e-3)
-  --loss <name>      ${LOSS_NAMES.join(" | ")} (default: elbo, MDLM's bound)
+  --batch <n>        sequences per step (default: ${D.batch})
+  --context <n>      tokens per sequence (default: ${D.context}, at most the preset's)
+  --lr <x>           peak learning rate, warm-up then cosine decay to ${D.minLrFraction}x (default: ${D.lr})
+  --loss <name>      ${LOSS_NAMES.join(" | ")} (default: ${D.loss}; eval reports the ELBO bound)
   --no-antithetic    independent diffusion times per sequence (default: antithetic times,
-                     spread evenly over the batch, for elbo and score-entropy)
-  --vocab <n>        tokenizer vocabulary size (default: 512)
+                     spread evenly over the batch)
+  --vocab <n>        tokenizer vocabulary size (default: ${D.tokenizerVocabSize})
   --samples <n>      samples printed at the end (default: 3)
 ${backendHelp(21)}
   --help             this text
@@ -293,7 +294,7 @@ async function trainCommand(args: string[]): Promise<number> {
     console.log(TRAIN_HELP);
     return 0;
   }
-  const preset = (v.preset ?? "small") as PresetName;
+  const preset = (v.preset ?? D.model) as PresetName;
   if (!(preset in presets)) {
     throw new UsageError(
       `Invalid --preset: expected one of ${Object.keys(presets).join(", ")}, got "${v.preset}"`,
@@ -305,18 +306,18 @@ async function trainCommand(args: string[]): Promise<number> {
     );
   }
   const steps = int("steps", v.steps, 1);
-  const minutes = num("minutes", v.minutes) ?? (steps === undefined ? 5 : undefined);
+  const minutes = num("minutes", v.minutes) ?? (steps === undefined ? D.minutes : undefined);
   const workers = int("workers", v.workers, 0);
   const seed = int("seed", v.seed, 0);
   // A resumed run keeps its own settings unless a flag overrides them.
   const fresh = v.resume === undefined;
-  const batch = int("batch", v.batch, 1) ?? (fresh ? 16 : undefined);
-  const context = int("context", v.context, 1) ??
-    (fresh ? Math.min(64, presets[preset].context) : undefined);
-  const lr = num("lr", v.lr) ?? (fresh ? 3e-3 : undefined);
-  // The main job's objective (issue 5): MDLM's ELBO with antithetic times; see the README.
-  const loss = (v.loss as LossName | undefined) ?? (fresh ? "elbo" : undefined);
-  const antithetic = v["no-antithetic"] ? false : fresh ? true : undefined;
+  // Unset flags are left to train(): TRAIN_DEFAULTS for a fresh run, the saved settings for a
+  // resumed one.
+  const batch = int("batch", v.batch, 1);
+  const context = int("context", v.context, 1);
+  const lr = num("lr", v.lr);
+  const loss = v.loss as LossName | undefined;
+  const antithetic = v["no-antithetic"] ? false : undefined;
   const vocab = int("vocab", v.vocab, 258);
   const nSamples = int("samples", v.samples, 0) ?? 3;
   const data = v.data ?? (fresh ? mobyDick() : undefined); // a resumed run knows its data

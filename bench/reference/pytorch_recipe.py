@@ -12,8 +12,8 @@ same format, with a final JSON line of the same shape. Run with Debian's PyTorch
     /usr/bin/python3 bench/reference/pytorch_recipe.py /tmp/t.json --preset tiny --steps 20 \\
         --points 2 --eval-samples 2
 
-Flags: the harness's, with its defaults (the main job's recipe: small preset, context 64, batch 16,
-lr 3e-3, elbo with antithetic times), so the command line that made a curve in TypeScript makes it
+Flags: the harness's, with its defaults (the main job's recipe, src/train/defaults.ts: small
+preset, context 128, batch 16, lr 2e-3, the seed loss with antithetic masking rates), so the command line that made a curve in TypeScript makes it
 here. The tokens, the train/held-out boundary and the held-out character count come from the
 dump; `--vocab` must equal the dump's. `--workers` and `--micro-batch` are accepted and ignored;
 `--threads` (default 1) sets torch's intra-op threads and OpenBLAS's. The dump records the
@@ -29,7 +29,7 @@ Initialisation is PyTorch's own (our init draws the same distributions, from ano
 One training step (src/train/batch.ts, src/diffusion/losses.ts, src/train/train.ts):
 
     B windows of T tokens, starts uniform over the training split
-    seed: t ~ U[0, 1) per sequence, mask with probability t, cross-entropy over all V logits at
+    seed: t ~ U[0, 1) per sequence (antithetic: t_j = ((u + j) / B) mod 1), mask with probability t, cross-entropy over all V logits at
           masked positions, sum / (masked count + 1e-6)                      (the notebook)
     elbo: t = eps + (1 - eps) u, eps 1e-3, u ~ U[0, 1) per sequence or antithetic
           u_j = ((u + j) / B) mod 1; sigma = -log1p(-(1 - eps) t),
@@ -103,8 +103,8 @@ def parse_args(argv):
     p.add_argument("--dropout", type=str)
     p.add_argument("--time-conditioning", action="store_true")
     p.add_argument("--vocab", type=str)
-    p.add_argument("--loss", choices=["seed", "elbo"], default="elbo")
-    p.add_argument("--lr", type=str, default="3e-3")
+    p.add_argument("--loss", choices=["seed", "elbo"], default="seed")
+    p.add_argument("--lr", type=str, default="2e-3")
     p.add_argument("--min-lr", type=str)
     p.add_argument("--warmup", type=str)
     p.add_argument("--schedule", choices=["cosine", "constant"], default="cosine")
@@ -176,7 +176,7 @@ def resolve(a, dump):
         raise UsageError(
             f"Invalid budget: expected exactly one of --steps, --tokens, --minutes, got {got}")
     batch = as_int("batch", a.batch, 1)
-    context = as_int("context", a.context, 1) or min(64, preset["context"])
+    context = as_int("context", a.context, 1) or min(128, preset["context"])
     steps = None
     if a.steps is not None:
         # 0 steps (only with --init): evaluate a checkpoint of ours with the ported estimator.
@@ -401,7 +401,11 @@ def main(argv):
     def noise(x0):
         """xt, per-sequence sigma (float64), the loss of the batch."""
         if s["loss"] == "seed":
-            t = torch.rand(B, 1, generator=gen, dtype=torch.float64)
+            if s["antithetic"]:  # masking rates spread evenly over the batch
+                u0 = torch.rand(1, generator=gen, dtype=torch.float64)
+                t = (((u0 + torch.arange(B, dtype=torch.float64)) / B) % 1)[:, None]
+            else:
+                t = torch.rand(B, 1, generator=gen, dtype=torch.float64)
             mask = torch.rand(B, T, generator=gen, dtype=torch.float64) < t
             xt = x0.masked_fill(mask, M)
             sigma = -torch.log1p(-t[:, 0])

@@ -306,9 +306,10 @@ export function matmulsOf(blas: BlasLibrary): MatmulKernels {
       if (M === 0 || N === 0) return;
       let beta = accumulate ? 1 : 0;
       if (bias !== null) {
+        const b0 = bias.length === N ? bias : bias.subarray(0, N);
         for (let m = 0, o = 0; m < M; m++, o += N) {
           if (accumulate) { for (let j = 0; j < N; j++) c[o + j] += bias[j]; }
-          else for (let j = 0; j < N; j++) c[o + j] = bias[j];
+          else c.set(b0, o); // a row copy: the linear layers' forward pass
         }
         beta = 1;
       }

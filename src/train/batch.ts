@@ -130,9 +130,9 @@ export interface FillBatchOptions {
   /** Vocabulary size V; the MASK token is V - 1. */
   vocabSize: number;
   /**
-   * `elbo` and `score-entropy` only: spread the batch's times evenly, u_j = (u + j) / B mod 1
-   * with one u per step from `stepRng(seed, step)` (j the global row), instead of one
-   * independent u per sequence. Lowers the variance of the batch's loss. Default false.
+   * Spread the batch's times evenly, u_j = (u + j) / B mod 1 with one u per step from
+   * `stepRng(seed, step)` (j the global row), instead of one independent u per sequence (for
+   * `seed`, t = u_j is its masking rate). Lowers the variance of the batch's loss. Default false.
    */
   antithetic?: boolean;
 }
@@ -194,7 +194,8 @@ export function fillBatch(
     const rng = new Rng(seed, step, firstRow + j);
     drawWindow(target, tokens, j, T, rng);
     if (schedule === undefined) {
-      const tj = rng.uniform(); // torch.rand(B)
+      // torch.rand(B), or spread evenly over the batch like the other losses' antithetic times
+      const tj = options.antithetic ? ((u + firstRow + j) / B) % 1 : rng.uniform();
       t[j] = tj;
       // The notebook masks with probability t: the linear schedule (a time-conditioned model
       // reads sigma; the seed loss does not).

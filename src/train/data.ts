@@ -49,6 +49,41 @@ export function joinDocuments(docs: ArrayLike<number>[], eotId: number): Int32Ar
 }
 
 /**
+ * The documents without their held-out region, for training a tokenizer that never sees
+ * held-out text: the first `1 - 2 * heldOutFraction` of their characters (later documents
+ * dropped, the one the cut falls in truncated). The held-out tail of the token stream is a
+ * fraction of tokens, not characters, so the cut keeps a margin of as much again.
+ *
+ * @param docs The documents, in stream order.
+ * @param heldOutFraction The trainer's held-out fraction (0: every document, whole).
+ * @returns The documents a tokenizer may learn from.
+ *
+ * @example The last 4% of the characters are left out for a 2% held-out tail
+ * ```ts
+ * import { tokenizerDocuments } from "./data.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(tokenizerDocuments(["a".repeat(60), "b".repeat(40)], 0.02), [
+ *   "a".repeat(60),
+ *   "b".repeat(36),
+ * ]);
+ * ```
+ */
+export function tokenizerDocuments(docs: string[], heldOutFraction: number): string[] {
+  if (!(heldOutFraction > 0)) return docs;
+  let total = 0;
+  for (const d of docs) total += d.length;
+  let left = Math.floor(total * Math.max(0, 1 - 2 * heldOutFraction));
+  const out: string[] = [];
+  for (const d of docs) {
+    if (left <= 0) break;
+    out.push(d.length <= left ? d : d.slice(0, left));
+    left -= d.length;
+  }
+  return out;
+}
+
+/**
  * Splits a stream into training tokens and a held-out tail of `heldOutFraction` of it (at least
  * `context` tokens when the fraction is positive, so one held-out window fits).
  *

@@ -22,8 +22,9 @@ import { createModel, type Model, validateTokens } from "../model/model.ts";
 import { type AdamWState, adamwStep, createAdamW } from "../optim/adamw.ts";
 import { encode, type Tokenizer, tokenizerHash, trainTokenizer } from "../tokenizer/mod.ts";
 import { fillBatch, type GraphName, LOSS_NAMES, type LossName } from "./batch.ts";
-import { hashText, joinDocuments, splitTokens } from "./data.ts";
+import { hashText, joinDocuments, splitTokens, tokenizerDocuments } from "./data.ts";
 import { createPool, type GradientPool } from "./pool.ts";
+import { TRAIN_DEFAULTS as D } from "./defaults.ts";
 import type { MetricsRecord } from "./run_dir.ts";
 import type { FaultInjection } from "./shard.ts";
 import { type BackendChoice, resolveBackend, type ResolvedBackend } from "../nn/backend.ts";
@@ -56,27 +57,30 @@ export interface TrainOptions {
   data?: string;
   /** An already tokenized stream (needs `tokenizer`). */
   tokens?: Int32Array;
-  /** The tokenizer; trained on the text when absent (byte-level BPE, `tokenizerVocabSize`). */
+  /**
+   * The tokenizer; when absent, a byte-level BPE of `tokenizerVocabSize` trained on the text
+   * without its held-out region (see `tokenizerDocuments`).
+   */
   tokenizer?: Tokenizer;
-  /** Vocabulary size of a tokenizer trained on the fly. Default 512: a small model's vocabulary. */
+  /** Vocabulary size of a tokenizer trained on the fly. Default: `TRAIN_DEFAULTS` (8192). */
   tokenizerVocabSize?: number;
-  /** A preset name, a (partial) config, or a model to continue training. Default `"small"`. */
+  /** A preset name, a (partial) config, or a model to continue training. Default: `TRAIN_DEFAULTS.model`. */
   model?: PresetName | Partial<ModelConfig> | Model;
   /** Steps to take (total, counting resumed ones). Default 1000, or unbounded with `minutes`. */
   steps?: number;
   /** Wall-clock budget in minutes; the run stops at whichever of `steps` and `minutes` comes first. */
   minutes?: number;
-  /** Sequences per step. Default 16. */
+  /** Sequences per step. Default: `TRAIN_DEFAULTS.batch`. */
   batch?: number;
-  /** Tokens per sequence. Default: the model's context. */
+  /** Tokens per sequence. Default: `TRAIN_DEFAULTS.context`, at most the model's context. */
   context?: number;
-  /** Peak learning rate. Default 1e-3 (PyTorch's AdamW default, the notebook's). */
+  /** Peak learning rate. Default: `TRAIN_DEFAULTS.lr`. */
   lr?: number;
-  /** Linear warm-up steps. Default min(100, steps / 10); 20 when only `minutes` bounds the run. */
+  /** Linear warm-up steps. Default min(`TRAIN_DEFAULTS.warmup`, steps / 10); `warmupTimed` when only `minutes` bounds the run. */
   warmup?: number;
   /** After warm-up: `constant`, or `cosine` decay to `minLr` (over the steps, or the time budget). Default `cosine`. */
   schedule?: "constant" | "cosine";
-  /** Floor of the cosine decay. Default lr / 10. */
+  /** Floor of the cosine decay. Default lr times `TRAIN_DEFAULTS.minLrFraction`. */
   minLr?: number;
   /** Global gradient-norm clip. Default 1.0 (SEDD's); 0 turns clipping off. */
   clip?: number;
@@ -90,8 +94,8 @@ export interface TrainOptions {
   /** The graph of `score-entropy`: `"absorb"` (default) or `"uniform"`. */
   graph?: GraphName;
   /**
-   * `elbo` / `score-entropy`: antithetic times, spread evenly over the batch (one shared u per
-   * step). Default false; the CLI's main job turns it on.
+   * Antithetic times (masking rates for `seed`), spread evenly over the batch (one shared u per
+   * step). Default: `TRAIN_DEFAULTS.antithetic` (on).
    */
   antithetic?: boolean;
   /** Run seed: initialisation, batches, noise, dropout. Default 0. */
@@ -358,10 +362,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   if (options.tokens && !tokenizer) {
     throw new TypeError("Missing tokenizer: expected one with pre-tokenized tokens");
   }
-  tokenizer ??= trainTokenizer(docs!, {
-    kind: "bpe",
-    vocabSize: options.tokenizerVocabSize ?? 512,
-  });
+  // Trained without the held-out region, so held-out text stays unseen (merges included).
+  tokenizer ??= trainTokenizer(
+    tokenizerDocuments(docs!, options.heldOutFraction ?? saved.heldOutFraction ?? 0.02),
+    { kind: "bpe", vocabSize: options.tokenizerVocabSize ?? D.tokenizerVocabSize },
+  );
   const dataHash = options.tokens ? `tokens-${options.tokens.length}` : hashText(docs!);
   let stream = options.tokens;
   if (!stream) {
@@ -386,7 +391,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   } else if (options.model && typeof options.model === "object" && "params" in options.model) {
     model = options.model as Model;
   } else {
-    const spec = (options.model ?? "small") as PresetName | Partial<ModelConfig>;
+    const spec = (options.model ?? D.model) as PresetName | Partial<ModelConfig>;
     const cfg = resolveConfig(spec, { vocabSize: tokenizer.vocabSize, context: options.context });
     model = createModel(cfg, { seed: options.seed ?? 0 });
   }
@@ -402,18 +407,18 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
   const steps = stepsOpt ?? (minutes !== undefined ? Infinity : 1000);
   const s: Settings = {
     seed: options.seed ?? saved.seed ?? 0,
-    batch: options.batch ?? saved.batch ?? 16,
-    context: options.context ?? saved.context ?? model.config.context,
-    lr: options.lr ?? saved.lr ?? 1e-3,
+    batch: options.batch ?? saved.batch ?? D.batch,
+    context: options.context ?? saved.context ?? Math.min(D.context, model.config.context),
+    lr: options.lr ?? saved.lr ?? D.lr,
     warmup: options.warmup ?? saved.warmup ??
-      (Number.isFinite(steps) ? Math.min(100, Math.floor(steps / 10)) : 20),
-    schedule: options.schedule ?? saved.schedule ?? "cosine",
+      (Number.isFinite(steps) ? Math.min(D.warmup, Math.floor(steps / 10)) : D.warmupTimed),
+    schedule: options.schedule ?? saved.schedule ?? D.schedule,
     minLr: 0,
-    clip: options.clip ?? saved.clip ?? 1.0,
-    weightDecay: options.weightDecay ?? saved.weightDecay ?? 0.01,
-    loss: options.loss ?? saved.loss ?? "seed",
+    clip: options.clip ?? saved.clip ?? D.clip,
+    weightDecay: options.weightDecay ?? saved.weightDecay ?? D.weightDecay,
+    loss: options.loss ?? saved.loss ?? D.loss,
     graph: options.graph ?? saved.graph ?? "absorb",
-    antithetic: options.antithetic ?? saved.antithetic ?? false,
+    antithetic: options.antithetic ?? saved.antithetic ?? D.antithetic,
     heldOutFraction: options.heldOutFraction ?? saved.heldOutFraction ?? 0.02,
     evalBatches: options.evalBatches ?? saved.evalBatches ?? 4,
     steps: Number.isFinite(steps) ? steps : null,
@@ -422,7 +427,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     data: dataPath ?? null,
     dataHash,
   };
-  s.minLr = options.minLr ?? saved.minLr ?? s.lr / 10;
+  s.minLr = options.minLr ?? saved.minLr ?? s.lr * D.minLrFraction;
   checkInt("seed", s.seed, 0);
   checkInt("batch", s.batch, 1);
   checkInt("context", s.context, 1);

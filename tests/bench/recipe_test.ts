@@ -1,3 +1,4 @@
+import { TRAIN_DEFAULTS } from "../../src/train/defaults.ts";
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { evaluate } from "../../src/eval/mod.ts";
@@ -60,7 +61,7 @@ Deno.test("bench/recipe.ts trains, prints its points and one JSON line; the dump
     assert.equal(j.tokens, 6 * 4 * 16);
     assert.equal(j.stopped, "steps");
     assert.equal(j.config.vocabSize, 300);
-    assert.equal(j.settings.loss, "elbo");
+    assert.equal(j.settings.loss, TRAIN_DEFAULTS.loss); // the main job's default
     assert.deepEqual(j.settings.budget, { steps: 6 });
     assert.equal(j.points.length, 2);
     assert.deepEqual(j.points.map((p: { step: number }) => p.step), [3, 6]);
@@ -83,10 +84,7 @@ Deno.test("bench/recipe.ts trains, prints its points and one JSON line; the dump
       steps: 6,
       batch: 4,
       context: 16,
-      lr: 3e-3,
-      loss: "elbo",
-      antithetic: true,
-      workers: 0,
+      workers: 0, // loss, lr and the rest: train()'s defaults, which the harness shares
       evalEvery: 0,
     });
     const stream = joinDocuments(

@@ -30,3 +30,21 @@ Deno.test("fillBatch() antithetic times are deterministic per (seed, step) and c
   assert.deepEqual(a.input, b.input);
   assert.notDeepEqual(a.t, c.t);
 });
+
+Deno.test("fillBatch() antithetic masking rates for the seed loss: one rate in each 1/B stratum of [0, 1)", () => {
+  const B = 8;
+  const buf = createBatch(B, 16);
+  fillBatch(buf, tokens, { seed: 3, step: 5, loss: "seed", vocabSize: 12, antithetic: true });
+  assert.equal(new Set([...buf.t].map((t) => Math.floor(t * B))).size, B, `rates ${[...buf.t]}`);
+  // Without it the rates are the notebook's independent torch.rand(B): this seed misses strata.
+  const iid = createBatch(B, 16);
+  fillBatch(iid, tokens, { seed: 3, step: 5, loss: "seed", vocabSize: 12 });
+  assert.ok(new Set([...iid.t].map((t) => Math.floor(t * B))).size < B, `${[...iid.t]}`);
+  // The masks still follow the rates: about t * T masked per row on average over the batch.
+  let masked = 0, expected = 0;
+  for (let j = 0; j < B; j++) {
+    expected += buf.t[j] * 16;
+    for (let i = 0; i < 16; i++) masked += buf.input[j * 16 + i] === 11 ? 1 : 0;
+  }
+  assert.ok(Math.abs(masked - expected) < 4 * Math.sqrt(expected), `${masked} vs ${expected}`);
+});

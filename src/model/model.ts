@@ -205,6 +205,11 @@ export interface Workspace {
   lastT: number;
   /** @internal Whether the last forward pass applied dropout. */
   lastDropout: boolean;
+  /**
+   * @internal Rows the last forward pass computed logits for, when it computed only the rows a
+   * weighted loss reads (`lossAndGrad`): their indices are in `headRowIds`; -1 for every row.
+   */
+  lastHeadRows: number;
   /** @internal Token ids of the last forward pass, `(B*T)`. */
   readonly tokens: Int32Array;
   /** @internal Log-sum-exp per position, `(B*T)`. */
@@ -233,6 +238,10 @@ export interface Workspace {
   readonly headRows: Float32Array;
   /** @internal wasm only: their row indices, `(N)`. */
   readonly headRowIds: Int32Array;
+  /** @internal wasm only: targets and weights of those rows, `(N)` each. */
+  readonly headTargets: Int32Array;
+  /** @internal */
+  readonly headWeights: Float32Array;
   /** @internal Time conditioning, or `null`. */
   readonly time: TimeActs | null;
   /** Which backend runs linear and attention: `"blas"`, `"wasm"` or `"ts"`. */
@@ -421,6 +430,7 @@ function workspaceBuffers(
     lastB: 0,
     lastT: 0,
     lastDropout: false,
+    lastHeadRows: -1,
     tokens: new Int32Array(N),
     lse: f(N),
     resid: Array.from({ length: L + 1 }, () => f(N * C)),
@@ -435,6 +445,8 @@ function workspaceBuffers(
     rowT: f(T),
     headRows: f(packedHeads ? N * V : 0),
     headRowIds: new Int32Array(packedHeads ? N : 0),
+    headTargets: new Int32Array(packedHeads ? N : 0),
+    headWeights: f(packedHeads ? N : 0),
     time: tc
       ? {
         temb: f(B * TIME_EMBED_DIM),
@@ -605,6 +617,7 @@ function forwardUnchecked(
   T: number,
   dropout: DropoutKeys | undefined,
   sigma?: Float32Array | Float64Array,
+  rowWeights?: Float32Array, // (N): compute logits only where non-zero (see headForward)
 ): Float32Array {
   const cfg = model.config;
   const { dModel: C, dFF: F, nHeads: NH, vocabSize: V } = cfg;
@@ -698,7 +711,43 @@ function forwardUnchecked(
       final = tm.mf;
     }
   }
-  nn.linearForward(ws.logits, final, P.headW, P.headB, N, C, V);
+  return headForward(ws, final, P.headW, P.headB, N, C, V, rowWeights);
+}
+
+/**
+ * The head, `logits = final W^T + b`. With `rowWeights` (a weighted loss that reads only the
+ * rows of non-zero weight: the masked positions) on the wasm and blas backends, from 64 rows of
+ * which at most 3/4 count, only those rows are gathered (into the free `g2` scratch, which the
+ * backward pass reuses) and multiplied: the logits are then `(n,V)` for the `n` rows listed in
+ * `ws.headRowIds`, and `ws.lastHeadRows` is `n`. Otherwise every row, and `lastHeadRows` -1.
+ */
+function headForward(
+  ws: Workspace,
+  final: Float32Array, // (N,C)
+  W: Float32Array, // (V,C)
+  b: Float32Array, // (V)
+  N: number,
+  C: number,
+  V: number,
+  rowWeights: Float32Array | undefined, // (N)
+): Float32Array {
+  ws.lastHeadRows = -1;
+  const idx = ws.headRowIds;
+  if (rowWeights !== undefined && idx.length >= N && N >= 64) {
+    let n2 = 0;
+    for (let n = 0; n < N; n++) if (rowWeights[n] !== 0) idx[n2++] = n;
+    if (n2 * 4 <= N * 3) {
+      const xs = ws.g[2];
+      for (let i = 0; i < n2; i++) {
+        const o = idx[i] * C, r = i * C;
+        for (let c = 0; c < C; c++) xs[r + c] = final[o + c];
+      }
+      if (n2 > 0) ws.nn.linearForward(ws.logits, xs, W, b, n2, C, V);
+      ws.lastHeadRows = n2;
+      return ws.logits.subarray(0, n2 * V);
+    }
+  }
+  ws.nn.linearForward(ws.logits, final, W, b, N, C, V);
   return N * V === ws.logits.length ? ws.logits : ws.logits.subarray(0, N * V);
 }
 
@@ -720,6 +769,11 @@ export function modelBackward(
   const B = ws.lastB, T = ws.lastT;
   if (B === 0) {
     throw new RangeError("No forward pass to differentiate: expected modelForward first, got none");
+  }
+  if (ws.lastHeadRows >= 0) {
+    throw new RangeError(
+      "No full forward pass to differentiate: expected modelForward first, got lossAndGrad's",
+    );
   }
   const cfg = model.config;
   const N = B * T;
@@ -1016,6 +1070,19 @@ function headBackward(
   V: number,
 ): void {
   const rows = ws.headRows, idx = ws.headRowIds;
+  if (ws.lastHeadRows >= 0) {
+    // The forward pass computed the listed rows only: dlogits is (n2,V), their inputs are in g2.
+    const n2 = ws.lastHeadRows;
+    if (n2 === 0) return;
+    const [, , xs, dxs] = ws.g;
+    dxs.fill(0, 0, n2 * C);
+    ws.nn.linearBackward(dxs, dW, db, dlogits, xs, W, n2, C, V);
+    for (let i = 0; i < n2; i++) {
+      const o = idx[i] * C, r = i * C;
+      for (let c = 0; c < C; c++) dfinal[o + c] += dxs[r + c];
+    }
+    return;
+  }
   // (below 64 rows the products are too small for the gather to pay)
   if (rows.length < N * V || N < 64) {
     ws.nn.linearBackward(dfinal, dW, db, dlogits, final, W, N, C, V);
@@ -1197,11 +1264,22 @@ export function lossAndGrad(
   const ws = options.workspace ?? workspaceFor(model, B, T);
   checkShape(model, ws, input.length, B, T);
   checkSigma(model, options.sigma, B);
-  const logits = forwardUnchecked(model, ws, input, B, T, options.dropout, options.sigma);
-  const loss = crossEntropyForward(ws.losses, ws.lse, logits, target, weight, N, V);
+  const logits = forwardUnchecked(model, ws, input, B, T, options.dropout, options.sigma, weight);
+  // Logits of the weighted rows only (see headForward), or of every row.
+  const n = ws.lastHeadRows >= 0 ? ws.lastHeadRows : N;
+  let tg = target, wt = weight;
+  if (ws.lastHeadRows >= 0) {
+    tg = ws.headTargets, wt = ws.headWeights;
+    const idx = ws.headRowIds;
+    for (let i = 0; i < n; i++) {
+      tg[i] = target[idx[i]];
+      wt[i] = weight[idx[i]];
+    }
+  }
+  const loss = crossEntropyForward(ws.losses, ws.lse, logits, tg, wt, n, V);
   const dlogits = ws.dlogits;
-  dlogits.fill(0, 0, N * V);
-  crossEntropyBackward(dlogits, 1, logits, ws.lse, target, weight, N, V);
+  dlogits.fill(0, 0, n * V);
+  crossEntropyBackward(dlogits, 1, logits, ws.lse, tg, wt, n, V);
   backwardUnchecked(model, ws, dlogits, grads);
   return { loss, grads };
 }

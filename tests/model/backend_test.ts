@@ -152,3 +152,30 @@ Deno.test("lossAndGrad() on the wasm and blas backends skips zero-weight rows in
     }
   }
 });
+
+Deno.test("lossAndGrad() on the wasm backend computes the head on the weighted rows only, and equals the ts backend", () => {
+  const config = resolveConfig("small", { vocabSize: 30, context: 16 });
+  const model = createModel(config, { seed: 12 });
+  const B = 5, T = 16, N = B * T, V = 30;
+  const rng = new Rng(8);
+  const input = Int32Array.from({ length: N }, () => rng.int(V));
+  const target = Int32Array.from({ length: N }, () => rng.int(V));
+  const weight = Float32Array.from({ length: N }, () => (rng.uniform() < 0.5 ? 0.02 : 0));
+  const kept = weight.filter((w) => w !== 0).length;
+  const ws = createWorkspace(config, B, T, { backend: "wasm" });
+  const fast = lossAndGrad(model, { input, target, weight }, { batch: B, workspace: ws });
+  assert.equal(ws.lastHeadRows, kept); // the compact path ran
+  const ts = lossAndGrad(model, { input, target, weight }, {
+    batch: B,
+    workspace: createWorkspace(config, B, T, { backend: "ts" }),
+  });
+  assert.ok(Math.abs(fast.loss - ts.loss) <= 1e-5 * Math.abs(ts.loss));
+  assert.ok(maxRel(fast.grads, ts.grads) < 1e-4);
+  // Its logits are not the full (B,T,V) a public backward pass differentiates.
+  assert.throws(
+    () => modelBackward(model, ws, new Float32Array(N * V), new Float32Array(model.params.length)),
+    /expected modelForward first, got lossAndGrad's/,
+  );
+  modelForward(model, ws, input, B, T); // a full pass again
+  assert.equal(ws.lastHeadRows, -1);
+});

@@ -33,20 +33,35 @@
 
 /** The typed array that holds each dtype's elements (16- and 8-bit floats as raw bits). */
 export interface DtypeArrays {
+  /** booleans, one byte each. */
   BOOL: Uint8Array;
+  /** unsigned 8-bit integers. */
   U8: Uint8Array;
+  /** signed 8-bit integers. */
   I8: Int8Array;
+  /** 8-bit floats (E5M2), raw bits. */
   F8_E5M2: Uint8Array;
+  /** 8-bit floats (E4M3), raw bits. */
   F8_E4M3: Uint8Array;
+  /** signed 16-bit integers. */
   I16: Int16Array;
+  /** unsigned 16-bit integers. */
   U16: Uint16Array;
+  /** IEEE half floats, raw bits. */
   F16: Uint16Array;
+  /** bfloat16, raw bits. */
   BF16: Uint16Array;
+  /** signed 32-bit integers. */
   I32: Int32Array;
+  /** unsigned 32-bit integers. */
   U32: Uint32Array;
+  /** 32-bit floats. */
   F32: Float32Array;
+  /** 64-bit floats. */
   F64: Float64Array;
+  /** signed 64-bit integers. */
   I64: BigInt64Array;
+  /** unsigned 64-bit integers. */
   U64: BigUint64Array;
 }
 

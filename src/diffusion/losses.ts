@@ -42,7 +42,8 @@ import type { GraphName } from "./corrupt.ts";
 /** The loss names the trainer accepts. */
 export type LossName = "seed" | "elbo" | "score-entropy";
 
-type Num = ArrayLike<number>;
+/** Per-sequence numbers (sigma, dsigma): any array-like of numbers, float32 or float64. */
+export type Num = ArrayLike<number>;
 
 function checkLossArgs(
   fn: string,

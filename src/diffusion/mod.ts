@@ -59,6 +59,7 @@ export {
   type LossInputs,
   type LossName,
   lossScale,
+  type Num,
   scoreEntropyAbsorbBackward,
   scoreEntropyAbsorbForward,
   scoreEntropyUniformBackward,

@@ -54,4 +54,6 @@ export {
   type Workspace,
   type WorkspaceOptions,
 } from "./model.ts";
-export type { BackendName } from "../nn/backend.ts";
+export type { BackendChoice, BackendName, ResolvedBackend } from "../nn/backend.ts";
+export { BACKEND_CHOICES, resolveBackend } from "../nn/backend.ts";
+export type { BlasOptions } from "../kernels/blas.ts";

@@ -15,3 +15,5 @@ export {
   type TrainOptions,
   type TrainResult,
 } from "./train.ts";
+export type { FaultInjection } from "./shard.ts";
+export { TRAIN_DEFAULTS, type TrainDefaults } from "./defaults.ts";

@@ -177,6 +177,8 @@ export class NonFiniteError extends Error {
   /** The step that produced it. */
   readonly step: number;
   /**
+   * Makes the error.
+   *
    * @param step The step.
    * @param message The message.
    */

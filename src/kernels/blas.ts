@@ -32,6 +32,7 @@
 import { envVar, openNative, osName } from "../ffi.ts";
 import { checkMatmulArgs, type MatmulKernels, refKernels } from "./matmul_ref.ts";
 import type { WasmKernels } from "./wasm.ts";
+import { Rng } from "../rng.ts";
 
 const ROW_MAJOR = 101;
 const NO_TRANS = 111;
@@ -237,12 +238,8 @@ function openOne(path: string): BlasLoad {
  */
 export function checkBlas(blas: BlasLibrary): BlasLoad {
   const k = matmulsOf(blas);
-  let seed = 12345;
-  const rand = (n: number) =>
-    Float32Array.from({ length: n }, () => {
-      seed = (seed * 1103515245 + 12345) >>> 0;
-      return seed / 2 ** 31 - 1;
-    });
+  const rng = new Rng(12345);
+  const rand = (n: number) => Float32Array.from({ length: n }, () => 2 * rng.uniform() - 1);
   const cases: [number, number, number][] = [[5, 7, 3], [1, 9, 17], [13, 1, 6], [33, 20, 9]];
   try {
     for (const [M, K, N] of cases) {

@@ -738,10 +738,7 @@ function headForward(
     for (let n = 0; n < N; n++) if (rowWeights[n] !== 0) idx[n2++] = n;
     if (n2 * 4 <= N * 3) {
       const xs = ws.g[2];
-      for (let i = 0; i < n2; i++) {
-        const o = idx[i] * C, r = i * C;
-        for (let c = 0; c < C; c++) xs[r + c] = final[o + c];
-      }
+      gatherRows(xs, final, idx, n2, C);
       if (n2 > 0) ws.nn.linearForward(ws.logits, xs, W, b, n2, C, V);
       ws.lastHeadRows = n2;
       return ws.logits.subarray(0, n2 * V);
@@ -1072,15 +1069,7 @@ function headBackward(
   const rows = ws.headRows, idx = ws.headRowIds;
   if (ws.lastHeadRows >= 0) {
     // The forward pass computed the listed rows only: dlogits is (n2,V), their inputs are in g2.
-    const n2 = ws.lastHeadRows;
-    if (n2 === 0) return;
-    const [, , xs, dxs] = ws.g;
-    dxs.fill(0, 0, n2 * C);
-    ws.nn.linearBackward(dxs, dW, db, dlogits, xs, W, n2, C, V);
-    for (let i = 0; i < n2; i++) {
-      const o = idx[i] * C, r = i * C;
-      for (let c = 0; c < C; c++) dfinal[o + c] += dxs[r + c];
-    }
+    compactHeadBackward(ws, dfinal, dW, db, dlogits, W, ws.lastHeadRows, C, V);
     return;
   }
   // (below 64 rows the products are too small for the gather to pay)
@@ -1102,16 +1091,45 @@ function headBackward(
     ws.nn.linearBackward(dfinal, dW, db, dlogits, final, W, N, C, V);
     return;
   }
-  if (n2 === 0) return;
-  const [, , xs, dxs] = ws.g; // free until the layers' backward pass
-  for (let i = 0; i < n2; i++) {
-    const o = idx[i] * V, r = i * V;
-    for (let v = 0; v < V; v++) rows[r + v] = dlogits[o + v];
-    const oc = idx[i] * C, rc = i * C;
-    for (let c = 0; c < C; c++) xs[rc + c] = final[oc + c];
+  gatherRows(rows, dlogits, idx, n2, V);
+  gatherRows(ws.g[2], final, idx, n2, C); // g2, g3: free until the layers' backward pass
+  compactHeadBackward(ws, dfinal, dW, db, rows, W, n2, C, V);
+}
+
+/** `dst` row i = `src` row `idx[i]`, for i < n: the rows of `(N,D)` listed in `idx`. */
+function gatherRows(
+  dst: Float32Array, // (n,D)
+  src: Float32Array, // (N,D)
+  idx: Int32Array, // (n)
+  n: number,
+  D: number,
+): void {
+  for (let i = 0; i < n; i++) {
+    const o = idx[i] * D, r = i * D;
+    for (let d = 0; d < D; d++) dst[r + d] = src[o + d];
   }
+}
+
+/**
+ * The head's backward pass on the `n2` rows listed in `ws.headRowIds`: their inputs gathered in
+ * `g2`, their logit gradients `drows` `(n2,V)`; `dfinal` gets the input gradient scattered back.
+ */
+function compactHeadBackward(
+  ws: Workspace,
+  dfinal: Float32Array, // (N,C)
+  dW: Float32Array, // (V,C)
+  db: Float32Array, // (V)
+  drows: Float32Array, // (n2,V)
+  W: Float32Array, // (V,C)
+  n2: number,
+  C: number,
+  V: number,
+): void {
+  if (n2 === 0) return;
+  const [, , xs, dxs] = ws.g;
+  const idx = ws.headRowIds;
   dxs.fill(0, 0, n2 * C);
-  ws.nn.linearBackward(dxs, dW, db, rows, xs, W, n2, C, V);
+  ws.nn.linearBackward(dxs, dW, db, drows, xs, W, n2, C, V);
   for (let i = 0; i < n2; i++) {
     const o = idx[i] * C, r = i * C;
     for (let c = 0; c < C; c++) dfinal[o + c] += dxs[r + c];

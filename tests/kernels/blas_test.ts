@@ -153,23 +153,31 @@ Deno.test({
   },
 });
 
+/**
+ * A plain sgemm over the stored matrices: row-major as cblas_sgemm(RowMajor) reads them, or
+ * column-major (transposed products, a classic binding bug).
+ */
+function naiveSgemm(rowMajor: boolean): BlasLibrary["sgemm"] {
+  return (tA, tB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc) => {
+    // element (i, p) of op(A) and (p, j) of op(B) under each layout
+    const at = (i: number, p: number) => rowMajor === tA ? a[p * lda + i] : a[i * lda + p];
+    const bt = (p: number, j: number) => rowMajor === tB ? b[j * ldb + p] : b[p * ldb + j];
+    for (let i = 0; i < M; i++) {
+      for (let j = 0; j < N; j++) {
+        let s = 0;
+        for (let p = 0; p < K; p++) s += at(i, p) * bt(p, j);
+        c[i * ldc + j] = alpha * s + (beta === 0 ? 0 : beta * c[i * ldc + j]);
+      }
+    }
+  };
+}
+
 Deno.test("checkBlas(): a library that computes the wrong product fails the self-check", () => {
-  // A column-major sgemm mistaken for row-major: transposed products, a classic binding bug.
   const colMajor: BlasLibrary = {
     path: "fake-column-major",
     description: "fake",
     threads: "1",
-    sgemm(tA, tB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc) {
-      for (let i = 0; i < M; i++) {
-        for (let j = 0; j < N; j++) {
-          let s = 0;
-          for (let p = 0; p < K; p++) {
-            s += (tA ? a[i * lda + p] : a[p * lda + i]) * (tB ? b[p * ldb + j] : b[j * ldb + p]);
-          }
-          c[i * ldc + j] = alpha * s + (beta === 0 ? 0 : beta * c[i * ldc + j]);
-        }
-      }
-    },
+    sgemm: naiveSgemm(false),
   };
   const r = checkBlas(colMajor);
   assert.equal(r.ok, false);
@@ -185,20 +193,8 @@ Deno.test("checkBlas(): a library that computes the wrong product fails the self
   assert.equal(t.ok, false);
   if (!t.ok) assert.equal(t.reason, "fake-throwing failed the self-check: boom");
   // The same check passes a correct row-major product, so it is not failing everything.
-  const right: BlasLibrary = {
-    ...colMajor,
-    path: "fake-row-major",
-    sgemm(tA, tB, M, N, K, alpha, a, lda, b, ldb, beta, c, ldc) {
-      for (let i = 0; i < M; i++) {
-        for (let j = 0; j < N; j++) {
-          let s = 0;
-          for (let p = 0; p < K; p++) {
-            s += (tA ? a[p * lda + i] : a[i * lda + p]) * (tB ? b[j * ldb + p] : b[p * ldb + j]);
-          }
-          c[i * ldc + j] = alpha * s + (beta === 0 ? 0 : beta * c[i * ldc + j]);
-        }
-      }
-    },
-  };
-  assert.equal(checkBlas(right).ok, true);
+  assert.equal(
+    checkBlas({ ...colMajor, path: "fake-row-major", sgemm: naiveSgemm(true) }).ok,
+    true,
+  );
 });

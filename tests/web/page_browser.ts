@@ -89,16 +89,28 @@ async function errorText(page: Page): Promise<string> {
   ));
 }
 
+/** The sampler settings of one comparison: a prompt and suffix, or an infill template. */
+interface SampleSettings {
+  prompt?: string;
+  suffix?: string;
+  infill?: string;
+  length: number;
+  steps: number;
+  seed: number;
+  method: string;
+}
+
 /** Samples in the page with the given settings; the text and the masked count of every step. */
 async function samplePage(
   page: Page,
-  s: { prompt: string; length: number; steps: number; seed: number; method: string },
+  s: SampleSettings,
 ): Promise<{ text: string; masked: number[]; liveMasked: number[] }> {
   await page.click('nav [data-tab="sample"]');
+  await setFields(page, { mode: s.infill === undefined ? "prompt" : "infill" });
   await setFields(page, {
-    mode: "prompt",
-    prompt: s.prompt,
-    suffix: "",
+    ...(s.infill === undefined
+      ? { prompt: s.prompt ?? "", suffix: s.suffix ?? "" }
+      : { infill: s.infill }),
     length: String(s.length),
     "sample-steps": String(s.steps),
     method: s.method,
@@ -319,14 +331,26 @@ Deno.test({
             (await page.textContent("#model-info")) ?? "",
             /model\.safetensors: 16 wide/,
           );
-          for (const method of ["ancestral", "confidence", "euler", "tweedie"]) {
-            const s = { ...sampleSettings, prompt: "The whale", seed: 11, method };
+          const runs: SampleSettings[] = [
+            { ...sampleSettings, prompt: "The whale", seed: 11, method: "ancestral" },
+            { ...sampleSettings, prompt: "The", suffix: " sea.", seed: 12, method: "confidence" },
+            { ...sampleSettings, prompt: "The whale", seed: 13, method: "euler" },
+            { ...sampleSettings, prompt: "The whale", seed: 14, method: "tweedie" },
+            {
+              length: 16,
+              steps: 12,
+              seed: 15,
+              method: "ancestral",
+              infill: "The [MASK:5] whale [MASK:3].",
+            },
+          ];
+          for (const s of runs) {
+            const method = s.method;
             const { text, masked } = await samplePage(page, s);
             assert.equal(masked.at(-1), 0);
             const cli = await denoTask(sampleArgs(ckpt, s));
             assert.equal(text, cli.replace(/\n$/, ""), `${method}: the page and the CLI differ`);
           }
-          if (SCREENSHOT) await screenshot(page, pageSample);
         },
       );
 
@@ -368,6 +392,7 @@ Deno.test({
         assert.match(await errorText(page), /Empty corpus/);
 
         await page.click('nav [data-tab="sample"]');
+        await setFields(page, { mode: "prompt" });
         await setFields(page, {
           prompt: "Call me Ishmael. Some years ago, never mind how long precisely",
           length: "16",
@@ -417,6 +442,23 @@ Deno.test({
         await errorText(page),
       );
       assert.match((await page.textContent("#progress-text")) ?? "", /step 3 \/ 3.*0 workers/);
+      // Stop ends a long run after the current step, and keeps its model.
+      await setFields(page, { steps: "100000" });
+      await page.click("#start");
+      await page.waitForFunction(() =>
+        Number(document.getElementById("progress")!.dataset.step) >= 2 &&
+        document.getElementById("train")!.dataset.state === "running"
+      );
+      await page.click("#stop");
+      assert.equal(
+        await waitState(page, "train", ["done", "error"]),
+        "done",
+        await errorText(page),
+      );
+      const stopped = (await page.textContent("#progress-text")) ?? "";
+      assert.match(stopped, /stopped: \d+ steps/);
+      assert.ok(Number(/stopped: (\d+) steps/.exec(stopped)![1]) < 100000);
+      assert.match((await page.textContent("#model-info")) ?? "", /Trained in this page/);
     } finally {
       await browser.close();
       await server.stop();
@@ -424,16 +466,15 @@ Deno.test({
   },
 });
 
-function sampleArgs(
-  checkpoint: string,
-  s: { prompt: string; length: number; steps: number; seed: number; method: string },
-): string[] {
+function sampleArgs(checkpoint: string, s: SampleSettings): string[] {
+  const cond = s.infill === undefined
+    ? ["--prompt", s.prompt ?? "", ...(s.suffix ? ["--suffix", s.suffix] : [])]
+    : ["--infill", s.infill];
   return [
     "sample",
     "--checkpoint",
     checkpoint,
-    "--prompt",
-    s.prompt,
+    ...cond,
     "--length",
     String(s.length),
     "--steps",
@@ -447,14 +488,38 @@ function sampleArgs(
   ];
 }
 
-/** The README's picture: the loss chart and a half-denoised sequence side by side. */
-async function screenshot(page: Page, sample: { masked: number[] }): Promise<void> {
-  await page.evaluate((mid) => {
-    for (const id of ["train", "sample"]) document.getElementById(id)!.hidden = false;
-    const replay = document.getElementById("replay") as HTMLInputElement;
-    replay.value = String(mid);
-    replay.dispatchEvent(new Event("input"));
-  }, Math.floor(sample.masked.length / 2));
-  await page.screenshot({ path: SCREENSHOT!, fullPage: true });
-  console.log(`wrote ${SCREENSHOT}`);
-}
+Deno.test({
+  name: "screenshot: the page's defaults trained, and a sample half denoised (SEDD_WEB_SCREENSHOT)",
+  ignore: SCREENSHOT === undefined,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const server = await startServer(["--no-build"]);
+    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
+      await page.goto(server.url);
+      await page.waitForSelector('body[data-ready="true"]');
+      await setFields(page, { steps: Deno.env.get("SEDD_WEB_SCREENSHOT_STEPS") ?? "300" });
+      await page.click("#start");
+      const state = await waitState(page, "train", ["done", "error"], 600_000);
+      assert.equal(state, "done", await errorText(page));
+      console.log((await page.textContent("#progress-text"))?.trim());
+      const s = { prompt: "Call me Ishmael.", length: 64, steps: 64, seed: 0, method: "ancestral" };
+      const { text, masked } = await samplePage(page, s);
+      console.log(`sample: ${JSON.stringify(text)}`);
+      await page.evaluate((mid) => {
+        for (const id of ["train", "sample"]) document.getElementById(id)!.hidden = false;
+        const replay = document.getElementById("replay") as HTMLInputElement;
+        replay.value = String(mid);
+        replay.dispatchEvent(new Event("input"));
+      }, masked.findIndex((m) => m <= masked[0] / 2));
+      await page.waitForTimeout(600); // the cells' colour transition
+      await page.screenshot({ path: SCREENSHOT!, fullPage: true });
+      console.log(`wrote ${SCREENSHOT}`);
+    } finally {
+      await browser.close();
+      await server.stop();
+    }
+  },
+});

@@ -6,8 +6,6 @@
  * @module
  */
 
-/// <reference lib="dom" />
-
 import { train } from "../src/train/mod.ts";
 import { conditioning, type SampleMethod } from "../src/sampler/mod.ts";
 import { tokenizerToJSON } from "../src/tokenizer/mod.ts";

@@ -8,8 +8,6 @@
  * @module
  */
 
-/// <reference lib="webworker" />
-
 import { createModel, type ModelConfig } from "../src/model/mod.ts";
 import { sample, type SampleTextOptions } from "../src/sampler/mod.ts";
 import { tokenizerFromJSON } from "../src/tokenizer/mod.ts";

@@ -103,7 +103,14 @@ if (import.meta.main) {
   }
   if (!values["no-build"]) await buildWeb();
   const isolated = !values["no-isolation"];
-  const { url } = servePage({ port, hostname: values.hostname, isolated });
+  let url: string;
+  try {
+    ({ url } = servePage({ port, hostname: values.hostname, isolated }));
+  } catch (e) {
+    if (!(e instanceof Deno.errors.AddrInUse)) throw e;
+    console.error(`Port ${port} is in use: expected a free port, try --port 0 (any free one)`);
+    Deno.exit(1);
+  }
   console.log(
     `Serving the page at ${url}` +
       (isolated ? " (cross-origin isolated)" : " (not isolated: the page trains in-process)"),

@@ -10,8 +10,6 @@
  * @module
  */
 
-/// <reference lib="dom" />
-
 import assert from "node:assert/strict";
 import { chromium, type Page } from "playwright-core";
 import { modelFromSafetensors } from "../../src/checkpoint/mod.ts";

@@ -18,6 +18,11 @@ import { corpusText } from "../../web/build.ts";
 
 const CHROMIUM = Deno.env.get("SEDD_CHROMIUM") ?? "/usr/bin/chromium";
 const SCREENSHOT = Deno.env.get("SEDD_WEB_SCREENSHOT");
+/** Root in a container: no sandbox; a small /dev/shm: shared memory through /tmp instead. */
+const LAUNCH = {
+  executablePath: CHROMIUM,
+  args: ["--no-sandbox", "--disable-dev-shm-usage"],
+};
 const root = new URL("../../", import.meta.url);
 
 /** Runs `deno task <args>` in the repository; its stdout, or a failure with its stderr. */
@@ -180,7 +185,7 @@ Deno.test({
     }
     const tmp = await Deno.makeTempDir({ prefix: "sedd-web-" });
     const server = await startServer();
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    const browser = await chromium.launch(LAUNCH);
     try {
       const context = await browser.newContext({
         acceptDownloads: true,
@@ -414,7 +419,7 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     const server = await startServer(["--no-isolation", "--no-build"]);
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    const browser = await chromium.launch(LAUNCH);
     try {
       const page = await browser.newPage();
       await page.goto(server.url);
@@ -493,7 +498,7 @@ Deno.test({
   sanitizeOps: false,
   async fn() {
     const server = await startServer(["--no-build"]);
-    const browser = await chromium.launch({ executablePath: CHROMIUM, args: ["--no-sandbox"] });
+    const browser = await chromium.launch(LAUNCH);
     try {
       const page = await browser.newPage({ viewport: { width: 1100, height: 900 } });
       await page.goto(server.url);

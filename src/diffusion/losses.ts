@@ -38,6 +38,7 @@
  */
 
 import type { GraphName } from "./corrupt.ts";
+import { crossEntropyRowBackward, logSumExp } from "../nn/cross_entropy.ts";
 
 /** The loss names the trainer accepts. */
 export type LossName = "seed" | "elbo" | "score-entropy";
@@ -108,15 +109,6 @@ function checkLossArgs(
   }
 }
 
-/** log(sum_{y < n} exp(logits[o + y])), max-shifted, in float64. */
-function logSumExp(logits: Float32Array, o: number, n: number): number {
-  let m = -Infinity;
-  for (let y = 0; y < n; y++) if (logits[o + y] > m) m = logits[o + y];
-  let s = 0;
-  for (let y = 0; y < n; y++) s += Math.exp(logits[o + y] - m);
-  return m + Math.log(s);
-}
-
 /** Throws unless `dlogits` has the length of `logits` (every backward's second check). */
 function checkDlogits(name: string, dlogits: Float32Array, logits: Float32Array): void {
   if (dlogits.length !== logits.length) {
@@ -124,23 +116,6 @@ function checkDlogits(name: string, dlogits: Float32Array, logits: Float32Array)
       `${name}: expected dlogits of length ${logits.length}, got ${dlogits.length}`,
     );
   }
-}
-
-/**
- * ADDS `g * (softmax(logits[o .. o+n)) - onehot(target))` into `dlogits[o .. o+n)`: the gradient
- * of `g * (lse(logits[o .. o+n)) - logits[o + target])`, shared by the seed and elbo losses.
- */
-function ceRowBackward(
-  dlogits: Float32Array,
-  logits: Float32Array,
-  o: number,
-  n: number,
-  target: number,
-  g: number,
-): void {
-  const lse = logSumExp(logits, o, n);
-  for (let y = 0; y < n; y++) dlogits[o + y] += g * Math.exp(logits[o + y] - lse);
-  dlogits[o + target] -= g;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -212,7 +187,8 @@ export function seedBackward(
   for (let i = 0; i < B * T; i++) {
     if (xt[i] !== maskId) continue;
     const o = i * V;
-    ceRowBackward(dlogits, logits, o, V, x0[i], scale); // forward: sum += lse(l) - l[x0]
+    // forward: sum += lse(l) - l[x0]
+    crossEntropyRowBackward(dlogits, logits, o, V, logSumExp(logits, o, V), x0[i], scale);
   }
 }
 
@@ -314,7 +290,8 @@ export function elboBackward(
       const i = b * T + t;
       if (xt[i] !== M) continue;
       const o = i * V;
-      ceRowBackward(dlogits, logits, o, M, x0[i], g); // forward: sum += w * (lse_{y<M}(l) - l[x0])
+      // forward: sum += w * (lse_{y<M}(l) - l[x0])
+      crossEntropyRowBackward(dlogits, logits, o, M, logSumExp(logits, o, M), x0[i], g);
     }
   }
 }

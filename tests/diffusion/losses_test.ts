@@ -16,6 +16,8 @@ import {
   seedForward,
 } from "../../src/diffusion/losses.ts";
 import { createSchedule } from "../../src/diffusion/schedule.ts";
+import { seedLossWeights } from "../../src/diffusion/corrupt.ts";
+import { crossEntropyBackward, crossEntropyForward } from "../../src/nn/cross_entropy.ts";
 
 type Fwd = (
   logits: Float32Array,
@@ -475,4 +477,54 @@ Deno.test("lossForward() passes a non-last mask id to the seed loss only", () =>
     () => lossForward(logits, { ...base, loss: "elbo", sigma: [1], dsigma: [1] }),
     /expected V - 1 = 2, got 0/,
   );
+});
+
+Deno.test("lossForward('seed') and lossBackward('seed') equal the model's cross-entropy path", () => {
+  // Training's seed loss is crossEntropyForward over the logits with seedLossWeights; the
+  // diffusion loss must be the same function of the logits, to float rounding.
+  for (const seed of [1, 2, 3, 4]) {
+    const B = 3, T = 7, V = 11;
+    const { logits, x0, xt } = randomBatch(B, T, V, "absorb", seed);
+    for (let i = 0; i < logits.length; i++) logits[i] *= 1 + seed; // wider spreads too
+    const weights = new Float32Array(B * T);
+    const count = seedLossWeights(weights, xt, V - 1, B, T);
+    assert.ok(count > 0 && count < B * T, `count ${count}`);
+    // the float32 weight the model reads, and the double scale lossScale gives
+    const w32 = weights[xt.indexOf(V - 1)];
+    const scale = lossScale("seed", { B, T, maskedCount: count });
+    assert.ok(Math.abs(w32 / scale - 1) < 2 ** -24);
+    const inputs: LossInputs = { loss: "seed", x0, xt, B, T, V, scale: w32 };
+    const got = lossForward(logits, inputs);
+    const want = crossEntropyForward(
+      new Float32Array(B * T),
+      new Float32Array(B * T),
+      logits,
+      x0,
+      weights,
+      B * T,
+      V,
+    );
+    assert.ok(Math.abs(got - want) <= 1e-14 * want, `seed ${seed}: ${got} vs ${want}`);
+    // the hand-written definition, with Math.exp: the shared path is within its 1e-8 relative
+    let direct = 0;
+    for (let i = 0; i < B * T; i++) {
+      if (xt[i] !== V - 1) continue;
+      let s = 0;
+      for (let v = 0; v < V; v++) s += Math.exp(logits[i * V + v]);
+      direct += Math.log(s) - logits[i * V + x0[i]];
+    }
+    direct *= scale;
+    assert.ok(Math.abs(lossForward(logits, { ...inputs, scale }) - direct) < 1e-8 * direct);
+    const lse = new Float32Array(B * T);
+    crossEntropyForward(new Float32Array(B * T), lse, logits, x0, weights, B * T, V);
+    const dWant = new Float32Array(B * T * V).fill(0.25);
+    crossEntropyBackward(dWant, 1, logits, lse, x0, weights, B * T, V);
+    const dGot = new Float32Array(B * T * V).fill(0.25);
+    lossBackward(dGot, logits, inputs);
+    let worst = 0;
+    for (let k = 0; k < dGot.length; k++) worst = Math.max(worst, Math.abs(dGot[k] - dWant[k]));
+    // the two saved log-sum-exps differ only by lse's float32 rounding
+    assert.ok(worst < 1e-7, `seed ${seed}: gradients differ by ${worst}`);
+    assert.ok(dGot.some((d) => d !== 0.25));
+  }
 });

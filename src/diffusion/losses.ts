@@ -43,6 +43,42 @@ import { crossEntropyRowBackward, logSumExp } from "../nn/cross_entropy.ts";
 /** The loss names the trainer accepts. */
 export type LossName = "seed" | "elbo" | "score-entropy";
 
+/** Every {@linkcode LossName}, in the order messages and help text list them. */
+export const LOSS_NAMES: readonly LossName[] = ["seed", "elbo", "score-entropy"];
+
+/**
+ * The one check of a loss name: returns `loss` when it is one of `allowed`, else throws
+ * `Unknown <label>: expected one of ..., got ...`.
+ *
+ * @param loss The name to check.
+ * @param allowed The names accepted here. Default {@linkcode LOSS_NAMES}.
+ * @param label What the message calls it. Default `"loss"`.
+ * @returns The name.
+ * @throws RangeError naming what was expected and what was got.
+ *
+ * @example
+ * ```ts
+ * import { checkLossName } from "./losses.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(checkLossName("elbo"), "elbo");
+ * assert.throws(() => checkLossName("mse"), /Unknown loss: expected one of seed, elbo, score-entropy, got "mse"/);
+ * assert.throws(() => checkLossName("seed", ["elbo"]), /expected one of elbo, got "seed"/);
+ * ```
+ */
+export function checkLossName(
+  loss: unknown,
+  allowed: readonly LossName[] = LOSS_NAMES,
+  label = "loss",
+): LossName {
+  if (!allowed.includes(loss as LossName)) {
+    throw new RangeError(
+      `Unknown ${label}: expected one of ${allowed.join(", ")}, got ${JSON.stringify(loss)}`,
+    );
+  }
+  return loss as LossName;
+}
+
 /** Per-sequence numbers (sigma, dsigma): any array-like of numbers, float32 or float64. */
 export type Num = ArrayLike<number>;
 
@@ -668,6 +704,7 @@ function noise(inputs: LossInputs): [ArrayLike<number>, ArrayLike<number>] {
 }
 
 function pick(inputs: LossInputs): "seed" | "elbo" | "absorb" | "uniform" {
+  const loss = checkLossName(inputs.loss);
   const graph = inputs.graph ?? "absorb";
   const maskId = inputs.maskId ?? inputs.V - 1;
   if (inputs.loss !== "seed" && maskId !== inputs.V - 1) {
@@ -682,18 +719,13 @@ function pick(inputs: LossInputs): "seed" | "elbo" | "absorb" | "uniform" {
       `Unknown graph: expected "absorb" or "uniform", got ${JSON.stringify(graph)}`,
     );
   }
-  if (inputs.loss === "score-entropy") return graph;
-  if (inputs.loss === "seed" || inputs.loss === "elbo") {
-    if (graph !== "absorb") {
-      throw new RangeError(
-        `Unsupported graph for the "${inputs.loss}" loss: expected "absorb", got "${graph}"`,
-      );
-    }
-    return inputs.loss;
+  if (loss === "score-entropy") return graph;
+  if (graph !== "absorb") {
+    throw new RangeError(
+      `Unsupported graph for the "${loss}" loss: expected "absorb", got "${graph}"`,
+    );
   }
-  throw new RangeError(
-    `Unknown loss: expected "seed", "elbo" or "score-entropy", got ${JSON.stringify(inputs.loss)}`,
-  );
+  return loss;
 }
 
 /**
@@ -718,7 +750,7 @@ export function lossScale(
   loss: LossName,
   batch: { B: number; T: number; maskedCount?: number },
 ): number {
-  if (loss === "seed") {
+  if (checkLossName(loss) === "seed") {
     const n = batch.maskedCount;
     if (n === undefined || !Number.isInteger(n) || n < 0) {
       throw new RangeError(
@@ -727,10 +759,7 @@ export function lossScale(
     }
     return 1 / (n + 1e-6);
   }
-  if (loss === "elbo" || loss === "score-entropy") return 1 / (batch.B * batch.T);
-  throw new RangeError(
-    `Unknown loss: expected "seed", "elbo" or "score-entropy", got ${JSON.stringify(loss)}`,
-  );
+  return 1 / (batch.B * batch.T);
 }
 
 /**

@@ -52,8 +52,10 @@ export {
 } from "./corrupt.ts";
 export {
   absorbLogScore,
+  checkLossName,
   elboBackward,
   elboForward,
+  LOSS_NAMES,
   lossBackward,
   lossForward,
   type LossInputs,

@@ -368,7 +368,7 @@ Deno.test("evaluate() rejects bad input with clear errors", () => {
     [
       () => evaluate(model, ok, { loss: "seed" as "elbo" }),
       "RangeError",
-      /expected "elbo" or "score-entropy", got "seed"/,
+      /expected one of elbo, score-entropy, got "seed"/,
     ],
     [
       () =>

@@ -24,9 +24,6 @@
 export {
   erf,
   erfc,
-  geluBackward,
-  geluCdf,
-  geluForward,
   geluForwardKeepGrad,
   reluBackward,
   reluForward,
@@ -62,4 +59,4 @@ export { embeddingBackward, embeddingForward } from "./embedding.ts";
 export { addScaledExp, expFast, expScaledInPlace, expSum } from "./fast_exp.ts";
 export { LAYERNORM_EPS, layernormBackward, layernormForward } from "./layernorm.ts";
 export { linearBackward, linearForward, matmulABt } from "./linear.ts";
-export { residualBackward, residualForward } from "./residual.ts";
+export { residualForward } from "./residual.ts";

@@ -370,7 +370,7 @@ export function createWorkspace(
   const bufs = workspaceBuffers(config, B, T, (n) => k.alloc(n), true);
   const wParams = k.alloc(size);
   const wGrads = k.alloc(size);
-  const nn = wasmBackend(k, T, HS, Math.max(3 * C, F, V, 6 * C), backend);
+  const nn = wasmBackend(k, T, HS, backend);
   return { ...bufs, backend, nn, wParams, wGrads };
 }
 

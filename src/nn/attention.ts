@@ -146,6 +146,8 @@ export function ropeBackward(
  * @param T Sequence length.
  * @param C Channels.
  * @param NH Heads.
+ * @param _heads Where a backend may keep the gathered q, k, v heads for the backward pass,
+ *   `(B,NH,3,T,HS)`, or `null`: this reference reads `qkv` directly and ignores it.
  *
  * @example One head with equal keys averages the values
  * ```ts
@@ -168,6 +170,7 @@ export function attentionForward(
   T: number,
   C: number,
   NH: number,
+  _heads: Float32Array | null = null, // (B,NH,3,T,HS)
 ): void {
   const HS = C / NH;
   const C3 = 3 * C;
@@ -224,6 +227,8 @@ export function attentionForward(
  * @param T Sequence length.
  * @param C Channels.
  * @param NH Heads.
+ * @param _heads The heads a backend's forward pass kept, `(B,NH,3,T,HS)`, or `null`: ignored
+ *   by this reference.
  */
 export function attentionBackward(
   dqkv: Float32Array, // (B,T,3C)
@@ -236,6 +241,7 @@ export function attentionBackward(
   T: number,
   C: number,
   NH: number,
+  _heads: Float32Array | null = null, // (B,NH,3,T,HS)
 ): void {
   const HS = C / NH;
   const C3 = 3 * C;

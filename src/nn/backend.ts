@@ -42,62 +42,23 @@ export type BackendChoice = BackendName | "auto";
 export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "blas", "wasm", "ts"];
 
 /**
- * The heavy ops, with the signatures of `linear.ts` and `attention.ts`. The attention pair takes
- * one more, optional buffer `heads` `(B,NH,3,T,HS)`: where the wasm forward pass keeps the q, k,
- * v heads it gathers, so that the backward pass of the same batch reads them instead of
- * gathering again (pass the same buffer to both, or `null`; the ts backend ignores it).
+ * The heavy ops, with the signatures of `linear.ts` and `attention.ts`. The attention pair's
+ * last, optional buffer `heads` `(B,NH,3,T,HS)` is where the wasm forward pass keeps the q, k, v
+ * heads it gathers, so that the backward pass of the same batch reads them instead of gathering
+ * again (pass the same buffer to both, or `null`; the ts backend ignores it). The linear pair's
+ * optional last argument (the matmul kernels) is the backend's own: callers leave it out.
  */
 export interface NNBackend {
   /** `"blas"`, `"wasm"` or `"ts"`. */
   readonly name: BackendName;
   /** See {@linkcode linearForward}. */
-  linearForward(
-    out: Float32Array, // (N,OC)
-    inp: Float32Array, // (N,IC)
-    weight: Float32Array, // (OC,IC)
-    bias: Float32Array | null, // (OC)
-    N: number,
-    IC: number,
-    OC: number,
-  ): void;
+  linearForward: typeof linearForward;
   /** See {@linkcode linearBackward}. ADDS into `dinp`, `dweight`, `dbias`. */
-  linearBackward(
-    dinp: Float32Array | null, // (N,IC)
-    dweight: Float32Array, // (OC,IC)
-    dbias: Float32Array | null, // (OC)
-    dout: Float32Array, // (N,OC)
-    inp: Float32Array, // (N,IC)
-    weight: Float32Array, // (OC,IC)
-    N: number,
-    IC: number,
-    OC: number,
-  ): void;
+  linearBackward: typeof linearBackward;
   /** See {@linkcode attentionForward}. */
-  attentionForward(
-    out: Float32Array, // (B,T,C)
-    att: Float32Array, // (B,NH,T,T)
-    qkv: Float32Array, // (B,T,3C)
-    mask: Float32Array | null, // (B,NH,T,T)
-    B: number,
-    T: number,
-    C: number,
-    NH: number,
-    heads?: Float32Array | null, // (B,NH,3,T,HS)
-  ): void;
+  attentionForward: typeof attentionForward;
   /** See {@linkcode attentionBackward}. ADDS into `dqkv`. */
-  attentionBackward(
-    dqkv: Float32Array, // (B,T,3C)
-    dout: Float32Array, // (B,T,C)
-    qkv: Float32Array, // (B,T,3C)
-    att: Float32Array, // (B,NH,T,T)
-    mask: Float32Array | null, // (B,NH,T,T)
-    scratch: Float32Array, // (T)
-    B: number,
-    T: number,
-    C: number,
-    NH: number,
-    heads?: Float32Array | null, // (B,NH,3,T,HS)
-  ): void;
+  attentionBackward: typeof attentionBackward;
 }
 
 /** The plain TypeScript reference: the functions of `linear.ts` and `attention.ts`. */
@@ -199,7 +160,6 @@ export function wasmBackendFloats(T: number, HS: number): number {
  * @param k The wasm kernels (their memory holds the workspace).
  * @param T Longest sequence.
  * @param HS Head size.
- * @param maxOC Most output channels of any linear layer (for the bias-gradient row sums).
  * @param name What to call it: `"blas"` when `k`'s matmuls run on a BLAS (see `withBlas`).
  * @returns The backend.
  */
@@ -207,7 +167,6 @@ export function wasmBackend(
   k: WasmKernels,
   T: number,
   HS: number,
-  maxOC: number,
   name: "wasm" | "blas" = "wasm",
 ): NNBackend {
   const TH = T * HS;
@@ -215,7 +174,6 @@ export function wasmBackend(
   const dqh = k.alloc(TH), dkh = k.alloc(TH), dvh = k.alloc(TH), dyh = k.alloc(TH); // (T,HS)
   const pm = k.alloc(T * T); // (T,T) probabilities times the dropout mask
   const dp = k.alloc(T * T); // (T,T) gradient of the probabilities, then of the scores
-  const colSum = new Float64Array(maxOC); // bias-gradient column sums, in double
   // The views above are taken once; a kernel call on a detached view throws, so a memory
   // that grew behind our back fails loudly instead of computing on stale buffers.
 
@@ -255,24 +213,10 @@ export function wasmBackend(
 
   return {
     name,
-    linearForward(out, inp, weight, bias, N, IC, OC) {
-      // out = inp W^T + b
-      k.matmulABt(out, inp, weight, bias, N, IC, OC, false);
-    },
-    linearBackward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC) {
-      // out = inp W^T + b:  dinp += dout W,  dW += dout^T inp,  db += sum_n dout
-      if (dinp) k.matmulAB(dinp, dout, weight, N, OC, IC, true);
-      k.matmulAtB(dweight, dout, inp, OC, N, IC, true);
-      if (dbias) {
-        const s = colSum;
-        s.fill(0, 0, OC);
-        for (let n = 0; n < N; n++) {
-          const r = n * OC;
-          for (let o = 0; o < OC; o++) s[o] += dout[r + o];
-        }
-        for (let o = 0; o < OC; o++) dbias[o] += s[o];
-      }
-    },
+    linearForward: (out, inp, weight, bias, N, IC, OC) =>
+      linearForward(out, inp, weight, bias, N, IC, OC, k),
+    linearBackward: (dinp, dweight, dbias, dout, inp, weight, N, IC, OC) =>
+      linearBackward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC, k),
     attentionForward(out, att, qkv, mask, B, T, C, NH, heads = null) {
       const HS = C / NH;
       const scale = 1 / Math.sqrt(HS);

@@ -58,5 +58,5 @@ export { dropoutBackward, dropoutForward, dropoutMask } from "./dropout.ts";
 export { embeddingBackward, embeddingForward } from "./embedding.ts";
 export { addScaledExp, expFast, expScaledInPlace, expSum } from "./fast_exp.ts";
 export { LAYERNORM_EPS, layernormBackward, layernormForward } from "./layernorm.ts";
-export { linearBackward, linearForward, matmulABt } from "./linear.ts";
+export { linearBackward, linearForward } from "./linear.ts";
 export { residualForward } from "./residual.ts";

@@ -27,7 +27,7 @@ for (const [N, IC, OC] of [[1, 1, 1], [7, 5, 3], [33, 17, 29], [64, 128, 384]]) 
   Deno.test(`wasmBackend() linear forward/backward equals the TS reference (N ${N}, IC ${IC}, OC ${OC})`, () => {
     const k = createWasmKernels();
     const rng = new Rng(N * 1000 + IC * 10 + OC);
-    const nn = wasmBackend(k, 4, 2, OC);
+    const nn = wasmBackend(k, 4, 2);
     const inp = fill(k.alloc(N * IC), rng), w = fill(k.alloc(OC * IC), rng);
     const b = fill(k.alloc(OC), rng), dout = fill(k.alloc(N * OC), rng);
     const out = k.alloc(N * OC), want = new Float32Array(N * OC);
@@ -59,7 +59,7 @@ for (
     const k = createWasmKernels();
     const rng = new Rng(B * 100 + T);
     // capacity larger than the call: the backend must work on shorter sequences
-    const nn = wasmBackend(k, T + 3, C / NH, 3 * C);
+    const nn = wasmBackend(k, T + 3, C / NH);
     const qkv = fill(k.alloc(B * T * 3 * C), rng, -2, 2);
     const mask = drop ? k.alloc(B * NH * T * T) : null;
     if (mask) { for (let i = 0; i < mask.length; i++) mask[i] = rng.uniform() < 0.2 ? 0 : 1.25; }

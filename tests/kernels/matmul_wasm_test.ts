@@ -16,7 +16,15 @@ import {
   wasmSupport,
   type WasmVariant,
 } from "../../src/kernels/wasm.ts";
-import { assertClose, intArray, magnitudes, randomArray, run, seeded } from "./matmul_check.ts";
+import {
+  assertClose,
+  assertMatchesRef,
+  intArray,
+  magnitudes,
+  randomArray,
+  run,
+  seeded,
+} from "./matmul_check.ts";
 
 const support = wasmSupport();
 const variants: { variant: WasmVariant; shared: boolean }[] = [];
@@ -56,17 +64,11 @@ for (const { variant, shared } of variants) {
             const a = randomArray(M * K, rand);
             const b = randomArray(K * N, rand);
             const bias = withBias ? randomArray(N, rand) : null;
-            const c0 = randomArray(M * N, rand);
-            const want = c0.slice();
-            run(refKernels, kind, want, a, b, bias, M, K, N, accumulate);
-            const got = c0.slice();
-            run(kernels, kind, got, a, b, bias, M, K, N, accumulate);
-            const mag = magnitudes(kind, c0, a, b, bias, M, K, N, accumulate);
-            assertClose(
-              got,
-              want,
-              mag,
-              K,
+            const call = { kind, a, b, bias, M, K, N, accumulate };
+            assertMatchesRef(
+              kernels,
+              call,
+              randomArray(M * N, rand),
               `${kind} M=${M} K=${K} N=${N} acc=${accumulate} bias=${withBias}`,
             );
           }
@@ -87,10 +89,11 @@ for (const { variant, shared } of variants) {
         const b = intArray(K * N, rand);
         const bias = kind === "ABt" ? intArray(N, rand) : null;
         const c0 = intArray(M * N, rand);
+        const call = { kind, a, b, bias, M, K, N, accumulate: true };
         const want = c0.slice();
-        run(refKernels, kind, want, a, b, bias, M, K, N, true);
+        run(refKernels, call, want);
         const got = c0.slice();
-        run(kernels, kind, got, a, b, bias, M, K, N, true);
+        run(kernels, call, got);
         assert.deepEqual(got, want, `${kind} M=${M} K=${K} N=${N}`);
       }
     });
@@ -222,7 +225,8 @@ Deno.test("assertClose() (the tolerance used above) rejects a result that drops 
   refKernels.matmulAB(want, a, b, M, K, N);
   const got = want.slice();
   got[10] -= a[1 * K + 5] * b[5 * N + 1]; // element (1,1) without its k = 5 term
-  const mag = magnitudes("AB", new Float32Array(M * N), a, b, null, M, K, N, false);
+  const call = { kind: "AB" as const, a, b, bias: null, M, K, N, accumulate: false };
+  const mag = magnitudes(call, new Float32Array(M * N));
   assert.throws(() => assertClose(got, want, mag, K, "dropped term"), /element 10/);
   assertClose(want, want, mag, K, "identical");
 });

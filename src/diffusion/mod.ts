@@ -61,6 +61,8 @@ export {
   type LossInputs,
   type LossName,
   lossScale,
+  type NoisyLossBackward,
+  type NoisyLossForward,
   type Num,
   scoreEntropyAbsorbBackward,
   scoreEntropyAbsorbForward,
@@ -68,4 +70,6 @@ export {
   scoreEntropyUniformForward,
   seedBackward,
   seedForward,
+  type SeedLossBackward,
+  type SeedLossForward,
 } from "./losses.ts";

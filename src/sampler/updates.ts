@@ -39,7 +39,7 @@
  */
 
 import type { Rng } from "../rng.ts";
-import { gumbelArgmax } from "./gumbel.ts";
+import { argmaxRow, gumbelArgmax } from "./gumbel.ts";
 
 /** The forward corruption: tokens become MASK (`absorb`) or a uniformly random token (`uniform`). */
 export type Graph = "absorb" | "uniform";
@@ -341,16 +341,7 @@ export function argmaxUpdate(
       if (fixed !== null && fixed[t] === 1) continue;
       const i = b * T + t;
       if (ids[i] !== maskId) continue;
-      const o = i * V;
-      let best = -1;
-      let bestV = -Infinity;
-      for (let y = 0; y < V; y++) {
-        if (y !== maskId && (best < 0 || out[o + y] > bestV)) {
-          best = y;
-          bestV = out[o + y];
-        }
-      }
-      ids[i] = best;
+      ids[i] = argmaxRow(out, i * V, V, maskId);
       changed = true;
     }
   }

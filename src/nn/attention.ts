@@ -59,6 +59,7 @@ export function ropeTables(
  * @param T Sequence length.
  * @param C Channels.
  * @param NH Heads.
+ * @param inverse Rotate by `-angle` instead (the transpose: {@linkcode ropeBackward}).
  */
 export function ropeForward(
   qkv: Float32Array, // (B,T,3C)
@@ -68,8 +69,10 @@ export function ropeForward(
   T: number,
   C: number,
   NH: number,
+  inverse = false,
 ): void {
   const half = C / NH / 2;
+  const sign = inverse ? -1 : 1; // rotate by -angle: the transpose
   for (let b = 0; b < B; b++) {
     for (let t = 0; t < T; t++) {
       const row = (b * T + t) * 3 * C;
@@ -79,7 +82,7 @@ export function ropeForward(
           const o = row + part * C + h * 2 * half;
           for (let i = 0; i < half; i++) {
             const z1 = qkv[o + i], z2 = qkv[o + half + i];
-            const c = cos[tab + i], s = sin[tab + i];
+            const c = cos[tab + i], s = sign * sin[tab + i];
             qkv[o + i] = z1 * c - z2 * s;
             qkv[o + half + i] = z2 * c + z1 * s;
           }
@@ -94,45 +97,12 @@ export function ropeForward(
  * orthogonal, so its transpose rotates by `-angle`.
  *
  * Differentiates `[y1, y2] = [z1 cos - z2 sin, z2 cos + z1 sin]`:
- * `dz1 = dy1 cos + dy2 sin`, `dz2 = dy2 cos - dy1 sin`.
- *
- * @param dqkv Gradient w.r.t. the rotated `qkv`, `(B,T,3C)`; becomes the gradient w.r.t. the
- *   unrotated one.
- * @param cos RoPE table, `(>=T,HS/2)`.
- * @param sin RoPE table, `(>=T,HS/2)`.
- * @param B Batch size.
- * @param T Sequence length.
- * @param C Channels.
- * @param NH Heads.
+ * `dz1 = dy1 cos + dy2 sin`, `dz2 = dy2 cos - dy1 sin`. Arguments as {@linkcode ropeForward}'s,
+ * with the gradient w.r.t. the rotated `qkv` in place of `qkv` (it becomes the gradient w.r.t.
+ * the unrotated one).
  */
-export function ropeBackward(
-  dqkv: Float32Array, // (B,T,3C)
-  cos: Float64Array, // (T,HS/2)
-  sin: Float64Array, // (T,HS/2)
-  B: number,
-  T: number,
-  C: number,
-  NH: number,
-): void {
-  const half = C / NH / 2;
-  for (let b = 0; b < B; b++) {
-    for (let t = 0; t < T; t++) {
-      const row = (b * T + t) * 3 * C;
-      const tab = t * half;
-      for (let part = 0; part < 2; part++) {
-        for (let h = 0; h < NH; h++) {
-          const o = row + part * C + h * 2 * half;
-          for (let i = 0; i < half; i++) {
-            const d1 = dqkv[o + i], d2 = dqkv[o + half + i];
-            const c = cos[tab + i], s = sin[tab + i];
-            dqkv[o + i] = d1 * c + d2 * s;
-            dqkv[o + half + i] = d2 * c - d1 * s;
-          }
-        }
-      }
-    }
-  }
-}
+export const ropeBackward: typeof ropeForward = (dqkv, cos, sin, B, T, C, NH): void =>
+  ropeForward(dqkv, cos, sin, B, T, C, NH, true);
 
 /**
  * Bidirectional attention per head: `att = softmax(q k^T / sqrt(HS))` over all positions, then

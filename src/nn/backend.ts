@@ -177,38 +177,45 @@ export function wasmBackend(
   // The views above are taken once; a kernel call on a detached view throws, so a memory
   // that grew behind our back fails loudly instead of computing on stale buffers.
 
-  /** Copies head `h` of part `part` (0 q, 1 k, 2 v) of sequence `b` into `dst` `(T,HS)`. */
-  function gather(
-    dst: Float32Array,
+  /** The q, k, v heads `(T,HS)` of (b, h): slices of `heads` when given, else the scratch. */
+  function headsOf(
+    heads: Float32Array | null,
+    b: number,
+    h: number,
+    NH: number,
+    TH: number,
+  ): Float32Array[] {
+    if (heads === null) return [qh.subarray(0, TH), kh.subarray(0, TH), vh.subarray(0, TH)];
+    const o = (b * NH + h) * 3 * TH;
+    return [0, 1, 2].map((part) => heads.subarray(o + part * TH, o + (part + 1) * TH));
+  }
+
+  /** Copies the q, k, v heads `h` of sequence `b` of `qkv` `(B,T,3C)` into `dst`. */
+  function gatherHeads(
+    dst: Float32Array[],
     qkv: Float32Array,
-    part: number,
     b: number,
     h: number,
     T: number,
     C: number,
     HS: number,
   ): void {
-    const C3 = 3 * C;
-    let s = b * T * C3 + part * C + h * HS;
-    for (let t = 0, d = 0; t < T; t++, s += C3, d += HS) {
-      for (let i = 0; i < HS; i++) dst[d + i] = qkv[s + i];
+    for (let part = 0; part < 3; part++) {
+      copyRows(dst[part], 0, HS, qkv, b * T * 3 * C + part * C + h * HS, 3 * C, T, HS);
     }
   }
 
-  /** Adds `src` `(T,HS)` into head `h` of part `part` of sequence `b` of `(B,T,LD)`. */
-  function scatterAdd(
-    dst: Float32Array,
-    src: Float32Array,
-    LD: number,
-    off: number,
-    b: number,
-    T: number,
-    HS: number,
-  ): void {
-    let o = b * T * LD + off;
-    for (let t = 0, s = 0; t < T; t++, o += LD, s += HS) {
-      for (let i = 0; i < HS; i++) dst[o + i] += src[s + i];
-    }
+  /** `att * mask` for one (T,T) tile at `a0` (the scratch tile), or `att` itself without a mask. */
+  function masked(
+    s: Float32Array,
+    mask: Float32Array | null,
+    a0: number,
+    TT: number,
+  ): Float32Array {
+    if (mask === null) return s;
+    const p = pm.subarray(0, TT);
+    for (let j = 0; j < TT; j++) p[j] = s[j] * mask[a0 + j];
+    return p;
   }
 
   return {
@@ -222,21 +229,12 @@ export function wasmBackend(
       const scale = 1 / Math.sqrt(HS);
       const TT = T * T;
       const TH = T * HS;
-      const keep = heads != null && heads.length >= 3 * B * NH * TH;
-      let q = qh.subarray(0, TH), kk = kh.subarray(0, TH), v = vh.subarray(0, TH);
+      const keep = heads != null && heads.length >= 3 * B * NH * TH ? heads : null;
       const y = yh.subarray(0, TH);
-      const p = pm.subarray(0, TT);
       for (let b = 0; b < B; b++) {
         for (let h = 0; h < NH; h++) {
-          if (keep) {
-            const o = (b * NH + h) * 3 * TH;
-            q = heads.subarray(o, o + TH);
-            kk = heads.subarray(o + TH, o + 2 * TH);
-            v = heads.subarray(o + 2 * TH, o + 3 * TH);
-          }
-          gather(q, qkv, 0, b, h, T, C, HS);
-          gather(kk, qkv, 1, b, h, T, C, HS);
-          gather(v, qkv, 2, b, h, T, C, HS);
+          const [q, kk, v] = headsOf(keep, b, h, NH, TH);
+          gatherHeads([q, kk, v], qkv, b, h, T, C, HS);
           const a0 = (b * NH + h) * TT;
           const s = att.subarray(a0, a0 + TT); // (T,T)
           // att = softmax(scale * q k^T) per row
@@ -249,16 +247,8 @@ export function wasmBackend(
             for (let j = 0; j < T; j++) s[r + j] *= inv;
           }
           // y = (att * mask) v
-          let pv = s;
-          if (mask) {
-            for (let j = 0; j < TT; j++) p[j] = s[j] * mask[a0 + j];
-            pv = p;
-          }
-          k.matmulAB(y, pv, v, T, T, HS, false);
-          let o = b * T * C + h * HS;
-          for (let t = 0, r = 0; t < T; t++, o += C, r += HS) {
-            for (let i = 0; i < HS; i++) out[o + i] = y[r + i];
-          }
+          k.matmulAB(y, masked(s, mask, a0, TT), v, T, T, HS, false);
+          copyRows(out, b * T * C + h * HS, C, y, 0, HS, T, HS);
         }
       }
     },
@@ -266,35 +256,19 @@ export function wasmBackend(
       const HS = C / NH;
       const scale = 1 / Math.sqrt(HS);
       const TT = T * T, TH = T * HS;
-      const kept = heads != null && heads.length >= 3 * B * NH * TH;
-      let q = qh.subarray(0, TH), kk = kh.subarray(0, TH), v = vh.subarray(0, TH);
+      const kept = heads != null && heads.length >= 3 * B * NH * TH ? heads : null;
       const dq = dqh.subarray(0, TH), dk = dkh.subarray(0, TH), dv = dvh.subarray(0, TH);
       const dy = dyh.subarray(0, TH);
-      const p = pm.subarray(0, TT), d = dp.subarray(0, TT);
+      const d = dp.subarray(0, TT);
       for (let b = 0; b < B; b++) {
         for (let h = 0; h < NH; h++) {
-          if (kept) {
-            // the heads the forward pass gathered (same batch, same qkv)
-            const o = (b * NH + h) * 3 * TH;
-            q = heads.subarray(o, o + TH);
-            kk = heads.subarray(o + TH, o + 2 * TH);
-            v = heads.subarray(o + 2 * TH, o + 3 * TH);
-          } else {
-            gather(q, qkv, 0, b, h, T, C, HS);
-            gather(kk, qkv, 1, b, h, T, C, HS);
-            gather(v, qkv, 2, b, h, T, C, HS);
-          }
-          let o = b * T * C + h * HS;
-          for (let t = 0, r = 0; t < T; t++, o += C, r += HS) {
-            for (let i = 0; i < HS; i++) dy[r + i] = dout[o + i];
-          }
+          // the heads the forward pass gathered (same batch, same qkv), or gathered again
+          const [q, kk, v] = headsOf(kept, b, h, NH, TH);
+          if (kept === null) gatherHeads([q, kk, v], qkv, b, h, T, C, HS);
+          copyRows(dy, 0, HS, dout, b * T * C + h * HS, C, T, HS);
           const a0 = (b * NH + h) * TT;
           const s = att.subarray(a0, a0 + TT); // (T,T) probabilities
-          let pv = s;
-          if (mask) {
-            for (let j = 0; j < TT; j++) p[j] = s[j] * mask[a0 + j];
-            pv = p;
-          }
+          const pv = masked(s, mask, a0, TT);
           // y = (att * mask) v:  dv = (att * mask)^T dy,  datt = (dy v^T) * mask
           k.matmulAtB(dv, pv, dy, T, T, HS, false);
           k.matmulABt(d, dy, v, null, T, HS, T, false);
@@ -316,11 +290,32 @@ export function wasmBackend(
           // dq = ds k,  dk = ds^T q
           k.matmulAB(dq, d, kk, T, T, HS, false);
           k.matmulAtB(dk, d, q, T, T, HS, false);
-          scatterAdd(dqkv, dq, 3 * C, h * HS, b, T, HS);
-          scatterAdd(dqkv, dk, 3 * C, C + h * HS, b, T, HS);
-          scatterAdd(dqkv, dv, 3 * C, 2 * C + h * HS, b, T, HS);
+          for (const [part, g] of [dq, dk, dv].entries()) {
+            copyRows(dqkv, b * T * 3 * C + part * C + h * HS, 3 * C, g, 0, HS, T, HS, true);
+          }
         }
       }
     },
   };
+}
+
+/**
+ * Copies `T` rows of `HS` floats, `dst[dOff + t dLD + i] = src[sOff + t sLD + i]`, or ADDS them
+ * with `add`: a head between a packed `(B,T,LD)` buffer and a contiguous `(T,HS)` one.
+ */
+function copyRows(
+  dst: Float32Array,
+  dOff: number,
+  dLD: number,
+  src: Float32Array,
+  sOff: number,
+  sLD: number,
+  T: number,
+  HS: number,
+  add = false,
+): void {
+  for (let t = 0, d = dOff, s = sOff; t < T; t++, d += dLD, s += sLD) {
+    if (add) { for (let i = 0; i < HS; i++) dst[d + i] += src[s + i]; }
+    else for (let i = 0; i < HS; i++) dst[d + i] = src[s + i];
+  }
 }

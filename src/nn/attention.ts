@@ -116,8 +116,6 @@ export const ropeBackward: typeof ropeForward = (dqkv, cos, sin, B, T, C, NH): v
  * @param T Sequence length.
  * @param C Channels.
  * @param NH Heads.
- * @param _heads Where a backend may keep the gathered q, k, v heads for the backward pass,
- *   `(B,NH,3,T,HS)`, or `null`: this reference reads `qkv` directly and ignores it.
  *
  * @example One head with equal keys averages the values
  * ```ts
@@ -140,41 +138,61 @@ export function attentionForward(
   T: number,
   C: number,
   NH: number,
-  _heads: Float32Array | null = null, // (B,NH,3,T,HS)
 ): void {
   const HS = C / NH;
   const C3 = 3 * C;
   const scale = 1 / Math.sqrt(HS);
+  eachQuery(B, T, C, NH, (q, k0, v0, a, y) => {
+    let max = -Infinity;
+    for (let t2 = 0, k = k0; t2 < T; t2++, k += C3) {
+      let s = 0;
+      for (let i = 0; i < HS; i++) s += qkv[q + i] * qkv[k + i];
+      s *= scale;
+      att[a + t2] = s;
+      if (s > max) max = s;
+    }
+    let sum = 0;
+    for (let t2 = 0; t2 < T; t2++) {
+      const e = Math.exp(att[a + t2] - max);
+      att[a + t2] = e;
+      sum += e;
+    }
+    const inv = 1 / sum;
+    for (let t2 = 0; t2 < T; t2++) att[a + t2] *= inv;
+    for (let i = 0; i < HS; i++) out[y + i] = 0;
+    for (let t2 = 0, v = v0; t2 < T; t2++, v += C3) {
+      const w = mask ? att[a + t2] * mask[a + t2] : att[a + t2];
+      if (w === 0) continue;
+      for (let i = 0; i < HS; i++) out[y + i] += w * qkv[v + i];
+    }
+  });
+}
+
+/**
+ * Calls `visit` for every query row (sequence b, head h, position t) with its offsets: `q` its
+ * query in `qkv` `(B,T,3C)`, `k0` and `v0` the head's key and value at position 0 (position t2
+ * is `t2 * 3C` further), `a` its row in `att` `(B,NH,T,T)`, `y` its head in `out` `(B,T,C)`.
+ */
+function eachQuery(
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+  visit: (q: number, k0: number, v0: number, a: number, y: number) => void,
+): void {
+  const HS = C / NH;
+  const C3 = 3 * C;
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < NH; h++) {
+      const head = b * T * C3 + h * HS; // (b, t = 0) in qkv
       for (let t = 0; t < T; t++) {
-        const q = (b * T + t) * C3 + h * HS;
-        const a = ((b * NH + h) * T + t) * T;
-        let max = -Infinity;
-        for (let t2 = 0; t2 < T; t2++) {
-          const k = (b * T + t2) * C3 + C + h * HS;
-          let s = 0;
-          for (let i = 0; i < HS; i++) s += qkv[q + i] * qkv[k + i];
-          s *= scale;
-          att[a + t2] = s;
-          if (s > max) max = s;
-        }
-        let sum = 0;
-        for (let t2 = 0; t2 < T; t2++) {
-          const e = Math.exp(att[a + t2] - max);
-          att[a + t2] = e;
-          sum += e;
-        }
-        const inv = 1 / sum;
-        for (let t2 = 0; t2 < T; t2++) att[a + t2] *= inv;
-        const y = (b * T + t) * C + h * HS;
-        for (let i = 0; i < HS; i++) out[y + i] = 0;
-        for (let t2 = 0; t2 < T; t2++) {
-          const w = mask ? att[a + t2] * mask[a + t2] : att[a + t2];
-          if (w === 0) continue;
-          const v = (b * T + t2) * C3 + 2 * C + h * HS;
-          for (let i = 0; i < HS; i++) out[y + i] += w * qkv[v + i];
-        }
+        visit(
+          head + t * C3,
+          head + C,
+          head + 2 * C,
+          ((b * NH + h) * T + t) * T,
+          (b * T + t) * C + h * HS,
+        );
       }
     }
   }
@@ -197,8 +215,6 @@ export function attentionForward(
  * @param T Sequence length.
  * @param C Channels.
  * @param NH Heads.
- * @param _heads The heads a backend's forward pass kept, `(B,NH,3,T,HS)`, or `null`: ignored
- *   by this reference.
  */
 export function attentionBackward(
   dqkv: Float32Array, // (B,T,3C)
@@ -211,42 +227,32 @@ export function attentionBackward(
   T: number,
   C: number,
   NH: number,
-  _heads: Float32Array | null = null, // (B,NH,3,T,HS)
 ): void {
   const HS = C / NH;
   const C3 = 3 * C;
   const scale = 1 / Math.sqrt(HS);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < NH; h++) {
-      for (let t = 0; t < T; t++) {
-        const q = (b * T + t) * C3 + h * HS;
-        const a = ((b * NH + h) * T + t) * T;
-        const y = (b * T + t) * C + h * HS;
-        // datt[t2] = (dout . v[t2]) * mask; dv[t2] += att*mask * dout
-        let dot = 0;
-        for (let t2 = 0; t2 < T; t2++) {
-          const v = (b * T + t2) * C3 + 2 * C + h * HS;
-          const m = mask ? mask[a + t2] : 1;
-          const w = att[a + t2] * m;
-          let d = 0;
-          for (let i = 0; i < HS; i++) {
-            d += dout[y + i] * qkv[v + i];
-            dqkv[v + i] += w * dout[y + i];
-          }
-          d *= m;
-          scratch[t2] = d;
-          dot += att[a + t2] * d;
-        }
-        for (let t2 = 0; t2 < T; t2++) {
-          const ds = att[a + t2] * (scratch[t2] - dot) * scale;
-          if (ds === 0) continue;
-          const k = (b * T + t2) * C3 + C + h * HS;
-          for (let i = 0; i < HS; i++) {
-            dqkv[q + i] += ds * qkv[k + i];
-            dqkv[k + i] += ds * qkv[q + i];
-          }
-        }
+  eachQuery(B, T, C, NH, (q, k0, v0, a, y) => {
+    // datt[t2] = (dout . v[t2]) * mask; dv[t2] += att*mask * dout
+    let dot = 0;
+    for (let t2 = 0, v = v0; t2 < T; t2++, v += C3) {
+      const m = mask ? mask[a + t2] : 1;
+      const w = att[a + t2] * m;
+      let d = 0;
+      for (let i = 0; i < HS; i++) {
+        d += dout[y + i] * qkv[v + i];
+        dqkv[v + i] += w * dout[y + i];
+      }
+      d *= m;
+      scratch[t2] = d;
+      dot += att[a + t2] * d;
+    }
+    for (let t2 = 0, k = k0; t2 < T; t2++, k += C3) {
+      const ds = att[a + t2] * (scratch[t2] - dot) * scale;
+      if (ds === 0) continue;
+      for (let i = 0; i < HS; i++) {
+        dqkv[q + i] += ds * qkv[k + i];
+        dqkv[k + i] += ds * qkv[q + i];
       }
     }
-  }
+  });
 }

@@ -42,8 +42,8 @@ export type BackendChoice = BackendName | "auto";
 export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "blas", "wasm", "ts"];
 
 /**
- * The heavy ops, with the signatures of `linear.ts` and `attention.ts`. The attention pair's
- * last, optional buffer `heads` `(B,NH,3,T,HS)` is where the wasm forward pass keeps the q, k, v
+ * The heavy ops, with the signatures of `linear.ts` and `attention.ts`. The attention pair takes
+ * one more, optional buffer `heads` `(B,NH,3,T,HS)`: where the wasm forward pass keeps the q, k, v
  * heads it gathers, so that the backward pass of the same batch reads them instead of gathering
  * again (pass the same buffer to both, or `null`; the ts backend ignores it). The linear pair's
  * optional last argument (the matmul kernels) is the backend's own: callers leave it out.
@@ -55,10 +55,14 @@ export interface NNBackend {
   linearForward: typeof linearForward;
   /** See {@linkcode linearBackward}. ADDS into `dinp`, `dweight`, `dbias`. */
   linearBackward: typeof linearBackward;
-  /** See {@linkcode attentionForward}. */
-  attentionForward: typeof attentionForward;
-  /** See {@linkcode attentionBackward}. ADDS into `dqkv`. */
-  attentionBackward: typeof attentionBackward;
+  /** See {@linkcode attentionForward}; then the optional `heads` buffer. */
+  attentionForward(
+    ...args: [...Parameters<typeof attentionForward>, heads?: Float32Array | null]
+  ): void;
+  /** See {@linkcode attentionBackward}; then the optional `heads` buffer. ADDS into `dqkv`. */
+  attentionBackward(
+    ...args: [...Parameters<typeof attentionBackward>, heads?: Float32Array | null]
+  ): void;
 }
 
 /** The plain TypeScript reference: the functions of `linear.ts` and `attention.ts`. */

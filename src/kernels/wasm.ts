@@ -94,21 +94,25 @@ export interface WasmKernels extends MatmulKernels {
   inMemory(arr: Float32Array): boolean;
 }
 
+/** A product export without bias: byte addresses of C, A, B, the shape, accumulate, workspace. */
+type ProductExport = (
+  c: number,
+  a: number,
+  b: number,
+  M: number,
+  K: number,
+  N: number,
+  acc: number,
+  ws: number,
+) => void;
+
 /** What the exports of the compiled module look like. */
 interface Exports {
   workspaceBytes(): number;
   heapBase(): number;
   isRelaxed(): number;
-  matmulAB(
-    c: number,
-    a: number,
-    b: number,
-    M: number,
-    K: number,
-    N: number,
-    acc: number,
-    ws: number,
-  ): void;
+  matmulAB: ProductExport;
+  /** As {@linkcode ProductExport}, with the bias address (0 for none) after B. */
   matmulABt(
     c: number,
     a: number,
@@ -120,16 +124,7 @@ interface Exports {
     acc: number,
     ws: number,
   ): void;
-  matmulAtB(
-    c: number,
-    a: number,
-    b: number,
-    M: number,
-    K: number,
-    N: number,
-    acc: number,
-    ws: number,
-  ): void;
+  matmulAtB: ProductExport;
 }
 
 const PAGE = 65536;

@@ -17,8 +17,8 @@
  *   `p_t(y) / p_t(MASK) = p_x0(y) e^-sigma / (1 - e^-sigma)`, so
  *   `s_y = p_x0(y) / expm1(sigma)`.
  *
- * Rules (the formulas of DESIGN.md, from SEDD's `EulerPredictor`, `AnalyticPredictor`,
- * `Denoiser` and MDLM's `_ddpm_caching_update`); each gives unnormalised weights over the next
+ * Rules (the formulas of SEDD's `EulerPredictor`, `AnalyticPredictor`, `Denoiser` and MDLM's
+ * `_ddpm_caching_update`); each gives unnormalised weights over the next
  * token, sampled by Gumbel-max. Negative weights (a step too large for the Euler rule) count as 0.
  *
  * - euler, absorb (masked x): `w_y = dt dsigma s_y`, `w_MASK = 1 - sum_y w_y`.

@@ -339,7 +339,7 @@ export function createWorkspace(
     }
     blas = lib.blas;
   }
-  const { dModel: C, nHeads: NH, dFF: F, vocabSize: V } = config;
+  const { dModel: C, nHeads: NH } = config;
   const HS = C / NH;
   if (backend === "ts") {
     const f = options.float64

@@ -1,9 +1,9 @@
-// AssemblyScript source of the WebAssembly SIMD matmul kernels (@sedd/core, issue 6).
+// AssemblyScript source of the WebAssembly SIMD matmul kernels of @sedd/core.
 //
 // Compiled by tools/build_wasm.ts (which copies this file to a temporary `.ts` name, because
-// asc only reads `.ts` and Deno must not type-check AssemblyScript) into four modules:
-// {simd, relaxed-simd} x {own imported memory, shared imported memory}. The relaxed build
-// differs only in `madd` below (f32x4.relaxed_madd, a fused multiply-add on x86 with FMA).
+// asc only reads `.ts` and Deno must not type-check AssemblyScript) into two modules, simd and
+// relaxed-simd, each importing its memory. The relaxed build differs only in `madd` below
+// (f32x4.relaxed_madd, a fused multiply-add on x86 with FMA).
 //
 // Layout: row-major float32, PyTorch convention. Dimension names:
 //   M rows of C, N columns of C, K the summed dimension.

@@ -38,27 +38,53 @@
  */
 
 import type { GraphName } from "./corrupt.ts";
+import { crossEntropyRowBackward, logSumExp } from "../nn/cross_entropy.ts";
 
 /** The loss names the trainer accepts. */
 export type LossName = "seed" | "elbo" | "score-entropy";
 
+/** Every {@linkcode LossName}, in the order messages and help text list them. */
+export const LOSS_NAMES: readonly LossName[] = ["seed", "elbo", "score-entropy"];
+
+/**
+ * The one check of a loss name: returns `loss` when it is one of `allowed`, else throws
+ * `Unknown <label>: expected one of ..., got ...`.
+ *
+ * @param loss The name to check.
+ * @param allowed The names accepted here. Default {@linkcode LOSS_NAMES}.
+ * @param label What the message calls it. Default `"loss"`.
+ * @returns The name.
+ * @throws RangeError naming what was expected and what was got.
+ *
+ * @example
+ * ```ts
+ * import { checkLossName } from "./losses.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(checkLossName("elbo"), "elbo");
+ * assert.throws(() => checkLossName("mse"), /Unknown loss: expected one of seed, elbo, score-entropy, got "mse"/);
+ * assert.throws(() => checkLossName("seed", ["elbo"]), /expected one of elbo, got "seed"/);
+ * ```
+ */
+export function checkLossName(
+  loss: unknown,
+  allowed: readonly LossName[] = LOSS_NAMES,
+  label = "loss",
+): LossName {
+  if (!allowed.includes(loss as LossName)) {
+    throw new RangeError(
+      `Unknown ${label}: expected one of ${allowed.join(", ")}, got ${JSON.stringify(loss)}`,
+    );
+  }
+  return loss as LossName;
+}
+
 /** Per-sequence numbers (sigma, dsigma): any array-like of numbers, float32 or float64. */
 export type Num = ArrayLike<number>;
 
-function checkLossArgs(
-  fn: string,
-  logits: Float32Array,
-  x0: Int32Array,
-  xt: Int32Array,
-  sigma: Num | null,
-  dsigma: Num | null,
-  B: number,
-  T: number,
-  V: number,
-  scale: number,
-  minV = 2,
-  maskId = V - 1,
-): void {
+function checkLossArgs(fn: string, kernel: LossKernel, args: LossArgs): void {
+  const { logits, x0, xt, sigma, dsigma, B, T, V, scale, maskId } = args;
+  const minV = kernel.minV;
   if (![B, T, V].every((n) => Number.isInteger(n) && n >= 1) || V < minV) {
     throw new RangeError(
       `${fn}: expected integers B >= 1, T >= 1, V >= ${minV}, got B ${B}, T ${T}, V ${V}`,
@@ -91,6 +117,7 @@ function checkLossArgs(
       );
     }
   }
+  if (kernel.noMaskInXt) checkNoMask(fn, xt, V);
   if (sigma === null || dsigma === null) return;
   if (sigma.length !== B || dsigma.length !== B) {
     throw new RangeError(
@@ -108,124 +135,9 @@ function checkLossArgs(
   }
 }
 
-/** log(sum_{y < n} exp(logits[o + y])), max-shifted, in float64. */
-function logSumExp(logits: Float32Array, o: number, n: number): number {
-  let m = -Infinity;
-  for (let y = 0; y < n; y++) if (logits[o + y] > m) m = logits[o + y];
-  let s = 0;
-  for (let y = 0; y < n; y++) s += Math.exp(logits[o + y] - m);
-  return m + Math.log(s);
-}
-
-/** Throws unless `dlogits` has the length of `logits` (every backward's second check). */
-function checkDlogits(name: string, dlogits: Float32Array, logits: Float32Array): void {
-  if (dlogits.length !== logits.length) {
-    throw new RangeError(
-      `${name}: expected dlogits of length ${logits.length}, got ${dlogits.length}`,
-    );
-  }
-}
-
 /**
- * ADDS `g * (softmax(logits[o .. o+n)) - onehot(target))` into `dlogits[o .. o+n)`: the gradient
- * of `g * (lse(logits[o .. o+n)) - logits[o + target])`, shared by the seed and elbo losses.
- */
-function ceRowBackward(
-  dlogits: Float32Array,
-  logits: Float32Array,
-  o: number,
-  n: number,
-  target: number,
-  g: number,
-): void {
-  const lse = logSumExp(logits, o, n);
-  for (let y = 0; y < n; y++) dlogits[o + y] += g * Math.exp(logits[o + y] - lse);
-  dlogits[o + target] -= g;
-}
-
-// ---------------------------------------------------------------------------------------------
-// seed: the notebook's masked cross-entropy
-// ---------------------------------------------------------------------------------------------
-
-/**
- * The notebook's loss: `scale * sum_{i: xt_i = MASK} -log softmax(logits_i)[x0_i]`, softmax
- * over all V logits (as `F.cross_entropy`). With `scale = 1 / (maskedCount + 1e-6)` over the
- * whole batch this is the notebook's `masked_loss`.
- *
- * @param logits Network output (B,T,V).
- * @param x0 Clean ids, the targets (B,T).
- * @param xt Corrupted ids (B,T); positions equal to `maskId` contribute.
- * @param B Batch size.
- * @param T Sequence length.
- * @param V Vocabulary size.
- * @param scale Whole-batch normaliser.
- * @param maskId The mask id. Default V - 1.
- * @returns The scaled loss.
- */
-export function seedForward(
-  logits: Float32Array, // (B,T,V)
-  x0: Int32Array, // (B,T)
-  xt: Int32Array, // (B,T)
-  B: number,
-  T: number,
-  V: number,
-  scale: number,
-  maskId: number = V - 1,
-): number {
-  checkLossArgs("seedForward", logits, x0, xt, null, null, B, T, V, scale, 2, maskId);
-  let sum = 0;
-  for (let i = 0; i < B * T; i++) {
-    if (xt[i] !== maskId) continue;
-    const o = i * V;
-    sum += logSumExp(logits, o, V) - logits[o + x0[i]];
-  }
-  return scale * sum;
-}
-
-/**
- * Backward of {@linkcode seedForward}: ADDS `scale * (softmax(logits_i) - onehot(x0_i))` into
- * `dlogits` at masked positions.
- *
- * @param dlogits Gradient, accumulated (B,T,V).
- * @param logits Network output (B,T,V).
- * @param x0 Clean ids (B,T).
- * @param xt Corrupted ids (B,T).
- * @param B Batch size.
- * @param T Sequence length.
- * @param V Vocabulary size.
- * @param scale Whole-batch normaliser (the upstream gradient of the loss).
- * @param maskId The mask id. Default V - 1.
- */
-export function seedBackward(
-  dlogits: Float32Array, // (B,T,V)
-  logits: Float32Array, // (B,T,V)
-  x0: Int32Array, // (B,T)
-  xt: Int32Array, // (B,T)
-  B: number,
-  T: number,
-  V: number,
-  scale: number,
-  maskId: number = V - 1,
-): void {
-  checkLossArgs("seedBackward", logits, x0, xt, null, null, B, T, V, scale, 2, maskId);
-  checkDlogits("seedBackward", dlogits, logits);
-  for (let i = 0; i < B * T; i++) {
-    if (xt[i] !== maskId) continue;
-    const o = i * V;
-    ceRowBackward(dlogits, logits, o, V, x0[i], scale); // forward: sum += lse(l) - l[x0]
-  }
-}
-
-// ---------------------------------------------------------------------------------------------
-// elbo: MDLM's continuous-time bound with the SUBS parameterisation (absorb graph)
-// ---------------------------------------------------------------------------------------------
-
-/**
- * MDLM's loss: at masked positions (xt = V - 1), `w_b * -log p(x0 | xt)` where
- * `p = softmax` over the V - 1 real tokens (SUBS: the mask logit is -inf) and
- * `w_b = dsigma_b / expm1(sigma_b)` (exactly 1/t for loglinear). Unmasked positions are carried
- * over (p(x0 | xt) = 1): loss 0 and gradient 0. With `scale = 1 / (B T)` over the whole batch
- * the value is a Monte-Carlo upper bound on the negative log-likelihood in nats per token.
+ * The forward of a loss that reads noise levels (`elbo`, both `score-entropy` graphs):
+ * `scale * sum_b dsigma_b * sum_t L(b, t)`, accumulated in float64.
  *
  * @param logits Network output (B,T,V).
  * @param x0 Clean ids (B,T).
@@ -235,8 +147,230 @@ export function seedBackward(
  * @param B Batch size.
  * @param T Sequence length.
  * @param V Vocabulary size including the mask.
- * @param scale Whole-batch normaliser, 1 / (B T).
+ * @param scale Whole-batch normaliser, see {@linkcode lossScale}.
  * @returns The scaled loss.
+ */
+export type NoisyLossForward = (
+  logits: Float32Array, // (B,T,V)
+  x0: Int32Array, // (B,T)
+  xt: Int32Array, // (B,T)
+  sigma: Num, // (B)
+  dsigma: Num, // (B)
+  B: number,
+  T: number,
+  V: number,
+  scale: number,
+) => number;
+
+/**
+ * The backward of a {@linkcode NoisyLossForward}: the gradient `dlogits` (B,T,V), ADDED into,
+ * then the forward's arguments (`scale` is the upstream gradient of the loss).
+ */
+export type NoisyLossBackward = (
+  dlogits: Float32Array,
+  ...args: Parameters<NoisyLossForward>
+) => void;
+
+/**
+ * The forward of the `seed` loss: `(logits, x0, xt, B, T, V, scale, maskId = V - 1)`, the
+ * arguments of a {@linkcode NoisyLossForward} without the noise levels, plus the mask id
+ * (the notebook's tokenizer may put it anywhere).
+ */
+export type SeedLossForward = (
+  logits: Float32Array, // (B,T,V)
+  x0: Int32Array, // (B,T)
+  xt: Int32Array, // (B,T)
+  B: number,
+  T: number,
+  V: number,
+  scale: number,
+  maskId?: number,
+) => number;
+
+/** The backward of the `seed` loss: `dlogits` (B,T,V), ADDED into, then the forward's arguments. */
+export type SeedLossBackward = (
+  dlogits: Float32Array,
+  ...args: Parameters<SeedLossForward>
+) => void;
+
+/** The row math of one sequence: a position's loss term and its gradient. */
+interface SequenceTerms {
+  /** The term of the position whose logits start at `o`. */
+  term(logits: Float32Array, o: number, x0: number, xt: number): number;
+  /** ADDS `g` times the term's gradient into `dlogits[o .. o+V)`. */
+  grad(
+    dlogits: Float32Array,
+    logits: Float32Array,
+    o: number,
+    x0: number,
+    xt: number,
+    g: number,
+  ): void;
+}
+
+/** One loss as {@linkcode lossSum} and {@linkcode lossGrad} run it. */
+interface LossKernel {
+  /** Least vocabulary size. */
+  minV: number;
+  /** Only masked positions (xt = mask) contribute; else every position does. */
+  maskedOnly: boolean;
+  /** The graph forbids the mask in xt (uniform). */
+  noMaskInXt: boolean;
+  /** The terms of a sequence at total noise `sigma` (0 for seed, which has none). */
+  sequence(sigma: number, V: number): SequenceTerms;
+}
+
+/** The arguments of one loss call (no noise levels for `seed`). */
+interface LossArgs {
+  logits: Float32Array; // (B,T,V)
+  x0: Int32Array; // (B,T)
+  xt: Int32Array; // (B,T)
+  sigma: Num | null; // (B)
+  dsigma: Num | null; // (B)
+  B: number;
+  T: number;
+  V: number;
+  scale: number;
+  maskId: number;
+}
+
+/**
+ * `scale * sum_b weight_b * sum_t term(b, t)` with `weight_b = dsigma_b` (1 without noise), from
+ * the loss's per-position {@linkcode SequenceTerms}, after the argument checks.
+ */
+function lossSum(kernel: LossKernel, fn: string, a: LossArgs): number {
+  checkLossArgs(fn, kernel, a);
+  const { logits, x0, xt, sigma, dsigma, B, T, V, scale, maskId } = a;
+  let sum = 0;
+  for (let b = 0; b < B; b++) {
+    const terms = kernel.sequence(sigma ? sigma[b] : 0, V);
+    let seq = 0;
+    for (let i = b * T; i < (b + 1) * T; i++) {
+      if (kernel.maskedOnly && xt[i] !== maskId) continue;
+      seq += terms.term(logits, i * V, x0[i], xt[i]);
+    }
+    sum += (dsigma ? dsigma[b] : 1) * seq;
+  }
+  return scale * sum;
+}
+
+/** The gradient of {@linkcode lossSum}, ADDED into `dlogits`. */
+function lossGrad(kernel: LossKernel, fn: string, dlogits: Float32Array, a: LossArgs): void {
+  checkLossArgs(fn, kernel, a);
+  const { logits, x0, xt, sigma, dsigma, B, T, V, scale, maskId } = a;
+  if (dlogits.length !== logits.length) {
+    throw new RangeError(
+      `${fn}: expected dlogits of length ${logits.length}, got ${dlogits.length}`,
+    );
+  }
+  for (let b = 0; b < B; b++) {
+    const terms = kernel.sequence(sigma ? sigma[b] : 0, V);
+    const g = scale * (dsigma ? dsigma[b] : 1);
+    for (let i = b * T; i < (b + 1) * T; i++) {
+      if (kernel.maskedOnly && xt[i] !== maskId) continue;
+      terms.grad(dlogits, logits, i * V, x0[i], xt[i], g);
+    }
+  }
+}
+
+/** The public forward/backward pair of a loss with noise levels. */
+function noisyPair(kernel: LossKernel, name: string) {
+  const forward: NoisyLossForward = (...args) => lossSum(kernel, `${name}Forward`, noisyArgs(args));
+  const backward: NoisyLossBackward = (dlogits, ...args) =>
+    lossGrad(kernel, `${name}Backward`, dlogits, noisyArgs(args));
+  return { forward, backward };
+}
+
+function noisyArgs(
+  [logits, x0, xt, sigma, dsigma, B, T, V, scale]: Parameters<NoisyLossForward>,
+): LossArgs {
+  return { logits, x0, xt, sigma, dsigma, B, T, V, scale, maskId: V - 1 };
+}
+
+function seedArgs(
+  [logits, x0, xt, B, T, V, scale, maskId = V - 1]: Parameters<SeedLossForward>,
+): LossArgs {
+  return { logits, x0, xt, sigma: null, dsigma: null, B, T, V, scale, maskId };
+}
+
+/** Throws at the first mask in `xt`: the uniform graph's states are the real tokens only. */
+function checkNoMask(fn: string, xt: Int32Array, V: number): void {
+  const i = xt.indexOf(V - 1);
+  if (i >= 0) {
+    throw new RangeError(
+      `${fn}: expected real tokens in xt under the uniform graph (< ${V - 1}), got the mask ${
+        V - 1
+      } at position ${i}`,
+    );
+  }
+}
+
+/**
+ * Cross-entropy of the row's first `n` logits at `x0`, divided by `e`, through the
+ * cross-entropy of `src/nn`: the terms of `seed` (n = V, e = 1) and `elbo` (n = V - 1).
+ */
+function crossEntropyTerms(n: number, e: number): SequenceTerms {
+  return {
+    term: (logits, o, x0) => (logSumExp(logits, o, n) - logits[o + x0]) / e,
+    grad: (dlogits, logits, o, x0, _xt, g) =>
+      crossEntropyRowBackward(dlogits, logits, o, n, logSumExp(logits, o, n), x0, g / e),
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// seed: the notebook's masked cross-entropy
+// ---------------------------------------------------------------------------------------------
+
+const SEED: LossKernel = {
+  minV: 2,
+  maskedOnly: true,
+  noMaskInXt: false,
+  sequence: (_sigma, V) => crossEntropyTerms(V, 1),
+};
+
+/**
+ * The notebook's loss: `scale * sum_{i: xt_i = MASK} -log softmax(logits_i)[x0_i]`, softmax
+ * over all V logits (as `F.cross_entropy`). With `scale = 1 / (maskedCount + 1e-6)` over the
+ * whole batch this is the notebook's `masked_loss`. Arguments: see {@linkcode SeedLossForward}.
+ *
+ * @example Uniform logits cost ln V at each masked position
+ * ```ts
+ * import { seedForward } from "./losses.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const loss = seedForward(new Float32Array(8), new Int32Array([0, 1]), new Int32Array([3, 1]), 1, 2, 4, 1);
+ * assert.ok(Math.abs(loss - Math.log(4)) < 1e-12);
+ * ```
+ */
+export const seedForward: SeedLossForward = (...args): number =>
+  lossSum(SEED, "seedForward", seedArgs(args));
+
+/**
+ * Backward of {@linkcode seedForward}: ADDS `scale * (softmax(logits_i) - onehot(x0_i))` into
+ * `dlogits` at masked positions.
+ */
+export const seedBackward: SeedLossBackward = (dlogits, ...args): void =>
+  lossGrad(SEED, "seedBackward", dlogits, seedArgs(args));
+
+// ---------------------------------------------------------------------------------------------
+// elbo: MDLM's continuous-time bound with the SUBS parameterisation (absorb graph)
+// ---------------------------------------------------------------------------------------------
+
+const ELBO = noisyPair({
+  minV: 2,
+  maskedOnly: true,
+  noMaskInXt: false,
+  // w_b = dsigma_b / expm1(sigma_b): the driver multiplies by dsigma_b
+  sequence: (sigma, V) => crossEntropyTerms(V - 1, Math.expm1(sigma)),
+}, "elbo");
+
+/**
+ * MDLM's loss: at masked positions (xt = V - 1), `w_b * -log p(x0 | xt)` where
+ * `p = softmax` over the V - 1 real tokens (SUBS: the mask logit is -inf) and
+ * `w_b = dsigma_b / expm1(sigma_b)` (exactly 1/t for loglinear). Unmasked positions are carried
+ * over (p(x0 | xt) = 1): loss 0 and gradient 0. With `scale = 1 / (B T)` over the whole batch
+ * the value is a Monte-Carlo upper bound on the negative log-likelihood in nats per token.
+ * Arguments: see {@linkcode NoisyLossForward}.
  *
  * @example One masked position at loglinear t = 1/2 weighs its cross-entropy by 2
  * ```ts
@@ -251,77 +385,43 @@ export function seedBackward(
  * assert.ok(Math.abs(loss - 2 * Math.log(3)) < 1e-12);
  * ```
  */
-export function elboForward(
-  logits: Float32Array, // (B,T,V)
-  x0: Int32Array, // (B,T)
-  xt: Int32Array, // (B,T)
-  sigma: Num, // (B)
-  dsigma: Num, // (B)
-  B: number,
-  T: number,
-  V: number,
-  scale: number,
-): number {
-  checkLossArgs("elboForward", logits, x0, xt, sigma, dsigma, B, T, V, scale);
-  const M = V - 1;
-  let sum = 0;
-  for (let b = 0; b < B; b++) {
-    const w = dsigma[b] / Math.expm1(sigma[b]);
-    for (let t = 0; t < T; t++) {
-      const i = b * T + t;
-      if (xt[i] !== M) continue;
-      const o = i * V;
-      sum += w * (logSumExp(logits, o, M) - logits[o + x0[i]]);
-    }
-  }
-  return scale * sum;
-}
+export const elboForward: NoisyLossForward = ELBO.forward;
 
 /**
  * Backward of {@linkcode elboForward}: ADDS `scale * w_b * (softmax_{y<V-1}(logits_i) -
  * onehot(x0_i))` into `dlogits` at masked positions; the mask column and unmasked positions get
  * nothing.
- *
- * @param dlogits Gradient, accumulated (B,T,V).
- * @param logits Network output (B,T,V).
- * @param x0 Clean ids (B,T).
- * @param xt Corrupted ids (B,T).
- * @param sigma Per-sequence total noise (B).
- * @param dsigma Per-sequence noise rate (B).
- * @param B Batch size.
- * @param T Sequence length.
- * @param V Vocabulary size including the mask.
- * @param scale Whole-batch normaliser (the upstream gradient of the loss).
  */
-export function elboBackward(
-  dlogits: Float32Array, // (B,T,V)
-  logits: Float32Array, // (B,T,V)
-  x0: Int32Array, // (B,T)
-  xt: Int32Array, // (B,T)
-  sigma: Num, // (B)
-  dsigma: Num, // (B)
-  B: number,
-  T: number,
-  V: number,
-  scale: number,
-): void {
-  checkLossArgs("elboBackward", logits, x0, xt, sigma, dsigma, B, T, V, scale);
-  checkDlogits("elboBackward", dlogits, logits);
-  const M = V - 1;
-  for (let b = 0; b < B; b++) {
-    const g = scale * dsigma[b] / Math.expm1(sigma[b]);
-    for (let t = 0; t < T; t++) {
-      const i = b * T + t;
-      if (xt[i] !== M) continue;
-      const o = i * V;
-      ceRowBackward(dlogits, logits, o, M, x0[i], g); // forward: sum += w * (lse_{y<M}(l) - l[x0])
-    }
-  }
-}
+export const elboBackward: NoisyLossBackward = ELBO.backward;
 
 // ---------------------------------------------------------------------------------------------
 // score entropy, absorb: SEDD's DWDSE with scale-by-sigma
 // ---------------------------------------------------------------------------------------------
+
+const ABSORB = noisyPair({
+  minV: 2,
+  maskedOnly: true,
+  noMaskInXt: false,
+  sequence(sigma, V): SequenceTerms {
+    const M = V - 1;
+    const e = Math.expm1(sigma);
+    const shift = Math.log(e) + Math.log(V - 1); // scale-by-sigma
+    const r = 1 / e;
+    const konst = r * (-Math.log(e) - 1); // r (log r - 1)
+    return {
+      term(logits, o, x0) {
+        let pos = 0;
+        for (let y = 0; y < M; y++) pos += Math.exp(logits[o + y] - shift);
+        return pos - r * (logits[o + x0] - shift) + konst;
+      },
+      grad(dlogits, logits, o, x0, _xt, g) {
+        // term = sum_{y<M} exp(l_y - shift) - r (l_{x0} - shift) + const
+        for (let y = 0; y < M; y++) dlogits[o + y] += g * Math.exp(logits[o + y] - shift);
+        dlogits[o + x0] -= g * r;
+      },
+    };
+  },
+}, "scoreEntropyAbsorb");
 
 /**
  * SEDD's denoising score entropy for the absorbing graph. The logits are log-scores, scaled by
@@ -334,100 +434,60 @@ export function elboBackward(
  *                                                                      and exp(s_y) -> 0 elsewhere)
  *
  * times `dsigma_b`; unmasked positions contribute 0 (no rate leads into an unmasked token).
- * At zero logits `sum_y exp(s_y) = 1 / expm1(sigma)`, the true total.
- *
- * @param logits Network output (B,T,V).
- * @param x0 Clean ids (B,T).
- * @param xt Corrupted ids (B,T).
- * @param sigma Per-sequence total noise (B).
- * @param dsigma Per-sequence noise rate (B).
- * @param B Batch size.
- * @param T Sequence length.
- * @param V Vocabulary size including the mask.
- * @param scale Whole-batch normaliser, 1 / (B T) for nats per token.
- * @returns The scaled loss.
+ * At zero logits `sum_y exp(s_y) = 1 / expm1(sigma)`, the true total. Arguments: see
+ * {@linkcode NoisyLossForward}; `scale = 1 / (B T)` gives nats per token.
  */
-export function scoreEntropyAbsorbForward(
-  logits: Float32Array, // (B,T,V)
-  x0: Int32Array, // (B,T)
-  xt: Int32Array, // (B,T)
-  sigma: Num, // (B)
-  dsigma: Num, // (B)
-  B: number,
-  T: number,
-  V: number,
-  scale: number,
-): number {
-  checkLossArgs("scoreEntropyAbsorbForward", logits, x0, xt, sigma, dsigma, B, T, V, scale);
-  const M = V - 1;
-  let sum = 0;
-  for (let b = 0; b < B; b++) {
-    const e = Math.expm1(sigma[b]);
-    const shift = Math.log(e) + Math.log(V - 1); // scale-by-sigma
-    const r = 1 / e;
-    const konst = r * (-Math.log(e) - 1); // r (log r - 1)
-    let seq = 0;
-    for (let t = 0; t < T; t++) {
-      const i = b * T + t;
-      if (xt[i] !== M) continue;
-      const o = i * V;
-      let pos = 0;
-      for (let y = 0; y < M; y++) pos += Math.exp(logits[o + y] - shift);
-      seq += pos - r * (logits[o + x0[i]] - shift) + konst;
-    }
-    sum += dsigma[b] * seq;
-  }
-  return scale * sum;
-}
+export const scoreEntropyAbsorbForward: NoisyLossForward = ABSORB.forward;
 
 /**
  * Backward of {@linkcode scoreEntropyAbsorbForward}: at masked positions ADDS
  * `scale * dsigma_b * (exp(s_y) - r [y = x0])` into `dlogits[y]` for y != MASK.
- *
- * @param dlogits Gradient, accumulated (B,T,V).
- * @param logits Network output (B,T,V).
- * @param x0 Clean ids (B,T).
- * @param xt Corrupted ids (B,T).
- * @param sigma Per-sequence total noise (B).
- * @param dsigma Per-sequence noise rate (B).
- * @param B Batch size.
- * @param T Sequence length.
- * @param V Vocabulary size including the mask.
- * @param scale Whole-batch normaliser (the upstream gradient of the loss).
  */
-export function scoreEntropyAbsorbBackward(
-  dlogits: Float32Array, // (B,T,V)
-  logits: Float32Array, // (B,T,V)
-  x0: Int32Array, // (B,T)
-  xt: Int32Array, // (B,T)
-  sigma: Num, // (B)
-  dsigma: Num, // (B)
-  B: number,
-  T: number,
-  V: number,
-  scale: number,
-): void {
-  checkLossArgs("scoreEntropyAbsorbBackward", logits, x0, xt, sigma, dsigma, B, T, V, scale);
-  checkDlogits("scoreEntropyAbsorbBackward", dlogits, logits);
-  const M = V - 1;
-  for (let b = 0; b < B; b++) {
-    const e = Math.expm1(sigma[b]);
-    const shift = Math.log(e) + Math.log(V - 1);
-    const g = scale * dsigma[b];
-    for (let t = 0; t < T; t++) {
-      const i = b * T + t;
-      if (xt[i] !== M) continue;
-      const o = i * V;
-      // forward: seq += sum_{y<M} exp(l_y - shift) - r (l_{x0} - shift) + const
-      for (let y = 0; y < M; y++) dlogits[o + y] += g * Math.exp(logits[o + y] - shift);
-      dlogits[o + x0[i]] -= g / e;
-    }
-  }
-}
+export const scoreEntropyAbsorbBackward: NoisyLossBackward = ABSORB.backward;
 
 // ---------------------------------------------------------------------------------------------
 // score entropy, uniform graph
 // ---------------------------------------------------------------------------------------------
+
+const UNIFORM = noisyPair({
+  minV: 3,
+  maskedOnly: false,
+  noMaskInXt: true,
+  sequence(sigma, V): SequenceTerms {
+    const N = V - 1;
+    const e = Math.expm1(sigma);
+    const rho = e / (e + N);
+    const logRho = Math.log(e) - Math.log(e + N);
+    const constSame = (N - 1) / N * rho * (logRho - 1);
+    const constMoved = ((-logRho - 1) / rho - (N - 2)) / N;
+    return {
+      term(logits, o, x0, a) {
+        let sumExp = 0;
+        let sumS = 0;
+        for (let y = 0; y < N; y++) {
+          const s = logits[o + y];
+          sumExp += Math.exp(s);
+          sumS += s;
+        }
+        const sa = logits[o + a];
+        const pos = (sumExp - Math.exp(sa)) / N;
+        const base = (sumS - sa) / N;
+        if (a === x0) return pos - rho * base + constSame;
+        return pos - (logits[o + x0] / e + base) + constMoved;
+      },
+      grad(dlogits, logits, o, x0, a, g) {
+        // term = pos - neg, pos = sum_{y != a} exp(s_y)/N, neg = c * sum_{y != a} s_y (+ s_x0/e)
+        const same = a === x0;
+        const c = same ? rho / N : 1 / N;
+        for (let y = 0; y < N; y++) {
+          if (y === a) continue;
+          dlogits[o + y] += g * (Math.exp(logits[o + y]) / N - c);
+        }
+        if (!same) dlogits[o + x0] -= g / e;
+      },
+    };
+  },
+}, "scoreEntropyUniform");
 
 /**
  * SEDD's denoising score entropy for the uniform graph over the N = V - 1 real tokens (the mask
@@ -454,136 +514,18 @@ export function scoreEntropyAbsorbBackward(
  *           = ((-log rho - 1) / rho - (N - 2)) / N           otherwise
  *     L     = pos - neg + const  (>= 0, each bracket is)
  *
- * s_xt never enters (its terms cancel), matching SEDD's model which sets it to 0.
- *
- * @param logits Network output (B,T,V); column V - 1 unused.
- * @param x0 Clean ids (B,T).
- * @param xt Corrupted ids (B,T), all real tokens (< V - 1).
- * @param sigma Per-sequence total noise (B).
- * @param dsigma Per-sequence noise rate (B).
- * @param B Batch size.
- * @param T Sequence length.
- * @param V Vocabulary size including the (unused) mask.
- * @param scale Whole-batch normaliser, 1 / (B T) for nats per token.
- * @returns The scaled loss.
+ * s_xt never enters (its terms cancel), matching SEDD's model which sets it to 0. Arguments:
+ * see {@linkcode NoisyLossForward}; xt holds real tokens only (< V - 1), and the mask column of
+ * the logits is unused.
  */
-export function scoreEntropyUniformForward(
-  logits: Float32Array, // (B,T,V)
-  x0: Int32Array, // (B,T)
-  xt: Int32Array, // (B,T)
-  sigma: Num, // (B)
-  dsigma: Num, // (B)
-  B: number,
-  T: number,
-  V: number,
-  scale: number,
-): number {
-  checkUniform("scoreEntropyUniformForward", logits, x0, xt, sigma, dsigma, B, T, V, scale);
-  const N = V - 1;
-  let sum = 0;
-  for (let b = 0; b < B; b++) {
-    const e = Math.expm1(sigma[b]);
-    const rho = e / (e + N);
-    const logRho = Math.log(e) - Math.log(e + N);
-    const constSame = (N - 1) / N * rho * (logRho - 1);
-    const constMoved = ((-logRho - 1) / rho - (N - 2)) / N;
-    let seq = 0;
-    for (let t = 0; t < T; t++) {
-      const i = b * T + t;
-      const o = i * V;
-      const a = xt[i];
-      let sumExp = 0;
-      let sumS = 0;
-      for (let y = 0; y < N; y++) {
-        const s = logits[o + y];
-        sumExp += Math.exp(s);
-        sumS += s;
-      }
-      const sa = logits[o + a];
-      const pos = (sumExp - Math.exp(sa)) / N;
-      const base = (sumS - sa) / N;
-      if (a === x0[i]) seq += pos - rho * base + constSame;
-      else seq += pos - (logits[o + x0[i]] / e + base) + constMoved;
-    }
-    sum += dsigma[b] * seq;
-  }
-  return scale * sum;
-}
+export const scoreEntropyUniformForward: NoisyLossForward = UNIFORM.forward;
 
 /**
  * Backward of {@linkcode scoreEntropyUniformForward}: ADDS into `dlogits[y]`, for y != xt and
  * y < V - 1, `scale * dsigma_b * (exp(s_y)/N - c_y)` with `c_y = rho/N` if xt = x0, else
  * `1/N + [y = x0]/e`. Column xt and the mask column get nothing.
- *
- * @param dlogits Gradient, accumulated (B,T,V).
- * @param logits Network output (B,T,V).
- * @param x0 Clean ids (B,T).
- * @param xt Corrupted ids (B,T).
- * @param sigma Per-sequence total noise (B).
- * @param dsigma Per-sequence noise rate (B).
- * @param B Batch size.
- * @param T Sequence length.
- * @param V Vocabulary size including the (unused) mask.
- * @param scale Whole-batch normaliser (the upstream gradient of the loss).
  */
-export function scoreEntropyUniformBackward(
-  dlogits: Float32Array, // (B,T,V)
-  logits: Float32Array, // (B,T,V)
-  x0: Int32Array, // (B,T)
-  xt: Int32Array, // (B,T)
-  sigma: Num, // (B)
-  dsigma: Num, // (B)
-  B: number,
-  T: number,
-  V: number,
-  scale: number,
-): void {
-  checkUniform("scoreEntropyUniformBackward", logits, x0, xt, sigma, dsigma, B, T, V, scale);
-  checkDlogits("scoreEntropyUniformBackward", dlogits, logits);
-  const N = V - 1;
-  for (let b = 0; b < B; b++) {
-    const e = Math.expm1(sigma[b]);
-    const rho = e / (e + N);
-    const g = scale * dsigma[b];
-    for (let t = 0; t < T; t++) {
-      const i = b * T + t;
-      const o = i * V;
-      const a = xt[i];
-      const same = a === x0[i];
-      // forward: pos - neg, pos = sum_{y != a} exp(s_y)/N, neg = c * sum_{y != a} s_y (+ s_x0/e)
-      const c = same ? rho / N : 1 / N;
-      for (let y = 0; y < N; y++) {
-        if (y === a) continue;
-        dlogits[o + y] += g * (Math.exp(logits[o + y]) / N - c);
-      }
-      if (!same) dlogits[o + x0[i]] -= g / e;
-    }
-  }
-}
-
-function checkUniform(
-  fn: string,
-  logits: Float32Array,
-  x0: Int32Array,
-  xt: Int32Array,
-  sigma: Num,
-  dsigma: Num,
-  B: number,
-  T: number,
-  V: number,
-  scale: number,
-): void {
-  checkLossArgs(fn, logits, x0, xt, sigma, dsigma, B, T, V, scale, 3);
-  for (let i = 0; i < B * T; i++) {
-    if (xt[i] === V - 1) {
-      throw new RangeError(
-        `${fn}: expected real tokens in xt under the uniform graph (< ${V - 1}), got the mask ${
-          V - 1
-        } at position ${i}`,
-      );
-    }
-  }
-}
+export const scoreEntropyUniformBackward: NoisyLossBackward = UNIFORM.backward;
 
 /**
  * SEDD's absorb log-scores from the logits, as its model returns them with scale-by-sigma:
@@ -691,6 +633,7 @@ function noise(inputs: LossInputs): [ArrayLike<number>, ArrayLike<number>] {
 }
 
 function pick(inputs: LossInputs): "seed" | "elbo" | "absorb" | "uniform" {
+  const loss = checkLossName(inputs.loss);
   const graph = inputs.graph ?? "absorb";
   const maskId = inputs.maskId ?? inputs.V - 1;
   if (inputs.loss !== "seed" && maskId !== inputs.V - 1) {
@@ -705,18 +648,13 @@ function pick(inputs: LossInputs): "seed" | "elbo" | "absorb" | "uniform" {
       `Unknown graph: expected "absorb" or "uniform", got ${JSON.stringify(graph)}`,
     );
   }
-  if (inputs.loss === "score-entropy") return graph;
-  if (inputs.loss === "seed" || inputs.loss === "elbo") {
-    if (graph !== "absorb") {
-      throw new RangeError(
-        `Unsupported graph for the "${inputs.loss}" loss: expected "absorb", got "${graph}"`,
-      );
-    }
-    return inputs.loss;
+  if (loss === "score-entropy") return graph;
+  if (graph !== "absorb") {
+    throw new RangeError(
+      `Unsupported graph for the "${loss}" loss: expected "absorb", got "${graph}"`,
+    );
   }
-  throw new RangeError(
-    `Unknown loss: expected "seed", "elbo" or "score-entropy", got ${JSON.stringify(inputs.loss)}`,
-  );
+  return loss;
 }
 
 /**
@@ -741,7 +679,7 @@ export function lossScale(
   loss: LossName,
   batch: { B: number; T: number; maskedCount?: number },
 ): number {
-  if (loss === "seed") {
+  if (checkLossName(loss) === "seed") {
     const n = batch.maskedCount;
     if (n === undefined || !Number.isInteger(n) || n < 0) {
       throw new RangeError(
@@ -750,10 +688,7 @@ export function lossScale(
     }
     return 1 / (n + 1e-6);
   }
-  if (loss === "elbo" || loss === "score-entropy") return 1 / (batch.B * batch.T);
-  throw new RangeError(
-    `Unknown loss: expected "seed", "elbo" or "score-entropy", got ${JSON.stringify(loss)}`,
-  );
+  return 1 / (batch.B * batch.T);
 }
 
 /**

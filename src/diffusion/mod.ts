@@ -52,13 +52,17 @@ export {
 } from "./corrupt.ts";
 export {
   absorbLogScore,
+  checkLossName,
   elboBackward,
   elboForward,
+  LOSS_NAMES,
   lossBackward,
   lossForward,
   type LossInputs,
   type LossName,
   lossScale,
+  type NoisyLossBackward,
+  type NoisyLossForward,
   type Num,
   scoreEntropyAbsorbBackward,
   scoreEntropyAbsorbForward,
@@ -66,4 +70,6 @@ export {
   scoreEntropyUniformForward,
   seedBackward,
   seedForward,
+  type SeedLossBackward,
+  type SeedLossForward,
 } from "./losses.ts";

@@ -64,9 +64,10 @@
 
 import { type BackendChoice, resolveBackend } from "../nn/backend.ts";
 import { corruptRow, type GraphName, moveProb } from "../diffusion/corrupt.ts";
-import { lossForward } from "../diffusion/losses.ts";
+import { checkLossName, lossForward } from "../diffusion/losses.ts";
 import { createSchedule, type NoiseSchedule, type ScheduleName } from "../diffusion/schedule.ts";
 import { createWorkspace, type Model, modelForward, type Workspace } from "../model/model.ts";
+import { checkInt } from "../check.ts";
 import { Rng } from "../rng.ts";
 import { decode } from "../tokenizer/tokenizer.ts";
 import type { Tokenizer } from "../tokenizer/types.ts";
@@ -157,12 +158,6 @@ function countCharacters(tokenizer: Tokenizer, tokens: Int32Array): number {
 
 /** Key of the generator of antithetic half h of a window: `0xFFFFFFFF - h`. */
 const HALF_KEY = 0xffffffff;
-
-function checkInt(name: string, v: number, min: number): void {
-  if (!Number.isInteger(v) || v < min) {
-    throw new RangeError(`Invalid ${name}: expected an integer >= ${min}, got ${v}`);
-  }
-}
 
 /**
  * Estimates the negative-ELBO bound of `model` on held-out `tokens` (see the module doc).
@@ -259,11 +254,7 @@ export function evaluate(
   if (options.t !== undefined && !(options.t > 0 && options.t <= 1)) {
     throw new RangeError(`Invalid t: expected 0 < t <= 1, got ${options.t}`);
   }
-  if (loss !== "elbo" && loss !== "score-entropy") {
-    throw new RangeError(
-      `Unknown loss: expected "elbo" or "score-entropy", got ${JSON.stringify(loss)}`,
-    );
-  }
+  checkLossName(loss, ["elbo", "score-entropy"]);
   if (graph !== "absorb" && graph !== "uniform") {
     throw new RangeError(
       `Unknown graph: expected "absorb" or "uniform", got ${JSON.stringify(graph)}`,

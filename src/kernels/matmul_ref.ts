@@ -29,39 +29,28 @@
  * @module
  */
 
+/**
+ * `C(M,N) = op(A) B` for a product without bias (`matmulAB`, `matmulAtB`); with `accumulate`,
+ * `C += op(A) B`.
+ */
+export type MatmulFn = (
+  c: Float32Array,
+  a: Float32Array,
+  b: Float32Array,
+  M: number,
+  K: number,
+  N: number,
+  accumulate?: boolean,
+) => void;
+
 /** The three matmul kernels, implemented by the reference below and by the wasm module. */
 export interface MatmulKernels {
   /** C(M,N) = A(M,K) B(K,N); `accumulate` adds into C instead. */
-  matmulAB(
-    c: Float32Array,
-    a: Float32Array,
-    b: Float32Array,
-    M: number,
-    K: number,
-    N: number,
-    accumulate?: boolean,
-  ): void;
+  matmulAB: MatmulFn;
   /** C(M,N) = A(M,K) B(N,K)^T + bias(N) (bias may be null); `accumulate` adds into C instead. */
-  matmulABt(
-    c: Float32Array,
-    a: Float32Array,
-    b: Float32Array,
-    bias: Float32Array | null,
-    M: number,
-    K: number,
-    N: number,
-    accumulate?: boolean,
-  ): void;
+  matmulABt: typeof matmulABt;
   /** C(M,N) = A(K,M)^T B(K,N); `accumulate` adds into C instead. */
-  matmulAtB(
-    c: Float32Array,
-    a: Float32Array,
-    b: Float32Array,
-    M: number,
-    K: number,
-    N: number,
-    accumulate?: boolean,
-  ): void;
+  matmulAtB: MatmulFn;
 }
 
 function checkDims(M: number, K: number, N: number): void {
@@ -111,6 +100,33 @@ export function checkMatmulArgs(
 }
 
 /**
+ * `C += A B` or `C += A^T B` (after zeroing C unless `accumulate`): i-k-j loops, each C row
+ * accumulated in k order. `A(i,k)` is `a[i*K + k]` for "AB" and `a[k*M + i]` for "AtB".
+ */
+function productAB(
+  kind: "AB" | "AtB",
+  c: Float32Array, // (M,N)
+  a: Float32Array, // (M,K) or (K,M)
+  b: Float32Array, // (K,N)
+  M: number,
+  K: number,
+  N: number,
+  accumulate: boolean,
+): void {
+  checkMatmulArgs(kind, c, a, b, null, M, K, N);
+  if (!accumulate) c.fill(0, 0, M * N);
+  const si = kind === "AB" ? K : 1, sk = kind === "AB" ? 1 : M; // strides of A(i,k)
+  for (let i = 0; i < M; i++) {
+    const ci = i * N;
+    for (let k = 0; k < K; k++) {
+      const aik = a[i * si + k * sk];
+      const bk = k * N;
+      for (let j = 0; j < N; j++) c[ci + j] += aik * b[bk + j];
+    }
+  }
+}
+
+/**
  * C(M,N) = A(M,K) B(K,N), i-k-j loops; with `accumulate`, C += A B.
  *
  * @param c output (M,N), overwritten or added into
@@ -130,26 +146,8 @@ export function checkMatmulArgs(
  * assert.deepEqual([...c], [1, 3, 3, 7]);
  * ```
  */
-export function matmulAB(
-  c: Float32Array, // (M,N)
-  a: Float32Array, // (M,K)
-  b: Float32Array, // (K,N)
-  M: number,
-  K: number,
-  N: number,
-  accumulate = false,
-): void {
-  checkMatmulArgs("AB", c, a, b, null, M, K, N);
-  if (!accumulate) c.fill(0, 0, M * N);
-  for (let i = 0; i < M; i++) {
-    const ci = i * N;
-    for (let k = 0; k < K; k++) {
-      const aik = a[i * K + k];
-      const bk = k * N;
-      for (let j = 0; j < N; j++) c[ci + j] += aik * b[bk + j];
-    }
-  }
-}
+export const matmulAB: MatmulFn = (c, a, b, M, K, N, accumulate = false) =>
+  productAB("AB", c, a, b, M, K, N, accumulate);
 
 /**
  * C(M,N) = A(M,K) B(N,K)^T + bias: the linear forward `y = x W^T + b` with W (out,in) = (N,K).
@@ -197,9 +195,8 @@ export function matmulABt(
 }
 
 /**
- * C(M,N) = A(K,M)^T B(K,N): the weight gradient `dW = dy^T x` with dy (K,M) and x (K,N),
- * k-i-j loops so both operands stream row by row. With `accumulate`, C += A^T B (the
- * backward pass ADDS into gradient buffers).
+ * C(M,N) = A(K,M)^T B(K,N): the weight gradient `dW = dy^T x` with dy (K,M) and x (K,N).
+ * With `accumulate`, C += A^T B (the backward pass ADDS into gradient buffers).
  *
  * @param c output (M,N), overwritten or added into
  * @param a (K,M)
@@ -218,27 +215,8 @@ export function matmulABt(
  * assert.deepEqual([...c], [4, 5, 7, 9]);
  * ```
  */
-export function matmulAtB(
-  c: Float32Array, // (M,N)
-  a: Float32Array, // (K,M)
-  b: Float32Array, // (K,N)
-  M: number,
-  K: number,
-  N: number,
-  accumulate = false,
-): void {
-  checkMatmulArgs("AtB", c, a, b, null, M, K, N);
-  if (!accumulate) c.fill(0, 0, M * N);
-  for (let k = 0; k < K; k++) {
-    const ak = k * M;
-    const bk = k * N;
-    for (let i = 0; i < M; i++) {
-      const aki = a[ak + i];
-      const ci = i * N;
-      for (let j = 0; j < N; j++) c[ci + j] += aki * b[bk + j];
-    }
-  }
-}
+export const matmulAtB: MatmulFn = (c, a, b, M, K, N, accumulate = false) =>
+  productAB("AtB", c, a, b, M, K, N, accumulate);
 
 /** The reference kernels as one object, interchangeable with the wasm kernels. */
 export const refKernels: MatmulKernels = { matmulAB, matmulABt, matmulAtB };

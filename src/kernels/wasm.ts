@@ -10,9 +10,8 @@
  * it, else the plain SIMD build. Some runtimes reject a whole module for one unknown opcode,
  * hence two separate modules instead of a runtime branch.
  *
- * Memory: the module IMPORTS its memory (`env.memory`). By default a fresh plain memory is
- * made; pass `{ shared: true }` for a `SharedArrayBuffer`-backed one, or `{ memory }` to
- * bring your own (e.g. one memory shared by several workers, each instance with its own
+ * Memory: the module IMPORTS its memory (`env.memory`). By default a fresh memory is made;
+ * pass `{ memory }` to bring your own (several instances on one memory each take their own
  * `base`/`limit` region: instances that share a memory must own disjoint arenas).
  *
  * Two ways to call a kernel:
@@ -23,11 +22,11 @@
  *   the product runs there and C is copied back. Correct, but it costs the copies.
  *
  * THE GROWTH RULE. This memory grows only inside `alloc()` and `reserve()`, never inside a
- * kernel call. Growing a plain (non-shared) memory DETACHES every Float32Array view into it
+ * kernel call. Growing the memory DETACHES every Float32Array view into it
  * (length 0 afterwards). So: `reserve()` the total up front (or allocate everything first),
  * then take and keep views; if memory may have grown since, rebuild a view with
- * `floats(byteOffset, length)` from the offsets you recorded. Views of a shared memory are
- * never detached. A kernel given a detached view throws a RangeError (it is too short).
+ * `floats(byteOffset, length)` from the offsets you recorded. A kernel given a detached view
+ * throws a RangeError (it is too short).
  *
  * @example Convenience and zero-copy calls
  * ```ts
@@ -50,12 +49,7 @@
  */
 
 import { checkMatmulArgs, type MatmulKernels } from "./matmul_ref.ts";
-import {
-  RELAXED_SHARED_WASM_BASE64,
-  RELAXED_WASM_BASE64,
-  SIMD_SHARED_WASM_BASE64,
-  SIMD_WASM_BASE64,
-} from "./wasm_bytes.ts";
+import { RELAXED_WASM_BASE64, SIMD_WASM_BASE64 } from "./wasm_bytes.ts";
 
 /** Which compiled module runs. */
 export type WasmVariant = "relaxed-simd" | "simd";
@@ -64,9 +58,7 @@ export type WasmVariant = "relaxed-simd" | "simd";
 export interface WasmKernelOptions {
   /** Force a variant; default: "relaxed-simd" when the runtime validates it, else "simd". */
   variant?: WasmVariant;
-  /** Make a SharedArrayBuffer-backed memory (ignored when `memory` is given). Default false. */
-  shared?: boolean;
-  /** Bring your own memory (plain or shared); the matching build is chosen from it. */
+  /** Bring your own memory (not a shared one: the modules import a plain memory). */
   memory?: WebAssembly.Memory;
   /** Pages (64 KiB) of a new memory. Default: enough for the workspace plus 1 MiB. */
   initialPages?: number;
@@ -84,11 +76,9 @@ export interface WasmKernels extends MatmulKernels {
   readonly memory: WebAssembly.Memory;
   /** Which build runs. */
   readonly variant: WasmVariant;
-  /** True when the memory is backed by a SharedArrayBuffer. */
-  readonly shared: boolean;
   /**
    * Allocates `nFloats` zero-filled floats in the wasm memory, 64-byte aligned, and returns a
-   * view. May grow the memory, detaching earlier views of a plain memory (see the growth rule
+   * view. May grow the memory, detaching earlier views (see the growth rule
    * in the module doc).
    */
   alloc(nFloats: number): Float32Array;
@@ -104,21 +94,25 @@ export interface WasmKernels extends MatmulKernels {
   inMemory(arr: Float32Array): boolean;
 }
 
+/** A product export without bias: byte addresses of C, A, B, the shape, accumulate, workspace. */
+type ProductExport = (
+  c: number,
+  a: number,
+  b: number,
+  M: number,
+  K: number,
+  N: number,
+  acc: number,
+  ws: number,
+) => void;
+
 /** What the exports of the compiled module look like. */
 interface Exports {
   workspaceBytes(): number;
   heapBase(): number;
   isRelaxed(): number;
-  matmulAB(
-    c: number,
-    a: number,
-    b: number,
-    M: number,
-    K: number,
-    N: number,
-    acc: number,
-    ws: number,
-  ): void;
+  matmulAB: ProductExport;
+  /** As {@linkcode ProductExport}, with the bias address (0 for none) after B. */
   matmulABt(
     c: number,
     a: number,
@@ -130,16 +124,7 @@ interface Exports {
     acc: number,
     ws: number,
   ): void;
-  matmulAtB(
-    c: number,
-    a: number,
-    b: number,
-    M: number,
-    K: number,
-    N: number,
-    acc: number,
-    ws: number,
-  ): void;
+  matmulAtB: ProductExport;
 }
 
 const PAGE = 65536;
@@ -153,18 +138,14 @@ function decode(b64: string): Uint8Array<ArrayBuffer> {
   return out;
 }
 
-const byteCache = new Map<string, Uint8Array<ArrayBuffer>>();
-const moduleCache = new Map<string, WebAssembly.Module>();
+const byteCache = new Map<WasmVariant, Uint8Array<ArrayBuffer>>();
+const moduleCache = new Map<WasmVariant, WebAssembly.Module>();
 
-function bytesOf(variant: WasmVariant, shared: boolean): Uint8Array<ArrayBuffer> {
-  const key = `${variant}/${shared}`;
-  let bytes = byteCache.get(key);
+function bytesOf(variant: WasmVariant): Uint8Array<ArrayBuffer> {
+  let bytes = byteCache.get(variant);
   if (bytes === undefined) {
-    const b64 = variant === "relaxed-simd"
-      ? (shared ? RELAXED_SHARED_WASM_BASE64 : RELAXED_WASM_BASE64)
-      : (shared ? SIMD_SHARED_WASM_BASE64 : SIMD_WASM_BASE64);
-    bytes = decode(b64);
-    byteCache.set(key, bytes);
+    bytes = decode(variant === "relaxed-simd" ? RELAXED_WASM_BASE64 : SIMD_WASM_BASE64);
+    byteCache.set(variant, bytes);
   }
   return bytes;
 }
@@ -172,8 +153,7 @@ function bytesOf(variant: WasmVariant, shared: boolean): Uint8Array<ArrayBuffer>
 /**
  * Which builds this runtime accepts, by `WebAssembly.validate` on the embedded modules.
  *
- * @returns `simd`/`relaxed` for the plain-memory builds, `shared`/`relaxedShared` for the
- *   shared-memory builds
+ * @returns `simd` for the SIMD build, `relaxed` for the relaxed-SIMD one
  *
  * @example Deno and Bun run the plain SIMD build
  * ```ts
@@ -182,55 +162,49 @@ function bytesOf(variant: WasmVariant, shared: boolean): Uint8Array<ArrayBuffer>
  * assert.equal(wasmSupport().simd, true);
  * ```
  */
-export function wasmSupport(): {
-  simd: boolean;
-  relaxed: boolean;
-  shared: boolean;
-  relaxedShared: boolean;
-} {
-  if (typeof WebAssembly === "undefined") {
-    return { simd: false, relaxed: false, shared: false, relaxedShared: false };
-  }
-  const ok = (v: WasmVariant, s: boolean) => WebAssembly.validate(bytesOf(v, s));
+export function wasmSupport(): { simd: boolean; relaxed: boolean } {
+  if (typeof WebAssembly === "undefined") return { simd: false, relaxed: false };
   return {
-    simd: ok("simd", false),
-    relaxed: ok("relaxed-simd", false),
-    shared: ok("simd", true),
-    relaxedShared: ok("relaxed-simd", true),
+    simd: WebAssembly.validate(bytesOf("simd")),
+    relaxed: WebAssembly.validate(bytesOf("relaxed-simd")),
   };
 }
 
-function chooseVariant(shared: boolean, forced: WasmVariant | undefined): WasmVariant {
+/** Checks the options and picks the build: the forced one, else relaxed-SIMD where it validates. */
+function chooseVariant(options: WasmKernelOptions): WasmVariant {
+  const { memory, variant: forced } = options;
+  if (
+    memory !== undefined && typeof SharedArrayBuffer !== "undefined" &&
+    memory.buffer instanceof SharedArrayBuffer
+  ) {
+    throw new TypeError(
+      "Wasm memory: expected a plain WebAssembly.Memory, got a shared one (the kernels import a plain memory)",
+    );
+  }
   if (forced !== undefined) {
     if (forced !== "simd" && forced !== "relaxed-simd") {
       throw new TypeError(`Wasm variant: expected "simd" or "relaxed-simd", got ${forced}`);
     }
-    if (!WebAssembly.validate(bytesOf(forced, shared))) {
+    if (!WebAssembly.validate(bytesOf(forced))) {
       throw new Error(
-        `Wasm variant "${forced}"${shared ? " (shared memory)" : ""}: ` +
-          "expected this runtime to validate it, got a rejection",
+        `Wasm variant "${forced}": expected this runtime to validate it, got a rejection`,
       );
     }
     return forced;
   }
-  if (WebAssembly.validate(bytesOf("relaxed-simd", shared))) return "relaxed-simd";
-  if (WebAssembly.validate(bytesOf("simd", shared))) return "simd";
+  if (WebAssembly.validate(bytesOf("relaxed-simd"))) return "relaxed-simd";
+  if (WebAssembly.validate(bytesOf("simd"))) return "simd";
   throw new Error(
-    `WebAssembly SIMD${shared ? " with shared memory" : ""}: expected the runtime to ` +
-      "support it, got a rejection of both builds (use refKernels from matmul_ref.ts instead)",
+    "WebAssembly SIMD: expected the runtime to support it, got a rejection of both builds " +
+      "(use refKernels from matmul_ref.ts instead)",
   );
 }
 
-function isSharedMemory(memory: WebAssembly.Memory): boolean {
-  return typeof SharedArrayBuffer !== "undefined" && memory.buffer instanceof SharedArrayBuffer;
-}
-
-function compiled(variant: WasmVariant, shared: boolean): WebAssembly.Module {
-  const key = `${variant}/${shared}`;
-  let mod = moduleCache.get(key);
+function compiled(variant: WasmVariant): WebAssembly.Module {
+  let mod = moduleCache.get(variant);
   if (mod === undefined) {
-    mod = new WebAssembly.Module(bytesOf(variant, shared));
-    moduleCache.set(key, mod);
+    mod = new WebAssembly.Module(bytesOf(variant));
+    moduleCache.set(variant, mod);
   }
   return mod;
 }
@@ -258,10 +232,8 @@ function compiled(variant: WasmVariant, shared: boolean): WebAssembly.Module {
  * ```
  */
 export function createWasmKernels(options: WasmKernelOptions = {}): WasmKernels {
-  const { memory: given, variant: forced } = options;
-  const shared = given !== undefined ? isSharedMemory(given) : options.shared === true;
-  const variant = chooseVariant(shared, forced);
-  return buildKernels(compiled(variant, shared), variant, shared, options);
+  const variant = chooseVariant(options);
+  return buildKernels(compiled(variant), variant, options);
 }
 
 /**
@@ -282,29 +254,25 @@ export function createWasmKernels(options: WasmKernelOptions = {}): WasmKernels 
  * ```
  */
 export async function loadWasmKernels(options: WasmKernelOptions = {}): Promise<WasmKernels> {
-  const { memory: given, variant: forced } = options;
-  const shared = given !== undefined ? isSharedMemory(given) : options.shared === true;
-  const variant = chooseVariant(shared, forced);
-  const key = `${variant}/${shared}`;
-  let mod = moduleCache.get(key);
+  const variant = chooseVariant(options);
+  let mod = moduleCache.get(variant);
   if (mod === undefined) {
-    mod = await WebAssembly.compile(bytesOf(variant, shared));
-    moduleCache.set(key, mod);
+    mod = await WebAssembly.compile(bytesOf(variant));
+    moduleCache.set(variant, mod);
   }
-  return buildKernels(mod, variant, shared, options);
+  return buildKernels(mod, variant, options);
 }
 
 function buildKernels(
   mod: WebAssembly.Module,
   variant: WasmVariant,
-  shared: boolean,
   options: WasmKernelOptions,
 ): WasmKernels {
   const maximumPages = options.maximumPages ?? 65536;
   // 3 MiB: the 2.2 MB workspace, the heap base and 1 MiB for the caller.
   const initial = options.initialPages ?? 48;
   const mem = options.memory ??
-    new WebAssembly.Memory({ initial, maximum: maximumPages, shared });
+    new WebAssembly.Memory({ initial, maximum: maximumPages });
   const ex = new WebAssembly.Instance(mod, { env: { memory: mem } }).exports as unknown as Exports;
 
   const alignUp = (n: number) => Math.ceil(n / ALIGN) * ALIGN;
@@ -317,8 +285,6 @@ function buildKernels(
     );
   }
   let top = base;
-  // Every buffer object this instance has seen for its memory (growth makes a new one).
-  const buffers = new WeakSet<ArrayBufferLike>([mem.buffer]);
 
   function ensure(end: number): void {
     if (end > limit) {
@@ -330,7 +296,6 @@ function buildKernels(
     const have = mem.buffer.byteLength;
     if (end > have) {
       mem.grow(Math.ceil((end - have) / PAGE));
-      buffers.add(mem.buffer);
     }
   }
 
@@ -359,10 +324,8 @@ function buildKernels(
   const heapBase = ex.heapBase();
   function inMemory(arr: Float32Array): boolean {
     // Offsets below the heap base are never arena memory (and 0 means "no bias" to the kernel).
-    // A shared memory's views from before a growth keep their older SharedArrayBuffer object:
-    // still this memory. A plain memory's older buffers are detached, so never counted.
-    return arr.byteOffset >= heapBase &&
-      (arr.buffer === mem.buffer || (shared && buffers.has(arr.buffer)));
+    // Views from before a growth hold the old, detached buffer, so they never count.
+    return arr.byteOffset >= heapBase && arr.buffer === mem.buffer;
   }
 
   const allIn = (...xs: (Float32Array | null)[]) => xs.every((x) => x === null || inMemory(x));
@@ -375,8 +338,7 @@ function buildKernels(
     run: (s: WasmKernels, copies: (Float32Array | null)[]) => void,
   ): void {
     if (scratch === undefined) {
-      const v = WebAssembly.validate(bytesOf(variant, false)) ? variant : "simd";
-      scratch = buildKernels(compiled(v, false), v, false, {});
+      scratch = buildKernels(compiled(variant), variant, {});
     }
     const s = scratch;
     const m = s.mark();
@@ -399,7 +361,6 @@ function buildKernels(
   const kernels: WasmKernels = {
     memory: mem,
     variant,
-    shared,
     alloc,
     reserve(nFloats: number): void {
       if (!Number.isInteger(nFloats) || nFloats < 0) {

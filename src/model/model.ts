@@ -339,7 +339,7 @@ export function createWorkspace(
     }
     blas = lib.blas;
   }
-  const { dModel: C, nHeads: NH, dFF: F, vocabSize: V } = config;
+  const { dModel: C, nHeads: NH } = config;
   const HS = C / NH;
   if (backend === "ts") {
     const f = options.float64
@@ -370,7 +370,7 @@ export function createWorkspace(
   const bufs = workspaceBuffers(config, B, T, (n) => k.alloc(n), true);
   const wParams = k.alloc(size);
   const wGrads = k.alloc(size);
-  const nn = wasmBackend(k, T, HS, Math.max(3 * C, F, V, 6 * C), backend);
+  const nn = wasmBackend(k, T, HS, backend);
   return { ...bufs, backend, nn, wParams, wGrads };
 }
 

@@ -86,57 +86,6 @@ export function erfc(x: number): number {
   return 0;
 }
 
-// GELU evaluates erf on [0, 3) by cubic Hermite interpolation in a table of erf and its
-// derivative (2/sqrt(pi)) exp(-x^2), both from the exact functions above, at spacing h = 1/64.
-// The interpolation error is at most h^4/384 times the largest fourth derivative of erf (about
-// 4.4), i.e. below 1e-9; the tail a >= 3 uses the exact continued fraction.
-const ERF_STEPS = 64;
-const ERF_TABLE_END = 3;
-const erfTable = new Float64Array(ERF_TABLE_END * ERF_STEPS + 2);
-const erfSlope = new Float64Array(ERF_TABLE_END * ERF_STEPS + 2);
-for (let i = 0; i < erfTable.length; i++) {
-  const x = i / ERF_STEPS;
-  erfTable[i] = erf(x);
-  erfSlope[i] = (TWO_OVER_SQRT_PI * Math.exp(-x * x)) / ERF_STEPS; // derivative times h
-}
-
-/** erf(a) for 0 <= a < 3 from the Hermite table (absolute error below 1e-9). */
-function erfFast(a: number): number {
-  const u = a * ERF_STEPS;
-  const i = u | 0;
-  const t = u - i;
-  const t2 = t * t, t3 = t2 * t;
-  return (2 * t3 - 3 * t2 + 1) * erfTable[i] + (t3 - 2 * t2 + t) * erfSlope[i] +
-    (-2 * t3 + 3 * t2) * erfTable[i + 1] + (t3 - t2) * erfSlope[i + 1];
-}
-
-/** The standard normal CDF, `Phi(x) = erfc(-x / sqrt(2)) / 2`, via the fast erf. */
-function normalCdf(x: number): number {
-  const z = x * INV_SQRT2;
-  if (z >= 0) return z < ERF_TABLE_END ? 0.5 + 0.5 * erfFast(z) : 1 - 0.5 * erfcFraction(z);
-  const a = -z;
-  if (a < ERF_TABLE_END) return 0.5 - 0.5 * erfFast(a);
-  return a < 27 ? 0.5 * erfcFraction(a) : 0;
-}
-
-/**
- * The standard normal CDF as GELU evaluates it (absolute error below 1e-9).
- *
- * @param x Any number.
- * @returns `Phi(x) = (1 + erf(x / sqrt(2))) / 2`.
- *
- * @example
- * ```ts
- * import { geluCdf } from "./activations.ts";
- * import assert from "node:assert/strict";
- *
- * assert.equal(geluCdf(0), 0.5);
- * ```
- */
-export function geluCdf(x: number): number {
-  return normalCdf(x);
-}
-
 /**
  * `out = max(inp, 0)`. `out` may alias `inp`. NaN stays NaN (as in PyTorch).
  *
@@ -162,18 +111,10 @@ export function reluForward(
   N: number,
   mask: Float32Array | null = null, // (N)
 ): void {
-  // (x + |x|) / 2 is exact for float32 values held in doubles, and has no branch to mispredict
-  // (about 6x faster than `x > 0 ? x : 0` on random signs).
-  if (mask) {
-    for (let i = 0; i < N; i++) {
-      const x = inp[i];
-      out[i] = (x + Math.abs(x)) * 0.5 * mask[i];
-    }
-    return;
-  }
+  // (x + |x|) / 2 is exact for float32 values held in doubles, and has no branch on the sign
   for (let i = 0; i < N; i++) {
     const x = inp[i];
-    out[i] = (x + Math.abs(x)) * 0.5;
+    out[i] = (x + Math.abs(x)) * 0.5 * (mask ? mask[i] : 1);
   }
 }
 
@@ -182,35 +123,20 @@ export function reluForward(
  *
  * Differentiates `out = max(inp, 0)`.
  *
- * @param dinp Gradient of the input, `(N)`.
- * @param dout Upstream gradient, `(N)`.
- * @param inp The forward input, `(N)`.
- * @param N Elements.
- * @param mask Dropout scales of the forward pass (fused `dropoutBackward`), `(N)`, or `null`.
+ * Arguments as {@linkcode scaleBackward}'s, with the forward input `inp` in place of the saved
+ * derivative.
  */
-export function reluBackward(
-  dinp: Float32Array, // (N)
-  dout: Float32Array, // (N)
-  inp: Float32Array, // (N)
-  N: number,
-  mask: Float32Array | null = null, // (N)
-): void {
+export const reluBackward: typeof scaleBackward = (dinp, dout, inp, N, mask = null): void => {
   // (x + |x|) / (2|x| + 1e-300) is exactly 1 for x > 0 (1e-300 is far below half an ulp of
-  // any float32 value doubled) and exactly 0 for x <= 0: a step without a branch.
-  if (mask) {
-    for (let i = 0; i < N; i++) {
-      const x = inp[i];
-      const ax = Math.abs(x);
-      dinp[i] += Math.fround(dout[i] * mask[i]) * ((x + ax) / (ax + ax + 1e-300));
-    }
-    return;
-  }
+  // any float32 value doubled) and exactly 0 for x <= 0: a step without a branch. With a mask,
+  // the float32 product dout * mask, as a separate dropout op would store it.
   for (let i = 0; i < N; i++) {
     const x = inp[i];
     const ax = Math.abs(x);
-    dinp[i] += dout[i] * ((x + ax) / (ax + ax + 1e-300));
+    const d = mask ? Math.fround(dout[i] * mask[i]) : dout[i];
+    dinp[i] += d * ((x + ax) / (ax + ax + 1e-300));
   }
-}
+};
 
 // GELU and its derivative for the hot loops: cubic Hermite tables over [-8, 8] at spacing
 // h = 1/64, built from the exact functions above. Values of gelu(x) = x Phi(x) with slopes
@@ -255,87 +181,10 @@ function normalCdfExact(x: number): number {
 }
 
 /**
- * `out = inp * Phi(inp)`, the exact (erf) GELU. `out` may alias `inp`.
- *
- * @param out Output, `(N)`.
- * @param inp Input, `(N)`.
- * @param N Elements.
- * @param mask Dropout scales applied after the activation (fused `dropoutForward`), `(N)`, or
- *   `null` (default).
- *
- * @example
- * ```ts
- * import { geluForward } from "./activations.ts";
- * import assert from "node:assert/strict";
- *
- * const out = new Float32Array(2);
- * geluForward(out, new Float32Array([0, 1]), 2);
- * assert.equal(out[0], 0);
- * assert.ok(Math.abs(out[1] - 0.8413447460685429) < 1e-7);
- * ```
- */
-export function geluForward(
-  out: Float32Array, // (N)
-  inp: Float32Array, // (N)
-  N: number,
-  mask: Float32Array | null = null, // (N)
-): void {
-  for (let i = 0; i < N; i++) {
-    const x = inp[i];
-    let y: number;
-    if (x > -GELU_END && x < GELU_END) {
-      const u = (x + GELU_END) * GELU_STEPS;
-      const j = u | 0;
-      const t = u - j, c = 4 * j;
-      y = geluPoly[c] + t * (geluPoly[c + 1] + t * (geluPoly[c + 2] + t * geluPoly[c + 3]));
-    } else {
-      y = x * normalCdf(x); // tails, and NaN stays NaN
-    }
-    // with a mask: the float32 GELU output times the dropout scale, as two separate ops do
-    out[i] = mask ? Math.fround(y) * mask[i] : y;
-  }
-}
-
-/**
- * Backward of {@linkcode geluForward}. ADDS into `dinp`.
- *
- * Differentiates `out = x * Phi(x)`: `dinp += dout * (Phi(x) + x * phi(x))` with
- * `phi(x) = exp(-x^2/2) / sqrt(2 pi)`.
- *
- * @param dinp Gradient of the input, `(N)`.
- * @param dout Upstream gradient, `(N)`.
- * @param inp The forward input, `(N)`.
- * @param N Elements.
- * @param mask Dropout scales of the forward pass (fused `dropoutBackward`), `(N)`, or `null`.
- */
-export function geluBackward(
-  dinp: Float32Array, // (N)
-  dout: Float32Array, // (N)
-  inp: Float32Array, // (N)
-  N: number,
-  mask: Float32Array | null = null, // (N)
-): void {
-  for (let i = 0; i < N; i++) {
-    const x = inp[i];
-    let g: number;
-    if (x > -GELU_END && x < GELU_END) {
-      const u = (x + GELU_END) * GELU_STEPS;
-      const j = u | 0;
-      const t = u - j, c = 4 * j;
-      g = geluDerPoly[c] +
-        t * (geluDerPoly[c + 1] + t * (geluDerPoly[c + 2] + t * geluDerPoly[c + 3]));
-    } else {
-      g = normalCdf(x) + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x); // tails, NaN stays NaN
-    }
-    dinp[i] += (mask ? Math.fround(dout[i] * mask[i]) : dout[i]) * g;
-  }
-}
-
-/**
- * {@linkcode geluForward} that also keeps the derivative for the backward pass, IN PLACE of the
- * input: `out = gelu(x)` (times `mask`), then `inp[i] = gelu'(x)`. Both come from the same table
- * cell, so this costs little more than the forward alone and spares the backward pass its table
- * look-up: pair it with {@linkcode scaleBackward}.
+ * The exact (erf) GELU, `out = x * Phi(x)` (times `mask`), that also keeps its derivative for
+ * the backward pass IN PLACE of the input: `inp[i] = gelu'(x) = Phi(x) + x phi(x)`, with
+ * `phi(x) = exp(-x^2/2) / sqrt(2 pi)`. Both come from the same table cell (within 1e-9 of the
+ * exact functions); the backward pass is {@linkcode scaleBackward}.
  *
  * @param out Output, `(N)`; must not alias `inp`.
  * @param inp Input, `(N)`; overwritten with `Phi(x) + x phi(x)`.
@@ -374,7 +223,7 @@ export function geluForwardKeepGrad(
       g = geluDerPoly[c] +
         t * (geluDerPoly[c + 1] + t * (geluDerPoly[c + 2] + t * geluDerPoly[c + 3]));
     } else {
-      const cdf = normalCdf(x); // tails, and NaN stays NaN
+      const cdf = normalCdfExact(x); // tails, and NaN stays NaN
       y = x * cdf;
       g = cdf + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
     }
@@ -400,11 +249,9 @@ export function scaleBackward(
   N: number,
   mask: Float32Array | null = null, // (N)
 ): void {
-  if (mask) {
-    for (let i = 0; i < N; i++) dinp[i] += Math.fround(dout[i] * mask[i]) * dsaved[i];
-    return;
+  for (let i = 0; i < N; i++) {
+    dinp[i] += (mask ? Math.fround(dout[i] * mask[i]) : dout[i]) * dsaved[i];
   }
-  for (let i = 0; i < N; i++) dinp[i] += dout[i] * dsaved[i];
 }
 
 /**

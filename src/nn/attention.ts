@@ -59,6 +59,7 @@ export function ropeTables(
  * @param T Sequence length.
  * @param C Channels.
  * @param NH Heads.
+ * @param inverse Rotate by `-angle` instead (the transpose: {@linkcode ropeBackward}).
  */
 export function ropeForward(
   qkv: Float32Array, // (B,T,3C)
@@ -68,8 +69,10 @@ export function ropeForward(
   T: number,
   C: number,
   NH: number,
+  inverse = false,
 ): void {
   const half = C / NH / 2;
+  const sign = inverse ? -1 : 1; // rotate by -angle: the transpose
   for (let b = 0; b < B; b++) {
     for (let t = 0; t < T; t++) {
       const row = (b * T + t) * 3 * C;
@@ -79,7 +82,7 @@ export function ropeForward(
           const o = row + part * C + h * 2 * half;
           for (let i = 0; i < half; i++) {
             const z1 = qkv[o + i], z2 = qkv[o + half + i];
-            const c = cos[tab + i], s = sin[tab + i];
+            const c = cos[tab + i], s = sign * sin[tab + i];
             qkv[o + i] = z1 * c - z2 * s;
             qkv[o + half + i] = z2 * c + z1 * s;
           }
@@ -94,45 +97,12 @@ export function ropeForward(
  * orthogonal, so its transpose rotates by `-angle`.
  *
  * Differentiates `[y1, y2] = [z1 cos - z2 sin, z2 cos + z1 sin]`:
- * `dz1 = dy1 cos + dy2 sin`, `dz2 = dy2 cos - dy1 sin`.
- *
- * @param dqkv Gradient w.r.t. the rotated `qkv`, `(B,T,3C)`; becomes the gradient w.r.t. the
- *   unrotated one.
- * @param cos RoPE table, `(>=T,HS/2)`.
- * @param sin RoPE table, `(>=T,HS/2)`.
- * @param B Batch size.
- * @param T Sequence length.
- * @param C Channels.
- * @param NH Heads.
+ * `dz1 = dy1 cos + dy2 sin`, `dz2 = dy2 cos - dy1 sin`. Arguments as {@linkcode ropeForward}'s,
+ * with the gradient w.r.t. the rotated `qkv` in place of `qkv` (it becomes the gradient w.r.t.
+ * the unrotated one).
  */
-export function ropeBackward(
-  dqkv: Float32Array, // (B,T,3C)
-  cos: Float64Array, // (T,HS/2)
-  sin: Float64Array, // (T,HS/2)
-  B: number,
-  T: number,
-  C: number,
-  NH: number,
-): void {
-  const half = C / NH / 2;
-  for (let b = 0; b < B; b++) {
-    for (let t = 0; t < T; t++) {
-      const row = (b * T + t) * 3 * C;
-      const tab = t * half;
-      for (let part = 0; part < 2; part++) {
-        for (let h = 0; h < NH; h++) {
-          const o = row + part * C + h * 2 * half;
-          for (let i = 0; i < half; i++) {
-            const d1 = dqkv[o + i], d2 = dqkv[o + half + i];
-            const c = cos[tab + i], s = sin[tab + i];
-            dqkv[o + i] = d1 * c + d2 * s;
-            dqkv[o + half + i] = d2 * c - d1 * s;
-          }
-        }
-      }
-    }
-  }
-}
+export const ropeBackward: typeof ropeForward = (dqkv, cos, sin, B, T, C, NH): void =>
+  ropeForward(dqkv, cos, sin, B, T, C, NH, true);
 
 /**
  * Bidirectional attention per head: `att = softmax(q k^T / sqrt(HS))` over all positions, then
@@ -172,36 +142,57 @@ export function attentionForward(
   const HS = C / NH;
   const C3 = 3 * C;
   const scale = 1 / Math.sqrt(HS);
+  eachQuery(B, T, C, NH, (q, k0, v0, a, y) => {
+    let max = -Infinity;
+    for (let t2 = 0, k = k0; t2 < T; t2++, k += C3) {
+      let s = 0;
+      for (let i = 0; i < HS; i++) s += qkv[q + i] * qkv[k + i];
+      s *= scale;
+      att[a + t2] = s;
+      if (s > max) max = s;
+    }
+    let sum = 0;
+    for (let t2 = 0; t2 < T; t2++) {
+      const e = Math.exp(att[a + t2] - max);
+      att[a + t2] = e;
+      sum += e;
+    }
+    const inv = 1 / sum;
+    for (let t2 = 0; t2 < T; t2++) att[a + t2] *= inv;
+    for (let i = 0; i < HS; i++) out[y + i] = 0;
+    for (let t2 = 0, v = v0; t2 < T; t2++, v += C3) {
+      const w = mask ? att[a + t2] * mask[a + t2] : att[a + t2];
+      if (w === 0) continue;
+      for (let i = 0; i < HS; i++) out[y + i] += w * qkv[v + i];
+    }
+  });
+}
+
+/**
+ * Calls `visit` for every query row (sequence b, head h, position t) with its offsets: `q` its
+ * query in `qkv` `(B,T,3C)`, `k0` and `v0` the head's key and value at position 0 (position t2
+ * is `t2 * 3C` further), `a` its row in `att` `(B,NH,T,T)`, `y` its head in `out` `(B,T,C)`.
+ */
+function eachQuery(
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+  visit: (q: number, k0: number, v0: number, a: number, y: number) => void,
+): void {
+  const HS = C / NH;
+  const C3 = 3 * C;
   for (let b = 0; b < B; b++) {
     for (let h = 0; h < NH; h++) {
+      const head = b * T * C3 + h * HS; // (b, t = 0) in qkv
       for (let t = 0; t < T; t++) {
-        const q = (b * T + t) * C3 + h * HS;
-        const a = ((b * NH + h) * T + t) * T;
-        let max = -Infinity;
-        for (let t2 = 0; t2 < T; t2++) {
-          const k = (b * T + t2) * C3 + C + h * HS;
-          let s = 0;
-          for (let i = 0; i < HS; i++) s += qkv[q + i] * qkv[k + i];
-          s *= scale;
-          att[a + t2] = s;
-          if (s > max) max = s;
-        }
-        let sum = 0;
-        for (let t2 = 0; t2 < T; t2++) {
-          const e = Math.exp(att[a + t2] - max);
-          att[a + t2] = e;
-          sum += e;
-        }
-        const inv = 1 / sum;
-        for (let t2 = 0; t2 < T; t2++) att[a + t2] *= inv;
-        const y = (b * T + t) * C + h * HS;
-        for (let i = 0; i < HS; i++) out[y + i] = 0;
-        for (let t2 = 0; t2 < T; t2++) {
-          const w = mask ? att[a + t2] * mask[a + t2] : att[a + t2];
-          if (w === 0) continue;
-          const v = (b * T + t2) * C3 + 2 * C + h * HS;
-          for (let i = 0; i < HS; i++) out[y + i] += w * qkv[v + i];
-        }
+        visit(
+          head + t * C3,
+          head + C,
+          head + 2 * C,
+          ((b * NH + h) * T + t) * T,
+          (b * T + t) * C + h * HS,
+        );
       }
     }
   }
@@ -240,37 +231,28 @@ export function attentionBackward(
   const HS = C / NH;
   const C3 = 3 * C;
   const scale = 1 / Math.sqrt(HS);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < NH; h++) {
-      for (let t = 0; t < T; t++) {
-        const q = (b * T + t) * C3 + h * HS;
-        const a = ((b * NH + h) * T + t) * T;
-        const y = (b * T + t) * C + h * HS;
-        // datt[t2] = (dout . v[t2]) * mask; dv[t2] += att*mask * dout
-        let dot = 0;
-        for (let t2 = 0; t2 < T; t2++) {
-          const v = (b * T + t2) * C3 + 2 * C + h * HS;
-          const m = mask ? mask[a + t2] : 1;
-          const w = att[a + t2] * m;
-          let d = 0;
-          for (let i = 0; i < HS; i++) {
-            d += dout[y + i] * qkv[v + i];
-            dqkv[v + i] += w * dout[y + i];
-          }
-          d *= m;
-          scratch[t2] = d;
-          dot += att[a + t2] * d;
-        }
-        for (let t2 = 0; t2 < T; t2++) {
-          const ds = att[a + t2] * (scratch[t2] - dot) * scale;
-          if (ds === 0) continue;
-          const k = (b * T + t2) * C3 + C + h * HS;
-          for (let i = 0; i < HS; i++) {
-            dqkv[q + i] += ds * qkv[k + i];
-            dqkv[k + i] += ds * qkv[q + i];
-          }
-        }
+  eachQuery(B, T, C, NH, (q, k0, v0, a, y) => {
+    // datt[t2] = (dout . v[t2]) * mask; dv[t2] += att*mask * dout
+    let dot = 0;
+    for (let t2 = 0, v = v0; t2 < T; t2++, v += C3) {
+      const m = mask ? mask[a + t2] : 1;
+      const w = att[a + t2] * m;
+      let d = 0;
+      for (let i = 0; i < HS; i++) {
+        d += dout[y + i] * qkv[v + i];
+        dqkv[v + i] += w * dout[y + i];
+      }
+      d *= m;
+      scratch[t2] = d;
+      dot += att[a + t2] * d;
+    }
+    for (let t2 = 0, k = k0; t2 < T; t2++, k += C3) {
+      const ds = att[a + t2] * (scratch[t2] - dot) * scale;
+      if (ds === 0) continue;
+      for (let i = 0; i < HS; i++) {
+        dqkv[q + i] += ds * qkv[k + i];
+        dqkv[k + i] += ds * qkv[q + i];
       }
     }
-  }
+  });
 }

@@ -43,60 +43,25 @@ export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "blas", "wasm"
 
 /**
  * The heavy ops, with the signatures of `linear.ts` and `attention.ts`. The attention pair takes
- * one more, optional buffer `heads` `(B,NH,3,T,HS)`: where the wasm forward pass keeps the q, k,
- * v heads it gathers, so that the backward pass of the same batch reads them instead of
- * gathering again (pass the same buffer to both, or `null`; the ts backend ignores it).
+ * one more, optional buffer `heads` `(B,NH,3,T,HS)`: where the wasm forward pass keeps the q, k, v
+ * heads it gathers, so that the backward pass of the same batch reads them instead of gathering
+ * again (pass the same buffer to both, or `null`; the ts backend ignores it). The linear pair's
+ * optional last argument (the matmul kernels) is the backend's own: callers leave it out.
  */
 export interface NNBackend {
   /** `"blas"`, `"wasm"` or `"ts"`. */
   readonly name: BackendName;
   /** See {@linkcode linearForward}. */
-  linearForward(
-    out: Float32Array, // (N,OC)
-    inp: Float32Array, // (N,IC)
-    weight: Float32Array, // (OC,IC)
-    bias: Float32Array | null, // (OC)
-    N: number,
-    IC: number,
-    OC: number,
-  ): void;
+  linearForward: typeof linearForward;
   /** See {@linkcode linearBackward}. ADDS into `dinp`, `dweight`, `dbias`. */
-  linearBackward(
-    dinp: Float32Array | null, // (N,IC)
-    dweight: Float32Array, // (OC,IC)
-    dbias: Float32Array | null, // (OC)
-    dout: Float32Array, // (N,OC)
-    inp: Float32Array, // (N,IC)
-    weight: Float32Array, // (OC,IC)
-    N: number,
-    IC: number,
-    OC: number,
-  ): void;
-  /** See {@linkcode attentionForward}. */
+  linearBackward: typeof linearBackward;
+  /** See {@linkcode attentionForward}; then the optional `heads` buffer. */
   attentionForward(
-    out: Float32Array, // (B,T,C)
-    att: Float32Array, // (B,NH,T,T)
-    qkv: Float32Array, // (B,T,3C)
-    mask: Float32Array | null, // (B,NH,T,T)
-    B: number,
-    T: number,
-    C: number,
-    NH: number,
-    heads?: Float32Array | null, // (B,NH,3,T,HS)
+    ...args: [...Parameters<typeof attentionForward>, heads?: Float32Array | null]
   ): void;
-  /** See {@linkcode attentionBackward}. ADDS into `dqkv`. */
+  /** See {@linkcode attentionBackward}; then the optional `heads` buffer. ADDS into `dqkv`. */
   attentionBackward(
-    dqkv: Float32Array, // (B,T,3C)
-    dout: Float32Array, // (B,T,C)
-    qkv: Float32Array, // (B,T,3C)
-    att: Float32Array, // (B,NH,T,T)
-    mask: Float32Array | null, // (B,NH,T,T)
-    scratch: Float32Array, // (T)
-    B: number,
-    T: number,
-    C: number,
-    NH: number,
-    heads?: Float32Array | null, // (B,NH,3,T,HS)
+    ...args: [...Parameters<typeof attentionBackward>, heads?: Float32Array | null]
   ): void;
 }
 
@@ -199,7 +164,6 @@ export function wasmBackendFloats(T: number, HS: number): number {
  * @param k The wasm kernels (their memory holds the workspace).
  * @param T Longest sequence.
  * @param HS Head size.
- * @param maxOC Most output channels of any linear layer (for the bias-gradient row sums).
  * @param name What to call it: `"blas"` when `k`'s matmuls run on a BLAS (see `withBlas`).
  * @returns The backend.
  */
@@ -207,7 +171,6 @@ export function wasmBackend(
   k: WasmKernels,
   T: number,
   HS: number,
-  maxOC: number,
   name: "wasm" | "blas" = "wasm",
 ): NNBackend {
   const TH = T * HS;
@@ -215,84 +178,67 @@ export function wasmBackend(
   const dqh = k.alloc(TH), dkh = k.alloc(TH), dvh = k.alloc(TH), dyh = k.alloc(TH); // (T,HS)
   const pm = k.alloc(T * T); // (T,T) probabilities times the dropout mask
   const dp = k.alloc(T * T); // (T,T) gradient of the probabilities, then of the scores
-  const colSum = new Float64Array(maxOC); // bias-gradient column sums, in double
   // The views above are taken once; a kernel call on a detached view throws, so a memory
   // that grew behind our back fails loudly instead of computing on stale buffers.
 
-  /** Copies head `h` of part `part` (0 q, 1 k, 2 v) of sequence `b` into `dst` `(T,HS)`. */
-  function gather(
-    dst: Float32Array,
+  /** The q, k, v heads `(T,HS)` of (b, h): slices of `heads` when given, else the scratch. */
+  function headsOf(
+    heads: Float32Array | null,
+    b: number,
+    h: number,
+    NH: number,
+    TH: number,
+  ): Float32Array[] {
+    if (heads === null) return [qh.subarray(0, TH), kh.subarray(0, TH), vh.subarray(0, TH)];
+    const o = (b * NH + h) * 3 * TH;
+    return [0, 1, 2].map((part) => heads.subarray(o + part * TH, o + (part + 1) * TH));
+  }
+
+  /** Copies the q, k, v heads `h` of sequence `b` of `qkv` `(B,T,3C)` into `dst`. */
+  function gatherHeads(
+    dst: Float32Array[],
     qkv: Float32Array,
-    part: number,
     b: number,
     h: number,
     T: number,
     C: number,
     HS: number,
   ): void {
-    const C3 = 3 * C;
-    let s = b * T * C3 + part * C + h * HS;
-    for (let t = 0, d = 0; t < T; t++, s += C3, d += HS) {
-      for (let i = 0; i < HS; i++) dst[d + i] = qkv[s + i];
+    for (let part = 0; part < 3; part++) {
+      copyRows(dst[part], 0, HS, qkv, b * T * 3 * C + part * C + h * HS, 3 * C, T, HS);
     }
   }
 
-  /** Adds `src` `(T,HS)` into head `h` of part `part` of sequence `b` of `(B,T,LD)`. */
-  function scatterAdd(
-    dst: Float32Array,
-    src: Float32Array,
-    LD: number,
-    off: number,
-    b: number,
-    T: number,
-    HS: number,
-  ): void {
-    let o = b * T * LD + off;
-    for (let t = 0, s = 0; t < T; t++, o += LD, s += HS) {
-      for (let i = 0; i < HS; i++) dst[o + i] += src[s + i];
-    }
+  /** `att * mask` for one (T,T) tile at `a0` (the scratch tile), or `att` itself without a mask. */
+  function masked(
+    s: Float32Array,
+    mask: Float32Array | null,
+    a0: number,
+    TT: number,
+  ): Float32Array {
+    if (mask === null) return s;
+    const p = pm.subarray(0, TT);
+    for (let j = 0; j < TT; j++) p[j] = s[j] * mask[a0 + j];
+    return p;
   }
 
   return {
     name,
-    linearForward(out, inp, weight, bias, N, IC, OC) {
-      // out = inp W^T + b
-      k.matmulABt(out, inp, weight, bias, N, IC, OC, false);
-    },
-    linearBackward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC) {
-      // out = inp W^T + b:  dinp += dout W,  dW += dout^T inp,  db += sum_n dout
-      if (dinp) k.matmulAB(dinp, dout, weight, N, OC, IC, true);
-      k.matmulAtB(dweight, dout, inp, OC, N, IC, true);
-      if (dbias) {
-        const s = colSum;
-        s.fill(0, 0, OC);
-        for (let n = 0; n < N; n++) {
-          const r = n * OC;
-          for (let o = 0; o < OC; o++) s[o] += dout[r + o];
-        }
-        for (let o = 0; o < OC; o++) dbias[o] += s[o];
-      }
-    },
+    linearForward: (out, inp, weight, bias, N, IC, OC) =>
+      linearForward(out, inp, weight, bias, N, IC, OC, k),
+    linearBackward: (dinp, dweight, dbias, dout, inp, weight, N, IC, OC) =>
+      linearBackward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC, k),
     attentionForward(out, att, qkv, mask, B, T, C, NH, heads = null) {
       const HS = C / NH;
       const scale = 1 / Math.sqrt(HS);
       const TT = T * T;
       const TH = T * HS;
-      const keep = heads != null && heads.length >= 3 * B * NH * TH;
-      let q = qh.subarray(0, TH), kk = kh.subarray(0, TH), v = vh.subarray(0, TH);
+      const keep = heads != null && heads.length >= 3 * B * NH * TH ? heads : null;
       const y = yh.subarray(0, TH);
-      const p = pm.subarray(0, TT);
       for (let b = 0; b < B; b++) {
         for (let h = 0; h < NH; h++) {
-          if (keep) {
-            const o = (b * NH + h) * 3 * TH;
-            q = heads.subarray(o, o + TH);
-            kk = heads.subarray(o + TH, o + 2 * TH);
-            v = heads.subarray(o + 2 * TH, o + 3 * TH);
-          }
-          gather(q, qkv, 0, b, h, T, C, HS);
-          gather(kk, qkv, 1, b, h, T, C, HS);
-          gather(v, qkv, 2, b, h, T, C, HS);
+          const [q, kk, v] = headsOf(keep, b, h, NH, TH);
+          gatherHeads([q, kk, v], qkv, b, h, T, C, HS);
           const a0 = (b * NH + h) * TT;
           const s = att.subarray(a0, a0 + TT); // (T,T)
           // att = softmax(scale * q k^T) per row
@@ -305,16 +251,8 @@ export function wasmBackend(
             for (let j = 0; j < T; j++) s[r + j] *= inv;
           }
           // y = (att * mask) v
-          let pv = s;
-          if (mask) {
-            for (let j = 0; j < TT; j++) p[j] = s[j] * mask[a0 + j];
-            pv = p;
-          }
-          k.matmulAB(y, pv, v, T, T, HS, false);
-          let o = b * T * C + h * HS;
-          for (let t = 0, r = 0; t < T; t++, o += C, r += HS) {
-            for (let i = 0; i < HS; i++) out[o + i] = y[r + i];
-          }
+          k.matmulAB(y, masked(s, mask, a0, TT), v, T, T, HS, false);
+          copyRows(out, b * T * C + h * HS, C, y, 0, HS, T, HS);
         }
       }
     },
@@ -322,35 +260,19 @@ export function wasmBackend(
       const HS = C / NH;
       const scale = 1 / Math.sqrt(HS);
       const TT = T * T, TH = T * HS;
-      const kept = heads != null && heads.length >= 3 * B * NH * TH;
-      let q = qh.subarray(0, TH), kk = kh.subarray(0, TH), v = vh.subarray(0, TH);
+      const kept = heads != null && heads.length >= 3 * B * NH * TH ? heads : null;
       const dq = dqh.subarray(0, TH), dk = dkh.subarray(0, TH), dv = dvh.subarray(0, TH);
       const dy = dyh.subarray(0, TH);
-      const p = pm.subarray(0, TT), d = dp.subarray(0, TT);
+      const d = dp.subarray(0, TT);
       for (let b = 0; b < B; b++) {
         for (let h = 0; h < NH; h++) {
-          if (kept) {
-            // the heads the forward pass gathered (same batch, same qkv)
-            const o = (b * NH + h) * 3 * TH;
-            q = heads.subarray(o, o + TH);
-            kk = heads.subarray(o + TH, o + 2 * TH);
-            v = heads.subarray(o + 2 * TH, o + 3 * TH);
-          } else {
-            gather(q, qkv, 0, b, h, T, C, HS);
-            gather(kk, qkv, 1, b, h, T, C, HS);
-            gather(v, qkv, 2, b, h, T, C, HS);
-          }
-          let o = b * T * C + h * HS;
-          for (let t = 0, r = 0; t < T; t++, o += C, r += HS) {
-            for (let i = 0; i < HS; i++) dy[r + i] = dout[o + i];
-          }
+          // the heads the forward pass gathered (same batch, same qkv), or gathered again
+          const [q, kk, v] = headsOf(kept, b, h, NH, TH);
+          if (kept === null) gatherHeads([q, kk, v], qkv, b, h, T, C, HS);
+          copyRows(dy, 0, HS, dout, b * T * C + h * HS, C, T, HS);
           const a0 = (b * NH + h) * TT;
           const s = att.subarray(a0, a0 + TT); // (T,T) probabilities
-          let pv = s;
-          if (mask) {
-            for (let j = 0; j < TT; j++) p[j] = s[j] * mask[a0 + j];
-            pv = p;
-          }
+          const pv = masked(s, mask, a0, TT);
           // y = (att * mask) v:  dv = (att * mask)^T dy,  datt = (dy v^T) * mask
           k.matmulAtB(dv, pv, dy, T, T, HS, false);
           k.matmulABt(d, dy, v, null, T, HS, T, false);
@@ -372,11 +294,32 @@ export function wasmBackend(
           // dq = ds k,  dk = ds^T q
           k.matmulAB(dq, d, kk, T, T, HS, false);
           k.matmulAtB(dk, d, q, T, T, HS, false);
-          scatterAdd(dqkv, dq, 3 * C, h * HS, b, T, HS);
-          scatterAdd(dqkv, dk, 3 * C, C + h * HS, b, T, HS);
-          scatterAdd(dqkv, dv, 3 * C, 2 * C + h * HS, b, T, HS);
+          for (const [part, g] of [dq, dk, dv].entries()) {
+            copyRows(dqkv, b * T * 3 * C + part * C + h * HS, 3 * C, g, 0, HS, T, HS, true);
+          }
         }
       }
     },
   };
+}
+
+/**
+ * Copies `T` rows of `HS` floats, `dst[dOff + t dLD + i] = src[sOff + t sLD + i]`, or ADDS them
+ * with `add`: a head between a packed `(B,T,LD)` buffer and a contiguous `(T,HS)` one.
+ */
+function copyRows(
+  dst: Float32Array,
+  dOff: number,
+  dLD: number,
+  src: Float32Array,
+  sOff: number,
+  sLD: number,
+  T: number,
+  HS: number,
+  add = false,
+): void {
+  for (let t = 0, d = dOff, s = sOff; t < T; t++, d += dLD, s += sLD) {
+    if (add) { for (let i = 0; i < HS; i++) dst[d + i] += src[s + i]; }
+    else for (let i = 0; i < HS; i++) dst[d + i] = src[s + i];
+  }
 }

@@ -2,12 +2,65 @@
  * Softmax cross-entropy over the vocabulary with a weight per position:
  * `loss = sum_n weight[n] * (logsumexp(logits[n]) - logits[n, target[n]])`.
  *
+ * Every cross-entropy of the library goes through the two row functions here,
+ * {@linkcode logSumExp} and {@linkcode crossEntropyRowBackward}: the batched pair below (the
+ * model's loss) and the `seed` and `elbo` diffusion losses (which softmax over all V logits or
+ * over the V - 1 real tokens of a row).
+ *
  * Dimensions: `N` positions (B*T), `V` vocabulary.
  *
  * @module
  */
 
 import { addScaledExp, expSum } from "./fast_exp.ts";
+
+/**
+ * `log(sum_{v < n} exp(logits[o + v]))`, shifted by the row maximum, summed in float64 (each
+ * exponential within 1e-8 relative, see `fast_exp.ts`).
+ *
+ * @param logits Scores.
+ * @param o First index of the row.
+ * @param n Entries of the row.
+ * @returns The row's log-sum-exp.
+ *
+ * @example
+ * ```ts
+ * import { logSumExp } from "./cross_entropy.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.ok(Math.abs(logSumExp(new Float32Array([9, 0, 0]), 1, 2) - Math.LN2) < 1e-12);
+ * ```
+ */
+export function logSumExp(logits: Float32Array, o: number, n: number): number {
+  let max = -Infinity;
+  for (let v = o, end = o + n; v < end; v++) if (logits[v] > max) max = logits[v];
+  return max + Math.log(expSum(logits, o, n, max));
+}
+
+/**
+ * ADDS `g * (softmax(row) - onehot(target))` into `dlogits[o .. o+n)`: the gradient of
+ * `g * (logSumExp(row) - row[target])` for the row `logits[o .. o+n)`.
+ *
+ * @param dlogits Gradient, indexed like `logits`.
+ * @param logits Scores.
+ * @param o First index of the row.
+ * @param n Entries of the row.
+ * @param lse The row's {@linkcode logSumExp}.
+ * @param target Target index within the row, `0 <= target < n`.
+ * @param g Upstream gradient of the row's loss.
+ */
+export function crossEntropyRowBackward(
+  dlogits: Float32Array,
+  logits: Float32Array,
+  o: number,
+  n: number,
+  lse: number,
+  target: number,
+  g: number,
+): void {
+  addScaledExp(dlogits, logits, o, n, lse, g);
+  dlogits[o + target] -= g;
+}
 
 /**
  * Writes each position's weighted loss and returns their sum (accumulated in float64).
@@ -54,9 +107,7 @@ export function crossEntropyForward(
       continue;
     }
     const o = n * V;
-    let max = -Infinity;
-    for (let v = 0; v < V; v++) if (logits[o + v] > max) max = logits[o + v];
-    const l = max + Math.log(expSum(logits, o, V, max));
+    const l = logSumExp(logits, o, V);
     lse[n] = l;
     const loss = w * (l - logits[o + targets[n]]);
     losses[n] = loss;
@@ -93,8 +144,6 @@ export function crossEntropyBackward(
   for (let n = 0; n < N; n++) {
     const g = dloss * weights[n];
     if (g === 0) continue;
-    const o = n * V;
-    addScaledExp(dlogits, logits, o, V, lse[n], g);
-    dlogits[o + targets[n]] -= g;
+    crossEntropyRowBackward(dlogits, logits, n * V, V, lse[n], targets[n], g);
   }
 }

@@ -41,25 +41,9 @@ export function dropoutMask(
   offset = 0,
 ): void {
   const scale = 1 / (1 - p);
-  // rng.uniform() < p  <=>  rng.nextU32() < p * 2^32 (division by 2^32 is exact). The
-  // generator's xoshiro128** step runs here on local words (the state array is read once and
-  // written back once), so the draws are exactly rng.uniform()'s, about 3x faster.
+  // rng.uniform() < p  <=>  rng.nextU32() < p * 2^32 (uniform() is nextU32() / 2^32, exact)
   const limit = p * 4294967296;
-  const st = rng.s;
-  let s0 = st[0], s1 = st[1], s2 = st[2], s3 = st[3];
-  for (let i = offset, end = offset + N; i < end; i++) {
-    const m = Math.imul(s1, 5);
-    const x = Math.imul((m << 7) | (m >>> 25), 9) >>> 0;
-    const t = s1 << 9;
-    s2 ^= s0;
-    s3 ^= s1;
-    s1 ^= s2;
-    s0 ^= s3;
-    s2 ^= t;
-    s3 = (s3 << 11) | (s3 >>> 21);
-    mask[i] = x < limit ? 0 : scale;
-  }
-  st[0] = s0, st[1] = s1, st[2] = s2, st[3] = s3;
+  for (let i = offset, end = offset + N; i < end; i++) mask[i] = rng.nextU32() < limit ? 0 : scale;
 }
 
 /**

@@ -39,17 +39,28 @@ export function embeddingForward(
   T: number,
   C: number,
 ): void {
-  for (let b = 0; b < B; b++) {
-    for (let t = 0; t < T; t++) {
-      const o = (b * T + t) * C;
-      const ix = inp[b * T + t] * C;
-      if (wpe) {
-        const p = t * C;
-        for (let c = 0; c < C; c++) out[o + c] = wte[ix + c] + wpe[p + c];
-      } else {
-        for (let c = 0; c < C; c++) out[o + c] = wte[ix + c];
-      }
+  eachToken(inp, B, T, C, (o, ix, p) => {
+    if (wpe) {
+      for (let c = 0; c < C; c++) out[o + c] = wte[ix + c] + wpe[p + c];
+    } else {
+      for (let c = 0; c < C; c++) out[o + c] = wte[ix + c];
     }
+  });
+}
+
+/**
+ * Calls `visit(o, ix, p)` for every token (b, t): `o` its row in `(B,T,C)`, `ix` its id's row
+ * in the token table, `p` its position's row in the position table.
+ */
+function eachToken(
+  inp: Int32Array, // (B,T)
+  B: number,
+  T: number,
+  C: number,
+  visit: (o: number, ix: number, p: number) => void,
+): void {
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) visit((b * T + t) * C, inp[b * T + t] * C, t * C);
   }
 }
 
@@ -75,15 +86,8 @@ export function embeddingBackward(
   T: number,
   C: number,
 ): void {
-  for (let b = 0; b < B; b++) {
-    for (let t = 0; t < T; t++) {
-      const o = (b * T + t) * C;
-      const ix = inp[b * T + t] * C;
-      for (let c = 0; c < C; c++) dwte[ix + c] += dout[o + c];
-      if (dwpe) {
-        const p = t * C;
-        for (let c = 0; c < C; c++) dwpe[p + c] += dout[o + c];
-      }
-    }
-  }
+  eachToken(inp, B, T, C, (o, ix, p) => {
+    for (let c = 0; c < C; c++) dwte[ix + c] += dout[o + c];
+    if (dwpe) { for (let c = 0; c < C; c++) dwpe[p + c] += dout[o + c]; }
+  });
 }

@@ -1,8 +1,7 @@
 /**
- * `exp` for the hot loops (softmax rows): {@linkcode expScaledInPlace} runs a row about three
- * times faster than `Math.exp` in V8 (4 ns against 12-15 ns an element), and is within 1e-10
- * relative of it, far below float32's half-ulp (3e-8), so a float32 result is almost always
- * the correctly rounded one, else its neighbour.
+ * `exp` for the hot loops (softmax rows): a table-driven polynomial that is within 1e-10
+ * relative of `Math.exp`, far below float32's half-ulp (3e-8), so a float32 result is almost
+ * always the correctly rounded one, else its neighbour.
  *
  * Method: `x = (m / 16) ln2 + r` with `m = floor(16 x / ln2 + 1/2)`, `|r| <= ln2 / 32` (ln2/16
  * split in two parts so `r` is exact to double precision), `e^r` by its degree-4 Taylor

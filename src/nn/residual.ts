@@ -5,7 +5,8 @@
  */
 
 /**
- * `out = a + b`, elementwise. `out` may alias `a` or `b`.
+ * `out = a + b`, elementwise. `out` may alias `a` or `b`. Its gradient with respect to
+ * each input is the upstream gradient itself, so the backward pass needs no op of its own.
  *
  * @param out Output, `(N)`.
  * @param a First input, `(N)`.
@@ -29,26 +30,4 @@ export function residualForward(
   N: number,
 ): void {
   for (let i = 0; i < N; i++) out[i] = a[i] + b[i];
-}
-
-/**
- * Backward of {@linkcode residualForward}. ADDS `dout` into both `da` and `db`.
- *
- * Differentiates `out = a + b`.
- *
- * @param da Gradient of `a`, `(N)`.
- * @param db Gradient of `b`, `(N)`.
- * @param dout Upstream gradient, `(N)`.
- * @param N Elements.
- */
-export function residualBackward(
-  da: Float32Array, // (N)
-  db: Float32Array, // (N)
-  dout: Float32Array, // (N)
-  N: number,
-): void {
-  for (let i = 0; i < N; i++) {
-    da[i] += dout[i];
-    db[i] += dout[i];
-  }
 }

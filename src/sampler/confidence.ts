@@ -19,6 +19,7 @@
  */
 
 import type { Rng } from "../rng.ts";
+import { argmaxRow } from "./gumbel.ts";
 
 /**
  * One confidence step over the batch, in place.
@@ -73,15 +74,8 @@ export function confidenceStep(
       if (ids[i] !== maskId || (fixed !== null && fixed[t] === 1)) continue;
       const o = i * V;
       // max prob = 1 / sum_y exp(l_y - l_max) over the allowed columns; argmax = first max
-      let best = -1;
-      let max = -Infinity;
-      for (let y = 0; y < V; y++) {
-        if (!allowMask && y === maskId) continue;
-        if (best < 0 || out[o + y] > max) {
-          max = out[o + y];
-          best = y;
-        }
-      }
+      const best = argmaxRow(out, o, V, allowMask ? -1 : maskId);
+      const max = out[o + best];
       let sum = 0;
       for (let y = 0; y < V; y++) {
         if (!allowMask && y === maskId) continue;

@@ -1,5 +1,5 @@
 /**
- * Gumbel-max sampling from unnormalised weights.
+ * Gumbel-max sampling from unnormalised weights, and the plain argmax of a row of logits.
  *
  * For weights w_y >= 0 and independent U_y ~ U(0, 1), `argmax_y w_y / -log(U_y)` is distributed as
  * `w / sum(w)`: with E_y = -log(U_y) ~ Exp(1), `E_y / w_y` ~ Exp(w_y) and the smallest of
@@ -51,6 +51,39 @@ export function gumbelArgmax(
     const key = wy / -Math.log(rng.uniformOpen());
     if (key > bestKey) {
       bestKey = key;
+      best = y;
+    }
+  }
+  return best;
+}
+
+/**
+ * The index of the largest of `x[o] .. x[o + n - 1]`, skipping index `exclude` (the first
+ * maximum wins ties; a NaN entry is taken only when it comes first).
+ *
+ * @param x Values.
+ * @param o First entry.
+ * @param n Number of entries.
+ * @param exclude Index (relative to `o`) never returned, or -1 for none.
+ * @returns The index in [0, n), relative to `o`.
+ *
+ * @example
+ * ```ts
+ * import { argmaxRow } from "./gumbel.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const x = new Float32Array([9, 1, 5, 5]);
+ * assert.equal(argmaxRow(x, 1, 3, -1), 1); // 5 at index 1 of [1, 5, 5]: the first maximum
+ * assert.equal(argmaxRow(x, 0, 4, 0), 2);
+ * ```
+ */
+export function argmaxRow(x: ArrayLike<number>, o: number, n: number, exclude: number): number {
+  let best = -1;
+  let max = -Infinity;
+  for (let y = 0; y < n; y++) {
+    if (y === exclude) continue;
+    if (best < 0 || x[o + y] > max) {
+      max = x[o + y];
       best = y;
     }
   }

@@ -23,6 +23,7 @@
  */
 
 import { Rng } from "../rng.ts";
+import { checkInt, oneOf } from "../check.ts";
 import { createSchedule, type NoiseSchedule, type ScheduleName } from "../diffusion/schedule.ts";
 import { confidenceStep } from "./confidence.ts";
 import {
@@ -114,25 +115,6 @@ const T_EPS = 1e-5;
 /** The confidence sampler's cap on the masked fraction when it names a sigma (loglinear's at t = 1). */
 const MAX_MASK_FRACTION = 1 - 1e-3;
 
-function checkInt(name: string, v: unknown, min: number): number {
-  if (typeof v !== "number" || !Number.isInteger(v) || v < min) {
-    throw new RangeError(`Invalid ${name}: expected an integer >= ${min}, got ${String(v)}`);
-  }
-  return v;
-}
-
-function oneOf<T extends string>(name: string, v: unknown, allowed: readonly T[], dflt: T): T {
-  if (v === undefined) return dflt;
-  if (!allowed.includes(v as T)) {
-    throw new RangeError(
-      `Invalid ${name}: expected one of ${allowed.map((a) => JSON.stringify(a)).join(", ")}, got ${
-        JSON.stringify(v)
-      }`,
-    );
-  }
-  return v as T;
-}
-
 function fixedMask(fixed: FixedTokens | undefined, T: number, V: number, maskId: number) {
   if (fixed === undefined) return null;
   const { positions, ids } = fixed;
@@ -210,16 +192,15 @@ export function sampleIds(
   if (!Number.isInteger(maskId) || maskId < 0 || maskId >= V) {
     throw new RangeError(`Invalid maskId: expected an integer 0 <= maskId < ${V}, got ${maskId}`);
   }
-  if (options.method === undefined) {
-    throw new TypeError(
-      'Missing method: expected "confidence", "euler", "tweedie" or "ancestral", got undefined',
-    );
-  }
   const method = oneOf(
     "method",
     options.method,
-    ["confidence", "euler", "tweedie", "ancestral"] as const,
-    "confidence",
+    [
+      "confidence",
+      "euler",
+      "tweedie",
+      "ancestral",
+    ] as const,
   );
   const steps = checkInt("steps", options.steps, 1);
   const T = checkInt("length", options.length, 1);

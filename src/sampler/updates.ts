@@ -17,8 +17,8 @@
  *   `p_t(y) / p_t(MASK) = p_x0(y) e^-sigma / (1 - e^-sigma)`, so
  *   `s_y = p_x0(y) / expm1(sigma)`.
  *
- * Rules (the formulas of DESIGN.md, from SEDD's `EulerPredictor`, `AnalyticPredictor`,
- * `Denoiser` and MDLM's `_ddpm_caching_update`); each gives unnormalised weights over the next
+ * Rules (the formulas of SEDD's `EulerPredictor`, `AnalyticPredictor`, `Denoiser` and MDLM's
+ * `_ddpm_caching_update`); each gives unnormalised weights over the next
  * token, sampled by Gumbel-max. Negative weights (a step too large for the Euler rule) count as 0.
  *
  * - euler, absorb (masked x): `w_y = dt dsigma s_y`, `w_MASK = 1 - sum_y w_y`.
@@ -39,7 +39,7 @@
  */
 
 import type { Rng } from "../rng.ts";
-import { gumbelArgmax } from "./gumbel.ts";
+import { argmaxRow, gumbelArgmax } from "./gumbel.ts";
 
 /** The forward corruption: tokens become MASK (`absorb`) or a uniformly random token (`uniform`). */
 export type Graph = "absorb" | "uniform";
@@ -341,16 +341,7 @@ export function argmaxUpdate(
       if (fixed !== null && fixed[t] === 1) continue;
       const i = b * T + t;
       if (ids[i] !== maskId) continue;
-      const o = i * V;
-      let best = -1;
-      let bestV = -Infinity;
-      for (let y = 0; y < V; y++) {
-        if (y !== maskId && (best < 0 || out[o + y] > bestV)) {
-          best = y;
-          bestV = out[o + y];
-        }
-      }
-      ids[i] = best;
+      ids[i] = argmaxRow(out, i * V, V, maskId);
       changed = true;
     }
   }

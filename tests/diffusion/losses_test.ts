@@ -1,55 +1,35 @@
 import assert from "node:assert/strict";
 import { Rng } from "../../src/rng.ts";
-import {
-  absorbLogScore,
-  elboBackward,
-  elboForward,
-  lossBackward,
-  lossForward,
-  type LossInputs,
-  lossScale,
-  scoreEntropyAbsorbBackward,
-  scoreEntropyAbsorbForward,
-  scoreEntropyUniformBackward,
-  scoreEntropyUniformForward,
-  seedBackward,
-  seedForward,
-} from "../../src/diffusion/losses.ts";
-import { createSchedule } from "../../src/diffusion/schedule.ts";
+import * as diffusion from "../../src/diffusion/mod.ts";
+import { crossEntropyBackward, crossEntropyForward } from "../../src/nn/cross_entropy.ts";
 
-type Fwd = (
-  logits: Float32Array,
-  x0: Int32Array,
-  xt: Int32Array,
-  sigma: ArrayLike<number>,
-  dsigma: ArrayLike<number>,
-  B: number,
-  T: number,
-  V: number,
-  scale: number,
-) => number;
-type Bwd = (
-  dlogits: Float32Array,
-  logits: Float32Array,
-  x0: Int32Array,
-  xt: Int32Array,
-  sigma: ArrayLike<number>,
-  dsigma: ArrayLike<number>,
-  B: number,
-  T: number,
-  V: number,
-  scale: number,
-) => void;
+const { absorbLogScore, createSchedule, lossBackward, lossForward, lossScale, seedLossWeights } =
+  diffusion;
+type LossInputs = diffusion.LossInputs;
+type Fwd = diffusion.NoisyLossForward;
+type Bwd = diffusion.NoisyLossBackward;
 
 // seed's signature has no noise; adapt it to the common one.
-const seedF: Fwd = (l, x0, xt, _s, _d, B, T, V, sc) => seedForward(l, x0, xt, B, T, V, sc);
-const seedB: Bwd = (dl, l, x0, xt, _s, _d, B, T, V, sc) => seedBackward(dl, l, x0, xt, B, T, V, sc);
+const seedF: Fwd = (l, x0, xt, _s, _d, B, T, V, sc) =>
+  diffusion.seedForward(l, x0, xt, B, T, V, sc);
+const seedB: Bwd = (dl, l, x0, xt, _s, _d, B, T, V, sc) =>
+  diffusion.seedBackward(dl, l, x0, xt, B, T, V, sc);
 
 const LOSSES: [string, Fwd, Bwd, "absorb" | "uniform"][] = [
   ["seed", seedF, seedB, "absorb"],
-  ["elbo", elboForward, elboBackward, "absorb"],
-  ["scoreEntropyAbsorb", scoreEntropyAbsorbForward, scoreEntropyAbsorbBackward, "absorb"],
-  ["scoreEntropyUniform", scoreEntropyUniformForward, scoreEntropyUniformBackward, "uniform"],
+  ["elbo", diffusion.elboForward, diffusion.elboBackward, "absorb"],
+  [
+    "scoreEntropyAbsorb",
+    diffusion.scoreEntropyAbsorbForward,
+    diffusion.scoreEntropyAbsorbBackward,
+    "absorb",
+  ],
+  [
+    "scoreEntropyUniform",
+    diffusion.scoreEntropyUniformForward,
+    diffusion.scoreEntropyUniformBackward,
+    "uniform",
+  ],
 ];
 
 /** A random batch: x0 real tokens; xt masked (absorb) or resampled (uniform) about half the time. */
@@ -160,49 +140,65 @@ Deno.test("seedForward() matches a hand-computed cross-entropy (V = 3)", () => {
   // Logits [0, ln 2, ln 5] give softmax [1, 2, 5] / 8. Target 1 at a masked position:
   // CE = -ln(2/8) = ln 4. The unmasked second position contributes nothing.
   const logits = new Float32Array([0, Math.log(2), Math.log(5), 9, 9, 9]);
-  const loss = seedForward(logits, new Int32Array([1, 0]), new Int32Array([2, 0]), 1, 2, 3, 1);
+  const loss = diffusion.seedForward(
+    logits,
+    new Int32Array([1, 0]),
+    new Int32Array([2, 0]),
+    1,
+    2,
+    3,
+    1,
+  );
   assert.ok(Math.abs(loss - Math.log(4)) < 1e-6, `${loss}`);
   // A mask id that is not last: position 1's x0 may then be V - 1.
-  const l2 = seedForward(logits, new Int32Array([1, 2]), new Int32Array([1, 0]), 1, 2, 3, 1, 0);
+  const l2 = diffusion.seedForward(
+    logits,
+    new Int32Array([1, 2]),
+    new Int32Array([1, 0]),
+    1,
+    2,
+    3,
+    1,
+    0,
+  );
   assert.ok(Math.abs(l2 - (Math.log(3 * Math.exp(9)) - 9)) < 1e-6, `${l2}`); // ln 3, uniform
 });
 
 Deno.test("elboForward() matches a hand-computed value and weighs by 1/t under loglinear", () => {
   // V = 4, MASK = 3. Logits [ln 1, ln 3, 0, 50]: SUBS ignores the 50, p = [1, 3, 1] / 5.
-  // x0 = 1: -log p = ln(5/3). At loglinear t = 0.25 the weight is 1/t = 4.
-  const s = createSchedule("loglinear");
+  // x0 = 1: -log p = ln(5/3). At loglinear t = 0.25 the weight is 1/t = 4...
   const logits = new Float32Array([0, Math.log(3), 0, 50]);
-  const loss = elboForward(
-    logits,
-    new Int32Array([1]),
-    new Int32Array([3]),
-    [s.sigma(0.25)],
-    [s.dsigma(0.25)],
-    1,
-    1,
-    4,
-    1,
-  );
-  assert.ok(Math.abs(loss - 4 * Math.log(5 / 3)) < 1e-6, `${loss}`);
-  // Under the notebook's linear schedule the weight is also 1/t.
-  const lin = createSchedule("linear");
-  const l2 = elboForward(
-    logits,
-    new Int32Array([1]),
-    new Int32Array([3]),
-    [lin.sigma(0.25)],
-    [lin.dsigma(0.25)],
-    1,
-    1,
-    4,
-    1,
-  );
-  assert.ok(Math.abs(l2 - 4 * Math.log(5 / 3)) < 1e-6, `${l2}`);
+  const x0 = new Int32Array([1]), masked = new Int32Array([3]);
+  // ... and under the notebook's linear schedule the weight is also 1/t.
+  for (const s of [createSchedule("loglinear"), createSchedule("linear")]) {
+    const loss = diffusion.elboForward(
+      logits,
+      x0,
+      masked,
+      [s.sigma(0.25)],
+      [s.dsigma(0.25)],
+      1,
+      1,
+      4,
+      1,
+    );
+    assert.ok(Math.abs(loss - 4 * Math.log(5 / 3)) < 1e-6, `${s.name}: ${loss}`);
+  }
   // Unmasked positions are carried over: zero loss whatever the logits say.
-  const l3 = elboForward(logits, new Int32Array([1]), new Int32Array([1]), [1], [1], 1, 1, 4, 1);
+  const l3 = diffusion.elboForward(
+    logits,
+    new Int32Array([1]),
+    new Int32Array([1]),
+    [1],
+    [1],
+    1,
+    1,
+    4,
+    1,
+  );
   assert.equal(l3, 0);
   const d = new Float32Array(4);
-  elboBackward(d, logits, new Int32Array([1]), new Int32Array([3]), [1], [1], 1, 1, 4, 1);
+  diffusion.elboBackward(d, logits, new Int32Array([1]), new Int32Array([3]), [1], [1], 1, 1, 4, 1);
   assert.equal(d[3], 0, "the mask column gets no gradient");
 });
 
@@ -214,12 +210,12 @@ Deno.test("scoreEntropyAbsorbForward() at zero logits totals 1/expm1(sigma) and 
       const r = 1 / Math.expm1(sigma);
       const logits = new Float32Array(V);
       const x0 = new Int32Array([1]), xt = new Int32Array([V - 1]);
-      const loss = scoreEntropyAbsorbForward(logits, x0, xt, [sigma], [2.5], 1, 1, V, 1);
+      const loss = diffusion.scoreEntropyAbsorbForward(logits, x0, xt, [sigma], [2.5], 1, 1, V, 1);
       const want = 2.5 * r * Math.log(V - 1);
       assert.ok(Math.abs(loss - want) <= 1e-12 * want, `sigma ${sigma} V ${V}: ${loss} vs ${want}`);
       // d/ds_y = exp(s_y) - r[y = x0] sums to 1/e - r = 0: the total is already right.
       const d = new Float32Array(V);
-      scoreEntropyAbsorbBackward(d, logits, x0, xt, [sigma], [1], 1, 1, V, 1);
+      diffusion.scoreEntropyAbsorbBackward(d, logits, x0, xt, [sigma], [1], 1, 1, V, 1);
       const total = d.reduce((a, v) => a + v, 0);
       assert.ok(Math.abs(total) <= 1e-6 * r, `gradient total ${total}`);
     }
@@ -235,7 +231,7 @@ Deno.test("scoreEntropyUniformForward() matches hand-computed values (N = 3)", (
   //   const = ((ln 2 - 1)/(1/2) - 1)/3 = (2 ln 2 - 3)/3.  L = 1 - ln2/3 + (2 ln2 - 3)/3 = ln2/3.
   const logits = new Float32Array([0, Math.log(2), 0, 7, 0, Math.log(2), 0, -7]);
   const sigma = [Math.log(4)];
-  const same = scoreEntropyUniformForward(
+  const same = diffusion.scoreEntropyUniformForward(
     logits.subarray(0, 4),
     new Int32Array([0]),
     new Int32Array([0]),
@@ -247,7 +243,7 @@ Deno.test("scoreEntropyUniformForward() matches hand-computed values (N = 3)", (
     1,
   );
   assert.ok(Math.abs(same - (2 / 3 - Math.LN2 / 2)) < 1e-7, `${same}`);
-  const moved = scoreEntropyUniformForward(
+  const moved = diffusion.scoreEntropyUniformForward(
     logits.subarray(4),
     new Int32Array([0]),
     new Int32Array([2]),
@@ -323,7 +319,7 @@ Deno.test("scoreEntropyUniformForward() equals the direct DWDSE sum over y (N = 
         for (let xt = 0; xt < N; xt++) {
           const logits = new Float32Array(V);
           for (let y = 0; y < V; y++) logits[y] = rng.normal();
-          const got = scoreEntropyUniformForward(
+          const got = diffusion.scoreEntropyUniformForward(
             logits,
             new Int32Array([x0]),
             new Int32Array([xt]),
@@ -353,10 +349,10 @@ Deno.test("scoreEntropyUniformForward() is zero, with zero gradient, at the true
     const logits = new Float32Array(V);
     for (let y = 0; y < N; y++) logits[y] = Math.log(R[y]);
     const args = [new Int32Array([x0]), new Int32Array([xt]), [sigma], [1], 1, 1, V, 1] as const;
-    const loss = scoreEntropyUniformForward(logits, ...args);
+    const loss = diffusion.scoreEntropyUniformForward(logits, ...args);
     assert.ok(Math.abs(loss) < 1e-7, `loss ${loss} for x0 ${x0}, xt ${xt}`);
     const d = new Float32Array(V);
-    scoreEntropyUniformBackward(d, logits, ...args);
+    diffusion.scoreEntropyUniformBackward(d, logits, ...args);
     assert.ok(d.every((v) => Math.abs(v) < 1e-6), `gradient ${[...d]}`);
   }
 });
@@ -375,7 +371,7 @@ Deno.test("scoreEntropyAbsorbForward() equals the direct DWDSE sum over y with s
         const logits = new Float32Array(V);
         for (let y = 0; y < V; y++) logits[y] = rng.normal();
         for (const xt of [M, x0]) {
-          const got = scoreEntropyAbsorbForward(
+          const got = diffusion.scoreEntropyAbsorbForward(
             logits,
             new Int32Array([x0]),
             new Int32Array([xt]),
@@ -405,9 +401,19 @@ Deno.test("lossForward() and lossBackward() dispatch to the named loss and graph
   for (
     const [loss, graph, fwd, bwd] of [
       ["seed", undefined, seedF, seedB],
-      ["elbo", "absorb", elboForward, elboBackward],
-      ["score-entropy", undefined, scoreEntropyAbsorbForward, scoreEntropyAbsorbBackward],
-      ["score-entropy", "uniform", scoreEntropyUniformForward, scoreEntropyUniformBackward],
+      ["elbo", "absorb", diffusion.elboForward, diffusion.elboBackward],
+      [
+        "score-entropy",
+        undefined,
+        diffusion.scoreEntropyAbsorbForward,
+        diffusion.scoreEntropyAbsorbBackward,
+      ],
+      [
+        "score-entropy",
+        "uniform",
+        diffusion.scoreEntropyUniformForward,
+        diffusion.scoreEntropyUniformBackward,
+      ],
     ] as const
   ) {
     const { logits, x0, xt, sigma, dsigma } = randomBatch(B, T, V, graph ?? "absorb", 3);
@@ -460,7 +466,7 @@ Deno.test("absorbLogScore() gives the log-scores that scoreEntropyAbsorbForward(
     for (let y = 0; y < V - 1; y++) want += Math.exp(s[i * V + y]);
     want += -r * s[i * V + x0[i]] + r * (Math.log(r) - 1);
   }
-  const got = scoreEntropyAbsorbForward(logits, x0, xt, sigma, [1, 1], B, T, V, 1);
+  const got = diffusion.scoreEntropyAbsorbForward(logits, x0, xt, sigma, [1, 1], B, T, V, 1);
   assert.ok(Math.abs(got - want) < 1e-5 * Math.abs(want), `${got} vs ${want}`);
 });
 
@@ -475,4 +481,54 @@ Deno.test("lossForward() passes a non-last mask id to the seed loss only", () =>
     () => lossForward(logits, { ...base, loss: "elbo", sigma: [1], dsigma: [1] }),
     /expected V - 1 = 2, got 0/,
   );
+});
+
+Deno.test("lossForward('seed') and lossBackward('seed') equal the model's cross-entropy path", () => {
+  // Training's seed loss is crossEntropyForward over the logits with seedLossWeights; the
+  // diffusion loss must be the same function of the logits, to float rounding.
+  for (const seed of [1, 2, 3, 4]) {
+    const B = 3, T = 7, V = 11;
+    const { logits, x0, xt } = randomBatch(B, T, V, "absorb", seed);
+    for (let i = 0; i < logits.length; i++) logits[i] *= 1 + seed; // wider spreads too
+    const weights = new Float32Array(B * T);
+    const count = seedLossWeights(weights, xt, V - 1, B, T);
+    assert.ok(count > 0 && count < B * T, `count ${count}`);
+    // the float32 weight the model reads, and the double scale lossScale gives
+    const w32 = weights[xt.indexOf(V - 1)];
+    const scale = lossScale("seed", { B, T, maskedCount: count });
+    assert.ok(Math.abs(w32 / scale - 1) < 2 ** -24);
+    const inputs: LossInputs = { loss: "seed", x0, xt, B, T, V, scale: w32 };
+    const got = lossForward(logits, inputs);
+    const want = crossEntropyForward(
+      new Float32Array(B * T),
+      new Float32Array(B * T),
+      logits,
+      x0,
+      weights,
+      B * T,
+      V,
+    );
+    assert.ok(Math.abs(got - want) <= 1e-14 * want, `seed ${seed}: ${got} vs ${want}`);
+    // the hand-written definition, with Math.exp: the shared path is within its 1e-8 relative
+    let direct = 0;
+    for (let i = 0; i < B * T; i++) {
+      if (xt[i] !== V - 1) continue;
+      let s = 0;
+      for (let v = 0; v < V; v++) s += Math.exp(logits[i * V + v]);
+      direct += Math.log(s) - logits[i * V + x0[i]];
+    }
+    direct *= scale;
+    assert.ok(Math.abs(lossForward(logits, { ...inputs, scale }) - direct) < 1e-8 * direct);
+    const lse = new Float32Array(B * T);
+    crossEntropyForward(new Float32Array(B * T), lse, logits, x0, weights, B * T, V);
+    const dWant = new Float32Array(B * T * V).fill(0.25);
+    crossEntropyBackward(dWant, 1, logits, lse, x0, weights, B * T, V);
+    const dGot = new Float32Array(B * T * V).fill(0.25);
+    lossBackward(dGot, logits, inputs);
+    let worst = 0;
+    for (let k = 0; k < dGot.length; k++) worst = Math.max(worst, Math.abs(dGot[k] - dWant[k]));
+    // the two saved log-sum-exps differ only by lse's float32 rounding
+    assert.ok(worst < 1e-7, `seed ${seed}: gradients differ by ${worst}`);
+    assert.ok(dGot.some((d) => d !== 0.25));
+  }
 });

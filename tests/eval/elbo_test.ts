@@ -1,10 +1,17 @@
 import assert from "node:assert/strict";
 import { ignoreBlas } from "../kernels/blas_available.ts";
 import { type DenoiseFn, evaluate } from "../../src/eval/elbo.ts";
-import { lossForward } from "../../src/diffusion/losses.ts";
+import { lossForward, type LossName } from "../../src/diffusion/losses.ts";
+import type { GraphName } from "../../src/diffusion/corrupt.ts";
 import { createSchedule, type NoiseSchedule } from "../../src/diffusion/schedule.ts";
 import { presets } from "../../src/model/config.ts";
-import { createModel, createWorkspace, type Model, modelForward } from "../../src/model/model.ts";
+import {
+  createModel,
+  createWorkspace,
+  type Model,
+  modelForward,
+  type Workspace,
+} from "../../src/model/model.ts";
 import { Rng } from "../../src/rng.ts";
 import { trainTokenizer } from "../../src/tokenizer/tokenizer.ts";
 
@@ -48,6 +55,23 @@ function maskTable(
   return { ce, xts };
 }
 
+/** The unscaled loss of one window `(1,T)` of the model's output at `xt` and one noise level. */
+function lossAt(
+  model: Model,
+  ws: Workspace,
+  x0: Int32Array,
+  xt: Int32Array,
+  sigma: number,
+  dsigma: number,
+  loss: LossName,
+  graph: GraphName,
+): number {
+  const T = xt.length, V = model.config.vocabSize;
+  const logits = modelForward(model, ws, xt, 1, T, { sigma: new Float64Array([sigma]) });
+  const inputs = { loss, graph, x0, xt, sigma: [sigma], dsigma: [dsigma], B: 1, T, V, scale: 1 };
+  return lossForward(logits, inputs);
+}
+
 /** E over masks at time t of the window's loss, by enumerating all 2^T masks. */
 function exactAtT(
   model: Model,
@@ -65,19 +89,7 @@ function exactAtT(
     let j = 0;
     for (let i = 0; i < T; i++) j += (m >> i) & 1;
     const xt = x0.map((id, i) => (m >> i) & 1 ? V - 1 : id);
-    const logits = modelForward(model, ws, xt, 1, T, { sigma: new Float64Array([sigma]) });
-    const value = lossForward(logits, {
-      loss,
-      x0,
-      xt,
-      sigma: [sigma],
-      dsigma: [dsigma],
-      B: 1,
-      T,
-      V,
-      scale: 1,
-    });
-    e += p ** j * (1 - p) ** (T - j) * value;
+    e += p ** j * (1 - p) ** (T - j) * lossAt(model, ws, x0, xt, sigma, dsigma, loss, "absorb");
   }
   return e;
 }
@@ -162,7 +174,7 @@ Deno.test("evaluate() score entropy on the uniform graph at a fixed t matches th
   // to itself): P(x_t,i | x0_i) = (1 - p) [x_t,i = x0_i] + p / N. Enumerate all N^T states.
   const model = randomModel(true);
   const schedule = createSchedule("loglinear");
-  const t = 0.4, N = 4, V = 5, T = x0.length;
+  const t = 0.4, N = 4, T = x0.length;
   const sigma = schedule.sigma(t), dsigma = schedule.dsigma(t), p = -Math.expm1(-sigma);
   const ws = createWorkspace(model.config, 1, T);
   let exact = 0;
@@ -170,19 +182,7 @@ Deno.test("evaluate() score entropy on the uniform graph at a fixed t matches th
     const xt = new Int32Array(T).map((_, i) => Math.floor(s / N ** i) % N);
     let prob = 1;
     for (let i = 0; i < T; i++) prob *= (xt[i] === x0[i] ? 1 - p : 0) + p / N;
-    const logits = modelForward(model, ws, xt, 1, T, { sigma: new Float64Array([sigma]) });
-    exact += prob * lossForward(logits, {
-      loss: "score-entropy",
-      graph: "uniform",
-      x0,
-      xt,
-      sigma: [sigma],
-      dsigma: [dsigma],
-      B: 1,
-      T,
-      V,
-      scale: 1,
-    });
+    exact += prob * lossAt(model, ws, x0, xt, sigma, dsigma, "score-entropy", "uniform");
   }
   const r = evaluate(model, x0, {
     t,
@@ -368,7 +368,7 @@ Deno.test("evaluate() rejects bad input with clear errors", () => {
     [
       () => evaluate(model, ok, { loss: "seed" as "elbo" }),
       "RangeError",
-      /expected "elbo" or "score-entropy", got "seed"/,
+      /expected one of elbo, score-entropy, got "seed"/,
     ],
     [
       () =>

@@ -14,11 +14,10 @@ import {
   matmulsOf,
   withBlas,
 } from "../../src/kernels/blas.ts";
-import { refKernels } from "../../src/kernels/matmul_ref.ts";
 import { createWasmKernels } from "../../src/kernels/wasm.ts";
 import { resolveConfig } from "../../src/model/config.ts";
 import { resolveBackend } from "../../src/nn/backend.ts";
-import { assertClose, type Kind, magnitudes, randomArray, run, seeded } from "./matmul_check.ts";
+import { assertMatchesRef, type Kind, randomArray, seeded } from "./matmul_check.ts";
 import { blasLoad, blasRequired, ignoreBlas } from "./blas_available.ts";
 
 Deno.test({
@@ -75,18 +74,9 @@ for (const [label, shapes] of SHAPES) {
           a.set(randomArray(aLen, rand));
           b.set(randomArray(bLen, rand));
           const bias = kind === "ABt" ? randomArray(N, rand) : null;
-          const c0 = randomArray(M * N, rand);
-          c.set(c0);
-          const want = c0.slice();
-          run(k, kind, c, a, b, bias, M, K, N, accumulate);
-          run(refKernels, kind, want, a, b, bias, M, K, N, accumulate);
-          assertClose(
-            c,
-            want,
-            magnitudes(kind, c0, a, b, bias, M, K, N, accumulate),
-            K,
-            `${kind} ${M}x${K}x${N}${accumulate ? " acc" : ""}`,
-          );
+          c.set(randomArray(M * N, rand));
+          const call = { kind, a, b, bias, M, K, N, accumulate };
+          assertMatchesRef(k, call, c, `${kind} ${M}x${K}x${N}${accumulate ? " acc" : ""}`);
           k.release(mark);
         }
       }
@@ -110,17 +100,9 @@ Deno.test({
         for (const accumulate of [false, true]) {
           const a = randomArray(M * K, rand), b = randomArray(K * N, rand);
           const bias = kind === "ABt" && rand() < 0.5 ? randomArray(N, rand) : null;
-          const c0 = randomArray(M * N, rand);
-          const got = c0.slice(), want = c0.slice();
-          run(k, kind, got, a, b, bias, M, K, N, accumulate);
-          run(refKernels, kind, want, a, b, bias, M, K, N, accumulate);
-          assertClose(
-            got,
-            want,
-            magnitudes(kind, c0, a, b, bias, M, K, N, accumulate),
-            K,
-            `${kind} ${M}x${K}x${N}${accumulate ? " acc" : ""}${bias ? " bias" : ""}`,
-          );
+          const call = { kind, a, b, bias, M, K, N, accumulate };
+          const label = `${kind} ${M}x${K}x${N}${accumulate ? " acc" : ""}${bias ? " bias" : ""}`;
+          assertMatchesRef(k, call, randomArray(M * N, rand), label);
         }
       }
     }

@@ -8,7 +8,7 @@
 // magnitude above that.
 
 import assert from "node:assert/strict";
-import type { MatmulKernels } from "../../src/kernels/matmul_ref.ts";
+import { type MatmulKernels, refKernels } from "../../src/kernels/matmul_ref.ts";
 import { Rng } from "../../src/rng.ts";
 
 export function seeded(seed: number): () => number {
@@ -31,18 +31,21 @@ export function intArray(n: number, rand: () => number): Float32Array {
   return x;
 }
 
+/** One matmul call: which product, its operands and shape (C is passed separately). */
+export interface Call {
+  kind: Kind;
+  a: Float32Array;
+  b: Float32Array;
+  bias: Float32Array | null;
+  M: number;
+  K: number;
+  N: number;
+  accumulate: boolean;
+}
+
 /** Element (i, j) of sum_k |a b| + |C0| + |bias|: the scale of the rounding error bound. */
-export function magnitudes(
-  kind: Kind,
-  c0: Float32Array,
-  a: Float32Array,
-  b: Float32Array,
-  bias: Float32Array | null,
-  M: number,
-  K: number,
-  N: number,
-  accumulate: boolean,
-): Float64Array {
+export function magnitudes(call: Call, c0: Float32Array): Float64Array {
+  const { kind, a, b, bias, M, K, N, accumulate } = call;
   const mag = new Float64Array(M * N);
   for (let i = 0; i < M; i++) {
     for (let j = 0; j < N; j++) {
@@ -58,21 +61,23 @@ export function magnitudes(
   return mag;
 }
 
-export function run(
-  k: MatmulKernels,
-  kind: Kind,
-  c: Float32Array,
-  a: Float32Array,
-  b: Float32Array,
-  bias: Float32Array | null,
-  M: number,
-  K: number,
-  N: number,
-  accumulate: boolean,
-): void {
+/** Runs `call` on kernels `k`, writing (or adding into) `c`. */
+export function run(k: MatmulKernels, call: Call, c: Float32Array): void {
+  const { kind, a, b, bias, M, K, N, accumulate } = call;
   if (kind === "AB") k.matmulAB(c, a, b, M, K, N, accumulate);
   else if (kind === "ABt") k.matmulABt(c, a, b, bias, M, K, N, accumulate);
   else k.matmulAtB(c, a, b, M, K, N, accumulate);
+}
+
+/**
+ * Runs `call` on `k` into `c` (which holds C0 on entry) and on the reference into a copy of C0,
+ * and asserts the two agree within the summation-order bound.
+ */
+export function assertMatchesRef(k: MatmulKernels, call: Call, c: Float32Array, label: string) {
+  const c0 = c.slice(), want = c.slice();
+  run(k, call, c);
+  run(refKernels, call, want);
+  assertClose(c, want, magnitudes(call, c0), call.K, label);
 }
 
 /** Throws with the first offending element and the largest error relative to its bound. */

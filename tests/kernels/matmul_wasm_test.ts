@@ -16,14 +16,20 @@ import {
   wasmSupport,
   type WasmVariant,
 } from "../../src/kernels/wasm.ts";
-import { assertClose, intArray, magnitudes, randomArray, run, seeded } from "./matmul_check.ts";
+import {
+  assertClose,
+  assertMatchesRef,
+  intArray,
+  magnitudes,
+  randomArray,
+  run,
+  seeded,
+} from "./matmul_check.ts";
 
 const support = wasmSupport();
-const variants: { variant: WasmVariant; shared: boolean }[] = [];
-if (support.simd) variants.push({ variant: "simd", shared: false });
-if (support.relaxed) variants.push({ variant: "relaxed-simd", shared: false });
-if (support.shared) variants.push({ variant: "simd", shared: true });
-if (support.relaxedShared) variants.push({ variant: "relaxed-simd", shared: true });
+const variants: WasmVariant[] = [];
+if (support.simd) variants.push("simd");
+if (support.relaxed) variants.push("relaxed-simd");
 
 const SIZES = [1, 3, 4, 7, 8, 12, 17, 33, 65, 129];
 
@@ -43,30 +49,24 @@ function shapes(rand: () => number, count: number): [number, number, number][] {
   return out;
 }
 
-for (const { variant, shared } of variants) {
-  const name = `${variant}${shared ? ", shared memory" : ""}`;
-  const kernels = createWasmKernels({ variant, shared });
+for (const variant of variants) {
+  const name = variant;
+  const kernels = createWasmKernels({ variant });
 
   for (const kind of ["AB", "ABt", "AtB"] as const) {
     Deno.test(`wasm matmul${kind}() (${name}) matches the reference on random odd shapes, overwrite and accumulate${kind === "ABt" ? ", with and without bias" : ""}`, () => {
-      const rand = seeded(kind.length * 1000 + (shared ? 7 : 0) + variant.length);
+      const rand = seeded(kind.length * 1000 + variant.length);
       for (const [M, K, N] of shapes(rand, 24)) {
         for (const accumulate of [false, true]) {
           for (const withBias of kind === "ABt" ? [false, true] : [false]) {
             const a = randomArray(M * K, rand);
             const b = randomArray(K * N, rand);
             const bias = withBias ? randomArray(N, rand) : null;
-            const c0 = randomArray(M * N, rand);
-            const want = c0.slice();
-            run(refKernels, kind, want, a, b, bias, M, K, N, accumulate);
-            const got = c0.slice();
-            run(kernels, kind, got, a, b, bias, M, K, N, accumulate);
-            const mag = magnitudes(kind, c0, a, b, bias, M, K, N, accumulate);
-            assertClose(
-              got,
-              want,
-              mag,
-              K,
+            const call = { kind, a, b, bias, M, K, N, accumulate };
+            assertMatchesRef(
+              kernels,
+              call,
+              randomArray(M * N, rand),
               `${kind} M=${M} K=${K} N=${N} acc=${accumulate} bias=${withBias}`,
             );
           }
@@ -87,10 +87,11 @@ for (const { variant, shared } of variants) {
         const b = intArray(K * N, rand);
         const bias = kind === "ABt" ? intArray(N, rand) : null;
         const c0 = intArray(M * N, rand);
+        const call = { kind, a, b, bias, M, K, N, accumulate: true };
         const want = c0.slice();
-        run(refKernels, kind, want, a, b, bias, M, K, N, true);
+        run(refKernels, call, want);
         const got = c0.slice();
-        run(kernels, kind, got, a, b, bias, M, K, N, true);
+        run(kernels, call, got);
         assert.deepEqual(got, want, `${kind} M=${M} K=${K} N=${N}`);
       }
     });
@@ -170,26 +171,13 @@ Deno.test("wasm kernels: reserve() grows once so later alloc() keeps views attac
 Deno.test("loadWasmKernels() (async) picks relaxed-simd exactly when the runtime validates it", async () => {
   const k = await loadWasmKernels();
   assert.equal(k.variant, support.relaxed ? "relaxed-simd" : "simd");
-  assert.equal(k.shared, false);
-  const s = await loadWasmKernels({ shared: true });
-  assert.equal(s.shared, true);
-  assert.ok(s.memory.buffer instanceof SharedArrayBuffer);
+  const y = new Float32Array(1);
+  k.matmulABt(y, new Float32Array([2]), new Float32Array([3]), null, 1, 1, 1);
+  assert.equal(y[0], 6);
 });
 
-Deno.test("wasmSupport(): this runtime (Deno) validates all four builds, so every variant above was tested", () => {
-  assert.deepEqual(support, { simd: true, relaxed: true, shared: true, relaxedShared: true });
-});
-
-Deno.test("wasm kernels: with a shared memory, views from before a growth stay attached and are used in place", () => {
-  const k = createWasmKernels({ shared: true, initialPages: 40 });
-  const a = k.alloc(4), b = k.alloc(4), c = k.alloc(4);
-  k.alloc(1 << 20); // grows the memory
-  assert.notEqual(a.buffer, k.memory.buffer, "growth made a new SharedArrayBuffer object");
-  assert.ok(k.inMemory(a) && k.inMemory(c));
-  a.set([1, 2, 3, 4]);
-  b.set([1, 0, 0, 1]);
-  k.matmulAB(c, a, b, 2, 2, 2);
-  assert.deepEqual([...k.floats(c.byteOffset, 4)], [1, 2, 3, 4]);
+Deno.test("wasmSupport(): this runtime (Deno) validates both builds, so every variant above was tested", () => {
+  assert.deepEqual(support, { simd: true, relaxed: true });
 });
 
 Deno.test("wasm kernels: a mixed call (C in memory, large A and B outside) never grows the memory, so C's view stays attached", () => {
@@ -222,17 +210,18 @@ Deno.test("assertClose() (the tolerance used above) rejects a result that drops 
   refKernels.matmulAB(want, a, b, M, K, N);
   const got = want.slice();
   got[10] -= a[1 * K + 5] * b[5 * N + 1]; // element (1,1) without its k = 5 term
-  const mag = magnitudes("AB", new Float32Array(M * N), a, b, null, M, K, N, false);
+  const call = { kind: "AB" as const, a, b, bias: null, M, K, N, accumulate: false };
+  const mag = magnitudes(call, new Float32Array(M * N));
   assert.throws(() => assertClose(got, want, mag, K, "dropped term"), /element 10/);
   assertClose(want, want, mag, K, "identical");
 });
 
-Deno.test("wasm kernels: two instances on one shared memory with disjoint base/limit arenas see each other's buffers", () => {
-  const memory = new WebAssembly.Memory({ initial: 160, maximum: 1024, shared: true });
+Deno.test("wasm kernels: two instances on one memory with disjoint base/limit arenas see each other's buffers", () => {
+  const memory = new WebAssembly.Memory({ initial: 160, maximum: 1024 });
   const MiB = 1 << 20;
   const k1 = createWasmKernels({ memory, base: 1 * MiB, limit: 5 * MiB });
   const k2 = createWasmKernels({ memory, base: 5 * MiB, limit: 9 * MiB });
-  assert.ok(k1.shared && k2.shared);
+  assert.equal(k1.memory, k2.memory);
   const w = k1.alloc(4); // owned by instance 1, e.g. parameters
   w.set([1, 2, 3, 4]);
   assert.ok(w.byteOffset >= MiB && w.byteOffset < 5 * MiB);
@@ -243,4 +232,12 @@ Deno.test("wasm kernels: two instances on one shared memory with disjoint base/l
   k2.matmulABt(y, x, wIn2, null, 1, 2, 2);
   assert.deepEqual([...y], [3, 7]);
   assert.throws(() => k1.alloc(MiB), /Wasm arena full/);
+});
+
+Deno.test("wasm kernels: a shared memory is refused with a one-line TypeError", () => {
+  const memory = new WebAssembly.Memory({ initial: 1, maximum: 4, shared: true });
+  assert.throws(() => createWasmKernels({ memory }), {
+    name: "TypeError",
+    message: /expected a plain WebAssembly.Memory, got a shared one/,
+  });
 });

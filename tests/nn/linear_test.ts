@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { linearBackward, linearForward, matmulABt } from "../../src/nn/linear.ts";
+import { linearBackward, linearForward } from "../../src/nn/linear.ts";
 import { Rng } from "../../src/rng.ts";
 import { f32, gradcheck, randn } from "../gradcheck.ts";
 
@@ -66,22 +66,4 @@ Deno.test("linearBackward() adds into existing gradients", () => {
   assert.deepEqual([...dinp], [16, 18]);
   assert.deepEqual([...dw], [3, 5]);
   assert.deepEqual([...db], [7]);
-});
-
-Deno.test("matmulABt() adds A B^T for every remainder of M and N modulo 4", () => {
-  const rng = new Rng(3);
-  for (const [M, K, N] of [[1, 3, 1], [4, 2, 4], [5, 3, 7], [6, 1, 9], [8, 5, 3]]) {
-    const A = Float32Array.from(randn(rng, M * K));
-    const Bm = Float32Array.from(randn(rng, N * K));
-    const out = Float32Array.from(randn(rng, M * N));
-    const before = out.slice();
-    matmulABt(out, A, Bm, M, K, N);
-    for (let m = 0; m < M; m++) {
-      for (let n = 0; n < N; n++) {
-        let s = before[m * N + n];
-        for (let k = 0; k < K; k++) s += A[m * K + k] * Bm[n * K + k];
-        assert.ok(Math.abs(out[m * N + n] - s) < 1e-5, `M=${M} N=${N} at ${m},${n}`);
-      }
-    }
-  }
 });

@@ -26,6 +26,7 @@ import { createModel, type Model } from "../model/model.ts";
 import type { AdamWState } from "../optim/adamw.ts";
 import { type Tokenizer, tokenizerFromJSON, tokenizerToJSON } from "../tokenizer/mod.ts";
 import { lossChartSvg } from "./plot.ts";
+import type { StepInfo } from "./train.ts";
 
 /** The metadata key of the format marker. */
 export const FORMAT = "sedd-core/1";
@@ -50,23 +51,8 @@ export interface LoadedRun extends LoadedCheckpoint {
   settings: Record<string, unknown>;
 }
 
-/** One line of `metrics.jsonl`. */
-export interface MetricsRecord {
-  /** Steps completed. */
-  step: number;
-  /** Training loss of the step. */
-  loss: number;
-  /** Learning rate used. */
-  lr: number;
-  /** Global gradient norm before clipping. */
-  gradNorm: number;
-  /** Training throughput. */
-  tokensPerSecond: number;
-  /** Held-out loss, on steps where it was measured. */
-  heldOutLoss?: number;
-  /** Seconds since the run (or the resumed part) started. */
-  seconds: number;
-}
+/** One line of `metrics.jsonl`: a step's record without the step budget. */
+export type MetricsRecord = Omit<StepInfo, "steps">;
 
 function baseMetadata(model: Model, tokenizer: Tokenizer, step: number): Record<string, string> {
   return {

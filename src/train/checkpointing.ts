@@ -1,0 +1,121 @@
+/**
+ * The run directory's writes during training: the metrics line of every step, a checkpoint
+ * every `checkpointEvery` steps and at the end (with the loss chart), and what a stopped run
+ * can say about the newest checkpoint it left behind.
+ *
+ * Without a run directory every method is a no-op, so `train()` runs on strings and arrays alone.
+ *
+ * @module
+ */
+
+import type { Model } from "../model/model.ts";
+import type { AdamWState } from "../optim/adamw.ts";
+import type { Tokenizer } from "../tokenizer/mod.ts";
+import { metricsRecord, writeChart } from "./report.ts";
+import type { RunDir, Settings } from "./setup.ts";
+import type { StepInfo } from "./train.ts";
+
+/** What {@linkcode Checkpoints} writes, and where. */
+export interface CheckpointTarget {
+  /** The run-directory module (needed when `out` is set). */
+  fsx: RunDir | undefined;
+  /** The run directory; `undefined`: nothing is written. */
+  out: string | undefined;
+  /** The live model (the pool's shared parameters). */
+  model: Model;
+  /** Its tokenizer. */
+  tokenizer: Tokenizer;
+  /** AdamW state; its `step` is the step a checkpoint records. */
+  optimizer: AdamWState;
+  /** The settings saved for resuming. */
+  settings: Settings;
+  /** Checkpoint every this many steps; 0 only at the end. */
+  checkpointEvery: number;
+  /** The loss chart's title. */
+  title: string;
+  /** Whether the run resumed from a checkpoint (which then counts as the newest one). */
+  resumed: boolean;
+}
+
+/** The checkpoints and metrics of one run. */
+export class Checkpoints {
+  /** The step of the newest checkpoint on disk (or resumed from). */
+  lastGood: number;
+  /** Whether any checkpoint is on disk. */
+  haveCheckpoint: boolean;
+  readonly #t: CheckpointTarget;
+
+  /**
+   * Starts at the optimizer's step.
+   *
+   * @param target The run directory and what goes into it.
+   */
+  constructor(target: CheckpointTarget) {
+    this.#t = target;
+    this.lastGood = target.optimizer.step;
+    this.haveCheckpoint = target.resumed;
+  }
+
+  /** A resumed run drops the metrics its predecessor logged after its last checkpoint. */
+  async start(): Promise<void> {
+    const { fsx, out, resumed, optimizer } = this.#t;
+    if (out !== undefined && resumed) await fsx!.truncateMetrics(out, optimizer.step);
+  }
+
+  /**
+   * Appends the step's metrics line, then checkpoints when the step is a multiple of
+   * `checkpointEvery`.
+   *
+   * @param info The step's record.
+   */
+  async record(info: StepInfo): Promise<void> {
+    const { fsx, out, checkpointEvery } = this.#t;
+    if (out === undefined) return;
+    await fsx!.appendMetrics(out, metricsRecord(info));
+    if (checkpointEvery > 0 && info.step % checkpointEvery === 0) await this.save();
+  }
+
+  /**
+   * Rewrites the last metrics line (the held-out loss measured after a stopped run's last step).
+   *
+   * @param info The step's complete record.
+   */
+  async replaceLast(info: StepInfo): Promise<void> {
+    const { fsx, out } = this.#t;
+    if (out !== undefined) await fsx!.replaceLastMetrics(out, metricsRecord(info));
+  }
+
+  /** Writes both checkpoint files and the loss chart. */
+  async save(): Promise<void> {
+    const { fsx, out, model, tokenizer, optimizer, settings, title } = this.#t;
+    if (out === undefined) return;
+    await fsx!.saveCheckpoint(
+      out,
+      model,
+      tokenizer,
+      optimizer,
+      settings as unknown as Record<string, unknown>,
+    );
+    await writeChart(fsx!, out, title);
+    this.lastGood = optimizer.step;
+    this.haveCheckpoint = true;
+  }
+
+  /** The final save: only when steps were taken since the newest checkpoint. */
+  async finish(): Promise<void> {
+    if (this.#t.optimizer.step !== this.lastGood) await this.save();
+  }
+
+  /**
+   * What a run stopped by an error says about the checkpoint it leaves.
+   *
+   * @returns `""` without a run directory, else a clause starting with `"; "`.
+   */
+  whereKept(): string {
+    const out = this.#t.out;
+    if (out === undefined) return "";
+    return this.haveCheckpoint
+      ? `; the last good checkpoint (step ${this.lastGood}) is kept in ${out}`
+      : `; no checkpoint had been written to ${out} yet`;
+  }
+}

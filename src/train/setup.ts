@@ -14,10 +14,10 @@ import { type AdamWState, createAdamW } from "../optim/adamw.ts";
 import { encode, type Tokenizer, tokenizerHash, trainTokenizer } from "../tokenizer/mod.ts";
 import { type GraphName, LOSS_NAMES, type LossName } from "./batch.ts";
 import { hashText, joinDocuments, splitTokens, tokenizerDocuments } from "./data.ts";
-import { createPool, type GradientPool } from "./pool.ts";
+import { createPool, DEFAULT_MICRO_BATCH, type GradientPool } from "./pool.ts";
 import { TRAIN_DEFAULTS as D } from "./defaults.ts";
 import type { LoadedRun } from "./run_dir.ts";
-import { resolveBackend, type ResolvedBackend } from "../nn/backend.ts";
+import { resolveBackend, type ResolvedBackend, wasmBackendFloats } from "../nn/backend.ts";
 import type { TrainOptions } from "./train.ts";
 
 /** The run-directory module, loaded only when a run touches the file system. */
@@ -221,6 +221,91 @@ function resolveSettings(
   return { settings: s, steps };
 }
 
+/** The most bytes one workspace may take: the wasm32 arena's 4 GiB address space. */
+export const WORKSPACE_BYTES_LIMIT = 2 ** 32;
+
+const GiB = 2 ** 30;
+
+/**
+ * An estimate of the bytes of one workspace (the wasm/BLAS layout: activations, their gradient
+ * scratch, the packed head rows, a parameter copy and a gradient accumulator, the attention
+ * tiles), for `rows` sequences of `T` tokens. It counts the same buffers `createWorkspace` does,
+ * without allocating, so it may differ from the allocation only by alignment slack.
+ *
+ * @param config The model config.
+ * @param rows Sequences per forward/backward pass.
+ * @param T Tokens per sequence.
+ * @param params Parameter count `P`.
+ * @returns Bytes (float32).
+ */
+export function estimateWorkspaceBytes(
+  config: ModelConfig,
+  rows: number,
+  T: number,
+  params: number,
+): number {
+  const { dModel: C, dFF: F, nHeads: NH, nLayers: L, vocabSize: V } = config;
+  const N = rows * T;
+  const drop = config.dropout > 0;
+  const att = rows * NH * T * T;
+  const perLayer = N * (10 * C + 2 * F) + att + (drop ? att + N * (2 * C + F) : 0);
+  const global = 3 * N * V + (L + 1) * N * C + 8 * N * C + 2 * N * F;
+  return 4 * (L * perLayer + global + 2 * params + wasmBackendFloats(T, C / NH));
+}
+
+/**
+ * Throws a RangeError naming the CLI flag to lower when one workspace would need more than
+ * `limit` bytes. Runs before any worker or arena exists.
+ *
+ * @param sizes `rows` per pass, `context` (T), `batch` (B).
+ * @param bytesPerWorkspace The bytes of a workspace of `rows` x `T` (e.g. {@linkcode estimateWorkspaceBytes}).
+ * @param limit The most bytes a workspace may take. Default {@linkcode WORKSPACE_BYTES_LIMIT}.
+ */
+export function checkWorkspaceSize(
+  sizes: { rows: number; context: number; batch: number },
+  bytesPerWorkspace: (rows: number, T: number) => number,
+  limit: number = WORKSPACE_BYTES_LIMIT,
+): void {
+  const { rows, context: T, batch: B } = sizes;
+  const need = bytesPerWorkspace(rows, T);
+  if (need <= limit) return;
+  const gib = (b: number) => (b / GiB).toFixed(b < 10 * GiB ? 2 : 0);
+  const cap = `${gib(limit)} GiB (the wasm32 arena)`;
+  // The attention tiles grow with T^2: when even one row does not fit, only --context helps.
+  if (bytesPerWorkspace(1, T) > limit) {
+    // The longest context that fits (bytes grow with T): a binary search over [1, T).
+    let lo = 0, hi = T;
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (bytesPerWorkspace(rows, mid) <= limit) lo = mid;
+      else hi = mid;
+    }
+    const maxT = lo;
+    throw new RangeError(
+      `Invalid --context: expected a context whose workspace fits in ${cap}, at most ${maxT}, ` +
+        `got ${T} (about ${gib(need)} GiB per workspace)`,
+    );
+  }
+  throw new RangeError(
+    `Invalid --batch: expected sequences per pass whose workspace fits in ${cap}, got ` +
+      `--batch ${B} at --context ${T} (${rows} per pass: about ${gib(need)} GiB per workspace)`,
+  );
+}
+
+/**
+ * Throws a RangeError naming `--context` when the training split of `N` tokens cannot hold a
+ * window of `T` tokens with a held-out tail of `heldOutFraction` (at least `T` tokens).
+ */
+function checkContextFits(N: number, T: number, heldOutFraction: number): void {
+  const held = heldOutFraction > 0 ? Math.ceil(N * heldOutFraction) : 0;
+  const maxT = heldOutFraction > 0 ? Math.min(N - held, Math.floor(N / 2)) : N;
+  if (T <= maxT) return;
+  throw new RangeError(
+    `Invalid --context: expected at most ${Math.max(0, maxT)} tokens (the data holds ${N}, ` +
+      `${held} held out, and a held-out window needs --context tokens too), got ${T}`,
+  );
+}
+
 /**
  * Resolves the options of a run: reads the resumed run and the corpus, trains or takes the
  * tokenizer, tokenizes, builds or takes the model, resolves and checks the settings, and splits
@@ -253,11 +338,21 @@ export async function setupRun(options: TrainOptions): Promise<RunSetup> {
   if (options.tokens && !tokenizer) {
     throw new TypeError("Missing tokenizer: expected one with pre-tokenized tokens");
   }
-  // Trained without the held-out region, so held-out text stays unseen (merges included).
-  tokenizer ??= trainTokenizer(
-    tokenizerDocuments(docs!, options.heldOutFraction ?? saved.heldOutFraction ?? 0.02),
-    { kind: "bpe", vocabSize: options.tokenizerVocabSize ?? D.tokenizerVocabSize },
-  );
+  if (!tokenizer) {
+    // Trained without the held-out region, so held-out text stays unseen (merges included).
+    const vocabSize = options.tokenizerVocabSize ?? D.tokenizerVocabSize;
+    tokenizer = trainTokenizer(
+      tokenizerDocuments(docs!, options.heldOutFraction ?? saved.heldOutFraction ?? 0.02),
+      { kind: "bpe", vocabSize },
+    );
+    // A text too small for the merges asked for stops early; an explicit size is a promise.
+    if (options.tokenizerVocabSize !== undefined && tokenizer.vocabSize < vocabSize) {
+      throw new RangeError(
+        `Invalid --vocab: expected at most ${tokenizer.vocabSize} (all the merges this text ` +
+          `supports), got ${vocabSize}`,
+      );
+    }
+  }
   const dataHash = options.tokens ? `tokens-${options.tokens.length}` : hashText(docs!);
   const stream = options.tokens ?? await tokenStream(docs!, tokenizer, dataHash, fsx, out);
   validateTokens(stream, tokenizer.vocabSize, "tokens");
@@ -274,6 +369,7 @@ export async function setupRun(options: TrainOptions): Promise<RunSetup> {
     );
   }
 
+  checkContextFits(stream.length, settings.context, settings.heldOutFraction);
   const { train: trainTokens, heldOut } = splitTokens(stream, {
     context: settings.context,
     heldOutFraction: settings.heldOutFraction,
@@ -297,7 +393,8 @@ export async function setupRun(options: TrainOptions): Promise<RunSetup> {
 }
 
 /**
- * Resolves the backend and starts the gradient workers (or the in-process shard).
+ * Resolves the backend, checks that one workspace fits (see {@linkcode checkWorkspaceSize}), and
+ * starts the gradient workers (or the in-process shard).
  *
  * @param run The run's setup.
  * @param options The caller's options (`backend`, `blasPath`, `microBatch`, `fault`).
@@ -309,6 +406,17 @@ export async function openPool(
 ): Promise<{ pool: GradientPool; backend: ResolvedBackend }> {
   const s = run.settings;
   const backend = resolveBackend(options.backend ?? "auto", { path: options.blasPath });
+  // The pool's sharding: W workers of ceil(B/W) rows (in-process: all B), in passes of microBatch.
+  const W = Math.min(s.workers, s.batch);
+  const shardRows = W <= 1 ? s.batch : Math.ceil(s.batch / W);
+  checkWorkspaceSize(
+    {
+      rows: Math.min(shardRows, options.microBatch ?? DEFAULT_MICRO_BATCH),
+      context: s.context,
+      batch: s.batch,
+    },
+    (rows, T) => estimateWorkspaceBytes(run.model.config, rows, T, run.model.params.length),
+  );
   const pool = await createPool({
     config: run.model.config,
     params: run.model.params,

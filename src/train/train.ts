@@ -69,7 +69,11 @@ export interface TrainOptions {
    * without its held-out region (see `tokenizerDocuments`).
    */
   tokenizer?: Tokenizer;
-  /** Vocabulary size of a tokenizer trained on the fly. Default: `TRAIN_DEFAULTS` (8192). */
+  /**
+   * Vocabulary size of a tokenizer trained on the fly. Default: `TRAIN_DEFAULTS` (8192), or fewer
+   * when the text has fewer merges to learn; a size given here that the text cannot fill is a
+   * RangeError.
+   */
   tokenizerVocabSize?: number;
   /** A preset name, a (partial) config, or a model to continue training. Default: `TRAIN_DEFAULTS.model`. */
   model?: PresetName | Partial<ModelConfig> | Model;
@@ -79,7 +83,11 @@ export interface TrainOptions {
   minutes?: number;
   /** Sequences per step. Default: `TRAIN_DEFAULTS.batch`. */
   batch?: number;
-  /** Tokens per sequence. Default: `TRAIN_DEFAULTS.context`, at most the model's context. */
+  /**
+   * Tokens per sequence. Default: `TRAIN_DEFAULTS.context`, at most the model's context. Checked
+   * before any worker starts: a window and a held-out window must fit in the data, and one
+   * workspace (attention grows with its square) in the 4 GiB wasm32 arena.
+   */
   context?: number;
   /** Peak learning rate. Default: `TRAIN_DEFAULTS.lr`. */
   lr?: number;

@@ -44,6 +44,7 @@ export class Checkpoints {
   /** Whether any checkpoint is on disk. */
   haveCheckpoint: boolean;
   readonly #t: CheckpointTarget;
+  #wrote = false; // whether this call of train() wrote a checkpoint
 
   /**
    * Starts at the optimizer's step.
@@ -85,8 +86,13 @@ export class Checkpoints {
     if (out !== undefined) await fsx!.replaceLastMetrics(out, metricsRecord(info));
   }
 
-  /** Writes both checkpoint files and the loss chart. */
-  async save(): Promise<void> {
+  /**
+   * Writes both checkpoint files and the loss chart.
+   *
+   * @param stopped Why the run stopped, for the final checkpoint's metadata (`stopped`); a
+   *   periodic checkpoint has none.
+   */
+  async save(stopped?: string): Promise<void> {
     const { fsx, out, model, tokenizer, optimizer, settings, title } = this.#t;
     if (out === undefined) return;
     await fsx!.saveCheckpoint(
@@ -95,15 +101,22 @@ export class Checkpoints {
       tokenizer,
       optimizer,
       settings as unknown as Record<string, unknown>,
+      stopped === undefined ? {} : { stopped },
     );
     await writeChart(fsx!, out, title);
     this.lastGood = optimizer.step;
     this.haveCheckpoint = true;
+    this.#wrote = true;
   }
 
-  /** The final save: only when steps were taken since the newest checkpoint. */
-  async finish(): Promise<void> {
-    if (this.#t.optimizer.step !== this.lastGood) await this.save();
+  /**
+   * The final save, recording why the run stopped. Skipped only when this call wrote nothing and
+   * took no step (a resumed run already at its budget, or a run of 0 steps).
+   *
+   * @param stopped Why the run stopped.
+   */
+  async finish(stopped: string): Promise<void> {
+    if (this.#t.optimizer.step !== this.lastGood || this.#wrote) await this.save(stopped);
   }
 
   /**

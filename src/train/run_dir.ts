@@ -3,7 +3,8 @@
  *
  * ```
  * model.safetensors      weights under PyTorch's state-dict names; __metadata__: config,
- *                        tokenizer (JSON), step, loss and graph (how to read the output)
+ *                        tokenizer (JSON), step, loss and graph (how to read the output), and
+ *                        in a run's final checkpoint why it stopped (steps, time or aborted)
  * optimizer.safetensors  everything to resume: params, AdamW moments m and v, step, the trainer
  *                        settings (seed, batch, schedule, ...) and the same config and tokenizer
  * metrics.jsonl          one JSON object per step (loss, lr, tokens/s, held-out loss)
@@ -139,6 +140,7 @@ export function parseModelCheckpoint(bytes: Uint8Array): LoadedCheckpoint {
  * @param tokenizer Its tokenizer.
  * @param optimizer AdamW state (its `step` is the training step).
  * @param settings Trainer settings to restore on resume (JSON-serialisable).
+ * @param extra Further metadata.
  * @returns The file's bytes.
  */
 export function optimizerBytes(
@@ -146,6 +148,7 @@ export function optimizerBytes(
   tokenizer: Tokenizer,
   optimizer: AdamWState,
   settings: Record<string, unknown>,
+  extra: Record<string, string> = {},
 ): Uint8Array {
   const P = model.params.length;
   return serializeSafetensors(
@@ -154,7 +157,11 @@ export function optimizerBytes(
       m: { shape: [P], data: optimizer.m },
       v: { shape: [P], data: optimizer.v },
     },
-    { ...baseMetadata(model, tokenizer, optimizer.step), settings: JSON.stringify(settings) },
+    {
+      ...extra,
+      ...baseMetadata(model, tokenizer, optimizer.step),
+      settings: JSON.stringify(settings),
+    },
   );
 }
 
@@ -194,6 +201,7 @@ export function parseOptimizer(bytes: Uint8Array): LoadedRun {
  * @param tokenizer Its tokenizer.
  * @param optimizer AdamW state.
  * @param settings Trainer settings for resuming.
+ * @param extra Further metadata for both files (the trainer's final checkpoint adds `stopped`).
  */
 export async function saveCheckpoint(
   dir: string,
@@ -201,14 +209,16 @@ export async function saveCheckpoint(
   tokenizer: Tokenizer,
   optimizer: AdamWState,
   settings: Record<string, unknown>,
+  extra: Record<string, string> = {},
 ): Promise<void> {
   await writeFileAtomic(
     joinPath(dir, "optimizer.safetensors"),
-    optimizerBytes(model, tokenizer, optimizer, settings),
+    optimizerBytes(model, tokenizer, optimizer, settings, extra),
   );
   await writeFileAtomic(
     joinPath(dir, "model.safetensors"),
     modelCheckpointBytes(model, tokenizer, optimizer.step, {
+      ...extra,
       loss: String(settings.loss ?? "seed"),
       graph: String(settings.graph ?? "absorb"),
     }),

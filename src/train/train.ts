@@ -132,7 +132,11 @@ export interface TrainOptions {
   checkpointEvery?: number;
   /** Resume from the run directory `out` (`true`) or from this directory. */
   resume?: boolean | string;
-  /** Stops the run after the current step; it then saves a checkpoint and resolves. */
+  /**
+   * Stops the run: the step in progress finishes, the held-out loss is measured (unless
+   * `evalEvery` is 0), a checkpoint is saved as at the end of any run (with `stopped: "aborted"`
+   * in its metadata), and `train()` resolves normally with `stopped: "aborted"`.
+   */
   signal?: AbortSignal;
   /**
    * Called after every step with the step's record and the live model. It may return a promise,
@@ -173,7 +177,10 @@ export interface TrainResult {
   history: StepInfo[];
   /** Steps completed in total. */
   step: number;
-  /** Why the run stopped. */
+  /**
+   * Why the run stopped: its step budget, its time budget, or `signal` (`"aborted"`). The final
+   * checkpoint's metadata records the same word under `stopped`.
+   */
   stopped: "steps" | "time" | "aborted";
   /** AdamW state (moments and step). */
   optimizer: AdamWState;
@@ -273,7 +280,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       lastInfo.heldOutLoss = await evaluate(lastInfo.step);
       await checkpoints.replaceLast(lastInfo);
     }
-    await checkpoints.finish();
+    await checkpoints.finish(stopped);
   } finally {
     pool.terminate();
   }

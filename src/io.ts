@@ -29,34 +29,66 @@ import process from "node:process";
 
 let tempCounter = 0;
 
-/**
- * Writes bytes or text to `file` atomically: a temporary file in the same directory, then a rename.
- *
- * @param file The destination path; its directory is created if missing.
- * @param data The content (strings are written as UTF-8).
- */
-export async function writeFileAtomic(file: string, data: Uint8Array | string): Promise<void> {
-  const dir = path.dirname(file);
-  await fs.mkdir(dir, { recursive: true });
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${tempCounter++}.tmp`);
-  try {
-    await fs.writeFile(tmp, data);
-    await fs.rename(tmp, file);
-  } catch (err) {
-    await fs.rm(tmp, { force: true }).catch(() => {});
-    throw err;
+/** A file that could not be written; any earlier version of it is left as it was. */
+export class WriteError extends Error {
+  /** The file that was being written. */
+  readonly path: string;
+  /**
+   * Makes the error.
+   *
+   * @param path The file.
+   * @param cause What the file system said.
+   */
+  constructor(path: string, cause: unknown) {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    super(`Could not write ${path}: ${why.split("\n")[0]}`, { cause });
+    this.name = "WriteError";
+    this.path = path;
   }
 }
 
 /**
- * Appends one line of text to `file` (creating it and its directory if needed).
+ * Writes bytes or text to `file` atomically: a temporary file in the same directory, then a rename.
+ * When any part fails (a read-only or full directory), the temporary file is removed, `file` keeps
+ * its previous content, and a {@linkcode WriteError} naming `file` and the cause is thrown.
+ *
+ * @param file The destination path; its directory is created if missing.
+ * @param data The content (strings are written as UTF-8).
+ * @param options `beforeRename`: called once the temporary file is complete (tests make it throw,
+ *   as a disk that fills up at the last moment would).
+ */
+export async function writeFileAtomic(
+  file: string,
+  data: Uint8Array | string,
+  options: { beforeRename?: (file: string) => void } = {},
+): Promise<void> {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${tempCounter++}.tmp`);
+  try {
+    await fs.mkdir(dir, { recursive: true });
+    await fs.writeFile(tmp, data);
+    options.beforeRename?.(file);
+    await fs.rename(tmp, file);
+  } catch (err) {
+    await fs.rm(tmp, { force: true }).catch(() => {});
+    throw new WriteError(file, err);
+  }
+}
+
+/**
+ * Appends one line of text to `file` (creating it and its directory if needed); a
+ * {@linkcode WriteError} naming the file when that fails.
  *
  * @param file The path.
  * @param line The text; a newline is added.
  */
 export async function appendLine(file: string, line: string): Promise<void> {
-  await fs.mkdir(path.dirname(file), { recursive: true });
-  await fs.appendFile(file, line + "\n");
+  try {
+    await fs.mkdir(path.dirname(file), { recursive: true });
+    await fs.appendFile(file, line + "\n");
+  } catch (err) {
+    throw new WriteError(file, err);
+  }
 }
 
 /**

@@ -35,6 +35,26 @@ export interface CheckpointTarget {
   title: string;
   /** Whether the run resumed from a checkpoint (which then counts as the newest one). */
   resumed: boolean;
+  /** Test-only: the checkpoint after this step fails once its temporary file is written. */
+  writeFault?: { step: number };
+}
+
+/** A checkpoint that could not be written: the run stops, the previous checkpoint is kept. */
+export class CheckpointError extends Error {
+  /** The step whose checkpoint failed. */
+  readonly step: number;
+  /**
+   * Makes the error.
+   *
+   * @param step The step.
+   * @param message The message.
+   * @param cause The write's error.
+   */
+  constructor(step: number, message: string, cause: unknown) {
+    super(message, { cause });
+    this.name = "CheckpointError";
+    this.step = step;
+  }
 }
 
 /** The checkpoints and metrics of one run. */
@@ -95,15 +115,32 @@ export class Checkpoints {
   async save(stopped?: string): Promise<void> {
     const { fsx, out, model, tokenizer, optimizer, settings, title } = this.#t;
     if (out === undefined) return;
-    await fsx!.saveCheckpoint(
-      out,
-      model,
-      tokenizer,
-      optimizer,
-      settings as unknown as Record<string, unknown>,
-      stopped === undefined ? {} : { stopped },
-    );
-    await writeChart(fsx!, out, title);
+    const fault = this.#t.writeFault;
+    try {
+      await fsx!.saveCheckpoint(
+        out,
+        model,
+        tokenizer,
+        optimizer,
+        settings as unknown as Record<string, unknown>,
+        {
+          metadata: stopped === undefined ? {} : { stopped },
+          beforeRename: fault?.step === optimizer.step
+            ? (file) => {
+              throw new Error(`injected write fault (no space left) on ${file}`);
+            }
+            : undefined,
+        },
+      );
+      await writeChart(fsx!, out, title);
+    } catch (e) {
+      throw new CheckpointError(
+        optimizer.step,
+        `Checkpoint of step ${optimizer.step} failed: ${(e as Error).message}; training ` +
+          `stopped${this.whereKept()}`,
+        e,
+      );
+    }
     this.lastGood = optimizer.step;
     this.haveCheckpoint = true;
     this.#wrote = true;

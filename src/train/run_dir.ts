@@ -201,7 +201,11 @@ export function parseOptimizer(bytes: Uint8Array): LoadedRun {
  * @param tokenizer Its tokenizer.
  * @param optimizer AdamW state.
  * @param settings Trainer settings for resuming.
- * @param extra Further metadata for both files (the trainer's final checkpoint adds `stopped`).
+ * @param options `metadata`: further metadata for both files (the trainer's final checkpoint
+ *   adds `stopped`); `beforeRename`: see `writeFileAtomic` (fault injection).
+ * @throws {WriteError} When a file cannot be written. `optimizer.safetensors` is written first:
+ *   if it fails, both files keep the previous checkpoint; if `model.safetensors` then fails, the
+ *   resumable state is the new step and the sampling weights stay the previous step's.
  */
 export async function saveCheckpoint(
   dir: string,
@@ -209,11 +213,14 @@ export async function saveCheckpoint(
   tokenizer: Tokenizer,
   optimizer: AdamWState,
   settings: Record<string, unknown>,
-  extra: Record<string, string> = {},
+  options: { metadata?: Record<string, string>; beforeRename?: (file: string) => void } = {},
 ): Promise<void> {
+  const extra = options.metadata ?? {};
+  const write = { beforeRename: options.beforeRename };
   await writeFileAtomic(
     joinPath(dir, "optimizer.safetensors"),
     optimizerBytes(model, tokenizer, optimizer, settings, extra),
+    write,
   );
   await writeFileAtomic(
     joinPath(dir, "model.safetensors"),
@@ -222,6 +229,7 @@ export async function saveCheckpoint(
       loss: String(settings.loss ?? "seed"),
       graph: String(settings.graph ?? "absorb"),
     }),
+    write,
   );
 }
 

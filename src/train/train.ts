@@ -35,6 +35,7 @@ import { chartTitle, heldOutLoss, Reporter } from "./report.ts";
 
 export { clipGradNorm, learningRate, NonFiniteError } from "./step.ts";
 export { HELD_OUT_KEY } from "./report.ts";
+export { CheckpointError } from "./checkpointing.ts";
 
 /** What `onStep` receives after every step. */
 export interface StepInfo {
@@ -165,6 +166,8 @@ export interface TrainOptions {
   blasPath?: string;
   /** Test-only: make one worker fail at one step. */
   fault?: FaultInjection;
+  /** Test-only: the checkpoint after this step fails as a full disk would (after its temporary file). */
+  writeFault?: { step: number };
 }
 
 /** What {@linkcode train} resolves to. */
@@ -230,6 +233,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     checkpointEvery: run.checkpointEvery,
     title: chartTitle(live, s),
     resumed: run.resumed !== undefined,
+    writeFault: options.writeFault,
   });
   const report = new Reporter({
     started,

@@ -31,8 +31,8 @@ export interface CheckpointTarget {
   settings: Settings;
   /** Checkpoint every this many steps; 0 only at the end. */
   checkpointEvery: number;
-  /** The loss chart's title. */
-  title: string;
+  /** The loss chart's title and the data's characters per token (its bits/char axis). */
+  chart: { title: string; charsPerToken?: number };
   /** Whether the run resumed from a checkpoint (which then counts as the newest one). */
   resumed: boolean;
   /** Test-only: the checkpoint after this step fails once its temporary file is written. */
@@ -113,7 +113,7 @@ export class Checkpoints {
    *   periodic checkpoint has none.
    */
   async save(stopped?: string): Promise<void> {
-    const { fsx, out, model, tokenizer, optimizer, settings, title } = this.#t;
+    const { fsx, out, model, tokenizer, optimizer, settings, chart } = this.#t;
     if (out === undefined) return;
     const fault = this.#t.writeFault;
     try {
@@ -132,7 +132,7 @@ export class Checkpoints {
             : undefined,
         },
       );
-      await writeChart(fsx!, out, title);
+      await writeChart(fsx!, out, chart);
     } catch (e) {
       throw new CheckpointError(
         optimizer.step,

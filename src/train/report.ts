@@ -8,7 +8,9 @@
  * @module
  */
 
+import { countCharacters } from "../eval/elbo.ts";
 import type { Model } from "../model/model.ts";
+import type { Tokenizer } from "../tokenizer/mod.ts";
 import { fillBatch } from "./batch.ts";
 import type { GradientPool } from "./pool.ts";
 import type { MetricsRecord } from "./run_dir.ts";
@@ -40,14 +42,31 @@ export function metricsRecord(info: StepInfo): MetricsRecord {
 }
 
 /**
- * Draws `loss.svg` in the run directory.
+ * Draws `loss.svg` in the run directory: raw and smoothed training loss, held-out points, and
+ * the bits/char axis when the characters per token are known.
  *
  * @param fsx The run-directory module.
  * @param out The run directory.
- * @param title The chart's title.
+ * @param chart The title and the data's characters per token.
  */
-export async function writeChart(fsx: RunDir, out: string, title: string): Promise<void> {
-  await fsx.writeLossChart(out, title);
+export async function writeChart(
+  fsx: RunDir,
+  out: string,
+  chart: { title: string; charsPerToken?: number },
+): Promise<void> {
+  await fsx.writeLossChart(out, chart.title, chart.charsPerToken);
+}
+
+/**
+ * Characters per token of a stream (code points, an end-of-text token counting as one), the
+ * factor from nats/token to bits/char: `bits/char = nats/token / ln 2 / charsPerToken`.
+ *
+ * @param tokenizer The tokenizer.
+ * @param tokens The stream (the held-out tail: the text the held-out loss is measured on).
+ * @returns The ratio, or `undefined` for an empty stream.
+ */
+export function charsPerToken(tokenizer: Tokenizer, tokens: Int32Array): number | undefined {
+  return tokens.length > 0 ? countCharacters(tokenizer, tokens) / tokens.length : undefined;
 }
 
 /**

@@ -327,23 +327,24 @@ async function writeMetrics(dir: string, records: MetricsRecord[]): Promise<void
 }
 
 /**
- * Draws `loss.svg` from `metrics.jsonl`.
+ * Draws `loss.svg` from `metrics.jsonl` (see `lossChartSvg`).
  *
  * @param dir The run directory.
  * @param title The chart's title.
+ * @param charsPerToken Characters per token of the data, for the bits/char axis (none if absent).
  */
-export async function writeLossChart(dir: string, title: string): Promise<void> {
+export async function writeLossChart(
+  dir: string,
+  title: string,
+  charsPerToken?: number,
+): Promise<void> {
   const records = await readMetrics(dir);
-  const svg = lossChartSvg([
-    { label: "train", color: "#1f77b4", points: records.map((r) => [r.step, r.loss]) },
-    {
-      label: "held-out",
-      color: "#d62728",
-      points: records.filter((r) => r.heldOutLoss !== undefined).map((
-        r,
-      ) => [r.step, r.heldOutLoss!]),
-    },
-  ], { title });
+  const svg = lossChartSvg({
+    train: records.map((r) => [r.step, r.loss]),
+    heldOut: records.filter((r) => r.heldOutLoss !== undefined).map((
+      r,
+    ) => [r.step, r.heldOutLoss!]),
+  }, { title, charsPerToken });
   await writeFileAtomic(joinPath(dir, "loss.svg"), svg);
 }
 

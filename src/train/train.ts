@@ -31,7 +31,7 @@ import type { BackendChoice, ResolvedBackend } from "../nn/backend.ts";
 import { openPool, setupRun } from "./setup.ts";
 import { type StepContext, stepLearningRate, takeStep } from "./step.ts";
 import { Checkpoints } from "./checkpointing.ts";
-import { chartTitle, heldOutLoss, Reporter } from "./report.ts";
+import { charsPerToken, chartTitle, heldOutLoss, Reporter } from "./report.ts";
 
 export { clipGradNorm, learningRate, NonFiniteError } from "./step.ts";
 export { HELD_OUT_KEY } from "./report.ts";
@@ -231,7 +231,11 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     optimizer,
     settings: s,
     checkpointEvery: run.checkpointEvery,
-    title: chartTitle(live, s),
+    chart: {
+      title: chartTitle(live, s),
+      // Decoding the held-out tail is work only a chart on disk needs.
+      charsPerToken: run.out !== undefined ? charsPerToken(tokenizer, run.heldOut) : undefined,
+    },
     resumed: run.resumed !== undefined,
     writeFault: options.writeFault,
   });

@@ -23,6 +23,7 @@ import { modelFromSafetensors, modelToSafetensors } from "../checkpoint/model_io
 import { parseSafetensors, serializeSafetensors } from "../checkpoint/safetensors.ts";
 import { appendLine, exists, joinPath, readBytes, readText, writeFileAtomic } from "../io.ts";
 import { type ModelConfig, validateConfig } from "../model/config.ts";
+import { buildLayout } from "../model/layout.ts";
 import { createModel, type Model } from "../model/model.ts";
 import type { AdamWState } from "../optim/adamw.ts";
 import { type Tokenizer, tokenizerFromJSON, tokenizerToJSON } from "../tokenizer/mod.ts";
@@ -85,6 +86,22 @@ export function modelCheckpointBytes(
   return modelToSafetensors(model, { ...extra, ...rest });
 }
 
+/** Parses `text` as a JSON object, or throws a RangeError saying what it got. */
+function jsonObject(text: string, what: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new RangeError(
+      `Invalid ${what}: expected JSON, got a parse error (${(e as Error).message})`,
+    );
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new RangeError(`Invalid ${what}: expected a JSON object, got ${text.slice(0, 40)}`);
+  }
+  return v as Record<string, unknown>;
+}
+
 function readMeta(meta: Record<string, string>, what: string): {
   config: ModelConfig;
   tokenizer: Tokenizer;
@@ -95,7 +112,7 @@ function readMeta(meta: Record<string, string>, what: string): {
       throw new RangeError(`Invalid ${what}: expected __metadata__.${k}, got none`);
     }
   }
-  const config = JSON.parse(meta.config) as ModelConfig;
+  const config = jsonObject(meta.config, `${what} __metadata__.config`) as unknown as ModelConfig;
   validateConfig(config);
   const tokenizer = tokenizerFromJSON(meta.tokenizer);
   const step = Number(meta.step);
@@ -174,8 +191,7 @@ export function optimizerBytes(
 export function parseOptimizer(bytes: Uint8Array): LoadedRun {
   const { tensors, metadata } = parseSafetensors(bytes);
   const { config, tokenizer, step } = readMeta(metadata, "optimizer checkpoint");
-  const model = createModel(config);
-  const P = model.params.length;
+  const P = buildLayout(config).size; // checked against the tensors before allocating a model
   const get = (name: string): Float32Array => {
     const t = tensors[name];
     if (!t || t.dtype !== "F32" || t.data.length !== P) {
@@ -187,9 +203,18 @@ export function parseOptimizer(bytes: Uint8Array): LoadedRun {
     }
     return t.data as Float32Array;
   };
-  model.params.set(get("params"));
-  const optimizer: AdamWState = { m: get("m"), v: get("v"), step };
-  const settings = JSON.parse(metadata.settings ?? "{}") as Record<string, unknown>;
+  const params = get("params"), m = get("m"), v = get("v");
+  const settings = jsonObject(
+    metadata.settings ?? "{}",
+    "optimizer checkpoint __metadata__.settings",
+  );
+  if (tokenizer.vocabSize !== config.vocabSize) {
+    throw new RangeError(
+      `Invalid optimizer checkpoint: expected the tokenizer's vocabulary (${tokenizer.vocabSize}) to equal the model's (${config.vocabSize})`,
+    );
+  }
+  const model = createModel(config, { params });
+  const optimizer: AdamWState = { m, v, step };
   return { model, tokenizer, step, metadata, optimizer, settings };
 }
 
@@ -233,18 +258,48 @@ export async function saveCheckpoint(
   );
 }
 
+/** A run-directory file that exists but cannot be read as what it should be. */
+export class RunFileError extends RangeError {
+  /** The file. */
+  readonly path: string;
+  /**
+   * Makes the error.
+   *
+   * @param path The file.
+   * @param cause Why it could not be read (its message becomes this one's tail).
+   */
+  constructor(path: string, cause: unknown) {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    super(`Invalid file ${path}: ${why.split("\n")[0]}`, { cause });
+    this.name = "RunFileError";
+    this.path = path;
+  }
+}
+
+/** Reads and parses `file`, any failure a {@linkcode RunFileError} naming it. */
+async function readFileAs<T>(file: string, parse: (bytes: Uint8Array) => T): Promise<T> {
+  try {
+    return parse(await readBytes(file));
+  } catch (e) {
+    throw new RunFileError(file, e);
+  }
+}
+
 /**
  * Loads `model.safetensors` from a run directory (or a path to the file itself).
  *
  * @param path A run directory or a `.safetensors` file.
  * @returns The model, tokenizer, step and metadata.
+ * @throws {RangeError} When the file does not exist.
+ * @throws {RunFileError} When it cannot be read or parsed (truncated, corrupted, not a checkpoint
+ *   of this trainer); nothing is half-loaded.
  */
 export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
   const file = path.endsWith(".safetensors") ? path : joinPath(path, "model.safetensors");
   if (!(await exists(file))) {
     throw new RangeError(`Checkpoint not found: expected ${file} to exist`);
   }
-  return parseModelCheckpoint(await readBytes(file));
+  return await readFileAs(file, parseModelCheckpoint);
 }
 
 /**
@@ -252,13 +307,15 @@ export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
  *
  * @param dir The run directory.
  * @returns Model, tokenizer, optimizer state, settings.
+ * @throws {RangeError} When the file does not exist.
+ * @throws {RunFileError} When it cannot be read or parsed; nothing is half-loaded.
  */
 export async function loadRun(dir: string): Promise<LoadedRun> {
   const file = joinPath(dir, "optimizer.safetensors");
   if (!(await exists(file))) {
     throw new RangeError(`Nothing to resume: expected ${file} to exist`);
   }
-  return parseOptimizer(await readBytes(file));
+  return await readFileAs(file, parseOptimizer);
 }
 
 /**
@@ -272,7 +329,8 @@ export function appendMetrics(dir: string, record: MetricsRecord): Promise<void>
 }
 
 /**
- * Reads `metrics.jsonl` (an empty list when it does not exist).
+ * Reads `metrics.jsonl` (an empty list when it does not exist). A last line that is not JSON is
+ * an append cut short by a kill and is dropped; a bad line before it is a {@linkcode RunFileError}.
  *
  * @param dir The run directory.
  * @returns The records in file order.
@@ -280,9 +338,27 @@ export function appendMetrics(dir: string, record: MetricsRecord): Promise<void>
 export async function readMetrics(dir: string): Promise<MetricsRecord[]> {
   const file = joinPath(dir, "metrics.jsonl");
   if (!(await exists(file))) return [];
-  return (await readText(file)).split("\n").filter((l) => l.trim() !== "").map((l) =>
-    JSON.parse(l) as MetricsRecord
-  );
+  const lines = (await readText(file)).split("\n").filter((l) => l.trim() !== "");
+  const records: MetricsRecord[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    let r: unknown;
+    try {
+      r = JSON.parse(lines[i]);
+    } catch {
+      if (i === lines.length - 1) break;
+      r = undefined;
+    }
+    if (typeof r !== "object" || r === null || !Number.isInteger((r as MetricsRecord).step)) {
+      throw new RunFileError(
+        file,
+        `expected line ${i + 1} to be a JSON record with an integer step, got ${
+          lines[i].slice(0, 60)
+        }`,
+      );
+    }
+    records.push(r as MetricsRecord);
+  }
+  return records;
 }
 
 /**
@@ -349,16 +425,21 @@ export async function writeLossChart(
 }
 
 /**
- * Reads a cached token stream, or `undefined` when absent.
+ * Reads a cached token stream, or `undefined` when absent or unreadable (a cache: the caller
+ * tokenizes again and rewrites it).
  *
  * @param file The cache file.
  * @returns The tokens.
  */
 export async function readTokenCache(file: string): Promise<Int32Array | undefined> {
   if (!(await exists(file))) return undefined;
-  const t = parseSafetensors(await readBytes(file)).tensors.tokens;
-  if (!t || t.dtype !== "I32") return undefined;
-  return t.data as Int32Array;
+  try {
+    const t = parseSafetensors(await readBytes(file)).tensors.tokens;
+    if (!t || t.dtype !== "I32" || t.shape.length !== 1) return undefined;
+    return t.data as Int32Array;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

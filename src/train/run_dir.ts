@@ -8,7 +8,8 @@
  * optimizer.safetensors  everything to resume: params, AdamW moments m and v, step, the trainer
  *                        settings (seed, batch, schedule, ...) and the same config and tokenizer
  * metrics.jsonl          one JSON object per step (loss, lr, tokens/s, held-out loss)
- * loss.svg               training and held-out loss against step
+ * loss.svg               training loss (raw, and its moving average) and held-out points against
+ *                        step, in nats/token and bits/char
  * tokens-<hash>.safetensors  the tokenized corpus, keyed by the tokenizer's and the text's hash
  * ```
  *

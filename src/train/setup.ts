@@ -76,7 +76,7 @@ export interface RunSetup {
 }
 
 /** Throws a RangeError unless `v` is an integer >= `min`. */
-export function checkInt(name: string, v: number, min: number): void {
+function checkInt(name: string, v: number, min: number): void {
   if (!Number.isInteger(v) || v < min) {
     throw new RangeError(`Invalid ${name}: expected an integer >= ${min}, got ${v}`);
   }

@@ -1,25 +1,12 @@
 import assert from "node:assert/strict";
 import * as fs from "node:fs/promises";
 import { makeTempDir, removeDir, WriteError, writeFileAtomic } from "../../src/io.ts";
-import { trainTokenizer } from "../../src/tokenizer/mod.ts";
 import { CheckpointError } from "../../src/train/checkpointing.ts";
 import { loadCheckpoint, loadRun } from "../../src/train/run_dir.ts";
 import { train, type TrainOptions } from "../../src/train/train.ts";
+import { tinyRun } from "./fixture.ts";
 
-const text = "call me ishmael. some years ago, never mind how long precisely. ".repeat(20);
-const tokenizer = trainTokenizer([text], { kind: "seed", numMerges: 10 });
-const base: TrainOptions = {
-  text,
-  tokenizer,
-  model: "tiny",
-  batch: 2,
-  context: 16,
-  steps: 6,
-  seed: 4,
-  evalEvery: 0,
-  checkpointEvery: 2,
-  workers: 0,
-};
+const base: TrainOptions = { ...tinyRun, steps: 6, seed: 4, checkpointEvery: 2 };
 
 /** Whether chmod 0o555 stops this process writing into a directory (not so for root). */
 async function readOnlyDirsStopWrites(): Promise<boolean> {

@@ -1,23 +1,10 @@
 import assert from "node:assert/strict";
 import { makeTempDir, removeDir } from "../../src/io.ts";
-import { trainTokenizer } from "../../src/tokenizer/mod.ts";
 import { loadCheckpoint, loadRun, readMetrics } from "../../src/train/run_dir.ts";
 import { train, type TrainOptions } from "../../src/train/train.ts";
+import { text, tinyRun } from "./fixture.ts";
 
-const text = "call me ishmael. some years ago, never mind how long precisely. ".repeat(20);
-const tokenizer = trainTokenizer([text], { kind: "seed", numMerges: 10 });
-const base: TrainOptions = {
-  text,
-  tokenizer,
-  model: "tiny",
-  batch: 2,
-  context: 16,
-  steps: 10,
-  seed: 4,
-  evalEvery: 0,
-  checkpointEvery: 2,
-  workers: 0,
-};
+const base: TrainOptions = { ...tinyRun, steps: 10, seed: 4, checkpointEvery: 2 };
 
 for (const at of [3, 4]) {
   const what = at % 2 === 0 ? "on a periodic checkpoint's step" : "between periodic checkpoints";

@@ -1,9 +1,9 @@
 import assert from "node:assert/strict";
 import { makeTempDir, readText, removeDir } from "../../src/io.ts";
-import { trainTokenizer } from "../../src/tokenizer/mod.ts";
 import { lossChartSvg, movingAverage } from "../../src/train/plot.ts";
 import { readMetrics } from "../../src/train/run_dir.ts";
 import { train } from "../../src/train/train.ts";
+import { tinyRun } from "./fixture.ts";
 
 /** The `attr` values of every element matching `tag` with `class="cls"`. */
 function attrs(svg: string, tag: string, cls: string, attr: string): string[] {
@@ -54,18 +54,11 @@ Deno.test("lossChartSvg(): raw and smoothed paths, held-out points, and a bits/c
 Deno.test("train() writes loss.svg with one held-out point per evaluation and a bits/char axis", async () => {
   const dir = await makeTempDir();
   try {
-    const text = "call me ishmael. some years ago, never mind how long precisely. ".repeat(20);
-    const tokenizer = trainTokenizer([text], { kind: "seed", numMerges: 10 });
     await train({
-      text,
-      tokenizer,
-      model: "tiny",
-      batch: 2,
-      context: 16,
+      ...tinyRun,
       steps: 7,
       evalEvery: 3,
       evalBatches: 1,
-      workers: 0,
       out: dir,
     });
     const evaluations = (await readMetrics(dir)).filter((m) => m.heldOutLoss !== undefined);

@@ -8,7 +8,6 @@ import { parseSafetensors, serializeSafetensors } from "../../src/checkpoint/saf
 import { buildLayout } from "../../src/model/layout.ts";
 import { makeTempDir, readBytes, removeDir, writeFileAtomic } from "../../src/io.ts";
 import { Rng } from "../../src/rng.ts";
-import { trainTokenizer } from "../../src/tokenizer/mod.ts";
 import {
   loadCheckpoint,
   loadRun,
@@ -18,15 +17,14 @@ import {
   writeTokenCache,
 } from "../../src/train/run_dir.ts";
 import { train } from "../../src/train/train.ts";
+import { presets } from "../../src/model/config.ts";
+import { tinyRun } from "./fixture.ts";
 
 const CASES = 60; // per file and mutation kind
 
 /** Messages of the engine's own errors: a parser that lets one through has crashed. */
 const CRASH =
   /Cannot read|Cannot convert|is not a function|is not iterable|is not defined|of undefined|of null|Invalid array length|Invalid typed array length|call stack|allocation failed|out of memory/i;
-
-const text = "call me ishmael. some years ago, never mind how long precisely. ".repeat(20);
-const tokenizer = trainTokenizer([text], { kind: "seed", numMerges: 10 });
 
 type Loaded = Awaited<ReturnType<typeof loadCheckpoint>>;
 
@@ -104,17 +102,7 @@ Deno.test("loadCheckpoint() and loadRun() on mutated run-directory files: a whol
   const dir = await makeTempDir();
   try {
     const src = `${dir}/src`;
-    await train({
-      text,
-      tokenizer,
-      model: { ...(await import("../../src/model/config.ts")).presets.tiny, nLayers: 1 },
-      batch: 2,
-      context: 16,
-      steps: 1,
-      evalEvery: 0,
-      workers: 0,
-      out: src,
-    });
+    await train({ ...tinyRun, model: { ...presets.tiny, nLayers: 1 }, steps: 1, out: src });
     const fuzz = `${dir}/fuzz`;
     for (const name of ["model.safetensors", "optimizer.safetensors"] as const) {
       const bytes = await readBytes(`${src}/${name}`);

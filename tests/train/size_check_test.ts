@@ -1,22 +1,12 @@
 import assert from "node:assert/strict";
-import { trainTokenizer } from "../../src/tokenizer/mod.ts";
 import { checkWorkspaceSize, estimateWorkspaceBytes } from "../../src/train/setup.ts";
 import { train, type TrainOptions } from "../../src/train/train.ts";
 import { createModel, createWorkspace } from "../../src/model/model.ts";
 import { resolveConfig } from "../../src/model/config.ts";
 
-const text = "the whale swam in the deep sea. ".repeat(40);
-const tokenizer = trainTokenizer([text], { kind: "seed", numMerges: 5 });
-const base: TrainOptions = {
-  text,
-  tokenizer,
-  model: "tiny",
-  batch: 2,
-  context: 16,
-  steps: 1,
-  evalEvery: 0,
-  workers: 0,
-};
+import { tinyRun } from "./fixture.ts";
+
+const base: TrainOptions = { ...tinyRun, steps: 1 };
 
 Deno.test("train() with the tiny preset at context 100000 fails up front naming --context", async () => {
   // Enough tokens that the data check passes and only the memory estimate can refuse it.
@@ -40,7 +30,7 @@ Deno.test("train() with the tiny preset at context 100000 fails up front naming 
 });
 
 Deno.test("train() refuses a context longer than the training split, naming --context", async () => {
-  // The text is about 1,000 tokens: a 600-token window plus a 600-token held-out window cannot fit.
+  // The text is under 1,200 tokens: a 600-token window and a 600-token held-out one cannot fit.
   await assert.rejects(
     train({
       ...base,

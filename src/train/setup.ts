@@ -9,6 +9,7 @@
  */
 
 import { type ModelConfig, type PresetName, resolveConfig } from "../model/config.ts";
+import { buildLayout } from "../model/layout.ts";
 import { createModel, type Model, validateTokens } from "../model/model.ts";
 import { type AdamWState, createAdamW } from "../optim/adamw.ts";
 import { encode, type Tokenizer, tokenizerHash, trainTokenizer } from "../tokenizer/mod.ts";
@@ -293,6 +294,53 @@ export function checkWorkspaceSize(
 }
 
 /**
+ * {@linkcode checkWorkspaceSize} for the pool's sharding: `W` workers of `ceil(B/W)` rows (in
+ * process: all `B`), in passes of at most `microBatch` rows.
+ */
+function checkWorkspaceFits(
+  config: ModelConfig,
+  params: number,
+  s: { batch: number; context: number; workers: number },
+  microBatch: number | undefined,
+): void {
+  const W = Math.min(s.workers, s.batch);
+  const shardRows = W <= 1 ? s.batch : Math.ceil(s.batch / W);
+  checkWorkspaceSize(
+    {
+      rows: Math.min(shardRows, microBatch ?? DEFAULT_MICRO_BATCH),
+      context: s.context,
+      batch: s.batch,
+    },
+    (rows, T) => estimateWorkspaceBytes(config, rows, T, params),
+  );
+}
+
+/**
+ * Before any data is read or a tokenizer trained: a fresh model of a preset or config at an
+ * explicit `context` must fit, with the smallest vocabulary a tokenizer can have (the estimate
+ * only grows with it). Invalid sizes are left to the full checks, which name them properly.
+ */
+function earlyWorkspaceCheck(options: TrainOptions): void {
+  const spec = options.model ?? D.model;
+  if (options.context === undefined || (typeof spec === "object" && "params" in spec)) return;
+  const batch = options.batch ?? D.batch;
+  const workers = options.workers ?? (globalThis.navigator?.hardwareConcurrency ?? 1);
+  const sizes = [options.context, batch, workers + 1, options.microBatch ?? 1];
+  if (!sizes.every((v) => Number.isInteger(v) && v >= 1)) return;
+  const config = resolveConfig(spec as PresetName | Partial<ModelConfig>, {
+    vocabSize: 258,
+    context: options.context,
+  });
+  const params = buildLayout(config).size;
+  checkWorkspaceFits(
+    config,
+    params,
+    { batch, context: options.context, workers },
+    options.microBatch,
+  );
+}
+
+/**
  * Throws a RangeError naming `--context` when the training split of `N` tokens cannot hold a
  * window of `T` tokens with a held-out tail of `heldOutFraction` (at least `T` tokens).
  */
@@ -323,6 +371,7 @@ export async function setupRun(options: TrainOptions): Promise<RunSetup> {
   if (options.resume === true && !options.out) {
     throw new TypeError("Invalid resume: expected out (the run directory) with resume: true");
   }
+  if (resumeDir === undefined) earlyWorkspaceCheck(options);
   const out = options.out ?? resumeDir;
   const fsx = out !== undefined || options.data !== undefined
     ? await import("./run_dir.ts")
@@ -406,17 +455,7 @@ export async function openPool(
 ): Promise<{ pool: GradientPool; backend: ResolvedBackend }> {
   const s = run.settings;
   const backend = resolveBackend(options.backend ?? "auto", { path: options.blasPath });
-  // The pool's sharding: W workers of ceil(B/W) rows (in-process: all B), in passes of microBatch.
-  const W = Math.min(s.workers, s.batch);
-  const shardRows = W <= 1 ? s.batch : Math.ceil(s.batch / W);
-  checkWorkspaceSize(
-    {
-      rows: Math.min(shardRows, options.microBatch ?? DEFAULT_MICRO_BATCH),
-      context: s.context,
-      batch: s.batch,
-    },
-    (rows, T) => estimateWorkspaceBytes(run.model.config, rows, T, run.model.params.length),
-  );
+  checkWorkspaceFits(run.model.config, run.model.params.length, s, options.microBatch);
   const pool = await createPool({
     config: run.model.config,
     params: run.model.params,

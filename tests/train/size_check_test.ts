@@ -9,11 +9,23 @@ import { tinyRun } from "./fixture.ts";
 const base: TrainOptions = { ...tinyRun, steps: 1 };
 
 Deno.test("train() with the tiny preset at context 100000 fails up front naming --context", async () => {
-  // Enough tokens that the data check passes and only the memory estimate can refuse it.
+  // Enough tokens that the data check passes and only the memory estimate can refuse it; a model
+  // object, so the check is the one made just before the pool starts.
   const tokens = new Int32Array(300_000).map((_, i) => i % 20);
+  const config = resolveConfig("tiny", {
+    vocabSize: tinyRun.tokenizer!.vocabSize,
+    context: 100_000,
+  });
   const started = performance.now();
   await assert.rejects(
-    train({ ...base, text: undefined, tokens, context: 100_000, workers: 2 }),
+    train({
+      ...base,
+      text: undefined,
+      tokens,
+      model: createModel(config),
+      context: 100_000,
+      workers: 2,
+    }),
     (e: unknown) => {
       assert.ok(e instanceof RangeError, String(e));
       assert.match(
@@ -27,6 +39,19 @@ Deno.test("train() with the tiny preset at context 100000 fails up front naming 
   );
   // No worker started: two workers would take far longer to spin up than the check does.
   assert.ok(performance.now() - started < 5000);
+});
+
+Deno.test("train() refuses tiny at context 100000 before reading or tokenizing the data", async () => {
+  // A missing data path and no tokenizer: the memory check must come before both.
+  await assert.rejects(
+    train({ model: "tiny", data: "/nonexistent/corpus.txt", context: 100_000 }),
+    /^RangeError: Invalid --context: expected a context whose workspace fits in 4\.00 GiB/,
+  );
+  // Its estimate is a lower bound: a context that fits with any vocabulary is left to later.
+  await assert.rejects(
+    train({ model: "tiny", data: "/nonexistent/corpus.txt", context: 64 }),
+    /^RangeError: Data not found/,
+  );
 });
 
 Deno.test("train() refuses a context longer than the training split, naming --context", async () => {

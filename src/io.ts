@@ -29,34 +29,66 @@ import process from "node:process";
 
 let tempCounter = 0;
 
-/**
- * Writes bytes or text to `file` atomically: a temporary file in the same directory, then a rename.
- *
- * @param file The destination path; its directory is created if missing.
- * @param data The content (strings are written as UTF-8).
- */
-export async function writeFileAtomic(file: string, data: Uint8Array | string): Promise<void> {
-  const dir = path.dirname(file);
-  await fs.mkdir(dir, { recursive: true });
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${tempCounter++}.tmp`);
-  try {
-    await fs.writeFile(tmp, data);
-    await fs.rename(tmp, file);
-  } catch (err) {
-    await fs.rm(tmp, { force: true }).catch(() => {});
-    throw err;
+/** A file that could not be written; any earlier version of it is left as it was. */
+export class WriteError extends Error {
+  /** The file that was being written. */
+  readonly path: string;
+  /**
+   * Makes the error.
+   *
+   * @param path The file.
+   * @param cause What the file system said.
+   */
+  constructor(path: string, cause: unknown) {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    super(`Could not write ${path}: ${why.split("\n")[0]}`, { cause });
+    this.name = "WriteError";
+    this.path = path;
   }
 }
 
 /**
- * Appends one line of text to `file` (creating it and its directory if needed).
+ * Writes bytes or text to `file` atomically: a temporary file in the same directory, then a rename.
+ * When any part fails (a read-only or full directory), the temporary file is removed, `file` keeps
+ * its previous content, and a {@linkcode WriteError} naming `file` and the cause is thrown.
+ *
+ * @param file The destination path; its directory is created if missing.
+ * @param data The content (strings are written as UTF-8).
+ * @param options `beforeRename`: called once the temporary file is complete (tests make it throw,
+ *   as a disk that fills up at the last moment would).
+ */
+export async function writeFileAtomic(
+  file: string,
+  data: Uint8Array | string,
+  options: { beforeRename?: (file: string) => void } = {},
+): Promise<void> {
+  const dir = path.dirname(file);
+  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${tempCounter++}.tmp`);
+  try {
+    await fs.mkdir(dir, { recursive: true });
+    await fs.writeFile(tmp, data);
+    options.beforeRename?.(file);
+    await fs.rename(tmp, file);
+  } catch (err) {
+    await fs.rm(tmp, { force: true }).catch(() => {});
+    throw new WriteError(file, err);
+  }
+}
+
+/**
+ * Appends one line of text to `file` (creating it and its directory if needed); a
+ * {@linkcode WriteError} naming the file when that fails.
  *
  * @param file The path.
  * @param line The text; a newline is added.
  */
 export async function appendLine(file: string, line: string): Promise<void> {
-  await fs.mkdir(path.dirname(file), { recursive: true });
-  await fs.appendFile(file, line + "\n");
+  try {
+    await fs.mkdir(path.dirname(file), { recursive: true });
+    await fs.appendFile(file, line + "\n");
+  } catch (err) {
+    throw new WriteError(file, err);
+  }
 }
 
 /**
@@ -110,24 +142,141 @@ export async function isDirectory(p: string): Promise<boolean> {
 }
 
 /**
+ * The offset of the first byte that is not well-formed UTF-8 (overlong forms, surrogates and
+ * code points above U+10FFFF included), or -1.
+ */
+function invalidUtf8At(b: Uint8Array): number {
+  for (let i = 0; i < b.length;) {
+    const c = b[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    const n = c >= 0xc2 && c <= 0xdf
+      ? 1
+      : c >= 0xe0 && c <= 0xef
+      ? 2
+      : c >= 0xf0 && c <= 0xf4
+      ? 3
+      : 0;
+    if (n === 0) return i;
+    // The second byte's range is narrower after E0, ED, F0 and F4 (no overlongs, surrogates, > U+10FFFF).
+    const lo = c === 0xe0 ? 0xa0 : c === 0xf0 ? 0x90 : 0x80;
+    const hi = c === 0xed ? 0x9f : c === 0xf4 ? 0x8f : 0xbf;
+    for (let k = 1; k <= n; k++) {
+      const d = b[i + k];
+      if (d === undefined || d < (k === 1 ? lo : 0x80) || d > (k === 1 ? hi : 0xbf)) return i + k;
+    }
+    i += n + 1;
+  }
+  return -1;
+}
+
+/** Options of {@linkcode readCorpus}. */
+export interface ReadCorpusOptions {
+  /** Test seam: called after each file's bytes are read, before it is checked for changes. */
+  afterRead?: (file: string) => void | Promise<void>;
+}
+
+/** One corpus file as text: see {@linkcode readCorpus} for what is refused. */
+async function readCorpusFile(file: string, options: ReadCorpusOptions): Promise<string> {
+  let bytes: Uint8Array | undefined;
+  let sizes = "";
+  for (let attempt = 0; attempt < 2 && bytes === undefined; attempt++) {
+    try {
+      const before = await fs.stat(file);
+      const b = await readBytes(file);
+      await options.afterRead?.(file);
+      const after = await fs.stat(file);
+      if (
+        before.size === b.length && after.size === b.length && after.mtimeMs === before.mtimeMs
+      ) {
+        bytes = b;
+      } else sizes = `${before.size} bytes, then ${b.length} read, then ${after.size}`;
+    } catch (e) {
+      throw new RangeError(
+        `Cannot read data: expected ${file} to be readable, got ${
+          (e as Error).message.split("\n")[0]
+        }`,
+      );
+    }
+  }
+  if (bytes === undefined) {
+    throw new RangeError(
+      `Data changed while being read: expected ${file} to stay the same, got ${sizes} ` +
+        `(twice); stop whatever writes it, or train on a copy`,
+    );
+  }
+  // A leading byte-order mark is not text.
+  const body = bytes[0] === 0xef && bytes[1] === 0xbb && bytes[2] === 0xbf
+    ? bytes.subarray(3)
+    : bytes;
+  try {
+    return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(body);
+  } catch {
+    const at = invalidUtf8At(body) + (body === bytes ? 0 : 3);
+    let line = 1;
+    for (let i = 0; i < at; i++) if (bytes[i] === 0x0a) line++;
+    throw new RangeError(
+      `Invalid UTF-8 in ${file}: expected UTF-8 text, got byte 0x${
+        bytes[at]?.toString(16).padStart(2, "0") ?? "(end)"
+      } at offset ${at} (line ${line}); convert it first (e.g. iconv -f latin1 -t utf-8)`,
+    );
+  }
+}
+
+/**
  * Reads a corpus from a path: one document for a file, one per `.txt` file (sorted by name, with
  * numbers in names compared as numbers) for a directory.
  *
+ * What it does with awkward input:
+ * - Files must be UTF-8: an invalid byte is a RangeError naming the file, the offset and the line
+ *   (a Latin-1 file is refused rather than silently read as replacement characters). A leading
+ *   byte-order mark is dropped.
+ * - Size is no problem by itself: a file is one string however long its lines (a single 50 MB
+ *   line reads like any other text).
+ * - A folder is read one level deep: only its `.txt` files (exact, lower-case suffix), not its
+ *   subfolders. A folder without any is a RangeError that lists what it holds instead.
+ * - Data with no characters at all (an empty file, or only empty `.txt` files) is a RangeError.
+ * - A file that changes while being read (its size or modification time differs before and
+ *   after, or from the bytes read) is read once more; if it changes again, a RangeError.
+ *
  * @param p A file or a directory of `.txt` files.
+ * @param options `afterRead`: a test seam.
  * @returns The documents in order.
  */
-export async function readCorpus(p: string): Promise<string[]> {
+export async function readCorpus(p: string, options: ReadCorpusOptions = {}): Promise<string[]> {
   if (!(await exists(p))) {
     throw new RangeError(`Data not found: expected a file or folder, got "${p}"`);
   }
-  if (!(await isDirectory(p))) return [await readText(p)];
-  const names = (await fs.readdir(p)).filter((n) => n.endsWith(".txt"));
-  names.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
-  if (names.length === 0) {
-    throw new RangeError(`No .txt files: expected at least one in folder "${p}", got none`);
+  let docs: string[];
+  if (!(await isDirectory(p))) docs = [await readCorpusFile(p, options)];
+  else {
+    const entries = await fs.readdir(p, { withFileTypes: true });
+    const names = entries.filter((e) => !e.isDirectory() && e.name.endsWith(".txt")).map((e) =>
+      e.name
+    );
+    names.sort((a, b) => a.localeCompare(b, "en", { numeric: true }));
+    if (names.length === 0) {
+      const shown = entries.slice(0, 5).map((e) => e.name + (e.isDirectory() ? "/" : ""));
+      const holds = entries.length === 0
+        ? "it is empty"
+        : `it holds ${shown.join(", ")}${entries.length > 5 ? `, ... (${entries.length})` : ""}`;
+      throw new RangeError(
+        `No .txt files: expected at least one in folder "${p}", got none (${holds}; ` +
+          `subfolders are not read)`,
+      );
+    }
+    docs = [];
+    for (const n of names) docs.push(await readCorpusFile(path.join(p, n), options));
   }
-  const docs: string[] = [];
-  for (const n of names) docs.push(await readText(path.join(p, n)));
+  if (docs.every((d) => d.length === 0)) {
+    throw new RangeError(
+      `Empty data: expected some text in "${p}", got ${
+        docs.length === 1 ? "an empty file" : `${docs.length} empty .txt files`
+      }`,
+    );
+  }
   return docs;
 }
 

@@ -144,8 +144,15 @@ export interface EvalReport {
   graph: GraphName;
 }
 
-/** Code points of the decoded documents between end-of-text ids, plus one per end-of-text id. */
-function countCharacters(tokenizer: Tokenizer, tokens: Int32Array): number {
+/**
+ * Code points of the decoded documents between end-of-text ids, plus one per end-of-text id: the
+ * characters bits/char divides by.
+ *
+ * @param tokenizer The tokenizer.
+ * @param tokens A token stream.
+ * @returns The character count.
+ */
+export function countCharacters(tokenizer: Tokenizer, tokens: Int32Array): number {
   let chars = 0, start = 0;
   for (let i = 0; i <= tokens.length; i++) {
     if (i < tokens.length && tokens[i] !== tokenizer.eotId) continue;

@@ -48,11 +48,20 @@ export function joinDocuments(docs: ArrayLike<number>[], eotId: number): Int32Ar
   return out;
 }
 
+/** `i`, or `i - 1` when `i` would split a surrogate pair of `s` (a cut never makes a lone half). */
+function cutBefore(s: string, i: number): number {
+  const c = s.charCodeAt(i);
+  return i > 0 && c >= 0xdc00 && c <= 0xdfff && (s.charCodeAt(i - 1) & 0xfc00) === 0xd800
+    ? i - 1
+    : i;
+}
+
 /**
  * The documents without their held-out region, for training a tokenizer that never sees
  * held-out text: the first `1 - 2 * heldOutFraction` of their characters (later documents
- * dropped, the one the cut falls in truncated). The held-out tail of the token stream is a
- * fraction of tokens, not characters, so the cut keeps a margin of as much again.
+ * dropped, the one the cut falls in truncated, never between the halves of a surrogate pair). The
+ * held-out tail of the token stream is a fraction of tokens, not characters, so the cut keeps a
+ * margin of as much again. Works on any length of document (one 50 MB line is one slice).
  *
  * @param docs The documents, in stream order.
  * @param heldOutFraction The trainer's held-out fraction (0: every document, whole).
@@ -77,7 +86,7 @@ export function tokenizerDocuments(docs: string[], heldOutFraction: number): str
   const out: string[] = [];
   for (const d of docs) {
     if (left <= 0) break;
-    out.push(d.length <= left ? d : d.slice(0, left));
+    out.push(d.length <= left ? d : d.slice(0, cutBefore(d, left)));
     left -= d.length;
   }
   return out;

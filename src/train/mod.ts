@@ -7,6 +7,7 @@
  */
 
 export {
+  CheckpointError,
   clipGradNorm,
   learningRate,
   NonFiniteError,

@@ -31,7 +31,13 @@ import {
   type GraphName,
   type LossName,
 } from "./batch.ts";
-import { type FaultInjection, Shard, type ShardSetup, type ShardWorkerApi } from "./shard.ts";
+import {
+  type FaultInjection,
+  Shard,
+  type ShardOptions,
+  type ShardSetup,
+  type ShardWorkerApi,
+} from "./shard.ts";
 
 /** Options of {@linkcode createPool}. */
 export interface PoolOptions {
@@ -150,7 +156,7 @@ export function shardBounds(k: number, W: number, B: number): [number, number] {
  * @returns The ready pool.
  */
 export async function createPool(options: PoolOptions): Promise<GradientPool> {
-  const { config, batch: B, context: T, seed, loss } = options;
+  const { config, batch: B, context: T } = options;
   if (!Number.isInteger(options.workers) || options.workers < 0) {
     throw new RangeError(`Invalid workers: expected an integer >= 0, got ${options.workers}`);
   }
@@ -230,18 +236,12 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
 
   await call(0, (api, k) => {
     const setup: ShardSetup = {
+      ...shardOptions(options, Math.ceil(B / W)),
       index: k,
       config,
       params: paramsMem,
       grads: gradMems[k],
       batch: batchMem,
-      maxRows: Math.ceil(B / W),
-      seed,
-      loss,
-      graph: options.graph ?? "absorb",
-      microBatch: options.microBatch ?? DEFAULT_MICRO_BATCH,
-      backend: options.backend,
-      blasPath: options.blasPath,
       fault: options.fault,
     };
     return api.init(setup);
@@ -273,20 +273,25 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
   };
 }
 
-function inProcessPool(options: PoolOptions): GradientPool {
-  const { config, batch: B, context: T, seed, loss } = options;
-  const model = createModel(config, { params: options.params.slice() });
-  const batch = createBatch(B, T);
-  const grads = new Float32Array(model.params.length);
-  const shard = new Shard(model, grads, batch, {
-    maxRows: B,
-    seed,
-    loss,
+/** A shard's settings from the pool's options: shards of at most `maxRows` rows. */
+function shardOptions(options: PoolOptions, maxRows: number): ShardOptions {
+  return {
+    maxRows,
+    seed: options.seed,
+    loss: options.loss,
     graph: options.graph ?? "absorb",
     microBatch: options.microBatch ?? DEFAULT_MICRO_BATCH,
     backend: options.backend,
     blasPath: options.blasPath,
-  });
+  };
+}
+
+function inProcessPool(options: PoolOptions): GradientPool {
+  const { config, batch: B, context: T } = options;
+  const model = createModel(config, { params: options.params.slice() });
+  const batch = createBatch(B, T);
+  const grads = new Float32Array(model.params.length);
+  const shard = new Shard(model, grads, batch, shardOptions(options, B));
   const fault = options.fault;
   return {
     workers: 0,

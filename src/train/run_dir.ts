@@ -3,11 +3,13 @@
  *
  * ```
  * model.safetensors      weights under PyTorch's state-dict names; __metadata__: config,
- *                        tokenizer (JSON), step, loss and graph (how to read the output)
+ *                        tokenizer (JSON), step, loss and graph (how to read the output), and
+ *                        in a run's final checkpoint why it stopped (steps, time or aborted)
  * optimizer.safetensors  everything to resume: params, AdamW moments m and v, step, the trainer
  *                        settings (seed, batch, schedule, ...) and the same config and tokenizer
  * metrics.jsonl          one JSON object per step (loss, lr, tokens/s, held-out loss)
- * loss.svg               training and held-out loss against step
+ * loss.svg               training loss (raw, and its moving average) and held-out points against
+ *                        step, in nats/token and bits/char
  * tokens-<hash>.safetensors  the tokenized corpus, keyed by the tokenizer's and the text's hash
  * ```
  *
@@ -22,10 +24,12 @@ import { modelFromSafetensors, modelToSafetensors } from "../checkpoint/model_io
 import { parseSafetensors, serializeSafetensors } from "../checkpoint/safetensors.ts";
 import { appendLine, exists, joinPath, readBytes, readText, writeFileAtomic } from "../io.ts";
 import { type ModelConfig, validateConfig } from "../model/config.ts";
+import { buildLayout } from "../model/layout.ts";
 import { createModel, type Model } from "../model/model.ts";
 import type { AdamWState } from "../optim/adamw.ts";
 import { type Tokenizer, tokenizerFromJSON, tokenizerToJSON } from "../tokenizer/mod.ts";
 import { lossChartSvg } from "./plot.ts";
+import type { StepInfo } from "./train.ts";
 
 /** The metadata key of the format marker. */
 export const FORMAT = "sedd-core/1";
@@ -50,23 +54,8 @@ export interface LoadedRun extends LoadedCheckpoint {
   settings: Record<string, unknown>;
 }
 
-/** One line of `metrics.jsonl`. */
-export interface MetricsRecord {
-  /** Steps completed. */
-  step: number;
-  /** Training loss of the step. */
-  loss: number;
-  /** Learning rate used. */
-  lr: number;
-  /** Global gradient norm before clipping. */
-  gradNorm: number;
-  /** Training throughput. */
-  tokensPerSecond: number;
-  /** Held-out loss, on steps where it was measured. */
-  heldOutLoss?: number;
-  /** Seconds since the run (or the resumed part) started. */
-  seconds: number;
-}
+/** One line of `metrics.jsonl`: a step's record without the step budget. */
+export type MetricsRecord = Omit<StepInfo, "steps">;
 
 function baseMetadata(model: Model, tokenizer: Tokenizer, step: number): Record<string, string> {
   return {
@@ -98,6 +87,22 @@ export function modelCheckpointBytes(
   return modelToSafetensors(model, { ...extra, ...rest });
 }
 
+/** Parses `text` as a JSON object, or throws a RangeError saying what it got. */
+function jsonObject(text: string, what: string): Record<string, unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(text);
+  } catch (e) {
+    throw new RangeError(
+      `Invalid ${what}: expected JSON, got a parse error (${(e as Error).message})`,
+    );
+  }
+  if (typeof v !== "object" || v === null || Array.isArray(v)) {
+    throw new RangeError(`Invalid ${what}: expected a JSON object, got ${text.slice(0, 40)}`);
+  }
+  return v as Record<string, unknown>;
+}
+
 function readMeta(meta: Record<string, string>, what: string): {
   config: ModelConfig;
   tokenizer: Tokenizer;
@@ -108,7 +113,7 @@ function readMeta(meta: Record<string, string>, what: string): {
       throw new RangeError(`Invalid ${what}: expected __metadata__.${k}, got none`);
     }
   }
-  const config = JSON.parse(meta.config) as ModelConfig;
+  const config = jsonObject(meta.config, `${what} __metadata__.config`) as unknown as ModelConfig;
   validateConfig(config);
   const tokenizer = tokenizerFromJSON(meta.tokenizer);
   const step = Number(meta.step);
@@ -153,6 +158,7 @@ export function parseModelCheckpoint(bytes: Uint8Array): LoadedCheckpoint {
  * @param tokenizer Its tokenizer.
  * @param optimizer AdamW state (its `step` is the training step).
  * @param settings Trainer settings to restore on resume (JSON-serialisable).
+ * @param extra Further metadata.
  * @returns The file's bytes.
  */
 export function optimizerBytes(
@@ -160,6 +166,7 @@ export function optimizerBytes(
   tokenizer: Tokenizer,
   optimizer: AdamWState,
   settings: Record<string, unknown>,
+  extra: Record<string, string> = {},
 ): Uint8Array {
   const P = model.params.length;
   return serializeSafetensors(
@@ -168,7 +175,11 @@ export function optimizerBytes(
       m: { shape: [P], data: optimizer.m },
       v: { shape: [P], data: optimizer.v },
     },
-    { ...baseMetadata(model, tokenizer, optimizer.step), settings: JSON.stringify(settings) },
+    {
+      ...extra,
+      ...baseMetadata(model, tokenizer, optimizer.step),
+      settings: JSON.stringify(settings),
+    },
   );
 }
 
@@ -181,8 +192,7 @@ export function optimizerBytes(
 export function parseOptimizer(bytes: Uint8Array): LoadedRun {
   const { tensors, metadata } = parseSafetensors(bytes);
   const { config, tokenizer, step } = readMeta(metadata, "optimizer checkpoint");
-  const model = createModel(config);
-  const P = model.params.length;
+  const P = buildLayout(config).size; // checked against the tensors before allocating a model
   const get = (name: string): Float32Array => {
     const t = tensors[name];
     if (!t || t.dtype !== "F32" || t.data.length !== P) {
@@ -194,9 +204,18 @@ export function parseOptimizer(bytes: Uint8Array): LoadedRun {
     }
     return t.data as Float32Array;
   };
-  model.params.set(get("params"));
-  const optimizer: AdamWState = { m: get("m"), v: get("v"), step };
-  const settings = JSON.parse(metadata.settings ?? "{}") as Record<string, unknown>;
+  const params = get("params"), m = get("m"), v = get("v");
+  const settings = jsonObject(
+    metadata.settings ?? "{}",
+    "optimizer checkpoint __metadata__.settings",
+  );
+  if (tokenizer.vocabSize !== config.vocabSize) {
+    throw new RangeError(
+      `Invalid optimizer checkpoint: expected the tokenizer's vocabulary (${tokenizer.vocabSize}) to equal the model's (${config.vocabSize})`,
+    );
+  }
+  const model = createModel(config, { params });
+  const optimizer: AdamWState = { m, v, step };
   return { model, tokenizer, step, metadata, optimizer, settings };
 }
 
@@ -208,6 +227,11 @@ export function parseOptimizer(bytes: Uint8Array): LoadedRun {
  * @param tokenizer Its tokenizer.
  * @param optimizer AdamW state.
  * @param settings Trainer settings for resuming.
+ * @param options `metadata`: further metadata for both files (the trainer's final checkpoint
+ *   adds `stopped`); `beforeRename`: see `writeFileAtomic` (fault injection).
+ * @throws {WriteError} When a file cannot be written. `optimizer.safetensors` is written first:
+ *   if it fails, both files keep the previous checkpoint; if `model.safetensors` then fails, the
+ *   resumable state is the new step and the sampling weights stay the previous step's.
  */
 export async function saveCheckpoint(
   dir: string,
@@ -215,18 +239,51 @@ export async function saveCheckpoint(
   tokenizer: Tokenizer,
   optimizer: AdamWState,
   settings: Record<string, unknown>,
+  options: { metadata?: Record<string, string>; beforeRename?: (file: string) => void } = {},
 ): Promise<void> {
+  const extra = options.metadata ?? {};
+  const write = { beforeRename: options.beforeRename };
   await writeFileAtomic(
     joinPath(dir, "optimizer.safetensors"),
-    optimizerBytes(model, tokenizer, optimizer, settings),
+    optimizerBytes(model, tokenizer, optimizer, settings, extra),
+    write,
   );
   await writeFileAtomic(
     joinPath(dir, "model.safetensors"),
     modelCheckpointBytes(model, tokenizer, optimizer.step, {
+      ...extra,
       loss: String(settings.loss ?? "seed"),
       graph: String(settings.graph ?? "absorb"),
     }),
+    write,
   );
+}
+
+/** A run-directory file that exists but cannot be read as what it should be. */
+export class RunFileError extends RangeError {
+  /** The file. */
+  readonly path: string;
+  /**
+   * Makes the error.
+   *
+   * @param path The file.
+   * @param cause Why it could not be read (its message becomes this one's tail).
+   */
+  constructor(path: string, cause: unknown) {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    super(`Invalid file ${path}: ${why.split("\n")[0]}`, { cause });
+    this.name = "RunFileError";
+    this.path = path;
+  }
+}
+
+/** Reads and parses `file`, any failure a {@linkcode RunFileError} naming it. */
+async function readFileAs<T>(file: string, parse: (bytes: Uint8Array) => T): Promise<T> {
+  try {
+    return parse(await readBytes(file));
+  } catch (e) {
+    throw new RunFileError(file, e);
+  }
 }
 
 /**
@@ -234,13 +291,16 @@ export async function saveCheckpoint(
  *
  * @param path A run directory or a `.safetensors` file.
  * @returns The model, tokenizer, step and metadata.
+ * @throws {RangeError} When the file does not exist.
+ * @throws {RunFileError} When it cannot be read or parsed (truncated, corrupted, not a checkpoint
+ *   of this trainer); nothing is half-loaded.
  */
 export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
   const file = path.endsWith(".safetensors") ? path : joinPath(path, "model.safetensors");
   if (!(await exists(file))) {
     throw new RangeError(`Checkpoint not found: expected ${file} to exist`);
   }
-  return parseModelCheckpoint(await readBytes(file));
+  return await readFileAs(file, parseModelCheckpoint);
 }
 
 /**
@@ -248,13 +308,15 @@ export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
  *
  * @param dir The run directory.
  * @returns Model, tokenizer, optimizer state, settings.
+ * @throws {RangeError} When the file does not exist.
+ * @throws {RunFileError} When it cannot be read or parsed; nothing is half-loaded.
  */
 export async function loadRun(dir: string): Promise<LoadedRun> {
   const file = joinPath(dir, "optimizer.safetensors");
   if (!(await exists(file))) {
     throw new RangeError(`Nothing to resume: expected ${file} to exist`);
   }
-  return parseOptimizer(await readBytes(file));
+  return await readFileAs(file, parseOptimizer);
 }
 
 /**
@@ -268,7 +330,8 @@ export function appendMetrics(dir: string, record: MetricsRecord): Promise<void>
 }
 
 /**
- * Reads `metrics.jsonl` (an empty list when it does not exist).
+ * Reads `metrics.jsonl` (an empty list when it does not exist). A last line that is not JSON is
+ * an append cut short by a kill and is dropped; a bad line before it is a {@linkcode RunFileError}.
  *
  * @param dir The run directory.
  * @returns The records in file order.
@@ -276,9 +339,27 @@ export function appendMetrics(dir: string, record: MetricsRecord): Promise<void>
 export async function readMetrics(dir: string): Promise<MetricsRecord[]> {
   const file = joinPath(dir, "metrics.jsonl");
   if (!(await exists(file))) return [];
-  return (await readText(file)).split("\n").filter((l) => l.trim() !== "").map((l) =>
-    JSON.parse(l) as MetricsRecord
-  );
+  const lines = (await readText(file)).split("\n").filter((l) => l.trim() !== "");
+  const records: MetricsRecord[] = [];
+  for (let i = 0; i < lines.length; i++) {
+    let r: unknown;
+    try {
+      r = JSON.parse(lines[i]);
+    } catch {
+      if (i === lines.length - 1) break;
+      r = undefined;
+    }
+    if (typeof r !== "object" || r === null || !Number.isInteger((r as MetricsRecord).step)) {
+      throw new RunFileError(
+        file,
+        `expected line ${i + 1} to be a JSON record with an integer step, got ${
+          lines[i].slice(0, 60)
+        }`,
+      );
+    }
+    records.push(r as MetricsRecord);
+  }
+  return records;
 }
 
 /**
@@ -323,37 +404,43 @@ async function writeMetrics(dir: string, records: MetricsRecord[]): Promise<void
 }
 
 /**
- * Draws `loss.svg` from `metrics.jsonl`.
+ * Draws `loss.svg` from `metrics.jsonl` (see `lossChartSvg`).
  *
  * @param dir The run directory.
  * @param title The chart's title.
+ * @param charsPerToken Characters per token of the data, for the bits/char axis (none if absent).
  */
-export async function writeLossChart(dir: string, title: string): Promise<void> {
+export async function writeLossChart(
+  dir: string,
+  title: string,
+  charsPerToken?: number,
+): Promise<void> {
   const records = await readMetrics(dir);
-  const svg = lossChartSvg([
-    { label: "train", color: "#1f77b4", points: records.map((r) => [r.step, r.loss]) },
-    {
-      label: "held-out",
-      color: "#d62728",
-      points: records.filter((r) => r.heldOutLoss !== undefined).map((
-        r,
-      ) => [r.step, r.heldOutLoss!]),
-    },
-  ], { title });
+  const svg = lossChartSvg({
+    train: records.map((r) => [r.step, r.loss]),
+    heldOut: records.filter((r) => r.heldOutLoss !== undefined).map((
+      r,
+    ) => [r.step, r.heldOutLoss!]),
+  }, { title, charsPerToken });
   await writeFileAtomic(joinPath(dir, "loss.svg"), svg);
 }
 
 /**
- * Reads a cached token stream, or `undefined` when absent.
+ * Reads a cached token stream, or `undefined` when absent or unreadable (a cache: the caller
+ * tokenizes again and rewrites it).
  *
  * @param file The cache file.
  * @returns The tokens.
  */
 export async function readTokenCache(file: string): Promise<Int32Array | undefined> {
   if (!(await exists(file))) return undefined;
-  const t = parseSafetensors(await readBytes(file)).tensors.tokens;
-  if (!t || t.dtype !== "I32") return undefined;
-  return t.data as Int32Array;
+  try {
+    const t = parseSafetensors(await readBytes(file)).tensors.tokens;
+    if (!t || t.dtype !== "I32" || t.shape.length !== 1) return undefined;
+    return t.data as Int32Array;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

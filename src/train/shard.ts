@@ -72,6 +72,12 @@ export interface ShardSetup {
   fault?: FaultInjection;
 }
 
+/** The settings of a {@linkcode Shard} beyond its buffers. */
+export type ShardOptions = Pick<
+  ShardSetup,
+  "maxRows" | "seed" | "loss" | "graph" | "microBatch" | "backend" | "blasPath"
+>;
+
 /** One shard's model view, gradient buffer, batch view and workspace. */
 export class Shard {
   /** The model over the (possibly shared) parameter buffer. */
@@ -97,21 +103,13 @@ export class Shard {
    * @param model The model (parameters are read, never written).
    * @param grads Gradient buffer with the parameters' length.
    * @param batch The batch buffers.
-   * @param options `maxRows`, `seed`, `loss`, `graph`.
+   * @param options `maxRows`, `seed`, `loss`, `graph`, `microBatch`, `backend`, `blasPath`.
    */
   constructor(
     model: Model,
     grads: Float32Array,
     batch: BatchBuffers,
-    options: {
-      maxRows: number;
-      seed: number;
-      loss: LossName;
-      graph: GraphName;
-      microBatch?: number;
-      backend?: BackendName;
-      blasPath?: string;
-    },
+    options: ShardOptions,
   ) {
     this.model = model;
     this.grads = grads;

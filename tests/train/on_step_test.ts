@@ -1,20 +1,9 @@
 import assert from "node:assert/strict";
 import type { Model } from "../../src/model/model.ts";
-import { trainTokenizer } from "../../src/tokenizer/mod.ts";
 import { type StepInfo, train, type TrainOptions } from "../../src/train/train.ts";
+import { tinyRun } from "./fixture.ts";
 
-const text = "call me ishmael. some years ago, never mind how long precisely. ".repeat(20);
-const tokenizer = trainTokenizer([text], { kind: "seed", numMerges: 10 });
-const base: TrainOptions = {
-  text,
-  tokenizer,
-  model: "tiny",
-  batch: 2,
-  context: 16,
-  seed: 3,
-  evalEvery: 0,
-  workers: 0,
-};
+const base: TrainOptions = { ...tinyRun, seed: 3 };
 const PAUSE_MS = 300;
 
 Deno.test("train() awaits an async onStep and leaves its time out of the budget, the rate and tok/s", async () => {

@@ -1,0 +1,474 @@
+/**
+ * The setup of a training run: options (and a resumed run's saved settings) become one resolved
+ * configuration, the corpus becomes a tokenizer and a token stream split into training and
+ * held-out parts, and the pool of gradient workers is created over the model.
+ *
+ * Dimensions: `B` batch, `T` context, `V` vocabulary.
+ *
+ * @module
+ */
+
+import { type ModelConfig, type PresetName, resolveConfig } from "../model/config.ts";
+import { buildLayout } from "../model/layout.ts";
+import { createModel, type Model, validateTokens } from "../model/model.ts";
+import { type AdamWState, createAdamW } from "../optim/adamw.ts";
+import { encode, type Tokenizer, tokenizerHash, trainTokenizer } from "../tokenizer/mod.ts";
+import { type GraphName, LOSS_NAMES, type LossName } from "./batch.ts";
+import { hashText, joinDocuments, splitTokens, tokenizerDocuments } from "./data.ts";
+import { createPool, DEFAULT_MICRO_BATCH, type GradientPool } from "./pool.ts";
+import { TRAIN_DEFAULTS as D } from "./defaults.ts";
+import type { LoadedRun } from "./run_dir.ts";
+import { resolveBackend, type ResolvedBackend, wasmBackendFloats } from "../nn/backend.ts";
+import type { TrainOptions } from "./train.ts";
+
+/** The run-directory module, loaded only when a run touches the file system. */
+export type RunDir = typeof import("./run_dir.ts");
+
+/** Settings saved with a run and restored on resume (explicit options still win). */
+export interface Settings {
+  seed: number;
+  batch: number;
+  context: number;
+  lr: number;
+  warmup: number;
+  schedule: "constant" | "cosine";
+  minLr: number;
+  clip: number;
+  weightDecay: number;
+  loss: LossName;
+  graph: GraphName;
+  antithetic: boolean;
+  heldOutFraction: number;
+  evalBatches: number;
+  steps: number | null;
+  workers: number;
+  data: string | null;
+  dataHash: string;
+}
+
+/** Everything a run needs before its first step. */
+export interface RunSetup {
+  /** The run-directory module, when `out` or `data` needs the file system. */
+  fsx: RunDir | undefined;
+  /** The run directory, if any. */
+  out: string | undefined;
+  /** The run resumed from, if any. */
+  resumed: LoadedRun | undefined;
+  /** The tokenizer. */
+  tokenizer: Tokenizer;
+  /** The model to train (its parameters are copied into the pool). */
+  model: Model;
+  /** The resolved settings (saved with every checkpoint). */
+  settings: Settings;
+  /** The step budget (`Infinity` with only a time budget). */
+  steps: number;
+  /** The time budget in minutes, if any. */
+  minutes: number | undefined;
+  /** Held-out loss every this many steps; 0 never. */
+  evalEvery: number;
+  /** Checkpoint every this many steps; 0 only at the end. */
+  checkpointEvery: number;
+  /** Tokens the batches are drawn from. */
+  trainTokens: Int32Array;
+  /** The held-out tail. */
+  heldOut: Int32Array;
+  /** AdamW state (a resumed run's, or fresh). */
+  optimizer: AdamWState;
+}
+
+/** Throws a RangeError unless `v` is an integer >= `min`. */
+function checkInt(name: string, v: number, min: number): void {
+  if (!Number.isInteger(v) || v < min) {
+    throw new RangeError(`Invalid ${name}: expected an integer >= ${min}, got ${v}`);
+  }
+}
+
+function checkNumber(name: string, v: number, ok: (v: number) => boolean, what: string): void {
+  if (typeof v !== "number" || !ok(v)) {
+    throw new RangeError(`Invalid ${name}: expected ${what}, got ${v}`);
+  }
+}
+
+/** The documents of the run: `text`, else the `data` path (a resumed run's own by default). */
+async function readDocuments(
+  options: TrainOptions,
+  saved: Partial<Settings>,
+): Promise<{ docs: string[] | undefined; dataPath: string | undefined }> {
+  // A resumed run without data of its own reads the path it was trained on.
+  const dataPath = options.data ??
+    (options.text === undefined && options.tokens === undefined && typeof saved.data === "string"
+      ? saved.data
+      : undefined);
+  let docs: string[] | undefined;
+  if (options.text !== undefined) {
+    docs = typeof options.text === "string" ? [options.text] : options.text;
+  } else if (dataPath !== undefined) {
+    docs = await (await import("../io.ts")).readCorpus(dataPath);
+  }
+  return { docs, dataPath };
+}
+
+/** The token stream of the documents, read from or written to the run directory's cache. */
+async function tokenStream(
+  docs: string[],
+  tokenizer: Tokenizer,
+  dataHash: string,
+  fsx: RunDir | undefined,
+  out: string | undefined,
+): Promise<Int32Array> {
+  const cacheFile = out !== undefined
+    ? `${out}/tokens-${tokenizerHash(tokenizer).slice(0, 16)}-${dataHash}.safetensors`
+    : undefined;
+  const cached = cacheFile ? await fsx!.readTokenCache(cacheFile) : undefined;
+  if (cached) return cached;
+  const stream = joinDocuments(
+    docs.map((d) => encode(tokenizer, d, { eot: false })),
+    tokenizer.eotId,
+  );
+  if (cacheFile) await fsx!.writeTokenCache(cacheFile, stream);
+  return stream;
+}
+
+/** The model: a resumed run's, the caller's, or a fresh one of the preset or config. */
+function chooseModel(
+  options: TrainOptions,
+  resumed: LoadedRun | undefined,
+  tokenizer: Tokenizer,
+): Model {
+  let model: Model;
+  if (resumed) {
+    model = resumed.model;
+  } else if (options.model && typeof options.model === "object" && "params" in options.model) {
+    model = options.model as Model;
+  } else {
+    const spec = (options.model ?? D.model) as PresetName | Partial<ModelConfig>;
+    const cfg = resolveConfig(spec, { vocabSize: tokenizer.vocabSize, context: options.context });
+    model = createModel(cfg, { seed: options.seed ?? 0 });
+  }
+  if (model.config.vocabSize !== tokenizer.vocabSize) {
+    throw new RangeError(
+      `Vocabulary mismatch: expected the model's ${model.config.vocabSize} to equal the tokenizer's ${tokenizer.vocabSize}`,
+    );
+  }
+  return model;
+}
+
+/** Settings: explicit options, then the resumed run's, then defaults; checked. */
+function resolveSettings(
+  options: TrainOptions,
+  saved: Partial<Settings>,
+  model: Model,
+  data: { dataPath: string | undefined; dataHash: string },
+): { settings: Settings; steps: number } {
+  const stepsOpt = options.steps ?? (saved.steps ?? undefined);
+  const minutes = options.minutes;
+  const steps = stepsOpt ?? (minutes !== undefined ? Infinity : 1000);
+  const s: Settings = {
+    seed: options.seed ?? saved.seed ?? 0,
+    batch: options.batch ?? saved.batch ?? D.batch,
+    context: options.context ?? saved.context ?? Math.min(D.context, model.config.context),
+    lr: options.lr ?? saved.lr ?? D.lr,
+    warmup: options.warmup ?? saved.warmup ??
+      (Number.isFinite(steps) ? Math.min(D.warmup, Math.floor(steps / 10)) : D.warmupTimed),
+    schedule: options.schedule ?? saved.schedule ?? D.schedule,
+    minLr: 0,
+    clip: options.clip ?? saved.clip ?? D.clip,
+    weightDecay: options.weightDecay ?? saved.weightDecay ?? D.weightDecay,
+    loss: options.loss ?? saved.loss ?? D.loss,
+    graph: options.graph ?? saved.graph ?? "absorb",
+    antithetic: options.antithetic ?? saved.antithetic ?? D.antithetic,
+    heldOutFraction: options.heldOutFraction ?? saved.heldOutFraction ?? 0.02,
+    evalBatches: options.evalBatches ?? saved.evalBatches ?? 4,
+    steps: Number.isFinite(steps) ? steps : null,
+    // The same worker count keeps a resumed run bitwise on the uninterrupted run's track.
+    workers: options.workers ?? saved.workers ?? (globalThis.navigator?.hardwareConcurrency ?? 1),
+    data: data.dataPath ?? null,
+    dataHash: data.dataHash,
+  };
+  s.minLr = options.minLr ?? saved.minLr ?? s.lr * D.minLrFraction;
+  checkInt("seed", s.seed, 0);
+  checkInt("batch", s.batch, 1);
+  checkInt("context", s.context, 1);
+  if (s.context > model.config.context) {
+    throw new RangeError(
+      `Invalid context: expected at most the model's ${model.config.context}, got ${s.context}`,
+    );
+  }
+  if (Number.isFinite(steps)) checkInt("steps", steps, 0);
+  if (minutes !== undefined) checkNumber("minutes", minutes, (v) => v > 0, "a number > 0");
+  checkNumber("lr", s.lr, (v) => v > 0 && Number.isFinite(v), "a number > 0");
+  checkNumber("minLr", s.minLr, (v) => v >= 0 && v <= s.lr, "0 <= minLr <= lr");
+  checkInt("warmup", s.warmup, 0);
+  checkNumber("clip", s.clip, (v) => v >= 0, "a number >= 0");
+  checkNumber("weightDecay", s.weightDecay, (v) => v >= 0, "a number >= 0");
+  if (!LOSS_NAMES.includes(s.loss)) {
+    throw new RangeError(
+      `Unknown loss: expected one of ${LOSS_NAMES.join(", ")}, got ${JSON.stringify(s.loss)}`,
+    );
+  }
+  if (s.graph !== "absorb" && s.graph !== "uniform") {
+    throw new RangeError(`Unknown graph: expected "absorb" or "uniform", got ${s.graph}`);
+  }
+  if (s.graph === "uniform" && s.loss !== "score-entropy") {
+    throw new RangeError(
+      `Invalid graph: the uniform graph needs loss "score-entropy", got "${s.loss}"`,
+    );
+  }
+  if (s.schedule !== "constant" && s.schedule !== "cosine") {
+    throw new RangeError(`Unknown schedule: expected "constant" or "cosine", got ${s.schedule}`);
+  }
+  checkInt("evalBatches", s.evalBatches, 1);
+  checkInt("workers", s.workers, 0);
+  return { settings: s, steps };
+}
+
+/** The most bytes one workspace may take: the wasm32 arena's 4 GiB address space. */
+export const WORKSPACE_BYTES_LIMIT = 2 ** 32;
+
+const GiB = 2 ** 30;
+
+/**
+ * An estimate of the bytes of one workspace (the wasm/BLAS layout: activations, their gradient
+ * scratch, the packed head rows, a parameter copy and a gradient accumulator, the attention
+ * tiles), for `rows` sequences of `T` tokens. It counts the same buffers `createWorkspace` does,
+ * without allocating, so it may differ from the allocation only by alignment slack.
+ *
+ * @param config The model config.
+ * @param rows Sequences per forward/backward pass.
+ * @param T Tokens per sequence.
+ * @param params Parameter count `P`.
+ * @returns Bytes (float32).
+ */
+export function estimateWorkspaceBytes(
+  config: ModelConfig,
+  rows: number,
+  T: number,
+  params: number,
+): number {
+  const { dModel: C, dFF: F, nHeads: NH, nLayers: L, vocabSize: V } = config;
+  const N = rows * T;
+  const drop = config.dropout > 0;
+  const att = rows * NH * T * T;
+  const perLayer = N * (10 * C + 2 * F) + att + (drop ? att + N * (2 * C + F) : 0);
+  const global = 3 * N * V + (L + 1) * N * C + 8 * N * C + 2 * N * F;
+  return 4 * (L * perLayer + global + 2 * params + wasmBackendFloats(T, C / NH));
+}
+
+/**
+ * Throws a RangeError naming the CLI flag to lower when one workspace would need more than
+ * `limit` bytes. Runs before any worker or arena exists.
+ *
+ * @param sizes `rows` per pass, `context` (T), `batch` (B).
+ * @param bytesPerWorkspace The bytes of a workspace of `rows` x `T` (e.g. {@linkcode estimateWorkspaceBytes}).
+ * @param limit The most bytes a workspace may take. Default {@linkcode WORKSPACE_BYTES_LIMIT}.
+ */
+export function checkWorkspaceSize(
+  sizes: { rows: number; context: number; batch: number },
+  bytesPerWorkspace: (rows: number, T: number) => number,
+  limit: number = WORKSPACE_BYTES_LIMIT,
+): void {
+  const { rows, context: T, batch: B } = sizes;
+  const need = bytesPerWorkspace(rows, T);
+  if (need <= limit) return;
+  const gib = (b: number) => (b / GiB).toFixed(b < 10 * GiB ? 2 : 0);
+  const cap = `${gib(limit)} GiB (the wasm32 arena)`;
+  // The attention tiles grow with T^2: when even one row does not fit, only --context helps.
+  if (bytesPerWorkspace(1, T) > limit) {
+    // The longest context that fits (bytes grow with T): a binary search over [1, T).
+    let lo = 0, hi = T;
+    while (hi - lo > 1) {
+      const mid = Math.floor((lo + hi) / 2);
+      if (bytesPerWorkspace(rows, mid) <= limit) lo = mid;
+      else hi = mid;
+    }
+    const maxT = lo;
+    throw new RangeError(
+      `Invalid --context: expected a context whose workspace fits in ${cap}, at most ${maxT}, ` +
+        `got ${T} (about ${gib(need)} GiB per workspace)`,
+    );
+  }
+  throw new RangeError(
+    `Invalid --batch: expected sequences per pass whose workspace fits in ${cap}, got ` +
+      `--batch ${B} at --context ${T} (${rows} per pass: about ${gib(need)} GiB per workspace)`,
+  );
+}
+
+/**
+ * {@linkcode checkWorkspaceSize} for the pool's sharding: `W` workers of `ceil(B/W)` rows (in
+ * process: all `B`), in passes of at most `microBatch` rows.
+ */
+function checkWorkspaceFits(
+  config: ModelConfig,
+  params: number,
+  s: { batch: number; context: number; workers: number },
+  microBatch: number | undefined,
+): void {
+  const W = Math.min(s.workers, s.batch);
+  const shardRows = W <= 1 ? s.batch : Math.ceil(s.batch / W);
+  checkWorkspaceSize(
+    {
+      rows: Math.min(shardRows, microBatch ?? DEFAULT_MICRO_BATCH),
+      context: s.context,
+      batch: s.batch,
+    },
+    (rows, T) => estimateWorkspaceBytes(config, rows, T, params),
+  );
+}
+
+/**
+ * Before any data is read or a tokenizer trained: a fresh model of a preset or config at an
+ * explicit `context` must fit, with the smallest vocabulary a tokenizer can have (the estimate
+ * only grows with it). Invalid sizes are left to the full checks, which name them properly.
+ */
+function earlyWorkspaceCheck(options: TrainOptions): void {
+  const spec = options.model ?? D.model;
+  if (options.context === undefined || (typeof spec === "object" && "params" in spec)) return;
+  const batch = options.batch ?? D.batch;
+  const workers = options.workers ?? (globalThis.navigator?.hardwareConcurrency ?? 1);
+  const sizes = [options.context, batch, workers + 1, options.microBatch ?? 1];
+  if (!sizes.every((v) => Number.isInteger(v) && v >= 1)) return;
+  const config = resolveConfig(spec as PresetName | Partial<ModelConfig>, {
+    vocabSize: 258,
+    context: options.context,
+  });
+  const params = buildLayout(config).size;
+  checkWorkspaceFits(
+    config,
+    params,
+    { batch, context: options.context, workers },
+    options.microBatch,
+  );
+}
+
+/**
+ * Throws a RangeError naming `--context` when the training split of `N` tokens cannot hold a
+ * window of `T` tokens with a held-out tail of `heldOutFraction` (at least `T` tokens).
+ */
+function checkContextFits(N: number, T: number, heldOutFraction: number): void {
+  const held = heldOutFraction > 0 ? Math.ceil(N * heldOutFraction) : 0;
+  const maxT = heldOutFraction > 0 ? Math.min(N - held, Math.floor(N / 2)) : N;
+  if (T <= maxT) return;
+  throw new RangeError(
+    `Invalid --context: expected at most ${Math.max(0, maxT)} tokens (the data holds ${N}, ` +
+      `${held} held out, and a held-out window needs --context tokens too), got ${T}`,
+  );
+}
+
+/**
+ * Resolves the options of a run: reads the resumed run and the corpus, trains or takes the
+ * tokenizer, tokenizes, builds or takes the model, resolves and checks the settings, and splits
+ * the stream. Creates no worker.
+ *
+ * @param options The caller's options.
+ * @returns The run's setup.
+ */
+export async function setupRun(options: TrainOptions): Promise<RunSetup> {
+  const resumeDir = typeof options.resume === "string"
+    ? options.resume
+    : options.resume
+    ? options.out
+    : undefined;
+  if (options.resume === true && !options.out) {
+    throw new TypeError("Invalid resume: expected out (the run directory) with resume: true");
+  }
+  if (resumeDir === undefined) earlyWorkspaceCheck(options);
+  const out = options.out ?? resumeDir;
+  const fsx = out !== undefined || options.data !== undefined
+    ? await import("./run_dir.ts")
+    : undefined;
+  const resumed = resumeDir !== undefined ? await fsx!.loadRun(resumeDir) : undefined;
+  const saved = (resumed?.settings ?? {}) as Partial<Settings>;
+
+  const { docs, dataPath } = await readDocuments(options, saved);
+  let tokenizer = options.tokenizer ?? resumed?.tokenizer;
+  if (!docs && !options.tokens) {
+    throw new TypeError("Missing data: expected text, data (a path) or tokens");
+  }
+  if (options.tokens && !tokenizer) {
+    throw new TypeError("Missing tokenizer: expected one with pre-tokenized tokens");
+  }
+  if (!tokenizer) {
+    // Trained without the held-out region, so held-out text stays unseen (merges included).
+    const vocabSize = options.tokenizerVocabSize ?? D.tokenizerVocabSize;
+    tokenizer = trainTokenizer(
+      tokenizerDocuments(docs!, options.heldOutFraction ?? saved.heldOutFraction ?? 0.02),
+      { kind: "bpe", vocabSize },
+    );
+    // A text too small for the merges asked for stops early; an explicit size is a promise.
+    if (options.tokenizerVocabSize !== undefined && tokenizer.vocabSize < vocabSize) {
+      throw new RangeError(
+        `Invalid --vocab: expected at most ${tokenizer.vocabSize} (all the merges this text ` +
+          `supports), got ${vocabSize}`,
+      );
+    }
+  }
+  const dataHash = options.tokens ? `tokens-${options.tokens.length}` : hashText(docs!);
+  const stream = options.tokens ?? await tokenStream(docs!, tokenizer, dataHash, fsx, out);
+  validateTokens(stream, tokenizer.vocabSize, "tokens");
+
+  const model = chooseModel(options, resumed, tokenizer);
+  const { settings, steps } = resolveSettings(options, saved, model, { dataPath, dataHash });
+  const evalEvery = options.evalEvery ?? 100;
+  const checkpointEvery = options.checkpointEvery ?? 200;
+  checkInt("evalEvery", evalEvery, 0);
+  checkInt("checkpointEvery", checkpointEvery, 0);
+  if (resumed && saved.dataHash && saved.dataHash !== dataHash) {
+    throw new RangeError(
+      `Resume data mismatch: expected the run's data (hash ${saved.dataHash}), got hash ${dataHash}`,
+    );
+  }
+
+  checkContextFits(stream.length, settings.context, settings.heldOutFraction);
+  const { train: trainTokens, heldOut } = splitTokens(stream, {
+    context: settings.context,
+    heldOutFraction: settings.heldOutFraction,
+  });
+  const optimizer = resumed?.optimizer ?? createAdamW(model.params.length);
+  return {
+    fsx,
+    out,
+    resumed,
+    tokenizer,
+    model,
+    settings,
+    steps,
+    minutes: options.minutes,
+    evalEvery,
+    checkpointEvery,
+    trainTokens,
+    heldOut,
+    optimizer,
+  };
+}
+
+/**
+ * Resolves the backend, checks that one workspace fits (see {@linkcode checkWorkspaceSize}), and
+ * starts the gradient workers (or the in-process shard).
+ *
+ * @param run The run's setup.
+ * @param options The caller's options (`backend`, `blasPath`, `microBatch`, `fault`).
+ * @returns The pool and the backend it runs.
+ */
+export async function openPool(
+  run: RunSetup,
+  options: TrainOptions,
+): Promise<{ pool: GradientPool; backend: ResolvedBackend }> {
+  const s = run.settings;
+  const backend = resolveBackend(options.backend ?? "auto", { path: options.blasPath });
+  checkWorkspaceFits(run.model.config, run.model.params.length, s, options.microBatch);
+  const pool = await createPool({
+    config: run.model.config,
+    params: run.model.params,
+    batch: s.batch,
+    context: s.context,
+    workers: s.workers,
+    seed: s.seed,
+    loss: s.loss,
+    graph: s.graph,
+    microBatch: options.microBatch,
+    backend: backend.backend,
+    blasPath: options.blasPath,
+    fault: options.fault,
+  });
+  return { pool, backend };
+}

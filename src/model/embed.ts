@@ -1,0 +1,73 @@
+/**
+ * The model's input side: token (and learned position) embedding, and the time conditioning
+ * of SEDD (sinusoidal sigma embedding -> MLP -> the conditioning vector `c` that every block's
+ * and the final norm's modulation reads). Forward and backward.
+ *
+ * @module
+ */
+
+import type { ModelTensors } from "./layout.ts";
+import { TIME_EMBED_DIM } from "./layout.ts";
+import type { Workspace } from "./workspace.ts";
+import { embeddingBackward, embeddingForward } from "../nn/embedding.ts";
+import { siluBackward, siluForward } from "../nn/activations.ts";
+import { timestepEmbedding } from "../nn/adaln.ts";
+
+/** Time conditioning and embedding, forward: `ws.time` and `ws.resid[0]`. */
+export function embedForward(
+  ws: Workspace,
+  P: ModelTensors,
+  input: Int32Array,
+  B: number,
+  T: number,
+  sigma: Float32Array | Float64Array | undefined,
+): void {
+  const C = ws.config.dModel;
+  const nn = ws.nn;
+  const tm = ws.time;
+  if (tm) {
+    // c = silu(mlp.2(silu(mlp.0(embedding(sigma)))))
+    timestepEmbedding(tm.temb, sigma!, B, TIME_EMBED_DIM);
+    nn.linearForward(tm.h1, tm.temb, P.sigma0W!, P.sigma0B!, B, TIME_EMBED_DIM, C);
+    siluForward(tm.a1, tm.h1, B * C);
+    nn.linearForward(tm.h2, tm.a1, P.sigma2W!, P.sigma2B!, B, C, C);
+    siluForward(tm.cond, tm.h2, B * C);
+    nn.linearForward(tm.finalMod, tm.cond, P.finalAdaW!, P.finalAdaB!, B, C, 2 * C);
+  }
+  embeddingForward(ws.resid[0], input, P.embed, P.posEmbed, B, T, C);
+}
+
+/** Embedding and time conditioning, backward: `dresid` is d(resid[0]). */
+export function embedBackward(
+  ws: Workspace,
+  P: ModelTensors,
+  G: ModelTensors,
+  g0: Float32Array,
+  B: number,
+  T: number,
+): void {
+  const C = ws.config.dModel;
+  const nn = ws.nn;
+  const tm = ws.time;
+  embeddingBackward(G.embed, G.posEmbed, g0, ws.tokens, B, T, C);
+  if (tm) {
+    // cond = silu(h2), h2 = a1 W2^T + b2, a1 = silu(h1), h1 = temb W0^T + b0
+    tm.dh.fill(0);
+    siluBackward(tm.dh, tm.dcond, tm.h2, B * C);
+    tm.da.fill(0);
+    nn.linearBackward(tm.da, G.sigma2W!, G.sigma2B!, tm.dh, tm.a1, P.sigma2W!, B, C, C);
+    tm.dh.fill(0);
+    siluBackward(tm.dh, tm.da, tm.h1, B * C);
+    nn.linearBackward(
+      null,
+      G.sigma0W!,
+      G.sigma0B!,
+      tm.dh,
+      tm.temb,
+      P.sigma0W!,
+      B,
+      TIME_EMBED_DIM,
+      C,
+    );
+  }
+}

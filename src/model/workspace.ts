@@ -1,0 +1,352 @@
+/**
+ * The workspace: every buffer one forward/backward pass needs (saved activations, logits,
+ * backward scratch), sized for a config and a batch capacity, and where it lives (the wasm
+ * kernels' memory or plain typed arrays).
+ *
+ * @module
+ */
+
+import type { ModelConfig } from "./config.ts";
+import { buildLayout, TIME_EMBED_DIM } from "./layout.ts";
+import { ropeTables } from "../nn/attention.ts";
+import {
+  type BackendName,
+  defaultBackend,
+  type NNBackend,
+  tsBackend,
+  wasmBackend,
+  wasmBackendFloats,
+} from "../nn/backend.ts";
+import { createWasmKernels } from "../kernels/wasm.ts";
+import { type BlasLibrary, type BlasOptions, loadBlas, withBlas } from "../kernels/blas.ts";
+
+/** Activations one layer saves for the backward pass. */
+export interface LayerActs {
+  ln1: Float32Array; // (N,C)
+  ln1Mean: Float32Array; // (N)
+  ln1Rstd: Float32Array; // (N)
+  qkv: Float32Array; // (N,3C), after RoPE
+  att: Float32Array; // (B,NH,T,T) probabilities
+  heads: Float32Array; // (B,NH,3,T,HS) q, k, v per head (wasm backend; empty otherwise)
+  attY: Float32Array; // (N,C) heads concatenated
+  r1: Float32Array; // (N,C) first residual sum
+  ln2: Float32Array; // (N,C)
+  ln2Mean: Float32Array; // (N)
+  ln2Rstd: Float32Array; // (N)
+  fch: Float32Array; // (N,F) before the activation (GELU: its derivative there, after forward)
+  fh: Float32Array; // (N,F) after activation and dropout
+  r2: Float32Array; // (N,C) second residual sum (post-norm only; empty otherwise)
+  maskAtt: Float32Array | null; // (B,NH,T,T)
+  mask1: Float32Array | null; // (N,C)
+  maskF: Float32Array | null; // (N,F)
+  mask2: Float32Array | null; // (N,C)
+  // time conditioning only (empty otherwise):
+  mod: Float32Array; // (B,6C) shift1, scale1, gate1, shift2, scale2, gate2
+  m1: Float32Array; // (N,C) modulated norm1 output (attention input)
+  m2: Float32Array; // (N,C) modulated norm2 output (MLP input)
+  projD: Float32Array; // (N,C) attention branch after out_proj and dropout
+  foD: Float32Array; // (N,C) MLP branch after linear2 and dropout
+}
+
+/** Time-conditioning activations and scratch (SEDD's sigma_map and final modulation). */
+export interface TimeActs {
+  temb: Float32Array; // (B,256) sinusoidal sigma embedding
+  h1: Float32Array; // (B,C) mlp.0 output
+  a1: Float32Array; // (B,C) silu(h1)
+  h2: Float32Array; // (B,C) mlp.2 output
+  cond: Float32Array; // (B,C) c = silu(h2)
+  finalMod: Float32Array; // (B,2C) shift, scale of the final norm
+  mf: Float32Array; // (N,C) modulated final norm output (head input)
+  dcond: Float32Array; // (B,C)
+  dmod: Float32Array; // (B,6C)
+  dfinalMod: Float32Array; // (B,2C)
+  dh: Float32Array; // (B,C)
+  da: Float32Array; // (B,C)
+}
+
+/**
+ * Everything one forward/backward pass needs for batches up to `B` sequences of up to `T`
+ * tokens: saved activations, logits, backward scratch. Reusable across steps; holds the state
+ * of the last {@linkcode modelForward} for {@linkcode modelBackward}.
+ */
+export interface Workspace {
+  /** The config it was sized for. */
+  readonly config: ModelConfig;
+  /** Capacity: most sequences per batch. */
+  readonly B: number;
+  /** Capacity: longest sequence. */
+  readonly T: number;
+  /** Logits of the last forward pass, `(B,T,V)` at capacity. */
+  readonly logits: Float32Array;
+  /** Scratch for the loss gradient, `(B,T,V)`. */
+  readonly dlogits: Float32Array;
+  /** Per-position weighted losses, `(B*T)`. */
+  readonly losses: Float32Array;
+  /** @internal Shape of the last forward pass (0 before any). */
+  lastB: number;
+  /** @internal */
+  lastT: number;
+  /** @internal Whether the last forward pass applied dropout. */
+  lastDropout: boolean;
+  /**
+   * @internal Rows the last forward pass computed logits for, when it computed only the rows a
+   * weighted loss reads (`lossAndGrad`): their indices are in `headRowIds`; -1 for every row.
+   */
+  lastHeadRows: number;
+  /** @internal Token ids of the last forward pass, `(B*T)`. */
+  readonly tokens: Int32Array;
+  /** @internal Log-sum-exp per position, `(B*T)`. */
+  readonly lse: Float32Array;
+  /** @internal Residual stream entering each layer, and leaving the last: L+1 of `(N,C)`. */
+  readonly resid: Float32Array[];
+  /** @internal */
+  readonly layers: LayerActs[];
+  /** @internal Final LayerNorm output and statistics (pre-norm). */
+  readonly lnf: Float32Array;
+  /** @internal */
+  readonly lnfMean: Float32Array;
+  /** @internal */
+  readonly lnfRstd: Float32Array;
+  /** @internal Forward scratch `(N,C)` and backward scratch. */
+  readonly tmp: Float32Array;
+  /** @internal */
+  readonly g: Float32Array[]; // 4 x (N,C)
+  /** @internal */
+  readonly gQKV: Float32Array; // (N,3C)
+  /** @internal */
+  readonly gF: Float32Array[]; // 2 x (N,F)
+  /** @internal */
+  readonly rowT: Float32Array; // (T)
+  /** @internal wasm only: the non-zero rows of dlogits, `(N,V)` (else empty). */
+  readonly headRows: Float32Array;
+  /** @internal wasm only: their row indices, `(N)`. */
+  readonly headRowIds: Int32Array;
+  /** @internal wasm only: targets and weights of those rows, `(N)` each. */
+  readonly headTargets: Int32Array;
+  /** @internal */
+  readonly headWeights: Float32Array;
+  /** @internal Time conditioning, or `null`. */
+  readonly time: TimeActs | null;
+  /** Which backend runs linear and attention: `"blas"`, `"wasm"` or `"ts"`. */
+  readonly backend: BackendName;
+  /** @internal The ops of that backend. */
+  readonly nn: NNBackend;
+  /**
+   * @internal wasm only: the parameters copied into the kernels' memory at each forward pass
+   * (the backward pass reads the same copy), or `null`.
+   */
+  readonly wParams: Float32Array | null;
+  /** @internal wasm only: gradient accumulator, added into the caller's gradients once. */
+  readonly wGrads: Float32Array | null;
+  /** @internal RoPE tables `(T,HS/2)`, or empty. */
+  readonly cos: Float64Array;
+  /** @internal */
+  readonly sin: Float64Array;
+}
+
+/** Options of {@linkcode createWorkspace}. */
+export interface WorkspaceOptions {
+  /**
+   * `"wasm"`: linear and attention through the WebAssembly SIMD kernels, activations, a
+   * parameter copy and the gradient accumulator in the kernels' memory (zero-copy calls).
+   * `"blas"`: the same, with the matmuls through the system's `cblas_sgemm` on that memory
+   * (FFI: Deno with `--allow-ffi`, or Bun); an error where no library loads.
+   * `"ts"`: the plain TypeScript reference. Default: `"wasm"` where WebAssembly SIMD
+   * validates, else `"ts"`; always `"ts"` with `float64`.
+   */
+  backend?: BackendName;
+  /** Float64 buffers for finite-difference gradient checks (TS backend only). */
+  float64?: boolean;
+  /** `"blas"`: where the library is (default: see `loadBlas`). */
+  blas?: BlasOptions;
+}
+
+export function checkDim(name: string, v: number): void {
+  if (!Number.isInteger(v) || v < 1) {
+    throw new RangeError(`Invalid ${name}: expected a positive integer, got ${v}`);
+  }
+}
+
+/**
+ * Allocates a workspace for batches of up to `B` sequences of up to `T` tokens.
+ *
+ * @param config The model config.
+ * @param B Most sequences per batch.
+ * @param T Longest sequence, at most `config.context`.
+ * @param options `backend`: `"wasm"` (WebAssembly SIMD kernels, buffers in wasm memory; the
+ *   default where SIMD validates) or `"ts"` (plain TypeScript reference). `float64: true`
+ *   allocates every buffer as a `Float64Array` (typed as `Float32Array`) so that
+ *   finite-difference gradient checks can run the very same code in double precision, with
+ *   parameters and gradients in `Float64Array`s too; TS backend only. Not for training.
+ * @returns The workspace.
+ *
+ * @example Sized for the notebook's batch
+ * ```ts
+ * import { createWorkspace } from "./model.ts";
+ * import { resolveConfig } from "./config.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const ws = createWorkspace(resolveConfig("seed", { vocabSize: 37 }), 2, 8);
+ * assert.equal(ws.logits.length, 2 * 8 * 37);
+ * ```
+ */
+export function createWorkspace(
+  config: ModelConfig,
+  B: number,
+  T: number,
+  options: WorkspaceOptions = {},
+): Workspace {
+  checkDim("batch size", B);
+  checkDim("sequence length", T);
+  if (T > config.context) {
+    throw new RangeError(
+      `Sequence too long: expected T <= context ${config.context}, got ${T}`,
+    );
+  }
+  const backend = options.backend ?? (options.float64 ? "ts" : defaultBackend());
+  if (backend !== "ts" && backend !== "wasm" && backend !== "blas") {
+    throw new TypeError(`Invalid backend: expected "blas", "wasm" or "ts", got ${backend}`);
+  }
+  if (backend !== "ts" && options.float64) {
+    throw new TypeError(
+      `Invalid backend for a float64 workspace: expected "ts" (the ${backend} kernels are float32), got "${backend}"`,
+    );
+  }
+  let blas: BlasLibrary | undefined;
+  if (backend === "blas") {
+    const lib = loadBlas(options.blas);
+    if (!lib.ok) {
+      throw new Error(
+        `BLAS backend unavailable: expected a working CBLAS library, got ${lib.reason}`,
+      );
+    }
+    blas = lib.blas;
+  }
+  const { dModel: C, nHeads: NH, dFF: F, vocabSize: V } = config;
+  const HS = C / NH;
+  if (backend === "ts") {
+    const f = options.float64
+      ? (n: number) => new Float64Array(n) as unknown as Float32Array
+      : (n: number) => new Float32Array(n);
+    return {
+      ...workspaceBuffers(config, B, T, f, false),
+      backend,
+      nn: tsBackend,
+      wParams: null,
+      wGrads: null,
+    };
+  }
+  // wasm: every float buffer in the kernels' memory, reserved in one go before any view is
+  // taken (the growth rule of src/kernels/wasm.ts), plus a parameter copy and a gradient
+  // accumulator so that every kernel call is zero-copy.
+  const size = buildLayout(config).size;
+  let total = 0;
+  const empty = new Float32Array(0);
+  workspaceBuffers(config, B, T, (n) => {
+    total += n + 16;
+    return empty;
+  }, true);
+  total += 2 * (size + 16) + wasmBackendFloats(T, HS);
+  const wk = createWasmKernels();
+  wk.reserve(total);
+  const k = blas ? withBlas(wk, blas) : wk;
+  const bufs = workspaceBuffers(config, B, T, (n) => k.alloc(n), true);
+  const wParams = k.alloc(size);
+  const wGrads = k.alloc(size);
+  const nn = wasmBackend(k, T, HS, Math.max(3 * C, F, V, 6 * C), backend);
+  return { ...bufs, backend, nn, wParams, wGrads };
+}
+
+/** The float buffers of a workspace, from the allocator `f`. */
+function workspaceBuffers(
+  config: ModelConfig,
+  B: number,
+  T: number,
+  f: (n: number) => Float32Array,
+  packedHeads: boolean,
+): Omit<Workspace, "backend" | "nn" | "wParams" | "wGrads"> {
+  const { dModel: C, dFF: F, nHeads: NH, nLayers: L, vocabSize: V } = config;
+  const N = B * T;
+  const drop = config.dropout > 0;
+  const tc = config.timeConditioning === true;
+  const nTC = tc ? N * C : 0;
+  const layers: LayerActs[] = [];
+  for (let l = 0; l < L; l++) {
+    layers.push({
+      ln1: f(N * C),
+      ln1Mean: f(N),
+      ln1Rstd: f(N),
+      qkv: f(N * 3 * C),
+      att: f(B * NH * T * T),
+      heads: f(packedHeads ? 3 * N * C : 0),
+      attY: f(N * C),
+      r1: f(N * C),
+      ln2: f(N * C),
+      ln2Mean: f(N),
+      ln2Rstd: f(N),
+      fch: f(N * F),
+      fh: f(N * F),
+      r2: f(config.normFirst ? 0 : N * C),
+      maskAtt: drop ? f(B * NH * T * T) : null,
+      mask1: drop ? f(N * C) : null,
+      maskF: drop ? f(N * F) : null,
+      mask2: drop ? f(N * C) : null,
+      mod: f(tc ? B * 6 * C : 0),
+      m1: f(nTC),
+      m2: f(nTC),
+      projD: f(nTC),
+      foD: f(nTC),
+    });
+  }
+  const HS = C / NH;
+  const rotary = config.positions === "rotary";
+  const cos = new Float64Array(rotary ? T * HS / 2 : 0);
+  const sin = new Float64Array(rotary ? T * HS / 2 : 0);
+  if (rotary) ropeTables(cos, sin, T, HS);
+  return {
+    config,
+    B,
+    T,
+    logits: f(N * V),
+    dlogits: f(N * V),
+    losses: f(N),
+    lastB: 0,
+    lastT: 0,
+    lastDropout: false,
+    lastHeadRows: -1,
+    tokens: new Int32Array(N),
+    lse: f(N),
+    resid: Array.from({ length: L + 1 }, () => f(N * C)),
+    layers,
+    lnf: f(config.normFirst ? N * C : 0),
+    lnfMean: f(N),
+    lnfRstd: f(N),
+    tmp: f(N * C),
+    g: [f(N * C), f(N * C), f(N * C), f(N * C)],
+    gQKV: f(N * 3 * C),
+    gF: [f(N * F), f(N * F)],
+    rowT: f(T),
+    headRows: f(packedHeads ? N * V : 0),
+    headRowIds: new Int32Array(packedHeads ? N : 0),
+    headTargets: new Int32Array(packedHeads ? N : 0),
+    headWeights: f(packedHeads ? N : 0),
+    time: tc
+      ? {
+        temb: f(B * TIME_EMBED_DIM),
+        h1: f(B * C),
+        a1: f(B * C),
+        h2: f(B * C),
+        cond: f(B * C),
+        finalMod: f(B * 2 * C),
+        mf: f(N * C),
+        dcond: f(B * C),
+        dmod: f(B * 6 * C),
+        dfinalMod: f(B * 2 * C),
+        dh: f(B * C),
+        da: f(B * C),
+      }
+      : null,
+    cos,
+    sin,
+  };
+}

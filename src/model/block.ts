@@ -41,7 +41,17 @@ export function drawMasks(ws: Workspace, keys: DropoutKeys, B: number, T: number
   }
 }
 
-/** One layer forward: `out` from `x`, saving its activations in `a`. */
+/**
+ * One layer forward, `out` from `x` (`resid[l+1]` from `resid[l]`), saving its activations in
+ * `a`. The variants, with `SA` the attention branch and `FF` the MLP branch:
+ *
+ * ```
+ * post-norm:  r1 = x + drop(SA(x));           ln1 = norm1(r1);  r2 = ln1 + drop(FF(ln1));  out = norm2(r2)
+ * pre-norm:   r1 = x + drop(SA(ln1)), ln1 = norm1(x);           out = r1 + drop(FF(ln2)), ln2 = norm2(r1)
+ * adaLN:      as pre-norm, with m1 = ln1 * (1 + scale1) + shift1 for ln1, m2 likewise for ln2,
+ *             and the branches gated: r1 = x + gate1 * projD, out = r1 + gate2 * foD
+ * ```
+ */
 export function layerForward(
   ws: Workspace,
   w: LayerTensors,
@@ -56,12 +66,12 @@ export function layerForward(
   const { dModel: C, dFF: F, nHeads: NH } = cfg;
   const N = B * T;
   const nn = ws.nn;
-  const rotary = cfg.positions === "rotary";
-  const gelu = cfg.activation === "gelu";
   const pre = cfg.normFirst;
   const tm = ws.time;
+  // mod = cond Wada^T + bada: shift1, scale1, gate1, shift2, scale2, gate2
   if (tm) nn.linearForward(a.mod, tm.cond, w.adaW!, w.adaB!, B, C, 6 * C);
-  // self-attention block
+
+  // Attention block. saIn: x (post-norm), ln1 = norm1(x), or m1 = modulate(ln1)
   let saIn = x;
   if (pre) {
     layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.norm1W, w.norm1B, N, C);
@@ -71,15 +81,19 @@ export function layerForward(
       saIn = a.m1;
     }
   }
+  // qkv = rope(saIn Win^T + bin); attY = attention(qkv)
   nn.linearForward(a.qkv, saIn, w.inProjW, w.inProjB, N, C, 3 * C);
-  if (rotary) ropeForward(a.qkv, ws.cos, ws.sin, B, T, C, NH);
+  if (cfg.positions === "rotary") ropeForward(a.qkv, ws.cos, ws.sin, B, T, C, NH);
   nn.attentionForward(a.attY, a.att, a.qkv, useDrop ? a.maskAtt : null, B, T, C, NH, a.heads);
-  const proj = tm ? a.projD : ws.tmp;
-  nn.linearForward(proj, a.attY, w.outProjW, w.outProjB, N, C, C);
-  if (useDrop) dropoutForward(proj, proj, a.mask1!, N * C);
-  if (tm) gatedResidualForward(a.r1, x, proj, a.mod, 2, 6, B, T, C);
-  else residualForward(a.r1, x, proj, N * C);
-  // feed-forward block
+  // projD = drop(proj), proj = attY Wo^T + bo (in place: one buffer)
+  const projD = tm ? a.projD : ws.branch;
+  nn.linearForward(projD, a.attY, w.outProjW, w.outProjB, N, C, C);
+  if (useDrop) dropoutForward(projD, projD, a.mask1!, N * C);
+  // r1 = x + gate1 * projD, or x + projD
+  if (tm) gatedResidualForward(a.r1, x, projD, a.mod, 2, 6, B, T, C);
+  else residualForward(a.r1, x, projD, N * C);
+
+  // MLP block. ffIn: ln1 = norm1(r1) (post-norm), ln2 = norm2(r1), or m2 = modulate(ln2)
   let ffIn: Float32Array;
   if (pre) {
     layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.r1, w.norm2W, w.norm2B, N, C);
@@ -92,27 +106,35 @@ export function layerForward(
     layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, a.r1, w.norm1W, w.norm1B, N, C);
     ffIn = a.ln1;
   }
+  // fch = ffIn W1^T + b1
   nn.linearForward(a.fch, ffIn, w.lin1W, w.lin1B, N, C, F);
   // fh = drop(act(fch)), the dropout fused into the activation's pass
   // (GELU keeps its derivative in fch for the backward pass)
-  if (gelu) geluForwardKeepGrad(a.fh, a.fch, N * F, useDrop ? a.maskF : null);
+  if (cfg.activation === "gelu") geluForwardKeepGrad(a.fh, a.fch, N * F, useDrop ? a.maskF : null);
   else reluForward(a.fh, a.fch, N * F, useDrop ? a.maskF : null);
-  const fo = tm ? a.foD : ws.tmp;
-  nn.linearForward(fo, a.fh, w.lin2W, w.lin2B, N, F, C);
-  if (useDrop) dropoutForward(fo, fo, a.mask2!, N * C);
+  // foD = drop(fo), fo = fh W2^T + b2 (in place: one buffer)
+  const foD = tm ? a.foD : ws.branch;
+  nn.linearForward(foD, a.fh, w.lin2W, w.lin2B, N, F, C);
+  if (useDrop) dropoutForward(foD, foD, a.mask2!, N * C);
   if (tm) {
-    gatedResidualForward(out, a.r1, fo, a.mod, 5, 6, B, T, C);
+    // out = r1 + gate2 * foD
+    gatedResidualForward(out, a.r1, foD, a.mod, 5, 6, B, T, C);
   } else if (pre) {
-    residualForward(out, a.r1, fo, N * C);
+    // out = r1 + foD
+    residualForward(out, a.r1, foD, N * C);
   } else {
-    residualForward(a.r2, a.ln1, fo, N * C);
+    // r2 = ln1 + foD; out = norm2(r2)
+    residualForward(a.r2, a.ln1, foD, N * C);
     layernormForward(out, a.ln2Mean, a.ln2Rstd, a.r2, w.norm2W, w.norm2B, N, C);
   }
 }
 
 /**
- * One layer backward: `g0` holds d(layer output) on entry and d(layer input) on return; the
- * parameter gradients are added into `dw`.
+ * One layer backward, the lines of {@linkcode layerForward} in reverse: `ws.dresid` holds the
+ * gradient of the layer's output on entry and of its input on return; the parameter gradients
+ * are added into `dw`, the modulation's share of the gradient of `cond` into `ws.time.dcond`.
+ * Every `dX` is the gradient of activation `X`, in `ws.d` (zeroed before the op that adds into
+ * it), or the very buffer of the activation it equals.
  */
 export function layerBackward(
   ws: Workspace,
@@ -126,33 +148,32 @@ export function layerBackward(
 ): void {
   const cfg = ws.config;
   const { dModel: C, dFF: F, nHeads: NH } = cfg;
-  const N = B * T;
+  const N = B * T, NC = N * C, NF = N * F;
   const nn = ws.nn;
-  const rotary = cfg.positions === "rotary";
-  const gelu = cfg.activation === "gelu";
   const pre = cfg.normFirst;
   const tm = ws.time;
-  const NC = N * C, NF = N * F;
-  const [g0, g1, g2, g3] = ws.g;
-  const gQKV = ws.gQKV;
+  const d = ws.d;
+  const dout = ws.dresid; // of out on entry; dx is written there last
   if (tm) tm.dmod.fill(0);
-  // g0 holds d(layer output). First d(fo after dropout):
+
+  // MLP block, from the bottom of the forward pass.
   let dfoD: Float32Array;
   if (tm) {
-    // out = r1 + gate2 * foD
-    g1.fill(0, 0, NC);
-    gatedResidualBackward(null, g1, tm.dmod, g0, a.foD, a.mod, 5, 6, B, T, C);
-    dfoD = g1;
+    // out = r1 + gate2 * foD (the r1 term below, with dr1)
+    d.dfoD.fill(0, 0, NC);
+    gatedResidualBackward(null, d.dfoD, tm.dmod, dout, a.foD, a.mod, 5, 6, B, T, C);
+    dfoD = d.dfoD;
   } else if (pre) {
-    dfoD = g0; // out = r1 + foD
+    // out = r1 + foD
+    dfoD = dout;
   } else {
-    // out = norm2(r2), r2 = ln1 + foD
-    g1.fill(0, 0, NC);
+    // out = norm2(r2); r2 = ln1 + foD (the ln1 term below, with dln1)
+    d.dr2.fill(0, 0, NC);
     layernormBackward(
-      g1,
+      d.dr2,
       dw.norm2W,
       dw.norm2B,
-      g0,
+      dout,
       a.r2,
       w.norm2W,
       a.ln2Mean,
@@ -160,41 +181,35 @@ export function layerBackward(
       N,
       C,
     );
-    dfoD = g1;
+    dfoD = d.dr2;
   }
-  let dfo = dfoD;
-  if (useDrop) {
-    g2.fill(0, 0, NC);
-    dropoutBackward(g2, dfoD, a.mask2!, NC);
-    dfo = g2;
-  }
+  // foD = drop(fo)
+  const dfo = useDrop ? dropoutGrad(d.dfo, dfoD, a.mask2!, NC) : dfoD;
   // fo = fh W2^T + b2
-  const [f0, f1] = ws.gF;
-  f0.fill(0, 0, NF);
-  nn.linearBackward(f0, dw.lin2W, dw.lin2B, dfo, a.fh, w.lin2W, N, F, C);
-  // fh = drop(act(fch)): dfch = act'(fch) * mask * dfh in one pass
-  const dfch = f1;
-  dfch.fill(0, 0, NF);
+  d.dfh.fill(0, 0, NF);
+  nn.linearBackward(d.dfh, dw.lin2W, dw.lin2B, dfo, a.fh, w.lin2W, N, F, C);
+  // fh = drop(act(fch)): dfch = act'(fch) * mask * dfh in one pass (GELU: fch holds gelu'(fch))
+  d.dfch.fill(0, 0, NF);
   const maskF = useDrop ? a.maskF : null;
-  if (gelu) scaleBackward(dfch, f0, a.fch, NF, maskF); // fch holds gelu'(fch)
-  else reluBackward(dfch, f0, a.fch, NF, maskF);
-  // dr1: gradient w.r.t. the first residual sum r1, built in g3.
+  if (cfg.activation === "gelu") scaleBackward(d.dfch, d.dfh, a.fch, NF, maskF);
+  else reluBackward(d.dfch, d.dfh, a.fch, NF, maskF);
   if (pre) {
-    // fch = ffIn W1^T + b1, ffIn = m2 = ln2 * (1 + scale2) + shift2 (or ln2), ln2 = norm2(r1)
-    g2.fill(0, 0, NC);
-    nn.linearBackward(g2, dw.lin1W, dw.lin1B, dfch, tm ? a.m2 : a.ln2, w.lin1W, N, C, F);
-    let dln2 = g2;
+    // fch = ffIn W1^T + b1, ffIn = m2 or ln2
+    const dffIn = tm ? d.dm2 : d.dln2;
+    dffIn.fill(0, 0, NC);
+    nn.linearBackward(dffIn, dw.lin1W, dw.lin1B, d.dfch, tm ? a.m2 : a.ln2, w.lin1W, N, C, F);
     if (tm) {
-      g1.fill(0, 0, NC);
-      modulateBackward(g1, tm.dmod, g2, a.ln2, a.mod, 3, 4, 6, B, T, C);
-      dln2 = g1;
+      // m2 = ln2 * (1 + scale2) + shift2
+      d.dln2.fill(0, 0, NC);
+      modulateBackward(d.dln2, tm.dmod, d.dm2, a.ln2, a.mod, 3, 4, 6, B, T, C);
     }
-    g3.set(g0.subarray(0, NC)); // out = r1 + ...
+    // ln2 = norm2(r1), plus out's r1 term
+    d.dr1.set(dout.subarray(0, NC));
     layernormBackward(
-      g3,
+      d.dr1,
       dw.norm2W,
       dw.norm2B,
-      dln2,
+      d.dln2,
       a.r1,
       w.norm2W,
       a.ln2Mean,
@@ -203,15 +218,16 @@ export function layerBackward(
       C,
     );
   } else {
-    // fch = ln1 W1^T + b1, r2 = ln1 + ..., ln1 = norm1(r1)
-    g2.set(dfoD.subarray(0, NC));
-    nn.linearBackward(g2, dw.lin1W, dw.lin1B, dfch, a.ln1, w.lin1W, N, C, F);
-    g3.fill(0, 0, NC);
+    // fch = ln1 W1^T + b1, plus r2's ln1 term
+    d.dln1.set(dfoD.subarray(0, NC));
+    nn.linearBackward(d.dln1, dw.lin1W, dw.lin1B, d.dfch, a.ln1, w.lin1W, N, C, F);
+    // ln1 = norm1(r1)
+    d.dr1.fill(0, 0, NC);
     layernormBackward(
-      g3,
+      d.dr1,
       dw.norm1W,
       dw.norm1B,
-      g2,
+      d.dln1,
       a.r1,
       w.norm1W,
       a.ln1Mean,
@@ -220,27 +236,25 @@ export function layerBackward(
       C,
     );
   }
-  // r1 = x + gate1 * projD (or x + projD), projD = drop1(proj)
-  let dprojD = g3;
+
+  // Attention block.
+  let dprojD = d.dr1; // r1 = x + projD (the x term below, with dx)
   if (tm) {
-    g1.fill(0, 0, NC);
-    gatedResidualBackward(null, g1, tm.dmod, g3, a.projD, a.mod, 2, 6, B, T, C);
-    dprojD = g1;
+    // r1 = x + gate1 * projD
+    d.dprojD.fill(0, 0, NC);
+    gatedResidualBackward(null, d.dprojD, tm.dmod, d.dr1, a.projD, a.mod, 2, 6, B, T, C);
+    dprojD = d.dprojD;
   }
-  let dproj = dprojD;
-  if (useDrop) {
-    g2.fill(0, 0, NC);
-    dropoutBackward(g2, dprojD, a.mask1!, NC);
-    dproj = g2;
-  }
+  // projD = drop(proj)
+  const dproj = useDrop ? dropoutGrad(d.dproj, dprojD, a.mask1!, NC) : dprojD;
   // proj = attY Wo^T + bo
-  const dattY = dproj === g2 ? g1 : g2;
-  dattY.fill(0, 0, NC);
-  nn.linearBackward(dattY, dw.outProjW, dw.outProjB, dproj, a.attY, w.outProjW, N, C, C);
-  gQKV.fill(0, 0, N * 3 * C);
+  d.dattY.fill(0, 0, NC);
+  nn.linearBackward(d.dattY, dw.outProjW, dw.outProjB, dproj, a.attY, w.outProjW, N, C, C);
+  // attY = attention(qkv)
+  d.dqkv.fill(0, 0, 3 * NC);
   nn.attentionBackward(
-    gQKV,
-    dattY,
+    d.dqkv,
+    d.dattY,
     a.qkv,
     a.att,
     useDrop ? a.maskAtt : null,
@@ -251,34 +265,36 @@ export function layerBackward(
     NH,
     a.heads,
   );
-  if (rotary) ropeBackward(gQKV, ws.cos, ws.sin, B, T, C, NH);
-  // qkv = saIn Win^T + bin; new g0 = d(layer input) = dr1 (residual) + path through SA.
+  // qkv = rope(...), in place: now the gradient of qkv before RoPE
+  if (cfg.positions === "rotary") ropeBackward(d.dqkv, ws.cos, ws.sin, B, T, C, NH);
+  const dx = dout; // out's gradient is spent: dx takes its buffer
   if (pre) {
-    // saIn = m1 = ln1 * (1 + scale1) + shift1 (or ln1), ln1 = norm1(x)
-    g1.fill(0, 0, NC);
+    // qkv = saIn Win^T + bin, saIn = m1 or ln1
+    const dsaIn = tm ? d.dm1 : d.dln1;
+    dsaIn.fill(0, 0, NC);
     nn.linearBackward(
-      g1,
+      dsaIn,
       dw.inProjW,
       dw.inProjB,
-      gQKV,
+      d.dqkv,
       tm ? a.m1 : a.ln1,
       w.inProjW,
       N,
       C,
       3 * C,
     );
-    let dln1 = g1;
     if (tm) {
-      g2.fill(0, 0, NC);
-      modulateBackward(g2, tm.dmod, g1, a.ln1, a.mod, 0, 1, 6, B, T, C);
-      dln1 = g2;
+      // m1 = ln1 * (1 + scale1) + shift1
+      d.dln1.fill(0, 0, NC);
+      modulateBackward(d.dln1, tm.dmod, d.dm1, a.ln1, a.mod, 0, 1, 6, B, T, C);
     }
-    g0.set(g3.subarray(0, NC));
+    // ln1 = norm1(x), plus r1's x term
+    dx.set(d.dr1.subarray(0, NC));
     layernormBackward(
-      g0,
+      dx,
       dw.norm1W,
       dw.norm1B,
-      dln1,
+      d.dln1,
       x,
       w.norm1W,
       a.ln1Mean,
@@ -287,9 +303,22 @@ export function layerBackward(
       C,
     );
   } else {
-    g0.set(g3.subarray(0, NC));
-    nn.linearBackward(g0, dw.inProjW, dw.inProjB, gQKV, x, w.inProjW, N, C, 3 * C);
+    // qkv = x Win^T + bin, plus r1's x term
+    dx.set(d.dr1.subarray(0, NC));
+    nn.linearBackward(dx, dw.inProjW, dw.inProjB, d.dqkv, x, w.inProjW, N, C, 3 * C);
   }
-  // mod = c Wada^T + bada
+  // mod = cond Wada^T + bada
   if (tm) nn.linearBackward(tm.dcond, dw.adaW!, dw.adaB!, tm.dmod, tm.cond, w.adaW!, B, C, 6 * C);
+}
+
+/** `dx` of `y = x * mask` (dropout, the mask holding 0 or 1/(1-p)) into `dx`; returns it. */
+function dropoutGrad(
+  dx: Float32Array,
+  dy: Float32Array,
+  mask: Float32Array,
+  n: number,
+): Float32Array {
+  dx.fill(0, 0, n);
+  dropoutBackward(dx, dy, mask, n);
+  return dx;
 }

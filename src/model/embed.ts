@@ -13,7 +13,7 @@ import { embeddingBackward, embeddingForward } from "../nn/embedding.ts";
 import { siluBackward, siluForward } from "../nn/activations.ts";
 import { timestepEmbedding } from "../nn/adaln.ts";
 
-/** Time conditioning and embedding, forward: `ws.time` and `ws.resid[0]`. */
+/** Time conditioning and embedding, forward: into `ws.time` and `ws.resid[0]`. */
 export function embedForward(
   ws: Workspace,
   P: ModelTensors,
@@ -26,43 +26,50 @@ export function embedForward(
   const nn = ws.nn;
   const tm = ws.time;
   if (tm) {
-    // c = silu(mlp.2(silu(mlp.0(embedding(sigma)))))
+    // cond = silu(mlp.2(silu(mlp.0(embedding(sigma))))): temb -> h1 -> a1 -> h2 -> cond
     timestepEmbedding(tm.temb, sigma!, B, TIME_EMBED_DIM);
     nn.linearForward(tm.h1, tm.temb, P.sigma0W!, P.sigma0B!, B, TIME_EMBED_DIM, C);
     siluForward(tm.a1, tm.h1, B * C);
     nn.linearForward(tm.h2, tm.a1, P.sigma2W!, P.sigma2B!, B, C, C);
     siluForward(tm.cond, tm.h2, B * C);
+    // the final norm's shift and scale (read by the head)
     nn.linearForward(tm.finalMod, tm.cond, P.finalAdaW!, P.finalAdaB!, B, C, 2 * C);
   }
   embeddingForward(ws.resid[0], input, P.embed, P.posEmbed, B, T, C);
 }
 
-/** Embedding and time conditioning, backward: `dresid` is d(resid[0]). */
+/**
+ * Embedding and time conditioning, backward, from `ws.dresid` (the gradient of `resid[0]`) and
+ * `ws.time.dcond` (of `cond`, summed over every layer's modulation and the final one).
+ */
 export function embedBackward(
   ws: Workspace,
   P: ModelTensors,
   G: ModelTensors,
-  g0: Float32Array,
   B: number,
   T: number,
 ): void {
   const C = ws.config.dModel;
   const nn = ws.nn;
   const tm = ws.time;
-  embeddingBackward(G.embed, G.posEmbed, g0, ws.tokens, B, T, C);
+  // resid[0] = embed[tokens] (+ pos_embed)
+  embeddingBackward(G.embed, G.posEmbed, ws.dresid, ws.tokens, B, T, C);
   if (tm) {
-    // cond = silu(h2), h2 = a1 W2^T + b2, a1 = silu(h1), h1 = temb W0^T + b0
-    tm.dh.fill(0);
-    siluBackward(tm.dh, tm.dcond, tm.h2, B * C);
-    tm.da.fill(0);
-    nn.linearBackward(tm.da, G.sigma2W!, G.sigma2B!, tm.dh, tm.a1, P.sigma2W!, B, C, C);
-    tm.dh.fill(0);
-    siluBackward(tm.dh, tm.da, tm.h1, B * C);
+    // cond = silu(h2)
+    tm.dh2.fill(0);
+    siluBackward(tm.dh2, tm.dcond, tm.h2, B * C);
+    // h2 = a1 W2^T + b2
+    tm.da1.fill(0);
+    nn.linearBackward(tm.da1, G.sigma2W!, G.sigma2B!, tm.dh2, tm.a1, P.sigma2W!, B, C, C);
+    // a1 = silu(h1)
+    tm.dh1.fill(0);
+    siluBackward(tm.dh1, tm.da1, tm.h1, B * C);
+    // h1 = temb W0^T + b0 (temb is a function of sigma alone: no gradient)
     nn.linearBackward(
       null,
       G.sigma0W!,
       G.sigma0B!,
-      tm.dh,
+      tm.dh1,
       tm.temb,
       P.sigma0W!,
       B,

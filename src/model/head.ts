@@ -1,7 +1,12 @@
 /**
  * The model's output side: the final norm (pre-norm; modulated under time conditioning), the
- * output projection to logits, and its compaction to the rows a weighted loss reads. Forward and
- * backward.
+ * head `logits = final W^T + b`, and the head's compaction to the rows a weighted loss reads.
+ * Forward and backward.
+ *
+ * The compaction: a masked loss weights only the masked positions (about half), and the other
+ * rows' logits are never read, nor their gradients anything but zero. On the wasm and blas
+ * backends, from 64 rows of which at most 3/4 count, the head's products run on those rows only,
+ * gathered into `ws.headIn`; their indices are in `ws.headRowIds`. Same math.
  *
  * @module
  */
@@ -11,172 +16,174 @@ import type { Workspace } from "./workspace.ts";
 import { layernormBackward, layernormForward } from "../nn/layernorm.ts";
 import { modulateBackward, modulateForward } from "../nn/adaln.ts";
 
-/** Final norm and head, forward: the logits (a view into `ws`). */
+/** The head's input: `mf` (time conditioning), `lnf` (pre-norm) or the last residual. */
+function headInput(ws: Workspace): Float32Array {
+  if (ws.time) return ws.time.mf;
+  return ws.config.normFirst ? ws.lnf : ws.resid[ws.config.nLayers];
+}
+
+/**
+ * Final norm and head, forward. With `rowWeights` (a weighted loss that reads only its rows of
+ * non-zero weight) the head may run on those rows only: the logits are then `(n,V)` for the `n`
+ * rows listed in `ws.headRowIds`, and `ws.lastHeadRows` is `n`; otherwise `(N,V)`, and
+ * `lastHeadRows` is -1.
+ *
+ * @returns The logits, a view into `ws.logits`.
+ */
 export function finalForward(
   ws: Workspace,
   P: ModelTensors,
   B: number,
   T: number,
-  rowWeights: Float32Array | undefined,
-): Float32Array {
-  const cfg = ws.config;
-  const { dModel: C, vocabSize: V } = cfg;
-  const N = B * T;
-  const pre = cfg.normFirst;
-  const tm = ws.time;
-  let final = ws.resid[cfg.nLayers];
-  if (pre) {
-    layernormForward(ws.lnf, ws.lnfMean, ws.lnfRstd, final, P.normW!, P.normB!, N, C);
-    final = ws.lnf;
-    if (tm) {
-      modulateForward(tm.mf, ws.lnf, tm.finalMod, 0, 1, 2, B, T, C);
-      final = tm.mf;
-    }
-  }
-  return headForward(ws, final, P.headW, P.headB, N, C, V, rowWeights);
-}
-
-/**
- * The head, `logits = final W^T + b`. With `rowWeights` (a weighted loss that reads only the
- * rows of non-zero weight: the masked positions) on the wasm and blas backends, from 64 rows of
- * which at most 3/4 count, only those rows are gathered (into the free `g2` scratch, which the
- * backward pass reuses) and multiplied: the logits are then `(n,V)` for the `n` rows listed in
- * `ws.headRowIds`, and `ws.lastHeadRows` is `n`. Otherwise every row, and `lastHeadRows` -1.
- */
-function headForward(
-  ws: Workspace,
-  final: Float32Array, // (N,C)
-  W: Float32Array, // (V,C)
-  b: Float32Array, // (V)
-  N: number,
-  C: number,
-  V: number,
   rowWeights: Float32Array | undefined, // (N)
 ): Float32Array {
+  const cfg = ws.config;
+  const C = cfg.dModel;
+  const N = B * T;
+  const tm = ws.time;
+  if (cfg.normFirst) {
+    // lnf = norm(resid[L])
+    layernormForward(
+      ws.lnf,
+      ws.lnfMean,
+      ws.lnfRstd,
+      ws.resid[cfg.nLayers],
+      P.normW!,
+      P.normB!,
+      N,
+      C,
+    );
+    // mf = lnf * (1 + scale) + shift
+    if (tm) modulateForward(tm.mf, ws.lnf, tm.finalMod, 0, 1, 2, B, T, C);
+  }
+  return headForward(ws, P, N, rowWeights);
+}
+
+/** `logits = final W^T + b`, on the weighted rows only where that pays (see the module doc). */
+function headForward(
+  ws: Workspace,
+  P: ModelTensors,
+  N: number,
+  rowWeights: Float32Array | undefined, // (N)
+): Float32Array {
+  const { dModel: C, vocabSize: V } = ws.config;
+  const final = headInput(ws);
   ws.lastHeadRows = -1;
   const idx = ws.headRowIds;
   if (rowWeights !== undefined && idx.length >= N && N >= 64) {
-    let n2 = 0;
-    for (let n = 0; n < N; n++) if (rowWeights[n] !== 0) idx[n2++] = n;
-    if (n2 * 4 <= N * 3) {
-      const xs = ws.g[2];
-      gatherRows(xs, final, idx, n2, C);
-      if (n2 > 0) ws.nn.linearForward(ws.logits, xs, W, b, n2, C, V);
-      ws.lastHeadRows = n2;
-      return ws.logits.subarray(0, n2 * V);
+    let n = 0;
+    for (let i = 0; i < N; i++) if (rowWeights[i] !== 0) idx[n++] = i;
+    if (n * 4 <= N * 3) {
+      gatherRows(ws.headIn, final, idx, n, C);
+      if (n > 0) ws.nn.linearForward(ws.logits, ws.headIn, P.headW, P.headB, n, C, V);
+      ws.lastHeadRows = n;
+      return ws.logits.subarray(0, n * V);
     }
   }
-  ws.nn.linearForward(ws.logits, final, W, b, N, C, V);
+  ws.nn.linearForward(ws.logits, final, P.headW, P.headB, N, C, V);
   return N * V === ws.logits.length ? ws.logits : ws.logits.subarray(0, N * V);
 }
 
-/** Head and final norm, backward: `g0` gets d(resid[L]). */
+/**
+ * Head and final norm, backward: `ws.dresid` gets the gradient of the last residual (and
+ * `ws.time.dcond` the final modulation's share of the gradient of `cond`).
+ */
 export function finalBackward(
   ws: Workspace,
   P: ModelTensors,
   G: ModelTensors,
-  dlogits: Float32Array,
+  dlogits: Float32Array, // (N,V), or (n,V) after a compacted forward pass
   B: number,
   T: number,
 ): void {
   const cfg = ws.config;
-  const { dModel: C, vocabSize: V, nLayers: L } = cfg;
-  const N = B * T;
-  const nn = ws.nn;
-  const pre = cfg.normFirst;
+  const C = cfg.dModel;
+  const N = B * T, NC = N * C;
   const tm = ws.time;
-  const NC = N * C;
-  const [g0, g1, g2] = ws.g;
-  // logits = final head^T + b
-  const final = tm ? tm.mf : pre ? ws.lnf : ws.resid[L];
-  g1.fill(0, 0, NC);
-  headBackward(ws, g1, G.headW, G.headB, dlogits, final, P.headW, N, C, V);
-  g0.fill(0, 0, NC);
-  if (pre) {
-    let dlnf = g1;
-    if (tm) {
-      // mf = lnf * (1 + scale) + shift; finalMod = c Wf^T + bf
-      g2.fill(0, 0, NC);
-      tm.dfinalMod.fill(0);
-      modulateBackward(g2, tm.dfinalMod, g1, ws.lnf, tm.finalMod, 0, 1, 2, B, T, C);
-      nn.linearBackward(
-        tm.dcond,
-        G.finalAdaW!,
-        G.finalAdaB!,
-        tm.dfinalMod,
-        tm.cond,
-        P.finalAdaW!,
-        B,
-        C,
-        2 * C,
-      );
-      dlnf = g2;
-    }
-    // lnf = norm(resid[L])
-    layernormBackward(
-      g0,
-      G.normW!,
-      G.normB!,
-      dlnf,
-      ws.resid[L],
-      P.normW!,
-      ws.lnfMean,
-      ws.lnfRstd,
-      N,
+  const dresid = ws.dresid;
+  // the gradient of the head's input: dmf, dlnf or dresid
+  const dfinal = tm ? tm.dmf : cfg.normFirst ? ws.dlnf : dresid;
+  dfinal.fill(0, 0, NC);
+  headBackward(ws, dfinal, dlogits, P, G, N);
+  if (!cfg.normFirst) return; // post-norm: the head read the last residual
+  if (tm) {
+    // mf = lnf * (1 + scale) + shift
+    ws.dlnf.fill(0, 0, NC);
+    tm.dfinalMod.fill(0);
+    modulateBackward(ws.dlnf, tm.dfinalMod, tm.dmf, ws.lnf, tm.finalMod, 0, 1, 2, B, T, C);
+    // finalMod = cond Wf^T + bf
+    ws.nn.linearBackward(
+      tm.dcond,
+      G.finalAdaW!,
+      G.finalAdaB!,
+      tm.dfinalMod,
+      tm.cond,
+      P.finalAdaW!,
+      B,
       C,
+      2 * C,
     );
-  } else {
-    g0.set(g1.subarray(0, NC));
   }
+  // lnf = norm(resid[L])
+  dresid.fill(0, 0, NC);
+  layernormBackward(
+    dresid,
+    G.normW!,
+    G.normB!,
+    ws.dlnf,
+    ws.resid[cfg.nLayers],
+    P.normW!,
+    ws.lnfMean,
+    ws.lnfRstd,
+    N,
+    C,
+  );
 }
 
 /**
- * The head's backward pass, `logits = final W^T + b`. Rows of `dlogits` that are all zero
- * (positions the loss ignores: unmasked tokens under the masked losses, about half of them)
- * add nothing to any gradient, so on the wasm backend, with at least 64 rows of which at most 3/4 are
- * non-zero, the two backward products run on the non-zero rows only (gathered into
- * `ws.headRows` and the free `g2`/`g3` scratch) and `dfinal` is scattered back. Same math.
+ * The head's backward pass into `dfinal` (zero on entry). After a compacted forward pass it runs
+ * on those rows; after a full one, on the wasm and blas backends, it compacts to the rows of
+ * `dlogits` that are not all zero (the positions the loss ignores add nothing to any gradient)
+ * where that pays: the same rule as the forward pass.
  */
 function headBackward(
   ws: Workspace,
-  dfinal: Float32Array, // (N,C), zero on entry
-  dW: Float32Array, // (V,C)
-  db: Float32Array, // (V)
-  dlogits: Float32Array, // (N,V)
-  final: Float32Array, // (N,C)
-  W: Float32Array, // (V,C)
+  dfinal: Float32Array, // (N,C)
+  dlogits: Float32Array, // (N,V), or (n,V) after a compacted forward pass
+  P: ModelTensors,
+  G: ModelTensors,
   N: number,
-  C: number,
-  V: number,
 ): void {
-  const rows = ws.headRows, idx = ws.headRowIds;
+  const { dModel: C, vocabSize: V } = ws.config;
   if (ws.lastHeadRows >= 0) {
-    // The forward pass computed the listed rows only: dlogits is (n2,V), their inputs are in g2.
-    compactHeadBackward(ws, dfinal, dW, db, dlogits, W, ws.lastHeadRows, C, V);
+    // The forward pass gathered the rows' inputs into headIn and computed their logits only.
+    compactHeadBackward(ws, dfinal, dlogits, P, G, ws.lastHeadRows);
     return;
   }
+  const final = headInput(ws);
+  const idx = ws.headRowIds;
   // (below 64 rows the products are too small for the gather to pay)
-  if (rows.length < N * V || N < 64) {
-    ws.nn.linearBackward(dfinal, dW, db, dlogits, final, W, N, C, V);
+  if (ws.dlogitRows.length < N * V || N < 64) {
+    ws.nn.linearBackward(dfinal, G.headW, G.headB, dlogits, final, P.headW, N, C, V);
     return;
   }
-  let n2 = 0;
-  for (let n = 0; n < N; n++) {
-    const o = n * V;
+  let n = 0;
+  for (let i = 0; i < N; i++) {
+    const o = i * V;
     for (let v = 0; v < V; v++) {
       if (dlogits[o + v] !== 0) {
-        idx[n2++] = n;
+        idx[n++] = i;
         break;
       }
     }
   }
-  if (n2 * 4 > N * 3) {
-    ws.nn.linearBackward(dfinal, dW, db, dlogits, final, W, N, C, V);
+  if (n * 4 > N * 3) {
+    ws.nn.linearBackward(dfinal, G.headW, G.headB, dlogits, final, P.headW, N, C, V);
     return;
   }
-  gatherRows(rows, dlogits, idx, n2, V);
-  gatherRows(ws.g[2], final, idx, n2, C); // g2, g3: free until the layers' backward pass
-  compactHeadBackward(ws, dfinal, dW, db, rows, W, n2, C, V);
+  gatherRows(ws.dlogitRows, dlogits, idx, n, V);
+  gatherRows(ws.headIn, final, idx, n, C);
+  compactHeadBackward(ws, dfinal, ws.dlogitRows, P, G, n);
 }
 
 /** `dst` row i = `src` row `idx[i]`, for i < n: the rows of `(N,D)` listed in `idx`. */
@@ -194,27 +201,25 @@ function gatherRows(
 }
 
 /**
- * The head's backward pass on the `n2` rows listed in `ws.headRowIds`: their inputs gathered in
- * `g2`, their logit gradients `drows` `(n2,V)`; `dfinal` gets the input gradient scattered back.
+ * The head's backward pass on the `n` rows listed in `ws.headRowIds`, their inputs in
+ * `ws.headIn`, their logit gradients in `drows` `(n,V)`: `dheadIn` gets their input gradients,
+ * scattered back (added) into `dfinal`.
  */
 function compactHeadBackward(
   ws: Workspace,
   dfinal: Float32Array, // (N,C)
-  dW: Float32Array, // (V,C)
-  db: Float32Array, // (V)
-  drows: Float32Array, // (n2,V)
-  W: Float32Array, // (V,C)
-  n2: number,
-  C: number,
-  V: number,
+  drows: Float32Array, // (n,V)
+  P: ModelTensors,
+  G: ModelTensors,
+  n: number,
 ): void {
-  if (n2 === 0) return;
-  const [, , xs, dxs] = ws.g;
-  const idx = ws.headRowIds;
-  dxs.fill(0, 0, n2 * C);
-  ws.nn.linearBackward(dxs, dW, db, drows, xs, W, n2, C, V);
-  for (let i = 0; i < n2; i++) {
+  if (n === 0) return;
+  const { dModel: C, vocabSize: V } = ws.config;
+  const idx = ws.headRowIds, dheadIn = ws.dheadIn;
+  dheadIn.fill(0, 0, n * C);
+  ws.nn.linearBackward(dheadIn, G.headW, G.headB, drows, ws.headIn, P.headW, n, C, V);
+  for (let i = 0; i < n; i++) {
     const o = idx[i] * C, r = i * C;
-    for (let c = 0; c < C; c++) dfinal[o + c] += dxs[r + c];
+    for (let c = 0; c < C; c++) dfinal[o + c] += dheadIn[r + c];
   }
 }

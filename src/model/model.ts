@@ -244,7 +244,7 @@ function forwardUnchecked(
   T: number,
   dropout: DropoutKeys | undefined,
   sigma?: Float32Array | Float64Array,
-  rowWeights?: Float32Array, // (N): compute logits only where non-zero (see headForward)
+  rowWeights?: Float32Array, // (N): compute logits only where non-zero (see finalForward)
 ): Float32Array {
   const cfg = model.config;
   // wasm: one parameter copy into the kernels' memory per forward pass (the backward pass
@@ -331,7 +331,7 @@ function backwardInto(
   for (let l = L - 1; l >= 0; l--) {
     layerBackward(ws, P.layers[l], G.layers[l], ws.layers[l], ws.resid[l], B, T, useDrop);
   }
-  embedBackward(ws, P, G, ws.g[0], B, T);
+  embedBackward(ws, P, G, B, T);
 }
 
 function checkGrads(model: Model, grads: Float32Array): void {
@@ -481,7 +481,7 @@ export function lossAndGrad(
   checkShape(model, ws, input.length, B, T);
   checkSigma(model, options.sigma, B);
   const logits = forwardUnchecked(model, ws, input, B, T, options.dropout, options.sigma, weight);
-  // Logits of the weighted rows only (see headForward), or of every row.
+  // Logits of the weighted rows only (see finalForward), or of every row.
   const n = ws.lastHeadRows >= 0 ? ws.lastHeadRows : N;
   let tg = target, wt = weight;
   if (ws.lastHeadRows >= 0) {

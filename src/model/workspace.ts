@@ -48,7 +48,31 @@ export interface LayerActs {
   foD: Float32Array; // (N,C) MLP branch after linear2 and dropout
 }
 
-/** Time-conditioning activations and scratch (SEDD's sigma_map and final modulation). */
+/**
+ * Gradients of one layer's activations, each named after its activation (`dln1` is the gradient
+ * of the loss with respect to `ln1`). One set serves every layer (the backward pass runs one
+ * layer at a time). Where the config has no such activation the buffer is empty, and where an
+ * activation is another under a second name (no dropout: `proj` is `projD`) the backward pass
+ * uses the other's buffer.
+ */
+export interface LayerGrads {
+  dr2: Float32Array; // (N,C) post-norm: second residual sum
+  dfoD: Float32Array; // (N,C) time conditioning: MLP branch after dropout
+  dfo: Float32Array; // (N,C) dropout: MLP branch before dropout (linear2 output)
+  dfh: Float32Array; // (N,F)
+  dfch: Float32Array; // (N,F)
+  dm2: Float32Array; // (N,C) time conditioning
+  dln2: Float32Array; // (N,C) pre-norm
+  dr1: Float32Array; // (N,C)
+  dprojD: Float32Array; // (N,C) time conditioning: attention branch after dropout
+  dproj: Float32Array; // (N,C) dropout: attention branch before dropout (out_proj output)
+  dattY: Float32Array; // (N,C)
+  dqkv: Float32Array; // (N,3C) of qkv after RoPE, then (RoPE backward, in place) before it
+  dm1: Float32Array; // (N,C) time conditioning
+  dln1: Float32Array; // (N,C)
+}
+
+/** Time-conditioning activations and their gradients (SEDD's sigma_map and final modulation). */
 export interface TimeActs {
   temb: Float32Array; // (B,256) sinusoidal sigma embedding
   h1: Float32Array; // (B,C) mlp.0 output
@@ -57,16 +81,18 @@ export interface TimeActs {
   cond: Float32Array; // (B,C) c = silu(h2)
   finalMod: Float32Array; // (B,2C) shift, scale of the final norm
   mf: Float32Array; // (N,C) modulated final norm output (head input)
-  dcond: Float32Array; // (B,C)
-  dmod: Float32Array; // (B,6C)
+  dmf: Float32Array; // (N,C)
   dfinalMod: Float32Array; // (B,2C)
-  dh: Float32Array; // (B,C)
-  da: Float32Array; // (B,C)
+  dmod: Float32Array; // (B,6C) of the layer being differentiated
+  dcond: Float32Array; // (B,C) summed over the final modulation and every layer's
+  dh2: Float32Array; // (B,C)
+  da1: Float32Array; // (B,C)
+  dh1: Float32Array; // (B,C)
 }
 
 /**
  * Everything one forward/backward pass needs for batches up to `B` sequences of up to `T`
- * tokens: saved activations, logits, backward scratch. Reusable across steps; holds the state
+ * tokens: saved activations, logits, their gradients. Reusable across steps; holds the state
  * of the last {@linkcode modelForward} for {@linkcode modelBackward}.
  */
 export interface Workspace {
@@ -107,19 +133,33 @@ export interface Workspace {
   readonly lnfMean: Float32Array;
   /** @internal */
   readonly lnfRstd: Float32Array;
-  /** @internal Forward scratch `(N,C)` and backward scratch. */
-  readonly tmp: Float32Array;
-  /** @internal */
-  readonly g: Float32Array[]; // 4 x (N,C)
-  /** @internal */
-  readonly gQKV: Float32Array; // (N,3C)
-  /** @internal */
-  readonly gF: Float32Array[]; // 2 x (N,F)
-  /** @internal */
-  readonly rowT: Float32Array; // (T)
-  /** @internal wasm only: the non-zero rows of dlogits, `(N,V)` (else empty). */
-  readonly headRows: Float32Array;
-  /** @internal wasm only: their row indices, `(N)`. */
+  /**
+   * @internal Forward scratch `(N,C)`: a block's branch output (out_proj or linear2, after
+   * dropout) before its residual add, where the backward pass does not read it (no time
+   * conditioning).
+   */
+  readonly branch: Float32Array;
+  /**
+   * @internal Gradient of the residual stream `(N,C)`: of `resid[l+1]` when layer `l`'s
+   * backward pass starts, of `resid[l]` when it ends.
+   */
+  readonly dresid: Float32Array;
+  /** @internal Gradient of `lnf` (pre-norm). */
+  readonly dlnf: Float32Array;
+  /** @internal Gradients of a layer's activations. */
+  readonly d: LayerGrads;
+  /** @internal Attention backward scratch `(T)` (ts backend). */
+  readonly rowT: Float32Array;
+  /**
+   * @internal wasm only, the head on the rows a weighted loss reads (else empty): the head
+   * inputs of those rows `(n,C)`, gathered by the forward pass (or the backward pass), ...
+   */
+  readonly headIn: Float32Array;
+  /** @internal ... their gradients `(n,C)`, scattered back into the full one, ... */
+  readonly dheadIn: Float32Array;
+  /** @internal ... and their rows of dlogits `(n,V)` (gathered by the backward pass). */
+  readonly dlogitRows: Float32Array;
+  /** @internal wasm only: the indices of those rows, `(N)`. */
   readonly headRowIds: Int32Array;
   /** @internal wasm only: targets and weights of those rows, `(N)` each. */
   readonly headTargets: Int32Array;
@@ -269,6 +309,7 @@ function workspaceBuffers(
   const N = B * T;
   const drop = config.dropout > 0;
   const tc = config.timeConditioning === true;
+  const pre = config.normFirst;
   const nTC = tc ? N * C : 0;
   const layers: LayerActs[] = [];
   for (let l = 0; l < L; l++) {
@@ -321,12 +362,29 @@ function workspaceBuffers(
     lnf: f(config.normFirst ? N * C : 0),
     lnfMean: f(N),
     lnfRstd: f(N),
-    tmp: f(N * C),
-    g: [f(N * C), f(N * C), f(N * C), f(N * C)],
-    gQKV: f(N * 3 * C),
-    gF: [f(N * F), f(N * F)],
+    branch: f(N * C),
+    dresid: f(N * C),
+    dlnf: f(pre ? N * C : 0),
+    d: {
+      dr2: f(pre ? 0 : N * C),
+      dfoD: f(nTC),
+      dfo: f(drop ? N * C : 0),
+      dfh: f(N * F),
+      dfch: f(N * F),
+      dm2: f(nTC),
+      dln2: f(pre ? N * C : 0),
+      dr1: f(N * C),
+      dprojD: f(nTC),
+      dproj: f(drop ? N * C : 0),
+      dattY: f(N * C),
+      dqkv: f(N * 3 * C),
+      dm1: f(nTC),
+      dln1: f(N * C),
+    },
     rowT: f(T),
-    headRows: f(packedHeads ? N * V : 0),
+    headIn: f(packedHeads ? N * C : 0),
+    dheadIn: f(packedHeads ? N * C : 0),
+    dlogitRows: f(packedHeads ? N * V : 0),
     headRowIds: new Int32Array(packedHeads ? N : 0),
     headTargets: new Int32Array(packedHeads ? N : 0),
     headWeights: f(packedHeads ? N : 0),
@@ -339,11 +397,13 @@ function workspaceBuffers(
         cond: f(B * C),
         finalMod: f(B * 2 * C),
         mf: f(N * C),
-        dcond: f(B * C),
-        dmod: f(B * 6 * C),
+        dmf: f(N * C),
         dfinalMod: f(B * 2 * C),
-        dh: f(B * C),
-        da: f(B * C),
+        dmod: f(B * 6 * C),
+        dcond: f(B * C),
+        dh2: f(B * C),
+        da1: f(B * C),
+        dh1: f(B * C),
       }
       : null,
     cos,

@@ -22,7 +22,7 @@ import { type BlasLibrary, type BlasOptions, loadBlas, withBlas } from "../kerne
 
 /** Activations one layer saves for the backward pass. */
 export interface LayerActs {
-  ln1: Float32Array; // (N,C)
+  ln1: Float32Array; // (N,C) norm1(x) (pre-norm) or norm1(r1) (post-norm)
   ln1Mean: Float32Array; // (N)
   ln1Rstd: Float32Array; // (N)
   qkv: Float32Array; // (N,3C), after RoPE
@@ -30,8 +30,8 @@ export interface LayerActs {
   heads: Float32Array; // (B,NH,3,T,HS) q, k, v per head (wasm backend; empty otherwise)
   attY: Float32Array; // (N,C) heads concatenated
   r1: Float32Array; // (N,C) first residual sum
-  ln2: Float32Array; // (N,C)
-  ln2Mean: Float32Array; // (N)
+  ln2: Float32Array; // (N,C) norm2(r1), pre-norm only (empty otherwise)
+  ln2Mean: Float32Array; // (N) of norm2 (post-norm: of its input r2)
   ln2Rstd: Float32Array; // (N)
   fch: Float32Array; // (N,F) before the activation (GELU: its derivative there, after forward)
   fh: Float32Array; // (N,F) after activation and dropout
@@ -148,7 +148,7 @@ export interface Workspace {
   readonly dlnf: Float32Array;
   /** @internal Gradients of a layer's activations. */
   readonly d: LayerGrads;
-  /** @internal Attention backward scratch `(T)` (ts backend). */
+  /** @internal Attention backward scratch `(T)` (ts backend; else empty). */
   readonly rowT: Float32Array;
   /**
    * @internal wasm only, the head on the rows a weighted loss reads (else empty): the head
@@ -322,7 +322,7 @@ function workspaceBuffers(
       heads: f(packedHeads ? 3 * N * C : 0),
       attY: f(N * C),
       r1: f(N * C),
-      ln2: f(N * C),
+      ln2: f(pre ? N * C : 0), // post-norm: norm2's output is resid[l+1]
       ln2Mean: f(N),
       ln2Rstd: f(N),
       fch: f(N * F),
@@ -360,9 +360,9 @@ function workspaceBuffers(
     resid: Array.from({ length: L + 1 }, () => f(N * C)),
     layers,
     lnf: f(config.normFirst ? N * C : 0),
-    lnfMean: f(N),
-    lnfRstd: f(N),
-    branch: f(N * C),
+    lnfMean: f(pre ? N : 0),
+    lnfRstd: f(pre ? N : 0),
+    branch: f(tc ? 0 : N * C),
     dresid: f(N * C),
     dlnf: f(pre ? N * C : 0),
     d: {
@@ -381,7 +381,7 @@ function workspaceBuffers(
       dm1: f(nTC),
       dln1: f(N * C),
     },
-    rowT: f(T),
+    rowT: f(packedHeads ? 0 : T), // the wasm attention has its own
     headIn: f(packedHeads ? N * C : 0),
     dheadIn: f(packedHeads ? N * C : 0),
     dlogitRows: f(packedHeads ? N * V : 0),

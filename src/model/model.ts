@@ -26,7 +26,12 @@ import type { BackendName } from "../nn/backend.ts";
 import type { BlasOptions } from "../kernels/blas.ts";
 import { crossEntropyBackward, crossEntropyForward } from "../nn/cross_entropy.ts";
 
-export { createWorkspace, type Workspace, type WorkspaceOptions } from "./workspace.ts";
+export {
+  createWorkspace,
+  type Workspace,
+  workspaceBytes,
+  type WorkspaceOptions,
+} from "./workspace.ts";
 
 /** A model: its config, one flat parameter buffer, and the name -> tensor layout. */
 export interface Model {

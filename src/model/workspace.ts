@@ -15,7 +15,6 @@ import {
   type NNBackend,
   tsBackend,
   wasmBackend,
-  wasmBackendFloats,
 } from "../nn/backend.ts";
 import { createWasmKernels } from "../kernels/wasm.ts";
 import { type BlasLibrary, type BlasOptions, loadBlas, withBlas } from "../kernels/blas.ts";
@@ -178,6 +177,11 @@ export interface Workspace {
   readonly wParams: Float32Array | null;
   /** @internal wasm only: gradient accumulator, added into the caller's gradients once. */
   readonly wGrads: Float32Array | null;
+  /**
+   * @internal wasm only: the arena bytes it took, measured by the allocator (0 on ts); equal
+   * to {@linkcode workspaceBytes}.
+   */
+  readonly arenaBytes: number;
   /** @internal RoPE tables `(T,HS/2)`, or empty. */
   readonly cos: Float64Array;
   /** @internal */
@@ -201,41 +205,20 @@ export interface WorkspaceOptions {
   blas?: BlasOptions;
 }
 
+/** Throws a `RangeError` unless `v` is a positive integer. */
 export function checkDim(name: string, v: number): void {
   if (!Number.isInteger(v) || v < 1) {
     throw new RangeError(`Invalid ${name}: expected a positive integer, got ${v}`);
   }
 }
 
-/**
- * Allocates a workspace for batches of up to `B` sequences of up to `T` tokens.
- *
- * @param config The model config.
- * @param B Most sequences per batch.
- * @param T Longest sequence, at most `config.context`.
- * @param options `backend`: `"wasm"` (WebAssembly SIMD kernels, buffers in wasm memory; the
- *   default where SIMD validates) or `"ts"` (plain TypeScript reference). `float64: true`
- *   allocates every buffer as a `Float64Array` (typed as `Float32Array`) so that
- *   finite-difference gradient checks can run the very same code in double precision, with
- *   parameters and gradients in `Float64Array`s too; TS backend only. Not for training.
- * @returns The workspace.
- *
- * @example Sized for the notebook's batch
- * ```ts
- * import { createWorkspace } from "./model.ts";
- * import { resolveConfig } from "./config.ts";
- * import assert from "node:assert/strict";
- *
- * const ws = createWorkspace(resolveConfig("seed", { vocabSize: 37 }), 2, 8);
- * assert.equal(ws.logits.length, 2 * 8 * 37);
- * ```
- */
-export function createWorkspace(
+/** The checks of {@linkcode createWorkspace} on its arguments; returns the backend to use. */
+function checkWorkspaceArgs(
   config: ModelConfig,
   B: number,
   T: number,
-  options: WorkspaceOptions = {},
-): Workspace {
+  options: WorkspaceOptions,
+): BackendName {
   checkDim("batch size", B);
   checkDim("sequence length", T);
   if (T > config.context) {
@@ -252,6 +235,143 @@ export function createWorkspace(
       `Invalid backend for a float64 workspace: expected "ts" (the ${backend} kernels are float32), got "${backend}"`,
     );
   }
+  return backend;
+}
+
+/** The wasm32 address space: 65536 pages of 64 KiB. */
+const WASM32_BYTES = 2 ** 32;
+/** The wasm arena's alignment of every buffer (that of `src/kernels/wasm.ts`). */
+const ARENA_ALIGN = 64;
+
+/** Bytes `n` floats take in the wasm arena: aligned up to {@linkcode ARENA_ALIGN}. */
+function arenaFloatBytes(n: number): number {
+  return Math.ceil((4 * n) / ARENA_ALIGN) * ARENA_ALIGN;
+}
+
+/**
+ * The bytes a workspace takes, computed without allocating anything: for `"wasm"` and `"blas"`
+ * the arena bytes {@linkcode createWorkspace} takes in the kernels' memory (every float buffer,
+ * the parameter copy and gradient accumulator, the attention scratch; each aligned to 64
+ * bytes), which must fit in the wasm32 memory next to the kernels' own 2 MiB or so; for `"ts"`
+ * the bytes of all its typed arrays.
+ *
+ * @param config The model config.
+ * @param B Most sequences per batch.
+ * @param T Longest sequence, at most `config.context`.
+ * @param options As for {@linkcode createWorkspace} (`backend`, `float64`).
+ * @returns The bytes.
+ *
+ * @example The default run's workspace
+ * ```ts
+ * import { workspaceBytes } from "./workspace.ts";
+ * import { resolveConfig } from "./config.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const config = resolveConfig("small", { vocabSize: 512 });
+ * const bytes = workspaceBytes(config, 16, 128, { backend: "wasm" });
+ * assert.ok(bytes > 16 * 128 * 512 * 4 * 2); // at least logits and their gradient
+ * assert.ok(bytes < 2 ** 32);
+ * ```
+ */
+export function workspaceBytes(
+  config: ModelConfig,
+  B: number,
+  T: number,
+  options: WorkspaceOptions = {},
+): number {
+  const backend = checkWorkspaceArgs(config, B, T, options);
+  return sizeWorkspace(config, B, T, backend, options.float64 === true);
+}
+
+function sizeWorkspace(
+  config: ModelConfig,
+  B: number,
+  T: number,
+  backend: BackendName,
+  float64: boolean,
+): number {
+  let bytes = 0;
+  const f32 = new Float32Array(0), i32 = new Int32Array(0), f64 = new Float64Array(0);
+  if (backend === "ts") {
+    const fb = float64 ? 8 : 4;
+    workspaceBuffers(config, B, T, {
+      f32: (n) => (bytes += fb * n, f32),
+      i32: (n) => (bytes += 4 * n, i32),
+      f64: (n) => (bytes += 8 * n, f64),
+    }, false);
+    return bytes;
+  }
+  workspaceBuffers(config, B, T, {
+    f32: (n) => (bytes += arenaFloatBytes(n), f32),
+    i32: () => i32, // JS heap, not the arena
+    f64: () => f64,
+  }, true);
+  const HS = config.dModel / config.nHeads;
+  // the parameter copy and the gradient accumulator
+  bytes += 2 * arenaFloatBytes(buildLayout(config).size);
+  // the wasm backend's attention scratch (see wasmBackend): q, k, v, y heads and their
+  // gradients, (T,HS) each, and two (T,T) tiles
+  bytes += 8 * arenaFloatBytes(T * HS) + 2 * arenaFloatBytes(T * T);
+  return bytes;
+}
+
+/**
+ * Allocates a workspace for batches of up to `B` sequences of up to `T` tokens.
+ *
+ * On the wasm and blas backends it first checks {@linkcode workspaceBytes} against the room
+ * the wasm32 memory leaves, and throws a `RangeError` naming both (and `T`, `B`) before
+ * reserving anything when it does not fit.
+ *
+ * @param config The model config.
+ * @param B Most sequences per batch.
+ * @param T Longest sequence, at most `config.context`.
+ * @param options `backend`: `"wasm"` (WebAssembly SIMD kernels, buffers in wasm memory; the
+ *   default where SIMD validates) or `"ts"` (plain TypeScript reference). `float64: true`
+ *   allocates every buffer as a `Float64Array` (typed as `Float32Array`) so that
+ *   finite-difference gradient checks can run the very same code in double precision, with
+ *   parameters and gradients in `Float64Array`s too; TS backend only. Not for training.
+ * @returns The workspace.
+ *
+ * @example Sized for the notebook's batch
+ * ```ts
+ * import { createWorkspace } from "./workspace.ts";
+ * import { resolveConfig } from "./config.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const ws = createWorkspace(resolveConfig("seed", { vocabSize: 37 }), 2, 8);
+ * assert.equal(ws.logits.length, 2 * 8 * 37);
+ * ```
+ */
+export function createWorkspace(
+  config: ModelConfig,
+  B: number,
+  T: number,
+  options: WorkspaceOptions = {},
+): Workspace {
+  const backend = checkWorkspaceArgs(config, B, T, options);
+  const { dModel: C, nHeads: NH, dFF: F, vocabSize: V } = config;
+  const HS = C / NH;
+  if (backend === "ts") {
+    const f32 = options.float64
+      ? (n: number) => new Float64Array(n) as unknown as Float32Array
+      : (n: number) => new Float32Array(n);
+    const bufs = workspaceBuffers(config, B, T, { ...onHeap, f32 }, false);
+    if (config.positions === "rotary") ropeTables(bufs.cos, bufs.sin, T, HS);
+    return { ...bufs, backend, nn: tsBackend, wParams: null, wGrads: null, arenaBytes: 0 };
+  }
+  // wasm: every float buffer in the kernels' memory, reserved in one go before any view is
+  // taken (the growth rule of src/kernels/wasm.ts), plus a parameter copy and a gradient
+  // accumulator so that every kernel call is zero-copy.
+  const bytes = sizeWorkspace(config, B, T, backend, false);
+  const wk = createWasmKernels();
+  const start = wk.mark();
+  if (bytes > WASM32_BYTES - start) {
+    throw new RangeError(
+      `Workspace too large for the wasm32 memory: expected at most ${WASM32_BYTES - start} ` +
+        `bytes, got ${bytes} for context ${T} × batch ${B} (dModel ${C}, ${config.nLayers} ` +
+        `layers, vocabulary ${V})`,
+    );
+  }
   let blas: BlasLibrary | undefined;
   if (backend === "blas") {
     const lib = loadBlas(options.blas);
@@ -262,50 +382,43 @@ export function createWorkspace(
     }
     blas = lib.blas;
   }
-  const { dModel: C, nHeads: NH, dFF: F, vocabSize: V } = config;
-  const HS = C / NH;
-  if (backend === "ts") {
-    const f = options.float64
-      ? (n: number) => new Float64Array(n) as unknown as Float32Array
-      : (n: number) => new Float32Array(n);
-    return {
-      ...workspaceBuffers(config, B, T, f, false),
-      backend,
-      nn: tsBackend,
-      wParams: null,
-      wGrads: null,
-    };
-  }
-  // wasm: every float buffer in the kernels' memory, reserved in one go before any view is
-  // taken (the growth rule of src/kernels/wasm.ts), plus a parameter copy and a gradient
-  // accumulator so that every kernel call is zero-copy.
-  const size = buildLayout(config).size;
-  let total = 0;
-  const empty = new Float32Array(0);
-  workspaceBuffers(config, B, T, (n) => {
-    total += n + 16;
-    return empty;
-  }, true);
-  total += 2 * (size + 16) + wasmBackendFloats(T, HS);
-  const wk = createWasmKernels();
-  wk.reserve(total);
+  wk.reserve(bytes / 4);
   const k = blas ? withBlas(wk, blas) : wk;
-  const bufs = workspaceBuffers(config, B, T, (n) => k.alloc(n), true);
+  const bufs = workspaceBuffers(config, B, T, { ...onHeap, f32: (n) => k.alloc(n) }, true);
+  if (config.positions === "rotary") ropeTables(bufs.cos, bufs.sin, T, HS);
+  const size = buildLayout(config).size;
   const wParams = k.alloc(size);
   const wGrads = k.alloc(size);
   const nn = wasmBackend(k, T, HS, Math.max(3 * C, F, V, 6 * C), backend);
-  return { ...bufs, backend, nn, wParams, wGrads };
+  return { ...bufs, backend, nn, wParams, wGrads, arenaBytes: wk.mark() - start };
 }
 
-/** The float buffers of a workspace, from the allocator `f`. */
+/** Where {@linkcode workspaceBuffers} takes its arrays from. */
+interface Allocator {
+  f32(n: number): Float32Array;
+  i32(n: number): Int32Array;
+  f64(n: number): Float64Array;
+}
+
+/** The integer and double arrays: on the JS heap on every backend. */
+const onHeap: Omit<Allocator, "f32"> = {
+  i32: (n) => new Int32Array(n),
+  f64: (n) => new Float64Array(n),
+};
+
+/**
+ * The arrays of a workspace, from `alloc` (the RoPE tables unfilled). `packedHeads`: the wasm
+ * and blas backends' buffers (saved attention heads, the compacted head).
+ */
 function workspaceBuffers(
   config: ModelConfig,
   B: number,
   T: number,
-  f: (n: number) => Float32Array,
+  alloc: Allocator,
   packedHeads: boolean,
-): Omit<Workspace, "backend" | "nn" | "wParams" | "wGrads"> {
+): Omit<Workspace, "backend" | "nn" | "wParams" | "wGrads" | "arenaBytes"> {
   const { dModel: C, dFF: F, nHeads: NH, nLayers: L, vocabSize: V } = config;
+  const f = alloc.f32;
   const N = B * T;
   const drop = config.dropout > 0;
   const tc = config.timeConditioning === true;
@@ -339,11 +452,7 @@ function workspaceBuffers(
       foD: f(nTC),
     });
   }
-  const HS = C / NH;
-  const rotary = config.positions === "rotary";
-  const cos = new Float64Array(rotary ? T * HS / 2 : 0);
-  const sin = new Float64Array(rotary ? T * HS / 2 : 0);
-  if (rotary) ropeTables(cos, sin, T, HS);
+  const nRope = config.positions === "rotary" ? T * (C / NH) / 2 : 0;
   return {
     config,
     B,
@@ -355,7 +464,7 @@ function workspaceBuffers(
     lastT: 0,
     lastDropout: false,
     lastHeadRows: -1,
-    tokens: new Int32Array(N),
+    tokens: alloc.i32(N),
     lse: f(N),
     resid: Array.from({ length: L + 1 }, () => f(N * C)),
     layers,
@@ -385,8 +494,8 @@ function workspaceBuffers(
     headIn: f(packedHeads ? N * C : 0),
     dheadIn: f(packedHeads ? N * C : 0),
     dlogitRows: f(packedHeads ? N * V : 0),
-    headRowIds: new Int32Array(packedHeads ? N : 0),
-    headTargets: new Int32Array(packedHeads ? N : 0),
+    headRowIds: alloc.i32(packedHeads ? N : 0),
+    headTargets: alloc.i32(packedHeads ? N : 0),
     headWeights: f(packedHeads ? N : 0),
     time: tc
       ? {
@@ -406,7 +515,7 @@ function workspaceBuffers(
         dh1: f(B * C),
       }
       : null,
-    cos,
-    sin,
+    cos: alloc.f64(nRope),
+    sin: alloc.f64(nRope),
   };
 }

@@ -6,8 +6,8 @@
  * @module
  */
 
-import type { LayerTensors } from "./layout.ts";
-import type { LayerActs, Workspace } from "./workspace.ts";
+import type { ModelTensors } from "./layout.ts";
+import type { Workspace } from "./workspace.ts";
 import type { DropoutKeys } from "./model.ts";
 import { Rng } from "../rng.ts";
 import { layernormBackward, layernormForward } from "../nn/layernorm.ts";
@@ -42,8 +42,8 @@ export function drawMasks(ws: Workspace, keys: DropoutKeys, B: number, T: number
 }
 
 /**
- * One layer forward, `out` from `x` (`resid[l+1]` from `resid[l]`), saving its activations in
- * `a`. The variants, with `SA` the attention branch and `FF` the MLP branch:
+ * Layer `l` forward at the shape `ws.lastB`, `ws.lastT`: `out = resid[l+1]` from
+ * `x = resid[l]`, saving its activations in `a = ws.layers[l]`. The variants, with `SA` the attention branch and `FF` the MLP branch:
  *
  * ```
  * post-norm:  r1 = x + drop(SA(x));           ln1 = norm1(r1);  r2 = ln1 + drop(FF(ln1));  out = norm2(r2)
@@ -52,19 +52,13 @@ export function drawMasks(ws: Workspace, keys: DropoutKeys, B: number, T: number
  *             and the branches gated: r1 = x + gate1 * projD, out = r1 + gate2 * foD
  * ```
  */
-export function layerForward(
-  ws: Workspace,
-  w: LayerTensors,
-  a: LayerActs,
-  x: Float32Array, // (N,C)
-  out: Float32Array, // (N,C)
-  B: number,
-  T: number,
-  useDrop: boolean,
-): void {
+export function layerForward(ws: Workspace, P: ModelTensors, l: number): void {
   const cfg = ws.config;
   const { dModel: C, dFF: F, nHeads: NH } = cfg;
-  const N = B * T;
+  const B = ws.lastB, T = ws.lastT, N = B * T;
+  const useDrop = ws.lastDropout;
+  const w = P.layers[l], a = ws.layers[l];
+  const x = ws.resid[l], out = ws.resid[l + 1]; // (N,C)
   const nn = ws.nn;
   const pre = cfg.normFirst;
   const tm = ws.time;
@@ -130,25 +124,19 @@ export function layerForward(
 }
 
 /**
- * One layer backward, the lines of {@linkcode layerForward} in reverse: `ws.dresid` holds the
+ * Layer `l` backward, the lines of {@linkcode layerForward} in reverse: `ws.dresid` holds the
  * gradient of the layer's output on entry and of its input on return; the parameter gradients
- * are added into `dw`, the modulation's share of the gradient of `cond` into `ws.time.dcond`.
+ * are added into `dw = G.layers[l]`, the modulation's share of the gradient of `cond` into `ws.time.dcond`.
  * Every `dX` is the gradient of activation `X`, in `ws.d` (zeroed before the op that adds into
  * it), or the very buffer of the activation it equals.
  */
-export function layerBackward(
-  ws: Workspace,
-  w: LayerTensors,
-  dw: LayerTensors,
-  a: LayerActs,
-  x: Float32Array, // (N,C)
-  B: number,
-  T: number,
-  useDrop: boolean,
-): void {
+export function layerBackward(ws: Workspace, P: ModelTensors, G: ModelTensors, l: number): void {
   const cfg = ws.config;
   const { dModel: C, dFF: F, nHeads: NH } = cfg;
-  const N = B * T, NC = N * C, NF = N * F;
+  const B = ws.lastB, T = ws.lastT, N = B * T, NC = N * C, NF = N * F;
+  const useDrop = ws.lastDropout;
+  const w = P.layers[l], dw = G.layers[l], a = ws.layers[l];
+  const x = ws.resid[l]; // (N,C)
   const nn = ws.nn;
   const pre = cfg.normFirst;
   const tm = ws.time;

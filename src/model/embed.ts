@@ -13,16 +13,17 @@ import { embeddingBackward, embeddingForward } from "../nn/embedding.ts";
 import { siluBackward, siluForward } from "../nn/activations.ts";
 import { timestepEmbedding } from "../nn/adaln.ts";
 
-/** Time conditioning and embedding, forward: into `ws.time` and `ws.resid[0]`. */
+/**
+ * Time conditioning and embedding, forward, of `ws.tokens` at the shape `ws.lastB`, `ws.lastT`:
+ * into `ws.time` and `ws.resid[0]`.
+ */
 export function embedForward(
   ws: Workspace,
   P: ModelTensors,
-  input: Int32Array,
-  B: number,
-  T: number,
-  sigma: Float32Array | Float64Array | undefined,
+  sigma: Float32Array | Float64Array | undefined, // (B)
 ): void {
   const C = ws.config.dModel;
+  const B = ws.lastB, T = ws.lastT;
   const nn = ws.nn;
   const tm = ws.time;
   if (tm) {
@@ -35,21 +36,17 @@ export function embedForward(
     // the final norm's shift and scale (read by the head)
     nn.linearForward(tm.finalMod, tm.cond, P.finalAdaW!, P.finalAdaB!, B, C, 2 * C);
   }
-  embeddingForward(ws.resid[0], input, P.embed, P.posEmbed, B, T, C);
+  // resid[0] = embed[tokens] (+ pos_embed)
+  embeddingForward(ws.resid[0], ws.tokens, P.embed, P.posEmbed, B, T, C);
 }
 
 /**
  * Embedding and time conditioning, backward, from `ws.dresid` (the gradient of `resid[0]`) and
  * `ws.time.dcond` (of `cond`, summed over every layer's modulation and the final one).
  */
-export function embedBackward(
-  ws: Workspace,
-  P: ModelTensors,
-  G: ModelTensors,
-  B: number,
-  T: number,
-): void {
+export function embedBackward(ws: Workspace, P: ModelTensors, G: ModelTensors): void {
   const C = ws.config.dModel;
+  const B = ws.lastB, T = ws.lastT;
   const nn = ws.nn;
   const tm = ws.time;
   // resid[0] = embed[tokens] (+ pos_embed)

@@ -22,24 +22,32 @@ function headInput(ws: Workspace): Float32Array {
   return ws.config.normFirst ? ws.lnf : ws.resid[ws.config.nLayers];
 }
 
+/** Whether this workspace can run the head on some rows: wasm/blas, and 64 rows or more. */
+function canCompact(ws: Workspace, N: number): boolean {
+  return ws.headRowIds.length >= N && N >= 64;
+}
+
+/** Whether running the head on `n` of `N` rows pays for the gather: at most 3/4 of them. */
+function compactionPays(n: number, N: number): boolean {
+  return n * 4 <= N * 3;
+}
+
 /**
- * Final norm and head, forward. With `rowWeights` (a weighted loss that reads only its rows of
- * non-zero weight) the head may run on those rows only: the logits are then `(n,V)` for the `n`
- * rows listed in `ws.headRowIds`, and `ws.lastHeadRows` is `n`; otherwise `(N,V)`, and
- * `lastHeadRows` is -1.
+ * Final norm and head, forward, on the shape of `ws.lastB`, `ws.lastT`. With `rowWeights` (a
+ * weighted loss that reads only its rows of non-zero weight) the head may run on those rows
+ * only: the logits are then `(n,V)` for the `n` rows listed in `ws.headRowIds`, and
+ * `ws.lastHeadRows` is `n`; otherwise `(N,V)`, and `lastHeadRows` is -1.
  *
  * @returns The logits, a view into `ws.logits`.
  */
 export function finalForward(
   ws: Workspace,
   P: ModelTensors,
-  B: number,
-  T: number,
   rowWeights: Float32Array | undefined, // (N)
 ): Float32Array {
   const cfg = ws.config;
-  const C = cfg.dModel;
-  const N = B * T;
+  const { dModel: C, vocabSize: V } = cfg;
+  const B = ws.lastB, T = ws.lastT, N = B * T;
   const tm = ws.time;
   if (cfg.normFirst) {
     // lnf = norm(resid[L])
@@ -56,24 +64,14 @@ export function finalForward(
     // mf = lnf * (1 + scale) + shift
     if (tm) modulateForward(tm.mf, ws.lnf, tm.finalMod, 0, 1, 2, B, T, C);
   }
-  return headForward(ws, P, N, rowWeights);
-}
-
-/** `logits = final W^T + b`, on the weighted rows only where that pays (see the module doc). */
-function headForward(
-  ws: Workspace,
-  P: ModelTensors,
-  N: number,
-  rowWeights: Float32Array | undefined, // (N)
-): Float32Array {
-  const { dModel: C, vocabSize: V } = ws.config;
+  // logits = final W^T + b, on the weighted rows only where that pays
   const final = headInput(ws);
   ws.lastHeadRows = -1;
-  const idx = ws.headRowIds;
-  if (rowWeights !== undefined && idx.length >= N && N >= 64) {
+  if (rowWeights !== undefined && canCompact(ws, N)) {
+    const idx = ws.headRowIds;
     let n = 0;
     for (let i = 0; i < N; i++) if (rowWeights[i] !== 0) idx[n++] = i;
-    if (n * 4 <= N * 3) {
+    if (compactionPays(n, N)) {
       gatherRows(ws.headIn, final, idx, n, C);
       if (n > 0) ws.nn.linearForward(ws.logits, ws.headIn, P.headW, P.headB, n, C, V);
       ws.lastHeadRows = n;
@@ -93,18 +91,16 @@ export function finalBackward(
   P: ModelTensors,
   G: ModelTensors,
   dlogits: Float32Array, // (N,V), or (n,V) after a compacted forward pass
-  B: number,
-  T: number,
 ): void {
   const cfg = ws.config;
   const C = cfg.dModel;
-  const N = B * T, NC = N * C;
+  const B = ws.lastB, T = ws.lastT, NC = B * T * C;
   const tm = ws.time;
   const dresid = ws.dresid;
   // the gradient of the head's input: dmf, dlnf or dresid
   const dfinal = tm ? tm.dmf : cfg.normFirst ? ws.dlnf : dresid;
   dfinal.fill(0, 0, NC);
-  headBackward(ws, dfinal, dlogits, P, G, N);
+  headBackward(ws, dfinal, dlogits, P, G);
   if (!cfg.normFirst) return; // post-norm: the head read the last residual
   if (tm) {
     // mf = lnf * (1 + scale) + shift
@@ -135,16 +131,17 @@ export function finalBackward(
     P.normW!,
     ws.lnfMean,
     ws.lnfRstd,
-    N,
+    B * T,
     C,
   );
 }
 
 /**
  * The head's backward pass into `dfinal` (zero on entry). After a compacted forward pass it runs
- * on those rows; after a full one, on the wasm and blas backends, it compacts to the rows of
- * `dlogits` that are not all zero (the positions the loss ignores add nothing to any gradient)
- * where that pays: the same rule as the forward pass.
+ * on those rows; after a full one it compacts to the rows of `dlogits` that are not all zero
+ * (the positions the loss ignores add nothing to any gradient) by the forward pass's rule. On
+ * `n` rows: their inputs in `ws.headIn`, their logit gradients `drows` `(n,V)`, and `dheadIn`
+ * their input gradients, added into `dfinal` row by row.
  */
 function headBackward(
   ws: Workspace,
@@ -152,21 +149,35 @@ function headBackward(
   dlogits: Float32Array, // (N,V), or (n,V) after a compacted forward pass
   P: ModelTensors,
   G: ModelTensors,
-  N: number,
 ): void {
   const { dModel: C, vocabSize: V } = ws.config;
-  if (ws.lastHeadRows >= 0) {
-    // The forward pass gathered the rows' inputs into headIn and computed their logits only.
-    compactHeadBackward(ws, dfinal, dlogits, P, G, ws.lastHeadRows);
-    return;
-  }
-  const final = headInput(ws);
+  const N = ws.lastB * ws.lastT;
   const idx = ws.headRowIds;
-  // (below 64 rows the products are too small for the gather to pay)
-  if (ws.dlogitRows.length < N * V || N < 64) {
-    ws.nn.linearBackward(dfinal, G.headW, G.headB, dlogits, final, P.headW, N, C, V);
-    return;
+  let n = ws.lastHeadRows; // the forward pass gathered these rows' inputs into headIn
+  let drows = dlogits;
+  if (n < 0) {
+    const final = headInput(ws);
+    n = canCompact(ws, N) ? listNonZeroRows(idx, dlogits, N, V) : -1;
+    if (n < 0 || !compactionPays(n, N)) {
+      ws.nn.linearBackward(dfinal, G.headW, G.headB, dlogits, final, P.headW, N, C, V);
+      return;
+    }
+    gatherRows(ws.dlogitRows, dlogits, idx, n, V);
+    gatherRows(ws.headIn, final, idx, n, C);
+    drows = ws.dlogitRows;
   }
+  if (n === 0) return;
+  const dheadIn = ws.dheadIn;
+  dheadIn.fill(0, 0, n * C);
+  ws.nn.linearBackward(dheadIn, G.headW, G.headB, drows, ws.headIn, P.headW, n, C, V);
+  for (let i = 0; i < n; i++) {
+    const o = idx[i] * C, r = i * C;
+    for (let c = 0; c < C; c++) dfinal[o + c] += dheadIn[r + c];
+  }
+}
+
+/** Lists in `idx` the rows of `dlogits` `(N,V)` that are not all zero; returns how many. */
+function listNonZeroRows(idx: Int32Array, dlogits: Float32Array, N: number, V: number): number {
   let n = 0;
   for (let i = 0; i < N; i++) {
     const o = i * V;
@@ -177,13 +188,7 @@ function headBackward(
       }
     }
   }
-  if (n * 4 > N * 3) {
-    ws.nn.linearBackward(dfinal, G.headW, G.headB, dlogits, final, P.headW, N, C, V);
-    return;
-  }
-  gatherRows(ws.dlogitRows, dlogits, idx, n, V);
-  gatherRows(ws.headIn, final, idx, n, C);
-  compactHeadBackward(ws, dfinal, ws.dlogitRows, P, G, n);
+  return n;
 }
 
 /** `dst` row i = `src` row `idx[i]`, for i < n: the rows of `(N,D)` listed in `idx`. */
@@ -197,29 +202,5 @@ function gatherRows(
   for (let i = 0; i < n; i++) {
     const o = idx[i] * D, r = i * D;
     for (let d = 0; d < D; d++) dst[r + d] = src[o + d];
-  }
-}
-
-/**
- * The head's backward pass on the `n` rows listed in `ws.headRowIds`, their inputs in
- * `ws.headIn`, their logit gradients in `drows` `(n,V)`: `dheadIn` gets their input gradients,
- * scattered back (added) into `dfinal`.
- */
-function compactHeadBackward(
-  ws: Workspace,
-  dfinal: Float32Array, // (N,C)
-  drows: Float32Array, // (n,V)
-  P: ModelTensors,
-  G: ModelTensors,
-  n: number,
-): void {
-  if (n === 0) return;
-  const { dModel: C, vocabSize: V } = ws.config;
-  const idx = ws.headRowIds, dheadIn = ws.dheadIn;
-  dheadIn.fill(0, 0, n * C);
-  ws.nn.linearBackward(dheadIn, G.headW, G.headB, drows, ws.headIn, P.headW, n, C, V);
-  for (let i = 0; i < n; i++) {
-    const o = idx[i] * C, r = i * C;
-    for (let c = 0; c < C; c++) dfinal[o + c] += dheadIn[r + c];
   }
 }

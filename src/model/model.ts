@@ -262,11 +262,10 @@ function forwardUnchecked(
   ws.lastB = B;
   ws.lastT = T;
   ws.lastDropout = useDrop;
-  embedForward(ws, P, input, B, T, sigma);
-  for (let l = 0; l < cfg.nLayers; l++) {
-    layerForward(ws, P.layers[l], ws.layers[l], ws.resid[l], ws.resid[l + 1], B, T, useDrop);
-  }
-  return finalForward(ws, P, B, T, rowWeights);
+  // the parts read the shape, dropout mode and tokens from ws
+  embedForward(ws, P, sigma);
+  for (let l = 0; l < cfg.nLayers; l++) layerForward(ws, P, l);
+  return finalForward(ws, P, rowWeights);
 }
 
 /**
@@ -325,18 +324,11 @@ function backwardInto(
   dlogits: Float32Array,
   G: ModelTensors,
 ): void {
-  const cfg = model.config;
-  const L = cfg.nLayers;
-  const B = ws.lastB, T = ws.lastT;
-  const P = tensorViews(ws.wParams ?? model.params, model.layout, cfg);
-  const useDrop = ws.lastDropout;
-  if (ws.time) ws.time.dcond.fill(0);
-
-  finalBackward(ws, P, G, dlogits, B, T);
-  for (let l = L - 1; l >= 0; l--) {
-    layerBackward(ws, P.layers[l], G.layers[l], ws.layers[l], ws.resid[l], B, T, useDrop);
-  }
-  embedBackward(ws, P, G, B, T);
+  const P = tensorViews(ws.wParams ?? model.params, model.layout, model.config);
+  if (ws.time) ws.time.dcond.fill(0); // summed into by the final norm and every layer
+  finalBackward(ws, P, G, dlogits);
+  for (let l = model.config.nLayers - 1; l >= 0; l--) layerBackward(ws, P, G, l);
+  embedBackward(ws, P, G);
 }
 
 function checkGrads(model: Model, grads: Float32Array): void {

@@ -107,7 +107,7 @@ export interface Workspace {
   readonly dlogits: Float32Array;
   /** Per-position weighted losses, `(B*T)`. */
   readonly losses: Float32Array;
-  /** @internal Shape of the last forward pass (0 before any). */
+  /** @internal Shape of the last (or the running) forward pass (0 before any). */
   lastB: number;
   /** @internal */
   lastT: number;
@@ -217,7 +217,7 @@ function checkWorkspaceArgs(
   config: ModelConfig,
   B: number,
   T: number,
-  options: WorkspaceOptions,
+  options: Pick<WorkspaceOptions, "backend" | "float64">,
 ): BackendName {
   checkDim("batch size", B);
   checkDim("sequence length", T);
@@ -258,7 +258,7 @@ function arenaFloatBytes(n: number): number {
  * @param config The model config.
  * @param B Most sequences per batch.
  * @param T Longest sequence, at most `config.context`.
- * @param options As for {@linkcode createWorkspace} (`backend`, `float64`).
+ * @param options `backend` and `float64` as for {@linkcode createWorkspace}.
  * @returns The bytes.
  *
  * @example The default run's workspace
@@ -277,7 +277,7 @@ export function workspaceBytes(
   config: ModelConfig,
   B: number,
   T: number,
-  options: WorkspaceOptions = {},
+  options: Pick<WorkspaceOptions, "backend" | "float64"> = {},
 ): number {
   const backend = checkWorkspaceArgs(config, B, T, options);
   return sizeWorkspace(config, B, T, backend, options.float64 === true);

@@ -4,7 +4,6 @@ import {
   createWorkspace,
   forward,
   lossAndGrad,
-  type Model,
   modelBackward,
   modelForward,
   validateTokens,
@@ -13,56 +12,13 @@ import {
 import { buildLayout, paramTable } from "../../src/model/layout.ts";
 import { type ModelConfig, resolveConfig } from "../../src/model/config.ts";
 import { Rng } from "../../src/rng.ts";
-import { f32, gradcheck } from "../gradcheck.ts";
+import { checkModelGradients, testConfig } from "./model_gradcheck.ts";
 
-function tinyConfig(over: Partial<ModelConfig>): ModelConfig {
-  return resolveConfig({
-    vocabSize: 7,
-    context: 4,
-    dModel: 8,
-    nHeads: 2,
-    nLayers: 2,
-    dFF: 12,
-    positions: "rotary",
-    normFirst: true,
-    activation: "gelu",
-    dropout: 0,
-    ...over,
-  });
-}
+const tinyConfig = testConfig;
 
-/** Whole-model finite-difference check in float64 on sampled entries of every tensor. */
+/** Whole-model finite-difference check (see checkModelGradients). */
 function checkModel(config: ModelConfig, dropout = false) {
-  const B = 2, T = 3;
-  const base = createModel(config, { seed: 3 });
-  // Perturb LayerNorm and zero-initialised tensors so every path carries signal.
-  const rng = new Rng(4);
-  const p64 = Float64Array.from(base.params, (v) => v + 0.1 * rng.normal());
-  const model: Model = { config, layout: base.layout, params: f32(p64) };
-  const ws = createWorkspace(config, B, T, { float64: true });
-  const input = new Int32Array([1, 6, 2, 0, 6, 6]);
-  const g64 = new Float64Array(p64.length);
-  const inputs: Record<string, Float64Array> = {};
-  const grads: Record<string, Float64Array> = {};
-  for (const [name, { offset, shape }] of Object.entries(model.layout)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    inputs[name] = p64.subarray(offset, offset + n);
-    grads[name] = g64.subarray(offset, offset + n);
-  }
-  const opts = dropout ? { dropout: { seed: 5, step: 2, firstRow: 0 } } : {};
-  const result = gradcheck({
-    inputs,
-    forward: () => modelForward(model, ws, input, B, T, opts) as unknown as Float64Array,
-    backward: (dout) => {
-      g64.fill(0);
-      modelBackward(model, ws, f32(dout), f32(g64));
-      return grads;
-    },
-    maxPerInput: 12,
-    rtol: 1e-5,
-    atol: 1e-7, // FD round-off is ~1e-9 here; the key bias has an exactly zero gradient
-  });
-  assert.ok(result.checked > 100);
+  checkModelGradients(config, { perturb: 0.1, maxPerInput: 12, minChecked: 100, dropout });
 }
 
 for (const positions of ["learned", "rotary"] as const) {
@@ -83,7 +39,7 @@ Deno.test("modelBackward() matches finite differences with dropout masks (seed-l
   );
 });
 
-Deno.test("paramTable() names and shapes are the PyTorch state-dict list of DESIGN.md", () => {
+Deno.test("paramTable() names and shapes are the PyTorch state-dict list", () => {
   const c = tinyConfig({ positions: "learned", normFirst: true, vocabSize: 9, context: 5 });
   const layer = (i: number): [string, number[]][] => [
     [`transformer.layers.${i}.self_attn.in_proj_weight`, [24, 8]],

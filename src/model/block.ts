@@ -43,13 +43,17 @@ export function drawMasks(ws: Workspace, keys: DropoutKeys, B: number, T: number
 
 /**
  * Layer `l` forward at the shape `ws.lastB`, `ws.lastT`: `out = resid[l+1]` from
- * `x = resid[l]`, saving its activations in `a = ws.layers[l]`. The variants, with `SA` the attention branch and `FF` the MLP branch:
+ * `x = resid[l]`, saving its activations in `a = ws.layers[l]`. With `SA` the attention branch
+ * (`proj = out_proj(attention(rope(in_proj(saIn))))`), `FF` the MLP branch
+ * (`fo = linear2(drop(act(linear1(ffIn))))`) and `projD`, `foD` their outputs after dropout:
  *
  * ```
- * post-norm:  r1 = x + drop(SA(x));           ln1 = norm1(r1);  r2 = ln1 + drop(FF(ln1));  out = norm2(r2)
- * pre-norm:   r1 = x + drop(SA(ln1)), ln1 = norm1(x);           out = r1 + drop(FF(ln2)), ln2 = norm2(r1)
- * adaLN:      as pre-norm, with m1 = ln1 * (1 + scale1) + shift1 for ln1, m2 likewise for ln2,
- *             and the branches gated: r1 = x + gate1 * projD, out = r1 + gate2 * foD
+ * post-norm:  r1 = x + projD,   saIn = x;     ln1 = norm1(r1)
+ *             r2 = ln1 + foD,   ffIn = ln1;   out = norm2(r2)
+ * pre-norm:   r1 = x + projD,   saIn = ln1 = norm1(x)
+ *             out = r1 + foD,   ffIn = ln2 = norm2(r1)
+ * adaLN:      r1 = x + gate1 * projD,   saIn = m1 = ln1 * (1 + scale1) + shift1
+ *             out = r1 + gate2 * foD,   ffIn = m2 = ln2 * (1 + scale2) + shift2
  * ```
  */
 export function layerForward(ws: Workspace, P: ModelTensors, l: number): void {

@@ -12,6 +12,13 @@
  * SA(x) = out_proj(attention(rope(x W_in^T + b_in)))     FF(x) = linear2(drop(act(linear1(x))))
  * ```
  *
+ * With time conditioning (SEDD's adaLN), pre-norm, each norm's output is shifted and scaled and
+ * each branch gated by a modulation of the noise level's embedding.
+ *
+ * The parts, each forward and backward: `embed.ts` (embedding, time conditioning), `block.ts`
+ * (the layer), `head.ts` (final norm, head); `workspace.ts` sizes and allocates their buffers.
+ * This file holds the public API, the checks on its arguments, and the order of the passes.
+ *
  * @module
  */
 

@@ -52,6 +52,7 @@ export {
   type ModelForwardOptions,
   validateTokens,
   type Workspace,
+  workspaceBytes,
   type WorkspaceOptions,
 } from "./model.ts";
 export type { BackendChoice, BackendName, ResolvedBackend } from "../nn/backend.ts";

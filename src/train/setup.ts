@@ -9,8 +9,8 @@
  */
 
 import { type ModelConfig, type PresetName, resolveConfig } from "../model/config.ts";
-import { buildLayout } from "../model/layout.ts";
 import { createModel, type Model, validateTokens } from "../model/model.ts";
+import { workspaceBytes } from "../model/workspace.ts";
 import { type AdamWState, createAdamW } from "../optim/adamw.ts";
 import { encode, type Tokenizer, tokenizerHash, trainTokenizer } from "../tokenizer/mod.ts";
 import { type GraphName, LOSS_NAMES, type LossName } from "./batch.ts";
@@ -18,7 +18,7 @@ import { hashText, joinDocuments, splitTokens, tokenizerDocuments } from "./data
 import { createPool, DEFAULT_MICRO_BATCH, type GradientPool } from "./pool.ts";
 import { TRAIN_DEFAULTS as D } from "./defaults.ts";
 import type { LoadedRun } from "./run_dir.ts";
-import { resolveBackend, type ResolvedBackend, wasmBackendFloats } from "../nn/backend.ts";
+import { resolveBackend, type ResolvedBackend } from "../nn/backend.ts";
 import type { TrainOptions } from "./train.ts";
 
 /** The run-directory module, loaded only when a run touches the file system. */
@@ -222,44 +222,20 @@ function resolveSettings(
   return { settings: s, steps };
 }
 
-/** The most bytes one workspace may take: the wasm32 arena's 4 GiB address space. */
-export const WORKSPACE_BYTES_LIMIT = 2 ** 32;
+/**
+ * The most bytes one workspace may take: the wasm32 arena's 4 GiB address space, less 4 MiB for
+ * the kernels' own memory (their stack, data and initial pages, about 2 MiB).
+ */
+export const WORKSPACE_BYTES_LIMIT = 2 ** 32 - 4 * 2 ** 20;
 
 const GiB = 2 ** 30;
-
-/**
- * An estimate of the bytes of one workspace (the wasm/BLAS layout: activations, their gradient
- * scratch, the packed head rows, a parameter copy and a gradient accumulator, the attention
- * tiles), for `rows` sequences of `T` tokens. It counts the same buffers `createWorkspace` does,
- * without allocating, so it may differ from the allocation only by alignment slack.
- *
- * @param config The model config.
- * @param rows Sequences per forward/backward pass.
- * @param T Tokens per sequence.
- * @param params Parameter count `P`.
- * @returns Bytes (float32).
- */
-export function estimateWorkspaceBytes(
-  config: ModelConfig,
-  rows: number,
-  T: number,
-  params: number,
-): number {
-  const { dModel: C, dFF: F, nHeads: NH, nLayers: L, vocabSize: V } = config;
-  const N = rows * T;
-  const drop = config.dropout > 0;
-  const att = rows * NH * T * T;
-  const perLayer = N * (10 * C + 2 * F) + att + (drop ? att + N * (2 * C + F) : 0);
-  const global = 3 * N * V + (L + 1) * N * C + 8 * N * C + 2 * N * F;
-  return 4 * (L * perLayer + global + 2 * params + wasmBackendFloats(T, C / NH));
-}
 
 /**
  * Throws a RangeError naming the CLI flag to lower when one workspace would need more than
  * `limit` bytes. Runs before any worker or arena exists.
  *
  * @param sizes `rows` per pass, `context` (T), `batch` (B).
- * @param bytesPerWorkspace The bytes of a workspace of `rows` x `T` (e.g. {@linkcode estimateWorkspaceBytes}).
+ * @param bytesPerWorkspace The bytes of a workspace of `rows` x `T` (the model's `workspaceBytes`).
  * @param limit The most bytes a workspace may take. Default {@linkcode WORKSPACE_BYTES_LIMIT}.
  */
 export function checkWorkspaceSize(
@@ -299,7 +275,6 @@ export function checkWorkspaceSize(
  */
 function checkWorkspaceFits(
   config: ModelConfig,
-  params: number,
   s: { batch: number; context: number; workers: number },
   microBatch: number | undefined,
 ): void {
@@ -311,7 +286,7 @@ function checkWorkspaceFits(
       context: s.context,
       batch: s.batch,
     },
-    (rows, T) => estimateWorkspaceBytes(config, rows, T, params),
+    (rows, T) => workspaceBytes(config, rows, T, { backend: "wasm" }),
   );
 }
 
@@ -331,10 +306,8 @@ function earlyWorkspaceCheck(options: TrainOptions): void {
     vocabSize: 258,
     context: options.context,
   });
-  const params = buildLayout(config).size;
   checkWorkspaceFits(
     config,
-    params,
     { batch, context: options.context, workers },
     options.microBatch,
   );
@@ -455,7 +428,7 @@ export async function openPool(
 ): Promise<{ pool: GradientPool; backend: ResolvedBackend }> {
   const s = run.settings;
   const backend = resolveBackend(options.backend ?? "auto", { path: options.blasPath });
-  checkWorkspaceFits(run.model.config, run.model.params.length, s, options.microBatch);
+  checkWorkspaceFits(run.model.config, s, options.microBatch);
   const pool = await createPool({
     config: run.model.config,
     params: run.model.params,

@@ -4,64 +4,21 @@ import {
   createWorkspace,
   forward,
   lossAndGrad,
-  type Model,
   modelBackward,
   modelForward,
   validateTokens,
+  workspaceBytes,
 } from "../../src/model/model.ts";
 import { buildLayout, paramTable } from "../../src/model/layout.ts";
 import { type ModelConfig, resolveConfig } from "../../src/model/config.ts";
 import { Rng } from "../../src/rng.ts";
-import { f32, gradcheck } from "../gradcheck.ts";
+import { checkModelGradients, testConfig } from "./model_gradcheck.ts";
 
-function tinyConfig(over: Partial<ModelConfig>): ModelConfig {
-  return resolveConfig({
-    vocabSize: 7,
-    context: 4,
-    dModel: 8,
-    nHeads: 2,
-    nLayers: 2,
-    dFF: 12,
-    positions: "rotary",
-    normFirst: true,
-    activation: "gelu",
-    dropout: 0,
-    ...over,
-  });
-}
+const tinyConfig = testConfig;
 
-/** Whole-model finite-difference check in float64 on sampled entries of every tensor. */
+/** Whole-model finite-difference check (see checkModelGradients). */
 function checkModel(config: ModelConfig, dropout = false) {
-  const B = 2, T = 3;
-  const base = createModel(config, { seed: 3 });
-  // Perturb LayerNorm and zero-initialised tensors so every path carries signal.
-  const rng = new Rng(4);
-  const p64 = Float64Array.from(base.params, (v) => v + 0.1 * rng.normal());
-  const model: Model = { config, layout: base.layout, params: f32(p64) };
-  const ws = createWorkspace(config, B, T, { float64: true });
-  const input = new Int32Array([1, 6, 2, 0, 6, 6]);
-  const g64 = new Float64Array(p64.length);
-  const inputs: Record<string, Float64Array> = {};
-  const grads: Record<string, Float64Array> = {};
-  for (const [name, { offset, shape }] of Object.entries(model.layout)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    inputs[name] = p64.subarray(offset, offset + n);
-    grads[name] = g64.subarray(offset, offset + n);
-  }
-  const opts = dropout ? { dropout: { seed: 5, step: 2, firstRow: 0 } } : {};
-  const result = gradcheck({
-    inputs,
-    forward: () => modelForward(model, ws, input, B, T, opts) as unknown as Float64Array,
-    backward: (dout) => {
-      g64.fill(0);
-      modelBackward(model, ws, f32(dout), f32(g64));
-      return grads;
-    },
-    maxPerInput: 12,
-    rtol: 1e-5,
-    atol: 1e-7, // FD round-off is ~1e-9 here; the key bias has an exactly zero gradient
-  });
-  assert.ok(result.checked > 100);
+  checkModelGradients(config, { perturb: 0.1, maxPerInput: 12, minChecked: 100, dropout });
 }
 
 for (const positions of ["learned", "rotary"] as const) {
@@ -82,7 +39,7 @@ Deno.test("modelBackward() matches finite differences with dropout masks (seed-l
   );
 });
 
-Deno.test("paramTable() names and shapes are the PyTorch state-dict list of DESIGN.md", () => {
+Deno.test("paramTable() names and shapes are the PyTorch state-dict list", () => {
   const c = tinyConfig({ positions: "learned", normFirst: true, vocabSize: 9, context: 5 });
   const layer = (i: number): [string, number[]][] => [
     [`transformer.layers.${i}.self_attn.in_proj_weight`, [24, 8]],
@@ -319,6 +276,93 @@ Deno.test("validateTokens() and the public entries reject bad ids and lengths", 
     {
       name: "RangeError",
       message: "No forward pass to differentiate: expected modelForward first, got none",
+    },
+  );
+});
+
+/** Bytes of every typed array reachable from `ws` (each buffer once), the config aside. */
+function typedArrayBytes(ws: object): number {
+  const seen = new Set<ArrayBufferLike>();
+  let bytes = 0;
+  const walk = (v: unknown) => {
+    if (ArrayBuffer.isView(v)) {
+      if (!seen.has(v.buffer)) seen.add(v.buffer), bytes += v.byteLength;
+    } else if (Array.isArray(v)) v.forEach(walk);
+    else if (v !== null && typeof v === "object") Object.values(v).forEach(walk);
+  };
+  for (const [k, v] of Object.entries(ws)) if (k !== "config" && k !== "nn") walk(v);
+  return bytes;
+}
+
+const sizingConfigs: [string, ModelConfig][] = [
+  ["pre-norm, rotary", tinyConfig({})],
+  [
+    "post-norm, dropout, learned",
+    tinyConfig({ normFirst: false, dropout: 0.1, positions: "learned" }),
+  ],
+  ["time-conditioned, dropout", tinyConfig({ timeConditioning: true, dropout: 0.1, dModel: 12 })],
+  ["small preset", resolveConfig("small", { vocabSize: 40, context: 32 })],
+];
+
+Deno.test("workspaceBytes() is the arena bytes createWorkspace() takes (wasm), the typed arrays' bytes (ts)", () => {
+  for (const [name, config] of sizingConfigs) {
+    for (const [B, T] of [[1, 1], [2, 3], [5, config.context]]) {
+      const wasm = createWorkspace(config, B, T, { backend: "wasm" });
+      const expected = workspaceBytes(config, B, T, { backend: "wasm" });
+      assert.ok(wasm.arenaBytes > 0, name);
+      assert.equal(expected, wasm.arenaBytes, `${name}, wasm, B ${B}, T ${T}`);
+      for (const float64 of [false, true]) {
+        const ts = createWorkspace(config, B, T, { backend: "ts", float64 });
+        assert.equal(
+          workspaceBytes(config, B, T, { backend: "ts", float64 }),
+          typedArrayBytes(ts),
+          `${name}, ts, float64 ${float64}, B ${B}, T ${T}`,
+        );
+      }
+    }
+  }
+  // the same checks on its arguments as createWorkspace
+  const config = tinyConfig({});
+  assert.throws(
+    () => workspaceBytes(config, 0, 2),
+    /Invalid batch size: expected a positive integer, got 0/,
+  );
+  assert.throws(
+    () => workspaceBytes(config, 1, 5),
+    /Sequence too long: expected T <= context 4, got 5/,
+  );
+});
+
+Deno.test("createWorkspace() refuses a workspace larger than the wasm32 memory up front, in one line", () => {
+  const config = resolveConfig("tiny", { vocabSize: 40, context: 100000 });
+  const bytes = workspaceBytes(config, 16, 100000, { backend: "wasm" });
+  assert.ok(bytes > 2 ** 32);
+  let message = "";
+  assert.throws(() => createWorkspace(config, 16, 100000, { backend: "wasm" }), (e: Error) => {
+    message = e.message;
+    return e instanceof RangeError;
+  });
+  // Our check, before anything is reserved: the kernels' own "Wasm arena full" never runs.
+  assert.match(
+    message,
+    new RegExp(
+      `^Workspace too large for the wasm32 memory: expected at most \\d+ bytes, got ${bytes} ` +
+        `for context 100000 × batch 16 \\(dModel 16, 2 layers, vocabulary 40\\)$`,
+    ),
+  );
+  const limit = Number(/at most (\d+) bytes/.exec(message)![1]);
+  assert.ok(limit < 2 ** 32 && limit > 2 ** 32 - 2 ** 24, `limit ${limit}`);
+  // The least batch over the limit at context 4096 fails the same way, with the same limit.
+  const wide = resolveConfig("tiny", { vocabSize: 40, context: 4096 });
+  let B = 1;
+  while (workspaceBytes(wide, B, 4096, { backend: "wasm" }) <= limit) B++;
+  const over = workspaceBytes(wide, B, 4096, { backend: "wasm" });
+  assert.throws(
+    () => createWorkspace(wide, B, 4096, { backend: "wasm" }),
+    {
+      name: "RangeError",
+      message: `Workspace too large for the wasm32 memory: expected at most ${limit} bytes, got ` +
+        `${over} for context 4096 × batch ${B} (dModel 16, 2 layers, vocabulary 40)`,
     },
   );
 });

@@ -1,35 +1,14 @@
 import assert from "node:assert/strict";
-import {
-  createModel,
-  createWorkspace,
-  forward,
-  lossAndGrad,
-  type Model,
-  modelBackward,
-  modelForward,
-} from "../../src/model/model.ts";
+import { createModel, forward, lossAndGrad, type Model } from "../../src/model/model.ts";
 import { paramTable } from "../../src/model/layout.ts";
-import { type ModelConfig, resolveConfig } from "../../src/model/config.ts";
+import type { ModelConfig } from "../../src/model/config.ts";
 import { layernormForward } from "../../src/nn/layernorm.ts";
 import { linearForward } from "../../src/nn/linear.ts";
 import { Rng } from "../../src/rng.ts";
-import { f32, gradcheck } from "../gradcheck.ts";
+import { checkModelGradients, testConfig } from "./model_gradcheck.ts";
 
 function tcConfig(over: Partial<ModelConfig> = {}): ModelConfig {
-  return resolveConfig({
-    vocabSize: 7,
-    context: 4,
-    dModel: 8,
-    nHeads: 2,
-    nLayers: 2,
-    dFF: 12,
-    positions: "rotary",
-    normFirst: true,
-    activation: "gelu",
-    dropout: 0,
-    timeConditioning: true,
-    ...over,
-  });
+  return testConfig({ timeConditioning: true, ...over });
 }
 
 function tensor(model: Model, name: string): Float32Array {
@@ -37,38 +16,10 @@ function tensor(model: Model, name: string): Float32Array {
   return model.params.subarray(offset, offset + shape.reduce((a, b) => a * b, 1));
 }
 
+/** Whole-model finite-difference check; adaLN-Zero starts at zero: perturb everything. */
 function checkModel(config: ModelConfig, dropout = false) {
-  const B = 2, T = 3;
-  const base = createModel(config, { seed: 3 });
-  // adaLN-Zero starts at zero: perturb everything so every path carries signal.
-  const rng = new Rng(4);
-  const p64 = Float64Array.from(base.params, (v) => v + 0.2 * rng.normal());
-  const model: Model = { config, layout: base.layout, params: f32(p64) };
-  const ws = createWorkspace(config, B, T, { float64: true });
-  const input = new Int32Array([1, 6, 2, 0, 6, 6]);
   const sigma = new Float64Array([0.3, 2.5]);
-  const g64 = new Float64Array(p64.length);
-  const inputs: Record<string, Float64Array> = {};
-  const grads: Record<string, Float64Array> = {};
-  for (const [name, { offset, shape }] of Object.entries(model.layout)) {
-    const n = shape.reduce((a, b) => a * b, 1);
-    inputs[name] = p64.subarray(offset, offset + n);
-    grads[name] = g64.subarray(offset, offset + n);
-  }
-  const opts = { sigma, ...(dropout ? { dropout: { seed: 5, step: 2, firstRow: 0 } } : {}) };
-  const result = gradcheck({
-    inputs,
-    forward: () => modelForward(model, ws, input, B, T, opts) as unknown as Float64Array,
-    backward: (dout) => {
-      g64.fill(0);
-      modelBackward(model, ws, f32(dout), f32(g64));
-      return grads;
-    },
-    maxPerInput: 10,
-    rtol: 1e-5,
-    atol: 1e-7,
-  });
-  assert.ok(result.checked > 150);
+  checkModelGradients(config, { perturb: 0.2, maxPerInput: 10, minChecked: 150, dropout, sigma });
 }
 
 Deno.test("modelBackward() matches finite differences with time conditioning (rotary, gelu)", () => {

@@ -17,6 +17,7 @@ import { parseSafetensors, type Tensor } from "../../src/checkpoint/safetensors.
 import { forward } from "../../src/model/model.ts";
 import { sample } from "../../src/sampler/mod.ts";
 import { encode, trainTokenizer } from "../../src/tokenizer/mod.ts";
+import { maxRelErr } from "../rel_err.ts";
 
 // The notebook's corpus: its tokenizer (kind "seed", 5 merges) is the one the PyTorch state dict
 // in tests/fixtures/model/notebook_state_dict.safetensors was trained with (make_fixtures.py).
@@ -44,18 +45,6 @@ function tensor(name: string, dtype: "I32" | "F32", rank: number): Tensor {
   return t;
 }
 
-/** Max |got - want| / max |want|, or Infinity where `got` is not finite. */
-function relErr(got: Float32Array, want: Float32Array): number {
-  assert.equal(got.length, want.length);
-  let diff = 0, scale = 0;
-  for (let i = 0; i < want.length; i++) {
-    if (!Number.isFinite(got[i])) return Infinity;
-    diff = Math.max(diff, Math.abs(got[i] - want[i]));
-    scale = Math.max(scale, Math.abs(want[i]));
-  }
-  return diff / scale;
-}
-
 /** Splits a tensor of shape (n, ...) into its n rows. */
 function rows<A extends Int32Array | Float32Array>(t: Tensor, data: A): A[] {
   const n = t.shape[0];
@@ -80,7 +69,7 @@ for (const method of ["confidence", "ancestral"] as const) {
     const inputs = rows(inputT, inputT.data as Int32Array);
     const wants = rows(logitsT, logitsT.data as Float32Array);
     for (let i = 0; i < inputs.length; i++) {
-      const err = relErr(forward(model, inputs[i], { batch: B }), wants[i]);
+      const err = maxRelErr(forward(model, inputs[i], { batch: B }), wants[i], `call ${i + 1}`);
       assert.ok(err <= 1e-4, `call ${i + 1}: logits max relative error ${err} > 1e-4`);
     }
   });

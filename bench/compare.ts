@@ -18,17 +18,10 @@
  */
 
 import { parseArgs } from "node:util";
+import type { Throughput } from "./throughput.ts";
 
-interface Row {
-  preset: string;
-  backend?: string;
-  batch: number;
-  context: number;
-  workers: number;
-  msPerStep: number;
-  tokensPerSecond: number;
-  peakRssMB: number;
-}
+/** A JSON line of throughput.ts or of reference/pytorch_step.py (which names no backend). */
+type Row = Omit<Throughput, "params" | "backend"> & { backend?: string };
 
 const here = new URL(".", import.meta.url).pathname;
 const PY = "/usr/bin/python3";

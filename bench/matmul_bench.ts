@@ -79,7 +79,7 @@ const title = (s: Shape) =>
 for (const s of SHAPES) {
   const group = title(s);
   const big = flops(s) > 1e9;
-  // The reference needs ~1 s per call at 1024^3: a few samples only.
+  // The plain-loop reference is slow at a billion multiply-adds per call: a few samples only.
   const few = big ? { n: 3, warmup: 1 } : {};
   Deno.bench({
     name: `ts reference ${s.kind} ${s.M}x${s.K}x${s.N}`,

@@ -1,5 +1,5 @@
 /**
- * The sampler table of issue 5: for a trained checkpoint, each sampler at 16, 64 and 256 steps,
+ * The sampler table: for a trained checkpoint, each sampler at 16, 64 and 256 steps,
  * judged by a character 5-gram trained on the held-out split, next to the ELBO bound on that split.
  *
  * ```sh

@@ -125,15 +125,8 @@ def parse_args(argv):
 
 
 def as_int(name, v, lo):
-    if v is None:
-        return None
-    try:
-        f = float(v)
-    except ValueError:
-        f = float("nan")
-    if not (math.isfinite(f) and f == int(f) and f >= lo):
-        raise UsageError(f'Invalid --{name}: expected an integer >= {lo}, got "{v}"')
-    return int(f)
+    f = as_num(name, v, lambda x: x == int(x) and x >= lo, f"an integer >= {lo}")
+    return None if f is None else int(f)
 
 
 def as_num(name, v, ok, what):

@@ -5,10 +5,10 @@ Run with Debian's PyTorch (`apt-get install python3-torch libopenblas0-pthread`;
     /usr/bin/python3 bench/reference/pytorch_step.py --preset small --batch 16 --context 128 --threads 2
     /usr/bin/python3 bench/reference/pytorch_step.py --preset seed --batch 2 --context 8 --threads 1 --json
 
-The module tree is DESIGN.md's, imported from tests/fixtures/make_fixtures.py (the classes the
-golden fixtures are made with, so the shapes and names cannot drift): `nn.TransformerEncoder` of
-`nn.TransformerEncoderLayer`s for learned positions, the same names with RoPE on q and k for
-rotary. One training step, as bench/throughput.ts times it:
+The module tree is src/model/layout.ts's, imported from tests/fixtures/make_fixtures.py (the
+classes the golden fixtures are made with, so the shapes and names cannot drift):
+`nn.TransformerEncoder` of `nn.TransformerEncoderLayer`s for learned positions, the same names
+with RoPE on q and k for rotary. One training step, as bench/throughput.ts times it:
 
     draw a batch (random ids, t per sequence, mask) -> forward -> loss -> backward
     -> clip_grad_norm_(1.0) -> AdamW (lr 1e-3, betas (0.9, 0.999), eps 1e-8, weight decay 0.01)

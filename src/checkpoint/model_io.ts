@@ -1,7 +1,9 @@
 /**
  * Models to and from safetensors: one F32 tensor per PyTorch state-dict name, so a file written
- * here loads into the PyTorch module of DESIGN.md with `load_state_dict(strict=True)`, and a plain
- * PyTorch state dict saved as safetensors loads here.
+ * here loads with `load_state_dict(strict=True)` into the PyTorch module tree that
+ * `src/model/layout.ts` describes (the notebook's `nn.Embedding`, `nn.TransformerEncoder` of
+ * `nn.TransformerEncoderLayer`s and `nn.Linear` head, plus the rotary and time-conditioned
+ * variants), and a plain PyTorch state dict of that tree saved as safetensors loads here.
  *
  * @example Round trip
  * ```ts
@@ -129,9 +131,9 @@ function inferConfig(shapes: Record<string, number[]>): Partial<ModelConfig> {
 
 /**
  * Reads a model from safetensors: a file from {@linkcode modelToSafetensors}, or a plain PyTorch
- * state dict of the DESIGN.md module tree (then the config is inferred from the shapes:
- * vocabulary, width, context of learned positions, layers, feed-forward size, learned or rotary
- * positions by the presence of `pos_embed.weight`, pre- or post-norm by the presence of
+ * state dict of the module tree of `src/model/layout.ts` (then the config is inferred from the
+ * shapes: vocabulary, width, context of learned positions, layers, feed-forward size, learned or
+ * rotary positions by the presence of `pos_embed.weight`, pre- or post-norm by the presence of
  * `transformer.norm.weight`; `nHeads` and `activation` must come from `options.config`).
  *
  * @param bytes The file's bytes.

@@ -1,42 +1,46 @@
 import assert from "node:assert/strict";
-import { resolveConfig } from "../../src/model/config.ts";
+import { type ModelConfig, resolveConfig } from "../../src/model/config.ts";
 import {
   createModel,
   createWorkspace,
   lossAndGrad,
-  type Model,
   modelBackward,
   modelForward,
 } from "../../src/model/model.ts";
+import { wasmSupport } from "../../src/kernels/wasm.ts";
 import { Rng } from "../../src/rng.ts";
 import { ignoreBlas } from "../kernels/blas_available.ts";
+import { maxRelErr } from "../rel_err.ts";
 
-function maxRel(got: Float32Array, want: Float32Array): number {
-  let d = 0, s = 0;
-  for (let i = 0; i < want.length; i++) {
-    assert.ok(Number.isFinite(got[i]), `non-finite ${got[i]} at ${i}`);
-    d = Math.max(d, Math.abs(got[i] - want[i]));
-    s = Math.max(s, Math.abs(want[i]));
-  }
-  return d / s;
+/** A model with train-like parameters: adaLN-Zero and zero biases would hide whole paths. */
+function trainLike(config: ModelConfig) {
+  const model = createModel(config, { seed: 7 });
+  const rng = new Rng(9);
+  for (let i = 0; i < model.params.length; i++) model.params[i] += 0.05 * (rng.uniform() - 0.5);
+  return model;
 }
 
-function both(model: Model, B: number, T: number, timed: boolean) {
-  const V = model.config.vocabSize;
+/** lossAndGrad() of one random batch on `backend`, twice on one workspace (the second is returned). */
+function lossOn(
+  config: ModelConfig,
+  B: number,
+  T: number,
+  timed: boolean,
+  backend: "blas" | "wasm" | "ts",
+) {
+  const model = trainLike(config);
+  const V = config.vocabSize;
   const rng = new Rng(4);
   const N = B * T;
   const input = Int32Array.from({ length: N }, () => rng.int(V));
   const target = Int32Array.from({ length: N }, () => rng.int(V));
   const weight = Float32Array.from({ length: N }, () => rng.uniform());
   const sigma = timed ? Float64Array.from({ length: B }, (_, b) => 0.2 + b) : undefined;
-  const dropout = model.config.dropout > 0 ? { seed: 1, step: 2, firstRow: 0 } : undefined;
-  const run = (backend: "blas" | "wasm" | "ts") => {
-    const workspace = createWorkspace(model.config, B, T, { backend });
-    // twice on one workspace: the second pass must not see the first one's state
-    lossAndGrad(model, { input, target, weight }, { batch: B, workspace, dropout, sigma });
-    return lossAndGrad(model, { input, target, weight }, { batch: B, workspace, dropout, sigma });
-  };
-  return { wasm: run("wasm"), ts: run("ts"), blas: ignoreBlas ? null : run("blas") };
+  const dropout = config.dropout > 0 ? { seed: 1, step: 2, firstRow: 0 } : undefined;
+  const workspace = createWorkspace(config, B, T, { backend });
+  // twice on one workspace: the second pass must not see the first one's state
+  lossAndGrad(model, { input, target, weight }, { batch: B, workspace, dropout, sigma });
+  return lossAndGrad(model, { input, target, weight }, { batch: B, workspace, dropout, sigma });
 }
 
 const CASES = [
@@ -58,41 +62,39 @@ const CASES = [
 ] as const;
 
 for (const [name, config, B, T, timed] of CASES) {
-  Deno.test(`lossAndGrad() on the wasm backend equals the ts backend (${name})`, () => {
-    const model = createModel(config, { seed: 7 });
-    // train-like parameters: adaLN-Zero and zero biases would hide whole paths
-    const rng = new Rng(9);
-    for (let i = 0; i < model.params.length; i++) model.params[i] += 0.05 * (rng.uniform() - 0.5);
-    const { wasm, ts } = both(model, B, T, timed);
-    assert.ok(
-      Math.abs(wasm.loss - ts.loss) <= 1e-5 * Math.abs(ts.loss),
-      `${wasm.loss} vs ${ts.loss}`,
-    );
-    const rel = maxRel(wasm.grads, ts.grads);
-    assert.ok(rel < 1e-4, `gradients: max relative error ${rel}`);
-  });
-  Deno.test({
-    name: `lossAndGrad() on the blas backend equals the ts backend (${name})`,
-    ignore: ignoreBlas,
-    fn() {
-      const model = createModel(config, { seed: 7 });
-      const rng = new Rng(9);
-      for (let i = 0; i < model.params.length; i++) model.params[i] += 0.05 * (rng.uniform() - 0.5);
-      const { blas, ts } = both(model, B, T, timed);
-      assert.ok(blas !== null);
-      assert.ok(
-        Math.abs(blas.loss - ts.loss) <= 1e-5 * Math.abs(ts.loss),
-        `${blas.loss} vs ${ts.loss}`,
-      );
-      const rel = maxRel(blas.grads, ts.grads);
-      assert.ok(rel < 1e-4, `gradients: max relative error ${rel}`);
-    },
-  });
+  for (const backend of ["wasm", "blas"] as const) {
+    Deno.test({
+      name: `lossAndGrad() on the ${backend} backend equals the ts backend (${name})`,
+      ignore: backend === "blas" && ignoreBlas,
+      fn() {
+        const fast = lossOn(config, B, T, timed, backend);
+        const ts = lossOn(config, B, T, timed, "ts");
+        assert.ok(
+          Math.abs(fast.loss - ts.loss) <= 1e-5 * Math.abs(ts.loss),
+          `${fast.loss} vs ${ts.loss}`,
+        );
+        const rel = maxRelErr(fast.grads, ts.grads, "gradients");
+        assert.ok(rel < 1e-4, `gradients: max relative error ${rel}`);
+      },
+    });
+  }
 }
 
-Deno.test("createWorkspace() backends: wasm by default, ts for float64, wasm + float64 refused", () => {
+/** Whether this runtime validates a WebAssembly SIMD build of the kernels (the real probe). */
+function simdValidates(): boolean {
+  const s = wasmSupport();
+  return s.simd || s.relaxed;
+}
+
+Deno.test(`createWorkspace() backends: ${simdValidates() ? "wasm" : "ts"} by default (WebAssembly SIMD ${simdValidates() ? "validates" : "does not validate"} here), ts for float64, wasm + float64 refused`, () => {
   const config = resolveConfig("tiny", { vocabSize: 9 });
-  assert.equal(createWorkspace(config, 1, 2).backend, "wasm");
+  if (simdValidates()) {
+    assert.equal(createWorkspace(config, 1, 2).backend, "wasm");
+    assert.equal(createWorkspace(config, 1, 2, { backend: "wasm" }).backend, "wasm");
+  } else {
+    assert.equal(createWorkspace(config, 1, 2).backend, "ts");
+    assert.throws(() => createWorkspace(config, 1, 2, { backend: "wasm" }), /WebAssembly SIMD/);
+  }
   assert.equal(createWorkspace(config, 1, 2, { backend: "ts" }).backend, "ts");
   assert.equal(createWorkspace(config, 1, 2, { float64: true }).backend, "ts");
   assert.throws(() => createWorkspace(config, 1, 2, { backend: "wasm", float64: true }), TypeError);
@@ -101,6 +103,59 @@ Deno.test("createWorkspace() backends: wasm by default, ts for float64, wasm + f
     () => createWorkspace(config, 1, 2, { backend: "gpu" as any }),
     { name: "TypeError", message: 'Invalid backend: expected "blas", "wasm" or "ts", got gpu' },
   );
+});
+
+/**
+ * The other side of the probe, in a child Deno whose `WebAssembly.validate` rejects every module
+ * (a runtime without SIMD, as far as the probe can tell) and which may not load FFI (so no BLAS):
+ * what the probe, the default and `"auto"` backends and an explicit `"wasm"` workspace give there.
+ */
+async function withoutSimd(): Promise<Record<string, string>> {
+  const src = new URL("../../src/", import.meta.url).href;
+  const script = `
+    WebAssembly.validate = () => false;
+    const { wasmSupport } = await import("${src}kernels/wasm.ts");
+    const { defaultBackend, resolveBackend } = await import("${src}nn/backend.ts");
+    const { createWorkspace } = await import("${src}model/model.ts");
+    const { resolveConfig } = await import("${src}model/config.ts");
+    const config = resolveConfig("tiny", { vocabSize: 9 });
+    const s = wasmSupport();
+    const out = {
+      probe: String(s.simd || s.relaxed),
+      default: defaultBackend(),
+      auto: resolveBackend("auto").backend,
+      workspace: createWorkspace(config, 1, 2).backend,
+    };
+    try {
+      createWorkspace(config, 1, 2, { backend: "wasm" });
+      out.wasm = "created";
+    } catch (e) {
+      out.wasm = e.message;
+    }
+    console.log(JSON.stringify(out));
+  `;
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", "--no-check", "--allow-read", "--allow-env=CI,SEDD_BLAS", "-"],
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(script));
+  await writer.close();
+  const { code, stdout, stderr } = await child.output();
+  const err = new TextDecoder().decode(stderr);
+  assert.equal(code, 0, `child Deno failed: ${err}`);
+  return JSON.parse(new TextDecoder().decode(stdout));
+}
+
+Deno.test("where WebAssembly SIMD does not validate: the probe says so, default, auto and workspaces fall back to ts, an explicit wasm workspace is refused", async () => {
+  const got = await withoutSimd();
+  assert.equal(got.probe, "false");
+  assert.equal(got.default, "ts");
+  assert.equal(got.auto, "ts");
+  assert.equal(got.workspace, "ts");
+  assert.match(got.wasm, /WebAssembly SIMD: expected the runtime to support it/);
 });
 
 Deno.test("modelBackward() on the wasm backend takes dlogits from outside the kernels' memory", () => {
@@ -119,7 +174,7 @@ Deno.test("modelBackward() on the wasm backend takes dlogits from outside the ke
     modelForward(model, ws, input, B, T);
     modelBackward(model, ws, dlogits, grads[backend]);
   }
-  const rel = maxRel(grads.wasm, grads.ts);
+  const rel = maxRelErr(grads.wasm, grads.ts);
   assert.ok(rel < 1e-5, `max relative error ${rel}`);
   assert.ok(grads.ts.some((g) => g !== 0));
 });
@@ -144,7 +199,7 @@ Deno.test("lossAndGrad() on the wasm and blas backends skips zero-weight rows in
       const fast = run(backend);
       assert.ok(Math.abs(fast.loss - ts.loss) <= 1e-5 * Math.abs(ts.loss), backend);
       if (weight.some((w) => w !== 0)) {
-        const rel = maxRel(fast.grads, ts.grads);
+        const rel = maxRelErr(fast.grads, ts.grads);
         assert.ok(rel < 1e-4, `${backend}, keep ${keep}: max relative error ${rel}`);
       } else {
         assert.ok(fast.grads.every((g) => g === 0) && ts.grads.every((g) => g === 0), backend);
@@ -170,7 +225,7 @@ Deno.test("lossAndGrad() on the wasm backend computes the head on the weighted r
     workspace: createWorkspace(config, B, T, { backend: "ts" }),
   });
   assert.ok(Math.abs(fast.loss - ts.loss) <= 1e-5 * Math.abs(ts.loss));
-  assert.ok(maxRel(fast.grads, ts.grads) < 1e-4);
+  assert.ok(maxRelErr(fast.grads, ts.grads) < 1e-4);
   // Its logits are not the full (B,T,V) a public backward pass differentiates.
   assert.throws(
     () => modelBackward(model, ws, new Float32Array(N * V), new Float32Array(model.params.length)),

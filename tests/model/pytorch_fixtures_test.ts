@@ -2,7 +2,7 @@
  * The model against PyTorch: golden fixtures written by tests/fixtures/make_fixtures.py (see its
  * header for what each file holds and how to regenerate them).
  *
- * Tolerances (issue 3): max |ours - torch| / max |torch| <= 1e-4 per tensor for the logits and
+ * Tolerances: max |ours - torch| / max |torch| <= 1e-4 per tensor for the logits and
  * every gradient, <= 1e-5 for the loss. The references are float64 PyTorch stored as float32;
  * plain float32 PyTorch lands within ~1e-6 of them (the script prints the figure per case).
  *

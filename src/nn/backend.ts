@@ -110,8 +110,9 @@ export interface ResolvedBackend {
 }
 
 /**
- * Turns a choice into a backend that runs here. `"auto"`: `"blas"` where FFI is allowed and the
- * system's BLAS loads and passes its self-check, else the {@linkcode defaultBackend}. An explicit
+ * Turns a choice into a backend that runs here. `"auto"`: `"blas"` where WebAssembly SIMD
+ * validates, FFI is allowed and the system's BLAS loads and passes its self-check, else the
+ * {@linkcode defaultBackend}. An explicit
  * `"blas"` that cannot load is an error (say `"auto"` to fall back).
  *
  * @param choice `"auto"`, `"blas"`, `"wasm"` or `"ts"`.
@@ -137,6 +138,14 @@ export function resolveBackend(choice: BackendChoice, options: BlasOptions = {})
     );
   }
   if (choice === "wasm" || choice === "ts") return { backend: choice, note: choice };
+  if (defaultBackend() === "ts") {
+    // the blas backend is the wasm kernels with their matmuls on the library: no SIMD, no blas
+    const reason = "the wasm kernels it runs on need WebAssembly SIMD, which this runtime lacks";
+    if (choice === "blas") {
+      throw new Error(`BLAS backend unavailable: expected WebAssembly SIMD, got ${reason}`);
+    }
+    return { backend: "ts", note: `ts (no BLAS: ${reason})` };
+  }
   const lib = loadBlas(options);
   if (lib.ok) {
     return { backend: "blas", note: `blas: ${lib.blas.description}; ${lib.blas.threads}` };
@@ -150,16 +159,10 @@ export function resolveBackend(choice: BackendChoice, options: BlasOptions = {})
   return { backend: fallback, note: `${fallback} (no BLAS: ${lib.reason})` };
 }
 
-/** Floats of scratch {@linkcode wasmBackend} allocates for sequences up to `T` and head size `HS`. */
-export function wasmBackendFloats(T: number, HS: number): number {
-  // q, k, v, y heads and their gradients (8 x T*HS), two (T,T) tiles, 64-byte alignment slack.
-  return 8 * T * HS + 2 * T * T + 10 * 16;
-}
-
 /**
  * The wasm backend over `k`. Allocates its attention scratch in `k`'s memory NOW (so the
  * caller can reserve the memory beforehand and the growth rule holds): `8 T HS + 2 T T`
- * floats, see {@linkcode wasmBackendFloats}.
+ * floats, as the model's `workspaceBytes` counts them.
  *
  * @param k The wasm kernels (their memory holds the workspace).
  * @param T Longest sequence.

@@ -107,8 +107,10 @@ Deno.test(`createWorkspace() backends: ${simdValidates() ? "wasm" : "ts"} by def
 
 /**
  * The other side of the probe, in a child Deno whose `WebAssembly.validate` rejects every module
- * (a runtime without SIMD, as far as the probe can tell) and which may not load FFI (so no BLAS):
- * what the probe, the default and `"auto"` backends and an explicit `"wasm"` workspace give there.
+ * (a runtime without SIMD, as far as the probe can tell), with FFI allowed so that the system's
+ * BLAS loads where it is installed: what the probe, the default and `"auto"` backends, an explicit
+ * `"blas"` and an explicit `"wasm"` workspace give there. (The blas backend runs on the wasm
+ * kernels, so a BLAS alone must not make `"auto"` choose it.)
  */
 async function withoutSimd(): Promise<Record<string, string>> {
   const src = new URL("../../src/", import.meta.url).href;
@@ -132,10 +134,15 @@ async function withoutSimd(): Promise<Record<string, string>> {
     } catch (e) {
       out.wasm = e.message;
     }
+    try {
+      out.blas = resolveBackend("blas").backend;
+    } catch (e) {
+      out.blas = e.message;
+    }
     console.log(JSON.stringify(out));
   `;
   const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--no-check", "--allow-read", "--allow-env=CI,SEDD_BLAS", "-"],
+    args: ["run", "--no-check", "--allow-read", "--allow-ffi", "--allow-env=CI,SEDD_BLAS", "-"],
     stdin: "piped",
     stdout: "piped",
     stderr: "piped",
@@ -149,13 +156,14 @@ async function withoutSimd(): Promise<Record<string, string>> {
   return JSON.parse(new TextDecoder().decode(stdout));
 }
 
-Deno.test("where WebAssembly SIMD does not validate: the probe says so, default, auto and workspaces fall back to ts, an explicit wasm workspace is refused", async () => {
+Deno.test("where WebAssembly SIMD does not validate: the probe says so, default, auto and workspaces fall back to ts (also beside a BLAS), explicit wasm and blas are refused", async () => {
   const got = await withoutSimd();
   assert.equal(got.probe, "false");
   assert.equal(got.default, "ts");
   assert.equal(got.auto, "ts");
   assert.equal(got.workspace, "ts");
   assert.match(got.wasm, /WebAssembly SIMD: expected the runtime to support it/);
+  assert.match(got.blas, /BLAS backend unavailable: .*WebAssembly SIMD/);
 });
 
 Deno.test("modelBackward() on the wasm backend takes dlogits from outside the kernels' memory", () => {

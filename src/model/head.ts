@@ -62,7 +62,7 @@ export function finalForward(
       C,
     );
     // mf = lnf * (1 + scale) + shift
-    if (tm) modulateForward(tm.mf, ws.lnf, tm.finalMod, 0, 1, 2, B, T, C);
+    if (tm) modulateForward(tm.mf, ws.lnf, tm.finalMod, 0, 1, { K: 2, B, T, C });
   }
   // logits = final W^T + b, on the weighted rows only where that pays
   const final = headInput(ws);
@@ -106,7 +106,7 @@ export function finalBackward(
     // mf = lnf * (1 + scale) + shift
     ws.dlnf.fill(0, 0, NC);
     tm.dfinalMod.fill(0);
-    modulateBackward(ws.dlnf, tm.dfinalMod, tm.dmf, ws.lnf, tm.finalMod, 0, 1, 2, B, T, C);
+    modulateBackward(ws.dlnf, tm.dfinalMod, tm.dmf, ws.lnf, tm.finalMod, 0, 1, { K: 2, B, T, C });
     // finalMod = cond Wf^T + bf
     ws.nn.linearBackward(
       tm.dcond,

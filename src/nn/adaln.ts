@@ -47,6 +47,26 @@ export function timestepEmbedding(
 }
 
 /**
+ * The geometry of a modulation: `B` sequences of `T` positions of `C` channels, and `K` chunks
+ * of `C` per sequence in the modulation rows.
+ */
+export interface ModShape {
+  /** Chunks per modulation row (6 in a block, 2 in the final layer). */
+  K: number;
+  /** Batch size. */
+  B: number;
+  /** Sequence length. */
+  T: number;
+  /** Channels. */
+  C: number;
+}
+
+/** Calls `f(o, row)` for every position: `o` its offset in `(B,T,C)`, `row` its sequence's in `mod`. */
+function eachPosition({ K, B, T, C }: ModShape, f: (o: number, row: number) => void): void {
+  for (let b = 0; b < B; b++) for (let t = 0; t < T; t++) f((b * T + t) * C, b * K * C);
+}
+
+/**
  * `out[b,t] = inp[b,t] * (1 + scale[b]) + shift[b]`, with `shift` and `scale` chunks of `mod`.
  *
  * @param out Output, `(B,T,C)`.
@@ -54,10 +74,7 @@ export function timestepEmbedding(
  * @param mod Modulation rows, `(B,K*C)`.
  * @param shiftChunk Index of the shift chunk.
  * @param scaleChunk Index of the scale chunk.
- * @param K Chunks per modulation row.
- * @param B Batch size.
- * @param T Sequence length.
- * @param C Channels.
+ * @param shape `K`, `B`, `T`, `C`.
  *
  * @example
  * ```ts
@@ -66,29 +83,24 @@ export function timestepEmbedding(
  *
  * const out = new Float32Array(2);
  * // C = 1, T = 2, K = 2: shift 10, scale 1 (so x * 2 + 10)
- * modulateForward(out, new Float32Array([1, 2]), new Float32Array([10, 1]), 0, 1, 2, 1, 2, 1);
+ * const shape = { K: 2, B: 1, T: 2, C: 1 };
+ * modulateForward(out, new Float32Array([1, 2]), new Float32Array([10, 1]), 0, 1, shape);
  * assert.deepEqual([...out], [12, 14]);
  * ```
  */
 export function modulateForward(
-  out: Float32Array, // (B,T,C)
-  inp: Float32Array, // (B,T,C)
-  mod: Float32Array, // (B,K*C)
+  out: Float32Array,
+  inp: Float32Array,
+  mod: Float32Array,
   shiftChunk: number,
   scaleChunk: number,
-  K: number,
-  B: number,
-  T: number,
-  C: number,
+  shape: ModShape,
 ): void {
-  for (let b = 0; b < B; b++) {
-    const sh = b * K * C + shiftChunk * C;
-    const sc = b * K * C + scaleChunk * C;
-    for (let t = 0; t < T; t++) {
-      const o = (b * T + t) * C;
-      for (let c = 0; c < C; c++) out[o + c] = inp[o + c] * (1 + mod[sc + c]) + mod[sh + c];
-    }
-  }
+  const C = shape.C;
+  eachPosition(shape, (o, row) => {
+    const sh = row + shiftChunk * C, sc = row + scaleChunk * C;
+    for (let c = 0; c < C; c++) out[o + c] = inp[o + c] * (1 + mod[sc + c]) + mod[sh + c];
+  });
 }
 
 /**
@@ -105,37 +117,28 @@ export function modulateForward(
  * @param mod Modulation rows, `(B,K*C)`.
  * @param shiftChunk Index of the shift chunk.
  * @param scaleChunk Index of the scale chunk.
- * @param K Chunks per modulation row.
- * @param B Batch size.
- * @param T Sequence length.
- * @param C Channels.
+ * @param shape `K`, `B`, `T`, `C`.
  */
 export function modulateBackward(
-  dinp: Float32Array, // (B,T,C)
-  dmod: Float32Array, // (B,K*C)
-  dout: Float32Array, // (B,T,C)
-  inp: Float32Array, // (B,T,C)
-  mod: Float32Array, // (B,K*C)
+  dinp: Float32Array,
+  dmod: Float32Array,
+  dout: Float32Array,
+  inp: Float32Array,
+  mod: Float32Array,
   shiftChunk: number,
   scaleChunk: number,
-  K: number,
-  B: number,
-  T: number,
-  C: number,
+  shape: ModShape,
 ): void {
-  for (let b = 0; b < B; b++) {
-    const sh = b * K * C + shiftChunk * C;
-    const sc = b * K * C + scaleChunk * C;
-    for (let t = 0; t < T; t++) {
-      const o = (b * T + t) * C;
-      for (let c = 0; c < C; c++) {
-        const d = dout[o + c];
-        dinp[o + c] += d * (1 + mod[sc + c]);
-        dmod[sh + c] += d;
-        dmod[sc + c] += d * inp[o + c];
-      }
+  const C = shape.C;
+  eachPosition(shape, (o, row) => {
+    const sh = row + shiftChunk * C, sc = row + scaleChunk * C;
+    for (let c = 0; c < C; c++) {
+      const d = dout[o + c];
+      dinp[o + c] += d * (1 + mod[sc + c]);
+      dmod[sh + c] += d;
+      dmod[sc + c] += d * inp[o + c];
     }
-  }
+  });
 }
 
 /**
@@ -147,10 +150,7 @@ export function modulateBackward(
  * @param y Branch output, `(B,T,C)`.
  * @param mod Modulation rows, `(B,K*C)`.
  * @param gateChunk Index of the gate chunk.
- * @param K Chunks per modulation row.
- * @param B Batch size.
- * @param T Sequence length.
- * @param C Channels.
+ * @param shape `K`, `B`, `T`, `C`.
  *
  * @example A zero gate leaves the stream alone
  * ```ts
@@ -158,28 +158,24 @@ export function modulateBackward(
  * import assert from "node:assert/strict";
  *
  * const out = new Float32Array(1);
- * gatedResidualForward(out, new Float32Array([3]), new Float32Array([5]), new Float32Array([0]), 0, 1, 1, 1, 1);
+ * const [x, y, gate] = [new Float32Array([3]), new Float32Array([5]), new Float32Array([0])];
+ * gatedResidualForward(out, x, y, gate, 0, { K: 1, B: 1, T: 1, C: 1 });
  * assert.equal(out[0], 3);
  * ```
  */
 export function gatedResidualForward(
-  out: Float32Array, // (B,T,C)
-  x: Float32Array, // (B,T,C)
-  y: Float32Array, // (B,T,C)
-  mod: Float32Array, // (B,K*C)
+  out: Float32Array,
+  x: Float32Array,
+  y: Float32Array,
+  mod: Float32Array,
   gateChunk: number,
-  K: number,
-  B: number,
-  T: number,
-  C: number,
+  shape: ModShape,
 ): void {
-  for (let b = 0; b < B; b++) {
-    const g = b * K * C + gateChunk * C;
-    for (let t = 0; t < T; t++) {
-      const o = (b * T + t) * C;
-      for (let c = 0; c < C; c++) out[o + c] = x[o + c] + mod[g + c] * y[o + c];
-    }
-  }
+  const C = shape.C;
+  eachPosition(shape, (o, row) => {
+    const g = row + gateChunk * C;
+    for (let c = 0; c < C; c++) out[o + c] = x[o + c] + mod[g + c] * y[o + c];
+  });
 }
 
 /**
@@ -196,34 +192,26 @@ export function gatedResidualForward(
  * @param y The forward branch output, `(B,T,C)`.
  * @param mod Modulation rows, `(B,K*C)`.
  * @param gateChunk Index of the gate chunk.
- * @param K Chunks per modulation row.
- * @param B Batch size.
- * @param T Sequence length.
- * @param C Channels.
+ * @param shape `K`, `B`, `T`, `C`.
  */
 export function gatedResidualBackward(
-  dx: Float32Array | null, // (B,T,C)
-  dy: Float32Array, // (B,T,C)
-  dmod: Float32Array, // (B,K*C)
-  dout: Float32Array, // (B,T,C)
-  y: Float32Array, // (B,T,C)
-  mod: Float32Array, // (B,K*C)
+  dx: Float32Array | null,
+  dy: Float32Array,
+  dmod: Float32Array,
+  dout: Float32Array,
+  y: Float32Array,
+  mod: Float32Array,
   gateChunk: number,
-  K: number,
-  B: number,
-  T: number,
-  C: number,
+  shape: ModShape,
 ): void {
-  for (let b = 0; b < B; b++) {
-    const g = b * K * C + gateChunk * C;
-    for (let t = 0; t < T; t++) {
-      const o = (b * T + t) * C;
-      for (let c = 0; c < C; c++) {
-        const d = dout[o + c];
-        if (dx) dx[o + c] += d;
-        dy[o + c] += mod[g + c] * d;
-        dmod[g + c] += d * y[o + c];
-      }
+  const C = shape.C;
+  eachPosition(shape, (o, row) => {
+    const g = row + gateChunk * C;
+    for (let c = 0; c < C; c++) {
+      const d = dout[o + c];
+      if (dx) dx[o + c] += d;
+      dy[o + c] += mod[g + c] * d;
+      dmod[g + c] += d * y[o + c];
     }
-  }
+  });
 }

@@ -19,7 +19,7 @@ Deno.test("modulateBackward() matches finite differences (shift chunk 3, scale c
   gradcheck({
     inputs,
     forward: () => {
-      modulateForward(f32(out), f32(inputs.inp), f32(inputs.mod), 3, 4, K, B, T, C);
+      modulateForward(f32(out), f32(inputs.inp), f32(inputs.mod), 3, 4, { K, B, T, C });
       return out;
     },
     backward: (dout) => {
@@ -32,11 +32,7 @@ Deno.test("modulateBackward() matches finite differences (shift chunk 3, scale c
         f32(inputs.mod),
         3,
         4,
-        K,
-        B,
-        T,
-        C,
-      );
+        { K, B, T, C });
       // the other chunks get no gradient
       for (let b = 0; b < B; b++) {
         for (const j of [0, 1, 2, 5]) {
@@ -59,7 +55,7 @@ Deno.test("gatedResidualBackward() matches finite differences (gate chunk 2 of 6
   gradcheck({
     inputs,
     forward: () => {
-      gatedResidualForward(f32(out), f32(inputs.x), f32(inputs.y), f32(inputs.mod), 2, K, B, T, C);
+      gatedResidualForward(f32(out), f32(inputs.x), f32(inputs.y), f32(inputs.mod), 2, { K, B, T, C });
       return out;
     },
     backward: (dout) => {
@@ -76,11 +72,7 @@ Deno.test("gatedResidualBackward() matches finite differences (gate chunk 2 of 6
         f32(inputs.y),
         f32(inputs.mod),
         2,
-        K,
-        B,
-        T,
-        C,
-      );
+        { K, B, T, C });
       return g;
     },
   });

@@ -514,11 +514,37 @@ export function encodeBpe(
   text: string,
   eot: boolean,
 ): Int32Array {
+  return encodePieces(
+    text,
+    PRETOKEN_PATTERN,
+    tables.cache,
+    (piece) => encodePiece(tables, tokenizer.mergeIds, piece),
+    eot ? tokenizer.eotId : -1,
+  );
+}
+
+/**
+ * Cuts `text` with a pre-tokenizer pattern (every character must fall in some piece) and
+ * concatenates the ids of the pieces, each from `cache` or from `encodePiece` (then cached).
+ *
+ * @param text the text
+ * @param pattern the pre-tokenizer (its source is used, with the `u` and `y` flags)
+ * @param cache pre-token -> ids
+ * @param encodePiece ids of a piece missing from the cache
+ * @param eotId appended unless the ids already end with it; -1 for none
+ * @returns the ids
+ */
+export function encodePieces(
+  text: string,
+  pattern: RegExp,
+  cache: PieceCache,
+  encodePiece: (piece: string) => Int32Array,
+  eotId: number,
+): Int32Array {
   let out = new Int32Array(Math.max(16, (text.length >> 1) + 1));
   let n = 0;
-  const { cache } = tables;
   // `test` with the sticky flag moves `lastIndex` past each piece without building a match.
-  const re = new RegExp(PRETOKEN_PATTERN.source, "uy");
+  const re = new RegExp(pattern.source, "uy");
   let start = 0;
   for (; re.test(text); start = re.lastIndex) {
     const end = re.lastIndex;
@@ -526,7 +552,7 @@ export function encodeBpe(
     let ids = cache.get(text, start, end, h);
     if (ids === undefined) {
       const piece = text.slice(start, end);
-      ids = encodePiece(tables, tokenizer.mergeIds, piece);
+      ids = encodePiece(piece);
       cache.set(piece, h, ids);
     }
     if (n + ids.length + 1 > out.length) {
@@ -539,12 +565,12 @@ export function encodeBpe(
   if (start !== text.length) {
     throw new Error(`Pre-tokenizer bug: expected a piece at index ${start}, found none`);
   }
-  if (eot && (n === 0 || out[n - 1] !== tokenizer.eotId)) out[n++] = tokenizer.eotId;
+  if (eotId >= 0 && (n === 0 || out[n - 1] !== eotId)) out[n++] = eotId;
   return out.slice(0, n);
 }
 
 /** Decodes ids (already range-checked, trailing EOT already dropped) to text. */
-export function decodeBpe(tables: BpeTables, ids: ArrayLike<number>): string {
+export function decodeBpe(tables: { bytes: Uint8Array[] }, ids: ArrayLike<number>): string {
   let size = 0;
   for (let i = 0; i < ids.length; i++) size += tables.bytes[ids[i]].length;
   const buf = new Uint8Array(size);

@@ -428,7 +428,7 @@ export class PieceCache {
 /** The most pre-tokens the encoder caches before it starts over. */
 export const BPE_CACHE_LIMIT = 1 << 18;
 
-/** Builds the tables {@linkcode encodeBpe} needs. */
+/** Builds the tables {@linkcode encodeBpePiece} needs. */
 export function bpeTables(tokenizer: Tokenizer): BpeTables {
   return {
     bytes: bpeTokenBytes(tokenizer.mergeIds),
@@ -475,11 +475,24 @@ function utf8Into(piece: string): number {
   return n;
 }
 
-/** Applies merges by rank to one pre-token's bytes. */
-function encodePiece(tables: BpeTables, mergeIds: readonly [number, number][], piece: string) {
-  let n = utf8Into(piece);
-  const seq = scratch; // (n)
-  const { ranks } = tables;
+/**
+ * Merges the symbols `seq[0, n)` in place by rank: repeatedly the adjacent pair of lowest rank,
+ * every occurrence left to right, until no adjacent pair has a rank.
+ *
+ * @param seq the symbols' ids (overwritten)
+ * @param n how many symbols
+ * @param ranks (left, right) -> rank
+ * @param mergeIds the merges in rank order
+ * @param resultOf the id the merge of a rank makes
+ * @returns the number of symbols left
+ */
+export function mergeByRank(
+  seq: Int32Array,
+  n: number,
+  ranks: PairRanks,
+  mergeIds: readonly (readonly [number, number])[],
+  resultOf: (rank: number) => number,
+): number {
   while (n >= 2) {
     let best = Infinity;
     for (let i = 0; i + 1 < n; i++) {
@@ -488,7 +501,7 @@ function encodePiece(tables: BpeTables, mergeIds: readonly [number, number][], p
     }
     if (best === Infinity) break;
     const [a, b] = mergeIds[best];
-    const x = 256 + best;
+    const x = resultOf(best);
     let j = 0;
     for (let i = 0; i < n;) {
       if (i + 1 < n && seq[i] === a && seq[i + 1] === b) {
@@ -500,27 +513,28 @@ function encodePiece(tables: BpeTables, mergeIds: readonly [number, number][], p
     }
     n = j;
   }
-  return seq.slice(0, n);
+  return n;
 }
 
+const bpeResult = (rank: number) => 256 + rank;
+
 /**
- * Encodes text: pre-tokenize, then each piece from the cache or by applying merges lowest rank
- * first (every occurrence, left to right) until none applies. Literal `<|endoftext|>` in the text
- * is ordinary text (its bytes), so any string round-trips.
+ * Encodes one pre-token: its UTF-8 bytes, then merges lowest rank first (every occurrence, left
+ * to right) until none applies. Literal `<|endoftext|>` is ordinary text (its bytes), so any
+ * string round-trips.
+ *
+ * @param tables the tokenizer's tables
+ * @param mergeIds the merges as id pairs, in rank order
+ * @param piece one pre-token
+ * @returns its ids (a fresh array)
  */
-export function encodeBpe(
-  tokenizer: Tokenizer,
+export function encodeBpePiece(
   tables: BpeTables,
-  text: string,
-  eot: boolean,
+  mergeIds: readonly (readonly [number, number])[],
+  piece: string,
 ): Int32Array {
-  return encodePieces(
-    text,
-    PRETOKEN_PATTERN,
-    tables.cache,
-    (piece) => encodePiece(tables, tokenizer.mergeIds, piece),
-    eot ? tokenizer.eotId : -1,
-  );
+  const n = mergeByRank(scratch, utf8Into(piece), tables.ranks, mergeIds, bpeResult);
+  return scratch.slice(0, n);
 }
 
 /**

@@ -13,7 +13,7 @@
  * @module
  */
 
-import { PairRanks, PieceCache } from "./bpe.ts";
+import { mergeByRank, PairRanks, PieceCache } from "./bpe.ts";
 import { EOT_TOKEN, MASK_TOKEN, MAX_VOCAB, type Tokenizer } from "./types.ts";
 
 /**
@@ -172,7 +172,7 @@ export interface Gpt2Tables {
   /** (left, right) -> rank. */
   ranks: PairRanks;
   /** rank -> the id of the merged token. */
-  mergeResult: Int32Array;
+  resultOf: (rank: number) => number;
   /** Pre-token text -> its ids. */
   cache: PieceCache;
 }
@@ -202,7 +202,7 @@ export function gpt2Tables(tokenizer: Tokenizer): Gpt2Tables {
     bytes,
     byteIds,
     ranks: new PairRanks(tokenizer.mergeIds),
-    mergeResult,
+    resultOf: (rank) => mergeResult[rank],
     cache: new PieceCache(),
   };
 }
@@ -229,29 +229,9 @@ export function encodeGpt2Piece(
     byteScratch = new Uint8Array(piece.length * 3);
     idScratch = new Int32Array(piece.length * 3);
   }
-  let n = utf8.encodeInto(piece, byteScratch).written;
-  const seq = idScratch; // (n)
-  for (let i = 0; i < n; i++) seq[i] = tables.byteIds[byteScratch[i]];
-  const { ranks, mergeResult } = tables;
-  while (n >= 2) {
-    let best = -1;
-    for (let i = 0; i + 1 < n; i++) {
-      const r = ranks.get(seq[i], seq[i + 1]);
-      if (r >= 0 && (best < 0 || r < best)) best = r;
-    }
-    if (best < 0) break;
-    const [a, b] = mergeIds[best];
-    const x = mergeResult[best];
-    let j = 0;
-    for (let i = 0; i < n;) {
-      if (i + 1 < n && seq[i] === a && seq[i + 1] === b) {
-        seq[j++] = x;
-        i += 2;
-      } else {
-        seq[j++] = seq[i++];
-      }
-    }
-    n = j;
-  }
+  const bytes = utf8.encodeInto(piece, byteScratch).written;
+  const seq = idScratch; // (bytes)
+  for (let i = 0; i < bytes; i++) seq[i] = tables.byteIds[byteScratch[i]];
+  const n = mergeByRank(seq, bytes, tables.ranks, mergeIds, tables.resultOf);
   return seq.slice(0, n);
 }

@@ -4,11 +4,12 @@
  * @module
  */
 
+import { PRETOKEN_PATTERN } from "./pretokenize.ts";
 import {
   bpeTables,
   buildBpeTokenizer,
   decodeBpe,
-  encodeBpe,
+  encodeBpePiece,
   encodePieces,
   trainBpeMerges,
 } from "./bpe.ts";
@@ -189,18 +190,14 @@ export function encode(
   const tables = tablesOf(tokenizer);
   const t = tables.tokenizer;
   if (tables.seed) return encodeSeed(t, tables.seed, text, options.eot ?? true);
-  const eot = options.eot ?? false;
-  const gpt2 = tables.gpt2;
+  const eotId = (options.eot ?? false) ? t.eotId : -1;
+  const { gpt2, bpe } = tables;
   if (gpt2) {
-    return encodePieces(
-      text,
-      GPT2_PRETOKEN_PATTERN,
-      gpt2.cache,
-      (piece) => encodeGpt2Piece(gpt2, t.mergeIds, piece),
-      eot ? t.eotId : -1,
-    );
+    const piece = (p: string) => encodeGpt2Piece(gpt2, t.mergeIds, p);
+    return encodePieces(text, GPT2_PRETOKEN_PATTERN, gpt2.cache, piece, eotId);
   }
-  return encodeBpe(t, tables.bpe!, text, eot);
+  const piece = (p: string) => encodeBpePiece(bpe!, t.mergeIds, p);
+  return encodePieces(text, PRETOKEN_PATTERN, bpe!.cache, piece, eotId);
 }
 
 /**

@@ -286,6 +286,18 @@ Deno.test("a malformed tokenizer.json is a one-line TokenizerFileError naming th
     "Invalid tokenizer.json: expected an <|endoftext|> token, found none",
   );
   assertFileError(
+    () =>
+      tokenizerFromHuggingFace(bad((v) => {
+        delete v.model.vocab["Ġ"];
+        v.model.vocab["zz"] = 32;
+      })),
+    'Invalid tokenizer.json: expected a token for every byte, got none for byte 0x20 ("Ġ")',
+  );
+  assertFileError(
+    () => tokenizerFromHuggingFace(bad((v) => (v.model.vocab["<|mask|>"] = 259))),
+    /expected no <\|mask\|> token \(it is appended as the last id\), got it at id 259$/,
+  );
+  assertFileError(
     () => tokenizerFromHuggingFace(bad((v) => (v.model.vocab["Ġhi"] = 256))),
     /expected one token per id, got "Ġh" and "Ġhi" at id 256/,
   );

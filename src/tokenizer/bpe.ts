@@ -428,7 +428,7 @@ export class PieceCache {
 /** The most pre-tokens the encoder caches before it starts over. */
 export const BPE_CACHE_LIMIT = 1 << 18;
 
-/** Builds the tables {@linkcode encodeBpe} needs. */
+/** Builds the tables {@linkcode encodeBpePiece} needs. */
 export function bpeTables(tokenizer: Tokenizer): BpeTables {
   return {
     bytes: bpeTokenBytes(tokenizer.mergeIds),
@@ -475,11 +475,25 @@ function utf8Into(piece: string): number {
   return n;
 }
 
-/** Applies merges by rank to one pre-token's bytes. */
-function encodePiece(tables: BpeTables, mergeIds: readonly [number, number][], piece: string) {
-  let n = utf8Into(piece);
-  const seq = scratch; // (n)
-  const { ranks } = tables;
+/**
+ * Merges the symbols `seq[0, n)` in place by rank: repeatedly the adjacent pair of lowest rank,
+ * every occurrence left to right, until no adjacent pair has a rank.
+ *
+ * @param seq the symbols' ids (overwritten)
+ * @param n how many symbols
+ * @param ranks (left, right) -> rank
+ * @param mergeIds the merges in rank order
+ * @param resultOf the id the merge of a rank makes
+ * @returns the number of symbols left
+ */
+export function mergeByRank(
+  seq: Int32Array,
+  n: number,
+  ranks: PairRanks,
+  mergeIds: readonly (readonly [number, number])[],
+  resultOf: (rank: number) => number,
+): number {
+  if (n > LONG_PIECE) return mergeLongByRank(seq, n, ranks, mergeIds, resultOf);
   while (n >= 2) {
     let best = Infinity;
     for (let i = 0; i + 1 < n; i++) {
@@ -488,7 +502,7 @@ function encodePiece(tables: BpeTables, mergeIds: readonly [number, number][], p
     }
     if (best === Infinity) break;
     const [a, b] = mergeIds[best];
-    const x = 256 + best;
+    const x = resultOf(best);
     let j = 0;
     for (let i = 0; i < n;) {
       if (i + 1 < n && seq[i] === a && seq[i + 1] === b) {
@@ -500,25 +514,155 @@ function encodePiece(tables: BpeTables, mergeIds: readonly [number, number][], p
     }
     n = j;
   }
-  return seq.slice(0, n);
+  return n;
 }
 
 /**
- * Encodes text: pre-tokenize, then each piece from the cache or by applying merges lowest rank
- * first (every occurrence, left to right) until none applies. Literal `<|endoftext|>` in the text
- * is ordinary text (its bytes), so any string round-trips.
+ * Pieces longer than this many symbols merge with {@linkcode mergeLongByRank}: rescanning every
+ * pair after each merge rank costs time quadratic in the length, and a long piece (a run of
+ * letters with no space) would take minutes.
  */
-export function encodeBpe(
-  tokenizer: Tokenizer,
+export const LONG_PIECE = 256;
+
+/** A min-heap of numbers. */
+class MinHeap {
+  items: number[] = [];
+
+  push(x: number): void {
+    const a = this.items;
+    a.push(x);
+    let i = a.length - 1;
+    while (i > 0) {
+      const p = (i - 1) >> 1;
+      if (a[p] <= x) break;
+      a[i] = a[p];
+      i = p;
+    }
+    a[i] = x;
+  }
+
+  /** Removes and returns the smallest item; the heap must not be empty. */
+  pop(): number {
+    const a = this.items;
+    const top = a[0];
+    const last = a.pop()!;
+    const n = a.length;
+    if (n > 0) {
+      let i = 0;
+      for (;;) {
+        const l = 2 * i + 1;
+        if (l >= n) break;
+        const c = l + 1 < n && a[l + 1] < a[l] ? l + 1 : l;
+        if (a[c] >= last) break;
+        a[i] = a[c];
+        i = c;
+      }
+      a[i] = last;
+    }
+    return top;
+  }
+}
+
+/**
+ * {@linkcode mergeByRank} for long pieces, with the same result: the symbols form a linked list
+ * and every adjacent pair that has a rank sits in a heap keyed by (rank, position). Each round
+ * takes every entry of the lowest rank, merges those still intact left to right (one whose left
+ * symbol the previous merge consumed is skipped, as in the rescanning loop), and only then pushes
+ * the pairs the merges formed. Entries made stale by a merge are skipped when they come up.
+ */
+export function mergeLongByRank(
+  seq: Int32Array,
+  n: number,
+  ranks: PairRanks,
+  mergeIds: readonly (readonly [number, number])[],
+  resultOf: (rank: number) => number,
+): number {
+  const next = new Int32Array(n); // (n) next live symbol, -1 at the end
+  const prev = new Int32Array(n); // (n) previous live symbol, -1 at the start
+  const live = new Uint8Array(n).fill(1); // (n)
+  for (let i = 0; i < n; i++) {
+    next[i] = i + 1 < n ? i + 1 : -1;
+    prev[i] = i - 1;
+  }
+  const P = 2 ** 31; // position base of the heap key rank * P + position
+  const heap = new MinHeap();
+  const pushPair = (i: number) => {
+    const j = next[i];
+    if (j < 0) return;
+    const r = ranks.get(seq[i], seq[j]);
+    if (r >= 0) heap.push(r * P + i);
+  };
+  for (let i = 0; i + 1 < n; i++) pushPair(i);
+  const merged: number[] = [];
+  while (heap.items.length > 0) {
+    const rank = Math.floor(heap.items[0] / P);
+    const [a, b] = mergeIds[rank];
+    const x = resultOf(rank);
+    merged.length = 0;
+    while (heap.items.length > 0 && Math.floor(heap.items[0] / P) === rank) {
+      const i = heap.pop() - rank * P;
+      const j = next[i];
+      if (!live[i] || j < 0 || seq[i] !== a || seq[j] !== b) continue; // stale or consumed
+      seq[i] = x;
+      live[j] = 0;
+      next[i] = next[j];
+      if (next[j] >= 0) prev[next[j]] = i;
+      merged.push(i);
+    }
+    for (const i of merged) {
+      if (!live[i]) continue;
+      if (prev[i] >= 0) pushPair(prev[i]);
+      pushPair(i);
+    }
+  }
+  let m = 0;
+  for (let i = 0; i >= 0; i = next[i]) seq[m++] = seq[i];
+  return m;
+}
+
+const bpeResult = (rank: number) => 256 + rank;
+
+/**
+ * Encodes one pre-token: its UTF-8 bytes, then merges lowest rank first (every occurrence, left
+ * to right) until none applies. Literal `<|endoftext|>` is ordinary text (its bytes), so any
+ * string round-trips.
+ *
+ * @param tables the tokenizer's tables
+ * @param mergeIds the merges as id pairs, in rank order
+ * @param piece one pre-token
+ * @returns its ids (a fresh array)
+ */
+export function encodeBpePiece(
   tables: BpeTables,
+  mergeIds: readonly (readonly [number, number])[],
+  piece: string,
+): Int32Array {
+  const n = mergeByRank(scratch, utf8Into(piece), tables.ranks, mergeIds, bpeResult);
+  return scratch.slice(0, n);
+}
+
+/**
+ * Cuts `text` with a pre-tokenizer pattern (every character must fall in some piece) and
+ * concatenates the ids of the pieces, each from `cache` or from `encodePiece` (then cached).
+ *
+ * @param text the text
+ * @param pattern the pre-tokenizer (its source is used, with the `u` and `y` flags)
+ * @param cache pre-token -> ids
+ * @param encodePiece ids of a piece missing from the cache
+ * @param eotId appended unless the ids already end with it; -1 for none
+ * @returns the ids
+ */
+export function encodePieces(
   text: string,
-  eot: boolean,
+  pattern: RegExp,
+  cache: PieceCache,
+  encodePiece: (piece: string) => Int32Array,
+  eotId: number,
 ): Int32Array {
   let out = new Int32Array(Math.max(16, (text.length >> 1) + 1));
   let n = 0;
-  const { cache } = tables;
   // `test` with the sticky flag moves `lastIndex` past each piece without building a match.
-  const re = new RegExp(PRETOKEN_PATTERN.source, "uy");
+  const re = new RegExp(pattern.source, "uy");
   let start = 0;
   for (; re.test(text); start = re.lastIndex) {
     const end = re.lastIndex;
@@ -526,7 +670,7 @@ export function encodeBpe(
     let ids = cache.get(text, start, end, h);
     if (ids === undefined) {
       const piece = text.slice(start, end);
-      ids = encodePiece(tables, tokenizer.mergeIds, piece);
+      ids = encodePiece(piece);
       cache.set(piece, h, ids);
     }
     if (n + ids.length + 1 > out.length) {
@@ -539,12 +683,12 @@ export function encodeBpe(
   if (start !== text.length) {
     throw new Error(`Pre-tokenizer bug: expected a piece at index ${start}, found none`);
   }
-  if (eot && (n === 0 || out[n - 1] !== tokenizer.eotId)) out[n++] = tokenizer.eotId;
+  if (eotId >= 0 && (n === 0 || out[n - 1] !== eotId)) out[n++] = eotId;
   return out.slice(0, n);
 }
 
 /** Decodes ids (already range-checked, trailing EOT already dropped) to text. */
-export function decodeBpe(tables: BpeTables, ids: ArrayLike<number>): string {
+export function decodeBpe(tables: { bytes: Uint8Array[] }, ids: ArrayLike<number>): string {
   let size = 0;
   for (let i = 0; i < ids.length; i++) size += tables.bytes[ids[i]].length;
   const buf = new Uint8Array(size);

@@ -5,6 +5,7 @@
  */
 
 import { buildBpeTokenizer } from "./bpe.ts";
+import { buildGpt2Tokenizer } from "./gpt2.ts";
 import { buildSeedTokenizer } from "./seed.ts";
 import { sha256Hex } from "./sha256.ts";
 import type { Tokenizer } from "./types.ts";
@@ -41,7 +42,7 @@ function isPair(p: unknown, type: "string" | "number"): boolean {
 /**
  * Checks that an object is a complete, consistent tokenizer (as from a worker message or parsed
  * JSON) by rebuilding it from its defining data (seed: the alphabet and the merge texts; bpe: the
- * merge ids) and comparing every field.
+ * merge ids; gpt2: the tokens before `<|mask|>` and the merge texts) and comparing every field.
  *
  * @param value the candidate
  * @returns the tokenizer rebuilt from `value` (frozen)
@@ -52,7 +53,9 @@ export function checkTokenizer(value: unknown): Tokenizer {
     fail("the tokenizer", "an object", value);
   }
   const t = value as Record<string, unknown>;
-  if (t.kind !== "seed" && t.kind !== "bpe") fail("kind", '"seed" or "bpe"', t.kind);
+  if (t.kind !== "seed" && t.kind !== "bpe" && t.kind !== "gpt2") {
+    fail("kind", '"seed", "bpe" or "gpt2"', t.kind);
+  }
   for (const name of ["vocabSize", "eotId", "maskId"]) {
     if (!Number.isInteger(t[name])) fail(name, "an integer", t[name]);
   }
@@ -81,6 +84,8 @@ export function checkTokenizer(value: unknown): Tokenizer {
         alphabet.push(s);
       }
       rebuilt = buildSeedTokenizer(alphabet, t.merges as [string, string][]);
+    } else if (t.kind === "gpt2") {
+      rebuilt = buildGpt2Tokenizer(tokens.slice(0, -1), t.merges as [string, string][]);
     } else {
       rebuilt = buildBpeTokenizer(t.mergeIds as [number, number][]);
     }

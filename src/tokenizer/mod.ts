@@ -1,6 +1,8 @@
 /**
- * Tokenizers: the notebook's character-level BPE (`kind: "seed"`) and a byte-level BPE with a
- * pre-tokenizer (`kind: "bpe"`, the default), both as plain data with JSON save and load.
+ * Tokenizers: the notebook's character-level BPE (`kind: "seed"`), a byte-level BPE with a
+ * pre-tokenizer (`kind: "bpe"`, the default), both trained here, and GPT-2's byte-level BPE
+ * (`kind: "gpt2"`) loaded from a Hugging Face `tokenizer.json` or `vocab.json` + `merges.txt`;
+ * all three as plain data with JSON save and load.
  *
  * Choices worth knowing:
  * - A tokenizer is frozen plain data (post it to a worker, `JSON.stringify` it); lookup tables
@@ -14,6 +16,8 @@
  *   and a literal `<|endoftext|>` in text is plain text.
  * - BPE training breaks count ties by the smaller (left id, right id); `tokens[id]` shows bytes
  *   that are not complete UTF-8 as `\xNN`.
+ * - `"gpt2"` keeps the vocabulary's ids (GPT-2: 50257 tokens, `<|endoftext|>` 50256) and appends
+ *   `<|mask|>` (GPT-2: 50257, so `vocabSize` 50258); `encode` gives GPT-2's ids exactly.
  *
  * @example Train, encode, decode, save
  * ```ts
@@ -40,3 +44,6 @@ export {
   tokenizerToJSON,
 } from "./json.ts";
 export { pretokenize } from "./pretokenize.ts";
+export { byteToUnicode, GPT2_PRETOKEN_PATTERN, gpt2Pretokenize } from "./gpt2.ts";
+export { TokenizerFileError, tokenizerFromHuggingFace, tokenizerFromVocabMerges } from "./hf.ts";
+export type { HuggingFaceOptions, VocabMergesOptions } from "./hf.ts";

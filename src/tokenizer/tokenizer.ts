@@ -1,11 +1,21 @@
 /**
- * Training, encoding and decoding, for both tokenizer kinds.
+ * Training (the `"seed"` and `"bpe"` kinds), encoding and decoding (all kinds).
  *
  * @module
  */
 
-import { bpeTables, buildBpeTokenizer, decodeBpe, encodeBpe, trainBpeMerges } from "./bpe.ts";
+import { PRETOKEN_PATTERN } from "./pretokenize.ts";
+import {
+  bpeTables,
+  buildBpeTokenizer,
+  decodeBpe,
+  encodeBpePiece,
+  encodePieces,
+  trainBpeMerges,
+} from "./bpe.ts";
 import type { BpeTables } from "./bpe.ts";
+import { encodeGpt2Piece, GPT2_PRETOKEN_PATTERN, gpt2Tables } from "./gpt2.ts";
+import type { Gpt2Tables } from "./gpt2.ts";
 import { ensureTokenizer, trust } from "./json.ts";
 import { buildSeedTokenizer, encodeSeed, seedTables, trainSeedMerges } from "./seed.ts";
 import type { SeedTables } from "./seed.ts";
@@ -111,6 +121,7 @@ interface Tables {
   tokenizer: Tokenizer;
   seed?: SeedTables;
   bpe?: BpeTables;
+  gpt2?: Gpt2Tables;
 }
 
 const tablesByTokenizer = new WeakMap<object, Tables>();
@@ -125,6 +136,8 @@ function tablesOf(value: Tokenizer): Tables {
     const tokenizer = ensureTokenizer(value);
     tables = tokenizer.kind === "seed"
       ? { tokenizer, seed: seedTables(tokenizer) }
+      : tokenizer.kind === "gpt2"
+      ? { tokenizer, gpt2: gpt2Tables(tokenizer) }
       : { tokenizer, bpe: bpeTables(tokenizer) };
     tablesByTokenizer.set(value, tables);
   }
@@ -141,10 +154,16 @@ function tablesOf(value: Tokenizer): Tables {
  *   encodes; lone surrogates become U+FFFD's bytes, as `TextEncoder` does, so
  *   `decode(encode(s))` is `s.toWellFormed()`. A literal `<|endoftext|>` is ordinary text. No
  *   EOT unless `eot: true`.
+ * - `"gpt2"`: GPT-2's pre-tokenizer, the bytes as their vocabulary ids, then merges by rank
+ *   (cached per piece), giving GPT-2's own ids. Lone surrogates and a literal `<|endoftext|>`
+ *   as for `"bpe"` (GPT-2's original encoder also reads that literal as text). No EOT unless
+ *   `eot: true`.
  *
- * @param tokenizer a tokenizer from {@linkcode trainTokenizer} or `tokenizerFromJSON`
+ * @param tokenizer a tokenizer from {@linkcode trainTokenizer}, `tokenizerFromJSON`,
+ *   `tokenizerFromHuggingFace` or `tokenizerFromVocabMerges`
  * @param text the text
- * @param options `eot`: append `<|endoftext|>` unless already last (default: true for seed, false for bpe)
+ * @param options `eot`: append `<|endoftext|>` unless already last (default: true for seed, false
+ *   for bpe and gpt2)
  * @returns the ids
  * @throws {TypeError} when `text` is not a string
  * @throws {RangeError} (seed) on an unknown character, naming it and its UTF-16 index
@@ -171,13 +190,21 @@ export function encode(
   const tables = tablesOf(tokenizer);
   const t = tables.tokenizer;
   if (tables.seed) return encodeSeed(t, tables.seed, text, options.eot ?? true);
-  return encodeBpe(t, tables.bpe!, text, options.eot ?? false);
+  const eotId = (options.eot ?? false) ? t.eotId : -1;
+  const { gpt2, bpe } = tables;
+  if (gpt2) {
+    const piece = (p: string) => encodeGpt2Piece(gpt2, t.mergeIds, p);
+    return encodePieces(text, GPT2_PRETOKEN_PATTERN, gpt2.cache, piece, eotId);
+  }
+  const piece = (p: string) => encodeBpePiece(bpe!, t.mergeIds, p);
+  return encodePieces(text, PRETOKEN_PATTERN, bpe!.cache, piece, eotId);
 }
 
 /**
  * Decodes token ids to text. One trailing `<|endoftext|>` is dropped (the notebook's `decode`);
- * any other special id reads as its text (`<|endoftext|>`, `<|mask|>`). For `"bpe"`, bytes that do
- * not form valid UTF-8 (say, a sampled sequence that cuts a character) read as U+FFFD.
+ * any other special id reads as its text (`<|endoftext|>`, `<|mask|>`). For `"bpe"` and `"gpt2"`,
+ * bytes that do not form valid UTF-8 (say, a sampled sequence that cuts a character) read as
+ * U+FFFD.
  *
  * @param tokenizer the tokenizer
  * @param ids token ids, integers `0 <= id < vocabSize`
@@ -212,6 +239,7 @@ export function decode(tokenizer: Tokenizer, ids: ArrayLike<number>): string {
   if (n > 0 && ids[n - 1] === t.eotId) n--;
   const kept = n === ids.length ? ids : Array.prototype.slice.call(ids, 0, n) as number[];
   if (tables.bpe) return decodeBpe(tables.bpe, kept);
+  if (tables.gpt2) return decodeBpe(tables.gpt2, kept);
   let out = "";
   for (let i = 0; i < n; i++) out += t.tokens[ids[i]];
   return out;

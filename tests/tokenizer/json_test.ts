@@ -74,7 +74,7 @@ Deno.test("tokenizerFromJSON() refuses malformed or wrong-version JSON with clea
   assert.throws(() => tokenizerFromJSON(tampered(bpe, (v) => delete v.version)), RangeError);
   assert.throws(
     () => tokenizerFromJSON(tampered(bpe, (v) => (v.kind = "wordpiece"))),
-    /expected kind to be "seed" or "bpe", got "wordpiece"/,
+    /expected kind to be "seed", "bpe" or "gpt2", got "wordpiece"/,
   );
   assert.throws(
     () => tokenizerFromJSON(tampered(bpe, (v) => delete v.tokens)),

@@ -1,0 +1,212 @@
+/**
+ * The weighted softmax cross-entropy rows of `src/nn/cross_entropy.ts` in WGSL, on
+ * {@linkcode GpuTensor}s, plus a sum that leaves the total loss on the GPU:
+ * `losses[n] = weight[n] (logsumexp(logits[n]) - logits[n, target[n]])`.
+ *
+ * The forward pass runs one workgroup of 64 invocations per row (row maximum, then the sum of
+ * `exp(logit - max)`, both reduced pairwise in workgroup memory); rows with weight 0 get loss 0
+ * and lse 0, as in the reference. The backward pass is element-wise over `(N,V)`.
+ *
+ * Targets must already be validated (`0 <= target < V`): the kernels do not check them.
+ *
+ * @module
+ */
+
+import { checkDims, checkTensor, type GpuContext, type GpuTensor, grid } from "./context.ts";
+
+const WG = 64;
+const SUM_WG = 256;
+
+/**
+ * Writes each row's weighted loss and its log-sum-exp (for the backward pass). The total is
+ * {@linkcode gpuSum} of `losses`.
+ *
+ * @param ctx The context of every tensor.
+ * @param losses Weighted loss per row, `(N)`.
+ * @param lse Saved log-sum-exp per row, `(N)`.
+ * @param logits Scores, `(N,V)`.
+ * @param targets Target ids, `(N)` i32.
+ * @param weights Weight per row, `(N)`.
+ * @param N Rows.
+ * @param V Vocabulary size (>= 1 where N > 0).
+ */
+export function gpuCrossEntropyForward(
+  ctx: GpuContext,
+  losses: GpuTensor,
+  lse: GpuTensor,
+  logits: GpuTensor,
+  targets: GpuTensor,
+  weights: GpuTensor,
+  N: number,
+  V: number,
+): void {
+  checkDims("gpuCrossEntropyForward", { N, V });
+  if (N > 0 && V === 0) {
+    throw new RangeError("gpuCrossEntropyForward V: expected >= 1 where N > 0, got 0");
+  }
+  checkTensor("gpuCrossEntropyForward losses (N)", losses, N);
+  checkTensor("gpuCrossEntropyForward lse (N)", lse, N);
+  checkTensor("gpuCrossEntropyForward logits (N,V)", logits, N * V);
+  checkTensor("gpuCrossEntropyForward targets (N)", targets, N, "i32");
+  checkTensor("gpuCrossEntropyForward weights (N)", weights, N);
+  const pipeline = ctx.pipeline("crossEntropyForward", () =>
+    `struct Params { N: u32, V: u32 }
+@group(0) @binding(0) var<storage, read_write> losses: array<f32>;
+@group(0) @binding(1) var<storage, read_write> lse: array<f32>;
+@group(0) @binding(2) var<storage, read> logits: array<f32>;
+@group(0) @binding(3) var<storage, read> targets: array<i32>;
+@group(0) @binding(4) var<storage, read> weights: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
+var<workgroup> red: array<f32, ${WG}>;
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_id) lid: vec3u) {
+  let n = wg.y * nwg.x + wg.x;
+  if (n >= p.N) { return; }
+  let l = lid.x;
+  let o = n * p.V;
+  var mx = -3.402823466e38;
+  for (var v = l; v < p.V; v += ${WG}u) { mx = max(mx, logits[o + v]); }
+  red[l] = mx;
+  workgroupBarrier();
+  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
+    if (l < s) { red[l] = max(red[l], red[l + s]); }
+    workgroupBarrier();
+  }
+  let rowMax = red[0];
+  workgroupBarrier();
+  var e = 0.0;
+  for (var v = l; v < p.V; v += ${WG}u) { e += exp(logits[o + v] - rowMax); }
+  red[l] = e;
+  workgroupBarrier();
+  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
+    if (l < s) { red[l] += red[l + s]; }
+    workgroupBarrier();
+  }
+  if (l == 0u) {
+    let w = weights[n];
+    if (w == 0.0) {
+      losses[n] = 0.0;
+      lse[n] = 0.0;
+    } else {
+      let r = rowMax + log(red[0]);
+      lse[n] = r;
+      losses[n] = w * (r - logits[o + u32(targets[n])]);
+    }
+  }
+}`);
+  ctx.dispatch(pipeline, [losses, lse, logits, targets, weights], [N, V], grid(N));
+}
+
+/**
+ * Backward of {@linkcode gpuCrossEntropyForward}. ADDS into `dlogits`:
+ * `dlogits[n, v] += dloss w[n] (exp(logits[n, v] - lse[n]) - [v == target[n]])`, the target's
+ * term subtracted after the softmax term, as the reference does.
+ *
+ * @param ctx The context of every tensor.
+ * @param dlogits Gradient of the scores, `(N,V)`.
+ * @param dloss Upstream gradient of the total loss (a scalar, passed as f32).
+ * @param logits Scores, `(N,V)`.
+ * @param lse Saved log-sum-exp, `(N)`.
+ * @param targets Target ids, `(N)` i32.
+ * @param weights Weight per row, `(N)`.
+ * @param N Rows.
+ * @param V Vocabulary size.
+ */
+export function gpuCrossEntropyBackward(
+  ctx: GpuContext,
+  dlogits: GpuTensor,
+  dloss: number,
+  logits: GpuTensor,
+  lse: GpuTensor,
+  targets: GpuTensor,
+  weights: GpuTensor,
+  N: number,
+  V: number,
+): void {
+  checkDims("gpuCrossEntropyBackward", { N, V });
+  if (!Number.isFinite(dloss)) {
+    throw new RangeError(`gpuCrossEntropyBackward dloss: expected a finite number, got ${dloss}`);
+  }
+  checkTensor("gpuCrossEntropyBackward dlogits (N,V)", dlogits, N * V);
+  checkTensor("gpuCrossEntropyBackward logits (N,V)", logits, N * V);
+  checkTensor("gpuCrossEntropyBackward lse (N)", lse, N);
+  checkTensor("gpuCrossEntropyBackward targets (N)", targets, N, "i32");
+  checkTensor("gpuCrossEntropyBackward weights (N)", weights, N);
+  const pipeline = ctx.pipeline(
+    "crossEntropyBackward",
+    () =>
+      `struct Params { N: u32, V: u32, dloss: f32 }
+@group(0) @binding(0) var<storage, read_write> dlogits: array<f32>;
+@group(0) @binding(1) var<storage, read> logits: array<f32>;
+@group(0) @binding(2) var<storage, read> lse: array<f32>;
+@group(0) @binding(3) var<storage, read> targets: array<i32>;
+@group(0) @binding(4) var<storage, read> weights: array<f32>;
+@group(0) @binding(5) var<uniform> p: Params;
+@compute @workgroup_size(${SUM_WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_id) lid: vec3u) {
+  let i = (wg.y * nwg.x + wg.x) * ${SUM_WG}u + lid.x;
+  if (i >= p.N * p.V) { return; }
+  let n = i / p.V;
+  let g = p.dloss * weights[n];
+  if (g == 0.0) { return; }
+  var d = dlogits[i] + g * exp(logits[i] - lse[n]);
+  if (i - n * p.V == u32(targets[n])) { d -= g; }
+  dlogits[i] = d;
+}`,
+  );
+  ctx.dispatch(
+    pipeline,
+    [dlogits, logits, lse, targets, weights],
+    [N, V, dloss],
+    grid(Math.ceil(N * V / SUM_WG)),
+    [2],
+  );
+}
+
+/**
+ * `out[0] = sum_i x[i]` (or `out[0] += ...` with `accumulate`), in one workgroup: each of 256
+ * invocations sums a strided part in float32, then the partial sums are added pairwise. For the
+ * loss total, so that only one float comes back per step.
+ *
+ * @param ctx The context of every tensor.
+ * @param out Output, `(1)`.
+ * @param x Values, `(n)`.
+ * @param n Elements.
+ * @param accumulate Add into `out[0]` instead of overwriting it (default false).
+ */
+export function gpuSum(
+  ctx: GpuContext,
+  out: GpuTensor,
+  x: GpuTensor,
+  n: number,
+  accumulate = false,
+): void {
+  checkDims("gpuSum", { n });
+  checkTensor("gpuSum out (1)", out, 1);
+  checkTensor("gpuSum x (n)", x, n);
+  if (out === x) throw new RangeError("gpuSum: expected out distinct from x, got the same");
+  const pipeline = ctx.pipeline("sum", () =>
+    `struct Params { n: u32, accumulate: u32 }
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<uniform> p: Params;
+var<workgroup> red: array<f32, ${SUM_WG}>;
+@compute @workgroup_size(${SUM_WG})
+fn main(@builtin(local_invocation_id) lid: vec3u) {
+  let l = lid.x;
+  var s = 0.0;
+  for (var i = l; i < p.n; i += ${SUM_WG}u) { s += x[i]; }
+  red[l] = s;
+  workgroupBarrier();
+  for (var k = ${SUM_WG / 2}u; k > 0u; k >>= 1u) {
+    if (l < k) { red[l] += red[l + k]; }
+    workgroupBarrier();
+  }
+  if (l == 0u) {
+    if (p.accumulate != 0u) { out[0] = out[0] + red[0]; } else { out[0] = red[0]; }
+  }
+}`);
+  ctx.dispatch(pipeline, [out, x], [n, accumulate ? 1 : 0], [1, 1]);
+}

@@ -1,0 +1,216 @@
+/**
+ * Tiled WGSL matmuls with the signatures of `../matmul_ref.ts`, on {@linkcode GpuTensor}s:
+ *
+ * - {@linkcode gpuMatmulAB}:  C(M,N) = A(M,K) B(K,N)
+ * - {@linkcode gpuMatmulABt}: C(M,N) = A(M,K) B(N,K)^T + bias(N)
+ * - {@linkcode gpuMatmulAtB}: C(M,N) = A(K,M)^T B(K,N)
+ *
+ * With `accumulate` each ADDS into C. C must not be the same tensor as A, B or bias.
+ *
+ * Each workgroup of 16 x 16 invocations computes a 64 x 64 tile of C, 4 x 4 outputs per
+ * invocation (rows `ly + 16 r`, columns `lx + 16 c`). The K axis goes in steps of 16: the
+ * workgroup loads a 64 x 16 slice of op(A) and a 16 x 64 slice of op(B) into workgroup memory
+ * (zeros past the matrix edges), then every invocation updates its 16 accumulators from there.
+ * Each output is a float32 sum in k order, then `+ bias`, then `+ C` when accumulating.
+ *
+ * @module
+ */
+
+import { checkDims, checkTensor, type GpuContext, type GpuTensor } from "./context.ts";
+
+type Kind = "AB" | "ABt" | "AtB";
+
+/** Rows and columns of C per workgroup, and the K step. */
+export const MATMUL_TILE = 64;
+/** The K step of the tiled matmuls (the width of the shared slices). */
+export const MATMUL_TK = 16;
+
+function matmulWgsl(kind: Kind): string {
+  // Load mapping per operand: the fastest-varying tile index follows the contiguous axis in
+  // memory, so neighbouring invocations read neighbouring addresses.
+  const aRowMajor = kind !== "AtB"; // A(i,k) = a[i*K + k]; else a[k*M + i]
+  const bRowMajor = kind !== "ABt"; // B(k,j) = b[k*N + j]; else b[j*K + k]
+  const aLoad = aRowMajor
+    ? `let ii = idx / 16u; let kk = idx % 16u;
+      let gi = row0 + ii; let gk = k0 + kk;
+      var av = 0.0;
+      if (gi < p.M && gk < p.K) { av = a[gi * p.K + gk]; }`
+    : `let kk = idx / 64u; let ii = idx % 64u;
+      let gi = row0 + ii; let gk = k0 + kk;
+      var av = 0.0;
+      if (gi < p.M && gk < p.K) { av = a[gk * p.M + gi]; }`;
+  const bLoad = bRowMajor
+    ? `let kb = idx / 64u; let jj = idx % 64u;
+      let gj = col0 + jj; let gkb = k0 + kb;
+      var bv = 0.0;
+      if (gj < p.N && gkb < p.K) { bv = b[gkb * p.N + gj]; }`
+    : `let jj = idx / 16u; let kb = idx % 16u;
+      let gj = col0 + jj; let gkb = k0 + kb;
+      var bv = 0.0;
+      if (gj < p.N && gkb < p.K) { bv = b[gj * p.K + gkb]; }`;
+  return `
+struct Params { M: u32, K: u32, N: u32, flags: u32 } // flags: 1 accumulate, 2 bias
+@group(0) @binding(0) var<storage, read_write> c: array<f32>;
+@group(0) @binding(1) var<storage, read> a: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(3) var<storage, read> bias: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;
+var<workgroup> As: array<f32, 1024>; // [16][64]: As[kk * 64 + ii]
+var<workgroup> Bs: array<f32, 1024>; // [16][64]: Bs[kk * 64 + jj]
+
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u) {
+  let row0 = wg.y * 64u;
+  let col0 = wg.x * 64u;
+  let t = l.y * 16u + l.x;
+  var acc: array<f32, 16>;
+  for (var k0 = 0u; k0 < p.K; k0 += 16u) {
+    for (var e = 0u; e < 4u; e++) {
+      let idx = t + e * 256u;
+      ${aLoad}
+      As[kk * 64u + ii] = av;
+      ${bLoad}
+      Bs[kb * 64u + jj] = bv;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < 16u; kk++) {
+      var ar: array<f32, 4>;
+      var bc: array<f32, 4>;
+      for (var r = 0u; r < 4u; r++) { ar[r] = As[kk * 64u + l.y + 16u * r]; }
+      for (var q = 0u; q < 4u; q++) { bc[q] = Bs[kk * 64u + l.x + 16u * q]; }
+      for (var r = 0u; r < 4u; r++) {
+        for (var q = 0u; q < 4u; q++) { acc[r * 4u + q] += ar[r] * bc[q]; }
+      }
+    }
+    workgroupBarrier();
+  }
+  for (var r = 0u; r < 4u; r++) {
+    let i = row0 + l.y + 16u * r;
+    for (var q = 0u; q < 4u; q++) {
+      let j = col0 + l.x + 16u * q;
+      if (i < p.M && j < p.N) {
+        var v = acc[r * 4u + q];
+        if ((p.flags & 2u) != 0u) { v += bias[j]; }
+        if ((p.flags & 1u) != 0u) { v += c[i * p.N + j]; }
+        c[i * p.N + j] = v;
+      }
+    }
+  }
+}
+`;
+}
+
+function runMatmul(
+  ctx: GpuContext,
+  kind: Kind,
+  c: GpuTensor,
+  a: GpuTensor,
+  b: GpuTensor,
+  bias: GpuTensor | null,
+  M: number,
+  K: number,
+  N: number,
+  accumulate: boolean,
+): void {
+  checkDims(`gpuMatmul${kind}`, { M, K, N });
+  checkTensor(`gpuMatmul${kind} c (C is (${M},${N}))`, c, M * N);
+  checkTensor(
+    `gpuMatmul${kind} a (A is ${kind === "AtB" ? `(${K},${M})` : `(${M},${K})`})`,
+    a,
+    M * K,
+  );
+  checkTensor(
+    `gpuMatmul${kind} b (B is ${kind === "ABt" ? `(${N},${K})` : `(${K},${N})`})`,
+    b,
+    K * N,
+  );
+  if (bias !== null) checkTensor(`gpuMatmul${kind} bias (bias is (${N}))`, bias, N);
+  if (c === a || c === b || c === bias) {
+    throw new RangeError(`gpuMatmul${kind}: expected C distinct from A, B and bias, got the same`);
+  }
+  if (M === 0 || N === 0) return;
+  const pipeline = ctx.pipeline(`matmul${kind}`, () => matmulWgsl(kind));
+  const flags = (accumulate ? 1 : 0) | (bias !== null ? 2 : 0);
+  ctx.dispatch(pipeline, [c, a, b, bias ?? ctx.dummy], [M, K, N, flags], [
+    Math.ceil(N / MATMUL_TILE),
+    Math.ceil(M / MATMUL_TILE),
+  ]);
+}
+
+/**
+ * C(M,N) = A(M,K) B(K,N); with `accumulate`, C += A B. Recorded into `ctx`'s pending encoder.
+ *
+ * @param ctx The context of every tensor.
+ * @param c Output `(M,N)`.
+ * @param a `(M,K)`.
+ * @param b `(K,N)`.
+ * @param M Rows of C.
+ * @param K Summed dimension.
+ * @param N Columns of C.
+ * @param accumulate Add into C instead of overwriting it (default false).
+ */
+export function gpuMatmulAB(
+  ctx: GpuContext,
+  c: GpuTensor,
+  a: GpuTensor,
+  b: GpuTensor,
+  M: number,
+  K: number,
+  N: number,
+  accumulate = false,
+): void {
+  runMatmul(ctx, "AB", c, a, b, null, M, K, N, accumulate);
+}
+
+/**
+ * C(M,N) = A(M,K) B(N,K)^T + bias (the linear forward `y = x W^T + b`); with `accumulate`,
+ * C += A B^T + bias.
+ *
+ * @param ctx The context of every tensor.
+ * @param c Output `(M,N)`.
+ * @param a `(M,K)`.
+ * @param b `(N,K)`.
+ * @param bias `(N)` or null.
+ * @param M Rows of C.
+ * @param K Summed dimension.
+ * @param N Columns of C.
+ * @param accumulate Add into C instead of overwriting it (default false).
+ */
+export function gpuMatmulABt(
+  ctx: GpuContext,
+  c: GpuTensor,
+  a: GpuTensor,
+  b: GpuTensor,
+  bias: GpuTensor | null,
+  M: number,
+  K: number,
+  N: number,
+  accumulate = false,
+): void {
+  runMatmul(ctx, "ABt", c, a, b, bias, M, K, N, accumulate);
+}
+
+/**
+ * C(M,N) = A(K,M)^T B(K,N) (the weight gradient `dW = dy^T x`); with `accumulate`, C += A^T B.
+ *
+ * @param ctx The context of every tensor.
+ * @param c Output `(M,N)`.
+ * @param a `(K,M)`.
+ * @param b `(K,N)`.
+ * @param M Rows of C (columns of A).
+ * @param K Summed dimension (rows of A and B).
+ * @param N Columns of C.
+ * @param accumulate Add into C instead of overwriting it (default false).
+ */
+export function gpuMatmulAtB(
+  ctx: GpuContext,
+  c: GpuTensor,
+  a: GpuTensor,
+  b: GpuTensor,
+  M: number,
+  K: number,
+  N: number,
+  accumulate = false,
+): void {
+  runMatmul(ctx, "AtB", c, a, b, null, M, K, N, accumulate);
+}

@@ -1,0 +1,61 @@
+/**
+ * WebGPU compute kernels: device acquisition, GPU-resident tensors with batched dispatches, and
+ * WGSL kernels for the model's ops with the signatures of the TypeScript reference kernels (the
+ * context comes first, {@linkcode GpuTensor}s replace `Float32Array`s).
+ *
+ * - matmuls: {@linkcode gpuMatmulAB}, {@linkcode gpuMatmulABt}, {@linkcode gpuMatmulAtB}
+ * - LayerNorm: {@linkcode gpuLayernormForward}, {@linkcode gpuLayernormBackward}
+ * - activations: {@linkcode gpuGeluForwardKeepGrad}, {@linkcode gpuScaleBackward},
+ *   {@linkcode gpuReluForward}, {@linkcode gpuReluBackward}
+ * - loss: {@linkcode gpuCrossEntropyForward}, {@linkcode gpuCrossEntropyBackward},
+ *   {@linkcode gpuSum}
+ * - embedding: {@linkcode gpuEmbeddingForward}, {@linkcode gpuEmbeddingBackward}
+ * - optimizer: {@linkcode createGpuAdamW}, {@linkcode gpuAdamwStep}
+ *
+ * These are kernels, not yet a model backend: the model's `backend` option does not offer
+ * `"webgpu"`.
+ *
+ * @example A linear layer's forward pass on the GPU
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { acquireGpu, GpuContext, gpuMatmulABt } from "./mod.ts";
+ *
+ * const gpu = await acquireGpu();
+ * if (gpu.ok) {
+ *   const ctx = new GpuContext(gpu.device);
+ *   const x = ctx.upload(new Float32Array([1, 2])); // (1,2)
+ *   const w = ctx.upload(new Float32Array([3, 4, 5, 6])); // (2,2): out 2, in 2
+ *   const b = ctx.upload(new Float32Array([1, -1]));
+ *   const y = ctx.zeros(2);
+ *   gpuMatmulABt(ctx, y, x, w, b, 1, 2, 2);
+ *   assert.deepEqual([...await ctx.read(y)], [12, 16]);
+ *   await ctx.destroy();
+ * }
+ * ```
+ *
+ * @module
+ */
+
+export { acquireGpu, type AcquireGpuOptions, describeAdapter, type GpuAcquire } from "./device.ts";
+export {
+  type Binding,
+  checkDims,
+  checkTensor,
+  GpuContext,
+  type GpuDtype,
+  GpuTensor,
+  grid,
+  MAX_GROUPS_X,
+} from "./context.ts";
+export { gpuMatmulAB, gpuMatmulABt, gpuMatmulAtB, MATMUL_TILE, MATMUL_TK } from "./matmul.ts";
+export { gpuLayernormBackward, gpuLayernormForward } from "./layernorm.ts";
+export {
+  gpuGeluForwardKeepGrad,
+  gpuReluBackward,
+  gpuReluForward,
+  gpuScaleBackward,
+  LINEAR_INDEX,
+} from "./activations.ts";
+export { gpuCrossEntropyBackward, gpuCrossEntropyForward, gpuSum } from "./cross_entropy.ts";
+export { gpuEmbeddingBackward, gpuEmbeddingForward } from "./embedding.ts";
+export { createGpuAdamW, type GpuAdamWState, gpuAdamwStep } from "./adamw.ts";

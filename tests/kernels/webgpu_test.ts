@@ -1,0 +1,583 @@
+// The WGSL kernels of src/kernels/webgpu/ against the TypeScript reference kernels, on odd
+// shapes (non-multiples of the 64 x 64 x 16 matmul tile and of the 64- and 256-wide workgroups).
+//
+// Tolerances. Matmuls: the summation-order bound of matmul_check.ts, 2 (K + 2) u times
+// (|C0| + |bias| + sum_k |a b|), u = 2^-24 (both sides are float32 sums of the same K + 2 terms
+// in different orders). Row reductions (LayerNorm, log-sum-exp, sums) are float32 sums of C or V
+// terms, so their bounds are the same gamma-style 2 (n + 2) u times the terms' magnitudes, with
+// a small factor for the division, square root, exp and log that follow (WGSL allows a few ulp
+// for each). Gathers, scatter-adds and ReLU are single correctly rounded float32 operations in
+// the reference's order: compared bit for bit. A wrong index, a dropped tile or a missed edge
+// costs a whole term, orders of magnitude above these bounds.
+//
+// Where no WebGPU adapter can be had these tests are ignored, except in CI (CI=true), where a
+// missing adapter fails them: .ci/run installs Mesa's software adapter.
+
+import assert from "node:assert/strict";
+import { refKernels } from "../../src/kernels/matmul_ref.ts";
+import type { GpuContext, GpuTensor } from "../../src/kernels/webgpu/context.ts";
+import {
+  gpuMatmulAB,
+  gpuMatmulABt,
+  gpuMatmulAtB,
+  MATMUL_TILE,
+  MATMUL_TK,
+} from "../../src/kernels/webgpu/matmul.ts";
+import { gpuLayernormBackward, gpuLayernormForward } from "../../src/kernels/webgpu/layernorm.ts";
+import {
+  gpuGeluForwardKeepGrad,
+  gpuReluBackward,
+  gpuReluForward,
+  gpuScaleBackward,
+} from "../../src/kernels/webgpu/activations.ts";
+import {
+  gpuCrossEntropyBackward,
+  gpuCrossEntropyForward,
+  gpuSum,
+} from "../../src/kernels/webgpu/cross_entropy.ts";
+import { gpuEmbeddingBackward, gpuEmbeddingForward } from "../../src/kernels/webgpu/embedding.ts";
+import { createGpuAdamW, gpuAdamwStep } from "../../src/kernels/webgpu/adamw.ts";
+import { describeAdapter } from "../../src/kernels/webgpu/device.ts";
+import { layernormBackward, layernormForward } from "../../src/nn/layernorm.ts";
+import {
+  geluForwardKeepGrad,
+  reluBackward,
+  reluForward,
+  scaleBackward,
+} from "../../src/nn/activations.ts";
+import { crossEntropyBackward, crossEntropyForward } from "../../src/nn/cross_entropy.ts";
+import { embeddingBackward, embeddingForward } from "../../src/nn/embedding.ts";
+import { adamwStep, createAdamW } from "../../src/optim/adamw.ts";
+import { maxRelErr } from "../rel_err.ts";
+import { assertClose, type Call, magnitudes, randomArray, seeded, U } from "./matmul_check.ts";
+import { gpu, gpuContext, gpuRequired, ignoreGpu } from "./webgpu_available.ts";
+
+/** Deno.test for a test that needs the device (ignored without one, except in CI). */
+function gpuTest(name: string, fn: (ctx: GpuContext) => Promise<void>): void {
+  Deno.test({ name, ignore: ignoreGpu, fn: () => fn(gpuContext()) });
+}
+
+/** Logs one kernel's largest error relative to the largest reference value. */
+function report(kernel: string, got: ArrayLike<number>, want: ArrayLike<number>): number {
+  const e = maxRelErr(got, want, kernel);
+  console.log(`webgpu ${kernel}: max relative error ${e.toExponential(2)}`);
+  return e;
+}
+
+/** Asserts |got - want| <= bound[i] element by element, naming the first miss. */
+function assertWithin(
+  label: string,
+  got: ArrayLike<number>,
+  want: ArrayLike<number>,
+  bound: (i: number) => number,
+): void {
+  assert.equal(got.length, want.length, `${label}: length`);
+  for (let i = 0; i < want.length; i++) {
+    const d = Math.abs(got[i] - want[i]), b = bound(i);
+    if (!(d <= b)) {
+      throw new Error(
+        `${label}: element ${i} got ${got[i]}, expected ${want[i]} (|diff| ${d} > ${b})`,
+      );
+    }
+  }
+}
+
+/** Asserts bit-for-bit equality (as float32 values), naming the first miss. */
+function assertExact(label: string, got: ArrayLike<number>, want: ArrayLike<number>): void {
+  assertWithin(label, got, want, () => 0);
+}
+
+Deno.test({
+  name: "acquireGpu(): an adapter and a device (required in CI)",
+  ignore: !gpu.ok && !gpuRequired,
+  fn() {
+    assert.ok(gpu.ok, gpu.ok ? "" : gpu.reason);
+    assert.equal(describeAdapter(gpu.adapter), gpu.adapterName);
+    assert.ok(gpu.adapterName.length > 0);
+  },
+});
+
+// ---- matmuls
+
+type Kind = "AB" | "ABt" | "AtB";
+
+function gpuRun(
+  ctx: GpuContext,
+  call: Call,
+  c: GpuTensor,
+): void {
+  const { kind, bias, M, K, N, accumulate } = call;
+  const a = ctx.upload(call.a), b = ctx.upload(call.b);
+  if (kind === "AB") gpuMatmulAB(ctx, c, a, b, M, K, N, accumulate);
+  else if (kind === "AtB") gpuMatmulAtB(ctx, c, a, b, M, K, N, accumulate);
+  else gpuMatmulABt(ctx, c, a, b, bias ? ctx.upload(bias) : null, M, K, N, accumulate);
+}
+
+function refRun(call: Call, c: Float32Array): void {
+  const { kind, a, b, bias, M, K, N, accumulate } = call;
+  if (kind === "AB") refKernels.matmulAB(c, a, b, M, K, N, accumulate);
+  else if (kind === "AtB") refKernels.matmulAtB(c, a, b, M, K, N, accumulate);
+  else refKernels.matmulABt(c, a, b, bias, M, K, N, accumulate);
+}
+
+/**
+ * Runs `call` on the GPU into a C that holds `c0` followed by `guard` sentinel floats, checks
+ * the result against the reference within the summation-order bound and the sentinels unchanged
+ * (no write past C). Returns the max relative error.
+ */
+async function checkMatmul(ctx: GpuContext, call: Call, rand: () => number, label: string) {
+  const { M, N } = call;
+  const guard = 67;
+  const c0 = randomArray(M * N, rand);
+  const init = new Float32Array(M * N + guard);
+  init.set(c0);
+  init.fill(12345, M * N);
+  const c = ctx.upload(init);
+  gpuRun(ctx, call, c);
+  const all = await ctx.readF32(c);
+  const got = all.subarray(0, M * N);
+  const want = c0.slice();
+  refRun(call, want);
+  assertClose(got, want, magnitudes(call, c0), call.K, label);
+  for (let i = M * N; i < all.length; i++) {
+    assert.equal(all[i], 12345, `${label}: wrote past C at element ${i}`);
+  }
+  return maxRelErr(got, want, label);
+}
+
+const MATMUL_SHAPES: [number, number, number][] = [
+  [1, 1, 1],
+  [7, 5, 3],
+  [33, 17, 29],
+  [64, 128, 384],
+  [65, 63, 130], // one past, one short of the tile
+  [3, 200, 1],
+  [129, 16, 70],
+];
+
+for (const kind of ["AB", "ABt", "AtB"] as Kind[]) {
+  gpuTest(
+    `gpuMatmul${kind}() matches the reference on odd shapes, overwrite and accumulate${
+      kind === "ABt" ? ", with and without bias" : ""
+    }`,
+    async (ctx) => {
+      const rand = seeded(17 + kind.length);
+      let worst = 0;
+      for (const [M, K, N] of MATMUL_SHAPES) {
+        for (const accumulate of [false, true]) {
+          for (const withBias of kind === "ABt" ? [false, true] : [false]) {
+            const call: Call = {
+              kind,
+              a: randomArray(M * K, rand),
+              b: randomArray(K * N, rand),
+              bias: withBias ? randomArray(N, rand) : null,
+              M,
+              K,
+              N,
+              accumulate,
+            };
+            const label = `${kind} ${M}x${K}x${N} acc ${accumulate} bias ${withBias}`;
+            worst = Math.max(worst, await checkMatmul(ctx, call, rand, label));
+          }
+        }
+      }
+      console.log(`webgpu matmul${kind}: max relative error ${worst.toExponential(2)}`);
+    },
+  );
+}
+
+gpuTest(
+  "gpuMatmul*(): the tile edges count (K one past a K step, the last k's terms large; M, N one past a tile)",
+  async (ctx) => {
+    // The terms at k = K - 1 (alone in the last K step) and at row/column 64 (alone in the last
+    // tile) are 1000 times the others: a kernel that drops the last partial step, loads its
+    // zero padding from the wrong place, or skips the edge tile misses by ~1000, far outside the
+    // bound (~1e-3 here).
+    const M = MATMUL_TILE + 1, N = MATMUL_TILE + 1, K = MATMUL_TK + 1;
+    const rand = seeded(99);
+    for (const kind of ["AB", "ABt", "AtB"] as Kind[]) {
+      const a = randomArray(M * K, rand), b = randomArray(K * N, rand);
+      for (let i = 0; i < M; i++) {
+        const at = kind === "AtB" ? (K - 1) * M + i : i * K + K - 1;
+        a[at] = 1000;
+      }
+      const call: Call = { kind, a, b, bias: null, M, K, N, accumulate: false };
+      await checkMatmul(ctx, call, rand, `edge ${kind}`);
+    }
+  },
+);
+
+gpuTest(
+  "gpuMatmul*(): several dispatches in one command buffer, chained on the GPU",
+  async (ctx) => {
+    // y = x W^T + b (ABt), z = y V (AB), dW = y^T z (AtB): three dispatches, one read at the end.
+    const rand = seeded(5);
+    const R = 19, I = 23, O = 37, P = 11;
+    const x = randomArray(R * I, rand), w = randomArray(O * I, rand), bias = randomArray(O, rand);
+    const v = randomArray(O * P, rand);
+    const gx = ctx.upload(x), gw = ctx.upload(w), gb = ctx.upload(bias), gv = ctx.upload(v);
+    const gy = ctx.zeros(R * O), gz = ctx.zeros(R * P), gd = ctx.zeros(O * P);
+    const before = ctx.dispatches;
+    gpuMatmulABt(ctx, gy, gx, gw, gb, R, I, O);
+    gpuMatmulAB(ctx, gz, gy, gv, R, O, P);
+    gpuMatmulAtB(ctx, gd, gy, gz, O, R, P);
+    assert.equal(ctx.dispatches - before, 3);
+    const d = await ctx.readF32(gd);
+    const y = new Float32Array(R * O), z = new Float32Array(R * P), want = new Float32Array(O * P);
+    refKernels.matmulABt(y, x, w, bias, R, I, O);
+    refKernels.matmulAB(z, y, v, R, O, P);
+    refKernels.matmulAtB(want, y, z, O, R, P);
+    // three products in a row: each rounding compounds; a loose multiple of the one-product bound
+    const e = report("matmul chain (ABt, AB, AtB)", d, want);
+    assert.ok(e < 2 * (I + O + R + 6) * U * 64, `chain: max relative error ${e}`);
+  },
+);
+
+gpuTest(
+  "gpuMatmul*(): bad shapes and aliasing are refused with the sizes in the message",
+  (ctx) => {
+    const a = ctx.zeros(6), b = ctx.zeros(6), c = ctx.zeros(3);
+    assert.throws(
+      () => gpuMatmulAB(ctx, c, a, b, 2, 3, 2),
+      /c .*expected at least 4 elements, got 3/,
+    );
+    assert.throws(() => gpuMatmulAB(ctx, a, a, b, 2, 3, 2), /distinct/);
+    assert.throws(() => gpuMatmulAtB(ctx, c, a, b, 1.5, 3, 2), /dimension M: expected an integer/);
+    return Promise.resolve();
+  },
+);
+
+gpuTest(
+  "GpuContext: a WebGPU validation error surfaces at the next read, and the context goes on",
+  async (ctx) => {
+    const p = ctx.pipeline("testCopy", () =>
+      `struct P { n: u32 }
+@group(0) @binding(0) var<storage, read_write> y: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<uniform> p: P;
+@compute @workgroup_size(64) fn main(@builtin(global_invocation_id) g: vec3u) {
+  if (g.x < p.n) { y[g.x] = x[g.x]; }
+}`);
+    const x = ctx.upload(new Float32Array([1, 2, 3])), y = ctx.zeros(3);
+    ctx.dispatch(p, [y], [3], [1, 1]); // binding 1 missing: an invalid bind group
+    await assert.rejects(ctx.read(y), /WebGPU validation error/);
+    ctx.dispatch(p, [y, x], [3], [1, 1]);
+    assert.deepEqual([...await ctx.read(y)], [1, 2, 3]);
+  },
+);
+
+// ---- LayerNorm
+
+const LN_SHAPES: [number, number][] = [[1, 1], [7, 5], [33, 129], [5, 384], [70, 3]];
+
+function lnInputs(N: number, C: number, rand: () => number) {
+  const inp = randomArray(N * C, rand).map((x) => 3 * x + 0.5);
+  const weight = randomArray(C, rand).map((x) => 1 + x);
+  const bias = randomArray(C, rand);
+  return { inp, weight, bias };
+}
+
+gpuTest("gpuLayernormForward() matches layernormForward() on odd shapes", async (ctx) => {
+  const rand = seeded(3);
+  let worst = 0;
+  for (const [N, C] of LN_SHAPES) {
+    const { inp, weight, bias } = lnInputs(N, C, rand);
+    const out = ctx.zeros(N * C), mean = ctx.zeros(N), rstd = ctx.zeros(N);
+    gpuLayernormForward(
+      ctx,
+      out,
+      mean,
+      rstd,
+      ctx.upload(inp),
+      ctx.upload(weight),
+      ctx.upload(bias),
+      N,
+      C,
+    );
+    const wOut = new Float32Array(N * C), wMean = new Float32Array(N), wRstd = new Float32Array(N);
+    layernormForward(wOut, wMean, wRstd, inp, weight, bias, N, C);
+    const gOut = await ctx.readF32(out),
+      gMean = await ctx.readF32(mean),
+      gRstd = await ctx.readF32(rstd);
+    // float32 sums of C terms (mean, variance), then a square root and a division
+    const tol = 8 * (C + 2) * U;
+    for (
+      const [what, g, w] of [["out", gOut, wOut], ["mean", gMean, wMean], [
+        "rstd",
+        gRstd,
+        wRstd,
+      ]] as const
+    ) {
+      const e = maxRelErr(g, w, `layernorm ${what} ${N}x${C}`);
+      assert.ok(e <= tol, `layernorm ${what} ${N}x${C}: max relative error ${e} > ${tol}`);
+      worst = Math.max(worst, e);
+    }
+  }
+  console.log(`webgpu layernormForward: max relative error ${worst.toExponential(2)}`);
+});
+
+gpuTest(
+  "gpuLayernormBackward() matches layernormBackward() on odd shapes, adding into the gradients",
+  async (ctx) => {
+    const rand = seeded(4);
+    let worst = 0;
+    for (const [N, C] of LN_SHAPES) {
+      const { inp, weight, bias } = lnInputs(N, C, rand);
+      const out = new Float32Array(N * C), mean = new Float32Array(N), rstd = new Float32Array(N);
+      layernormForward(out, mean, rstd, inp, weight, bias, N, C);
+      const dout = randomArray(N * C, rand);
+      const dinp0 = randomArray(N * C, rand),
+        dw0 = randomArray(C, rand),
+        db0 = randomArray(C, rand);
+      const gDinp = ctx.upload(dinp0), gDw = ctx.upload(dw0), gDb = ctx.upload(db0);
+      gpuLayernormBackward(
+        ctx,
+        gDinp,
+        gDw,
+        gDb,
+        ctx.upload(dout),
+        ctx.upload(inp),
+        ctx.upload(weight),
+        ctx.upload(mean),
+        ctx.upload(rstd),
+        N,
+        C,
+      );
+      const wDinp = dinp0.slice(), wDw = dw0.slice(), wDb = db0.slice();
+      layernormBackward(wDinp, wDw, wDb, dout, inp, weight, mean, rstd, N, C);
+      // dinp: float32 sums over C channels; dweight, dbias: float32 sums over N rows
+      const tolRow = 8 * (C + 2) * U, tolCol = 8 * (N + 2) * U;
+      for (
+        const [what, g, w, tol] of [
+          ["dinp", gDinp, wDinp, tolRow],
+          ["dweight", gDw, wDw, tolCol],
+          ["dbias", gDb, wDb, tolCol],
+        ] as const
+      ) {
+        const e = maxRelErr(await ctx.readF32(g), w, `layernorm ${what} ${N}x${C}`);
+        assert.ok(e <= tol, `layernorm ${what} ${N}x${C}: max relative error ${e} > ${tol}`);
+        worst = Math.max(worst, e);
+      }
+    }
+    console.log(`webgpu layernormBackward: max relative error ${worst.toExponential(2)}`);
+  },
+);
+
+// ---- activations
+
+function activationInputs(n: number, rand: () => number): Float32Array {
+  const x = randomArray(n, rand).map((v) => 10 * v);
+  x[0] = 0;
+  x[1] = -0;
+  x[2] = 1e-8;
+  x[3] = -7.5;
+  x[4] = 9.5;
+  return x;
+}
+
+gpuTest(
+  "gpuGeluForwardKeepGrad() and gpuScaleBackward() match the reference, with and without mask",
+  async (ctx) => {
+    const rand = seeded(6);
+    const N = 1000 + 13; // not a multiple of the 256-wide workgroup
+    const x = activationInputs(N, rand);
+    const mask = randomArray(N, rand).map((v) => (v > 0 ? 1.25 : 0));
+    let worstOut = 0, worstDer = 0, worstBack = 0;
+    for (const m of [null, mask]) {
+      const gx = ctx.upload(x), out = ctx.zeros(N);
+      gpuGeluForwardKeepGrad(ctx, out, gx, N, m ? ctx.upload(m) : null);
+      const wOut = new Float32Array(N), wDer = x.slice();
+      geluForwardKeepGrad(wOut, wDer, N, m);
+      const gOut = await ctx.readF32(out), gDer = await ctx.readF32(gx);
+      // the erfc fit's 1.2e-7 relative error and a few ulp from exp: within 1e-6 (1 + |x|)
+      assertWithin("gelu out", gOut, wOut, (i) => 1e-6 * (1 + Math.abs(x[i])) * (m ? 1.25 : 1));
+      assertWithin("gelu derivative", gDer, wDer, (i) => 1e-6 * (1 + Math.abs(x[i])));
+      worstOut = Math.max(worstOut, maxRelErr(gOut, wOut));
+      worstDer = Math.max(worstDer, maxRelErr(gDer, wDer));
+      // backward from a non-zero gradient, with the reference's saved derivative on both sides
+      const dout = randomArray(N, rand), dinp0 = randomArray(N, rand);
+      const gDinp = ctx.upload(dinp0);
+      gpuScaleBackward(ctx, gDinp, ctx.upload(dout), ctx.upload(wDer), N, m ? ctx.upload(m) : null);
+      const wDinp = dinp0.slice();
+      scaleBackward(wDinp, dout, wDer, N, m);
+      const gD = await ctx.readF32(gDinp);
+      // two roundings (product, sum) against the reference's one
+      assertWithin(
+        "scaleBackward",
+        gD,
+        wDinp,
+        (i) => 2 * U * (Math.abs(dinp0[i]) + Math.abs(dout[i] * (m ? m[i] : 1) * wDer[i])) + 1e-30,
+      );
+      worstBack = Math.max(worstBack, maxRelErr(gD, wDinp));
+    }
+    console.log(
+      `webgpu gelu: max relative error out ${worstOut.toExponential(2)}, derivative ${
+        worstDer.toExponential(2)
+      }, scaleBackward ${worstBack.toExponential(2)}`,
+    );
+  },
+);
+
+gpuTest(
+  "gpuReluForward() and gpuReluBackward() equal the reference bit for bit, with mask and in place",
+  async (ctx) => {
+    const rand = seeded(7);
+    const N = 517;
+    const x = activationInputs(N, rand);
+    const mask = randomArray(N, rand).map((v) => (v > -0.2 ? 1.1 : 0));
+    for (const m of [null, mask]) {
+      const gm = m ? ctx.upload(m) : null;
+      const out = ctx.zeros(N);
+      gpuReluForward(ctx, out, ctx.upload(x), N, gm);
+      const want = new Float32Array(N);
+      reluForward(want, x, N, m);
+      assertExact("relu forward", await ctx.readF32(out), want);
+      const inPlace = ctx.upload(x);
+      gpuReluForward(ctx, inPlace, inPlace, N, gm);
+      assertExact("relu forward in place", await ctx.readF32(inPlace), want);
+      const dout = randomArray(N, rand), dinp0 = randomArray(N, rand);
+      const gDinp = ctx.upload(dinp0);
+      gpuReluBackward(ctx, gDinp, ctx.upload(dout), ctx.upload(x), N, gm);
+      const wDinp = dinp0.slice();
+      reluBackward(wDinp, dout, x, N, m);
+      assertExact("relu backward", await ctx.readF32(gDinp), wDinp);
+    }
+    console.log("webgpu relu: forward and backward bit for bit");
+  },
+);
+
+// ---- cross-entropy
+
+gpuTest(
+  "gpuCrossEntropyForward(), gpuSum() and gpuCrossEntropyBackward() match the reference, zero weights included",
+  async (ctx) => {
+    const rand = seeded(8);
+    let worstLse = 0, worstLoss = 0, worstD = 0;
+    for (const [N, V] of [[1, 1], [7, 5], [33, 129], [3, 1000]] as const) {
+      const logits = randomArray(N * V, rand).map((v) => 4 * v);
+      const targets = new Int32Array(N).map(() => Math.floor(rand() * V));
+      const weights = new Float32Array(N).map((_, n) => (n % 3 === 1 ? 0 : 0.5 + rand()));
+      const gLogits = ctx.upload(logits), gT = ctx.upload(targets), gW = ctx.upload(weights);
+      const losses = ctx.zeros(N), lse = ctx.zeros(N), total = ctx.zeros(1);
+      gpuCrossEntropyForward(ctx, losses, lse, gLogits, gT, gW, N, V);
+      gpuSum(ctx, total, losses, N);
+      const wLosses = new Float32Array(N), wLse = new Float32Array(N);
+      const wTotal = crossEntropyForward(wLosses, wLse, logits, targets, weights, N, V);
+      const gLse = await ctx.readF32(lse), gLosses = await ctx.readF32(losses);
+      const gTotal = (await ctx.readF32(total))[0];
+      // the max is exact; the sum of V exponentials is a float32 sum (2 (V + 2) u), then exp's
+      // and log's few ulp on values of magnitude |lse| + |logit|
+      const bound = (n: number) =>
+        2 * (V + 8) * U * 4 * (Math.abs(wLse[n]) + Math.abs(logits[n * V + targets[n]]) + 1);
+      assertWithin(`lse ${N}x${V}`, gLse, wLse, bound);
+      assertWithin(`losses ${N}x${V}`, gLosses, wLosses, (n) => weights[n] * bound(n));
+      for (let n = 0; n < N; n++) if (weights[n] === 0) assert.equal(gLosses[n], 0);
+      let sumBound = 2 * (N + 2) * U * wLosses.reduce((s, v) => s + Math.abs(v), 0);
+      for (let n = 0; n < N; n++) sumBound += weights[n] * bound(n);
+      assert.ok(Math.abs(gTotal - wTotal) <= sumBound, `total ${gTotal} vs ${wTotal}`);
+      worstLse = Math.max(worstLse, maxRelErr(gLse, wLse));
+      worstLoss = Math.max(worstLoss, maxRelErr(gLosses, wLosses));
+
+      const dloss = 1 / N;
+      const d0 = randomArray(N * V, rand), gD = ctx.upload(d0);
+      gpuCrossEntropyBackward(ctx, gD, dloss, gLogits, ctx.upload(wLse), gT, gW, N, V);
+      const wD = d0.slice();
+      crossEntropyBackward(wD, dloss, logits, wLse, targets, weights, N, V);
+      const got = await ctx.readF32(gD);
+      // exp(logit - lse): a few ulp of the argument's magnitude; then two float32 additions
+      assertWithin(`dlogits ${N}x${V}`, got, wD, (i) => {
+        const n = Math.floor(i / V), g = Math.abs(dloss * weights[n]);
+        const p = Math.exp(logits[i] - wLse[n]);
+        return 4 * U * (Math.abs(d0[i]) + g) +
+          g * p * 8 * U * (Math.abs(logits[i]) + Math.abs(wLse[n]) + 2);
+      });
+      worstD = Math.max(worstD, maxRelErr(got, wD));
+    }
+    console.log(
+      `webgpu crossEntropy: max relative error lse ${worstLse.toExponential(2)}, losses ${
+        worstLoss.toExponential(2)
+      }, dlogits ${worstD.toExponential(2)}`,
+    );
+  },
+);
+
+gpuTest("gpuSum(): a long sum, overwrite and accumulate", async (ctx) => {
+  const rand = seeded(9);
+  const n = 5000 + 3;
+  const x = randomArray(n, rand);
+  const out = ctx.upload(new Float32Array([2.5]));
+  const gx = ctx.upload(x);
+  gpuSum(ctx, out, gx, n, true);
+  let want = 2.5, mag = 2.5;
+  for (const v of x) {
+    want += v;
+    mag += Math.abs(v);
+  }
+  const got = (await ctx.readF32(out))[0];
+  assert.ok(Math.abs(got - want) <= 2 * (n + 2) * U * mag, `sum ${got} vs ${want}`);
+  gpuSum(ctx, out, gx, n);
+  assert.ok(Math.abs((await ctx.readF32(out))[0] - (want - 2.5)) <= 2 * (n + 2) * U * mag);
+});
+
+// ---- embedding
+
+gpuTest(
+  "gpuEmbeddingForward() and gpuEmbeddingBackward() equal the reference bit for bit, repeated tokens included",
+  async (ctx) => {
+    const rand = seeded(10);
+    for (const [B, T, C, V] of [[1, 1, 1, 1], [2, 7, 5, 3], [3, 33, 65, 11]] as const) {
+      const inp = new Int32Array(B * T).map(() => Math.floor(rand() * V));
+      const wte = randomArray(V * C, rand), wpe = randomArray((T + 2) * C, rand);
+      const gInp = ctx.upload(inp), gWte = ctx.upload(wte), gWpe = ctx.upload(wpe);
+      for (const withPos of [false, true]) {
+        const out = ctx.zeros(B * T * C);
+        gpuEmbeddingForward(ctx, out, gInp, gWte, withPos ? gWpe : null, B, T, C);
+        const want = new Float32Array(B * T * C);
+        embeddingForward(want, inp, wte, withPos ? wpe : null, B, T, C);
+        assertExact(`embedding forward ${B}x${T}x${C}`, await ctx.readF32(out), want);
+
+        const dout = randomArray(B * T * C, rand);
+        const dwte0 = randomArray(V * C, rand), dwpe0 = randomArray((T + 2) * C, rand);
+        const gDwte = ctx.upload(dwte0), gDwpe = ctx.upload(dwpe0);
+        gpuEmbeddingBackward(ctx, gDwte, withPos ? gDwpe : null, ctx.upload(dout), gInp, B, T, C);
+        const wDwte = dwte0.slice(), wDwpe = dwpe0.slice();
+        embeddingBackward(wDwte, withPos ? wDwpe : null, dout, inp, B, T, C);
+        assertExact(`embedding dwte ${B}x${T}x${C}`, await ctx.readF32(gDwte), wDwte);
+        assertExact(`embedding dwpe ${B}x${T}x${C}`, await ctx.readF32(gDwpe), wDwpe);
+      }
+    }
+    console.log("webgpu embedding: gather and scatter-add bit for bit");
+  },
+);
+
+// ---- AdamW
+
+gpuTest("gpuAdamwStep(): three steps match adamwStep(), state kept on the GPU", async (ctx) => {
+  const rand = seeded(11);
+  const n = 1000 + 7;
+  const p0 = randomArray(n, rand);
+  const params = ctx.upload(p0), state = createGpuAdamW(ctx, n);
+  const want = p0.slice(), ref = createAdamW(n);
+  const options = { lr: 0.01, weightDecay: 0.1 };
+  let worst = 0;
+  for (let s = 0; s < 3; s++) {
+    const g = randomArray(n, rand).map((v) => v * (s + 1));
+    gpuAdamwStep(ctx, params, ctx.upload(g), state, options);
+    adamwStep(want, g, ref, options);
+  }
+  assert.equal(state.step, 3);
+  // float32 arithmetic against the reference's float64 with float32 storage: a few ulp per
+  // operation, on values of magnitude 1 (params) and the moments' own scale
+  const gotP = await ctx.readF32(params), gotM = await ctx.readF32(state.m);
+  const gotV = await ctx.readF32(state.v);
+  for (
+    const [what, g, w] of [["params", gotP, want], ["m", gotM, ref.m], ["v", gotV, ref.v]] as const
+  ) {
+    const e = maxRelErr(g, w, `adamw ${what}`);
+    assert.ok(e <= 32 * U, `adamw ${what}: max relative error ${e} > ${32 * U}`);
+    worst = Math.max(worst, e);
+  }
+  // a kernel that skipped the update would leave the parameters where they were
+  assert.ok(maxRelErr(gotP, p0) > 1e-3);
+  console.log(`webgpu adamw: max relative error ${worst.toExponential(2)}`);
+});

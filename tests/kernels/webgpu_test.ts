@@ -37,8 +37,10 @@ import {
 } from "../../src/kernels/webgpu/cross_entropy.ts";
 import { gpuEmbeddingBackward, gpuEmbeddingForward } from "../../src/kernels/webgpu/embedding.ts";
 import { createGpuAdamW, gpuAdamwStep } from "../../src/kernels/webgpu/adamw.ts";
+import { gpuAttentionForward, gpuRopeForward } from "../../src/kernels/webgpu/attention.ts";
 import { describeAdapter } from "../../src/kernels/webgpu/device.ts";
 import { layernormBackward, layernormForward } from "../../src/nn/layernorm.ts";
+import { attentionForward, ropeForward, ropeTables } from "../../src/nn/attention.ts";
 import {
   geluForwardKeepGrad,
   reluBackward,
@@ -465,12 +467,20 @@ gpuTest(
       const wTotal = crossEntropyForward(wLosses, wLse, logits, targets, weights, N, V);
       const gLse = await ctx.readF32(lse), gLosses = await ctx.readF32(losses);
       const gTotal = (await ctx.readF32(total))[0];
-      // the max is exact; the sum of V exponentials is a float32 sum (2 (V + 2) u), then exp's
-      // and log's few ulp on values of magnitude |lse| + |logit|
-      const bound = (n: number) =>
-        2 * (V + 8) * U * 4 * (Math.abs(wLse[n]) + Math.abs(logits[n * V + targets[n]]) + 1);
+      // the max is exact; the sum of V exponentials (each within a few ulp of its argument's
+      // magnitude) is a float32 sum, relative error 2 (V + 2) u; the log adds 3 ulp or 2^-21
+      const bound = (n: number) => {
+        let mx = 0;
+        for (let v = 0; v < V; v++) mx = Math.max(mx, Math.abs(logits[n * V + v]));
+        return 2 * (V + 2) * U + 8 * U * (Math.abs(wLse[n]) + mx) + 2 ** -21;
+      };
       assertWithin(`lse ${N}x${V}`, gLse, wLse, bound);
-      assertWithin(`losses ${N}x${V}`, gLosses, wLosses, (n) => weights[n] * bound(n));
+      assertWithin(
+        `losses ${N}x${V}`,
+        gLosses,
+        wLosses,
+        (n) => weights[n] * bound(n) + 2 * U * Math.abs(wLosses[n]),
+      );
       for (let n = 0; n < N; n++) if (weights[n] === 0) assert.equal(gLosses[n], 0);
       let sumBound = 2 * (N + 2) * U * wLosses.reduce((s, v) => s + Math.abs(v), 0);
       for (let n = 0; n < N; n++) sumBound += weights[n] * bound(n);
@@ -581,3 +591,98 @@ gpuTest("gpuAdamwStep(): three steps match adamwStep(), state kept on the GPU", 
   assert.ok(maxRelErr(gotP, p0) > 1e-3);
   console.log(`webgpu adamw: max relative error ${worst.toExponential(2)}`);
 });
+
+// ---- rotary embedding and attention
+
+const ATT_SHAPES: [number, number, number, number][] = [
+  [1, 1, 2, 1],
+  [2, 7, 12, 3],
+  [1, 33, 32, 2],
+  [2, 70, 16, 1], // T past the 64-wide workgroup
+];
+
+gpuTest(
+  "gpuRopeForward() matches ropeForward() and its inverse (the backward pass)",
+  async (ctx) => {
+    const rand = seeded(12);
+    let worst = 0;
+    for (const [B, T, C, NH] of ATT_SHAPES) {
+      const half = C / NH / 2;
+      const cos = new Float64Array(T * half), sin = new Float64Array(T * half);
+      ropeTables(cos, sin, T, C / NH);
+      const gCos = ctx.upload(Float32Array.from(cos)), gSin = ctx.upload(Float32Array.from(sin));
+      const qkv = randomArray(B * T * 3 * C, rand);
+      for (const inverse of [false, true]) {
+        const g = ctx.upload(qkv);
+        gpuRopeForward(ctx, g, gCos, gSin, B, T, C, NH, inverse);
+        const want = qkv.slice();
+        ropeForward(want, cos, sin, B, T, C, NH, inverse);
+        const got = await ctx.readF32(g);
+        // two products and a sum, with float32 tables (half an ulp each): 4 u (|z1| + |z2|)
+        const pairBound = (i: number) => {
+          const rowC = i % (3 * C);
+          if (rowC >= 2 * C) return 0; // v untouched: exact
+          const o = i - (rowC % C) % (2 * half); // the head's first element
+          const j = (i - o) % half;
+          return 4 * U * (Math.abs(qkv[o + j]) + Math.abs(qkv[o + half + j]));
+        };
+        assertWithin(`rope ${B}x${T}x${C}/${NH} inverse ${inverse}`, got, want, pairBound);
+        worst = Math.max(worst, maxRelErr(got, want));
+      }
+    }
+    console.log(`webgpu rope: max relative error ${worst.toExponential(2)}`);
+  },
+);
+
+gpuTest(
+  "gpuAttentionForward() matches attentionForward() after rotary, with and without mask",
+  async (ctx) => {
+    const rand = seeded(13);
+    let worstAtt = 0, worstOut = 0;
+    for (const [B, T, C, NH] of ATT_SHAPES) {
+      const HS = C / NH, half = HS / 2;
+      const cos = new Float64Array(T * half), sin = new Float64Array(T * half);
+      ropeTables(cos, sin, T, HS);
+      const qkv = randomArray(B * T * 3 * C, rand).map((v) => 2 * v);
+      const mask = randomArray(B * NH * T * T, rand).map((v) => (v > -0.6 ? 1.25 : 0));
+      for (const m of [null, mask]) {
+        // rotary on the GPU, then attention on its result; the reference does the same in order
+        const gQkv = ctx.upload(qkv);
+        gpuRopeForward(
+          ctx,
+          gQkv,
+          ctx.upload(Float32Array.from(cos)),
+          ctx.upload(Float32Array.from(sin)),
+          B,
+          T,
+          C,
+          NH,
+        );
+        const out = ctx.zeros(B * T * C), att = ctx.zeros(B * NH * T * T);
+        gpuAttentionForward(ctx, out, att, gQkv, m ? ctx.upload(m) : null, B, T, C, NH);
+        const rotated = qkv.slice();
+        ropeForward(rotated, cos, sin, B, T, C, NH);
+        const wOut = new Float32Array(B * T * C), wAtt = new Float32Array(B * NH * T * T);
+        attentionForward(wOut, wAtt, rotated, m, B, T, C, NH);
+        const gAtt = await ctx.readF32(att), gOut = await ctx.readF32(out);
+        // scores: float32 dots of HS terms of magnitude up to 4 (|q|, |k| <= 2, rotated), so an
+        // absolute error up to 2 (HS + 2) u 4 HS / sqrt(HS) in the exponent; softmax and the
+        // T-term output sums add 2 (T + 2) u relative
+        const sErr = 2 * (HS + 4) * U * 4 * Math.sqrt(HS);
+        const tolAtt = 2 * sErr + 4 * (T + 4) * U;
+        const eAtt = maxRelErr(gAtt, wAtt, "att");
+        assert.ok(eAtt <= tolAtt, `att ${B}x${T}x${C}/${NH}: ${eAtt} > ${tolAtt}`);
+        const tolOut = T * tolAtt * 1.25 + 4 * (T + 4) * U * 1.25;
+        const eOut = maxRelErr(gOut, wOut, "out");
+        assert.ok(eOut <= tolOut, `attention out ${B}x${T}x${C}/${NH}: ${eOut} > ${tolOut}`);
+        worstAtt = Math.max(worstAtt, eAtt);
+        worstOut = Math.max(worstOut, eOut);
+      }
+    }
+    console.log(
+      `webgpu attention: max relative error att ${worstAtt.toExponential(2)}, out ${
+        worstOut.toExponential(2)
+      }`,
+    );
+  },
+);

@@ -10,10 +10,11 @@
  * - loss: {@linkcode gpuCrossEntropyForward}, {@linkcode gpuCrossEntropyBackward},
  *   {@linkcode gpuSum}
  * - embedding: {@linkcode gpuEmbeddingForward}, {@linkcode gpuEmbeddingBackward}
+ * - attention: {@linkcode gpuRopeForward} (and its inverse), {@linkcode gpuAttentionForward}
  * - optimizer: {@linkcode createGpuAdamW}, {@linkcode gpuAdamwStep}
  *
  * These are kernels, not yet a model backend: the model's `backend` option does not offer
- * `"webgpu"`.
+ * `"webgpu"`, and the attention backward pass has no GPU kernel yet.
  *
  * @example A linear layer's forward pass on the GPU
  * ```ts
@@ -59,3 +60,4 @@ export {
 export { gpuCrossEntropyBackward, gpuCrossEntropyForward, gpuSum } from "./cross_entropy.ts";
 export { gpuEmbeddingBackward, gpuEmbeddingForward } from "./embedding.ts";
 export { createGpuAdamW, type GpuAdamWState, gpuAdamwStep } from "./adamw.ts";
+export { gpuAttentionForward, gpuRopeForward } from "./attention.ts";

@@ -37,10 +37,19 @@ import {
 } from "../../src/kernels/webgpu/cross_entropy.ts";
 import { gpuEmbeddingBackward, gpuEmbeddingForward } from "../../src/kernels/webgpu/embedding.ts";
 import { createGpuAdamW, gpuAdamwStep } from "../../src/kernels/webgpu/adamw.ts";
-import { gpuAttentionForward, gpuRopeForward } from "../../src/kernels/webgpu/attention.ts";
+import {
+  gpuAttentionBackward,
+  gpuAttentionForward,
+  gpuRopeForward,
+} from "../../src/kernels/webgpu/attention.ts";
 import { describeAdapter } from "../../src/kernels/webgpu/device.ts";
 import { layernormBackward, layernormForward } from "../../src/nn/layernorm.ts";
-import { attentionForward, ropeForward, ropeTables } from "../../src/nn/attention.ts";
+import {
+  attentionBackward,
+  attentionForward,
+  ropeForward,
+  ropeTables,
+} from "../../src/nn/attention.ts";
 import {
   geluForwardKeepGrad,
   reluBackward,
@@ -684,5 +693,46 @@ gpuTest(
         worstOut.toExponential(2)
       }`,
     );
+  },
+);
+
+gpuTest(
+  "gpuAttentionBackward() matches attentionBackward(), with and without mask, adding into dqkv",
+  async (ctx) => {
+    const rand = seeded(14);
+    let worst = 0;
+    for (const [B, T, C, NH] of ATT_SHAPES) {
+      const HS = C / NH;
+      const qkv = randomArray(B * T * 3 * C, rand).map((v) => 2 * v);
+      const mask = randomArray(B * NH * T * T, rand).map((v) => (v > -0.6 ? 1.25 : 0));
+      for (const m of [null, mask]) {
+        const out = new Float32Array(B * T * C), att = new Float32Array(B * NH * T * T);
+        attentionForward(out, att, qkv, m, B, T, C, NH);
+        const dout = randomArray(B * T * C, rand), d0 = randomArray(B * T * 3 * C, rand);
+        const gD = ctx.upload(d0);
+        gpuAttentionBackward(
+          ctx,
+          gD,
+          ctx.upload(dout),
+          ctx.upload(qkv),
+          ctx.upload(att),
+          m ? ctx.upload(m) : null,
+          ctx.zeros(B * NH * T * T),
+          B,
+          T,
+          C,
+          NH,
+        );
+        const want = d0.slice();
+        attentionBackward(want, dout, qkv, att, m, new Float32Array(T), B, T, C, NH);
+        const got = await ctx.readF32(gD);
+        // datt: float32 dots of HS terms; its row sum and the dq, dk, dv sums: T terms each
+        const tol = 8 * (HS + T + 4) * U;
+        const e = maxRelErr(got, want, "dqkv");
+        assert.ok(e <= tol, `attention dqkv ${B}x${T}x${C}/${NH}: ${e} > ${tol}`);
+        worst = Math.max(worst, e);
+      }
+    }
+    console.log(`webgpu attention backward: max relative error dqkv ${worst.toExponential(2)}`);
   },
 );

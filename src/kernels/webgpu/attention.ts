@@ -11,6 +11,11 @@
  * order. Its memory traffic is that of the (B,NH,T,T) probabilities the backward pass keeps;
  * it is not a tiled (flash-style) kernel.
  *
+ * The backward pass avoids write conflicts (many queries add into one key's and value's
+ * gradient) without atomics, in two dispatches: one workgroup per query row forms
+ * `ds = att (datt - sum(att datt)) / sqrt(HS)` into a `(B,NH,T,T)` scratch and adds `ds k` into
+ * its own `dq`; then one workgroup per key row sums its `dk` and `dv` over all queries.
+ *
  * @module
  */
 
@@ -208,4 +213,125 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
     grid(rows),
     [5],
   );
+}
+
+/**
+ * Backward of {@linkcode gpuAttentionForward}. ADDS into `dqkv`: with `w = att * mask`,
+ * `dv += w^T dout`, `datt = (dout v^T) * mask`, `ds = att (datt - rowsum(att datt)) / sqrt(HS)`,
+ * `dq += ds k`, `dk += ds^T q`, as `attentionBackward` does. Two dispatches.
+ *
+ * @param ctx The context of every tensor.
+ * @param dqkv Gradient of the packed projections, `(B,T,3C)`.
+ * @param dout Upstream gradient, `(B,T,C)`.
+ * @param qkv The forward input (after rotary), `(B,T,3C)`.
+ * @param att Saved probabilities, `(B,NH,T,T)`.
+ * @param mask Dropout scales, `(B,NH,T,T)`, or `null`.
+ * @param scratch `(B,NH,T,T)`: receives `ds` (the reference's is one row; here every row is
+ *   kept, so the key-side sums can read them).
+ * @param B Batch size.
+ * @param T Sequence length.
+ * @param C Channels.
+ * @param NH Heads.
+ */
+export function gpuAttentionBackward(
+  ctx: GpuContext,
+  dqkv: GpuTensor,
+  dout: GpuTensor,
+  qkv: GpuTensor,
+  att: GpuTensor,
+  mask: GpuTensor | null,
+  scratch: GpuTensor,
+  B: number,
+  T: number,
+  C: number,
+  NH: number,
+): void {
+  checkDims("gpuAttentionBackward", { B, T, C, NH });
+  const HS = checkHeads("gpuAttentionBackward", C, NH);
+  checkTensor("gpuAttentionBackward dqkv (B,T,3C)", dqkv, B * T * 3 * C);
+  checkTensor("gpuAttentionBackward dout (B,T,C)", dout, B * T * C);
+  checkTensor("gpuAttentionBackward qkv (B,T,3C)", qkv, B * T * 3 * C);
+  checkTensor("gpuAttentionBackward att (B,NH,T,T)", att, B * NH * T * T);
+  if (mask) checkTensor("gpuAttentionBackward mask (B,NH,T,T)", mask, B * NH * T * T);
+  checkTensor("gpuAttentionBackward scratch (B,NH,T,T)", scratch, B * NH * T * T);
+  if (B * T * C === 0) return;
+  const header = `struct Params { rows: u32, T: u32, C: u32, NH: u32, HS: u32, scale: f32,
+  hasMask: u32 }
+@group(0) @binding(0) var<storage, read_write> dqkv: array<f32>;
+@group(0) @binding(1) var<storage, read_write> ds: array<f32>;
+@group(0) @binding(2) var<storage, read> dout: array<f32>;
+@group(0) @binding(3) var<storage, read> qkv: array<f32>;
+@group(0) @binding(4) var<storage, read> att: array<f32>;
+@group(0) @binding(5) var<storage, read> mask: array<f32>;
+@group(0) @binding(6) var<uniform> p: Params;
+var<workgroup> red: array<f32, ${WG}>;
+fn maskAt(i: u32) -> f32 {
+  if (p.hasMask != 0u) { return mask[i]; }
+  return 1.0;
+}
+@compute @workgroup_size(${WG})
+fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
+        @builtin(local_invocation_id) lid: vec3u) {
+  let r = wg.y * nwg.x + wg.x; // row ((b * NH + h) * T + t) of att: a query, or a key below
+  if (r >= p.rows) { return; }
+  let l = lid.x;
+  let t = r % p.T;
+  let bh = r / p.T;
+  let h = bh % p.NH;
+  let b = bh / p.NH;
+  let C3 = 3u * p.C;
+  let head = b * p.T * C3 + h * p.HS;`;
+  const queries = ctx.pipeline("attentionBackwardQueries", () =>
+    `${header}
+  let q = head + t * C3;
+  let y = (b * p.T + t) * p.C + h * p.HS;
+  let a = r * p.T;
+  var dot = 0.0;
+  for (var t2 = l; t2 < p.T; t2 += ${WG}u) {
+    let v = head + 2u * p.C + t2 * C3;
+    var d = 0.0;
+    for (var i = 0u; i < p.HS; i++) { d += dout[y + i] * qkv[v + i]; }
+    d *= maskAt(a + t2);
+    ds[a + t2] = d;
+    dot += att[a + t2] * d;
+  }
+  red[l] = dot;
+  workgroupBarrier();
+  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
+    if (l < s) { red[l] += red[l + s]; }
+    workgroupBarrier();
+  }
+  let rowDot = red[0];
+  for (var t2 = l; t2 < p.T; t2 += ${WG}u) {
+    ds[a + t2] = att[a + t2] * (ds[a + t2] - rowDot) * p.scale;
+  }
+  storageBarrier();
+  for (var i = l; i < p.HS; i += ${WG}u) {
+    var acc = 0.0;
+    for (var t2 = 0u; t2 < p.T; t2++) { acc += ds[a + t2] * qkv[head + p.C + t2 * C3 + i]; }
+    dqkv[q + i] = dqkv[q + i] + acc;
+  }
+}`);
+  const keys = ctx.pipeline("attentionBackwardKeys", () =>
+    `${header}
+  // this workgroup's row r is key (and value) position t; queries t1 = 0 .. T-1
+  let k = head + p.C + t * C3;
+  let v = head + 2u * p.C + t * C3;
+  for (var i = l; i < p.HS; i += ${WG}u) {
+    var accK = 0.0;
+    var accV = 0.0;
+    for (var t1 = 0u; t1 < p.T; t1++) {
+      let a = (bh * p.T + t1) * p.T + t;
+      accV += att[a] * maskAt(a) * dout[(b * p.T + t1) * p.C + h * p.HS + i];
+      accK += ds[a] * qkv[head + t1 * C3 + i];
+    }
+    dqkv[k + i] = dqkv[k + i] + accK;
+    dqkv[v + i] = dqkv[v + i] + accV;
+  }
+}`);
+  const rows = B * NH * T;
+  const params = [rows, T, C, NH, HS, 1 / Math.sqrt(HS), mask ? 1 : 0];
+  const tensors = [dqkv, scratch, dout, qkv, att, mask ?? ctx.dummy];
+  ctx.dispatch(queries, tensors, params, grid(rows), [5]);
+  ctx.dispatch(keys, tensors, params, grid(rows), [5]);
 }

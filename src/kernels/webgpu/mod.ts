@@ -10,11 +10,12 @@
  * - loss: {@linkcode gpuCrossEntropyForward}, {@linkcode gpuCrossEntropyBackward},
  *   {@linkcode gpuSum}
  * - embedding: {@linkcode gpuEmbeddingForward}, {@linkcode gpuEmbeddingBackward}
- * - attention: {@linkcode gpuRopeForward} (and its inverse), {@linkcode gpuAttentionForward}
+ * - attention: {@linkcode gpuRopeForward} (and its inverse), {@linkcode gpuAttentionForward},
+ *   {@linkcode gpuAttentionBackward}
  * - optimizer: {@linkcode createGpuAdamW}, {@linkcode gpuAdamwStep}
  *
  * These are kernels, not yet a model backend: the model's `backend` option does not offer
- * `"webgpu"`, and the attention backward pass has no GPU kernel yet.
+ * `"webgpu"`.
  *
  * @example A linear layer's forward pass on the GPU
  * ```ts
@@ -60,4 +61,4 @@ export {
 export { gpuCrossEntropyBackward, gpuCrossEntropyForward, gpuSum } from "./cross_entropy.ts";
 export { gpuEmbeddingBackward, gpuEmbeddingForward } from "./embedding.ts";
 export { createGpuAdamW, type GpuAdamWState, gpuAdamwStep } from "./adamw.ts";
-export { gpuAttentionForward, gpuRopeForward } from "./attention.ts";
+export { gpuAttentionBackward, gpuAttentionForward, gpuRopeForward } from "./attention.ts";

@@ -103,7 +103,9 @@ export class GpuContext {
   #dispatches = 0;
 
   /**
-   * @param device A device, for example from {@linkcode acquireGpu}.
+   * A context on `device`, with no tensors yet and an open validation error scope.
+   *
+   * @param device A device, for example from `acquireGpu`.
    */
   constructor(device: GPUDevice) {
     this.device = device;

@@ -61,4 +61,5 @@ export {
 export { gpuCrossEntropyBackward, gpuCrossEntropyForward, gpuSum } from "./cross_entropy.ts";
 export { gpuEmbeddingBackward, gpuEmbeddingForward } from "./embedding.ts";
 export { createGpuAdamW, type GpuAdamWState, gpuAdamwStep } from "./adamw.ts";
+export type { AdamWOptions } from "../../optim/adamw.ts";
 export { gpuAttentionBackward, gpuAttentionForward, gpuRopeForward } from "./attention.ts";

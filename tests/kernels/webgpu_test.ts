@@ -15,7 +15,19 @@
 
 import assert from "node:assert/strict";
 import { refKernels } from "../../src/kernels/matmul_ref.ts";
-import type { GpuContext, GpuTensor } from "../../src/kernels/webgpu/context.ts";
+import {
+  type GpuContext,
+  GpuTensor,
+  grid,
+  MAX_GROUPS_X,
+} from "../../src/kernels/webgpu/context.ts";
+import {
+  gpuLinearBackward,
+  gpuLinearForward,
+  gpuResidualForward,
+} from "../../src/kernels/webgpu/linear.ts";
+import { linearBackward, linearForward } from "../../src/nn/linear.ts";
+import { residualForward } from "../../src/nn/residual.ts";
 import {
   gpuMatmulAB,
   gpuMatmulABt,
@@ -288,41 +300,56 @@ function lnInputs(N: number, C: number, rand: () => number) {
   return { inp, weight, bias };
 }
 
+/**
+ * Runs gpuLayernormForward on random (N,C) rows against layernormForward, element by element.
+ * The bounds follow the computation: the mean is a float32 sum of C terms (error
+ * dm = 2 (C + 2) u max|x|); the deviations inherit dm, so xhat = (x - mean) rstd is off by up to
+ * rstd dm absolutely (large where a row's values nearly coincide: rstd reaches 1/sqrt(eps));
+ * rstd is relatively off by the variance's sum and the deviations' error, 4 (C + 2) u +
+ * sqrt(C) rstd dm. Returns the largest relative error.
+ */
+async function checkLayernormForward(ctx: GpuContext, N: number, C: number, rand: () => number) {
+  const { inp, weight, bias } = lnInputs(N, C, rand);
+  const out = ctx.zeros(N * C), mean = ctx.zeros(N), rstd = ctx.zeros(N);
+  gpuLayernormForward(
+    ctx,
+    out,
+    mean,
+    rstd,
+    ctx.upload(inp),
+    ctx.upload(weight),
+    ctx.upload(bias),
+    N,
+    C,
+  );
+  const wOut = new Float32Array(N * C), wMean = new Float32Array(N), wRstd = new Float32Array(N);
+  layernormForward(wOut, wMean, wRstd, inp, weight, bias, N, C);
+  const gOut = await ctx.readF32(out), gMean = await ctx.readF32(mean);
+  const gRstd = await ctx.readF32(rstd);
+  const dm = new Float64Array(N), relR = new Float64Array(N);
+  for (let n = 0; n < N; n++) {
+    let mx = 0;
+    for (let c = 0; c < C; c++) mx = Math.max(mx, Math.abs(inp[n * C + c]));
+    dm[n] = 2 * (C + 2) * U * mx;
+    relR[n] = 4 * (C + 2) * U + Math.sqrt(C) * wRstd[n] * dm[n];
+  }
+  const label = `layernorm ${N}x${C}`;
+  assertWithin(`${label} mean`, gMean, wMean, (n) => dm[n]);
+  assertWithin(`${label} rstd`, gRstd, wRstd, (n) => relR[n] * wRstd[n]);
+  assertWithin(`${label} out`, gOut, wOut, (i) => {
+    const n = Math.floor(i / C), c = i % C;
+    const xhat = (inp[i] - wMean[n]) * wRstd[n];
+    const dxhat = 2 * wRstd[n] * dm[n] + Math.abs(xhat) * (relR[n] + 4 * U);
+    return Math.abs(weight[c]) * dxhat + 4 * U * (Math.abs(xhat * weight[c]) + Math.abs(bias[c]));
+  });
+  return Math.max(maxRelErr(gOut, wOut), maxRelErr(gMean, wMean), maxRelErr(gRstd, wRstd));
+}
+
 gpuTest("gpuLayernormForward() matches layernormForward() on odd shapes", async (ctx) => {
   const rand = seeded(3);
   let worst = 0;
   for (const [N, C] of LN_SHAPES) {
-    const { inp, weight, bias } = lnInputs(N, C, rand);
-    const out = ctx.zeros(N * C), mean = ctx.zeros(N), rstd = ctx.zeros(N);
-    gpuLayernormForward(
-      ctx,
-      out,
-      mean,
-      rstd,
-      ctx.upload(inp),
-      ctx.upload(weight),
-      ctx.upload(bias),
-      N,
-      C,
-    );
-    const wOut = new Float32Array(N * C), wMean = new Float32Array(N), wRstd = new Float32Array(N);
-    layernormForward(wOut, wMean, wRstd, inp, weight, bias, N, C);
-    const gOut = await ctx.readF32(out),
-      gMean = await ctx.readF32(mean),
-      gRstd = await ctx.readF32(rstd);
-    // float32 sums of C terms (mean, variance), then a square root and a division
-    const tol = 8 * (C + 2) * U;
-    for (
-      const [what, g, w] of [["out", gOut, wOut], ["mean", gMean, wMean], [
-        "rstd",
-        gRstd,
-        wRstd,
-      ]] as const
-    ) {
-      const e = maxRelErr(g, w, `layernorm ${what} ${N}x${C}`);
-      assert.ok(e <= tol, `layernorm ${what} ${N}x${C}: max relative error ${e} > ${tol}`);
-      worst = Math.max(worst, e);
-    }
+    worst = Math.max(worst, await checkLayernormForward(ctx, N, C, rand));
   }
   console.log(`webgpu layernormForward: max relative error ${worst.toExponential(2)}`);
 });
@@ -734,5 +761,142 @@ gpuTest(
       }
     }
     console.log(`webgpu attention backward: max relative error dqkv ${worst.toExponential(2)}`);
+  },
+);
+
+// ---- linear layer, residual, large grids
+
+gpuTest(
+  "gpuLinearForward() and gpuLinearBackward() match linearForward() and linearBackward()",
+  async (ctx) => {
+    const rand = seeded(15);
+    let worst = 0;
+    for (const [N, IC, OC] of [[1, 1, 1], [33, 17, 29], [70, 65, 3]] as const) {
+      for (const withBias of [false, true]) {
+        const x = randomArray(N * IC, rand), w = randomArray(OC * IC, rand);
+        const bias = withBias ? randomArray(OC, rand) : null;
+        const gx = ctx.upload(x), gw = ctx.upload(w), gy = ctx.zeros(N * OC);
+        gpuLinearForward(ctx, gy, gx, gw, bias ? ctx.upload(bias) : null, N, IC, OC);
+        const y = new Float32Array(N * OC);
+        linearForward(y, x, w, bias, N, IC, OC);
+        const callF: Call = {
+          kind: "ABt",
+          a: x,
+          b: w,
+          bias,
+          M: N,
+          K: IC,
+          N: OC,
+          accumulate: false,
+        };
+        const gotY = await ctx.readF32(gy);
+        assertClose(gotY, y, magnitudes(callF, y), IC, `linear forward ${N}x${IC}x${OC}`);
+        worst = Math.max(worst, maxRelErr(gotY, y));
+
+        const dy = randomArray(N * OC, rand);
+        const dx0 = randomArray(N * IC, rand), dw0 = randomArray(OC * IC, rand);
+        const db0 = randomArray(OC, rand);
+        const gdx = ctx.upload(dx0), gdw = ctx.upload(dw0), gdb = ctx.upload(db0);
+        gpuLinearBackward(ctx, gdx, gdw, withBias ? gdb : null, ctx.upload(dy), gx, gw, N, IC, OC);
+        const dx = dx0.slice(), dw = dw0.slice(), db = db0.slice();
+        linearBackward(dx, dw, withBias ? db : null, dy, x, w, N, IC, OC);
+        const callX: Call = {
+          kind: "AB",
+          a: dy,
+          b: w,
+          bias: null,
+          M: N,
+          K: OC,
+          N: IC,
+          accumulate: true,
+        };
+        const callW: Call = {
+          kind: "AtB",
+          a: dy,
+          b: x,
+          bias: null,
+          M: OC,
+          K: N,
+          N: IC,
+          accumulate: true,
+        };
+        const gotDx = await ctx.readF32(gdx), gotDw = await ctx.readF32(gdw);
+        assertClose(gotDx, dx, magnitudes(callX, dx0), OC, `linear dinp ${N}x${IC}x${OC}`);
+        assertClose(gotDw, dw, magnitudes(callW, dw0), N, `linear dweight ${N}x${IC}x${OC}`);
+        const gotDb = await ctx.readF32(gdb);
+        // a float32 sum of N rows against the reference's float64 one
+        assertWithin(`linear dbias ${N}x${IC}x${OC}`, gotDb, withBias ? db : db0, (o) => {
+          let mag = Math.abs(db0[o]);
+          for (let n = 0; n < N; n++) mag += Math.abs(dy[n * OC + o]);
+          return withBias ? 2 * (N + 2) * U * mag : 0; // without bias: untouched
+        });
+        for (const [g, wnt] of [[gotDx, dx], [gotDw, dw], [gotDb, db]]) {
+          worst = Math.max(worst, maxRelErr(g, wnt));
+        }
+      }
+    }
+    console.log(`webgpu linear: max relative error ${worst.toExponential(2)}`);
+  },
+);
+
+gpuTest("gpuResidualForward(): a + b bit for bit, in place too", async (ctx) => {
+  const rand = seeded(16);
+  const N = 300;
+  const a = randomArray(N, rand), b = randomArray(N, rand);
+  const want = new Float32Array(N);
+  residualForward(want, a, b, N);
+  const out = ctx.zeros(N), ga = ctx.upload(a), gb = ctx.upload(b);
+  gpuResidualForward(ctx, out, ga, gb, N);
+  assertExact("residual", await ctx.readF32(out), want);
+  gpuResidualForward(ctx, ga, ga, gb, N);
+  assertExact("residual in place", await ctx.readF32(ga), want);
+});
+
+Deno.test("grid(): 1-D grids fold into y past the per-dimension limit and cover every group", () => {
+  assert.deepEqual(grid(0), [0, 1]);
+  assert.deepEqual(grid(MAX_GROUPS_X), [MAX_GROUPS_X, 1]);
+  for (const n of [MAX_GROUPS_X + 1, 70000, 3 * MAX_GROUPS_X + 7]) {
+    const [x, y] = grid(n);
+    assert.ok(x <= MAX_GROUPS_X && x * y >= n && x * (y - 1) < n, `grid(${n}) = ${x}, ${y}`);
+  }
+});
+
+gpuTest(
+  "row kernels past 65535 workgroups: LayerNorm and cross-entropy on 70000 rows",
+  async (ctx) => {
+    const rand = seeded(17);
+    const N = 70000, C = 2;
+    await checkLayernormForward(ctx, N, C, rand);
+    // cross-entropy with V = 1: every loss is 0 and lse the logit itself
+    const logits = randomArray(N, rand);
+    const losses = ctx.upload(new Float32Array(N).fill(7)), lse = ctx.zeros(N);
+    gpuCrossEntropyForward(
+      ctx,
+      losses,
+      lse,
+      ctx.upload(logits),
+      ctx.zeros(N, "i32"),
+      ctx.upload(new Float32Array(N).fill(1)),
+      N,
+      1,
+    );
+    assertExact("cross-entropy 70000 rows, lse", await ctx.readF32(lse), logits);
+    assertExact("cross-entropy 70000 rows, losses", await ctx.readF32(losses), new Float32Array(N));
+  },
+);
+
+gpuTest(
+  "GpuContext.dispatch(): a grid past the device's per-dimension limit is refused with a clear error",
+  (ctx) => {
+    const limit = ctx.device.limits.maxComputeWorkgroupsPerDimension;
+    // a 1 x 0 x N product with N = 64 (limit + 1) needs limit + 1 workgroups along x; the wrapper
+    // checks lengths only, so a tensor that claims N elements over a 4-byte buffer stands in for C
+    const N = 64 * (limit + 1);
+    const c = new GpuTensor(ctx.zeros(1).buffer, N, "f32");
+    assert.throws(
+      () => gpuMatmulAB(ctx, c, ctx.zeros(0), ctx.zeros(0), 1, 0, N),
+      /at most \d+ workgroups per dimension, got \d+ x 1/,
+    );
+    return Promise.resolve();
   },
 );

@@ -286,6 +286,13 @@ export class GpuContext {
     floats: readonly number[] = [],
   ): void {
     if (groups[0] === 0 || groups[1] === 0) return;
+    const limit = this.device.limits.maxComputeWorkgroupsPerDimension;
+    if (groups[0] > limit || groups[1] > limit) {
+      throw new RangeError(
+        `dispatch of ${pipeline.label}: expected at most ${limit} workgroups per dimension, ` +
+          `got ${groups[0]} x ${groups[1]} (the shape is too large for this kernel)`,
+      );
+    }
     const words = Math.max(4, Math.ceil(params.length / 4) * 4);
     const uniform = this.device.createBuffer({
       size: 4 * words,

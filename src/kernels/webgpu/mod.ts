@@ -4,6 +4,8 @@
  * context comes first, {@linkcode GpuTensor}s replace `Float32Array`s).
  *
  * - matmuls: {@linkcode gpuMatmulAB}, {@linkcode gpuMatmulABt}, {@linkcode gpuMatmulAtB}
+ * - linear layer and residual: {@linkcode gpuLinearForward}, {@linkcode gpuLinearBackward},
+ *   {@linkcode gpuResidualForward}
  * - LayerNorm: {@linkcode gpuLayernormForward}, {@linkcode gpuLayernormBackward}
  * - activations: {@linkcode gpuGeluForwardKeepGrad}, {@linkcode gpuScaleBackward},
  *   {@linkcode gpuReluForward}, {@linkcode gpuReluBackward}
@@ -50,6 +52,7 @@ export {
   MAX_GROUPS_X,
 } from "./context.ts";
 export { gpuMatmulAB, gpuMatmulABt, gpuMatmulAtB, MATMUL_TILE, MATMUL_TK } from "./matmul.ts";
+export { gpuLinearBackward, gpuLinearForward, gpuResidualForward } from "./linear.ts";
 export { gpuLayernormBackward, gpuLayernormForward } from "./layernorm.ts";
 export {
   gpuGeluForwardKeepGrad,

@@ -16,20 +16,14 @@
  */
 
 import { checkDims, checkTensor, type GpuContext, type GpuTensor, grid } from "./context.ts";
+import { entry } from "./wgsl.ts";
 
 /** Invocations per workgroup of the 1-D element-wise kernels. */
 const WG = 256;
 
-/** WGSL prelude of the 1-D kernels: the element index `i` of invocation `l` in workgroup `wg`. */
-export const LINEAR_INDEX = `
-fn linearIndex(wg: vec3u, nwg: vec3u, l: vec3u) -> u32 {
-  return (wg.y * nwg.x + wg.x) * ${WG}u + l.x;
-}`;
-
-const ENTRY = `@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_id) l: vec3u) {
-  let i = linearIndex(wg, nwg, l);
+/** WGSL: the opening of an element-wise kernel, `i` the element. */
+const ENTRY = `${entry(WG)}
+  let i = group * ${WG}u + l;
   if (i >= p.n) { return; }`;
 
 function elementwise(
@@ -44,7 +38,6 @@ function elementwise(
   const pipeline = ctx.pipeline(key, () =>
     `struct Params { n: u32, mask: u32 }
 ${bindings}
-${LINEAR_INDEX}
 ${ENTRY}
   var m = 1.0;
   if (p.mask != 0u) { m = mask[i]; }

@@ -11,6 +11,7 @@
 
 import type { AdamWOptions } from "../../optim/adamw.ts";
 import { checkTensor, type GpuContext, type GpuTensor, grid } from "./context.ts";
+import { entry } from "./wgsl.ts";
 
 const WG = 256;
 
@@ -75,10 +76,8 @@ export function gpuAdamwStep(
 @group(0) @binding(2) var<storage, read_write> v: array<f32>;
 @group(0) @binding(3) var<storage, read> grads: array<f32>;
 @group(0) @binding(4) var<uniform> p: Params;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_id) lid: vec3u) {
-  let i = (wg.y * nwg.x + wg.x) * ${WG}u + lid.x;
+${entry(WG)}
+  let i = group * ${WG}u + l;
   if (i >= p.n) { return; }
   let g = grads[i];
   let mi = p.beta1 * m[i] + p.oneMinusBeta1 * g;

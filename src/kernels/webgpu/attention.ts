@@ -20,6 +20,7 @@
  */
 
 import { checkDims, checkTensor, type GpuContext, type GpuTensor, grid } from "./context.ts";
+import { entry, reductions } from "./wgsl.ts";
 
 const WG = 64;
 
@@ -71,11 +72,9 @@ export function gpuRopeForward(
 @group(0) @binding(1) var<storage, read> cosT: array<f32>;
 @group(0) @binding(2) var<storage, read> sinT: array<f32>;
 @group(0) @binding(3) var<uniform> p: Params;
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_id) lid: vec3u) {
+${entry(256)}
   // one invocation per (row b*T + t, part q|k, pair index j over the C/2 pairs of the part)
-  let id = (wg.y * nwg.x + wg.x) * 256u + lid.x;
+  let id = group * 256u + l;
   if (id >= p.total) { return; }
   let pairs = p.C / 2u;
   let j = id % pairs;
@@ -145,13 +144,10 @@ export function gpuAttentionForward(
 @group(0) @binding(2) var<storage, read> qkv: array<f32>;
 @group(0) @binding(3) var<storage, read> mask: array<f32>;
 @group(0) @binding(4) var<uniform> p: Params;
-var<workgroup> red: array<f32, ${WG}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_id) lid: vec3u) {
-  let r = wg.y * nwg.x + wg.x; // query row ((b * NH + h) * T + t)
+${reductions(WG)}
+${entry(WG)}
+  let r = group; // query row ((b * NH + h) * T + t)
   if (r >= p.rows) { return; }
-  let l = lid.x;
   let t = r % p.T;
   let bh = r / p.T;
   let h = bh % p.NH;
@@ -169,27 +165,14 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
     att[a + t2] = s;
     mx = max(mx, s);
   }
-  red[l] = mx;
-  workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
-    if (l < s) { red[l] = max(red[l], red[l + s]); }
-    workgroupBarrier();
-  }
-  let rowMax = red[0];
-  workgroupBarrier();
+  let rowMax = wgMax(mx, l);
   var sum = 0.0;
   for (var t2 = l; t2 < p.T; t2 += ${WG}u) {
     let e = exp(att[a + t2] - rowMax);
     att[a + t2] = e;
     sum += e;
   }
-  red[l] = sum;
-  workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
-    if (l < s) { red[l] += red[l + s]; }
-    workgroupBarrier();
-  }
-  let inv = 1.0 / red[0];
+  let inv = 1.0 / wgSum(sum, l);
   for (var t2 = l; t2 < p.T; t2 += ${WG}u) { att[a + t2] = att[a + t2] * inv; }
   storageBarrier();
   workgroupBarrier();
@@ -264,17 +247,14 @@ export function gpuAttentionBackward(
 @group(0) @binding(4) var<storage, read> att: array<f32>;
 @group(0) @binding(5) var<storage, read> mask: array<f32>;
 @group(0) @binding(6) var<uniform> p: Params;
-var<workgroup> red: array<f32, ${WG}>;
+${reductions(WG)}
 fn maskAt(i: u32) -> f32 {
   if (p.hasMask != 0u) { return mask[i]; }
   return 1.0;
 }
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_id) lid: vec3u) {
-  let r = wg.y * nwg.x + wg.x; // row ((b * NH + h) * T + t) of att: a query, or a key below
+${entry(WG)}
+  let r = group; // row ((b * NH + h) * T + t) of att: a query, or a key below
   if (r >= p.rows) { return; }
-  let l = lid.x;
   let t = r % p.T;
   let bh = r / p.T;
   let h = bh % p.NH;
@@ -295,13 +275,7 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
     ds[a + t2] = d;
     dot += att[a + t2] * d;
   }
-  red[l] = dot;
-  workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
-    if (l < s) { red[l] += red[l + s]; }
-    workgroupBarrier();
-  }
-  let rowDot = red[0];
+  let rowDot = wgSum(dot, l);
   for (var t2 = l; t2 < p.T; t2 += ${WG}u) {
     ds[a + t2] = att[a + t2] * (ds[a + t2] - rowDot) * p.scale;
   }

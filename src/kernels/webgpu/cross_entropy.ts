@@ -13,6 +13,7 @@
  */
 
 import { checkDims, checkTensor, type GpuContext, type GpuTensor, grid } from "./context.ts";
+import { entry, reductions } from "./wgsl.ts";
 
 const WG = 64;
 const SUM_WG = 256;
@@ -57,39 +58,24 @@ export function gpuCrossEntropyForward(
 @group(0) @binding(3) var<storage, read> targets: array<i32>;
 @group(0) @binding(4) var<storage, read> weights: array<f32>;
 @group(0) @binding(5) var<uniform> p: Params;
-var<workgroup> red: array<f32, ${WG}>;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_id) lid: vec3u) {
-  let n = wg.y * nwg.x + wg.x;
+${reductions(WG)}
+${entry(WG)}
+  let n = group;
   if (n >= p.N) { return; }
-  let l = lid.x;
   let o = n * p.V;
   var mx = -3.402823466e38;
   for (var v = l; v < p.V; v += ${WG}u) { mx = max(mx, logits[o + v]); }
-  red[l] = mx;
-  workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
-    if (l < s) { red[l] = max(red[l], red[l + s]); }
-    workgroupBarrier();
-  }
-  let rowMax = red[0];
-  workgroupBarrier();
+  let rowMax = wgMax(mx, l);
   var e = 0.0;
   for (var v = l; v < p.V; v += ${WG}u) { e += exp(logits[o + v] - rowMax); }
-  red[l] = e;
-  workgroupBarrier();
-  for (var s = ${WG / 2}u; s > 0u; s >>= 1u) {
-    if (l < s) { red[l] += red[l + s]; }
-    workgroupBarrier();
-  }
+  let rowSum = wgSum(e, l);
   if (l == 0u) {
     let w = weights[n];
     if (w == 0.0) {
       losses[n] = 0.0;
       lse[n] = 0.0;
     } else {
-      let r = rowMax + log(red[0]);
+      let r = rowMax + log(rowSum);
       lse[n] = r;
       losses[n] = w * (r - logits[o + u32(targets[n])]);
     }
@@ -143,10 +129,8 @@ export function gpuCrossEntropyBackward(
 @group(0) @binding(3) var<storage, read> targets: array<i32>;
 @group(0) @binding(4) var<storage, read> weights: array<f32>;
 @group(0) @binding(5) var<uniform> p: Params;
-@compute @workgroup_size(${SUM_WG})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_id) lid: vec3u) {
-  let i = (wg.y * nwg.x + wg.x) * ${SUM_WG}u + lid.x;
+${entry(SUM_WG)}
+  let i = group * ${SUM_WG}u + l;
   if (i >= p.N * p.V) { return; }
   let n = i / p.V;
   let g = p.dloss * weights[n];
@@ -192,20 +176,13 @@ export function gpuSum(
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
-var<workgroup> red: array<f32, ${SUM_WG}>;
-@compute @workgroup_size(${SUM_WG})
-fn main(@builtin(local_invocation_id) lid: vec3u) {
-  let l = lid.x;
+${reductions(SUM_WG)}
+${entry(SUM_WG)}
   var s = 0.0;
   for (var i = l; i < p.n; i += ${SUM_WG}u) { s += x[i]; }
-  red[l] = s;
-  workgroupBarrier();
-  for (var k = ${SUM_WG / 2}u; k > 0u; k >>= 1u) {
-    if (l < k) { red[l] += red[l + k]; }
-    workgroupBarrier();
-  }
+  let total = wgSum(s, l);
   if (l == 0u) {
-    if (p.accumulate != 0u) { out[0] = out[0] + red[0]; } else { out[0] = red[0]; }
+    if (p.accumulate != 0u) { out[0] = out[0] + total; } else { out[0] = total; }
   }
 }`);
   ctx.dispatch(pipeline, [out, x], [n, accumulate ? 1 : 0], [1, 1]);

@@ -15,6 +15,7 @@
  */
 
 import { checkDims, checkTensor, type GpuContext, type GpuTensor, grid } from "./context.ts";
+import { entry } from "./wgsl.ts";
 
 const WG = 256;
 
@@ -72,10 +73,8 @@ export function gpuEmbeddingForward(
 @group(0) @binding(2) var<storage, read> wte: array<f32>;
 @group(0) @binding(3) var<storage, read> wpe: array<f32>;
 @group(0) @binding(4) var<uniform> p: Params;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_id) lid: vec3u) {
-  let i = (wg.y * nwg.x + wg.x) * ${WG}u + lid.x;
+${entry(WG)}
+  let i = group * ${WG}u + l;
   if (i >= p.total) { return; }
   let row = i / p.C;
   let c = i - row * p.C;
@@ -142,10 +141,8 @@ fn main(@builtin(global_invocation_id) gid: vec3u) {
 @group(0) @binding(0) var<storage, read_write> dwpe: array<f32>;
 @group(0) @binding(1) var<storage, read> dout: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
-@compute @workgroup_size(${WG})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_id) lid: vec3u) {
-  let i = (wg.y * nwg.x + wg.x) * ${WG}u + lid.x; // (t, c)
+${entry(WG)}
+  let i = group * ${WG}u + l; // (t, c)
   if (i >= p.T * p.C) { return; }
   var v = dwpe[i];
   for (var b = 0u; b < p.B; b++) { v += dout[b * p.T * p.C + i]; }

@@ -13,30 +13,14 @@
 
 import { LAYERNORM_EPS } from "../../nn/layernorm.ts";
 import { checkDims, checkTensor, type GpuContext, type GpuTensor, grid } from "./context.ts";
+import { entry, reductions } from "./wgsl.ts";
 
 const ROW_WG = 64;
 
-/** WGSL: a workgroup-wide sum of `v` over the 64 invocations, the same result in each. */
-const REDUCE = `
-var<workgroup> red: array<f32, ${ROW_WG}>;
-fn rowSum(v: f32, l: u32) -> f32 {
-  red[l] = v;
-  workgroupBarrier();
-  for (var s = ${ROW_WG / 2}u; s > 0u; s >>= 1u) {
-    if (l < s) { red[l] += red[l + s]; }
-    workgroupBarrier();
-  }
-  let r = red[0];
-  workgroupBarrier();
-  return r;
-}`;
-
-const ROW_ENTRY = `@compute @workgroup_size(${ROW_WG})
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_id) lid: vec3u) {
-  let n = wg.y * nwg.x + wg.x;
+/** WGSL: the opening of a row kernel: `n` the row, `o` its first element, `l` the invocation. */
+const ROW_ENTRY = `${entry(ROW_WG)}
+  let n = group;
   if (n >= p.N) { return; }
-  let l = lid.x;
   let o = n * p.C;`;
 
 /**
@@ -82,14 +66,14 @@ export function gpuLayernormForward(
 @group(0) @binding(4) var<storage, read> weight: array<f32>;
 @group(0) @binding(5) var<storage, read> bias: array<f32>;
 @group(0) @binding(6) var<uniform> p: Params;
-${REDUCE}
+${reductions(ROW_WG)}
 ${ROW_ENTRY}
   var s = 0.0;
   for (var c = l; c < p.C; c += ${ROW_WG}u) { s += inp[o + c]; }
-  let m = rowSum(s, l) / f32(p.C);
+  let m = wgSum(s, l) / f32(p.C);
   var v = 0.0;
   for (var c = l; c < p.C; c += ${ROW_WG}u) { let d = inp[o + c] - m; v += d * d; }
-  let r = 1.0 / sqrt(rowSum(v, l) / f32(p.C) + p.eps);
+  let r = 1.0 / sqrt(wgSum(v, l) / f32(p.C) + p.eps);
   for (var c = l; c < p.C; c += ${ROW_WG}u) {
     out[o + c] = (inp[o + c] - m) * r * weight[c] + bias[c];
   }
@@ -151,7 +135,7 @@ export function gpuLayernormBackward(
 @group(0) @binding(4) var<storage, read> mean: array<f32>;
 @group(0) @binding(5) var<storage, read> rstd: array<f32>;
 @group(0) @binding(6) var<uniform> p: Params;
-${REDUCE}
+${reductions(ROW_WG)}
 ${ROW_ENTRY}
   let m = mean[n];
   let r = rstd[n];
@@ -163,8 +147,8 @@ ${ROW_ENTRY}
     gs += g;
     gxs += g * xhat;
   }
-  let gMean = rowSum(gs, l) / f32(p.C);
-  let gxMean = rowSum(gxs, l) / f32(p.C);
+  let gMean = wgSum(gs, l) / f32(p.C);
+  let gxMean = wgSum(gxs, l) / f32(p.C);
   for (var c = l; c < p.C; c += ${ROW_WG}u) {
     let xhat = (inp[o + c] - m) * r;
     dinp[o + c] = dinp[o + c] + r * (dout[o + c] * weight[c] - gMean - xhat * gxMean);

@@ -10,6 +10,7 @@
 
 import { checkDims, checkTensor, type GpuContext, type GpuTensor, grid } from "./context.ts";
 import { gpuMatmulAB, gpuMatmulABt, gpuMatmulAtB } from "./matmul.ts";
+import { entry } from "./wgsl.ts";
 
 /**
  * `out = inp W^T + bias`.
@@ -116,10 +117,8 @@ export function gpuResidualForward(
 ${inPlace ? "" : "@group(0) @binding(1) var<storage, read> a: array<f32>;"}
 @group(0) @binding(${inPlace ? 1 : 2}) var<storage, read> b: array<f32>;
 @group(0) @binding(${inPlace ? 2 : 3}) var<uniform> p: Params;
-@compute @workgroup_size(256)
-fn main(@builtin(workgroup_id) wg: vec3u, @builtin(num_workgroups) nwg: vec3u,
-        @builtin(local_invocation_id) lid: vec3u) {
-  let i = (wg.y * nwg.x + wg.x) * 256u + lid.x;
+${entry(256)}
+  let i = group * 256u + l;
   if (i >= p.n) { return; }
   out[i] = ${inPlace ? "out" : "a"}[i] + b[i];
 }`,

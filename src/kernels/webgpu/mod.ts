@@ -52,6 +52,7 @@ export {
   MAX_GROUPS_X,
 } from "./context.ts";
 export { gpuMatmulAB, gpuMatmulABt, gpuMatmulAtB, MATMUL_TILE, MATMUL_TK } from "./matmul.ts";
+export { entry, reductions } from "./wgsl.ts";
 export { gpuLinearBackward, gpuLinearForward, gpuResidualForward } from "./linear.ts";
 export { gpuLayernormBackward, gpuLayernormForward } from "./layernorm.ts";
 export {
@@ -59,7 +60,6 @@ export {
   gpuReluBackward,
   gpuReluForward,
   gpuScaleBackward,
-  LINEAR_INDEX,
 } from "./activations.ts";
 export { gpuCrossEntropyBackward, gpuCrossEntropyForward, gpuSum } from "./cross_entropy.ts";
 export { gpuEmbeddingBackward, gpuEmbeddingForward } from "./embedding.ts";

@@ -12,12 +12,11 @@
 
 import { refKernels } from "../src/kernels/matmul_ref.ts";
 import { acquireGpu } from "../src/kernels/webgpu/device.ts";
-import { GpuContext, type GpuTensor } from "../src/kernels/webgpu/context.ts";
-import { gpuMatmulAB, gpuMatmulABt, gpuMatmulAtB } from "../src/kernels/webgpu/matmul.ts";
+import { GpuContext } from "../src/kernels/webgpu/context.ts";
+import { gpuMatmul, type MatmulKind } from "../src/kernels/webgpu/matmul.ts";
 import { Rng } from "../src/rng.ts";
 
-type Kind = "AB" | "ABt" | "AtB";
-const SHAPES: { label: string; kind: Kind; M: number; K: number; N: number }[] = [
+const SHAPES: { label: string; kind: MatmulKind; M: number; K: number; N: number }[] = [
   { label: "qkv forward x W^T", kind: "ABt", M: 2048, K: 128, N: 384 },
   { label: "ffn up forward x W^T", kind: "ABt", M: 2048, K: 128, N: 512 },
   { label: "ffn down input grad dy W", kind: "AB", M: 2048, K: 512, N: 128 },
@@ -44,25 +43,11 @@ console.log(`adapter: ${gpu.adapterName}`);
 const rng = new Rng(1);
 const rand = (n: number) => Float32Array.from({ length: n }, () => rng.uniform() * 2 - 1);
 
-function record(
-  kind: Kind,
-  c: GpuTensor,
-  a: GpuTensor,
-  b: GpuTensor,
-  M: number,
-  K: number,
-  N: number,
-) {
-  if (kind === "AB") gpuMatmulAB(ctx, c, a, b, M, K, N);
-  else if (kind === "ABt") gpuMatmulABt(ctx, c, a, b, null, M, K, N);
-  else gpuMatmulAtB(ctx, c, a, b, M, K, N);
-}
-
 const results = [];
 for (const { label, kind, M, K, N } of SHAPES) {
   const a = rand(M * K), b = rand(K * N);
   const ga = ctx.upload(a), gb = ctx.upload(b), gc = ctx.zeros(M * N);
-  record(kind, gc, ga, gb, M, K, N);
+  gpuMatmul(ctx, kind, gc, ga, gb, null, M, K, N);
   const got = await ctx.readF32(gc); // warm-up: compiles the pipeline, checks the result
   const want = new Float32Array(M * N);
   if (kind === "AB") refKernels.matmulAB(want, a, b, M, K, N);
@@ -74,7 +59,7 @@ for (const { label, kind, M, K, N } of SHAPES) {
     scale = Math.max(scale, Math.abs(want[i]));
   }
   const t0 = performance.now();
-  for (let r = 0; r < REPS; r++) record(kind, gc, ga, gb, M, K, N);
+  for (let r = 0; r < REPS; r++) gpuMatmul(ctx, kind, gc, ga, gb, null, M, K, N);
   await ctx.sync();
   const ms = (performance.now() - t0) / REPS;
   const gflops = (2 * M * K * N) / (ms * 1e6);

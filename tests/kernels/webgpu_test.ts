@@ -29,6 +29,7 @@ import {
 import { linearBackward, linearForward } from "../../src/nn/linear.ts";
 import { residualForward } from "../../src/nn/residual.ts";
 import {
+  gpuMatmul,
   gpuMatmulAB,
   gpuMatmulABt,
   gpuMatmulAtB,
@@ -130,10 +131,18 @@ function gpuRun(
   c: GpuTensor,
 ): void {
   const { kind, bias, M, K, N, accumulate } = call;
-  const a = ctx.upload(call.a), b = ctx.upload(call.b);
-  if (kind === "AB") gpuMatmulAB(ctx, c, a, b, M, K, N, accumulate);
-  else if (kind === "AtB") gpuMatmulAtB(ctx, c, a, b, M, K, N, accumulate);
-  else gpuMatmulABt(ctx, c, a, b, bias ? ctx.upload(bias) : null, M, K, N, accumulate);
+  gpuMatmul(
+    ctx,
+    kind,
+    c,
+    ctx.upload(call.a),
+    ctx.upload(call.b),
+    bias ? ctx.upload(bias) : null,
+    M,
+    K,
+    N,
+    accumulate,
+  );
 }
 
 function refRun(call: Call, c: Float32Array): void {
@@ -266,6 +275,14 @@ gpuTest(
     );
     assert.throws(() => gpuMatmulAB(ctx, a, a, b, 2, 3, 2), /distinct/);
     assert.throws(() => gpuMatmulAtB(ctx, c, a, b, 1.5, 3, 2), /dimension M: expected an integer/);
+    assert.throws(
+      () => gpuMatmul(ctx, "AB", c, a, b, ctx.zeros(2), 1, 3, 2),
+      /only "ABt" takes a bias/,
+    );
+    assert.throws(
+      () => gpuMatmul(ctx, "BA" as "AB", c, a, b, null, 1, 3, 2),
+      /kind: expected "AB", "ABt" or "AtB", got BA/,
+    );
     return Promise.resolve();
   },
 );

@@ -58,9 +58,8 @@ export const MAX_GROUPS_X = 65535;
 
 /**
  * A 1-D grid of `groups` workgroups laid out within the per-dimension limit: `[x, y]` with
- * `x * y >= groups`. Shaders recover the linear workgroup index as `wg.y * nwg.x + wg.x` (`entry`
- * in `wgsl.ts` binds it as `group`) and skip
- * indices past `groups`.
+ * `x * y >= groups`. Shaders recover the linear workgroup index as `wg.y * nwg.x + wg.x`
+ * (`entry` in `wgsl.ts` binds it as `group`) and skip indices past `groups`.
  *
  * @param groups Workgroups wanted.
  * @returns The dispatch's x and y counts.

@@ -18,7 +18,9 @@
 
 import { checkDims, checkTensor, type GpuContext, type GpuTensor } from "./context.ts";
 
-type Kind = "AB" | "ABt" | "AtB";
+/** Which product: `A B`, `A B^T` or `A^T B`. */
+export type MatmulKind = "AB" | "ABt" | "AtB";
+type Kind = MatmulKind;
 
 /** Rows and columns of C per workgroup, and the K step. */
 export const MATMUL_TILE = 64;
@@ -98,6 +100,42 @@ fn main(@builtin(workgroup_id) wg: vec3u, @builtin(local_invocation_id) l: vec3u
   }
 }
 `;
+}
+
+/**
+ * Any of the three products by name: {@linkcode gpuMatmulAB}, {@linkcode gpuMatmulABt} (the only
+ * one that takes a bias; pass `null` for the others) or {@linkcode gpuMatmulAtB}.
+ *
+ * @param ctx The context of every tensor.
+ * @param kind `"AB"`, `"ABt"` or `"AtB"`.
+ * @param c Output `(M,N)`.
+ * @param a `(M,K)`, or `(K,M)` for `"AtB"`.
+ * @param b `(K,N)`, or `(N,K)` for `"ABt"`.
+ * @param bias `(N)` or null (`"ABt"` only).
+ * @param M Rows of C.
+ * @param K Summed dimension.
+ * @param N Columns of C.
+ * @param accumulate Add into C instead of overwriting it (default false).
+ */
+export function gpuMatmul(
+  ctx: GpuContext,
+  kind: MatmulKind,
+  c: GpuTensor,
+  a: GpuTensor,
+  b: GpuTensor,
+  bias: GpuTensor | null,
+  M: number,
+  K: number,
+  N: number,
+  accumulate = false,
+): void {
+  if (kind !== "AB" && kind !== "ABt" && kind !== "AtB") {
+    throw new RangeError(`gpuMatmul kind: expected "AB", "ABt" or "AtB", got ${kind}`);
+  }
+  if (bias !== null && kind !== "ABt") {
+    throw new RangeError(`gpuMatmul: only "ABt" takes a bias, got one for "${kind}"`);
+  }
+  runMatmul(ctx, kind, c, a, b, bias, M, K, N, accumulate);
 }
 
 function runMatmul(

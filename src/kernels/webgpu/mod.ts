@@ -51,7 +51,15 @@ export {
   grid,
   MAX_GROUPS_X,
 } from "./context.ts";
-export { gpuMatmulAB, gpuMatmulABt, gpuMatmulAtB, MATMUL_TILE, MATMUL_TK } from "./matmul.ts";
+export {
+  gpuMatmul,
+  gpuMatmulAB,
+  gpuMatmulABt,
+  gpuMatmulAtB,
+  MATMUL_TILE,
+  MATMUL_TK,
+  type MatmulKind,
+} from "./matmul.ts";
 export { entry, reductions } from "./wgsl.ts";
 export { gpuLinearBackward, gpuLinearForward, gpuResidualForward } from "./linear.ts";
 export { gpuLayernormBackward, gpuLayernormForward } from "./layernorm.ts";

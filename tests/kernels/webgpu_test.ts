@@ -917,3 +917,127 @@ gpuTest(
     return Promise.resolve();
   },
 );
+
+// ---- several kernels as one training step
+
+gpuTest(
+  "a small network's training step on the GPU (embedding, LayerNorm, linear, GELU, linear, cross-entropy, backward, AdamW) tracks the TypeScript one for 3 steps",
+  async (ctx) => {
+    // Everything stays on the GPU: parameters, moments, activations, gradients; each step is one
+    // run of dispatches (gradients zeroed by clearBuffer), and only the loss comes back.
+    const rand = seeded(18);
+    const B = 2, T = 5, V = 11, C = 16, F = 24, N = B * T;
+    const init = {
+      wte: randomArray(V * C, rand),
+      lnw: randomArray(C, rand).map((x) => 1 + 0.1 * x),
+      lnb: randomArray(C, rand).map((x) => 0.1 * x),
+      w1: randomArray(F * C, rand).map((x) => 0.3 * x),
+      b1: randomArray(F, rand).map((x) => 0.1 * x),
+      w2: randomArray(V * F, rand).map((x) => 0.3 * x),
+      b2: randomArray(V, rand).map((x) => 0.1 * x),
+    };
+    type Name = keyof typeof init;
+    const names = Object.keys(init) as Name[];
+    const options = { lr: 0.01, weightDecay: 0.1 };
+    const tokens = new Int32Array(N).map(() => Math.floor(rand() * V));
+    const targets = new Int32Array(N).map(() => Math.floor(rand() * V));
+    const weights = new Float32Array(N).map((_, n) => (n % 4 === 3 ? 0 : 1));
+
+    // the reference, in float32 buffers
+    const p = Object.fromEntries(names.map((k) => [k, init[k].slice()])) as Record<
+      Name,
+      Float32Array
+    >;
+    const g = Object.fromEntries(names.map((k) => [k, new Float32Array(init[k].length)])) as Record<
+      Name,
+      Float32Array
+    >;
+    const st = Object.fromEntries(names.map((k) => [k, createAdamW(init[k].length)])) as Record<
+      Name,
+      ReturnType<typeof createAdamW>
+    >;
+    const x = new Float32Array(N * C), h = new Float32Array(N * C);
+    const mean = new Float32Array(N), rstd = new Float32Array(N);
+    const u = new Float32Array(N * F), a = new Float32Array(N * F);
+    const logits = new Float32Array(N * V), losses = new Float32Array(N), lse = new Float32Array(N);
+    const dlogits = new Float32Array(N * V), da = new Float32Array(N * F);
+    const du = new Float32Array(N * F), dh = new Float32Array(N * C), dx = new Float32Array(N * C);
+    const refStep = (): number => {
+      embeddingForward(x, tokens, p.wte, null, B, T, C);
+      layernormForward(h, mean, rstd, x, p.lnw, p.lnb, N, C);
+      linearForward(u, h, p.w1, p.b1, N, C, F);
+      geluForwardKeepGrad(a, u, N * F); // u becomes gelu'(u)
+      linearForward(logits, a, p.w2, p.b2, N, F, V);
+      const loss = crossEntropyForward(losses, lse, logits, targets, weights, N, V);
+      for (const k of names) g[k].fill(0);
+      for (const buf of [dlogits, da, du, dh, dx]) buf.fill(0);
+      crossEntropyBackward(dlogits, 1 / N, logits, lse, targets, weights, N, V);
+      linearBackward(da, g.w2, g.b2, dlogits, a, p.w2, N, F, V);
+      scaleBackward(du, da, u, N * F);
+      linearBackward(dh, g.w1, g.b1, du, h, p.w1, N, C, F);
+      layernormBackward(dx, g.lnw, g.lnb, dh, x, p.lnw, mean, rstd, N, C);
+      embeddingBackward(g.wte, null, dx, tokens, B, T, C);
+      for (const k of names) adamwStep(p[k], g[k], st[k], options);
+      return loss;
+    };
+
+    // the same on the GPU
+    const gp = Object.fromEntries(names.map((k) => [k, ctx.upload(init[k])])) as Record<
+      Name,
+      GpuTensor
+    >;
+    const gg = Object.fromEntries(names.map((k) => [k, ctx.zeros(init[k].length)])) as Record<
+      Name,
+      GpuTensor
+    >;
+    const gst = Object.fromEntries(names.map((k) => [k, createGpuAdamW(ctx, init[k].length)]));
+    const gTokens = ctx.upload(tokens), gTargets = ctx.upload(targets), gW = ctx.upload(weights);
+    const gx = ctx.zeros(N * C), gh = ctx.zeros(N * C), gMean = ctx.zeros(N), gRstd = ctx.zeros(N);
+    const gu = ctx.zeros(N * F), ga = ctx.zeros(N * F), gLogits = ctx.zeros(N * V);
+    const gLosses = ctx.zeros(N), gLse = ctx.zeros(N), gTotal = ctx.zeros(1);
+    const gdlogits = ctx.zeros(N * V), gda = ctx.zeros(N * F), gdu = ctx.zeros(N * F);
+    const gdh = ctx.zeros(N * C), gdx = ctx.zeros(N * C);
+    const gpuStep = async (): Promise<number> => {
+      gpuEmbeddingForward(ctx, gx, gTokens, gp.wte, null, B, T, C);
+      gpuLayernormForward(ctx, gh, gMean, gRstd, gx, gp.lnw, gp.lnb, N, C);
+      gpuLinearForward(ctx, gu, gh, gp.w1, gp.b1, N, C, F);
+      gpuGeluForwardKeepGrad(ctx, ga, gu, N * F);
+      gpuLinearForward(ctx, gLogits, ga, gp.w2, gp.b2, N, F, V);
+      gpuCrossEntropyForward(ctx, gLosses, gLse, gLogits, gTargets, gW, N, V);
+      gpuSum(ctx, gTotal, gLosses, N);
+      for (const k of names) ctx.clear(gg[k]);
+      for (const t of [gdlogits, gda, gdu, gdh, gdx]) ctx.clear(t);
+      gpuCrossEntropyBackward(ctx, gdlogits, 1 / N, gLogits, gLse, gTargets, gW, N, V);
+      gpuLinearBackward(ctx, gda, gg.w2, gg.b2, gdlogits, ga, gp.w2, N, F, V);
+      gpuScaleBackward(ctx, gdu, gda, gu, N * F);
+      gpuLinearBackward(ctx, gdh, gg.w1, gg.b1, gdu, gh, gp.w1, N, C, F);
+      gpuLayernormBackward(ctx, gdx, gg.lnw, gg.lnb, gdh, gx, gp.lnw, gMean, gRstd, N, C);
+      gpuEmbeddingBackward(ctx, gg.wte, null, gdx, gTokens, B, T, C);
+      for (const k of names) gpuAdamwStep(ctx, gp[k], gg[k], gst[k], options);
+      return (await ctx.readF32(gTotal))[0]; // the step's one readback
+    };
+
+    for (let s = 0; s < 3; s++) {
+      const want = refStep();
+      const before = ctx.dispatches;
+      const got = await gpuStep();
+      assert.ok(ctx.dispatches - before >= 20, "the step's kernels were dispatched");
+      const rel = Math.abs(got - want) / Math.abs(want);
+      assert.ok(rel <= 1e-5, `step ${s}: loss ${got} vs ${want} (relative ${rel})`);
+      console.log(
+        `webgpu training step ${s}: loss ${got} vs ${want}, relative error ${rel.toExponential(2)}`,
+      );
+    }
+    let worst = 0;
+    for (const k of names) {
+      const e = maxRelErr(await ctx.readF32(gp[k]), p[k], k);
+      assert.ok(e <= 1e-4, `${k} after 3 steps: max relative error ${e}`);
+      worst = Math.max(worst, e);
+      // the parameters moved: a step that did nothing would fail here
+      assert.ok(maxRelErr(p[k], init[k]) > 1e-4, `${k} did not move`);
+    }
+    console.log(
+      `webgpu training: parameters after 3 steps, max relative error ${worst.toExponential(2)}`,
+    );
+  },
+);

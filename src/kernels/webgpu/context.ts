@@ -174,6 +174,16 @@ export class GpuContext {
   }
 
   /**
+   * Zeroes a tensor on the GPU, recorded into the pending encoder (ordered with the dispatches
+   * around it; no data crosses).
+   *
+   * @param t The tensor.
+   */
+  clear(t: GpuTensor): void {
+    this.#pending().clearBuffer(t.buffer, 0, Math.max(4, 4 * t.length));
+  }
+
+  /**
    * Copies a tensor back: flushes the pending dispatches, waits for them, and throws the first
    * WebGPU validation error since the last check.
    *

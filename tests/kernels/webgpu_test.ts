@@ -51,6 +51,15 @@ import {
 import { gpuEmbeddingBackward, gpuEmbeddingForward } from "../../src/kernels/webgpu/embedding.ts";
 import { createGpuAdamW, gpuAdamwStep } from "../../src/kernels/webgpu/adamw.ts";
 import {
+  gpuScoreEntropyAbsorbBackward,
+  gpuScoreEntropyAbsorbForward,
+  scoreEntropyAbsorbConstants,
+} from "../../src/kernels/webgpu/score_entropy.ts";
+import {
+  scoreEntropyAbsorbBackward,
+  scoreEntropyAbsorbForward,
+} from "../../src/diffusion/losses.ts";
+import {
   gpuAttentionBackward,
   gpuAttentionForward,
   gpuRopeForward,
@@ -1038,6 +1047,74 @@ gpuTest(
     }
     console.log(
       `webgpu training: parameters after 3 steps, max relative error ${worst.toExponential(2)}`,
+    );
+  },
+);
+
+// ---- score entropy (absorbing graph)
+
+gpuTest(
+  "gpuScoreEntropyAbsorbForward() and gpuScoreEntropyAbsorbBackward() match the reference, small and large sigma",
+  async (ctx) => {
+    const rand = seeded(19);
+    let worstLoss = 0, worstD = 0;
+    for (const [B, T, V] of [[1, 1, 2], [3, 7, 13], [2, 5, 200]] as const) {
+      const M = V - 1, N = B * T;
+      const sigma = Float64Array.from({ length: B }, (_, b) => [0.05, 3, 0.7][b % 3]);
+      const dsigma = Float64Array.from({ length: B }, () => 0.5 + rand());
+      const scale = 1 / N;
+      const x0 = new Int32Array(N).map(() => Math.floor(rand() * M));
+      const xt = x0.map((x, i) => (i === 0 || rand() < 0.5 ? M : x)); // position 0 masked
+      const logits = randomArray(N * V, rand).map((v) => 3 * v);
+      const consts = scoreEntropyAbsorbConstants(sigma, dsigma, B, V, scale);
+      const gLogits = ctx.upload(logits), gX0 = ctx.upload(x0), gXt = ctx.upload(xt);
+      const gC = ctx.upload(consts);
+      const losses = ctx.zeros(N), total = ctx.zeros(1);
+      gpuScoreEntropyAbsorbForward(ctx, losses, gLogits, gX0, gXt, gC, B, T, V);
+      gpuSum(ctx, total, losses, N);
+      const want = scoreEntropyAbsorbForward(logits, x0, xt, sigma, dsigma, B, T, V, scale);
+      const got = (await ctx.readF32(total))[0];
+      // per masked position: a float32 sum of M exponentials (each a few ulp of its argument's
+      // magnitude), then three terms of magnitude up to r |l - shift| and |konst| (cancelling)
+      let bound = 0, absSum = 0;
+      for (let n = 0; n < N; n++) {
+        if (xt[n] !== M) continue;
+        const b = Math.floor(n / T), [shift, r, konst, g] = consts.subarray(4 * b, 4 * b + 4);
+        let pos = 0, mx = 0;
+        for (let y = 0; y < M; y++) {
+          pos += Math.exp(logits[n * V + y] - shift);
+          mx = Math.max(mx, Math.abs(logits[n * V + y]));
+        }
+        const lin = Math.abs(r * (logits[n * V + x0[n]] - shift));
+        const mag = pos + lin + Math.abs(konst);
+        bound += g * (2 * (M + 4) * U * mag + 8 * U * (pos * (mx + shift) + lin));
+        absSum += g * mag;
+      }
+      bound += 2 * (N + 2) * U * absSum;
+      assert.ok(
+        Math.abs(got - want) <= bound,
+        `score entropy ${B}x${T}x${V}: ${got} vs ${want} (bound ${bound})`,
+      );
+      worstLoss = Math.max(worstLoss, Math.abs(got - want) / Math.abs(want));
+
+      const d0 = randomArray(N * V, rand), gD = ctx.upload(d0);
+      gpuScoreEntropyAbsorbBackward(ctx, gD, gLogits, gX0, gXt, gC, B, T, V);
+      const wD = d0.slice();
+      scoreEntropyAbsorbBackward(wD, logits, x0, xt, sigma, dsigma, B, T, V, scale);
+      const gotD = await ctx.readF32(gD);
+      assertWithin(`score entropy dlogits ${B}x${T}x${V}`, gotD, wD, (i) => {
+        const n = Math.floor(i / V), b = Math.floor(n / T);
+        if (xt[n] !== M || i % V === M) return 0; // untouched: exact
+        const [shift, r, , g] = consts.subarray(4 * b, 4 * b + 4);
+        const pe = g * Math.exp(logits[i] - shift);
+        return 4 * U * (Math.abs(d0[i]) + pe + g * r) + pe * 8 * U * (Math.abs(logits[i]) + shift);
+      });
+      worstD = Math.max(worstD, maxRelErr(gotD, wD));
+    }
+    console.log(
+      `webgpu score entropy (absorb): relative error loss ${worstLoss.toExponential(2)}, dlogits ${
+        worstD.toExponential(2)
+      }`,
     );
   },
 );

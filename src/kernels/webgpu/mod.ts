@@ -11,6 +11,8 @@
  *   {@linkcode gpuReluForward}, {@linkcode gpuReluBackward}
  * - loss: {@linkcode gpuCrossEntropyForward}, {@linkcode gpuCrossEntropyBackward},
  *   {@linkcode gpuSum}
+ * - score entropy (absorbing graph): {@linkcode scoreEntropyAbsorbConstants},
+ *   {@linkcode gpuScoreEntropyAbsorbForward}, {@linkcode gpuScoreEntropyAbsorbBackward}
  * - embedding: {@linkcode gpuEmbeddingForward}, {@linkcode gpuEmbeddingBackward}
  * - attention: {@linkcode gpuRopeForward} (and its inverse), {@linkcode gpuAttentionForward},
  *   {@linkcode gpuAttentionBackward}
@@ -74,3 +76,8 @@ export { gpuEmbeddingBackward, gpuEmbeddingForward } from "./embedding.ts";
 export { createGpuAdamW, type GpuAdamWState, gpuAdamwStep } from "./adamw.ts";
 export type { AdamWOptions } from "../../optim/adamw.ts";
 export { gpuAttentionBackward, gpuAttentionForward, gpuRopeForward } from "./attention.ts";
+export {
+  gpuScoreEntropyAbsorbBackward,
+  gpuScoreEntropyAbsorbForward,
+  scoreEntropyAbsorbConstants,
+} from "./score_entropy.ts";

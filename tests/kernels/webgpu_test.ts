@@ -53,11 +53,16 @@ import { createGpuAdamW, gpuAdamwStep } from "../../src/kernels/webgpu/adamw.ts"
 import {
   gpuScoreEntropyAbsorbBackward,
   gpuScoreEntropyAbsorbForward,
+  gpuScoreEntropyUniformBackward,
+  gpuScoreEntropyUniformForward,
   scoreEntropyAbsorbConstants,
+  scoreEntropyUniformConstants,
 } from "../../src/kernels/webgpu/score_entropy.ts";
 import {
   scoreEntropyAbsorbBackward,
   scoreEntropyAbsorbForward,
+  scoreEntropyUniformBackward,
+  scoreEntropyUniformForward,
 } from "../../src/diffusion/losses.ts";
 import {
   gpuAttentionBackward,
@@ -1113,6 +1118,74 @@ gpuTest(
     }
     console.log(
       `webgpu score entropy (absorb): relative error loss ${worstLoss.toExponential(2)}, dlogits ${
+        worstD.toExponential(2)
+      }`,
+    );
+  },
+);
+
+gpuTest(
+  "gpuScoreEntropyUniformForward() and gpuScoreEntropyUniformBackward() match the reference, xt = x0 and moved",
+  async (ctx) => {
+    const rand = seeded(20);
+    let worstLoss = 0, worstD = 0;
+    for (const [B, T, V] of [[1, 1, 3], [3, 7, 13], [2, 5, 200]] as const) {
+      const R = V - 1, N = B * T;
+      const sigma = Float64Array.from({ length: B }, (_, b) => [0.05, 3, 0.7][b % 3]);
+      const dsigma = Float64Array.from({ length: B }, () => 0.5 + rand());
+      const scale = 1 / N;
+      const x0 = new Int32Array(N).map(() => Math.floor(rand() * R));
+      const xt = x0.map((x, i) => (i % 2 === 1 ? (x + 1 + Math.floor(rand() * (R - 1))) % R : x));
+      const logits = randomArray(N * V, rand).map((v) => 3 * v);
+      const consts = scoreEntropyUniformConstants(sigma, dsigma, B, V, scale);
+      const gLogits = ctx.upload(logits), gX0 = ctx.upload(x0), gXt = ctx.upload(xt);
+      const gC = ctx.upload(consts);
+      const losses = ctx.zeros(N), total = ctx.zeros(1);
+      gpuScoreEntropyUniformForward(ctx, losses, gLogits, gX0, gXt, gC, B, T, V);
+      gpuSum(ctx, total, losses, N);
+      const want = scoreEntropyUniformForward(logits, x0, xt, sigma, dsigma, B, T, V, scale);
+      const got = (await ctx.readF32(total))[0];
+      // per position: float32 sums of R exponentials and R logits, then terms of magnitude up to
+      // |s_x0| / e and |const| that cancel
+      let bound = 0, absSum = 0;
+      for (let n = 0; n < N; n++) {
+        const b = Math.floor(n / T), [e, rho, cSame, cMoved, g] = consts.subarray(5 * b, 5 * b + 5);
+        let se = 0, sa = 0, mx = 0;
+        for (let y = 0; y < R; y++) {
+          const s = logits[n * V + y];
+          se += Math.exp(s);
+          sa += Math.abs(s);
+          mx = Math.max(mx, Math.abs(s));
+        }
+        const same = xt[n] === x0[n];
+        const mag = se / R + (same ? rho : 1) * sa / R +
+          (same ? Math.abs(cSame) : Math.abs(logits[n * V + x0[n]]) / e + Math.abs(cMoved));
+        bound += g * (2 * (R + 4) * U * mag + 8 * U * (se / R) * mx);
+        absSum += g * mag;
+      }
+      bound += 2 * (N + 2) * U * absSum;
+      assert.ok(
+        Math.abs(got - want) <= bound,
+        `uniform score entropy ${B}x${T}x${V}: ${got} vs ${want} (bound ${bound})`,
+      );
+      worstLoss = Math.max(worstLoss, Math.abs(got - want) / Math.abs(want));
+
+      const d0 = randomArray(N * V, rand), gD = ctx.upload(d0);
+      gpuScoreEntropyUniformBackward(ctx, gD, gLogits, gX0, gXt, gC, B, T, V);
+      const wD = d0.slice();
+      scoreEntropyUniformBackward(wD, logits, x0, xt, sigma, dsigma, B, T, V, scale);
+      const gotD = await ctx.readF32(gD);
+      assertWithin(`uniform score entropy dlogits ${B}x${T}x${V}`, gotD, wD, (i) => {
+        const n = Math.floor(i / V), y = i % V, b = Math.floor(n / T);
+        if (y === xt[n] || y === R) return 0; // untouched: exact
+        const [e, , , , g] = consts.subarray(5 * b, 5 * b + 5);
+        const pe = g * Math.exp(logits[i]) / R;
+        return 4 * U * (Math.abs(d0[i]) + pe + g / R + g / e) + pe * 8 * U * Math.abs(logits[i]);
+      });
+      worstD = Math.max(worstD, maxRelErr(gotD, wD));
+    }
+    console.log(
+      `webgpu score entropy (uniform): relative error loss ${worstLoss.toExponential(2)}, dlogits ${
         worstD.toExponential(2)
       }`,
     );

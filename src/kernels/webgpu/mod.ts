@@ -11,8 +11,9 @@
  *   {@linkcode gpuReluForward}, {@linkcode gpuReluBackward}
  * - loss: {@linkcode gpuCrossEntropyForward}, {@linkcode gpuCrossEntropyBackward},
  *   {@linkcode gpuSum}
- * - score entropy (absorbing graph): {@linkcode scoreEntropyAbsorbConstants},
- *   {@linkcode gpuScoreEntropyAbsorbForward}, {@linkcode gpuScoreEntropyAbsorbBackward}
+ * - score entropy: {@linkcode scoreEntropyAbsorbConstants}, {@linkcode gpuScoreEntropyAbsorbForward},
+ *   {@linkcode gpuScoreEntropyAbsorbBackward}, {@linkcode scoreEntropyUniformConstants},
+ *   {@linkcode gpuScoreEntropyUniformForward}, {@linkcode gpuScoreEntropyUniformBackward}
  * - embedding: {@linkcode gpuEmbeddingForward}, {@linkcode gpuEmbeddingBackward}
  * - attention: {@linkcode gpuRopeForward} (and its inverse), {@linkcode gpuAttentionForward},
  *   {@linkcode gpuAttentionBackward}
@@ -79,5 +80,8 @@ export { gpuAttentionBackward, gpuAttentionForward, gpuRopeForward } from "./att
 export {
   gpuScoreEntropyAbsorbBackward,
   gpuScoreEntropyAbsorbForward,
+  gpuScoreEntropyUniformBackward,
+  gpuScoreEntropyUniformForward,
   scoreEntropyAbsorbConstants,
+  scoreEntropyUniformConstants,
 } from "./score_entropy.ts";

@@ -1,17 +1,23 @@
 /**
- * SEDD's denoising score entropy for the absorbing graph in WGSL, as
- * `scoreEntropyAbsorbForward` / `scoreEntropyAbsorbBackward` of `src/diffusion/losses.ts`
- * compute it, on {@linkcode GpuTensor}s. With `M = V - 1` the mask id, per sequence b
+ * SEDD's denoising score entropy in WGSL, as `src/diffusion/losses.ts` computes it, on
+ * {@linkcode GpuTensor}s: per-position weighted terms (their sum, by `gpuSum`, is the loss) and
+ * the gradient of the logits, for both graphs.
+ *
+ * Absorbing graph (`scoreEntropyAbsorbForward`): with `M = V - 1` the mask id, per sequence b
  * `e = expm1(sigma_b)`, `shift = log e + log(V - 1)` (scale-by-sigma), `r = 1 / e` and
  * `konst = r (log r - 1)`; at a masked position (`xt = M`) with logits `l`:
  *
  *     L = sum_{y < M} exp(l_y - shift) - r (l_{x0} - shift) + konst
  *
- * weighted by `scale * dsigma_b`; unmasked positions contribute 0. The per-sequence constants
- * are computed in float64 on the host by {@linkcode scoreEntropyAbsorbConstants} (from the
- * noise levels, which the host draws anyway) and uploaded as one small tensor.
+ * weighted by `scale * dsigma_b`; unmasked positions contribute 0. Uniform graph
+ * (`scoreEntropyUniformForward`): see {@linkcode gpuScoreEntropyUniformForward}.
  *
- * Ids must already be validated (`0 <= x0 < M`, `0 <= xt < V`): the kernels do not check them.
+ * The per-sequence constants are computed in float64 on the host
+ * ({@linkcode scoreEntropyAbsorbConstants}, {@linkcode scoreEntropyUniformConstants}: the host
+ * draws the noise levels anyway) and uploaded as one small tensor. One workgroup per position
+ * for the forward pass, element-wise for the backward pass.
+ *
+ * Ids must already be validated: the kernels do not check them.
  *
  * @module
  */
@@ -42,27 +48,38 @@ export function scoreEntropyAbsorbConstants(
 ): Float32Array {
   checkDims("scoreEntropyAbsorbConstants", { B, V });
   if (V < 2) throw new RangeError(`scoreEntropyAbsorbConstants V: expected >= 2, got ${V}`);
-  if (sigma.length < B || dsigma.length < B) {
-    throw new RangeError(
-      `scoreEntropyAbsorbConstants: expected sigma and dsigma of length B = ${B}, got ${sigma.length} and ${dsigma.length}`,
-    );
-  }
+  checkNoise("scoreEntropyAbsorbConstants", sigma, dsigma, B);
   const out = new Float32Array(4 * B);
   for (let b = 0; b < B; b++) {
-    const s = sigma[b], ds = dsigma[b];
-    if (!(s > 0 && s < Infinity) || !(ds >= 0 && ds < Infinity)) {
-      throw new RangeError(
-        `scoreEntropyAbsorbConstants: expected finite sigma > 0 and dsigma >= 0, got sigma ${s}, dsigma ${ds} for sequence ${b}`,
-      );
-    }
-    const e = Math.expm1(s);
+    const e = Math.expm1(sigma[b]);
     const r = 1 / e;
     out[4 * b] = Math.log(e) + Math.log(V - 1);
     out[4 * b + 1] = r;
     out[4 * b + 2] = r * (-Math.log(e) - 1);
-    out[4 * b + 3] = scale * ds;
+    out[4 * b + 3] = scale * dsigma[b];
   }
   return out;
+}
+
+function checkNoise(
+  name: string,
+  sigma: ArrayLike<number>,
+  dsigma: ArrayLike<number>,
+  B: number,
+): void {
+  if (sigma.length < B || dsigma.length < B) {
+    throw new RangeError(
+      `${name}: expected sigma and dsigma of length B = ${B}, got ${sigma.length} and ${dsigma.length}`,
+    );
+  }
+  for (let b = 0; b < B; b++) {
+    const s = sigma[b], ds = dsigma[b];
+    if (!(s > 0 && s < Infinity) || !(ds >= 0 && ds < Infinity)) {
+      throw new RangeError(
+        `${name}: expected finite sigma > 0 and dsigma >= 0, got sigma ${s}, dsigma ${ds} for sequence ${b}`,
+      );
+    }
+  }
 }
 
 function checkArgs(
@@ -74,13 +91,15 @@ function checkArgs(
   B: number,
   T: number,
   V: number,
+  stride = 4,
 ): void {
   checkDims(name, { B, T, V });
-  if (V < 2) throw new RangeError(`${name} V: expected >= 2, got ${V}`);
+  const minV = stride === 4 ? 2 : 3;
+  if (V < minV) throw new RangeError(`${name} V: expected >= ${minV}, got ${V}`);
   checkTensor(`${name} logits (B,T,V)`, logits, B * T * V);
   checkTensor(`${name} x0 (B,T)`, x0, B * T, "i32");
   checkTensor(`${name} xt (B,T)`, xt, B * T, "i32");
-  checkTensor(`${name} constants (B,4)`, consts, 4 * B);
+  checkTensor(`${name} constants (B,${stride})`, consts, stride * B);
 }
 
 const BINDINGS = (out: string) =>
@@ -186,6 +205,168 @@ ${entry(EW)}
   let g = consts[4u * b + 3u];
   var d = dlogits[i] + g * exp(logits[i] - consts[4u * b]);
   if (y == u32(x0[n])) { d -= g * consts[4u * b + 1u]; }
+  dlogits[i] = d;
+}`);
+  ctx.dispatch(
+    pipeline,
+    [dlogits, logits, x0, xt, consts],
+    [B * T, T, V],
+    grid(Math.ceil(B * T * V / EW)),
+  );
+}
+
+/**
+ * The per-sequence constants of the uniform graph's score entropy, five floats per sequence:
+ * `[e, rho, constSame, constMoved, scale * dsigma_b]` with `e = expm1(sigma_b)`,
+ * `rho = e / (e + N)`, `constSame = (N - 1)/N rho (log rho - 1)` and
+ * `constMoved = ((-log rho - 1) / rho - (N - 2)) / N`, `N = V - 1` real tokens, in float64.
+ *
+ * @param sigma Per-sequence total noise, `(B)`, each finite and > 0.
+ * @param dsigma Per-sequence noise rate, `(B)`, each finite and >= 0.
+ * @param B Batch size.
+ * @param V Vocabulary size including the (unused) mask column (>= 3).
+ * @param scale Whole-batch normaliser (as `lossScale` gives it).
+ * @returns `(B,5)`, to upload.
+ */
+export function scoreEntropyUniformConstants(
+  sigma: ArrayLike<number>,
+  dsigma: ArrayLike<number>,
+  B: number,
+  V: number,
+  scale: number,
+): Float32Array {
+  checkDims("scoreEntropyUniformConstants", { B, V });
+  if (V < 3) throw new RangeError(`scoreEntropyUniformConstants V: expected >= 3, got ${V}`);
+  checkNoise("scoreEntropyUniformConstants", sigma, dsigma, B);
+  const N = V - 1;
+  const out = new Float32Array(5 * B);
+  for (let b = 0; b < B; b++) {
+    const e = Math.expm1(sigma[b]);
+    const rho = e / (e + N);
+    const logRho = Math.log(e) - Math.log(e + N);
+    out.set([
+      e,
+      rho,
+      (N - 1) / N * rho * (logRho - 1),
+      ((-logRho - 1) / rho - (N - 2)) / N,
+      scale * dsigma[b],
+    ], 5 * b);
+  }
+  return out;
+}
+
+/**
+ * The uniform graph's score entropy per position, `scale dsigma_b L` with (s the logits over the
+ * N = V - 1 real tokens, `a = xt`):
+ * `pos = (sum_y exp(s_y) - exp(s_a)) / N`, `base = (sum_y s_y - s_a) / N`, and
+ * `L = pos - rho base + constSame` where `a = x0`, else `L = pos - (s_x0 / e + base) + constMoved`,
+ * as `scoreEntropyUniformForward` computes it. The loss is {@linkcode gpuSum} of `losses`.
+ *
+ * Ids must already be validated (`0 <= x0, xt < V - 1`): the kernels do not check them.
+ *
+ * @param ctx The context of every tensor.
+ * @param losses Weighted term per position, `(B,T)`.
+ * @param logits Network output, `(B,T,V)` (the mask column unused).
+ * @param x0 Clean ids, `(B,T)` i32.
+ * @param xt Corrupted ids, `(B,T)` i32 (no mask).
+ * @param consts From {@linkcode scoreEntropyUniformConstants}, `(B,5)`.
+ * @param B Batch size.
+ * @param T Sequence length.
+ * @param V Vocabulary size including the mask column.
+ */
+export function gpuScoreEntropyUniformForward(
+  ctx: GpuContext,
+  losses: GpuTensor,
+  logits: GpuTensor,
+  x0: GpuTensor,
+  xt: GpuTensor,
+  consts: GpuTensor,
+  B: number,
+  T: number,
+  V: number,
+): void {
+  checkArgs("gpuScoreEntropyUniformForward", logits, x0, xt, consts, B, T, V, 5);
+  checkTensor("gpuScoreEntropyUniformForward losses (B,T)", losses, B * T);
+  const pipeline = ctx.pipeline("scoreEntropyUniformForward", () =>
+    `${BINDINGS("losses")}
+${reductions(WG)}
+${entry(WG)}
+  let n = group;
+  if (n >= p.rows) { return; }
+  let R = p.V - 1u; // real tokens
+  let c = 5u * (n / p.T);
+  let o = n * p.V;
+  var se = 0.0;
+  var ss = 0.0;
+  for (var y = l; y < R; y += ${WG}u) {
+    let s = logits[o + y];
+    se += exp(s);
+    ss += s;
+  }
+  let sumExp = wgSum(se, l);
+  let sumS = wgSum(ss, l);
+  if (l == 0u) {
+    let a = u32(xt[n]);
+    let sa = logits[o + a];
+    let pos = (sumExp - exp(sa)) / f32(R);
+    let base = (sumS - sa) / f32(R);
+    var term: f32;
+    if (a == u32(x0[n])) {
+      term = pos - consts[c + 1u] * base + consts[c + 2u];
+    } else {
+      term = pos - (logits[o + u32(x0[n])] / consts[c] + base) + consts[c + 3u];
+    }
+    losses[n] = consts[c + 4u] * term;
+  }
+}`);
+  ctx.dispatch(pipeline, [losses, logits, x0, xt, consts], [B * T, T, V], grid(B * T));
+}
+
+/**
+ * Backward of {@linkcode gpuScoreEntropyUniformForward}. ADDS into `dlogits`, for `y != xt`,
+ * `y < V - 1`: `g (exp(s_y)/N - c_y)` with `c_y = rho/N` where `xt = x0`, else `1/N`; then
+ * `- g / e` at `y = x0` where `xt != x0`; `g = scale dsigma_b`.
+ *
+ * @param ctx The context of every tensor.
+ * @param dlogits Gradient of the logits, `(B,T,V)`.
+ * @param logits Network output, `(B,T,V)`.
+ * @param x0 Clean ids, `(B,T)` i32.
+ * @param xt Corrupted ids, `(B,T)` i32 (no mask).
+ * @param consts From {@linkcode scoreEntropyUniformConstants}, `(B,5)`.
+ * @param B Batch size.
+ * @param T Sequence length.
+ * @param V Vocabulary size including the mask column.
+ */
+export function gpuScoreEntropyUniformBackward(
+  ctx: GpuContext,
+  dlogits: GpuTensor,
+  logits: GpuTensor,
+  x0: GpuTensor,
+  xt: GpuTensor,
+  consts: GpuTensor,
+  B: number,
+  T: number,
+  V: number,
+): void {
+  checkArgs("gpuScoreEntropyUniformBackward", logits, x0, xt, consts, B, T, V, 5);
+  checkTensor("gpuScoreEntropyUniformBackward dlogits (B,T,V)", dlogits, B * T * V);
+  const pipeline = ctx.pipeline("scoreEntropyUniformBackward", () =>
+    `${BINDINGS("dlogits")}
+${entry(EW)}
+  let i = group * ${EW}u + l;
+  if (i >= p.rows * p.V) { return; }
+  let n = i / p.V;
+  let y = i - n * p.V;
+  let R = p.V - 1u;
+  let a = u32(xt[n]);
+  if (y == a || y == R) { return; }
+  let c = 5u * (n / p.T);
+  let g = consts[c + 4u];
+  let same = a == u32(x0[n]);
+  var cy = 1.0 / f32(R);
+  if (same) { cy = consts[c + 1u] / f32(R); }
+  var d = dlogits[i] + g * (exp(logits[i]) / f32(R) - cy);
+  if (!same && y == u32(x0[n])) { d -= g / consts[c]; }
   dlogits[i] = d;
 }`);
   ctx.dispatch(

@@ -47,6 +47,7 @@ import {
   gpuCrossEntropyBackward,
   gpuCrossEntropyForward,
   gpuSum,
+  maskedRowWeights,
 } from "../../src/kernels/webgpu/cross_entropy.ts";
 import { gpuEmbeddingBackward, gpuEmbeddingForward } from "../../src/kernels/webgpu/embedding.ts";
 import { createGpuAdamW, gpuAdamwStep } from "../../src/kernels/webgpu/adamw.ts";
@@ -59,10 +60,14 @@ import {
   scoreEntropyUniformConstants,
 } from "../../src/kernels/webgpu/score_entropy.ts";
 import {
+  elboBackward,
+  elboForward,
   scoreEntropyAbsorbBackward,
   scoreEntropyAbsorbForward,
   scoreEntropyUniformBackward,
   scoreEntropyUniformForward,
+  seedBackward,
+  seedForward,
 } from "../../src/diffusion/losses.ts";
 import {
   gpuAttentionBackward,
@@ -1186,6 +1191,80 @@ gpuTest(
     }
     console.log(
       `webgpu score entropy (uniform): relative error loss ${worstLoss.toExponential(2)}, dlogits ${
+        worstD.toExponential(2)
+      }`,
+    );
+  },
+);
+
+gpuTest(
+  "the seed and elbo losses as weighted cross-entropy rows (maskedRowWeights, width V - 1 for elbo) match seedForward/elboForward and their backward",
+  async (ctx) => {
+    const rand = seeded(21);
+    let worstLoss = 0, worstD = 0;
+    for (const [B, T, V] of [[1, 1, 2], [3, 7, 13], [2, 5, 200]] as const) {
+      const M = V - 1, N = B * T;
+      const sigma = Float64Array.from({ length: B }, (_, b) => [0.05, 3, 0.7][b % 3]);
+      const dsigma = Float64Array.from({ length: B }, () => 0.5 + rand());
+      const x0 = new Int32Array(N).map(() => Math.floor(rand() * M));
+      const xt = x0.map((x, i) => (i === 0 || rand() < 0.5 ? M : x));
+      const logits = randomArray(N * V, rand).map((v) => 3 * v);
+      const gLogits = ctx.upload(logits), gX0 = ctx.upload(x0);
+      for (const loss of ["seed", "elbo"] as const) {
+        const scale = loss === "seed" ? 1 / 3 : 1 / N;
+        const seqW = loss === "elbo" ? sigma.map((s, b) => dsigma[b] / Math.expm1(s)) : null;
+        const width = loss === "elbo" ? V - 1 : V;
+        const w = maskedRowWeights(xt, M, seqW, B, T, scale);
+        const gW = ctx.upload(w);
+        const losses = ctx.zeros(N), lse = ctx.zeros(N), total = ctx.zeros(1);
+        gpuCrossEntropyForward(ctx, losses, lse, gLogits, gX0, gW, N, V, width);
+        gpuSum(ctx, total, losses, N);
+        const want = loss === "seed"
+          ? seedForward(logits, x0, xt, B, T, V, scale)
+          : elboForward(logits, x0, xt, sigma, dsigma, B, T, V, scale);
+        const got = (await ctx.readF32(total))[0];
+        // per masked row: log-sum-exp of `width` terms (as the cross-entropy test bounds it) and
+        // the weight's float32 rounding; then the sum over rows
+        let bound = 0, absSum = 0;
+        for (let n = 0; n < N; n++) {
+          if (w[n] === 0) continue;
+          let mx = -Infinity, se = 0;
+          for (let y = 0; y < width; y++) mx = Math.max(mx, logits[n * V + y]);
+          for (let y = 0; y < width; y++) se += Math.exp(logits[n * V + y] - mx);
+          const l = mx + Math.log(se), term = l - logits[n * V + x0[n]];
+          const lseErr = 2 * (width + 2) * U + 8 * U * (Math.abs(l) + Math.abs(mx) + 3) + 2 ** -21;
+          bound += w[n] * (lseErr + 4 * U * Math.abs(term));
+          absSum += w[n] * Math.abs(term);
+        }
+        bound += 2 * (N + 2) * U * absSum;
+        assert.ok(
+          Math.abs(got - want) <= bound,
+          `${loss} ${B}x${T}x${V}: ${got} vs ${want} (bound ${bound})`,
+        );
+        // (a one-token softmax, width 1, costs exactly 0)
+        const relLoss = want === 0 ? Math.abs(got) : Math.abs(got - want) / Math.abs(want);
+        worstLoss = Math.max(worstLoss, relLoss);
+
+        const d0 = randomArray(N * V, rand), gD = ctx.upload(d0);
+        gpuCrossEntropyBackward(ctx, gD, 1, gLogits, lse, gX0, gW, N, V, width);
+        const wD = d0.slice();
+        if (loss === "seed") seedBackward(wD, logits, x0, xt, B, T, V, scale);
+        else elboBackward(wD, logits, x0, xt, sigma, dsigma, B, T, V, scale);
+        const gotD = await ctx.readF32(gD);
+        const gLse = await ctx.readF32(lse);
+        assertWithin(`${loss} dlogits ${B}x${T}x${V}`, gotD, wD, (i) => {
+          const n = Math.floor(i / V);
+          if (w[n] === 0 || i % V >= width) return 0; // untouched: exact
+          const p = Math.exp(logits[i] - gLse[n]);
+          return 4 * U * (Math.abs(d0[i]) + w[n]) +
+            w[n] * p * (8 * U * (Math.abs(logits[i]) + Math.abs(gLse[n]) + 2) + 4 * U) +
+            w[n] * p * 4 * (width + 4) * U; // the saved lse's own error
+        });
+        worstD = Math.max(worstD, maxRelErr(gotD, wD));
+      }
+    }
+    console.log(
+      `webgpu seed/elbo losses: relative error loss ${worstLoss.toExponential(2)}, dlogits ${
         worstD.toExponential(2)
       }`,
     );

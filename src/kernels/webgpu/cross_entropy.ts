@@ -29,7 +29,9 @@ const SUM_WG = 256;
  * @param targets Target ids, `(N)` i32.
  * @param weights Weight per row, `(N)`.
  * @param N Rows.
- * @param V Vocabulary size (>= 1 where N > 0).
+ * @param V Vocabulary size: the row stride of `logits` (>= 1 where N > 0).
+ * @param width The softmax runs over each row's first `width` logits (default `V`; `V - 1`
+ *   leaves out a trailing mask column, as the `elbo` loss does).
  */
 export function gpuCrossEntropyForward(
   ctx: GpuContext,
@@ -40,18 +42,19 @@ export function gpuCrossEntropyForward(
   weights: GpuTensor,
   N: number,
   V: number,
+  width: number = V,
 ): void {
-  checkDims("gpuCrossEntropyForward", { N, V });
-  if (N > 0 && V === 0) {
-    throw new RangeError("gpuCrossEntropyForward V: expected >= 1 where N > 0, got 0");
-  }
+  checkDims("gpuCrossEntropyForward", { N, V, width });
+  checkWidth("gpuCrossEntropyForward", N, V, width);
   checkTensor("gpuCrossEntropyForward losses (N)", losses, N);
   checkTensor("gpuCrossEntropyForward lse (N)", lse, N);
   checkTensor("gpuCrossEntropyForward logits (N,V)", logits, N * V);
   checkTensor("gpuCrossEntropyForward targets (N)", targets, N, "i32");
   checkTensor("gpuCrossEntropyForward weights (N)", weights, N);
-  const pipeline = ctx.pipeline("crossEntropyForward", () =>
-    `struct Params { N: u32, V: u32 }
+  const pipeline = ctx.pipeline(
+    "crossEntropyForward",
+    () =>
+      `struct Params { N: u32, V: u32, width: u32 }
 @group(0) @binding(0) var<storage, read_write> losses: array<f32>;
 @group(0) @binding(1) var<storage, read_write> lse: array<f32>;
 @group(0) @binding(2) var<storage, read> logits: array<f32>;
@@ -64,10 +67,10 @@ ${entry(WG)}
   if (n >= p.N) { return; }
   let o = n * p.V;
   var mx = -3.402823466e38;
-  for (var v = l; v < p.V; v += ${WG}u) { mx = max(mx, logits[o + v]); }
+  for (var v = l; v < p.width; v += ${WG}u) { mx = max(mx, logits[o + v]); }
   let rowMax = wgMax(mx, l);
   var e = 0.0;
-  for (var v = l; v < p.V; v += ${WG}u) { e += exp(logits[o + v] - rowMax); }
+  for (var v = l; v < p.width; v += ${WG}u) { e += exp(logits[o + v] - rowMax); }
   let rowSum = wgSum(e, l);
   if (l == 0u) {
     let w = weights[n];
@@ -80,8 +83,9 @@ ${entry(WG)}
       losses[n] = w * (r - logits[o + u32(targets[n])]);
     }
   }
-}`);
-  ctx.dispatch(pipeline, [losses, lse, logits, targets, weights], [N, V], grid(N));
+}`,
+  );
+  ctx.dispatch(pipeline, [losses, lse, logits, targets, weights], [N, V, width], grid(N));
 }
 
 /**
@@ -97,7 +101,8 @@ ${entry(WG)}
  * @param targets Target ids, `(N)` i32.
  * @param weights Weight per row, `(N)`.
  * @param N Rows.
- * @param V Vocabulary size.
+ * @param V Vocabulary size: the row stride of `logits` and `dlogits`.
+ * @param width The forward pass's softmax width (default `V`); columns past it get nothing.
  */
 export function gpuCrossEntropyBackward(
   ctx: GpuContext,
@@ -109,8 +114,10 @@ export function gpuCrossEntropyBackward(
   weights: GpuTensor,
   N: number,
   V: number,
+  width: number = V,
 ): void {
-  checkDims("gpuCrossEntropyBackward", { N, V });
+  checkDims("gpuCrossEntropyBackward", { N, V, width });
+  checkWidth("gpuCrossEntropyBackward", N, V, width);
   if (!Number.isFinite(dloss)) {
     throw new RangeError(`gpuCrossEntropyBackward dloss: expected a finite number, got ${dloss}`);
   }
@@ -122,7 +129,7 @@ export function gpuCrossEntropyBackward(
   const pipeline = ctx.pipeline(
     "crossEntropyBackward",
     () =>
-      `struct Params { N: u32, V: u32, dloss: f32 }
+      `struct Params { N: u32, V: u32, dloss: f32, width: u32 }
 @group(0) @binding(0) var<storage, read_write> dlogits: array<f32>;
 @group(0) @binding(1) var<storage, read> logits: array<f32>;
 @group(0) @binding(2) var<storage, read> lse: array<f32>;
@@ -134,7 +141,7 @@ ${entry(SUM_WG)}
   if (i >= p.N * p.V) { return; }
   let n = i / p.V;
   let g = p.dloss * weights[n];
-  if (g == 0.0) { return; }
+  if (g == 0.0 || i - n * p.V >= p.width) { return; }
   var d = dlogits[i] + g * exp(logits[i] - lse[n]);
   if (i - n * p.V == u32(targets[n])) { d -= g; }
   dlogits[i] = d;
@@ -143,10 +150,63 @@ ${entry(SUM_WG)}
   ctx.dispatch(
     pipeline,
     [dlogits, logits, lse, targets, weights],
-    [N, V, dloss],
+    [N, V, dloss, width],
     grid(Math.ceil(N * V / SUM_WG)),
     [2],
   );
+}
+
+/**
+ * Row weights that turn {@linkcode gpuCrossEntropyForward} into a masked diffusion loss:
+ * `w[b*T + t] = scale * seqWeight[b]` where `xt[b*T + t]` is the mask id, else 0. The `seed`
+ * loss is the softmax over all V logits with `seqWeight` null (1 per sequence); MDLM's `elbo` is
+ * the softmax over the V - 1 real tokens (`width = V - 1`) with
+ * `seqWeight[b] = dsigma_b / expm1(sigma_b)`. Computed on the host, which holds `xt` anyway.
+ *
+ * @param xt Corrupted ids, `(B,T)`.
+ * @param maskId The mask id.
+ * @param seqWeight Weight per sequence, `(B)`, or `null` for 1.
+ * @param B Batch size.
+ * @param T Sequence length.
+ * @param scale Whole-batch normaliser.
+ * @returns `(B*T)` weights, to upload.
+ *
+ * @example Only masked positions count
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { maskedRowWeights } from "./cross_entropy.ts";
+ * const w = maskedRowWeights(new Int32Array([3, 1, 3]), 3, null, 1, 3, 0.5);
+ * assert.deepEqual([...w], [0.5, 0, 0.5]);
+ * ```
+ */
+export function maskedRowWeights(
+  xt: ArrayLike<number>,
+  maskId: number,
+  seqWeight: ArrayLike<number> | null,
+  B: number,
+  T: number,
+  scale: number,
+): Float32Array {
+  checkDims("maskedRowWeights", { B, T });
+  if (xt.length < B * T || (seqWeight !== null && seqWeight.length < B)) {
+    throw new RangeError(
+      `maskedRowWeights: expected xt of length B*T = ${
+        B * T
+      } and seqWeight of length B = ${B}, got ${xt.length} and ${seqWeight?.length}`,
+    );
+  }
+  const w = new Float32Array(B * T);
+  for (let b = 0; b < B; b++) {
+    const sw = scale * (seqWeight ? seqWeight[b] : 1);
+    for (let i = b * T; i < (b + 1) * T; i++) if (xt[i] === maskId) w[i] = sw;
+  }
+  return w;
+}
+
+function checkWidth(name: string, N: number, V: number, width: number): void {
+  if (N > 0 && (width < 1 || width > V)) {
+    throw new RangeError(`${name} width: expected 1 <= width <= V = ${V}, got ${width}`);
+  }
 }
 
 /**

@@ -10,7 +10,7 @@
  * - activations: {@linkcode gpuGeluForwardKeepGrad}, {@linkcode gpuScaleBackward},
  *   {@linkcode gpuReluForward}, {@linkcode gpuReluBackward}
  * - loss: {@linkcode gpuCrossEntropyForward}, {@linkcode gpuCrossEntropyBackward},
- *   {@linkcode gpuSum}
+ *   {@linkcode gpuSum}, {@linkcode maskedRowWeights} (the `seed` and `elbo` losses as weighted rows)
  * - score entropy: {@linkcode scoreEntropyAbsorbConstants}, {@linkcode gpuScoreEntropyAbsorbForward},
  *   {@linkcode gpuScoreEntropyAbsorbBackward}, {@linkcode scoreEntropyUniformConstants},
  *   {@linkcode gpuScoreEntropyUniformForward}, {@linkcode gpuScoreEntropyUniformBackward}
@@ -72,7 +72,12 @@ export {
   gpuReluForward,
   gpuScaleBackward,
 } from "./activations.ts";
-export { gpuCrossEntropyBackward, gpuCrossEntropyForward, gpuSum } from "./cross_entropy.ts";
+export {
+  gpuCrossEntropyBackward,
+  gpuCrossEntropyForward,
+  gpuSum,
+  maskedRowWeights,
+} from "./cross_entropy.ts";
 export { gpuEmbeddingBackward, gpuEmbeddingForward } from "./embedding.ts";
 export { createGpuAdamW, type GpuAdamWState, gpuAdamwStep } from "./adamw.ts";
 export type { AdamWOptions } from "../../optim/adamw.ts";

@@ -85,6 +85,7 @@ export { gpuAttentionBackward, gpuAttentionForward, gpuRopeForward } from "./att
 export {
   gpuScoreEntropyAbsorbBackward,
   gpuScoreEntropyAbsorbForward,
+  type GpuScoreEntropyKernel,
   gpuScoreEntropyUniformBackward,
   gpuScoreEntropyUniformForward,
   scoreEntropyAbsorbConstants,

@@ -112,22 +112,23 @@ const BINDINGS = (out: string) =>
 @group(0) @binding(5) var<uniform> p: Params;`;
 
 /**
- * Writes each position's weighted term, `scale dsigma_b L` (0 where `xt` is not the mask); the
- * loss is {@linkcode gpuSum} of `losses`.
+ * A score-entropy kernel: the per-position weighted terms (forward, into `(B,T)`) or the gradient
+ * of the logits (backward, ADDED into `(B,T,V)`).
  *
  * @param ctx The context of every tensor.
- * @param losses Weighted term per position, `(B,T)`.
+ * @param out Forward: weighted term per position, `(B,T)`. Backward: `dlogits`, `(B,T,V)`.
  * @param logits Network output, `(B,T,V)`.
  * @param x0 Clean ids, `(B,T)` i32.
  * @param xt Corrupted ids, `(B,T)` i32.
- * @param consts From {@linkcode scoreEntropyAbsorbConstants}, `(B,4)`.
+ * @param consts The graph's per-sequence constants (`scoreEntropyAbsorbConstants`, `(B,4)`, or
+ *   `scoreEntropyUniformConstants`, `(B,5)`).
  * @param B Batch size.
  * @param T Sequence length.
- * @param V Vocabulary size including the mask.
+ * @param V Vocabulary size including the mask column.
  */
-export function gpuScoreEntropyAbsorbForward(
+export type GpuScoreEntropyKernel = (
   ctx: GpuContext,
-  losses: GpuTensor,
+  out: GpuTensor,
   logits: GpuTensor,
   x0: GpuTensor,
   xt: GpuTensor,
@@ -135,16 +136,56 @@ export function gpuScoreEntropyAbsorbForward(
   B: number,
   T: number,
   V: number,
-): void {
-  checkArgs("gpuScoreEntropyAbsorbForward", logits, x0, xt, consts, B, T, V);
-  checkTensor("gpuScoreEntropyAbsorbForward losses (B,T)", losses, B * T);
-  const pipeline = ctx.pipeline("scoreEntropyAbsorbForward", () =>
-    `${BINDINGS("losses")}
+) => void;
+
+/**
+ * One kernel from its WGSL body. Forward bodies run one workgroup per position `n` (the
+ * reductions available); backward bodies one invocation per logit `i` of position `n`, column
+ * `y`.
+ */
+function scoreEntropyKernel(
+  name: string,
+  stride: number,
+  forward: boolean,
+  body: string,
+): GpuScoreEntropyKernel {
+  return (ctx, out, logits, x0, xt, consts, B, T, V) => {
+    checkArgs(name, logits, x0, xt, consts, B, T, V, stride);
+    if (forward) checkTensor(`${name} losses (B,T)`, out, B * T);
+    else checkTensor(`${name} dlogits (B,T,V)`, out, B * T * V);
+    const pipeline = ctx.pipeline(name, () =>
+      forward
+        ? `${BINDINGS("losses")}
 ${reductions(WG)}
 ${entry(WG)}
   let n = group;
   if (n >= p.rows) { return; }
-  let M = p.V - 1u;
+${body}}`
+        : `${BINDINGS("dlogits")}
+${entry(EW)}
+  let i = group * ${EW}u + l;
+  if (i >= p.rows * p.V) { return; }
+  let n = i / p.V;
+  let y = i - n * p.V;
+${body}}`);
+    ctx.dispatch(
+      pipeline,
+      [out, logits, x0, xt, consts],
+      [B * T, T, V],
+      grid(forward ? B * T : Math.ceil(B * T * V / EW)),
+    );
+  };
+}
+
+/**
+ * Writes each position's weighted term, `scale dsigma_b L` (0 where `xt` is not the mask); the
+ * loss is {@linkcode gpuSum} of `losses`.
+ */
+export const gpuScoreEntropyAbsorbForward: GpuScoreEntropyKernel = scoreEntropyKernel(
+  "scoreEntropyAbsorbForward",
+  4,
+  true,
+  `  let M = p.V - 1u;
   let b = n / p.T;
   let shift = consts[4u * b];
   let o = n * p.V;
@@ -160,60 +201,27 @@ ${entry(WG)}
       losses[n] = consts[4u * b + 3u] * term;
     }
   }
-}`);
-  ctx.dispatch(pipeline, [losses, logits, x0, xt, consts], [B * T, T, V], grid(B * T));
-}
+`,
+);
 
 /**
  * Backward of {@linkcode gpuScoreEntropyAbsorbForward}. ADDS into `dlogits`: at masked
  * positions, `g exp(l_y - shift)` for `y < M`, then `- g r` at `y = x0`, with
  * `g = scale dsigma_b` (the upstream gradient is folded into `scale`, as in the reference).
- *
- * @param ctx The context of every tensor.
- * @param dlogits Gradient of the logits, `(B,T,V)`.
- * @param logits Network output, `(B,T,V)`.
- * @param x0 Clean ids, `(B,T)` i32.
- * @param xt Corrupted ids, `(B,T)` i32.
- * @param consts From {@linkcode scoreEntropyAbsorbConstants}, `(B,4)`.
- * @param B Batch size.
- * @param T Sequence length.
- * @param V Vocabulary size including the mask.
  */
-export function gpuScoreEntropyAbsorbBackward(
-  ctx: GpuContext,
-  dlogits: GpuTensor,
-  logits: GpuTensor,
-  x0: GpuTensor,
-  xt: GpuTensor,
-  consts: GpuTensor,
-  B: number,
-  T: number,
-  V: number,
-): void {
-  checkArgs("gpuScoreEntropyAbsorbBackward", logits, x0, xt, consts, B, T, V);
-  checkTensor("gpuScoreEntropyAbsorbBackward dlogits (B,T,V)", dlogits, B * T * V);
-  const pipeline = ctx.pipeline("scoreEntropyAbsorbBackward", () =>
-    `${BINDINGS("dlogits")}
-${entry(EW)}
-  let i = group * ${EW}u + l;
-  if (i >= p.rows * p.V) { return; }
-  let n = i / p.V;
-  let y = i - n * p.V;
-  let M = p.V - 1u;
+export const gpuScoreEntropyAbsorbBackward: GpuScoreEntropyKernel = scoreEntropyKernel(
+  "scoreEntropyAbsorbBackward",
+  4,
+  false,
+  `  let M = p.V - 1u;
   if (u32(xt[n]) != M || y == M) { return; }
   let b = n / p.T;
   let g = consts[4u * b + 3u];
   var d = dlogits[i] + g * exp(logits[i] - consts[4u * b]);
   if (y == u32(x0[n])) { d -= g * consts[4u * b + 1u]; }
   dlogits[i] = d;
-}`);
-  ctx.dispatch(
-    pipeline,
-    [dlogits, logits, x0, xt, consts],
-    [B * T, T, V],
-    grid(Math.ceil(B * T * V / EW)),
-  );
-}
+`,
+);
 
 /**
  * The per-sequence constants of the uniform graph's score entropy, five floats per sequence:
@@ -263,37 +271,12 @@ export function scoreEntropyUniformConstants(
  * as `scoreEntropyUniformForward` computes it. The loss is {@linkcode gpuSum} of `losses`.
  *
  * Ids must already be validated (`0 <= x0, xt < V - 1`): the kernels do not check them.
- *
- * @param ctx The context of every tensor.
- * @param losses Weighted term per position, `(B,T)`.
- * @param logits Network output, `(B,T,V)` (the mask column unused).
- * @param x0 Clean ids, `(B,T)` i32.
- * @param xt Corrupted ids, `(B,T)` i32 (no mask).
- * @param consts From {@linkcode scoreEntropyUniformConstants}, `(B,5)`.
- * @param B Batch size.
- * @param T Sequence length.
- * @param V Vocabulary size including the mask column.
  */
-export function gpuScoreEntropyUniformForward(
-  ctx: GpuContext,
-  losses: GpuTensor,
-  logits: GpuTensor,
-  x0: GpuTensor,
-  xt: GpuTensor,
-  consts: GpuTensor,
-  B: number,
-  T: number,
-  V: number,
-): void {
-  checkArgs("gpuScoreEntropyUniformForward", logits, x0, xt, consts, B, T, V, 5);
-  checkTensor("gpuScoreEntropyUniformForward losses (B,T)", losses, B * T);
-  const pipeline = ctx.pipeline("scoreEntropyUniformForward", () =>
-    `${BINDINGS("losses")}
-${reductions(WG)}
-${entry(WG)}
-  let n = group;
-  if (n >= p.rows) { return; }
-  let R = p.V - 1u; // real tokens
+export const gpuScoreEntropyUniformForward: GpuScoreEntropyKernel = scoreEntropyKernel(
+  "scoreEntropyUniformForward",
+  5,
+  true,
+  `  let R = p.V - 1u; // real tokens
   let c = 5u * (n / p.T);
   let o = n * p.V;
   var se = 0.0;
@@ -318,46 +301,19 @@ ${entry(WG)}
     }
     losses[n] = consts[c + 4u] * term;
   }
-}`);
-  ctx.dispatch(pipeline, [losses, logits, x0, xt, consts], [B * T, T, V], grid(B * T));
-}
+`,
+);
 
 /**
  * Backward of {@linkcode gpuScoreEntropyUniformForward}. ADDS into `dlogits`, for `y != xt`,
  * `y < V - 1`: `g (exp(s_y)/N - c_y)` with `c_y = rho/N` where `xt = x0`, else `1/N`; then
  * `- g / e` at `y = x0` where `xt != x0`; `g = scale dsigma_b`.
- *
- * @param ctx The context of every tensor.
- * @param dlogits Gradient of the logits, `(B,T,V)`.
- * @param logits Network output, `(B,T,V)`.
- * @param x0 Clean ids, `(B,T)` i32.
- * @param xt Corrupted ids, `(B,T)` i32 (no mask).
- * @param consts From {@linkcode scoreEntropyUniformConstants}, `(B,5)`.
- * @param B Batch size.
- * @param T Sequence length.
- * @param V Vocabulary size including the mask column.
  */
-export function gpuScoreEntropyUniformBackward(
-  ctx: GpuContext,
-  dlogits: GpuTensor,
-  logits: GpuTensor,
-  x0: GpuTensor,
-  xt: GpuTensor,
-  consts: GpuTensor,
-  B: number,
-  T: number,
-  V: number,
-): void {
-  checkArgs("gpuScoreEntropyUniformBackward", logits, x0, xt, consts, B, T, V, 5);
-  checkTensor("gpuScoreEntropyUniformBackward dlogits (B,T,V)", dlogits, B * T * V);
-  const pipeline = ctx.pipeline("scoreEntropyUniformBackward", () =>
-    `${BINDINGS("dlogits")}
-${entry(EW)}
-  let i = group * ${EW}u + l;
-  if (i >= p.rows * p.V) { return; }
-  let n = i / p.V;
-  let y = i - n * p.V;
-  let R = p.V - 1u;
+export const gpuScoreEntropyUniformBackward: GpuScoreEntropyKernel = scoreEntropyKernel(
+  "scoreEntropyUniformBackward",
+  5,
+  false,
+  `  let R = p.V - 1u;
   let a = u32(xt[n]);
   if (y == a || y == R) { return; }
   let c = 5u * (n / p.T);
@@ -368,11 +324,5 @@ ${entry(EW)}
   var d = dlogits[i] + g * (exp(logits[i]) / f32(R) - cy);
   if (!same && y == u32(x0[n])) { d -= g / consts[c]; }
   dlogits[i] = d;
-}`);
-  ctx.dispatch(
-    pipeline,
-    [dlogits, logits, x0, xt, consts],
-    [B * T, T, V],
-    grid(Math.ceil(B * T * V / EW)),
-  );
-}
+`,
+);

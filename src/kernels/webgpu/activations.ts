@@ -88,41 +88,6 @@ ${same ? "" : "@group(0) @binding(1) var<storage, read> inp: array<f32>;"}
 }
 
 /**
- * Backward of {@linkcode gpuReluForward}. ADDS into `dinp`: `dinp += (dout * mask) [inp > 0]`.
- *
- * @param ctx The context of every tensor.
- * @param dinp Gradient of the input, `(N)`.
- * @param dout Upstream gradient, `(N)`.
- * @param inp The forward input, `(N)`.
- * @param N Elements.
- * @param mask Dropout scales of the forward pass, `(N)`, or `null` (default).
- */
-export function gpuReluBackward(
-  ctx: GpuContext,
-  dinp: GpuTensor,
-  dout: GpuTensor,
-  inp: GpuTensor,
-  N: number,
-  mask: GpuTensor | null = null,
-): void {
-  checkUnary("gpuReluBackward", dinp, dout, N, mask);
-  checkTensor("gpuReluBackward inp (N)", inp, N);
-  elementwise(
-    ctx,
-    "reluBackward",
-    `  if (inp[i] > 0.0) { dinp[i] = dinp[i] + dout[i] * m; }`,
-    `@group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read> inp: array<f32>;
-@group(0) @binding(3) var<storage, read> mask: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;`,
-    [dinp, dout, inp, mask ?? ctx.dummy],
-    N,
-    mask !== null,
-  );
-}
-
-/**
  * The exact GELU `out = x Phi(x) * mask`, keeping `gelu'(x) = Phi(x) + x phi(x)` IN PLACE of the
  * input for {@linkcode gpuScaleBackward}, as `geluForwardKeepGrad` does.
  *
@@ -170,6 +135,33 @@ export function gpuGeluForwardKeepGrad(
 }
 
 /**
+ * A backward kernel of an element-wise op that reads one saved buffer: ADDS into `dinp`, with
+ * `d = dout * mask` (a float32 product, as a separate dropout op stores it), `d` times the
+ * op's derivative read from `saved[i]` (the WGSL expression `grad`).
+ */
+function savedBackward(name: string, grad: string, savedName: string): typeof gpuScaleBackward {
+  return (ctx, dinp, dout, saved, N, mask = null) => {
+    checkUnary(name, dinp, dout, N, mask);
+    checkTensor(`${name} ${savedName} (N)`, saved, N);
+    elementwise(
+      ctx,
+      name,
+      `  let d = dout[i] * m;
+  let x = saved[i];
+  dinp[i] = dinp[i] + ${grad};`,
+      `@group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
+@group(0) @binding(1) var<storage, read> dout: array<f32>;
+@group(0) @binding(2) var<storage, read> saved: array<f32>;
+@group(0) @binding(3) var<storage, read> mask: array<f32>;
+@group(0) @binding(4) var<uniform> p: Params;`,
+      [dinp, dout, saved, mask ?? ctx.dummy],
+      N,
+      mask !== null,
+    );
+  };
+}
+
+/**
  * Backward of an element-wise op whose derivative the forward pass kept (for example
  * {@linkcode gpuGeluForwardKeepGrad}). ADDS into `dinp`: `dinp += dout * mask * dsaved`.
  *
@@ -188,19 +180,18 @@ export function gpuScaleBackward(
   N: number,
   mask: GpuTensor | null = null,
 ): void {
-  checkUnary("gpuScaleBackward", dinp, dout, N, mask);
-  checkTensor("gpuScaleBackward dsaved (N)", dsaved, N);
-  elementwise(
-    ctx,
-    "scaleBackward",
-    `  dinp[i] = dinp[i] + dout[i] * m * dsaved[i];`,
-    `@group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read> dsaved: array<f32>;
-@group(0) @binding(3) var<storage, read> mask: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;`,
-    [dinp, dout, dsaved, mask ?? ctx.dummy],
-    N,
-    mask !== null,
-  );
+  scaleBackwardKernel(ctx, dinp, dout, dsaved, N, mask);
 }
+
+const scaleBackwardKernel = savedBackward("gpuScaleBackward", "d * x", "dsaved");
+
+/**
+ * Backward of {@linkcode gpuReluForward}. ADDS into `dinp`: `dinp += (dout * mask) [inp > 0]`.
+ * Arguments as {@linkcode gpuScaleBackward}'s, with the forward input `inp` in place of the
+ * saved derivative.
+ */
+export const gpuReluBackward: typeof gpuScaleBackward = savedBackward(
+  "gpuReluBackward",
+  "select(0.0, d, x > 0.0)",
+  "inp",
+);

@@ -176,18 +176,20 @@ function runMatmul(
 }
 
 /**
- * C(M,N) = A(M,K) B(K,N); with `accumulate`, C += A B. Recorded into `ctx`'s pending encoder.
+ * `C(M,N) = op(A) B` on the GPU for a product without bias ({@linkcode gpuMatmulAB},
+ * {@linkcode gpuMatmulAtB}); with `accumulate`, `C += op(A) B`. Recorded into `ctx`'s pending
+ * encoder.
  *
  * @param ctx The context of every tensor.
  * @param c Output `(M,N)`.
- * @param a `(M,K)`.
+ * @param a `(M,K)`, or `(K,M)` for `A^T B`.
  * @param b `(K,N)`.
  * @param M Rows of C.
  * @param K Summed dimension.
  * @param N Columns of C.
  * @param accumulate Add into C instead of overwriting it (default false).
  */
-export function gpuMatmulAB(
+export type GpuMatmulFn = (
   ctx: GpuContext,
   c: GpuTensor,
   a: GpuTensor,
@@ -195,10 +197,12 @@ export function gpuMatmulAB(
   M: number,
   K: number,
   N: number,
-  accumulate = false,
-): void {
+  accumulate?: boolean,
+) => void;
+
+/** C(M,N) = A(M,K) B(K,N); with `accumulate`, C += A B. See {@linkcode GpuMatmulFn}. */
+export const gpuMatmulAB: GpuMatmulFn = (ctx, c, a, b, M, K, N, accumulate = false): void =>
   runMatmul(ctx, "AB", c, a, b, null, M, K, N, accumulate);
-}
 
 /**
  * C(M,N) = A(M,K) B(N,K)^T + bias (the linear forward `y = x W^T + b`); with `accumulate`,
@@ -229,26 +233,8 @@ export function gpuMatmulABt(
 }
 
 /**
- * C(M,N) = A(K,M)^T B(K,N) (the weight gradient `dW = dy^T x`); with `accumulate`, C += A^T B.
- *
- * @param ctx The context of every tensor.
- * @param c Output `(M,N)`.
- * @param a `(K,M)`.
- * @param b `(K,N)`.
- * @param M Rows of C (columns of A).
- * @param K Summed dimension (rows of A and B).
- * @param N Columns of C.
- * @param accumulate Add into C instead of overwriting it (default false).
+ * C(M,N) = A(K,M)^T B(K,N) (the weight gradient `dW = dy^T x`, M the columns of A and K the rows
+ * of A and B); with `accumulate`, C += A^T B. See {@linkcode GpuMatmulFn}.
  */
-export function gpuMatmulAtB(
-  ctx: GpuContext,
-  c: GpuTensor,
-  a: GpuTensor,
-  b: GpuTensor,
-  M: number,
-  K: number,
-  N: number,
-  accumulate = false,
-): void {
+export const gpuMatmulAtB: GpuMatmulFn = (ctx, c, a, b, M, K, N, accumulate = false): void =>
   runMatmul(ctx, "AtB", c, a, b, null, M, K, N, accumulate);
-}

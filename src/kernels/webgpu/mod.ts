@@ -59,6 +59,7 @@ export {
   gpuMatmulAB,
   gpuMatmulABt,
   gpuMatmulAtB,
+  type GpuMatmulFn,
   MATMUL_TILE,
   MATMUL_TK,
   type MatmulKind,

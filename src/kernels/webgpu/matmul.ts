@@ -27,29 +27,32 @@ export const MATMUL_TILE = 64;
 /** The K step of the tiled matmuls (the width of the shared slices). */
 export const MATMUL_TK = 16;
 
+/**
+ * WGSL: invocation element `idx` (of 1024) of the workgroup's 64 x 16 slice of an operand, read
+ * into `av` (A) or `bv` (B), zero past the matrix edges. The slice's outer index is a row of
+ * op(A) (`ii`, from `row0`, bound M) or a column of op(B) (`jj`, from `col0`, bound N). Where k is
+ * the operand's contiguous axis in memory (`kFast`), the 16 k values are the fastest-varying
+ * part of `idx`, else the 64 outer ones: neighbouring invocations read neighbouring addresses.
+ */
+function tileLoad(op: "a" | "b", kFast: boolean): string {
+  const [o, k, go, gk, v, base, dim] = op === "a"
+    ? ["ii", "kk", "gi", "gk", "av", "row0", "p.M"]
+    : ["jj", "kb", "gj", "gkb", "bv", "col0", "p.N"];
+  const split = kFast
+    ? `let ${o} = idx / 16u; let ${k} = idx % 16u;`
+    : `let ${k} = idx / 64u; let ${o} = idx % 64u;`;
+  const at = kFast ? `${go} * p.K + ${gk}` : `${gk} * ${dim} + ${go}`;
+  return `${split}
+      let ${go} = ${base} + ${o}; let ${gk} = k0 + ${k};
+      var ${v} = 0.0;
+      if (${go} < ${dim} && ${gk} < p.K) { ${v} = ${op}[${at}]; }`;
+}
+
 function matmulWgsl(kind: Kind): string {
-  // Load mapping per operand: the fastest-varying tile index follows the contiguous axis in
-  // memory, so neighbouring invocations read neighbouring addresses.
-  const aRowMajor = kind !== "AtB"; // A(i,k) = a[i*K + k]; else a[k*M + i]
-  const bRowMajor = kind !== "ABt"; // B(k,j) = b[k*N + j]; else b[j*K + k]
-  const aLoad = aRowMajor
-    ? `let ii = idx / 16u; let kk = idx % 16u;
-      let gi = row0 + ii; let gk = k0 + kk;
-      var av = 0.0;
-      if (gi < p.M && gk < p.K) { av = a[gi * p.K + gk]; }`
-    : `let kk = idx / 64u; let ii = idx % 64u;
-      let gi = row0 + ii; let gk = k0 + kk;
-      var av = 0.0;
-      if (gi < p.M && gk < p.K) { av = a[gk * p.M + gi]; }`;
-  const bLoad = bRowMajor
-    ? `let kb = idx / 64u; let jj = idx % 64u;
-      let gj = col0 + jj; let gkb = k0 + kb;
-      var bv = 0.0;
-      if (gj < p.N && gkb < p.K) { bv = b[gkb * p.N + gj]; }`
-    : `let jj = idx / 16u; let kb = idx % 16u;
-      let gj = col0 + jj; let gkb = k0 + kb;
-      var bv = 0.0;
-      if (gj < p.N && gkb < p.K) { bv = b[gj * p.K + gkb]; }`;
+  // A(i,k) is a[i*K + k] (k contiguous) except for AtB, a[k*M + i]; B(k,j) is b[k*N + j]
+  // except for ABt, b[j*K + k] (k contiguous)
+  const aLoad = tileLoad("a", kind !== "AtB");
+  const bLoad = tileLoad("b", kind === "ABt");
   return `
 struct Params { M: u32, K: u32, N: u32, flags: u32 } // flags: 1 accumulate, 2 bias
 @group(0) @binding(0) var<storage, read_write> c: array<f32>;

@@ -1,0 +1,94 @@
+/**
+ * WebGPU compute kernels: device acquisition, GPU-resident tensors with batched dispatches, and
+ * WGSL kernels for the model's ops with the signatures of the TypeScript reference kernels (the
+ * context comes first, {@linkcode GpuTensor}s replace `Float32Array`s).
+ *
+ * - matmuls: {@linkcode gpuMatmulAB}, {@linkcode gpuMatmulABt}, {@linkcode gpuMatmulAtB}
+ * - linear layer and residual: {@linkcode gpuLinearForward}, {@linkcode gpuLinearBackward},
+ *   {@linkcode gpuResidualForward}
+ * - LayerNorm: {@linkcode gpuLayernormForward}, {@linkcode gpuLayernormBackward}
+ * - activations: {@linkcode gpuGeluForwardKeepGrad}, {@linkcode gpuScaleBackward},
+ *   {@linkcode gpuReluForward}, {@linkcode gpuReluBackward}
+ * - loss: {@linkcode gpuCrossEntropyForward}, {@linkcode gpuCrossEntropyBackward},
+ *   {@linkcode gpuSum}, {@linkcode maskedRowWeights} (the `seed` and `elbo` losses as weighted rows)
+ * - score entropy: {@linkcode scoreEntropyAbsorbConstants}, {@linkcode gpuScoreEntropyAbsorbForward},
+ *   {@linkcode gpuScoreEntropyAbsorbBackward}, {@linkcode scoreEntropyUniformConstants},
+ *   {@linkcode gpuScoreEntropyUniformForward}, {@linkcode gpuScoreEntropyUniformBackward}
+ * - embedding: {@linkcode gpuEmbeddingForward}, {@linkcode gpuEmbeddingBackward}
+ * - attention: {@linkcode gpuRopeForward} (and its inverse), {@linkcode gpuAttentionForward},
+ *   {@linkcode gpuAttentionBackward}
+ * - optimizer: {@linkcode createGpuAdamW}, {@linkcode gpuAdamwStep}
+ *
+ * These are kernels, not yet a model backend: the model's `backend` option does not offer
+ * `"webgpu"`.
+ *
+ * @example A linear layer's forward pass on the GPU
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { acquireGpu, GpuContext, gpuMatmulABt } from "./mod.ts";
+ *
+ * const gpu = await acquireGpu();
+ * if (gpu.ok) {
+ *   const ctx = new GpuContext(gpu.device);
+ *   const x = ctx.upload(new Float32Array([1, 2])); // (1,2)
+ *   const w = ctx.upload(new Float32Array([3, 4, 5, 6])); // (2,2): out 2, in 2
+ *   const b = ctx.upload(new Float32Array([1, -1]));
+ *   const y = ctx.zeros(2);
+ *   gpuMatmulABt(ctx, y, x, w, b, 1, 2, 2);
+ *   assert.deepEqual([...await ctx.read(y)], [12, 16]);
+ *   await ctx.destroy();
+ * }
+ * ```
+ *
+ * @module
+ */
+
+export { acquireGpu, type AcquireGpuOptions, describeAdapter, type GpuAcquire } from "./device.ts";
+export {
+  type Binding,
+  checkDims,
+  checkTensor,
+  GpuContext,
+  type GpuDtype,
+  GpuTensor,
+  grid,
+  MAX_GROUPS_X,
+} from "./context.ts";
+export {
+  gpuMatmul,
+  gpuMatmulAB,
+  gpuMatmulABt,
+  gpuMatmulAtB,
+  type GpuMatmulFn,
+  MATMUL_TILE,
+  MATMUL_TK,
+  type MatmulKind,
+} from "./matmul.ts";
+export { entry, reductions } from "./wgsl.ts";
+export { gpuLinearBackward, gpuLinearForward, gpuResidualForward } from "./linear.ts";
+export { gpuLayernormBackward, gpuLayernormForward } from "./layernorm.ts";
+export {
+  gpuGeluForwardKeepGrad,
+  gpuReluBackward,
+  gpuReluForward,
+  gpuScaleBackward,
+} from "./activations.ts";
+export {
+  gpuCrossEntropyBackward,
+  gpuCrossEntropyForward,
+  gpuSum,
+  maskedRowWeights,
+} from "./cross_entropy.ts";
+export { gpuEmbeddingBackward, gpuEmbeddingForward } from "./embedding.ts";
+export { createGpuAdamW, type GpuAdamWState, gpuAdamwStep } from "./adamw.ts";
+export type { AdamWOptions } from "../../optim/adamw.ts";
+export { gpuAttentionBackward, gpuAttentionForward, gpuRopeForward } from "./attention.ts";
+export {
+  gpuScoreEntropyAbsorbBackward,
+  gpuScoreEntropyAbsorbForward,
+  type GpuScoreEntropyKernel,
+  gpuScoreEntropyUniformBackward,
+  gpuScoreEntropyUniformForward,
+  scoreEntropyAbsorbConstants,
+  scoreEntropyUniformConstants,
+} from "./score_entropy.ts";

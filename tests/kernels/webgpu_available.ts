@@ -1,0 +1,35 @@
+// Whether the WebGPU kernel tests run here: one device for the test file, acquired once. CI
+// (CI=true) requires an adapter: .ci/run installs Mesa's software adapter (llvmpipe, Debian's
+// mesa-vulkan-drivers) where none is found.
+
+import { envVar } from "../../src/ffi.ts";
+import { acquireGpu } from "../../src/kernels/webgpu/device.ts";
+import { GpuContext } from "../../src/kernels/webgpu/context.ts";
+
+/** The device, or why there is none. */
+export const gpu = await acquireGpu();
+
+/** True in CI, where a missing adapter must fail the suite instead of skipping it. */
+export const gpuRequired = envVar("CI") === "true";
+
+/**
+ * `ignore` for a test that needs a device: ignored where there is none, except in CI, where the
+ * test runs and fails on the missing adapter.
+ */
+export const ignoreGpu = !gpu.ok && !gpuRequired;
+
+if (gpu.ok) console.error(`WebGPU tests on: ${gpu.adapterName}`);
+else {
+  console.error(
+    `WebGPU tests ${gpuRequired ? "will FAIL (CI requires an adapter)" : "ignored"}: ${gpu.reason}`,
+  );
+}
+
+let shared: GpuContext | null = null;
+
+/** The test file's context on the one device; throws the missing adapter's reason. */
+export function gpuContext(): GpuContext {
+  if (!gpu.ok) throw new Error(`no WebGPU device: ${gpu.reason}`);
+  shared ??= new GpuContext(gpu.device);
+  return shared;
+}

@@ -55,6 +55,23 @@ export {
   workspaceBytes,
   type WorkspaceOptions,
 } from "./model.ts";
+export {
+  createDit,
+  type CreateDitOptions,
+  ditBackward,
+  type DitCache,
+  type DitConfig,
+  ditForward,
+  ditForwardCached,
+  type DitForwardOptions,
+  ditFromTensors,
+  type DitModel,
+  ditParamTable,
+  esigm1Log,
+  geluTanh,
+  geluTanhGrad,
+  validateDitConfig,
+} from "./dit.ts";
 export type { BackendChoice, BackendName, ResolvedBackend } from "../nn/backend.ts";
 export { BACKEND_CHOICES, resolveBackend } from "../nn/backend.ts";
 export type { BlasOptions } from "../kernels/blas.ts";

@@ -431,6 +431,24 @@ interface BlockCache {
   mod: Float64Array; // (B,6d)
 }
 
+/** Activations of a whole pass kept for the backward pass. */
+interface Activations {
+  emb: Float64Array;
+  h1: Float64Array;
+  a1: Float64Array;
+  s: Float64Array;
+  c: Float64Array;
+  cos: Float64Array;
+  sin: Float64Array;
+  blocks: BlockCache[];
+  xf: Float64Array;
+  xhatF: Float64Array;
+  rstdF: Float64Array;
+  nF: Float64Array;
+  mF: Float64Array;
+  modF: Float64Array;
+}
+
 /** The activations of a {@linkcode ditForwardCached} pass, for {@linkcode ditBackward}. */
 export interface DitCache {
   /** Sequences. */
@@ -442,24 +460,11 @@ export interface DitCache {
   /** Noise level per sequence. */
   sigma: Float64Array;
   /** Parameters of the pass. */
-  params: Arr;
-  /** Private activations. */
-  _: {
-    emb: Float64Array;
-    h1: Float64Array;
-    a1: Float64Array;
-    s: Float64Array;
-    c: Float64Array;
-    cos: Float64Array;
-    sin: Float64Array;
-    blocks: BlockCache[];
-    xf: Float64Array;
-    xhatF: Float64Array;
-    rstdF: Float64Array;
-    nF: Float64Array;
-    mF: Float64Array;
-    modF: Float64Array;
-  };
+  params: Float32Array | Float64Array;
+  /** Whether the output was SEDD's (scaled, current-token entries zeroed) or raw logits. */
+  sedd: boolean;
+  /** The activations (internal to `dit.ts`). */
+  _: unknown;
 }
 
 function modulate(
@@ -598,6 +603,11 @@ export interface DitForwardOptions {
   sigma: Float32Array | Float64Array;
   /** Parameters to use in place of `model.params` (same layout; float64 for gradient checks). */
   params?: Float32Array | Float64Array;
+  /**
+   * Return the output layer's logits whatever `config.output` says (the losses of
+   * `src/diffusion/losses.ts` apply SEDD's and MDLM's parameterisations themselves).
+   */
+  raw?: boolean;
 }
 
 /**
@@ -736,7 +746,8 @@ export function ditForwardCached(
   modulate(mF, nF, modF, 2, 0, 1, B, T, d);
   const out = new Float64Array(N * V);
   linF(out, mF, P, off("output_layer.linear.weight"), off("output_layer.linear.bias"), N, d, V);
-  if (cfg.output === "sedd") {
+  const sedd = cfg.output === "sedd" && options.raw !== true;
+  if (sedd) {
     const logV1 = Math.log(V - 1);
     for (let b = 0; b < B; b++) {
       const shift = cfg.scaleBySigma ? esigm1Log(sig[b]) + logV1 : 0;
@@ -753,6 +764,7 @@ export function ditForwardCached(
     tokens: tokens.slice(),
     sigma: sig,
     params: P,
+    sedd,
     _: { emb, h1, a1, s, c, cos, sin, blocks, xf: x, xhatF, rstdF, nF, mF, modF },
   };
   return { out, cache };
@@ -890,10 +902,10 @@ export function ditBackward(
   const G = new Float64Array(grads.length);
   const L = model.layout;
   const off = (name: string): number => L[name].offset;
-  const a = cache._;
+  const a = cache._ as Activations;
 
   const dlogits = Float64Array.from(dout);
-  if (cfg.output === "sedd") { for (let n = 0; n < N; n++) dlogits[n * V + tokens[n]] = 0; }
+  if (cache.sedd) { for (let n = 0; n < N; n++) dlogits[n * V + tokens[n]] = 0; }
   const dmF = new Float64Array(N * d);
   linB(
     dmF,

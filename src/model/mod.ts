@@ -61,6 +61,7 @@ export {
   ditBackward,
   type DitCache,
   type DitConfig,
+  type DitConfigInput,
   ditForward,
   ditForwardCached,
   type DitForwardOptions,

@@ -47,15 +47,33 @@
  * `DIT.forward` returns and its SUBS parameterisation consumes (that step, outside the network,
  * sends the mask logit to -inf, takes a log-softmax, and pins unmasked positions to their token).
  *
- * Everything is computed in float64; parameters may be a `Float32Array` (a model) or a
- * `Float64Array` (for finite-difference checks).
+ * The passes are built from the ops of `src/nn/` (linear, LayerNorm with a zero bias, adaLN
+ * modulation and gated residuals, rotary attention, SiLU, embedding) run on float64 buffers with
+ * the plain reference matmul, plus the tanh GELU here; parameters may be a `Float32Array` (a
+ * model) or a `Float64Array` (for finite-difference checks). The wasm and BLAS kernels of the
+ * transformer kind are not used yet.
  *
  * @module
  */
 
-import { timestepEmbedding } from "../nn/adaln.ts";
-import { ropeTables } from "../nn/attention.ts";
-import { LAYERNORM_EPS } from "../nn/layernorm.ts";
+import {
+  gatedResidualBackward,
+  gatedResidualForward,
+  modulateBackward,
+  modulateForward,
+  timestepEmbedding,
+} from "../nn/adaln.ts";
+import {
+  attentionBackward,
+  attentionForward,
+  ropeBackward,
+  ropeForward,
+  ropeTables,
+} from "../nn/attention.ts";
+import { siluBackward, siluForward } from "../nn/activations.ts";
+import { embeddingBackward, embeddingForward } from "../nn/embedding.ts";
+import { layernormBackward, layernormForward } from "../nn/layernorm.ts";
+import { linearBackward, linearForward } from "../nn/linear.ts";
 import { Rng } from "../rng.ts";
 import { TIME_EMBED_DIM } from "./layout.ts";
 import { validateTokens } from "./model.ts";
@@ -266,113 +284,9 @@ export function createDit(
   return { config: full, params, layout };
 }
 
-type Arr = Float32Array | Float64Array;
-
-// out[n,o] = sum_i inp[n,i] W[o,i] (+ bias[o])
-function linF(
-  out: Float64Array,
-  inp: Float64Array,
-  P: Arr,
-  w: number,
-  b: number,
-  N: number,
-  I: number,
-  O: number,
-): void {
-  for (let n = 0; n < N; n++) {
-    for (let o = 0; o < O; o++) {
-      let s = b >= 0 ? P[b + o] : 0;
-      const wo = w + o * I, io = n * I;
-      for (let i = 0; i < I; i++) s += inp[io + i] * P[wo + i];
-      out[n * O + o] = s;
-    }
-  }
-}
-
-// dinp += dout W (when dinp), dW += dout^T inp, dbias += sum_n dout
-function linB(
-  dinp: Float64Array | null,
-  G: Float64Array,
-  dout: Float64Array,
-  inp: Float64Array,
-  P: Arr,
-  w: number,
-  b: number,
-  N: number,
-  I: number,
-  O: number,
-): void {
-  for (let n = 0; n < N; n++) {
-    for (let o = 0; o < O; o++) {
-      const g = dout[n * O + o];
-      if (g === 0) continue;
-      const wo = w + o * I, io = n * I;
-      if (b >= 0) G[b + o] += g;
-      for (let i = 0; i < I; i++) {
-        G[wo + i] += g * inp[io + i];
-        if (dinp) dinp[io + i] += g * P[wo + i];
-      }
-    }
-  }
-}
-
-// bias-free LayerNorm: out = (x - mean) * rstd * weight; keeps xhat and rstd for the backward
-function lnF(
-  out: Float64Array,
-  xhat: Float64Array,
-  rstd: Float64Array,
-  x: Float64Array,
-  P: Arr,
-  w: number,
-  N: number,
-  D: number,
-): void {
-  for (let n = 0; n < N; n++) {
-    const o = n * D;
-    let m = 0;
-    for (let i = 0; i < D; i++) m += x[o + i];
-    m /= D;
-    let v = 0;
-    for (let i = 0; i < D; i++) v += (x[o + i] - m) ** 2;
-    const r = 1 / Math.sqrt(v / D + LAYERNORM_EPS);
-    rstd[n] = r;
-    for (let i = 0; i < D; i++) {
-      const h = (x[o + i] - m) * r;
-      xhat[o + i] = h;
-      out[o + i] = h * P[w + i];
-    }
-  }
-}
-
-// dx += rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)), dxhat = dout * weight
-function lnB(
-  dx: Float64Array,
-  G: Float64Array,
-  dout: Float64Array,
-  xhat: Float64Array,
-  rstd: Float64Array,
-  P: Arr,
-  w: number,
-  N: number,
-  D: number,
-): void {
-  for (let n = 0; n < N; n++) {
-    const o = n * D;
-    let m1 = 0, m2 = 0;
-    for (let i = 0; i < D; i++) {
-      const dh = dout[o + i] * P[w + i];
-      G[w + i] += dout[o + i] * xhat[o + i];
-      m1 += dh;
-      m2 += dh * xhat[o + i];
-    }
-    m1 /= D;
-    m2 /= D;
-    for (let i = 0; i < D; i++) {
-      const dh = dout[o + i] * P[w + i];
-      dx[o + i] += rstd[n] * (dh - m1 - xhat[o + i] * m2);
-    }
-  }
-}
+// The nn ops only index their arrays, so they run in float64 on Float64Array buffers viewed as
+// the Float32Array they are typed with (as the gradient checks run them).
+const f = (a: Float32Array | Float64Array): Float32Array => a as unknown as Float32Array;
 
 const GELU_K = Math.sqrt(2 / Math.PI);
 
@@ -407,21 +321,19 @@ export function geluTanhGrad(x: number): number {
   return 0.5 * (1 + th) + 0.5 * x * (1 - th * th) * GELU_K * (1 + 3 * 0.044715 * x * x);
 }
 
-const sigmoid = (z: number): number => 1 / (1 + Math.exp(-z));
-
 /** Activations of one block kept for the backward pass. */
 interface BlockCache {
   x: Float64Array; // block input (N,d)
-  xhat1: Float64Array;
+  mean1: Float64Array;
   rstd1: Float64Array;
-  n1: Float64Array; // ln1 * weight
+  n1: Float64Array; // norm1(x)
   m1: Float64Array; // modulated
   qkv: Float64Array; // rotated (N,3d)
   att: Float64Array; // probabilities (B,NH,T,T)
   y: Float64Array; // attention output (N,d)
   o: Float64Array; // attn_out(y)
   x2: Float64Array; // after the attention residual
-  xhat2: Float64Array;
+  mean2: Float64Array;
   rstd2: Float64Array;
   n2: Float64Array;
   m2: Float64Array;
@@ -442,7 +354,7 @@ interface Activations {
   sin: Float64Array;
   blocks: BlockCache[];
   xf: Float64Array;
-  xhatF: Float64Array;
+  meanF: Float64Array;
   rstdF: Float64Array;
   nF: Float64Array;
   mF: Float64Array;
@@ -467,82 +379,15 @@ export interface DitCache {
   _: unknown;
 }
 
-function modulate(
-  out: Float64Array,
-  inp: Float64Array,
-  mod: Float64Array,
-  K: number,
-  shift: number,
-  scale: number,
-  B: number,
-  T: number,
-  d: number,
-): void {
-  for (let b = 0; b < B; b++) {
-    const mo = b * K * d;
-    for (let t = 0; t < T; t++) {
-      const o = (b * T + t) * d;
-      for (let i = 0; i < d; i++) {
-        out[o + i] = inp[o + i] * (1 + mod[mo + scale * d + i]) + mod[mo + shift * d + i];
-      }
-    }
-  }
-}
-
-// dinp = dout * (1 + scale), dmod[shift] += sum_t dout, dmod[scale] += sum_t dout * inp
-function modulateB(
-  dinp: Float64Array,
-  dmod: Float64Array,
-  dout: Float64Array,
-  inp: Float64Array,
-  mod: Float64Array,
-  K: number,
-  shift: number,
-  scale: number,
-  B: number,
-  T: number,
-  d: number,
-): void {
-  for (let b = 0; b < B; b++) {
-    const mo = b * K * d;
-    for (let t = 0; t < T; t++) {
-      const o = (b * T + t) * d;
-      for (let i = 0; i < d; i++) {
-        const g = dout[o + i];
-        dinp[o + i] = g * (1 + mod[mo + scale * d + i]);
-        dmod[mo + shift * d + i] += g;
-        dmod[mo + scale * d + i] += g * inp[o + i];
-      }
-    }
-  }
-}
-
-// rotate q and k of every head by +angle (or -angle: the transpose)
-function rope(
-  qkv: Float64Array,
-  cos: Float64Array,
-  sin: Float64Array,
-  B: number,
-  T: number,
-  d: number,
-  NH: number,
-  sign: number,
-): void {
-  const half = d / NH / 2;
-  for (let n = 0; n < B * T; n++) {
-    const t = n % T;
-    for (let part = 0; part < 2; part++) {
-      for (let h = 0; h < NH; h++) {
-        const o = n * 3 * d + part * d + h * 2 * half;
-        for (let i = 0; i < half; i++) {
-          const z1 = qkv[o + i], z2 = qkv[o + half + i];
-          const c = cos[t * half + i], s = sign * sin[t * half + i];
-          qkv[o + i] = z1 * c - z2 * s;
-          qkv[o + half + i] = z2 * c + z1 * s;
-        }
-      }
-    }
-  }
+/** Views on the tensors of a flat buffer (parameters or gradients), by state-dict name. */
+function viewer(
+  model: DitModel,
+  buf: Float32Array | Float64Array,
+): (name: string) => Float32Array {
+  return (name) => {
+    const { offset, shape } = model.layout[name];
+    return f(buf.subarray(offset, offset + shape.reduce((a, b) => a * b, 1)));
+  };
 }
 
 function checkInputs(
@@ -661,91 +506,122 @@ export function ditForwardCached(
       `Invalid params: expected ${model.params.length} values, got ${P.length}`,
     );
   }
-  const L = model.layout;
-  const off = (name: string): number => L[name].offset;
+  const w = viewer(model, P);
   const { vocabSize: V, dModel: d, nHeads: NH, condDim: Cd } = cfg;
   const N = B * T, HS = d / NH, E = TIME_EMBED_DIM;
+  const F64 = (n: number) => new Float64Array(n);
+  const noBias = F64(d); // the LayerNorms have none
 
   // conditioning: c = silu(mlp.2(silu(mlp.0(embedding(sigma)))))
   const emb32 = new Float32Array(B * E); // float32, as SEDD builds it
   timestepEmbedding(emb32, sig, B, E);
   const emb = Float64Array.from(emb32);
-  const h1 = new Float64Array(B * Cd), a1 = new Float64Array(B * Cd);
-  const s = new Float64Array(B * Cd), c = new Float64Array(B * Cd);
-  linF(h1, emb, P, off("sigma_map.mlp.0.weight"), off("sigma_map.mlp.0.bias"), B, E, Cd);
-  for (let i = 0; i < B * Cd; i++) a1[i] = h1[i] * sigmoid(h1[i]);
-  linF(s, a1, P, off("sigma_map.mlp.2.weight"), off("sigma_map.mlp.2.bias"), B, Cd, Cd);
-  for (let i = 0; i < B * Cd; i++) c[i] = s[i] * sigmoid(s[i]);
+  const h1 = F64(B * Cd), a1 = F64(B * Cd), s = F64(B * Cd), c = F64(B * Cd);
+  linearForward(f(h1), f(emb), w("sigma_map.mlp.0.weight"), w("sigma_map.mlp.0.bias"), B, E, Cd);
+  siluForward(f(a1), f(h1), B * Cd);
+  linearForward(f(s), f(a1), w("sigma_map.mlp.2.weight"), w("sigma_map.mlp.2.bias"), B, Cd, Cd);
+  siluForward(f(c), f(s), B * Cd);
 
-  const cos = new Float64Array(T * HS / 2), sin = new Float64Array(T * HS / 2);
+  const cos = F64(T * HS / 2), sin = F64(T * HS / 2);
   ropeTables(cos, sin, T, HS);
 
-  let x = new Float64Array(N * d);
-  const embOff = off("vocab_embed.embedding");
-  for (let n = 0; n < N; n++) {
-    for (let i = 0; i < d; i++) x[n * d + i] = P[embOff + tokens[n] * d + i];
-  }
+  let x = F64(N * d);
+  embeddingForward(f(x), tokens, w("vocab_embed.embedding"), null, B, T, d);
 
   const blocks: BlockCache[] = [];
-  const scale = 1 / Math.sqrt(HS);
   for (let l = 0; l < cfg.nLayers; l++) {
-    const p = (s: string): number => off(`blocks.${l}.${s}`);
+    const p = (name: string) => w(`blocks.${l}.${name}`);
     const bc: BlockCache = {
       x,
-      xhat1: new Float64Array(N * d),
-      rstd1: new Float64Array(N),
-      n1: new Float64Array(N * d),
-      m1: new Float64Array(N * d),
-      qkv: new Float64Array(N * 3 * d),
-      att: new Float64Array(B * NH * T * T),
-      y: new Float64Array(N * d),
-      o: new Float64Array(N * d),
-      x2: new Float64Array(N * d),
-      xhat2: new Float64Array(N * d),
-      rstd2: new Float64Array(N),
-      n2: new Float64Array(N * d),
-      m2: new Float64Array(N * d),
-      h: new Float64Array(N * 4 * d),
-      g: new Float64Array(N * 4 * d),
-      f: new Float64Array(N * d),
-      mod: new Float64Array(B * 6 * d),
+      mean1: F64(N),
+      rstd1: F64(N),
+      n1: F64(N * d),
+      m1: F64(N * d),
+      qkv: F64(N * 3 * d),
+      att: F64(B * NH * T * T),
+      y: F64(N * d),
+      o: F64(N * d),
+      x2: F64(N * d),
+      mean2: F64(N),
+      rstd2: F64(N),
+      n2: F64(N * d),
+      m2: F64(N * d),
+      h: F64(N * 4 * d),
+      g: F64(N * 4 * d),
+      f: F64(N * d),
+      mod: F64(B * 6 * d),
     };
-    linF(bc.mod, c, P, p("adaLN_modulation.weight"), p("adaLN_modulation.bias"), B, Cd, 6 * d);
-    lnF(bc.n1, bc.xhat1, bc.rstd1, x, P, p("norm1.weight"), N, d);
-    modulate(bc.m1, bc.n1, bc.mod, 6, 0, 1, B, T, d);
-    linF(bc.qkv, bc.m1, P, p("attn_qkv.weight"), -1, N, d, 3 * d);
-    rope(bc.qkv, cos, sin, B, T, d, NH, 1);
-    attentionF(bc, B, T, d, NH, scale);
-    linF(bc.o, bc.y, P, p("attn_out.weight"), -1, N, d, d);
-    gatedAdd(bc.x2, x, bc.o, bc.mod, 2, B, T, d);
-    lnF(bc.n2, bc.xhat2, bc.rstd2, bc.x2, P, p("norm2.weight"), N, d);
-    modulate(bc.m2, bc.n2, bc.mod, 6, 3, 4, B, T, d);
-    linF(bc.h, bc.m2, P, p("mlp.0.weight"), p("mlp.0.bias"), N, d, 4 * d);
+    const mod = f(bc.mod);
+    linearForward(
+      mod,
+      f(c),
+      p("adaLN_modulation.weight"),
+      p("adaLN_modulation.bias"),
+      B,
+      Cd,
+      6 * d,
+    );
+    // attention half: chunks 0, 1, 2 are shift, scale, gate
+    layernormForward(f(bc.n1), f(bc.mean1), f(bc.rstd1), f(x), p("norm1.weight"), f(noBias), N, d);
+    modulateForward(f(bc.m1), f(bc.n1), mod, 0, 1, 6, B, T, d);
+    linearForward(f(bc.qkv), f(bc.m1), p("attn_qkv.weight"), null, N, d, 3 * d);
+    ropeForward(f(bc.qkv), cos, sin, B, T, d, NH);
+    attentionForward(f(bc.y), f(bc.att), f(bc.qkv), null, B, T, d, NH);
+    linearForward(f(bc.o), f(bc.y), p("attn_out.weight"), null, N, d, d);
+    gatedResidualForward(f(bc.x2), f(x), f(bc.o), mod, 2, 6, B, T, d);
+    // MLP half: chunks 3, 4, 5
+    layernormForward(
+      f(bc.n2),
+      f(bc.mean2),
+      f(bc.rstd2),
+      f(bc.x2),
+      p("norm2.weight"),
+      f(noBias),
+      N,
+      d,
+    );
+    modulateForward(f(bc.m2), f(bc.n2), mod, 3, 4, 6, B, T, d);
+    linearForward(f(bc.h), f(bc.m2), p("mlp.0.weight"), p("mlp.0.bias"), N, d, 4 * d);
     for (let i = 0; i < bc.h.length; i++) bc.g[i] = geluTanh(bc.h[i]);
-    linF(bc.f, bc.g, P, p("mlp.2.weight"), p("mlp.2.bias"), N, 4 * d, d);
-    const x3 = new Float64Array(N * d);
-    gatedAdd(x3, bc.x2, bc.f, bc.mod, 5, B, T, d);
+    linearForward(f(bc.f), f(bc.g), p("mlp.2.weight"), p("mlp.2.bias"), N, 4 * d, d);
+    const x3 = F64(N * d);
+    gatedResidualForward(f(x3), f(bc.x2), f(bc.f), mod, 5, 6, B, T, d);
     blocks.push(bc);
     x = x3;
   }
 
-  const modF = new Float64Array(B * 2 * d);
-  linF(
-    modF,
-    c,
-    P,
-    off("output_layer.adaLN_modulation.weight"),
-    off("output_layer.adaLN_modulation.bias"),
+  const modF = F64(B * 2 * d);
+  linearForward(
+    f(modF),
+    f(c),
+    w("output_layer.adaLN_modulation.weight"),
+    w("output_layer.adaLN_modulation.bias"),
     B,
     Cd,
     2 * d,
   );
-  const xhatF = new Float64Array(N * d), rstdF = new Float64Array(N);
-  const nF = new Float64Array(N * d), mF = new Float64Array(N * d);
-  lnF(nF, xhatF, rstdF, x, P, off("output_layer.norm_final.weight"), N, d);
-  modulate(mF, nF, modF, 2, 0, 1, B, T, d);
-  const out = new Float64Array(N * V);
-  linF(out, mF, P, off("output_layer.linear.weight"), off("output_layer.linear.bias"), N, d, V);
+  const meanF = F64(N), rstdF = F64(N), nF = F64(N * d), mF = F64(N * d);
+  layernormForward(
+    f(nF),
+    f(meanF),
+    f(rstdF),
+    f(x),
+    w("output_layer.norm_final.weight"),
+    f(noBias),
+    N,
+    d,
+  );
+  modulateForward(f(mF), f(nF), f(modF), 0, 1, 2, B, T, d);
+  const out = F64(N * V);
+  linearForward(
+    f(out),
+    f(mF),
+    w("output_layer.linear.weight"),
+    w("output_layer.linear.bias"),
+    N,
+    d,
+    V,
+  );
   const sedd = cfg.output === "sedd" && options.raw !== true;
   if (sedd) {
     const logV1 = Math.log(V - 1);
@@ -758,15 +634,23 @@ export function ditForwardCached(
       }
     }
   }
-  const cache: DitCache = {
-    B,
-    T,
-    tokens: tokens.slice(),
-    sigma: sig,
-    params: P,
-    sedd,
-    _: { emb, h1, a1, s, c, cos, sin, blocks, xf: x, xhatF, rstdF, nF, mF, modF },
+  const act: Activations = {
+    emb,
+    h1,
+    a1,
+    s,
+    c,
+    cos,
+    sin,
+    blocks,
+    xf: x,
+    meanF,
+    rstdF,
+    nF,
+    mF,
+    modF,
   };
+  const cache: DitCache = { B, T, tokens: tokens.slice(), sigma: sig, params: P, sedd, _: act };
   return { out, cache };
 }
 
@@ -779,96 +663,6 @@ export function ditForwardCached(
  */
 export function esigm1Log(sigma: number): number {
   return Math.log(sigma < 0.5 ? Math.expm1(sigma) : Math.exp(sigma) - 1);
-}
-
-// out = x + gate * branch, gate = chunk `gate` of mod (B,6d)
-function gatedAdd(
-  out: Float64Array,
-  x: Float64Array,
-  branch: Float64Array,
-  mod: Float64Array,
-  gate: number,
-  B: number,
-  T: number,
-  d: number,
-): void {
-  for (let n = 0; n < B * T; n++) {
-    const mo = Math.floor(n / T) * 6 * d + gate * d;
-    for (let i = 0; i < d; i++) out[n * d + i] = x[n * d + i] + mod[mo + i] * branch[n * d + i];
-  }
-}
-
-function attentionF(bc: BlockCache, B: number, T: number, d: number, NH: number, scale: number) {
-  const HS = d / NH, { qkv, att, y } = bc;
-  const row = new Float64Array(T);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < NH; h++) {
-      for (let i = 0; i < T; i++) {
-        const qo = (b * T + i) * 3 * d + h * HS;
-        let mx = -Infinity;
-        for (let j = 0; j < T; j++) {
-          const ko = (b * T + j) * 3 * d + d + h * HS;
-          let sc = 0;
-          for (let k = 0; k < HS; k++) sc += qkv[qo + k] * qkv[ko + k];
-          row[j] = sc * scale;
-          if (row[j] > mx) mx = row[j];
-        }
-        let z = 0;
-        for (let j = 0; j < T; j++) z += row[j] = Math.exp(row[j] - mx);
-        const ao = ((b * NH + h) * T + i) * T;
-        const yo = (b * T + i) * d + h * HS;
-        for (let j = 0; j < T; j++) {
-          const pr = row[j] / z;
-          att[ao + j] = pr;
-          const vo = (b * T + j) * 3 * d + 2 * d + h * HS;
-          for (let k = 0; k < HS; k++) y[yo + k] += pr * qkv[vo + k];
-        }
-      }
-    }
-  }
-}
-
-// dqkv from dy (dqkv zeroed by the caller)
-function attentionB(
-  dqkv: Float64Array,
-  dy: Float64Array,
-  bc: BlockCache,
-  B: number,
-  T: number,
-  d: number,
-  NH: number,
-  scale: number,
-) {
-  const HS = d / NH, { qkv, att } = bc;
-  const dp = new Float64Array(T);
-  for (let b = 0; b < B; b++) {
-    for (let h = 0; h < NH; h++) {
-      for (let i = 0; i < T; i++) {
-        const ao = ((b * NH + h) * T + i) * T;
-        const yo = (b * T + i) * d + h * HS;
-        const qo = (b * T + i) * 3 * d + h * HS;
-        let dot = 0;
-        for (let j = 0; j < T; j++) {
-          const vo = (b * T + j) * 3 * d + 2 * d + h * HS;
-          let s = 0;
-          for (let k = 0; k < HS; k++) {
-            s += dy[yo + k] * qkv[vo + k];
-            dqkv[vo + k] += att[ao + j] * dy[yo + k];
-          }
-          dp[j] = s;
-          dot += att[ao + j] * s;
-        }
-        for (let j = 0; j < T; j++) {
-          const ds = att[ao + j] * (dp[j] - dot) * scale;
-          const ko = (b * T + j) * 3 * d + d + h * HS;
-          for (let k = 0; k < HS; k++) {
-            dqkv[qo + k] += ds * qkv[ko + k];
-            dqkv[ko + k] += ds * qkv[qo + k];
-          }
-        }
-      }
-    }
-  }
 }
 
 /**
@@ -890,7 +684,7 @@ export function ditBackward(
   const cfg = model.config;
   const { B, T, tokens, params: P } = cache;
   const { vocabSize: V, dModel: d, nHeads: NH, condDim: Cd } = cfg;
-  const N = B * T, HS = d / NH, E = TIME_EMBED_DIM;
+  const N = B * T, E = TIME_EMBED_DIM;
   if (dout.length !== N * V) {
     throw new RangeError(`Invalid dout length: expected ${N * V} (B*T*V), got ${dout.length}`);
   }
@@ -899,140 +693,188 @@ export function ditBackward(
       `Invalid grads: expected ${model.params.length} values, got ${grads.length}`,
     );
   }
-  const G = new Float64Array(grads.length);
-  const L = model.layout;
-  const off = (name: string): number => L[name].offset;
+  const G = new Float64Array(grads.length); // accumulated in float64, added out once
+  const w = viewer(model, P), g = viewer(model, G);
   const a = cache._ as Activations;
+  const F64 = (n: number) => new Float64Array(n);
+  const dNoBias = F64(d); // the LayerNorms' (absent) bias gradients land here
 
   const dlogits = Float64Array.from(dout);
   if (cache.sedd) { for (let n = 0; n < N; n++) dlogits[n * V + tokens[n]] = 0; }
-  const dmF = new Float64Array(N * d);
-  linB(
-    dmF,
-    G,
-    dlogits,
-    a.mF,
-    P,
-    off("output_layer.linear.weight"),
-    off("output_layer.linear.bias"),
+  const dmF = F64(N * d);
+  linearBackward(
+    f(dmF),
+    g("output_layer.linear.weight"),
+    g("output_layer.linear.bias"),
+    f(dlogits),
+    f(a.mF),
+    w("output_layer.linear.weight"),
     N,
     d,
     V,
   );
-  const dnF = new Float64Array(N * d), dmodF = new Float64Array(B * 2 * d);
-  modulateB(dnF, dmodF, dmF, a.nF, a.modF, 2, 0, 1, B, T, d);
-  const dc = new Float64Array(B * Cd);
-  linB(
-    dc,
-    G,
-    dmodF,
-    a.c,
-    P,
-    off("output_layer.adaLN_modulation.weight"),
-    off("output_layer.adaLN_modulation.bias"),
+  const dnF = F64(N * d), dmodF = F64(B * 2 * d);
+  modulateBackward(f(dnF), f(dmodF), f(dmF), f(a.nF), f(a.modF), 0, 1, 2, B, T, d);
+  const dc = F64(B * Cd); // summed into by the output layer and every block
+  linearBackward(
+    f(dc),
+    g("output_layer.adaLN_modulation.weight"),
+    g("output_layer.adaLN_modulation.bias"),
+    f(dmodF),
+    f(a.c),
+    w("output_layer.adaLN_modulation.weight"),
     B,
     Cd,
     2 * d,
   );
-  let dx = new Float64Array(N * d);
-  lnB(dx, G, dnF, a.xhatF, a.rstdF, P, off("output_layer.norm_final.weight"), N, d);
+  let dx = F64(N * d);
+  layernormBackward(
+    f(dx),
+    g("output_layer.norm_final.weight"),
+    f(dNoBias),
+    f(dnF),
+    f(a.xf),
+    w("output_layer.norm_final.weight"),
+    f(a.meanF),
+    f(a.rstdF),
+    N,
+    d,
+  );
 
-  const scale = 1 / Math.sqrt(HS);
+  const scratch = F64(T);
   for (let l = cfg.nLayers - 1; l >= 0; l--) {
-    const p = (s: string): number => off(`blocks.${l}.${s}`);
+    const p = (name: string) => w(`blocks.${l}.${name}`);
+    const q = (name: string) => g(`blocks.${l}.${name}`);
     const bc = a.blocks[l];
-    const dmod = new Float64Array(B * 6 * d);
-    // x3 = x2 + gate_mlp * f
-    const dx2 = Float64Array.from(dx);
-    const df = new Float64Array(N * d);
-    gatedB(df, dmod, dx, bc.f, bc.mod, 5, B, T, d);
-    const dg = new Float64Array(N * 4 * d);
-    linB(dg, G, df, bc.g, P, p("mlp.2.weight"), p("mlp.2.bias"), N, 4 * d, d);
+    const mod = f(bc.mod), dmod = F64(B * 6 * d);
+    // MLP half, from x3 = x2 + gate_mlp * f
+    const dx2 = F64(N * d), df = F64(N * d);
+    gatedResidualBackward(f(dx2), f(df), f(dmod), f(dx), f(bc.f), mod, 5, 6, B, T, d);
+    const dg = F64(N * 4 * d);
+    linearBackward(
+      f(dg),
+      q("mlp.2.weight"),
+      q("mlp.2.bias"),
+      f(df),
+      f(bc.g),
+      p("mlp.2.weight"),
+      N,
+      4 * d,
+      d,
+    );
     for (let i = 0; i < dg.length; i++) dg[i] *= geluTanhGrad(bc.h[i]);
-    const dm2 = new Float64Array(N * d);
-    linB(dm2, G, dg, bc.m2, P, p("mlp.0.weight"), p("mlp.0.bias"), N, d, 4 * d);
-    const dn2 = new Float64Array(N * d);
-    modulateB(dn2, dmod, dm2, bc.n2, bc.mod, 6, 3, 4, B, T, d);
-    lnB(dx2, G, dn2, bc.xhat2, bc.rstd2, P, p("norm2.weight"), N, d);
-    // x2 = x + gate_msa * o
-    const dxIn = Float64Array.from(dx2);
-    const dO = new Float64Array(N * d);
-    gatedB(dO, dmod, dx2, bc.o, bc.mod, 2, B, T, d);
-    const dy = new Float64Array(N * d);
-    linB(dy, G, dO, bc.y, P, p("attn_out.weight"), -1, N, d, d);
-    const dqkv = new Float64Array(N * 3 * d);
-    attentionB(dqkv, dy, bc, B, T, d, NH, scale);
-    rope(dqkv, a.cos, a.sin, B, T, d, NH, -1);
-    const dm1 = new Float64Array(N * d);
-    // the rotated qkv was kept; attn_qkv's input gradient and weight gradient need m1 only
-    linB(dm1, G, dqkv, bc.m1, P, p("attn_qkv.weight"), -1, N, d, 3 * d);
-    const dn1 = new Float64Array(N * d);
-    modulateB(dn1, dmod, dm1, bc.n1, bc.mod, 6, 0, 1, B, T, d);
-    lnB(dxIn, G, dn1, bc.xhat1, bc.rstd1, P, p("norm1.weight"), N, d);
-    linB(
-      dc,
-      G,
-      dmod,
-      a.c,
-      P,
+    const dm2 = F64(N * d);
+    linearBackward(
+      f(dm2),
+      q("mlp.0.weight"),
+      q("mlp.0.bias"),
+      f(dg),
+      f(bc.m2),
+      p("mlp.0.weight"),
+      N,
+      d,
+      4 * d,
+    );
+    const dn2 = F64(N * d);
+    modulateBackward(f(dn2), f(dmod), f(dm2), f(bc.n2), mod, 3, 4, 6, B, T, d);
+    layernormBackward(
+      f(dx2),
+      q("norm2.weight"),
+      f(dNoBias),
+      f(dn2),
+      f(bc.x2),
+      p("norm2.weight"),
+      f(bc.mean2),
+      f(bc.rstd2),
+      N,
+      d,
+    );
+    // attention half, from x2 = x + gate_msa * o
+    const dx1 = F64(N * d), dO = F64(N * d);
+    gatedResidualBackward(f(dx1), f(dO), f(dmod), f(dx2), f(bc.o), mod, 2, 6, B, T, d);
+    const dy = F64(N * d);
+    linearBackward(
+      f(dy),
+      q("attn_out.weight"),
+      null,
+      f(dO),
+      f(bc.y),
+      p("attn_out.weight"),
+      N,
+      d,
+      d,
+    );
+    const dqkv = F64(N * 3 * d);
+    attentionBackward(f(dqkv), f(dy), f(bc.qkv), f(bc.att), null, f(scratch), B, T, d, NH);
+    ropeBackward(f(dqkv), a.cos, a.sin, B, T, d, NH);
+    const dm1 = F64(N * d);
+    linearBackward(
+      f(dm1),
+      q("attn_qkv.weight"),
+      null,
+      f(dqkv),
+      f(bc.m1),
+      p("attn_qkv.weight"),
+      N,
+      d,
+      3 * d,
+    );
+    const dn1 = F64(N * d);
+    modulateBackward(f(dn1), f(dmod), f(dm1), f(bc.n1), mod, 0, 1, 6, B, T, d);
+    layernormBackward(
+      f(dx1),
+      q("norm1.weight"),
+      f(dNoBias),
+      f(dn1),
+      f(bc.x),
+      p("norm1.weight"),
+      f(bc.mean1),
+      f(bc.rstd1),
+      N,
+      d,
+    );
+    linearBackward(
+      f(dc),
+      q("adaLN_modulation.weight"),
+      q("adaLN_modulation.bias"),
+      f(dmod),
+      f(a.c),
       p("adaLN_modulation.weight"),
-      p("adaLN_modulation.bias"),
       B,
       Cd,
       6 * d,
     );
-    dx = dxIn;
+    dx = dx1;
   }
 
-  const embOff = off("vocab_embed.embedding");
-  for (let n = 0; n < N; n++) {
-    for (let i = 0; i < d; i++) G[embOff + tokens[n] * d + i] += dx[n * d + i];
-  }
+  embeddingBackward(g("vocab_embed.embedding"), null, f(dx), tokens, B, T, d);
   // c = silu(s), s = mlp.2(a1), a1 = silu(h1), h1 = mlp.0(emb)
-  const ds = new Float64Array(B * Cd);
-  for (let i = 0; i < ds.length; i++) ds[i] = dc[i] * siluGrad(a.s[i]);
-  const da1 = new Float64Array(B * Cd);
-  linB(da1, G, ds, a.a1, P, off("sigma_map.mlp.2.weight"), off("sigma_map.mlp.2.bias"), B, Cd, Cd);
-  for (let i = 0; i < da1.length; i++) da1[i] *= siluGrad(a.h1[i]);
-  linB(
+  const ds = F64(B * Cd), da1 = F64(B * Cd), dh1 = F64(B * Cd);
+  siluBackward(f(ds), f(dc), f(a.s), B * Cd);
+  linearBackward(
+    f(da1),
+    g("sigma_map.mlp.2.weight"),
+    g("sigma_map.mlp.2.bias"),
+    f(ds),
+    f(a.a1),
+    w("sigma_map.mlp.2.weight"),
+    B,
+    Cd,
+    Cd,
+  );
+  siluBackward(f(dh1), f(da1), f(a.h1), B * Cd);
+  linearBackward(
     null,
-    G,
-    da1,
-    a.emb,
-    P,
-    off("sigma_map.mlp.0.weight"),
-    off("sigma_map.mlp.0.bias"),
+    g("sigma_map.mlp.0.weight"),
+    g("sigma_map.mlp.0.bias"),
+    f(dh1),
+    f(a.emb),
+    w("sigma_map.mlp.0.weight"),
     B,
     E,
     Cd,
   );
   for (let i = 0; i < G.length; i++) grads[i] += G[i];
-}
-
-function siluGrad(z: number): number {
-  const sg = sigmoid(z);
-  return sg * (1 + z * (1 - sg));
-}
-
-// out = x + gate * branch: dbranch = dout * gate, dmod[gate] += sum_t dout * branch
-function gatedB(
-  dbranch: Float64Array,
-  dmod: Float64Array,
-  dout: Float64Array,
-  branch: Float64Array,
-  mod: Float64Array,
-  gate: number,
-  B: number,
-  T: number,
-  d: number,
-): void {
-  for (let n = 0; n < B * T; n++) {
-    const mo = Math.floor(n / T) * 6 * d + gate * d;
-    for (let i = 0; i < d; i++) {
-      dbranch[n * d + i] = dout[n * d + i] * mod[mo + i];
-      dmod[mo + i] += dout[n * d + i] * branch[n * d + i];
-    }
-  }
 }
 
 /**

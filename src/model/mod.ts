@@ -1,6 +1,7 @@
 /**
  * The denoising transformer: config and presets, parameter layout, initialisation, forward and
- * backward passes.
+ * backward passes; and the DiT of SEDD and MDLM (`createModel({ kind: "dit", ... })`, `ditForward`,
+ * `ditBackward`), whose PyTorch state dicts load unchanged.
  *
  * @example Loss and gradient of a tiny model
  * ```ts
@@ -44,6 +45,7 @@ export {
   createWorkspace,
   type DropoutKeys,
   forward,
+  type ForwardOptions,
   lossAndGrad,
   type LossAndGradOptions,
   type Model,

@@ -424,6 +424,18 @@ function batchShape(model: Model, length: number, batch: number, name: string): 
   return T;
 }
 
+/** Options of {@linkcode forward}. */
+export interface ForwardOptions {
+  /** Sequences B in `tokens`. */
+  batch: number;
+  /** Noise level per sequence `(B)`: required by a time-conditioned model and by a DiT. */
+  sigma?: Float32Array | Float64Array;
+  /** Backend of the cached workspace (the transformer kind; a DiT runs in plain TypeScript). */
+  backend?: BackendName;
+  /** BLAS options of the cached workspace. */
+  blas?: BlasOptions;
+}
+
 /**
  * Logits for a batch of token sequences, in eval mode (no dropout).
  *
@@ -446,12 +458,7 @@ function batchShape(model: Model, length: number, batch: number, name: string): 
 export function forward(
   model: Model,
   tokens: Int32Array,
-  options: {
-    batch: number;
-    sigma?: Float32Array | Float64Array;
-    backend?: BackendName;
-    blas?: BlasOptions;
-  },
+  options: ForwardOptions,
 ): Float32Array;
 /**
  * A DiT's output for a batch: SEDD's log-scores (`config.output` `"sedd"`) or MDLM's logits
@@ -470,12 +477,7 @@ export function forward(
 export function forward(
   model: Model | DitModel,
   tokens: Int32Array,
-  options: {
-    batch: number;
-    sigma?: Float32Array | Float64Array;
-    backend?: BackendName;
-    blas?: BlasOptions;
-  },
+  options: ForwardOptions,
 ): Float32Array {
   if (isDit(model)) {
     // ditForward checks that sigma is there

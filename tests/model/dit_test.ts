@@ -150,19 +150,15 @@ Deno.test("dit: geluTanh and its derivative", () => {
   assert.ok(Math.abs(geluTanh(1) - 0.8411919906082768) < 1e-12);
 });
 
+/** V 5, context 4, d 4, one head, one block, cond 2. */
+const SMALL = { vocabSize: 5, context: 4, dModel: 4, nHeads: 1, nLayers: 1, condDim: 2 };
+
 Deno.test("dit: scale-by-sigma branches and the fresh model's output", () => {
   assert.equal(esigm1Log(0.3), Math.log(Math.expm1(0.3)));
   assert.equal(esigm1Log(1.7), Math.log(Math.exp(1.7) - 1));
   // a fresh model has zero adaLN and output layers: SEDD's output is -log(expm1 s) - log(V-1)
   // off the current token, 0 on it
-  const model = createDit({
-    vocabSize: 5,
-    context: 4,
-    dModel: 4,
-    nHeads: 1,
-    nLayers: 1,
-    condDim: 2,
-  });
+  const model = createDit(SMALL);
   const out = ditForward(model, new Int32Array([1, 4]), { batch: 1, sigma: new Float32Array([2]) });
   const want = -Math.log(Math.exp(2) - 1) - Math.log(4);
   assert.equal(out[1], 0);
@@ -172,14 +168,7 @@ Deno.test("dit: scale-by-sigma branches and the fresh model's output", () => {
 });
 
 Deno.test("dit: bad input gets a clear error", () => {
-  const model = createDit({
-    vocabSize: 5,
-    context: 4,
-    dModel: 4,
-    nHeads: 1,
-    nLayers: 1,
-    condDim: 2,
-  });
+  const model = createDit(SMALL);
   const tok = new Int32Array([1, 2]);
   assert.throws(() => ditForward(model, tok, { batch: 1, sigma: new Float32Array([0]) }), /> 0/);
   assert.throws(
@@ -204,15 +193,7 @@ Deno.test("dit: bad input gets a clear error", () => {
   );
   const bytes = serializeSafetensors(tensors);
   assert.throws(() => modelFromSafetensors(bytes), /config\.kind "dit"/);
-  const viaCreate = createModel({
-    kind: "dit",
-    vocabSize: 5,
-    context: 4,
-    dModel: 4,
-    nHeads: 1,
-    nLayers: 1,
-    condDim: 2,
-  });
+  const viaCreate = createModel({ kind: "dit", ...SMALL });
   assert.deepEqual(viaCreate.params, model.params); // same seed, same initialisation
   assert.throws(
     () => ditFromSafetensors(bytes, { config: {} as { nHeads: number } }),

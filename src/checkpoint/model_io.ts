@@ -275,15 +275,11 @@ export function modelFromSafetensors(
  * ```ts
  * import { ditFromSafetensors } from "./model_io.ts";
  * import { serializeSafetensors } from "./safetensors.ts";
- * import { createDit, ditParamTable } from "../model/dit.ts";
+ * import { createDit, ditStateDict } from "../model/dit.ts";
  * import assert from "node:assert/strict";
  *
  * const dit = createDit({ vocabSize: 9, context: 8, dModel: 8, nHeads: 2, nLayers: 1, condDim: 4 });
- * const tensors = Object.fromEntries(ditParamTable(dit.config).map(({ name, shape }) => {
- *   const { offset } = dit.layout[name];
- *   const n = shape.reduce((a, b) => a * b, 1);
- *   return [name, { shape, data: dit.params.slice(offset, offset + n) }];
- * }));
+ * const tensors = ditStateDict(dit);
  * const { model } = ditFromSafetensors(serializeSafetensors(tensors), { config: { nHeads: 2 } });
  * assert.equal(model.config.condDim, 4);
  * assert.deepEqual(model.params, dit.params);

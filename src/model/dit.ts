@@ -878,6 +878,47 @@ export function ditBackward(
 }
 
 /**
+ * A DiT's PyTorch state dict: every trained tensor under its name (views on `model.params`) and
+ * the `rotary_emb.inv_freq` buffer, so `serializeSafetensors(ditStateDict(model))` writes a file
+ * that SEDD's or MDLM's module loads with `load_state_dict(strict=True)` and
+ * {@linkcode ditFromTensors} reads back.
+ *
+ * @param model The DiT.
+ * @returns Name to `{ shape, data }`, in state-dict order.
+ *
+ * @example
+ * ```ts
+ * import { createDit, ditFromTensors, ditStateDict } from "./dit.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const dit = createDit({ vocabSize: 9, context: 8, dModel: 8, nHeads: 2, nLayers: 1, condDim: 4 });
+ * const sd = ditStateDict(dit);
+ * assert.deepEqual(sd["rotary_emb.inv_freq"].shape, [2]);
+ * assert.deepEqual(ditFromTensors(sd, { nHeads: 2 }).params, dit.params);
+ * ```
+ */
+export function ditStateDict(
+  model: DitModel,
+): Record<string, { shape: number[]; data: Float32Array }> {
+  const { dModel: d, nHeads: NH } = model.config;
+  const HS = d / NH;
+  const inv = new Float32Array(HS / 2);
+  for (let i = 0; i < HS / 2; i++) inv[i] = Math.pow(10000, -(2 * i) / HS);
+  const out: Record<string, { shape: number[]; data: Float32Array }> = {};
+  for (const { name, shape } of ditParamTable(model.config)) {
+    if (name === "blocks.0.norm1.weight") { // the buffer registers between sigma_map and blocks
+      out["rotary_emb.inv_freq"] = { shape: [HS / 2], data: inv };
+    }
+    const { offset } = model.layout[name];
+    out[name] = {
+      shape,
+      data: model.params.subarray(offset, offset + shape.reduce((a, b) => a * b, 1)),
+    };
+  }
+  return out;
+}
+
+/**
  * Builds a DiT from named tensors (a SEDD or MDLM state dict), inferring `vocabSize`, `dModel`,
  * `condDim` and `nLayers` from the shapes. `nHeads` cannot be inferred and must be given; the
  * `rotary_emb.inv_freq` buffer, when present, is checked against it. `context` defaults to

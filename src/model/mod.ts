@@ -70,6 +70,7 @@ export {
   ditFromTensors,
   type DitModel,
   ditParamTable,
+  ditStateDict,
   esigm1Log,
   geluTanh,
   geluTanhGrad,

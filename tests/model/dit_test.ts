@@ -17,6 +17,7 @@ import {
   ditForwardCached,
   type DitModel,
   ditParamTable,
+  ditStateDict,
   esigm1Log,
   geluTanh,
   geluTanhGrad,
@@ -43,6 +44,13 @@ function loadCase(name: string, output: DitConfig["output"]) {
   const { model } = output === "sedd"
     ? modelFromSafetensors(plain, { config: { kind: "dit", nHeads: 2, output } })
     : ditFromSafetensors(plain, { config: { nHeads: 2, output } });
+  // our state dict has exactly PyTorch's names, shapes and rotary buffer
+  const ours = ditStateDict(model);
+  assert.deepEqual(Object.keys(ours).sort(), Object.keys(params).sort());
+  for (const [n, t] of Object.entries(ours)) {
+    assert.deepEqual(t.shape, params[n].shape, n);
+    assert.ok(maxRelErr(t.data, params[n].data as Float32Array, n) < 1e-6, n);
+  }
   return { model, tensors };
 }
 
@@ -184,12 +192,14 @@ Deno.test("dit: bad input gets a clear error", () => {
     /even integer/,
   );
   // the plain loader points at the DiT one; the DiT loader needs nHeads and checks inv_freq
-  const tensors = Object.fromEntries(
-    ditParamTable(model.config).map(({ name, shape }) => {
-      const { offset } = model.layout[name];
-      const n = shape.reduce((a, b) => a * b, 1);
-      return [name, { shape, data: model.params.slice(offset, offset + n) }];
-    }),
+  const tensors = ditStateDict(model);
+  assert.deepEqual(Object.keys(tensors).slice(4, 6), [
+    "sigma_map.mlp.2.bias",
+    "rotary_emb.inv_freq",
+  ]);
+  assert.deepEqual(
+    ditFromSafetensors(serializeSafetensors(tensors), { config: { nHeads: 1 } }).model.params,
+    model.params,
   );
   const bytes = serializeSafetensors(tensors);
   assert.throws(() => modelFromSafetensors(bytes), /config\.kind "dit"/);

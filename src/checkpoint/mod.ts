@@ -31,6 +31,7 @@ export {
   type TensorInput,
 } from "./safetensors.ts";
 export {
+  ditFromSafetensors,
   modelFromSafetensors,
   type ModelFromSafetensorsOptions,
   modelToSafetensors,

@@ -25,6 +25,7 @@ import { parseSafetensors, serializeSafetensors, type TensorInput } from "./safe
 import { type ModelConfig, validateConfig } from "../model/config.ts";
 import { buildLayout } from "../model/layout.ts";
 import { createModel, type Model } from "../model/model.ts";
+import { type DitConfig, ditFromTensors, type DitModel } from "../model/dit.ts";
 
 /** Options of {@linkcode modelFromSafetensors}. */
 export interface ModelFromSafetensorsOptions {
@@ -160,10 +161,34 @@ function inferConfig(shapes: Record<string, number[]>): Partial<ModelConfig> {
  */
 export function modelFromSafetensors(
   bytes: Uint8Array,
-  options: ModelFromSafetensorsOptions = {},
-): { model: Model; metadata: Record<string, string> } {
+  options?: ModelFromSafetensorsOptions,
+): { model: Model; metadata: Record<string, string> };
+/**
+ * Reads a SEDD or MDLM DiT state dict: {@linkcode ditFromSafetensors}, chosen by
+ * `config.kind: "dit"`.
+ *
+ * @param bytes The file's bytes.
+ * @param options `config`: `kind: "dit"`, `nHeads`, and `output: "logits"` for MDLM.
+ * @returns The DiT and the file's `__metadata__`.
+ */
+export function modelFromSafetensors(
+  bytes: Uint8Array,
+  options: { config: Partial<DitConfig> & { kind: "dit"; nHeads: number } },
+): { model: DitModel; metadata: Record<string, string> };
+export function modelFromSafetensors(
+  bytes: Uint8Array,
+  options: ModelFromSafetensorsOptions | {
+    config: Partial<DitConfig> & { kind: "dit"; nHeads: number };
+  } = {},
+): { model: Model | DitModel; metadata: Record<string, string> } {
+  if ((options.config as { kind?: unknown } | undefined)?.kind === "dit") {
+    return ditFromSafetensors(
+      bytes,
+      options as { config: Partial<DitConfig> & { nHeads: number } },
+    );
+  }
   const { tensors, metadata } = parseSafetensors(bytes);
-  const given = options.config ?? {};
+  const given = (options.config ?? {}) as Partial<ModelConfig>;
   let config: ModelConfig;
   if (Object.hasOwn(metadata, "config")) {
     let fromFile: unknown;
@@ -182,6 +207,12 @@ export function modelFromSafetensors(
     }
     config = { ...(fromFile as ModelConfig), ...given };
   } else {
+    if (Object.hasOwn(tensors, "vocab_embed.embedding")) {
+      throw new TypeError(
+        "A DiT state dict (SEDD's or MDLM's names): expected options.config.kind \"dit\" " +
+          "(and nHeads) to read it, got none",
+      );
+    }
     const shapes: Record<string, number[]> = {};
     for (const [name, t] of Object.entries(tensors)) shapes[name] = t.shape;
     const inferred = inferConfig(shapes);
@@ -228,5 +259,45 @@ export function modelFromSafetensors(
     params.set(t.data, offset);
   }
   const model = createModel(config, { params });
+  return { model, metadata };
+}
+
+/**
+ * Reads a SEDD or MDLM DiT from safetensors holding its PyTorch state dict (the names of
+ * `src/model/dit.ts`), in F32 or F64. `vocabSize`, `dModel`, `condDim` and `nLayers` come from the
+ * shapes; `nHeads` must be given (and is checked against `rotary_emb.inv_freq` when present).
+ *
+ * @param bytes The file's bytes.
+ * @param options `config`: at least `nHeads`; `output: "logits"` for an MDLM checkpoint.
+ * @returns The model and the file's `__metadata__`.
+ *
+ * @example
+ * ```ts
+ * import { ditFromSafetensors } from "./model_io.ts";
+ * import { serializeSafetensors } from "./safetensors.ts";
+ * import { createDit, ditStateDict } from "../model/dit.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const dit = createDit({ vocabSize: 9, context: 8, dModel: 8, nHeads: 2, nLayers: 1, condDim: 4 });
+ * const tensors = ditStateDict(dit);
+ * const { model } = ditFromSafetensors(serializeSafetensors(tensors), { config: { nHeads: 2 } });
+ * assert.equal(model.config.condDim, 4);
+ * assert.deepEqual(model.params, dit.params);
+ * ```
+ */
+export function ditFromSafetensors(
+  bytes: Uint8Array,
+  options: { config: Partial<DitConfig> & { nHeads: number } },
+): { model: DitModel; metadata: Record<string, string> } {
+  const { tensors, metadata } = parseSafetensors(bytes);
+  for (const [name, t] of Object.entries(tensors)) {
+    if (t.dtype !== "F32" && t.dtype !== "F64") {
+      throw new TypeError(`Invalid tensor "${name}": expected dtype F32 or F64, got ${t.dtype}`);
+    }
+  }
+  const model = ditFromTensors(
+    tensors as Record<string, { shape: number[]; data: Float32Array | Float64Array }>,
+    options?.config,
+  );
   return { model, metadata };
 }

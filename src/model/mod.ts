@@ -1,6 +1,7 @@
 /**
  * The denoising transformer: config and presets, parameter layout, initialisation, forward and
- * backward passes.
+ * backward passes; and the DiT of SEDD and MDLM (`createModel({ kind: "dit", ... })`, `ditForward`,
+ * `ditBackward`), whose PyTorch state dicts load unchanged.
  *
  * @example Loss and gradient of a tiny model
  * ```ts
@@ -44,6 +45,7 @@ export {
   createWorkspace,
   type DropoutKeys,
   forward,
+  type ForwardOptions,
   lossAndGrad,
   type LossAndGradOptions,
   type Model,
@@ -55,6 +57,25 @@ export {
   workspaceBytes,
   type WorkspaceOptions,
 } from "./model.ts";
+export {
+  createDit,
+  type CreateDitOptions,
+  ditBackward,
+  type DitCache,
+  type DitConfig,
+  type DitConfigInput,
+  ditForward,
+  ditForwardCached,
+  type DitForwardOptions,
+  ditFromTensors,
+  type DitModel,
+  ditParamTable,
+  ditStateDict,
+  esigm1Log,
+  geluTanh,
+  geluTanhGrad,
+  validateDitConfig,
+} from "./dit.ts";
 export type { BackendChoice, BackendName, ResolvedBackend } from "../nn/backend.ts";
 export { BACKEND_CHOICES, resolveBackend } from "../nn/backend.ts";
 export type { BlasOptions } from "../kernels/blas.ts";

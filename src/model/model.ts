@@ -32,6 +32,13 @@ import { finalBackward, finalForward } from "./head.ts";
 import type { BackendName } from "../nn/backend.ts";
 import type { BlasOptions } from "../kernels/blas.ts";
 import { crossEntropyBackward, crossEntropyForward } from "../nn/cross_entropy.ts";
+import {
+  createDit,
+  type CreateDitOptions,
+  type DitConfigInput,
+  ditForward,
+  type DitModel,
+} from "./dit.ts";
 
 export {
   createWorkspace,
@@ -89,8 +96,34 @@ export interface CreateModelOptions {
  */
 export function createModel(
   config: PresetName | Partial<ModelConfig>,
+  options?: CreateModelOptions,
+): Model;
+/**
+ * Creates a DiT (SEDD's and MDLM's denoiser, `src/model/dit.ts`) from a config with
+ * `kind: "dit"`.
+ *
+ * @param config The DiT config.
+ * @param options `seed`, or `params` to wrap.
+ * @returns The DiT.
+ *
+ * @example
+ * ```ts
+ * import { createModel } from "./model.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const dit = createModel({ kind: "dit", vocabSize: 9, context: 8, dModel: 8, nHeads: 2, nLayers: 1, condDim: 4 });
+ * assert.deepEqual(dit.layout["vocab_embed.embedding"].shape, [9, 8]);
+ * ```
+ */
+export function createModel(
+  config: DitConfigInput & { kind: "dit" },
+  options?: CreateDitOptions,
+): DitModel;
+export function createModel(
+  config: PresetName | Partial<ModelConfig> | (DitConfigInput & { kind: "dit" }),
   options: CreateModelOptions = {},
-): Model {
+): Model | DitModel {
+  if (isDitConfig(config)) return createDit(config, options);
   const full = resolveConfig(config, { vocabSize: options.vocabSize, context: options.context });
   const { layout, size } = buildLayout(full);
   let params: Float32Array;
@@ -112,6 +145,14 @@ export function createModel(
   const init = options.init ?? options.params === undefined;
   if (init) initParams(params, layout, full, options.seed ?? 0);
   return { config: full, params, layout };
+}
+
+function isDitConfig(c: unknown): c is DitConfigInput & { kind: "dit" } {
+  return typeof c === "object" && c !== null && (c as { kind?: unknown }).kind === "dit";
+}
+
+function isDit(model: Model | DitModel): model is DitModel {
+  return isDitConfig(model.config);
 }
 
 function describe(v: unknown): string {
@@ -383,6 +424,18 @@ function batchShape(model: Model, length: number, batch: number, name: string): 
   return T;
 }
 
+/** Options of {@linkcode forward}. */
+export interface ForwardOptions {
+  /** Sequences B in `tokens`. */
+  batch: number;
+  /** Noise level per sequence `(B)`: required by a time-conditioned model and by a DiT. */
+  sigma?: Float32Array | Float64Array;
+  /** Backend of the cached workspace (the transformer kind; a DiT runs in plain TypeScript). */
+  backend?: BackendName;
+  /** BLAS options of the cached workspace. */
+  blas?: BlasOptions;
+}
+
 /**
  * Logits for a batch of token sequences, in eval mode (no dropout).
  *
@@ -405,13 +458,32 @@ function batchShape(model: Model, length: number, batch: number, name: string): 
 export function forward(
   model: Model,
   tokens: Int32Array,
-  options: {
-    batch: number;
-    sigma?: Float32Array | Float64Array;
-    backend?: BackendName;
-    blas?: BlasOptions;
-  },
+  options: ForwardOptions,
+): Float32Array;
+/**
+ * A DiT's output for a batch: SEDD's log-scores (`config.output` `"sedd"`) or MDLM's logits
+ * (`"logits"`); see `ditForward` in `src/model/dit.ts` (which keeps float64).
+ *
+ * @param model The DiT.
+ * @param tokens Token ids, `(B,T)` flattened.
+ * @param options `batch`: B; `sigma`: the noise level of each sequence `(B)`.
+ * @returns A fresh `(B,T,V)` array.
+ */
+export function forward(
+  model: DitModel,
+  tokens: Int32Array,
+  options: { batch: number; sigma: Float32Array | Float64Array },
+): Float32Array;
+export function forward(
+  model: Model | DitModel,
+  tokens: Int32Array,
+  options: ForwardOptions,
 ): Float32Array {
+  if (isDit(model)) {
+    // ditForward checks that sigma is there
+    const sigma = options.sigma as Float32Array | Float64Array;
+    return Float32Array.from(ditForward(model, tokens, { batch: options.batch, sigma }));
+  }
   validateTokens(tokens, model.config.vocabSize, "tokens");
   const B = options.batch;
   const T = batchShape(model, tokens.length, B, "tokens");

@@ -563,12 +563,12 @@ export function ditForwardCached(
     );
     // attention half: chunks 0, 1, 2 are shift, scale, gate
     layernormForward(f(bc.n1), f(bc.mean1), f(bc.rstd1), f(x), p("norm1.weight"), f(noBias), N, d);
-    modulateForward(f(bc.m1), f(bc.n1), mod, 0, 1, 6, B, T, d);
+    modulateForward(f(bc.m1), f(bc.n1), mod, 0, 1, { K: 6, B, T, C: d });
     linearForward(f(bc.qkv), f(bc.m1), p("attn_qkv.weight"), null, N, d, 3 * d);
     ropeForward(f(bc.qkv), cos, sin, B, T, d, NH);
     attentionForward(f(bc.y), f(bc.att), f(bc.qkv), null, B, T, d, NH);
     linearForward(f(bc.o), f(bc.y), p("attn_out.weight"), null, N, d, d);
-    gatedResidualForward(f(bc.x2), f(x), f(bc.o), mod, 2, 6, B, T, d);
+    gatedResidualForward(f(bc.x2), f(x), f(bc.o), mod, 2, { K: 6, B, T, C: d });
     // MLP half: chunks 3, 4, 5
     layernormForward(
       f(bc.n2),
@@ -580,12 +580,12 @@ export function ditForwardCached(
       N,
       d,
     );
-    modulateForward(f(bc.m2), f(bc.n2), mod, 3, 4, 6, B, T, d);
+    modulateForward(f(bc.m2), f(bc.n2), mod, 3, 4, { K: 6, B, T, C: d });
     linearForward(f(bc.h), f(bc.m2), p("mlp.0.weight"), p("mlp.0.bias"), N, d, 4 * d);
     for (let i = 0; i < bc.h.length; i++) bc.g[i] = geluTanh(bc.h[i]);
     linearForward(f(bc.f), f(bc.g), p("mlp.2.weight"), p("mlp.2.bias"), N, 4 * d, d);
     const x3 = F64(N * d);
-    gatedResidualForward(f(x3), f(bc.x2), f(bc.f), mod, 5, 6, B, T, d);
+    gatedResidualForward(f(x3), f(bc.x2), f(bc.f), mod, 5, { K: 6, B, T, C: d });
     blocks.push(bc);
     x = x3;
   }
@@ -611,7 +611,7 @@ export function ditForwardCached(
     N,
     d,
   );
-  modulateForward(f(mF), f(nF), f(modF), 0, 1, 2, B, T, d);
+  modulateForward(f(mF), f(nF), f(modF), 0, 1, { K: 2, B, T, C: d });
   const out = F64(N * V);
   linearForward(
     f(out),
@@ -714,7 +714,7 @@ export function ditBackward(
     V,
   );
   const dnF = F64(N * d), dmodF = F64(B * 2 * d);
-  modulateBackward(f(dnF), f(dmodF), f(dmF), f(a.nF), f(a.modF), 0, 1, 2, B, T, d);
+  modulateBackward(f(dnF), f(dmodF), f(dmF), f(a.nF), f(a.modF), 0, 1, { K: 2, B, T, C: d });
   const dc = F64(B * Cd); // summed into by the output layer and every block
   linearBackward(
     f(dc),
@@ -749,7 +749,7 @@ export function ditBackward(
     const mod = f(bc.mod), dmod = F64(B * 6 * d);
     // MLP half, from x3 = x2 + gate_mlp * f
     const dx2 = F64(N * d), df = F64(N * d);
-    gatedResidualBackward(f(dx2), f(df), f(dmod), f(dx), f(bc.f), mod, 5, 6, B, T, d);
+    gatedResidualBackward(f(dx2), f(df), f(dmod), f(dx), f(bc.f), mod, 5, { K: 6, B, T, C: d });
     const dg = F64(N * 4 * d);
     linearBackward(
       f(dg),
@@ -776,7 +776,7 @@ export function ditBackward(
       4 * d,
     );
     const dn2 = F64(N * d);
-    modulateBackward(f(dn2), f(dmod), f(dm2), f(bc.n2), mod, 3, 4, 6, B, T, d);
+    modulateBackward(f(dn2), f(dmod), f(dm2), f(bc.n2), mod, 3, 4, { K: 6, B, T, C: d });
     layernormBackward(
       f(dx2),
       q("norm2.weight"),
@@ -791,7 +791,7 @@ export function ditBackward(
     );
     // attention half, from x2 = x + gate_msa * o
     const dx1 = F64(N * d), dO = F64(N * d);
-    gatedResidualBackward(f(dx1), f(dO), f(dmod), f(dx2), f(bc.o), mod, 2, 6, B, T, d);
+    gatedResidualBackward(f(dx1), f(dO), f(dmod), f(dx2), f(bc.o), mod, 2, { K: 6, B, T, C: d });
     const dy = F64(N * d);
     linearBackward(
       f(dy),
@@ -820,7 +820,7 @@ export function ditBackward(
       3 * d,
     );
     const dn1 = F64(N * d);
-    modulateBackward(f(dn1), f(dmod), f(dm1), f(bc.n1), mod, 0, 1, 6, B, T, d);
+    modulateBackward(f(dn1), f(dmod), f(dm1), f(bc.n1), mod, 0, 1, { K: 6, B, T, C: d });
     layernormBackward(
       f(dx1),
       q("norm1.weight"),

@@ -34,3 +34,7 @@ export {
   loadRun,
 } from "../train/run_dir.ts";
 export { mobyDick } from "./moby_dick.ts";
+// The types the loaders return, as the main module exports them.
+export type { Model } from "../model/model.ts";
+export type { Tokenizer } from "../tokenizer/types.ts";
+export type { AdamWState } from "../optim/adamw.ts";

@@ -16,10 +16,10 @@
  * const out = await makeTempDir();
  * const text = "the whale swam in the sea. ".repeat(40);
  * await train({ text, model: "tiny", steps: 2, batch: 2, context: 8, workers: 0, out, tokenizerVocabSize: 280 });
- * const { step, model } = await loadCheckpoint(out);
+ * const { step, model, tokenizer } = await loadCheckpoint(out);
  * assert.equal(step, 2);
  * assert.equal((await loadRun(out)).settings.batch, 2);
- * assert.equal(model.config.vocabSize, 280);
+ * assert.equal(model.config.vocabSize, tokenizer.vocabSize);
  * await removeDir(out);
  * ```
  *

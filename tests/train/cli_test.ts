@@ -2,12 +2,10 @@ import assert from "node:assert/strict";
 import { main } from "../../cli.ts";
 import { exists, makeTempDir, removeDir, writeFileAtomic } from "../../src/io.ts";
 import { evaluate, type EvaluateOptions } from "../../src/eval/mod.ts";
-import { presets } from "../../src/model/config.ts";
 import { sample } from "../../src/sampler/mod.ts";
 import { encode } from "../../src/tokenizer/mod.ts";
 import { joinDocuments, splitTokens } from "../../src/train/data.ts";
 import { loadCheckpoint } from "../../src/train/run_dir.ts";
-import { train } from "../../src/train/train.ts";
 
 /** Runs `main` with console output captured. */
 async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -199,19 +197,11 @@ Deno.test("cli eval scores a checkpoint with the bound of its loss and graph; tr
     assert.ok(se.out.startsWith(seFigure), `${se.out} / ${seFigure}`);
     assert.notEqual(await direct(`${dir}/se`, { loss: "elbo" }), seFigure); // not vacuous
 
-    // Score entropy on the uniform graph, which needs time conditioning: a library run, as the
-    // CLI has no --graph; then resumed through the CLI, whose samples must read it as uniform.
-    await train({
-      data: `${dir}/data.txt`,
-      tokenizerVocabSize: 300,
-      model: { ...presets.tiny, timeConditioning: true },
-      loss: "score-entropy",
-      graph: "uniform",
-      steps: 2,
-      batch: 2,
-      workers: 0,
-      out: `${dir}/uniform`,
-    });
+    // Score entropy on the uniform graph (--graph uniform: score entropy, time conditioning);
+    // then resumed, whose samples must read it as uniform.
+    const u = await run(["train", ...trainFlags, "--out", `${dir}/uniform`, "--graph", "uniform"]);
+    assert.equal(u.code, 0, u.err);
+    assert.equal((await loadCheckpoint(`${dir}/uniform`)).model.config.timeConditioning, true);
     const r = await run(["train", "--resume", `${dir}/uniform`, "--steps", "3", "--samples", "1"]);
     assert.equal(r.code, 0, r.err);
     const printed = r.out.match(/--- sample 1 \(prompt "Call me Ishmael\."\) ---\n([^]*)\n\nNext:/);

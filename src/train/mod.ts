@@ -19,4 +19,3 @@ export {
 export type { FaultInjection } from "./shard.ts";
 export { TRAIN_DEFAULTS, type TrainDefaults } from "./defaults.ts";
 export { joinDocuments, splitTokens, type TokenSplit } from "./data.ts";
-export { LOSS_NAMES } from "./batch.ts";

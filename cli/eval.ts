@@ -13,10 +13,10 @@ import {
   type LossName,
   splitTokens,
 } from "../mod.ts";
-import { mobyDick } from "../src/files/mod.ts";
+import { mobyDick, readCorpus } from "../src/files/mod.ts";
 import { backendOf, commonHelp, int, num, parse, str } from "./args.ts";
 import { InputError, UsageError } from "./errors.ts";
-import { readCheckpoint, readData, runSettings } from "./inputs.ts";
+import { readCheckpoint, runSettings } from "./inputs.ts";
 
 /** Monte-Carlo draws per window, by default. */
 const EVAL_SAMPLES = 8;
@@ -122,7 +122,7 @@ export async function evalCommand(args: string[]): Promise<number> {
   const runData = typeof run.data === "string" ? run.data : undefined;
   const dataName = data ?? (runData !== undefined ? `the run's data (${runData})` : "Moby-Dick");
   const path = data ?? runData;
-  const docs = path !== undefined ? await readData(path) : [await mobyDick()];
+  const docs = path !== undefined ? await readCorpus(path) : [await mobyDick()];
   const stream = joinDocuments(
     docs.map((d) => encode(tokenizer, d, { eot: false })),
     tokenizer.eotId,

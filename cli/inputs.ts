@@ -12,7 +12,6 @@ import {
   type LoadedCheckpoint,
   type LoadedRun,
   loadRun,
-  readCorpus,
 } from "../src/files/mod.ts";
 import { InputError } from "./errors.ts";
 
@@ -90,24 +89,6 @@ export async function readRun(dir: string): Promise<LoadedRun | undefined> {
 export async function runSettings(checkpoint: string): Promise<Record<string, unknown>> {
   const dir = checkpoint.endsWith(".safetensors") ? dirname(checkpoint) : checkpoint;
   return (await readRun(dir))?.settings ?? {};
-}
-
-/**
- * Reads a corpus: a `.txt` file or a folder of them, with at least one character of text.
- *
- * @param path The path given with `--data` (or saved in a run).
- * @returns The documents.
- */
-export async function readData(path: string): Promise<string[]> {
-  const docs = await readCorpus(path);
-  if (docs.every((d) => d.length === 0)) {
-    throw new InputError(
-      `Empty corpus: expected text in "${path}", got ${
-        docs.length === 1 ? "an empty file" : `${docs.length} empty files`
-      }`,
-    );
-  }
-  return docs;
 }
 
 /**

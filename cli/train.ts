@@ -17,10 +17,10 @@ import {
   type TrainOptions,
   type TrainResult,
 } from "../mod.ts";
-import { linkLatest, type LoadedRun, mobyDick } from "../src/files/mod.ts";
+import { linkLatest, type LoadedRun, mobyDick, readCorpus } from "../src/files/mod.ts";
 import { backendOf, choice, commonHelp, int, num, parse, str } from "./args.ts";
 import { InputError } from "./errors.ts";
-import { readData, readRun, samplerOutput } from "./inputs.ts";
+import { readRun, samplerOutput } from "./inputs.ts";
 import { SAMPLE_STEPS } from "./sample.ts";
 
 /** The graphs `train()` accepts. */
@@ -152,35 +152,69 @@ async function trainingData(
   const saved = typeof run?.settings.data === "string" ? run.settings.data : undefined;
   const path = data ?? saved;
   if (path !== undefined) {
-    await readData(path);
+    await readCorpus(path);
     return { source: { data: path }, name: data ?? "its data" };
   }
   return { source: { text: await mobyDick() }, name: "Moby-Dick" };
 }
 
+/** Exit code of a run stopped by Ctrl+C (128 + SIGINT), as shells report it. */
+export const INTERRUPTED = 130;
+
+/** The C library, by platform, for `_exit`. */
+const LIBC: Record<string, string> = {
+  darwin: "libSystem.B.dylib",
+  windows: "ucrtbase.dll",
+};
+
 /**
- * Runs `train()` with Ctrl+C wired to its `signal`: the first stops the run after the current
- * step (it saves a checkpoint and resolves); the listener is then removed, so a second one ends
- * the process at once.
+ * Ends the process with `code` now, through the C library's `_exit`, which runs no exit handlers:
+ * a native library's own (OpenBLAS's) crash the process when they run while a worker thread is
+ * inside one of its calls, which is where a second Ctrl+C finds them. `Deno.exit` where the C
+ * library cannot be opened.
  */
-async function trainWithSignal(options: TrainOptions): Promise<TrainResult> {
+function exitNow(code: number): never {
+  try {
+    const libc = Deno.dlopen(LIBC[Deno.build.os] ?? "libc.so.6", {
+      _exit: { parameters: ["i32"], result: "void" },
+    });
+    libc.symbols._exit(code);
+  } catch {
+    // no FFI permission or no such library: the ordinary exit
+  }
+  Deno.exit(code);
+}
+
+/**
+ * Runs `train()` with Ctrl+C wired to its `signal`: the first stops the run at the end of the
+ * current step, where `train()` saves a checkpoint and resolves (`interrupted` is then true); a
+ * second one exits with code 130 at once. Either way the run directory stays loadable: every file
+ * in it is written to a temporary file and renamed into place.
+ */
+async function trainWithSignal(
+  options: TrainOptions,
+): Promise<{ result: TrainResult; interrupted: boolean }> {
   const stop = new AbortController();
   const onSignal = () => {
-    console.error("\nStopping after this step (Ctrl+C again to quit at once)...");
+    if (stop.signal.aborted) {
+      console.error("\nInterrupted again: exiting now; the last saved checkpoint is kept.");
+      exitNow(INTERRUPTED);
+    }
+    console.error("\nStopping after this step and saving (Ctrl+C again to quit at once)...");
     stop.abort();
-    Deno.removeSignalListener("SIGINT", onSignal);
   };
+  let listening = false;
   try {
     Deno.addSignalListener("SIGINT", onSignal);
+    listening = true;
   } catch {
     // No signal support (e.g. some platforms): Ctrl+C ends the process as usual.
   }
   try {
-    return await train({ ...options, signal: stop.signal });
+    const result = await train({ ...options, signal: stop.signal });
+    return { result, interrupted: stop.signal.aborted };
   } finally {
-    try {
-      Deno.removeSignalListener("SIGINT", onSignal);
-    } catch { /* already removed */ }
+    if (listening) Deno.removeSignalListener("SIGINT", onSignal);
   }
 }
 
@@ -252,7 +286,7 @@ export async function trainCommand(args: string[]): Promise<number> {
     }; run directory ${out}`,
   );
   const { backend } = backendOf(v.backend);
-  const result = await trainWithSignal({
+  const { result, interrupted } = await trainWithSignal({
     ...source,
     backend,
     model,
@@ -284,6 +318,12 @@ export async function trainCommand(args: string[]): Promise<number> {
   );
   const linked = out.startsWith("runs/") ? await linkLatest(out, "runs/latest") : false;
   console.error(`Wrote ${out}/model.safetensors, optimizer.safetensors, metrics.jsonl, loss.svg`);
+  if (interrupted) {
+    console.error(
+      `Interrupted at step ${result.step}: resume with deno task train --resume ${shellQuote(out)}`,
+    );
+    return INTERRUPTED;
+  }
 
   // Read the network as the run trained it: a resumed run's loss and graph are its saved ones.
   const output = samplerOutput({ loss: result.loss, graph: result.graph });

@@ -272,7 +272,7 @@ export async function readCorpus(p: string, options: ReadCorpusOptions = {}): Pr
   }
   if (docs.every((d) => d.length === 0)) {
     throw new RangeError(
-      `Empty data: expected some text in "${p}", got ${
+      `Empty corpus: expected some text in "${p}", got ${
         docs.length === 1 ? "an empty file" : `${docs.length} empty .txt files`
       }`,
     );

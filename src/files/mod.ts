@@ -15,7 +15,7 @@
  *
  * const out = await makeTempDir();
  * const text = "the whale swam in the sea. ".repeat(40);
- * await train({ text, model: "tiny", steps: 2, batch: 2, context: 8, workers: 0, out, tokenizerVocabSize: 280 });
+ * await train({ text, model: "tiny", steps: 2, batch: 2, context: 8, workers: 0, out, tokenizerVocabSize: 270 });
  * const { step, model, tokenizer } = await loadCheckpoint(out);
  * assert.equal(step, 2);
  * assert.equal((await loadRun(out)).settings.batch, 2);

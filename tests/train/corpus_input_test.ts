@@ -75,7 +75,7 @@ Deno.test("readCorpus() refuses data without a character", () =>
     await writeFileAtomic(`${dir}/a.txt`, "");
     await assert.rejects(
       readCorpus(`${dir}/a.txt`),
-      /^RangeError: Empty data: expected some text in ".*a\.txt", got an empty file$/,
+      /^RangeError: Empty corpus: expected some text in ".*a\.txt", got an empty file$/,
     );
     await writeFileAtomic(`${dir}/b.txt`, "");
     await assert.rejects(readCorpus(dir), /got 2 empty \.txt files$/);

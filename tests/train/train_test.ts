@@ -228,7 +228,27 @@ Deno.test("train() rejects bad options with a clear message", async () => {
     train({ ...base, batch: 0 }),
     /Invalid batch: expected an integer >= 1, got 0/,
   );
-  await assert.rejects(train({ ...base, loss: "mse" as "seed" }), /Unknown loss/);
+  await assert.rejects(train({ ...base, loss: "mse" as "seed" }), {
+    name: "RangeError",
+    message: 'Unknown loss: expected one of seed, elbo, score-entropy, got "mse"',
+  });
+  await assert.rejects(train({ ...base, graph: "ring" as "absorb" }), {
+    name: "RangeError",
+    message: 'Invalid graph: expected one of "absorb", "uniform", got "ring"',
+  });
+  await assert.rejects(train({ ...base, schedule: "step" as "cosine" }), {
+    name: "RangeError",
+    message: 'Invalid schedule: expected one of "constant", "cosine", got "step"',
+  });
+  // Not a number at all: the message says what it got.
+  await assert.rejects(train({ ...base, evalBatches: "4" as unknown as number }), {
+    name: "RangeError",
+    message: "Invalid evalBatches: expected an integer >= 1, got 4",
+  });
+  await assert.rejects(train({ ...base, warmup: 1.5 }), {
+    name: "RangeError",
+    message: "Invalid warmup: expected an integer >= 0, got 1.5",
+  });
   await assert.rejects(train({ ...base, text: undefined }), /Missing data/);
   await assert.rejects(train({ ...base, context: 0 }), /context/);
 });

@@ -17,4 +17,5 @@ export {
   type TrainResult,
 } from "./train.ts";
 export type { FaultInjection } from "./shard.ts";
+export type { WriteFault } from "./checkpointing.ts";
 export { TRAIN_DEFAULTS, type TrainDefaults } from "./defaults.ts";

@@ -13,16 +13,27 @@
  * tokens-<hash>.safetensors  the tokenized corpus, keyed by the tokenizer's and the text's hash
  * ```
  *
- * Every file is written atomically (temporary file, then rename). Resuming reads only
- * `optimizer.safetensors`, which holds its own copy of the parameters, so a kill between the two
- * checkpoint writes can never pair the weights of one step with the moments of another.
+ * Every file is written atomically (temporary file, then rename). A checkpoint's two files are
+ * written as one: both temporary files first (a failure there leaves both old files as they
+ * were), then the renames, `optimizer.safetensors` last. Resuming takes the parameters from
+ * `optimizer.safetensors`, which holds its own copy of them, so the weights of one step are never
+ * paired with the moments of another; and it refuses a directory whose `model.safetensors` is of
+ * another step (a kill between the two renames), so what is sampled is what was resumed.
  *
  * @module
  */
 
 import { modelFromSafetensors, modelToSafetensors } from "../checkpoint/model_io.ts";
 import { parseSafetensors, serializeSafetensors } from "../checkpoint/safetensors.ts";
-import { appendLine, exists, joinPath, readBytes, readText, writeFileAtomic } from "../io.ts";
+import {
+  appendLine,
+  exists,
+  joinPath,
+  readBytes,
+  readText,
+  writeFileAtomic,
+  writeFilesAtomic,
+} from "../io.ts";
 import { type ModelConfig, validateConfig } from "../model/config.ts";
 import { buildLayout } from "../model/layout.ts";
 import { createModel, type Model } from "../model/model.ts";
@@ -220,7 +231,9 @@ export function parseOptimizer(bytes: Uint8Array): LoadedRun {
 }
 
 /**
- * Writes both checkpoint files of a run directory, each atomically.
+ * Writes both checkpoint files of a run directory as one (see `writeFilesAtomic`): both
+ * temporary files first, then the renames, `optimizer.safetensors` (the state resuming reads)
+ * last.
  *
  * @param dir The run directory.
  * @param model The model.
@@ -228,10 +241,11 @@ export function parseOptimizer(bytes: Uint8Array): LoadedRun {
  * @param optimizer AdamW state.
  * @param settings Trainer settings for resuming.
  * @param options `metadata`: further metadata for both files (the trainer's final checkpoint
- *   adds `stopped`); `beforeRename`: see `writeFileAtomic` (fault injection).
- * @throws {WriteError} When a file cannot be written. `optimizer.safetensors` is written first:
- *   if it fails, both files keep the previous checkpoint; if `model.safetensors` then fails, the
- *   resumable state is the new step and the sampling weights stay the previous step's.
+ *   adds `stopped`); `beforeRename`: called with each file's path once its temporary file is
+ *   complete (fault injection).
+ * @throws {WriteError} When a file cannot be written: both files then keep the previous
+ *   checkpoint. Only a failed rename of `optimizer.safetensors` after `model.safetensors` was
+ *   renamed leaves them of two steps, which {@linkcode loadRun} refuses, naming both.
  */
 export async function saveCheckpoint(
   dir: string,
@@ -242,21 +256,20 @@ export async function saveCheckpoint(
   options: { metadata?: Record<string, string>; beforeRename?: (file: string) => void } = {},
 ): Promise<void> {
   const extra = options.metadata ?? {};
-  const write = { beforeRename: options.beforeRename };
-  await writeFileAtomic(
-    joinPath(dir, "optimizer.safetensors"),
-    optimizerBytes(model, tokenizer, optimizer, settings, extra),
-    write,
-  );
-  await writeFileAtomic(
-    joinPath(dir, "model.safetensors"),
-    modelCheckpointBytes(model, tokenizer, optimizer.step, {
-      ...extra,
-      loss: String(settings.loss ?? "seed"),
-      graph: String(settings.graph ?? "absorb"),
-    }),
-    write,
-  );
+  await writeFilesAtomic([
+    {
+      path: joinPath(dir, "model.safetensors"),
+      data: modelCheckpointBytes(model, tokenizer, optimizer.step, {
+        ...extra,
+        loss: String(settings.loss ?? "seed"),
+        graph: String(settings.graph ?? "absorb"),
+      }),
+    },
+    {
+      path: joinPath(dir, "optimizer.safetensors"),
+      data: optimizerBytes(model, tokenizer, optimizer, settings, extra),
+    },
+  ], { beforeRename: options.beforeRename });
 }
 
 /** A run-directory file that exists but cannot be read as what it should be. */
@@ -304,19 +317,40 @@ export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
 }
 
 /**
- * Loads the resumable state of a run directory (`optimizer.safetensors`).
+ * Loads the resumable state of a run directory (`optimizer.safetensors`), after checking that
+ * its `model.safetensors`, when there is one, is the same checkpoint.
  *
  * @param dir The run directory.
  * @returns Model, tokenizer, optimizer state, settings.
- * @throws {RangeError} When the file does not exist.
- * @throws {RunFileError} When it cannot be read or parsed; nothing is half-loaded.
+ * @throws {RangeError} When `optimizer.safetensors` does not exist, or when `model.safetensors`
+ *   is of another step or holds other weights (a checkpoint cut off between its two renames):
+ *   a one-line message naming both files and their steps.
+ * @throws {RunFileError} When either file cannot be read or parsed; nothing is half-loaded.
  */
 export async function loadRun(dir: string): Promise<LoadedRun> {
   const file = joinPath(dir, "optimizer.safetensors");
   if (!(await exists(file))) {
     throw new RangeError(`Nothing to resume: expected ${file} to exist`);
   }
-  return await readFileAs(file, parseOptimizer);
+  const run = await readFileAs(file, parseOptimizer);
+  const modelFile = joinPath(dir, "model.safetensors");
+  if (await exists(modelFile)) {
+    const ckpt = await readFileAs(modelFile, parseModelCheckpoint);
+    const a = ckpt.model.params, b = run.model.params;
+    const same = ckpt.step === run.step && a.length === b.length &&
+      a.every((x, i) => Object.is(x, b[i]));
+    if (!same) {
+      const got = ckpt.step === run.step
+        ? `other weights at the same step ${run.step} (files of two runs?)`
+        : `step ${ckpt.step} and step ${run.step} (a checkpoint cut off between its two renames)`;
+      throw new RangeError(
+        `Inconsistent run directory: expected ${modelFile} and ${file} to be one checkpoint, ` +
+          `got ${got}; delete ${modelFile} to resume from step ${run.step}, which ${file} ` +
+          `holds whole`,
+      );
+    }
+  }
+  return run;
 }
 
 /**
@@ -404,16 +438,19 @@ async function writeMetrics(dir: string, records: MetricsRecord[]): Promise<void
 }
 
 /**
- * Draws `loss.svg` from `metrics.jsonl` (see `lossChartSvg`).
+ * Draws `loss.svg` from `metrics.jsonl` (see `lossChartSvg`): raw and smoothed training loss,
+ * held-out points, and the bits/char axis when the characters per token are known.
  *
  * @param dir The run directory.
  * @param title The chart's title.
  * @param charsPerToken Characters per token of the data, for the bits/char axis (none if absent).
+ * @param options `beforeRename`: see `writeFileAtomic` (fault injection).
  */
 export async function writeLossChart(
   dir: string,
   title: string,
   charsPerToken?: number,
+  options: { beforeRename?: (file: string) => void } = {},
 ): Promise<void> {
   const records = await readMetrics(dir);
   const svg = lossChartSvg({
@@ -422,7 +459,7 @@ export async function writeLossChart(
       r,
     ) => [r.step, r.heldOutLoss!]),
   }, { title, charsPerToken });
-  await writeFileAtomic(joinPath(dir, "loss.svg"), svg);
+  await writeFileAtomic(joinPath(dir, "loss.svg"), svg, options);
 }
 
 /**

@@ -30,7 +30,7 @@ import type { FaultInjection } from "./shard.ts";
 import type { BackendChoice, ResolvedBackend } from "../nn/backend.ts";
 import { openPool, setupRun } from "./setup.ts";
 import { type StepContext, stepLearningRate, takeStep } from "./step.ts";
-import { Checkpoints } from "./checkpointing.ts";
+import { Checkpoints, type WriteFault } from "./checkpointing.ts";
 import { charsPerToken, chartTitle, heldOutLoss, Reporter } from "./report.ts";
 
 export { clipGradNorm, learningRate, NonFiniteError } from "./step.ts";
@@ -166,8 +166,11 @@ export interface TrainOptions {
   blasPath?: string;
   /** Test-only: make one worker fail at one step. */
   fault?: FaultInjection;
-  /** Test-only: the checkpoint after this step fails as a full disk would (after its temporary file). */
-  writeFault?: { step: number };
+  /**
+   * Test-only: the checkpoint after this step fails as a full disk would, once the temporary
+   * file of `file` (default `"model.safetensors"`, the first written) is complete.
+   */
+  writeFault?: WriteFault;
 }
 
 /** What {@linkcode train} resolves to. */

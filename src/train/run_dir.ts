@@ -20,10 +20,20 @@
  * paired with the moments of another; and it refuses a directory whose `model.safetensors` is of
  * another step (a kill between the two renames), so what is sampled is what was resumed.
  *
+ * The two checkpoint files' bytes are made and parsed by `src/checkpoint/run_files.ts`, which does
+ * no I/O (the browser page uses it too); this module reads and writes them.
+ *
  * @module
  */
 
-import { modelFromSafetensors, modelToSafetensors } from "../checkpoint/model_io.ts";
+import {
+  type LoadedCheckpoint,
+  type LoadedRun,
+  modelCheckpointBytes,
+  optimizerBytes,
+  parseModelCheckpoint,
+  parseOptimizer,
+} from "../checkpoint/run_files.ts";
 import { parseSafetensors, serializeSafetensors } from "../checkpoint/safetensors.ts";
 import {
   appendLine,
@@ -34,201 +44,17 @@ import {
   writeFileAtomic,
   writeFilesAtomic,
 } from "../io.ts";
-import { type ModelConfig, validateConfig } from "../model/config.ts";
-import { buildLayout } from "../model/layout.ts";
-import { createModel, type Model } from "../model/model.ts";
+import type { Model } from "../model/model.ts";
 import type { AdamWState } from "../optim/adamw.ts";
-import { type Tokenizer, tokenizerFromJSON, tokenizerToJSON } from "../tokenizer/mod.ts";
+import type { Tokenizer } from "../tokenizer/mod.ts";
 import { lossChartSvg } from "./plot.ts";
 import type { StepInfo } from "./train.ts";
 
-/** The metadata key of the format marker. */
-export const FORMAT = "sedd-core/1";
-
-/** A loaded model checkpoint. */
-export interface LoadedCheckpoint {
-  /** The model (fresh parameter buffer). */
-  model: Model;
-  /** Its tokenizer. */
-  tokenizer: Tokenizer;
-  /** The training step it was saved at. */
-  step: number;
-  /** All `__metadata__` entries. */
-  metadata: Record<string, string>;
-}
-
-/** What resuming needs: the checkpoint plus the optimizer state and trainer settings. */
-export interface LoadedRun extends LoadedCheckpoint {
-  /** AdamW moments and step. */
-  optimizer: AdamWState;
-  /** The trainer settings saved with the run (JSON object). */
-  settings: Record<string, unknown>;
-}
+/** What {@linkcode loadCheckpoint} and {@linkcode loadRun} return. */
+export type { LoadedCheckpoint, LoadedRun };
 
 /** One line of `metrics.jsonl`: a step's record without the step budget. */
 export type MetricsRecord = Omit<StepInfo, "steps">;
-
-function baseMetadata(model: Model, tokenizer: Tokenizer, step: number): Record<string, string> {
-  return {
-    format: FORMAT,
-    config: JSON.stringify(model.config),
-    tokenizer: tokenizerToJSON(tokenizer),
-    step: String(step),
-  };
-}
-
-/**
- * The bytes of `model.safetensors`: one tensor per PyTorch state-dict name, and the config,
- * tokenizer and step in `__metadata__`.
- *
- * @param model The model.
- * @param tokenizer Its tokenizer.
- * @param step Steps trained.
- * @param extra Further metadata (the trainer adds `loss` and `graph`, which tell a sampler how
- *   to read the network's output).
- * @returns The file's bytes.
- */
-export function modelCheckpointBytes(
-  model: Model,
-  tokenizer: Tokenizer,
-  step: number,
-  extra: Record<string, string> = {},
-): Uint8Array {
-  const { config: _, ...rest } = baseMetadata(model, tokenizer, step);
-  return modelToSafetensors(model, { ...extra, ...rest });
-}
-
-/** Parses `text` as a JSON object, or throws a RangeError saying what it got. */
-function jsonObject(text: string, what: string): Record<string, unknown> {
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (e) {
-    throw new RangeError(
-      `Invalid ${what}: expected JSON, got a parse error (${(e as Error).message})`,
-    );
-  }
-  if (typeof v !== "object" || v === null || Array.isArray(v)) {
-    throw new RangeError(`Invalid ${what}: expected a JSON object, got ${text.slice(0, 40)}`);
-  }
-  return v as Record<string, unknown>;
-}
-
-function readMeta(meta: Record<string, string>, what: string): {
-  config: ModelConfig;
-  tokenizer: Tokenizer;
-  step: number;
-} {
-  for (const k of ["config", "tokenizer", "step"]) {
-    if (!(k in meta)) {
-      throw new RangeError(`Invalid ${what}: expected __metadata__.${k}, got none`);
-    }
-  }
-  const config = jsonObject(meta.config, `${what} __metadata__.config`) as unknown as ModelConfig;
-  validateConfig(config);
-  const tokenizer = tokenizerFromJSON(meta.tokenizer);
-  const step = Number(meta.step);
-  if (!Number.isInteger(step) || step < 0) {
-    throw new RangeError(`Invalid ${what}: expected an integer step >= 0, got ${meta.step}`);
-  }
-  return { config, tokenizer, step };
-}
-
-/**
- * Reads a `model.safetensors` written by {@linkcode modelCheckpointBytes}.
- *
- * @param bytes The file's bytes.
- * @returns The model, tokenizer, step and metadata.
- */
-export function parseModelCheckpoint(bytes: Uint8Array): LoadedCheckpoint {
-  const { model, metadata } = modelFromSafetensors(bytes);
-  if (!("tokenizer" in metadata)) {
-    throw new RangeError(
-      "Invalid model checkpoint: expected __metadata__.tokenizer (a file written by the trainer), got none",
-    );
-  }
-  const tokenizer = tokenizerFromJSON(metadata.tokenizer);
-  const step = Number(metadata.step ?? "0");
-  if (!Number.isInteger(step) || step < 0) {
-    throw new RangeError(
-      `Invalid model checkpoint: expected an integer step >= 0, got ${metadata.step}`,
-    );
-  }
-  if (tokenizer.vocabSize !== model.config.vocabSize) {
-    throw new RangeError(
-      `Invalid model checkpoint: expected the tokenizer's vocabulary (${tokenizer.vocabSize}) to equal the model's (${model.config.vocabSize})`,
-    );
-  }
-  return { model, tokenizer, step, metadata };
-}
-
-/**
- * The bytes of `optimizer.safetensors`: parameters, moments, step, settings, config, tokenizer.
- *
- * @param model The model.
- * @param tokenizer Its tokenizer.
- * @param optimizer AdamW state (its `step` is the training step).
- * @param settings Trainer settings to restore on resume (JSON-serialisable).
- * @param extra Further metadata.
- * @returns The file's bytes.
- */
-export function optimizerBytes(
-  model: Model,
-  tokenizer: Tokenizer,
-  optimizer: AdamWState,
-  settings: Record<string, unknown>,
-  extra: Record<string, string> = {},
-): Uint8Array {
-  const P = model.params.length;
-  return serializeSafetensors(
-    {
-      params: { shape: [P], data: model.params },
-      m: { shape: [P], data: optimizer.m },
-      v: { shape: [P], data: optimizer.v },
-    },
-    {
-      ...extra,
-      ...baseMetadata(model, tokenizer, optimizer.step),
-      settings: JSON.stringify(settings),
-    },
-  );
-}
-
-/**
- * Reads an `optimizer.safetensors` written by {@linkcode optimizerBytes}.
- *
- * @param bytes The file's bytes.
- * @returns Model, tokenizer, optimizer state and settings.
- */
-export function parseOptimizer(bytes: Uint8Array): LoadedRun {
-  const { tensors, metadata } = parseSafetensors(bytes);
-  const { config, tokenizer, step } = readMeta(metadata, "optimizer checkpoint");
-  const P = buildLayout(config).size; // checked against the tensors before allocating a model
-  const get = (name: string): Float32Array => {
-    const t = tensors[name];
-    if (!t || t.dtype !== "F32" || t.data.length !== P) {
-      throw new RangeError(
-        `Invalid optimizer checkpoint: expected F32 tensor "${name}" of ${P} values, got ${
-          t ? `${t.dtype} of ${t.data.length}` : "none"
-        }`,
-      );
-    }
-    return t.data as Float32Array;
-  };
-  const params = get("params"), m = get("m"), v = get("v");
-  const settings = jsonObject(
-    metadata.settings ?? "{}",
-    "optimizer checkpoint __metadata__.settings",
-  );
-  if (tokenizer.vocabSize !== config.vocabSize) {
-    throw new RangeError(
-      `Invalid optimizer checkpoint: expected the tokenizer's vocabulary (${tokenizer.vocabSize}) to equal the model's (${config.vocabSize})`,
-    );
-  }
-  const model = createModel(config, { params });
-  const optimizer: AdamWState = { m, v, step };
-  return { model, tokenizer, step, metadata, optimizer, settings };
-}
 
 /**
  * Writes both checkpoint files of a run directory as one (see `writeFilesAtomic`): both

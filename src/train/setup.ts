@@ -433,7 +433,8 @@ export async function setupRun(options: TrainOptions): Promise<RunSetup> {
  * starts the gradient workers (or the in-process shard).
  *
  * @param run The run's setup.
- * @param options The caller's options (`backend`, `blasPath`, `microBatch`, `fault`).
+ * @param options The caller's options (`backend`, `blasPath`, `microBatch`, `fault`,
+ *   `workerUrl`).
  * @returns The pool and the backend it runs.
  */
 export async function openPool(
@@ -456,6 +457,7 @@ export async function openPool(
     backend: backend.backend,
     blasPath: options.blasPath,
     fault: options.fault,
+    workerUrl: options.workerUrl,
   });
   return { pool, backend };
 }

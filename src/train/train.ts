@@ -164,6 +164,13 @@ export interface TrainOptions {
   backend?: BackendChoice;
   /** The BLAS library to open (default: `SEDD_BLAS`, else the platform's usual names). */
   blasPath?: string;
+  /**
+   * The module each gradient worker runs. Default: `workers/grad_worker.ts` of this package,
+   * found beside the trainer's own module. A bundle that puts the worker elsewhere passes its
+   * URL, e.g. `new URL("./grad_worker.js", import.meta.url)` for a worker built beside the page's
+   * script from `workers/grad_worker.ts`. Not used with `workers` 0 or 1 (no Worker is started).
+   */
+  workerUrl?: string | URL;
   /** Test-only: make one worker fail at one step. */
   fault?: FaultInjection;
   /**

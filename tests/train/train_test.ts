@@ -276,3 +276,28 @@ Deno.test("train() trains its tokenizer without the held-out tail, so held-out w
   const all = trainTokenizer([body + tail], { kind: "bpe", vocabSize: 300 });
   assert.ok(all.tokens.some((t) => t.includes("zyzz")));
 });
+
+Deno.test("train() spawns its gradient workers from workerUrl when given", async () => {
+  const dir = await makeTempDir();
+  try {
+    const opts: TrainOptions = { ...base, steps: 2, workers: 2 };
+    // A worker module elsewhere (as a bundle puts it) that runs the package's worker.
+    const real = new URL("../../workers/grad_worker.ts", import.meta.url).href;
+    await writeFileAtomic(`${dir}/worker.ts`, `import ${JSON.stringify(real)};\n`);
+    const moved = await train({ ...opts, workerUrl: `file://${dir}/worker.ts` });
+    const plain = await train(opts);
+    assert.equal(moved.workers, 2);
+    assert.deepEqual(moved.model.params, plain.model.params);
+    // A URL with no module behind it fails the run: the option is what the pool spawns.
+    await assert.rejects(
+      train({ ...opts, workerUrl: new URL(`file://${dir}/missing.ts`) }),
+      (e: unknown) => {
+        assert.ok(e instanceof WorkerError, String(e));
+        assert.match(e.message, /^Gradient worker \d failed at step 0: /);
+        return true;
+      },
+    );
+  } finally {
+    await removeDir(dir);
+  }
+});

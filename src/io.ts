@@ -57,21 +57,71 @@ export class WriteError extends Error {
  * @param options `beforeRename`: called once the temporary file is complete (tests make it throw,
  *   as a disk that fills up at the last moment would).
  */
-export async function writeFileAtomic(
+export function writeFileAtomic(
   file: string,
   data: Uint8Array | string,
   options: { beforeRename?: (file: string) => void } = {},
 ): Promise<void> {
-  const dir = path.dirname(file);
-  const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${tempCounter++}.tmp`);
+  return writeFilesAtomic([{ path: file, data }], options);
+}
+
+/** One file of {@linkcode writeFilesAtomic}: where it goes and what it holds. */
+export interface FileContent {
+  /** The destination path; its directory is created if missing. */
+  path: string;
+  /** The content (strings are written as UTF-8). */
+  data: Uint8Array | string;
+}
+
+/**
+ * Writes several files as one: every file to a temporary file beside it first, and only when all
+ * of them are complete, the renames, in the order given.
+ *
+ * - A failure while writing (a read-only or full directory, or `beforeRename` throwing) removes
+ *   every temporary file and leaves every destination as it was.
+ * - A rename that fails (rare: the temporary files are already written, and a rename within a
+ *   directory needs no space) leaves the files before it replaced and the rest as they were; its
+ *   message says which were replaced. Put the file that commits the set last.
+ *
+ * @param files The files, in rename order.
+ * @param options `beforeRename`: called with each destination once its temporary file is
+ *   complete (tests make it throw, as a disk that fills up at the last moment would).
+ * @throws {WriteError} Naming the file that failed and the cause.
+ */
+export async function writeFilesAtomic(
+  files: readonly FileContent[],
+  options: { beforeRename?: (file: string) => void } = {},
+): Promise<void> {
+  const temps: string[] = [];
+  const removeTemps = (from: number) =>
+    Promise.all(temps.slice(from).map((t) => fs.rm(t, { force: true }).catch(() => {})));
+  let current = "";
   try {
-    await fs.mkdir(dir, { recursive: true });
-    await fs.writeFile(tmp, data);
-    options.beforeRename?.(file);
-    await fs.rename(tmp, file);
+    for (const { path: file, data } of files) {
+      current = file;
+      const dir = path.dirname(file);
+      await fs.mkdir(dir, { recursive: true });
+      const tmp = path.join(dir, `.${path.basename(file)}.${process.pid}.${tempCounter++}.tmp`);
+      temps.push(tmp);
+      await fs.writeFile(tmp, data);
+      options.beforeRename?.(file);
+    }
   } catch (err) {
-    await fs.rm(tmp, { force: true }).catch(() => {});
-    throw new WriteError(file, err);
+    await removeTemps(0);
+    throw new WriteError(current, err);
+  }
+  for (let i = 0; i < files.length; i++) {
+    try {
+      await fs.rename(temps[i], files[i].path);
+    } catch (err) {
+      await removeTemps(i);
+      const why = err instanceof Error ? err.message.split("\n")[0] : String(err);
+      const done = files.slice(0, i).map((f) => f.path);
+      throw new WriteError(
+        files[i].path,
+        i === 0 ? err : new Error(`${why} (${done.join(", ")} already replaced)`, { cause: err }),
+      );
+    }
   }
 }
 

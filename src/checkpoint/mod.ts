@@ -1,6 +1,8 @@
 /**
- * Checkpoints: the safetensors format, and models to and from it under PyTorch's state-dict
- * names (`load_state_dict(strict=True)` works both ways).
+ * Checkpoints: the safetensors format, models to and from it under PyTorch's state-dict names
+ * (`load_state_dict(strict=True)` works both ways), and the bytes of the trainer's two checkpoint
+ * files, `model.safetensors` and `optimizer.safetensors`. Nothing here does I/O, so all of it
+ * runs in a browser.
  *
  * @example Save and load a model
  * ```ts
@@ -36,3 +38,12 @@ export {
   type ModelFromSafetensorsOptions,
   modelToSafetensors,
 } from "./model_io.ts";
+export {
+  CHECKPOINT_FORMAT,
+  type LoadedCheckpoint,
+  type LoadedRun,
+  modelCheckpointBytes,
+  optimizerBytes,
+  parseModelCheckpoint,
+  parseOptimizer,
+} from "./run_files.ts";

@@ -12,15 +12,14 @@
 
 import { corruptRow, moveProb, seedLossWeights } from "../diffusion/corrupt.ts";
 import type { GraphName } from "../diffusion/corrupt.ts";
-import { type LossName, lossScale } from "../diffusion/losses.ts";
+import { checkLossName, LOSS_NAMES, type LossName, lossScale } from "../diffusion/losses.ts";
 import { createSchedule, stepRng } from "../diffusion/schedule.ts";
 import { Rng } from "../rng.ts";
 import { drawWindow } from "./data.ts";
 
 export type { GraphName, LossName };
-
-/** The loss names the trainer accepts, for messages. */
-export const LOSS_NAMES: readonly LossName[] = ["seed", "elbo", "score-entropy"];
+/** The loss names the trainer accepts (the one list, from the diffusion losses). */
+export { LOSS_NAMES };
 
 /** Lower end of diffusion time for `elbo` and `score-entropy`: t ~ U[eps, 1] (SEDD's, MDLM's). */
 export const TIME_EPS = 1e-3;
@@ -180,11 +179,7 @@ export function fillBatch(
   if (tokens.length < T) {
     throw new RangeError(`Not enough tokens: expected at least ${T}, got ${tokens.length}`);
   }
-  if (!LOSS_NAMES.includes(loss)) {
-    throw new RangeError(
-      `Unknown loss: expected one of ${LOSS_NAMES.join(", ")}, got ${JSON.stringify(loss)}`,
-    );
-  }
+  checkLossName(loss);
   const schedule = loss === "seed" ? undefined : createSchedule("loglinear");
   // Antithetic times: one u for the whole step, shared by every shard and held-out batch.
   const u = options.antithetic ? stepRng(seed, step).uniform() : 0;

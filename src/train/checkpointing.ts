@@ -11,7 +11,7 @@
 import type { Model } from "../model/model.ts";
 import type { AdamWState } from "../optim/adamw.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
-import { metricsRecord, writeChart } from "./report.ts";
+import { metricsRecord } from "./report.ts";
 import type { RunDir, Settings } from "./setup.ts";
 import type { StepInfo } from "./train.ts";
 
@@ -35,8 +35,20 @@ export interface CheckpointTarget {
   chart: { title: string; charsPerToken?: number };
   /** Whether the run resumed from a checkpoint (which then counts as the newest one). */
   resumed: boolean;
-  /** Test-only: the checkpoint after this step fails once its temporary file is written. */
-  writeFault?: { step: number };
+  /** Test-only: the checkpoint after this step fails once a temporary file is written. */
+  writeFault?: WriteFault;
+}
+
+/** Test-only: a checkpoint write that fails as a full disk would. */
+export interface WriteFault {
+  /** The step whose checkpoint fails. */
+  step: number;
+  /**
+   * The file whose temporary file is the last written: `"model.safetensors"` (written first),
+   * `"optimizer.safetensors"` (second, after the model's), or `"loss.svg"` (the chart, written
+   * after both checkpoint files are in place). Default `"model.safetensors"`.
+   */
+  file?: "model.safetensors" | "optimizer.safetensors" | "loss.svg";
 }
 
 /** A checkpoint that could not be written: the run stops, the previous checkpoint is kept. */
@@ -115,7 +127,14 @@ export class Checkpoints {
   async save(stopped?: string): Promise<void> {
     const { fsx, out, model, tokenizer, optimizer, settings, chart } = this.#t;
     if (out === undefined) return;
+    const step = optimizer.step;
     const fault = this.#t.writeFault;
+    const failAt = fault?.step === step ? (fault.file ?? "model.safetensors") : undefined;
+    const beforeRename = failAt === undefined ? undefined : (file: string) => {
+      if (file.split(/[\\/]/).at(-1) === failAt) {
+        throw new Error(`injected write fault (no space left) on ${file}`);
+      }
+    };
     try {
       await fsx!.saveCheckpoint(
         out,
@@ -125,25 +144,30 @@ export class Checkpoints {
         settings as unknown as Record<string, unknown>,
         {
           metadata: stopped === undefined ? {} : { stopped },
-          beforeRename: fault?.step === optimizer.step
-            ? (file) => {
-              throw new Error(`injected write fault (no space left) on ${file}`);
-            }
-            : undefined,
+          beforeRename,
         },
       );
-      await writeChart(fsx!, out, chart);
     } catch (e) {
       throw new CheckpointError(
-        optimizer.step,
-        `Checkpoint of step ${optimizer.step} failed: ${(e as Error).message}; training ` +
+        step,
+        `Checkpoint of step ${step} failed: ${(e as Error).message}; training ` +
           `stopped${this.whereKept()}`,
         e,
       );
     }
-    this.lastGood = optimizer.step;
+    this.lastGood = step;
     this.haveCheckpoint = true;
     this.#wrote = true;
+    try {
+      await fsx!.writeLossChart(out, chart.title, chart.charsPerToken, { beforeRename });
+    } catch (e) {
+      throw new CheckpointError(
+        step,
+        `Loss chart of step ${step} failed: ${(e as Error).message}; training ` +
+          `stopped${this.whereKept()}`,
+        e,
+      );
+    }
   }
 
   /**

@@ -17,5 +17,6 @@ export {
   type TrainResult,
 } from "./train.ts";
 export type { FaultInjection } from "./shard.ts";
+export type { WriteFault } from "./checkpointing.ts";
 export { TRAIN_DEFAULTS, type TrainDefaults } from "./defaults.ts";
 export { joinDocuments, splitTokens, type TokenSplit } from "./data.ts";

@@ -19,6 +19,7 @@
  */
 
 import * as Comlink from "comlink";
+import { checkInt } from "../check.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { BackendName } from "../nn/backend.ts";
 import { createModel, type Model } from "../model/model.ts";
@@ -157,18 +158,8 @@ export function shardBounds(k: number, W: number, B: number): [number, number] {
  */
 export async function createPool(options: PoolOptions): Promise<GradientPool> {
   const { config, batch: B, context: T } = options;
-  if (!Number.isInteger(options.workers) || options.workers < 0) {
-    throw new RangeError(`Invalid workers: expected an integer >= 0, got ${options.workers}`);
-  }
-  const W = Math.min(options.workers, B);
-  if (
-    options.microBatch !== undefined &&
-    (!Number.isInteger(options.microBatch) || options.microBatch < 1)
-  ) {
-    throw new RangeError(
-      `Invalid microBatch: expected an integer >= 1, got ${options.microBatch}`,
-    );
-  }
+  const W = Math.min(checkInt("workers", options.workers, 0), B);
+  if (options.microBatch !== undefined) checkInt("microBatch", options.microBatch, 1);
   const P = options.params.length;
   if (W <= 1) return inProcessPool(options);
 

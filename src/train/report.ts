@@ -1,7 +1,7 @@
 /**
  * What a run reports: the `StepInfo` of every step (with throughput over the last few steps and
  * a clock that leaves out the time spent in `onStep`), the held-out loss on its cadence, the
- * `metrics.jsonl` line of a step, and `loss.svg`.
+ * `metrics.jsonl` line of a step, and the chart's title and bits/char factor.
  *
  * Dimensions: `B` batch, `T` context.
  *
@@ -14,7 +14,7 @@ import type { Tokenizer } from "../tokenizer/mod.ts";
 import { fillBatch } from "./batch.ts";
 import type { GradientPool } from "./pool.ts";
 import type { MetricsRecord } from "./run_dir.ts";
-import type { RunDir, Settings } from "./setup.ts";
+import type { Settings } from "./setup.ts";
 import type { StepInfo, TrainOptions } from "./train.ts";
 
 /** Reserved step key of held-out batches: training never reaches step 2^32 - 2. */
@@ -39,22 +39,6 @@ export function metricsRecord(info: StepInfo): MetricsRecord {
     heldOutLoss: info.heldOutLoss,
     seconds: info.seconds,
   };
-}
-
-/**
- * Draws `loss.svg` in the run directory: raw and smoothed training loss, held-out points, and
- * the bits/char axis when the characters per token are known.
- *
- * @param fsx The run-directory module.
- * @param out The run directory.
- * @param chart The title and the data's characters per token.
- */
-export async function writeChart(
-  fsx: RunDir,
-  out: string,
-  chart: { title: string; charsPerToken?: number },
-): Promise<void> {
-  await fsx.writeLossChart(out, chart.title, chart.charsPerToken);
 }
 
 /**

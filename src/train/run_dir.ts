@@ -13,214 +13,53 @@
  * tokens-<hash>.safetensors  the tokenized corpus, keyed by the tokenizer's and the text's hash
  * ```
  *
- * Every file is written atomically (temporary file, then rename). Resuming reads only
- * `optimizer.safetensors`, which holds its own copy of the parameters, so a kill between the two
- * checkpoint writes can never pair the weights of one step with the moments of another.
+ * Every file is written atomically (temporary file, then rename). A checkpoint's two files are
+ * written as one: both temporary files first (a failure there leaves both old files as they
+ * were), then the renames, `optimizer.safetensors` last. Resuming takes the parameters from
+ * `optimizer.safetensors`, which holds its own copy of them, so the weights of one step are never
+ * paired with the moments of another; and it refuses a directory whose `model.safetensors` is of
+ * another step (a kill between the two renames), so what is sampled is what was resumed.
+ *
+ * The two checkpoint files' bytes are made and parsed by `src/checkpoint/run_files.ts`, which does
+ * no I/O (the browser page uses it too); this module reads and writes them.
  *
  * @module
  */
 
-import { modelFromSafetensors, modelToSafetensors } from "../checkpoint/model_io.ts";
+import {
+  type LoadedCheckpoint,
+  type LoadedRun,
+  modelCheckpointBytes,
+  optimizerBytes,
+  parseModelCheckpoint,
+  parseOptimizer,
+} from "../checkpoint/run_files.ts";
 import { parseSafetensors, serializeSafetensors } from "../checkpoint/safetensors.ts";
-import { appendLine, exists, joinPath, readBytes, readText, writeFileAtomic } from "../io.ts";
-import { type ModelConfig, validateConfig } from "../model/config.ts";
-import { buildLayout } from "../model/layout.ts";
-import { createModel, type Model } from "../model/model.ts";
+import {
+  appendLine,
+  exists,
+  joinPath,
+  readBytes,
+  readText,
+  writeFileAtomic,
+  writeFilesAtomic,
+} from "../io.ts";
+import type { Model } from "../model/model.ts";
 import type { AdamWState } from "../optim/adamw.ts";
-import { type Tokenizer, tokenizerFromJSON, tokenizerToJSON } from "../tokenizer/mod.ts";
+import type { Tokenizer } from "../tokenizer/mod.ts";
 import { lossChartSvg } from "./plot.ts";
 import type { StepInfo } from "./train.ts";
 
-/** The metadata key of the format marker. */
-export const FORMAT = "sedd-core/1";
-
-/** A loaded model checkpoint. */
-export interface LoadedCheckpoint {
-  /** The model (fresh parameter buffer). */
-  model: Model;
-  /** Its tokenizer. */
-  tokenizer: Tokenizer;
-  /** The training step it was saved at. */
-  step: number;
-  /** All `__metadata__` entries. */
-  metadata: Record<string, string>;
-}
-
-/** What resuming needs: the checkpoint plus the optimizer state and trainer settings. */
-export interface LoadedRun extends LoadedCheckpoint {
-  /** AdamW moments and step. */
-  optimizer: AdamWState;
-  /** The trainer settings saved with the run (JSON object). */
-  settings: Record<string, unknown>;
-}
+/** What {@linkcode loadCheckpoint} and {@linkcode loadRun} return. */
+export type { LoadedCheckpoint, LoadedRun };
 
 /** One line of `metrics.jsonl`: a step's record without the step budget. */
 export type MetricsRecord = Omit<StepInfo, "steps">;
 
-function baseMetadata(model: Model, tokenizer: Tokenizer, step: number): Record<string, string> {
-  return {
-    format: FORMAT,
-    config: JSON.stringify(model.config),
-    tokenizer: tokenizerToJSON(tokenizer),
-    step: String(step),
-  };
-}
-
 /**
- * The bytes of `model.safetensors`: one tensor per PyTorch state-dict name, and the config,
- * tokenizer and step in `__metadata__`.
- *
- * @param model The model.
- * @param tokenizer Its tokenizer.
- * @param step Steps trained.
- * @param extra Further metadata (the trainer adds `loss` and `graph`, which tell a sampler how
- *   to read the network's output).
- * @returns The file's bytes.
- */
-export function modelCheckpointBytes(
-  model: Model,
-  tokenizer: Tokenizer,
-  step: number,
-  extra: Record<string, string> = {},
-): Uint8Array {
-  const { config: _, ...rest } = baseMetadata(model, tokenizer, step);
-  return modelToSafetensors(model, { ...extra, ...rest });
-}
-
-/** Parses `text` as a JSON object, or throws a RangeError saying what it got. */
-function jsonObject(text: string, what: string): Record<string, unknown> {
-  let v: unknown;
-  try {
-    v = JSON.parse(text);
-  } catch (e) {
-    throw new RangeError(
-      `Invalid ${what}: expected JSON, got a parse error (${(e as Error).message})`,
-    );
-  }
-  if (typeof v !== "object" || v === null || Array.isArray(v)) {
-    throw new RangeError(`Invalid ${what}: expected a JSON object, got ${text.slice(0, 40)}`);
-  }
-  return v as Record<string, unknown>;
-}
-
-function readMeta(meta: Record<string, string>, what: string): {
-  config: ModelConfig;
-  tokenizer: Tokenizer;
-  step: number;
-} {
-  for (const k of ["config", "tokenizer", "step"]) {
-    if (!(k in meta)) {
-      throw new RangeError(`Invalid ${what}: expected __metadata__.${k}, got none`);
-    }
-  }
-  const config = jsonObject(meta.config, `${what} __metadata__.config`) as unknown as ModelConfig;
-  validateConfig(config);
-  const tokenizer = tokenizerFromJSON(meta.tokenizer);
-  const step = Number(meta.step);
-  if (!Number.isInteger(step) || step < 0) {
-    throw new RangeError(`Invalid ${what}: expected an integer step >= 0, got ${meta.step}`);
-  }
-  return { config, tokenizer, step };
-}
-
-/**
- * Reads a `model.safetensors` written by {@linkcode modelCheckpointBytes}.
- *
- * @param bytes The file's bytes.
- * @returns The model, tokenizer, step and metadata.
- */
-export function parseModelCheckpoint(bytes: Uint8Array): LoadedCheckpoint {
-  const { model, metadata } = modelFromSafetensors(bytes);
-  if (!("tokenizer" in metadata)) {
-    throw new RangeError(
-      "Invalid model checkpoint: expected __metadata__.tokenizer (a file written by the trainer), got none",
-    );
-  }
-  const tokenizer = tokenizerFromJSON(metadata.tokenizer);
-  const step = Number(metadata.step ?? "0");
-  if (!Number.isInteger(step) || step < 0) {
-    throw new RangeError(
-      `Invalid model checkpoint: expected an integer step >= 0, got ${metadata.step}`,
-    );
-  }
-  if (tokenizer.vocabSize !== model.config.vocabSize) {
-    throw new RangeError(
-      `Invalid model checkpoint: expected the tokenizer's vocabulary (${tokenizer.vocabSize}) to equal the model's (${model.config.vocabSize})`,
-    );
-  }
-  return { model, tokenizer, step, metadata };
-}
-
-/**
- * The bytes of `optimizer.safetensors`: parameters, moments, step, settings, config, tokenizer.
- *
- * @param model The model.
- * @param tokenizer Its tokenizer.
- * @param optimizer AdamW state (its `step` is the training step).
- * @param settings Trainer settings to restore on resume (JSON-serialisable).
- * @param extra Further metadata.
- * @returns The file's bytes.
- */
-export function optimizerBytes(
-  model: Model,
-  tokenizer: Tokenizer,
-  optimizer: AdamWState,
-  settings: Record<string, unknown>,
-  extra: Record<string, string> = {},
-): Uint8Array {
-  const P = model.params.length;
-  return serializeSafetensors(
-    {
-      params: { shape: [P], data: model.params },
-      m: { shape: [P], data: optimizer.m },
-      v: { shape: [P], data: optimizer.v },
-    },
-    {
-      ...extra,
-      ...baseMetadata(model, tokenizer, optimizer.step),
-      settings: JSON.stringify(settings),
-    },
-  );
-}
-
-/**
- * Reads an `optimizer.safetensors` written by {@linkcode optimizerBytes}.
- *
- * @param bytes The file's bytes.
- * @returns Model, tokenizer, optimizer state and settings.
- */
-export function parseOptimizer(bytes: Uint8Array): LoadedRun {
-  const { tensors, metadata } = parseSafetensors(bytes);
-  const { config, tokenizer, step } = readMeta(metadata, "optimizer checkpoint");
-  const P = buildLayout(config).size; // checked against the tensors before allocating a model
-  const get = (name: string): Float32Array => {
-    const t = tensors[name];
-    if (!t || t.dtype !== "F32" || t.data.length !== P) {
-      throw new RangeError(
-        `Invalid optimizer checkpoint: expected F32 tensor "${name}" of ${P} values, got ${
-          t ? `${t.dtype} of ${t.data.length}` : "none"
-        }`,
-      );
-    }
-    return t.data as Float32Array;
-  };
-  const params = get("params"), m = get("m"), v = get("v");
-  const settings = jsonObject(
-    metadata.settings ?? "{}",
-    "optimizer checkpoint __metadata__.settings",
-  );
-  if (tokenizer.vocabSize !== config.vocabSize) {
-    throw new RangeError(
-      `Invalid optimizer checkpoint: expected the tokenizer's vocabulary (${tokenizer.vocabSize}) to equal the model's (${config.vocabSize})`,
-    );
-  }
-  const model = createModel(config, { params });
-  const optimizer: AdamWState = { m, v, step };
-  return { model, tokenizer, step, metadata, optimizer, settings };
-}
-
-/**
- * Writes both checkpoint files of a run directory, each atomically.
+ * Writes both checkpoint files of a run directory as one (see `writeFilesAtomic`): both
+ * temporary files first, then the renames, `optimizer.safetensors` (the state resuming reads)
+ * last.
  *
  * @param dir The run directory.
  * @param model The model.
@@ -228,10 +67,11 @@ export function parseOptimizer(bytes: Uint8Array): LoadedRun {
  * @param optimizer AdamW state.
  * @param settings Trainer settings for resuming.
  * @param options `metadata`: further metadata for both files (the trainer's final checkpoint
- *   adds `stopped`); `beforeRename`: see `writeFileAtomic` (fault injection).
- * @throws {WriteError} When a file cannot be written. `optimizer.safetensors` is written first:
- *   if it fails, both files keep the previous checkpoint; if `model.safetensors` then fails, the
- *   resumable state is the new step and the sampling weights stay the previous step's.
+ *   adds `stopped`); `beforeRename`: called with each file's path once its temporary file is
+ *   complete (fault injection).
+ * @throws {WriteError} When a file cannot be written: both files then keep the previous
+ *   checkpoint. Only a failed rename of `optimizer.safetensors` after `model.safetensors` was
+ *   renamed leaves them of two steps, which {@linkcode loadRun} refuses, naming both.
  */
 export async function saveCheckpoint(
   dir: string,
@@ -242,21 +82,20 @@ export async function saveCheckpoint(
   options: { metadata?: Record<string, string>; beforeRename?: (file: string) => void } = {},
 ): Promise<void> {
   const extra = options.metadata ?? {};
-  const write = { beforeRename: options.beforeRename };
-  await writeFileAtomic(
-    joinPath(dir, "optimizer.safetensors"),
-    optimizerBytes(model, tokenizer, optimizer, settings, extra),
-    write,
-  );
-  await writeFileAtomic(
-    joinPath(dir, "model.safetensors"),
-    modelCheckpointBytes(model, tokenizer, optimizer.step, {
-      ...extra,
-      loss: String(settings.loss ?? "seed"),
-      graph: String(settings.graph ?? "absorb"),
-    }),
-    write,
-  );
+  await writeFilesAtomic([
+    {
+      path: joinPath(dir, "model.safetensors"),
+      data: modelCheckpointBytes(model, tokenizer, optimizer.step, {
+        ...extra,
+        loss: String(settings.loss ?? "seed"),
+        graph: String(settings.graph ?? "absorb"),
+      }),
+    },
+    {
+      path: joinPath(dir, "optimizer.safetensors"),
+      data: optimizerBytes(model, tokenizer, optimizer, settings, extra),
+    },
+  ], { beforeRename: options.beforeRename });
 }
 
 /** A run-directory file that exists but cannot be read as what it should be. */
@@ -304,19 +143,40 @@ export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
 }
 
 /**
- * Loads the resumable state of a run directory (`optimizer.safetensors`).
+ * Loads the resumable state of a run directory (`optimizer.safetensors`), after checking that
+ * its `model.safetensors`, when there is one, is the same checkpoint.
  *
  * @param dir The run directory.
  * @returns Model, tokenizer, optimizer state, settings.
- * @throws {RangeError} When the file does not exist.
- * @throws {RunFileError} When it cannot be read or parsed; nothing is half-loaded.
+ * @throws {RangeError} When `optimizer.safetensors` does not exist, or when `model.safetensors`
+ *   is of another step or holds other weights (a checkpoint cut off between its two renames):
+ *   a one-line message naming both files and their steps.
+ * @throws {RunFileError} When either file cannot be read or parsed; nothing is half-loaded.
  */
 export async function loadRun(dir: string): Promise<LoadedRun> {
   const file = joinPath(dir, "optimizer.safetensors");
   if (!(await exists(file))) {
     throw new RangeError(`Nothing to resume: expected ${file} to exist`);
   }
-  return await readFileAs(file, parseOptimizer);
+  const run = await readFileAs(file, parseOptimizer);
+  const modelFile = joinPath(dir, "model.safetensors");
+  if (await exists(modelFile)) {
+    const ckpt = await readFileAs(modelFile, parseModelCheckpoint);
+    const a = ckpt.model.params, b = run.model.params;
+    const same = ckpt.step === run.step && a.length === b.length &&
+      a.every((x, i) => Object.is(x, b[i]));
+    if (!same) {
+      const got = ckpt.step === run.step
+        ? `other weights at the same step ${run.step} (files of two runs?)`
+        : `step ${ckpt.step} and step ${run.step} (a checkpoint cut off between its two renames)`;
+      throw new RangeError(
+        `Inconsistent run directory: expected ${modelFile} and ${file} to be one checkpoint, ` +
+          `got ${got}; delete ${modelFile} to resume from step ${run.step}, which ${file} ` +
+          `holds whole`,
+      );
+    }
+  }
+  return run;
 }
 
 /**
@@ -404,16 +264,19 @@ async function writeMetrics(dir: string, records: MetricsRecord[]): Promise<void
 }
 
 /**
- * Draws `loss.svg` from `metrics.jsonl` (see `lossChartSvg`).
+ * Draws `loss.svg` from `metrics.jsonl` (see `lossChartSvg`): raw and smoothed training loss,
+ * held-out points, and the bits/char axis when the characters per token are known.
  *
  * @param dir The run directory.
  * @param title The chart's title.
  * @param charsPerToken Characters per token of the data, for the bits/char axis (none if absent).
+ * @param options `beforeRename`: see `writeFileAtomic` (fault injection).
  */
 export async function writeLossChart(
   dir: string,
   title: string,
   charsPerToken?: number,
+  options: { beforeRename?: (file: string) => void } = {},
 ): Promise<void> {
   const records = await readMetrics(dir);
   const svg = lossChartSvg({
@@ -422,7 +285,7 @@ export async function writeLossChart(
       r,
     ) => [r.step, r.heldOutLoss!]),
   }, { title, charsPerToken });
-  await writeFileAtomic(joinPath(dir, "loss.svg"), svg);
+  await writeFileAtomic(joinPath(dir, "loss.svg"), svg, options);
 }
 
 /**

@@ -13,7 +13,9 @@ import { createModel, type Model, validateTokens } from "../model/model.ts";
 import { workspaceBytes } from "../model/workspace.ts";
 import { type AdamWState, createAdamW } from "../optim/adamw.ts";
 import { encode, type Tokenizer, tokenizerHash, trainTokenizer } from "../tokenizer/mod.ts";
-import { type GraphName, LOSS_NAMES, type LossName } from "./batch.ts";
+import type { GraphName, LossName } from "./batch.ts";
+import { checkInt, oneOf } from "../check.ts";
+import { checkLossName } from "../diffusion/losses.ts";
 import { hashText, joinDocuments, splitTokens, tokenizerDocuments } from "./data.ts";
 import { createPool, DEFAULT_MICRO_BATCH, type GradientPool } from "./pool.ts";
 import { TRAIN_DEFAULTS as D } from "./defaults.ts";
@@ -74,13 +76,6 @@ export interface RunSetup {
   heldOut: Int32Array;
   /** AdamW state (a resumed run's, or fresh). */
   optimizer: AdamWState;
-}
-
-/** Throws a RangeError unless `v` is an integer >= `min`. */
-function checkInt(name: string, v: number, min: number): void {
-  if (!Number.isInteger(v) || v < min) {
-    throw new RangeError(`Invalid ${name}: expected an integer >= ${min}, got ${v}`);
-  }
 }
 
 function checkNumber(name: string, v: number, ok: (v: number) => boolean, what: string): void {
@@ -201,22 +196,14 @@ function resolveSettings(
   checkInt("warmup", s.warmup, 0);
   checkNumber("clip", s.clip, (v) => v >= 0, "a number >= 0");
   checkNumber("weightDecay", s.weightDecay, (v) => v >= 0, "a number >= 0");
-  if (!LOSS_NAMES.includes(s.loss)) {
-    throw new RangeError(
-      `Unknown loss: expected one of ${LOSS_NAMES.join(", ")}, got ${JSON.stringify(s.loss)}`,
-    );
-  }
-  if (s.graph !== "absorb" && s.graph !== "uniform") {
-    throw new RangeError(`Unknown graph: expected "absorb" or "uniform", got ${s.graph}`);
-  }
+  checkLossName(s.loss);
+  oneOf("graph", s.graph, ["absorb", "uniform"]);
   if (s.graph === "uniform" && s.loss !== "score-entropy") {
     throw new RangeError(
       `Invalid graph: the uniform graph needs loss "score-entropy", got "${s.loss}"`,
     );
   }
-  if (s.schedule !== "constant" && s.schedule !== "cosine") {
-    throw new RangeError(`Unknown schedule: expected "constant" or "cosine", got ${s.schedule}`);
-  }
+  oneOf("schedule", s.schedule, ["constant", "cosine"]);
   checkInt("evalBatches", s.evalBatches, 1);
   checkInt("workers", s.workers, 0);
   return { settings: s, steps };
@@ -419,7 +406,8 @@ export async function setupRun(options: TrainOptions): Promise<RunSetup> {
  * starts the gradient workers (or the in-process shard).
  *
  * @param run The run's setup.
- * @param options The caller's options (`backend`, `blasPath`, `microBatch`, `fault`).
+ * @param options The caller's options (`backend`, `blasPath`, `microBatch`, `fault`,
+ *   `workerUrl`).
  * @returns The pool and the backend it runs.
  */
 export async function openPool(
@@ -442,6 +430,7 @@ export async function openPool(
     backend: backend.backend,
     blasPath: options.blasPath,
     fault: options.fault,
+    workerUrl: options.workerUrl,
   });
   return { pool, backend };
 }

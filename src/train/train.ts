@@ -30,7 +30,7 @@ import type { FaultInjection } from "./shard.ts";
 import type { BackendChoice, ResolvedBackend } from "../nn/backend.ts";
 import { openPool, setupRun } from "./setup.ts";
 import { type StepContext, stepLearningRate, takeStep } from "./step.ts";
-import { Checkpoints } from "./checkpointing.ts";
+import { Checkpoints, type WriteFault } from "./checkpointing.ts";
 import { charsPerToken, chartTitle, heldOutLoss, Reporter } from "./report.ts";
 
 export { clipGradNorm, learningRate, NonFiniteError } from "./step.ts";
@@ -164,10 +164,20 @@ export interface TrainOptions {
   backend?: BackendChoice;
   /** The BLAS library to open (default: `SEDD_BLAS`, else the platform's usual names). */
   blasPath?: string;
+  /**
+   * The module each gradient worker runs. Default: `workers/grad_worker.ts` of this package,
+   * found beside the trainer's own module. A bundle that puts the worker elsewhere passes its
+   * URL, e.g. `new URL("./grad_worker.js", import.meta.url)` for a worker built beside the page's
+   * script from `workers/grad_worker.ts`. Not used with `workers` 0 or 1 (no Worker is started).
+   */
+  workerUrl?: string | URL;
   /** Test-only: make one worker fail at one step. */
   fault?: FaultInjection;
-  /** Test-only: the checkpoint after this step fails as a full disk would (after its temporary file). */
-  writeFault?: { step: number };
+  /**
+   * Test-only: the checkpoint after this step fails as a full disk would, once the temporary
+   * file of `file` (default `"model.safetensors"`, the first written) is complete.
+   */
+  writeFault?: WriteFault;
 }
 
 /** What {@linkcode train} resolves to. */

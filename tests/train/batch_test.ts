@@ -48,3 +48,20 @@ Deno.test("fillBatch() antithetic masking rates for the seed loss: one rate in e
   }
   assert.ok(Math.abs(masked - expected) < 4 * Math.sqrt(expected), `${masked} vs ${expected}`);
 });
+
+Deno.test("fillBatch() refuses an unknown loss, naming the ones it accepts", () => {
+  const buf = createBatch(2, 4);
+  assert.throws(
+    () =>
+      fillBatch(buf, new Int32Array(16), {
+        seed: 1,
+        step: 0,
+        loss: "mse" as "seed",
+        vocabSize: 12,
+      }),
+    {
+      name: "RangeError",
+      message: 'Unknown loss: expected one of seed, elbo, score-entropy, got "mse"',
+    },
+  );
+});

@@ -228,7 +228,27 @@ Deno.test("train() rejects bad options with a clear message", async () => {
     train({ ...base, batch: 0 }),
     /Invalid batch: expected an integer >= 1, got 0/,
   );
-  await assert.rejects(train({ ...base, loss: "mse" as "seed" }), /Unknown loss/);
+  await assert.rejects(train({ ...base, loss: "mse" as "seed" }), {
+    name: "RangeError",
+    message: 'Unknown loss: expected one of seed, elbo, score-entropy, got "mse"',
+  });
+  await assert.rejects(train({ ...base, graph: "ring" as "absorb" }), {
+    name: "RangeError",
+    message: 'Invalid graph: expected one of "absorb", "uniform", got "ring"',
+  });
+  await assert.rejects(train({ ...base, schedule: "step" as "cosine" }), {
+    name: "RangeError",
+    message: 'Invalid schedule: expected one of "constant", "cosine", got "step"',
+  });
+  // Not a number at all: the message says what it got.
+  await assert.rejects(train({ ...base, evalBatches: "4" as unknown as number }), {
+    name: "RangeError",
+    message: "Invalid evalBatches: expected an integer >= 1, got 4",
+  });
+  await assert.rejects(train({ ...base, warmup: 1.5 }), {
+    name: "RangeError",
+    message: "Invalid warmup: expected an integer >= 0, got 1.5",
+  });
   await assert.rejects(train({ ...base, text: undefined }), /Missing data/);
   await assert.rejects(train({ ...base, context: 0 }), /context/);
 });
@@ -255,4 +275,29 @@ Deno.test("train() trains its tokenizer without the held-out tail, so held-out w
   // The same tokenizer settings on the whole text do learn it: the check above can fail.
   const all = trainTokenizer([body + tail], { kind: "bpe", vocabSize: 300 });
   assert.ok(all.tokens.some((t) => t.includes("zyzz")));
+});
+
+Deno.test("train() spawns its gradient workers from workerUrl when given", async () => {
+  const dir = await makeTempDir();
+  try {
+    const opts: TrainOptions = { ...base, steps: 2, workers: 2 };
+    // A worker module elsewhere (as a bundle puts it) that runs the package's worker.
+    const real = new URL("../../workers/grad_worker.ts", import.meta.url).href;
+    await writeFileAtomic(`${dir}/worker.ts`, `import ${JSON.stringify(real)};\n`);
+    const moved = await train({ ...opts, workerUrl: `file://${dir}/worker.ts` });
+    const plain = await train(opts);
+    assert.equal(moved.workers, 2);
+    assert.deepEqual(moved.model.params, plain.model.params);
+    // A URL with no module behind it fails the run: the option is what the pool spawns.
+    await assert.rejects(
+      train({ ...opts, workerUrl: new URL(`file://${dir}/missing.ts`) }),
+      (e: unknown) => {
+        assert.ok(e instanceof WorkerError, String(e));
+        assert.match(e.message, /^Gradient worker \d failed at step 0: /);
+        return true;
+      },
+    );
+  } finally {
+    await removeDir(dir);
+  }
 });

@@ -138,3 +138,23 @@ Deno.test("checkpointFromBytes: malformed and foreign files get a message naming
     /Cannot load bare\.safetensors: .*__metadata__\.tokenizer/,
   );
 });
+
+Deno.test("web/view.ts and web/sample_worker.ts reach no file-system code (src/io.ts, run_dir.ts)", async () => {
+  for (const entry of ["view.ts", "sample_worker.ts"]) {
+    const file = new URL(`../../web/${entry}`, import.meta.url);
+    const { code, stdout, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: ["info", "--json", file.href],
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    assert.equal(code, 0, new TextDecoder().decode(stderr));
+    const graph = JSON.parse(new TextDecoder().decode(stdout)) as {
+      modules: { specifier: string }[];
+    };
+    const specs = graph.modules.map((m) => m.specifier);
+    // The graph was read: both reach the tokenizer.
+    assert.ok(specs.some((s) => s.endsWith("/src/tokenizer/mod.ts")), specs.join(", "));
+    const fsCode = specs.filter((s) => /\/src\/io\.ts$|\/src\/train\/run_dir\.ts$/.test(s));
+    assert.deepEqual(fsCode, [], `${entry} imports ${fsCode.join(", ")}`);
+  }
+});

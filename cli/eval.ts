@@ -12,6 +12,7 @@ import {
   LOSS_NAMES,
   type LossName,
   splitTokens,
+  TRAIN_DEFAULTS,
 } from "../mod.ts";
 import { mobyDick, readCorpus } from "../src/files/mod.ts";
 import { backendOf, commonHelp, int, num, parse, str } from "./args.ts";
@@ -21,7 +22,7 @@ import { readCheckpoint, runSettings } from "./inputs.ts";
 /** Monte-Carlo draws per window, by default. */
 const EVAL_SAMPLES = 8;
 /** The held-out fraction of a run whose settings do not say (the trainer's default). */
-const HELD_OUT_FRACTION = 0.02;
+const HELD_OUT_FRACTION = TRAIN_DEFAULTS.heldOutFraction;
 
 const OPTIONS = {
   checkpoint: { type: "string" },

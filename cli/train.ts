@@ -72,13 +72,15 @@ Options:
   --preset <name>    ${Object.keys(presets).join(" | ")} (default: ${D.model})
   --out <dir>        run directory (default: runs/<preset>-<date>-<time>)
   --resume <dir>     continue the run in <dir> (e.g. runs/latest) with its settings
-  --seed <n>         run seed (default: 0)
+  --seed <n>         run seed (default: ${D.seed})
   --batch <n>        sequences per step (default: ${D.batch})
   --context <n>      tokens per sequence (default: ${D.context}, at most the preset's)
   --lr <x>           peak learning rate, warm-up then cosine decay to ${D.minLrFraction}x (default: ${D.lr})
   --loss <name>      ${LOSS_NAMES.join(" | ")} (default: ${D.loss}, or score-entropy on
                      the uniform graph; eval reports the bound of the loss)
-  --graph <name>     ${GRAPHS.join(" | ")}: the noising graph of score-entropy (default: absorb);
+  --graph <name>     ${
+    GRAPHS.join(" | ")
+  }: the noising graph of score-entropy (default: ${D.graph});
                      uniform trains with score-entropy and SEDD's time conditioning
   --antithetic       diffusion times spread evenly over the batch${
     D.antithetic ? " (the default)" : ""

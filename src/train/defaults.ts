@@ -11,6 +11,7 @@
 
 import type { PresetName } from "../model/config.ts";
 import type { LossName } from "../diffusion/losses.ts";
+import type { GraphName } from "../diffusion/corrupt.ts";
 
 /** The defaults of {@linkcode TRAIN_DEFAULTS}. */
 export interface TrainDefaults {
@@ -42,6 +43,16 @@ export interface TrainDefaults {
   readonly clip: number;
   /** The main job's wall-clock budget (the CLI's, when neither steps nor minutes are given). */
   readonly minutes: number;
+  /** Steps of a run given neither steps nor minutes through the library. */
+  readonly steps: number;
+  /** The seed of initialisation, batches and noise. */
+  readonly seed: number;
+  /** The noising graph of score entropy. */
+  readonly graph: GraphName;
+  /** The tail of the data held out for evaluation. */
+  readonly heldOutFraction: number;
+  /** Batches of the held-out tail per evaluation. */
+  readonly evalBatches: number;
 }
 
 /**
@@ -83,4 +94,11 @@ export const TRAIN_DEFAULTS: TrainDefaults = Object.freeze({
   clip: 1,
   // The main job: five minutes, then samples.
   minutes: 5,
+  steps: 1000,
+  seed: 0,
+  // The notebook's (and MDLM's) absorbing mask; "uniform" is SEDD's other graph.
+  graph: "absorb",
+  // 2% of Moby-Dick: about 24,000 characters, scored whole by eval.
+  heldOutFraction: 0.02,
+  evalBatches: 4,
 });

@@ -138,7 +138,7 @@ function chooseModel(
   } else {
     const spec = (options.model ?? D.model) as PresetName | Partial<ModelConfig>;
     const cfg = resolveConfig(spec, { vocabSize: tokenizer.vocabSize, context: options.context });
-    model = createModel(cfg, { seed: options.seed ?? 0 });
+    model = createModel(cfg, { seed: options.seed ?? D.seed });
   }
   if (model.config.vocabSize !== tokenizer.vocabSize) {
     throw new RangeError(
@@ -157,9 +157,9 @@ function resolveSettings(
 ): { settings: Settings; steps: number } {
   const stepsOpt = options.steps ?? (saved.steps ?? undefined);
   const minutes = options.minutes;
-  const steps = stepsOpt ?? (minutes !== undefined ? Infinity : 1000);
+  const steps = stepsOpt ?? (minutes !== undefined ? Infinity : D.steps);
   const s: Settings = {
-    seed: options.seed ?? saved.seed ?? 0,
+    seed: options.seed ?? saved.seed ?? D.seed,
     batch: options.batch ?? saved.batch ?? D.batch,
     context: options.context ?? saved.context ?? Math.min(D.context, model.config.context),
     lr: options.lr ?? saved.lr ?? D.lr,
@@ -170,10 +170,10 @@ function resolveSettings(
     clip: options.clip ?? saved.clip ?? D.clip,
     weightDecay: options.weightDecay ?? saved.weightDecay ?? D.weightDecay,
     loss: options.loss ?? saved.loss ?? D.loss,
-    graph: options.graph ?? saved.graph ?? "absorb",
+    graph: options.graph ?? saved.graph ?? D.graph,
     antithetic: options.antithetic ?? saved.antithetic ?? D.antithetic,
-    heldOutFraction: options.heldOutFraction ?? saved.heldOutFraction ?? 0.02,
-    evalBatches: options.evalBatches ?? saved.evalBatches ?? 4,
+    heldOutFraction: options.heldOutFraction ?? saved.heldOutFraction ?? D.heldOutFraction,
+    evalBatches: options.evalBatches ?? saved.evalBatches ?? D.evalBatches,
     steps: Number.isFinite(steps) ? steps : null,
     // The same worker count keeps a resumed run bitwise on the uninterrupted run's track.
     workers: options.workers ?? saved.workers ?? (globalThis.navigator?.hardwareConcurrency ?? 1),

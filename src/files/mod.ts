@@ -26,7 +26,7 @@
  * @module
  */
 
-export { linkLatest, readCorpus } from "../io.ts";
+export { linkLatest, readCorpus, type ReadCorpusOptions } from "../io.ts";
 export {
   loadCheckpoint,
   type LoadedCheckpoint,

@@ -32,7 +32,8 @@ Deno.test("modulateBackward() matches finite differences (shift chunk 3, scale c
         f32(inputs.mod),
         3,
         4,
-        { K, B, T, C });
+        { K, B, T, C },
+      );
       // the other chunks get no gradient
       for (let b = 0; b < B; b++) {
         for (const j of [0, 1, 2, 5]) {
@@ -55,7 +56,12 @@ Deno.test("gatedResidualBackward() matches finite differences (gate chunk 2 of 6
   gradcheck({
     inputs,
     forward: () => {
-      gatedResidualForward(f32(out), f32(inputs.x), f32(inputs.y), f32(inputs.mod), 2, { K, B, T, C });
+      gatedResidualForward(f32(out), f32(inputs.x), f32(inputs.y), f32(inputs.mod), 2, {
+        K,
+        B,
+        T,
+        C,
+      });
       return out;
     },
     backward: (dout) => {
@@ -72,7 +78,8 @@ Deno.test("gatedResidualBackward() matches finite differences (gate chunk 2 of 6
         f32(inputs.y),
         f32(inputs.mod),
         2,
-        { K, B, T, C });
+        { K, B, T, C },
+      );
       return g;
     },
   });

@@ -526,3 +526,53 @@ Deno.test({
     }
   },
 });
+
+const THROUGHPUT = Deno.env.get("SEDD_WEB_THROUGHPUT"); // "preset,steps,batch,context,vocab"
+
+Deno.test({
+  name: "throughput: the page and the CLI train the same run (SEDD_WEB_THROUGHPUT)",
+  ignore: THROUGHPUT === undefined,
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const [preset, steps, batch, context, vocab] = (THROUGHPUT ?? "").split(",");
+    const run = { preset, steps, batch, context, vocab, workers: "2", seed: "0" };
+    const tmp = await Deno.makeTempDir({ prefix: "sedd-web-tps-" });
+    const server = await startServer(["--no-build"]);
+    const browser = await chromium.launch(LAUNCH);
+    try {
+      const page = await browser.newPage();
+      await page.goto(server.url);
+      await page.waitForSelector('body[data-ready="true"]');
+      await page.check('input[name="corpus"][value="bundled"]');
+      await setFields(page, { ...run, "eval-every": steps });
+      await page.click("#start");
+      const state = await waitState(page, "train", ["done", "error"], 600_000);
+      assert.equal(state, "done", await errorText(page));
+      const pageTps = Number(await page.getAttribute("#progress", "data-tokens-per-second"));
+      const corpus = `${tmp}/corpus.txt`;
+      await Deno.writeTextFile(corpus, await corpusText());
+      const cli: Record<string, number> = {};
+      for (const backend of ["wasm", "blas"]) {
+        const out = `${tmp}/${backend}`;
+        await denoTask([
+          "train",
+          ...["--data", corpus, "--out", out, "--samples", "0", "--backend", backend],
+          ...Object.entries(run).flatMap(([k, v]) => [`--${k}`, v]),
+        ]);
+        const last = (await Deno.readTextFile(`${out}/metrics.jsonl`)).trim().split("\n").at(-1)!;
+        cli[backend] = JSON.parse(last).tokensPerSecond;
+      }
+      console.log(
+        `tokens/s at step ${steps}, ${preset} ${batch} x ${context}, vocabulary ${vocab}, 2 workers:` +
+          ` page (wasm) ${Math.round(pageTps)}, CLI wasm ${Math.round(cli.wasm)}, CLI blas ` +
+          `${Math.round(cli.blas)}; page / CLI wasm ${(pageTps / cli.wasm).toFixed(2)}`,
+      );
+      assert.ok(pageTps > 0 && cli.wasm > 0 && cli.blas > 0);
+    } finally {
+      await browser.close();
+      await server.stop();
+      await Deno.remove(tmp, { recursive: true });
+    }
+  },
+});

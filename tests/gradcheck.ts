@@ -20,6 +20,15 @@ export function randn(rng: Rng, n: number, scale = 1): Float64Array {
   return a;
 }
 
+/** A zeroed `Float64Array` for every entry of `inputs`, of the same length: gradient buffers. */
+export function zerosLike<K extends string>(
+  inputs: Record<K, Float64Array>,
+): Record<K, Float64Array> {
+  const out = {} as Record<K, Float64Array>;
+  for (const k in inputs) out[k] = new Float64Array(inputs[k].length);
+  return out;
+}
+
 /** What {@linkcode gradcheck} compares. */
 export interface GradcheckCase {
   /** Tensors to perturb, by name (mutated during the check and restored). */

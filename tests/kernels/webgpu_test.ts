@@ -59,16 +59,7 @@ import {
   scoreEntropyAbsorbConstants,
   scoreEntropyUniformConstants,
 } from "../../src/kernels/webgpu/score_entropy.ts";
-import {
-  elboBackward,
-  elboForward,
-  scoreEntropyAbsorbBackward,
-  scoreEntropyAbsorbForward,
-  scoreEntropyUniformBackward,
-  scoreEntropyUniformForward,
-  seedBackward,
-  seedForward,
-} from "../../src/diffusion/losses.ts";
+import * as diffusion from "../../src/diffusion/mod.ts";
 import {
   gpuAttentionBackward,
   gpuAttentionForward,
@@ -1082,7 +1073,17 @@ gpuTest(
       const losses = ctx.zeros(N), total = ctx.zeros(1);
       gpuScoreEntropyAbsorbForward(ctx, losses, gLogits, gX0, gXt, gC, B, T, V);
       gpuSum(ctx, total, losses, N);
-      const want = scoreEntropyAbsorbForward(logits, x0, xt, sigma, dsigma, B, T, V, scale);
+      const want = diffusion.scoreEntropyAbsorbForward(
+        logits,
+        x0,
+        xt,
+        sigma,
+        dsigma,
+        B,
+        T,
+        V,
+        scale,
+      );
       const got = (await ctx.readF32(total))[0];
       // per masked position: a float32 sum of M exponentials (each a few ulp of its argument's
       // magnitude), then three terms of magnitude up to r |l - shift| and |konst| (cancelling)
@@ -1110,7 +1111,7 @@ gpuTest(
       const d0 = randomArray(N * V, rand), gD = ctx.upload(d0);
       gpuScoreEntropyAbsorbBackward(ctx, gD, gLogits, gX0, gXt, gC, B, T, V);
       const wD = d0.slice();
-      scoreEntropyAbsorbBackward(wD, logits, x0, xt, sigma, dsigma, B, T, V, scale);
+      diffusion.scoreEntropyAbsorbBackward(wD, logits, x0, xt, sigma, dsigma, B, T, V, scale);
       const gotD = await ctx.readF32(gD);
       assertWithin(`score entropy dlogits ${B}x${T}x${V}`, gotD, wD, (i) => {
         const n = Math.floor(i / V), b = Math.floor(n / T);
@@ -1148,7 +1149,17 @@ gpuTest(
       const losses = ctx.zeros(N), total = ctx.zeros(1);
       gpuScoreEntropyUniformForward(ctx, losses, gLogits, gX0, gXt, gC, B, T, V);
       gpuSum(ctx, total, losses, N);
-      const want = scoreEntropyUniformForward(logits, x0, xt, sigma, dsigma, B, T, V, scale);
+      const want = diffusion.scoreEntropyUniformForward(
+        logits,
+        x0,
+        xt,
+        sigma,
+        dsigma,
+        B,
+        T,
+        V,
+        scale,
+      );
       const got = (await ctx.readF32(total))[0];
       // per position: float32 sums of R exponentials and R logits, then terms of magnitude up to
       // |s_x0| / e and |const| that cancel
@@ -1178,7 +1189,7 @@ gpuTest(
       const d0 = randomArray(N * V, rand), gD = ctx.upload(d0);
       gpuScoreEntropyUniformBackward(ctx, gD, gLogits, gX0, gXt, gC, B, T, V);
       const wD = d0.slice();
-      scoreEntropyUniformBackward(wD, logits, x0, xt, sigma, dsigma, B, T, V, scale);
+      diffusion.scoreEntropyUniformBackward(wD, logits, x0, xt, sigma, dsigma, B, T, V, scale);
       const gotD = await ctx.readF32(gD);
       assertWithin(`uniform score entropy dlogits ${B}x${T}x${V}`, gotD, wD, (i) => {
         const n = Math.floor(i / V), y = i % V, b = Math.floor(n / T);
@@ -1220,8 +1231,8 @@ gpuTest(
         gpuCrossEntropyForward(ctx, losses, lse, gLogits, gX0, gW, N, V, width);
         gpuSum(ctx, total, losses, N);
         const want = loss === "seed"
-          ? seedForward(logits, x0, xt, B, T, V, scale)
-          : elboForward(logits, x0, xt, sigma, dsigma, B, T, V, scale);
+          ? diffusion.seedForward(logits, x0, xt, B, T, V, scale)
+          : diffusion.elboForward(logits, x0, xt, sigma, dsigma, B, T, V, scale);
         const got = (await ctx.readF32(total))[0];
         // per masked row: log-sum-exp of `width` terms (as the cross-entropy test bounds it) and
         // the weight's float32 rounding; then the sum over rows
@@ -1248,8 +1259,8 @@ gpuTest(
         const d0 = randomArray(N * V, rand), gD = ctx.upload(d0);
         gpuCrossEntropyBackward(ctx, gD, 1, gLogits, lse, gX0, gW, N, V, width);
         const wD = d0.slice();
-        if (loss === "seed") seedBackward(wD, logits, x0, xt, B, T, V, scale);
-        else elboBackward(wD, logits, x0, xt, sigma, dsigma, B, T, V, scale);
+        if (loss === "seed") diffusion.seedBackward(wD, logits, x0, xt, B, T, V, scale);
+        else diffusion.elboBackward(wD, logits, x0, xt, sigma, dsigma, B, T, V, scale);
         const gotD = await ctx.readF32(gD);
         const gLse = await ctx.readF32(lse);
         assertWithin(`${loss} dlogits ${B}x${T}x${V}`, gotD, wD, (i) => {

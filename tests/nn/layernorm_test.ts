@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { layernormBackward, layernormForward } from "../../src/nn/layernorm.ts";
 import { Rng } from "../../src/rng.ts";
-import { f32, gradcheck, randn } from "../gradcheck.ts";
+import { f32, gradcheck, randn, zerosLike } from "../gradcheck.ts";
 
 Deno.test("layernormBackward() matches finite differences", () => {
   const rng = new Rng(3);
@@ -25,11 +25,7 @@ Deno.test("layernormBackward() matches finite differences", () => {
       return out;
     },
     backward: (dout) => {
-      const g = {
-        inp: new Float64Array(N * C),
-        weight: new Float64Array(C),
-        bias: new Float64Array(C),
-      };
+      const g = zerosLike(inputs);
       layernormBackward(
         f32(g.inp),
         f32(g.weight),

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { linearBackward, linearForward } from "../../src/nn/linear.ts";
 import { Rng } from "../../src/rng.ts";
-import { f32, gradcheck, randn } from "../gradcheck.ts";
+import { f32, gradcheck, randn, zerosLike } from "../gradcheck.ts";
 
 Deno.test("linearBackward() matches finite differences (OC not a multiple of 4)", () => {
   const rng = new Rng(1);
@@ -15,11 +15,7 @@ Deno.test("linearBackward() matches finite differences (OC not a multiple of 4)"
       return out;
     },
     backward: (dout) => {
-      const g = {
-        inp: new Float64Array(N * IC),
-        weight: new Float64Array(OC * IC),
-        bias: new Float64Array(OC),
-      };
+      const g = zerosLike(inputs);
       linearBackward(
         f32(g.inp),
         f32(g.weight),

@@ -83,8 +83,9 @@ export async function readCheckpoint(checkpoint: string): Promise<LoadedCheckpoi
           : ""),
     );
   }
+  // A converted directory's errors name the file they are about.
   return converted
-    ? await parseFile(checkpoint, "converted checkpoint", () => loadAnyCheckpoint(checkpoint))
+    ? await loadAnyCheckpoint(checkpoint)
     : await parseFile(file, "checkpoint", () => loadAnyCheckpoint(file));
 }
 

@@ -250,21 +250,14 @@ export function parseConvertedDit(files: ConvertedFiles): LoadedDit {
   const tokenizer = c.tokenizer[0] === "tokenizer.json"
     ? tokenizerFromHuggingFace(text("tokenizer.json"))
     : tokenizerFromVocabMerges(text("vocab.json"), text("merges.txt"));
-  let model: DitModel;
-  try {
-    model = ditFromSafetensors(files.model, {
-      config: {
-        nHeads: c.nHeads,
-        context: c.context,
-        output: c.output,
-        scaleBySigma: c.scaleBySigma,
-      },
-    }).model;
-  } catch (e) {
-    if (e instanceof RangeError) throw new RangeError(`Invalid model.safetensors: ${e.message}`);
-    if (e instanceof TypeError) throw new TypeError(`Invalid model.safetensors: ${e.message}`);
-    throw e;
-  }
+  const model = ditFromSafetensors(files.model, {
+    config: {
+      nHeads: c.nHeads,
+      context: c.context,
+      output: c.output,
+      scaleBySigma: c.scaleBySigma,
+    },
+  }).model;
   for (const k of ["vocabSize", "dModel", "nLayers", "condDim"] as const) {
     if (model.config[k] !== c[k]) {
       throw new RangeError(

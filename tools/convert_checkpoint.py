@@ -210,6 +210,9 @@ def from_hub(obj, path, args):
 
 
 def from_mdlm(obj, path, args):
+    if not isinstance(obj.get("state_dict"), dict):
+        fail(f"{path}: expected a Lightning checkpoint with 'state_dict', got keys "
+             f"{sorted(map(str, obj))[:8]}")
     state = strip(obj["state_dict"], "backbone.")
     if "vocab_embed.embedding" not in state:
         fail(f"{path}: expected 'backbone.vocab_embed.embedding' in 'state_dict' (MDLM's DiT "
@@ -315,6 +318,10 @@ def convert(args):
         "step": int(step) if isinstance(step, int) or torch.is_tensor(step) else None,
     }
 
+    ntok = tokenizer_size(args)
+    if ntok != V - 1:
+        fail(f"tokenizer mismatch: expected {V - 1} tokens (the model's vocabulary without the "
+             f"mask), got {ntok} in {args.tokenizer or args.vocab}")
     os.makedirs(args.out, exist_ok=True)
     if args.tokenizer:
         shutil.copyfile(args.tokenizer, os.path.join(args.out, "tokenizer.json"))
@@ -337,6 +344,22 @@ def convert(args):
         json.dump(config, f, indent=2)
         f.write("\n")
     return config
+
+
+def tokenizer_size(args):
+    """Ids in the tokenizer file: one past the largest of its vocabulary and added tokens."""
+    try:
+        with open(args.tokenizer or args.vocab, encoding="utf-8") as f:
+            data = json.load(f)
+        if args.tokenizer:
+            ids = list(data["model"]["vocab"].values())
+            ids += [t["id"] for t in data.get("added_tokens") or []]
+        else:
+            ids = list(data.values())
+        return max(ids) + 1
+    except (ValueError, KeyError, TypeError, AttributeError) as e:
+        fail(f"unreadable tokenizer {args.tokenizer or args.vocab}: expected GPT-2's "
+             f"tokenizer.json or vocab.json, got {type(e).__name__}: {e}")
 
 
 def write_safetensors(path, tensors, metadata):

@@ -20,18 +20,13 @@ async function cli(args: string[]): Promise<{ code: number; out: string; err: st
 }
 
 Deno.test("cli sample: converted SEDD, Hub (uniform) and MDLM directories infill and continue", async () => {
-  const sedd = await cli([
-    "sample",
-    "--checkpoint",
-    FIX + "sedd",
-    "--infill",
-    " the[MASK:4] the",
-    "--steps",
-    "4",
-  ]);
+  const sample = (name: string, flags: string) =>
+    cli(["sample", "--checkpoint", FIX + name, ...flags.split(" "), "--steps", "4"]);
+  const sedd = await cli(["sample", "--checkpoint", FIX + "sedd", "--infill", " the[MASK:4] the"]);
   assert.equal(sedd.code, 0, sedd.err);
   assert.match(sedd.err, /^Loaded .*sedd \(step 1234, \d+ parameters\)/);
   assert.ok(sedd.out.startsWith(" the") && sedd.out.endsWith(" the"), sedd.out);
+  // euler by default: the uniform graph has no ancestral rule
   const hub = await cli([
     "sample",
     "--checkpoint",
@@ -42,24 +37,13 @@ Deno.test("cli sample: converted SEDD, Hub (uniform) and MDLM directories infill
     " the",
     "--length",
     "8",
-    "--steps",
-    "4",
   ]);
-  assert.equal(hub.code, 0, hub.err); // euler by default: the uniform graph has no ancestral rule
+  assert.equal(hub.code, 0, hub.err);
   assert.ok(hub.out.startsWith(" the") && hub.out.endsWith(" the"), hub.out);
-  const mdlm = await cli([
-    "sample",
-    "--checkpoint",
-    FIX + "mdlm",
-    "--length",
-    "6",
-    "--steps",
-    "3",
-    "--show-steps",
-  ]);
+  const mdlm = await sample("mdlm", "--length 6 --show-steps");
   assert.equal(mdlm.code, 0, mdlm.err);
   const lines = mdlm.out.split("\n");
-  assert.match(lines[0], /^\[  1\] /);
+  assert.match(lines[0], /^\[ {2}1\] /);
   assert.doesNotMatch(lines.at(-1)!, /^\[/); // the sample itself, after the steps
 });
 

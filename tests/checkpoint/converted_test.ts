@@ -101,23 +101,12 @@ Deno.test("converted checkpoints sample and infill with their own graph and sche
   for (const name of CASES) {
     const { model, tokenizer, metadata } = await loadConverted(DIR + name);
     for (const method of methods[name] as ("euler" | "ancestral" | "tweedie")[]) {
-      const r = sample(model, tokenizer, {
-        infill: " the[MASK:3] the",
-        steps: 4,
-        seed: 1,
-        method,
-        ...convertedSampling(metadata),
-      });
+      const own = { method, ...convertedSampling(metadata) };
+      const r = sample(model, tokenizer, { ...own, infill: " the[MASK:3] the", steps: 4, seed: 1 });
       assert.ok(r.text.startsWith(" the") && r.text.endsWith(" the"), `${name} ${method}`);
       assert.equal(r.ids.length, 5);
       assert.ok(!r.ids.includes(tokenizer.maskId), `${name} ${method}: nothing left masked`);
-      const p = sample(model, tokenizer, {
-        prompt: " the",
-        length: 6,
-        steps: 3,
-        method,
-        ...convertedSampling(metadata),
-      });
+      const p = sample(model, tokenizer, { ...own, prompt: " the", length: 6, steps: 3 });
       assert.equal(p.ids[0], 258);
     }
   }

@@ -23,7 +23,11 @@
  * const vocab: Record<string, number> = {};
  * byteToUnicode().forEach((ch, b) => (vocab[ch] = b));
  * vocab["<|endoftext|>"] = 256;
- * const tokenizerJson = JSON.stringify({ model: { type: "BPE", vocab, merges: [] } });
+ * const tokenizerJson = JSON.stringify({
+ *   model: { type: "BPE", vocab, merges: [] },
+ *   pre_tokenizer: { type: "ByteLevel", add_prefix_space: false },
+ *   decoder: { type: "ByteLevel" },
+ * });
  * const dit = createDit({ vocabSize: 258, context: 8, dModel: 8, nHeads: 2, nLayers: 1, condDim: 4 });
  * const loaded = parseConvertedDit({
  *   model: serializeSafetensors(ditStateDict(dit)),

@@ -206,7 +206,10 @@ def from_sedd(obj, path, args):
 def from_hub(obj, path, args):
     state = strip(obj, "module.") if "module.vocab_embed.embedding" in obj else obj
     cfg_path = args.config or os.path.join(os.path.dirname(os.path.abspath(path)), "config.json")
-    return state, read_config_file(cfg_path), None
+    cfg = read_config_file(cfg_path)
+    if isinstance(cfg, dict) and "model" not in cfg and isinstance(cfg.get("config"), dict):
+        cfg = cfg["config"]  # some huggingface_hub versions nest the init argument
+    return state, cfg, None
 
 
 def from_mdlm(obj, path, args):

@@ -17,7 +17,7 @@ import {
 import { mobyDick, readCorpus } from "../src/files/mod.ts";
 import { backendOf, commonHelp, int, num, parse, str } from "./args.ts";
 import { InputError, UsageError } from "./errors.ts";
-import { readCheckpoint, runSettings } from "./inputs.ts";
+import { readCheckpoint, runSettings, samplerOutput } from "./inputs.ts";
 
 /** Monte-Carlo draws per window, by default. */
 const EVAL_SAMPLES = 8;
@@ -43,7 +43,9 @@ the loss the checkpoint was trained with (its metadata): SEDD's DWDSE for score-
 graph; MDLM's ELBO for elbo, and for seed (the notebook's loss, which has no bound of its own).
 
 Options:
-  --checkpoint <dir>  a run directory or a model.safetensors file (required)
+  --checkpoint <dir>  a run directory, a model.safetensors file, or a directory converted
+                      from SEDD or MDLM by tools/convert_checkpoint.py (required; its own
+                      loss, graph and noise schedule)
   --data <path>       held-out text: a .txt file or a folder of .txt files, evaluated whole
                       (default: the run's own data, else Moby-Dick, of which only the tail
                       that the trainer held out is evaluated)
@@ -118,6 +120,7 @@ export async function evalCommand(args: string[]): Promise<number> {
   const seed = int("seed", v.seed, 0) ?? 0;
   const { model, tokenizer, step, metadata } = await readCheckpoint(checkpoint);
   const bound = checkpointBound(checkpoint, metadata);
+  const reading = samplerOutput(metadata);
   const run = await runSettings(checkpoint);
   const data = str(v.data);
   const runData = typeof run.data === "string" ? run.data : undefined;
@@ -159,6 +162,9 @@ export async function evalCommand(args: string[]): Promise<number> {
     loss: bound.loss,
     graph: bound.graph,
     backend,
+    // a converted DiT's noise schedule and time conditioning (a trainer checkpoint has neither)
+    schedule: reading.schedule,
+    timeConditioned: reading.timeConditioned,
   });
   console.log(
     `nats/token ${r.natsPerToken.toFixed(4)} ± ${r.standardError.toFixed(4)}  ` +

@@ -6,10 +6,11 @@
  */
 
 import { dirname, join } from "node:path";
-import type { SampleTextOptions } from "../mod.ts";
+import { CONVERTED_FORMAT, convertedSampling, type SampleTextOptions } from "../mod.ts";
 import {
-  loadCheckpoint,
+  loadAnyCheckpoint,
   type LoadedCheckpoint,
+  type LoadedDit,
   type LoadedRun,
   loadRun,
 } from "../src/files/mod.ts";
@@ -49,21 +50,43 @@ function modelFile(checkpoint: string): string {
   return checkpoint.endsWith(".safetensors") ? checkpoint : join(checkpoint, "model.safetensors");
 }
 
+/** Whether `file` is a `config.json` of `tools/convert_checkpoint.py`. */
+async function isConverted(file: string): Promise<boolean> {
+  if (!(await isFile(file))) return false;
+  try {
+    return JSON.parse(await Deno.readTextFile(file))?.format === CONVERTED_FORMAT;
+  } catch {
+    return false;
+  }
+}
+
 /**
- * Loads a checkpoint (a run directory or a `model.safetensors` file).
+ * Loads a checkpoint: a run directory or a `model.safetensors` file of this trainer, or a
+ * directory converted by `tools/convert_checkpoint.py` (a SEDD or MDLM DiT).
  *
  * @param checkpoint The path given with `--checkpoint`.
  * @returns The model, tokenizer, step and metadata.
  */
-export async function readCheckpoint(checkpoint: string): Promise<LoadedCheckpoint> {
+export async function readCheckpoint(checkpoint: string): Promise<LoadedCheckpoint | LoadedDit> {
   const file = modelFile(checkpoint);
-  if (!(await isFile(file))) {
+  const converted = !checkpoint.endsWith(".safetensors") &&
+    await isConverted(join(checkpoint, "config.json"));
+  if (!converted && !(await isFile(file))) {
+    const raw = /\.(pth|bin|ckpt)$/.test(checkpoint) ||
+      await isFile(join(checkpoint, "pytorch_model.bin"));
     throw new InputError(
       `Checkpoint not found: expected a run directory or a .safetensors file, got "${checkpoint}"` +
-        (file !== checkpoint ? ` (no ${file})` : ""),
+        (raw
+          ? " (a PyTorch checkpoint: convert it first with python3 tools/convert_checkpoint.py)"
+          : file !== checkpoint
+          ? ` (no ${file})`
+          : ""),
     );
   }
-  return await parseFile(file, "checkpoint", () => loadCheckpoint(file));
+  // A converted directory's errors name the file they are about.
+  return converted
+    ? await loadAnyCheckpoint(checkpoint)
+    : await parseFile(file, "checkpoint", () => loadAnyCheckpoint(file));
 }
 
 /**
@@ -92,12 +115,15 @@ export async function runSettings(checkpoint: string): Promise<Record<string, un
 }
 
 /**
- * The sampler's reading of the network: log-scores for score entropy, logits otherwise.
+ * The sampler's reading of the network: log-scores for score entropy, logits otherwise. A
+ * converted DiT says its output itself; its graph, noise schedule and time conditioning come
+ * from its metadata.
  *
  * @param metadata A checkpoint's metadata, or a run's loss and graph.
  * @returns The sampler options that say so.
  */
 export function samplerOutput(metadata: Record<string, string>): SampleTextOptions {
+  if (metadata.format === CONVERTED_FORMAT) return convertedSampling(metadata);
   const loss = metadata.loss ?? "seed";
   const graph = metadata.graph === "uniform" ? "uniform" : "absorb";
   return loss === "score-entropy" ? { output: "logScore", graph } : { output: "logits" };

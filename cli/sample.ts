@@ -36,14 +36,16 @@ export function sampleHelp(): string {
 Generates text from a trained checkpoint by iterative unmasking.
 
 Options:
-  --checkpoint <dir>  a run directory or a model.safetensors file (required)
+  --checkpoint <dir>  a run directory, a model.safetensors file, or a directory converted
+                      from SEDD or MDLM by tools/convert_checkpoint.py (required)
   --prompt <text>     the text to continue (default: "")
   --suffix <text>     text fixed at the end of the sample
   --infill <template> fixed text with gaps, e.g. "The whale [MASK:20] the sea" (alone)
   --length <n>        tokens in all, prompt included (default: ${SAMPLE_LENGTH}, at most the context)
   --steps <n>         denoising steps (default: ${SAMPLE_STEPS})
   --seed <n>          sampling seed (default: 0)
-  --method <name>     ${METHODS.join(" | ")} (default: ${METHODS[0]})
+  --method <name>     ${METHODS.join(" | ")} (default: ${METHODS[0]}; euler for a
+                      converted SEDD checkpoint, as SEDD samples)
   --show-steps        print the text after every step, masks shown as _
 ${commonHelp(22)}
 `;
@@ -73,6 +75,8 @@ export async function sampleCommand(args: string[]): Promise<number> {
   const seed = int("seed", v.seed, 0) ?? 0;
   const method = choice("method", v.method, METHODS);
   const { model, tokenizer, step, metadata } = await readCheckpoint(checkpoint);
+  const seddDit = (model.config as { kind?: string }).kind === "dit" &&
+    (model.config as { output?: string }).output === "sedd";
   const context = model.config.context;
   if (lengthFlag !== undefined && lengthFlag > context) {
     throw new InputError(
@@ -94,7 +98,7 @@ export async function sampleCommand(args: string[]): Promise<number> {
     length,
     steps,
     seed,
-    method,
+    method: method ?? (seddDit ? "euler" : undefined),
     ...samplerOutput(metadata),
     onStep: v["show-steps"]
       ? (ids: Int32Array, k: number) => {

@@ -18,6 +18,7 @@ import {
   checkCorpus,
   checkpointFromBytes,
   checkpointToBytes,
+  convertedFromFiles,
   corpusFromBytes,
   defaultWorkers,
   initialIds,
@@ -78,8 +79,8 @@ function selectTab(name: string): void {
 
 // ---- drag and drop ----
 
-/** Makes `zone` accept a dropped file; the whole window ignores drops elsewhere. */
-function dropZone(zone: HTMLElement, onFile: (f: File) => void): void {
+/** Makes `zone` accept dropped files; the whole window ignores drops elsewhere. */
+function dropZone(zone: HTMLElement, onFiles: (f: File[]) => void): void {
   zone.addEventListener("dragover", (e) => {
     e.preventDefault();
     zone.classList.add("over");
@@ -89,8 +90,8 @@ function dropZone(zone: HTMLElement, onFile: (f: File) => void): void {
     e.preventDefault();
     e.stopPropagation();
     zone.classList.remove("over");
-    const f = e.dataTransfer?.files[0];
-    if (f) onFile(f);
+    const files = [...(e.dataTransfer?.files ?? [])];
+    if (files.length > 0) onFiles(files);
   });
 }
 
@@ -108,8 +109,12 @@ function setModel(m: PageModel): void {
     `${m.loss} loss, step ${m.step}`;
   $("model-info").textContent = `Current model — ${what}`;
   $("sample-model").textContent = `Sampling from ${what}`;
-  $<HTMLButtonElement>("download").disabled = false;
+  $<HTMLButtonElement>("download").disabled = m.converted !== undefined;
   $<HTMLButtonElement>("sample-run").disabled = false;
+  // A converted checkpoint samples as its own code does: SEDD with euler, MDLM with ancestral.
+  if (m.converted !== undefined) {
+    $<HTMLSelectElement>("method").value = m.loss === "score-entropy" ? "euler" : "ancestral";
+  }
   input("length").value = String(Math.min(c.context, Number(input("length").value) || c.context));
 }
 
@@ -346,6 +351,7 @@ function runSample(): void {
       tokenizer: tokenizerToJSON(m.tokenizer),
       options,
       live: input("live").checked,
+      converted: m.converted,
     };
     worker.postMessage(req, [params.buffer]);
   } catch (e) {
@@ -356,11 +362,23 @@ function runSample(): void {
 
 // ---- models ----
 
-async function loadModelFile(f: File): Promise<void> {
+/**
+ * Loads the chosen files: one `model.safetensors` of this trainer, or a converted SEDD / MDLM
+ * directory's files chosen together (`config.json` among them).
+ */
+async function loadModelFiles(files: File[]): Promise<void> {
   clearError();
   const panel = $("models");
   try {
-    setModel(checkpointFromBytes(f.name, await fileBytes(f)));
+    if (files.some((f) => f.name === "config.json")) {
+      const all = await Promise.all(
+        files.map(async (f) => ({ name: f.name, bytes: await fileBytes(f) })),
+      );
+      setModel(convertedFromFiles(all));
+    } else {
+      const f = files[0];
+      setModel(checkpointFromBytes(f.name, await fileBytes(f)));
+    }
     panel.dataset.state = "loaded";
   } catch (e) {
     panel.dataset.state = "error";
@@ -418,7 +436,7 @@ function init(): void {
   $<HTMLTextAreaElement>("corpus-text").addEventListener("input", () => {
     input("corpus-custom").checked = true;
   });
-  dropZone($("corpus-drop"), (f) => void useCorpusFile(f));
+  dropZone($("corpus-drop"), (f) => void useCorpusFile(f[0]));
   $("mode").addEventListener("change", () => {
     const infill = $<HTMLSelectElement>("mode").value === "infill";
     input("infill").disabled = !infill;
@@ -428,10 +446,10 @@ function init(): void {
   $("sample-run").addEventListener("click", runSample);
   input("replay").addEventListener("input", () => drawCells(Number(input("replay").value)));
   input("model-file").addEventListener("change", () => {
-    const f = input("model-file").files?.[0];
-    if (f) void loadModelFile(f);
+    const files = [...(input("model-file").files ?? [])];
+    if (files.length > 0) void loadModelFiles(files);
   });
-  dropZone($("model-drop"), (f) => void loadModelFile(f));
+  dropZone($("model-drop"), (f) => void loadModelFiles(f));
   $("download").addEventListener("click", downloadModel);
   // A file dropped outside a drop zone must not navigate away from the page.
   addEventListener("dragover", (e) => e.preventDefault());

@@ -8,14 +8,15 @@
  * @module
  */
 
-import { createModel, type ModelConfig } from "../src/model/mod.ts";
+import { createModel, type DitConfig, type ModelConfig } from "../src/model/mod.ts";
 import { sample, type SampleTextOptions } from "../src/sampler/mod.ts";
+import { convertedSampling } from "../src/checkpoint/mod.ts";
 import { tokenizerFromJSON } from "../src/tokenizer/mod.ts";
 
 /** What the page sends. */
 export interface SampleRequest {
-  /** The model's config. */
-  config: ModelConfig;
+  /** The model's config (a DiT's for a converted SEDD / MDLM checkpoint). */
+  config: ModelConfig | DitConfig;
   /** Its parameters (a copy; transferred). */
   params: Float32Array;
   /** The tokenizer as JSON. */
@@ -24,6 +25,8 @@ export interface SampleRequest {
   options: Omit<SampleTextOptions, "onStep" | "rng">;
   /** Post every step (the live view), or only the result. */
   live: boolean;
+  /** A converted DiT's metadata: its graph, noise schedule and time conditioning. */
+  converted?: Record<string, string>;
 }
 
 /** What the worker posts back. */
@@ -36,11 +39,14 @@ const post = (m: SampleMessage) => (self as unknown as Worker).postMessage(m);
 
 self.onmessage = (e: MessageEvent<SampleRequest>) => {
   try {
-    const { config, params, tokenizer: json, options, live } = e.data;
-    const model = createModel(config, { params });
+    const { config, params, tokenizer: json, options, live, converted } = e.data;
+    const model = (config as { kind?: string }).kind === "dit"
+      ? createModel(config as DitConfig, { params })
+      : createModel(config as ModelConfig, { params });
     const tokenizer = tokenizerFromJSON(json);
     const out = sample(model, tokenizer, {
       ...options,
+      ...(converted ? convertedSampling(converted) : {}),
       onStep: live ? (ids, step) => post({ type: "step", step, ids }) : undefined,
     });
     post({ type: "done", text: out.text, ids: out.ids, evaluations: out.evaluations });

@@ -7,11 +7,14 @@
  */
 
 import { decode, type Tokenizer } from "../src/tokenizer/mod.ts";
-import type { Model } from "../src/model/mod.ts";
+import type { DitModel, Model } from "../src/model/mod.ts";
 import type { SampleTextOptions } from "../src/sampler/mod.ts";
 import {
   type LoadedCheckpoint,
+  type LoadedDit,
   modelCheckpointBytes,
+  parseConvertedConfig,
+  parseConvertedDit,
   parseModelCheckpoint,
 } from "../src/checkpoint/mod.ts";
 
@@ -207,8 +210,8 @@ export function samplerReading(
 
 /** A model the page can sample from. */
 export interface PageModel {
-  /** The model. */
-  model: Model;
+  /** The model: trained here or by the CLI, or a converted SEDD / MDLM DiT. */
+  model: Model | DitModel;
   /** Its tokenizer. */
   tokenizer: Tokenizer;
   /** Steps it was trained. */
@@ -219,6 +222,11 @@ export interface PageModel {
   graph: string;
   /** Where it came from, for the page. */
   source: string;
+  /**
+   * A converted DiT's metadata (`LoadedDit.metadata`): the sample worker reads its graph,
+   * schedule and time conditioning from it with `convertedSampling`.
+   */
+  converted?: Record<string, string>;
 }
 
 const SAFETENSORS_HINT = "a model.safetensors written by deno task train or by this page";
@@ -256,5 +264,60 @@ export function checkpointFromBytes(name: string, bytes: Uint8Array): PageModel 
  * @returns The file's bytes.
  */
 export function checkpointToBytes(m: PageModel): Uint8Array {
-  return modelCheckpointBytes(m.model, m.tokenizer, m.step, { loss: m.loss, graph: m.graph });
+  if (m.converted !== undefined) {
+    throw new RangeError(
+      "Nothing to download: a converted DiT is already on disk as the files it was loaded from",
+    );
+  }
+  return modelCheckpointBytes(m.model as Model, m.tokenizer, m.step, {
+    loss: m.loss,
+    graph: m.graph,
+  });
+}
+
+/** The files of a converted directory that the page reads, by name. */
+const CONVERTED_FILES = ["model.safetensors", "config.json"];
+
+/**
+ * Reads a converted SEDD or MDLM directory from files the user chose together
+ * (`model.safetensors`, `config.json` and the tokenizer's files that `config.json` names), with
+ * a message that names what is missing or wrong.
+ *
+ * @param files The chosen files: their names and bytes.
+ * @returns The DiT, tokenizer and the metadata the sample worker reads.
+ */
+export function convertedFromFiles(files: { name: string; bytes: Uint8Array }[]): PageModel {
+  const byName = new Map(files.map((f) => [f.name, f.bytes]));
+  const text = (name: string) => new TextDecoder().decode(byName.get(name));
+  const missing = CONVERTED_FILES.filter((n) => !byName.has(n));
+  if (missing.length > 0) {
+    throw new RangeError(
+      `Cannot load a converted checkpoint: expected ${
+        missing.join(" and ")
+      } among the chosen files, got ${files.map((f) => f.name).join(", ")}`,
+    );
+  }
+  let loaded: LoadedDit;
+  try {
+    const names = parseConvertedConfig(text("config.json")).tokenizer;
+    const tokenizer: Record<string, string> = {};
+    for (const n of names) if (byName.has(n)) tokenizer[n] = text(n);
+    loaded = parseConvertedDit({
+      model: byName.get("model.safetensors")!,
+      config: text("config.json"),
+      tokenizer,
+    });
+  } catch (e) {
+    const why = e instanceof Error ? e.message : String(e);
+    throw new RangeError(`Cannot load the converted checkpoint: ${why}`);
+  }
+  return {
+    model: loaded.model,
+    tokenizer: loaded.tokenizer,
+    step: loaded.step,
+    loss: loaded.metadata.loss,
+    graph: loaded.metadata.graph,
+    source: `Converted ${loaded.converted.source} DiT`,
+    converted: loaded.metadata,
+  };
 }

@@ -47,3 +47,15 @@ export {
   parseModelCheckpoint,
   parseOptimizer,
 } from "./run_files.ts";
+export {
+  CONVERTED_FORMAT,
+  type ConvertedConfig,
+  convertedConfigJSON,
+  type ConvertedFiles,
+  type ConvertedNoise,
+  convertedSampling,
+  convertedSchedule,
+  type LoadedDit,
+  parseConvertedConfig,
+  parseConvertedDit,
+} from "./converted.ts";

@@ -67,6 +67,7 @@ import { corruptRow, type GraphName, moveProb } from "../diffusion/corrupt.ts";
 import { checkLossName, lossForward } from "../diffusion/losses.ts";
 import { createSchedule, type NoiseSchedule, type ScheduleName } from "../diffusion/schedule.ts";
 import { createWorkspace, type Model, modelForward, type Workspace } from "../model/model.ts";
+import { ditForward, type DitModel } from "../model/dit.ts";
 import { checkInt } from "../check.ts";
 import { Rng } from "../rng.ts";
 import { decode } from "../tokenizer/tokenizer.ts";
@@ -112,6 +113,11 @@ export interface EvaluateOptions {
   tokenizer?: Tokenizer;
   /** V including the mask: required with a {@linkcode DenoiseFn}, else the model's. */
   vocabSize?: number;
+  /**
+   * A DiT only: whether the network reads sigma; false gives it sigma 0 (MDLM without
+   * `time_conditioning`). Default true.
+   */
+  timeConditioned?: boolean;
 }
 
 /** What {@linkcode evaluate} returns. */
@@ -169,7 +175,12 @@ const HALF_KEY = 0xffffffff;
 /**
  * Estimates the negative-ELBO bound of `model` on held-out `tokens` (see the module doc).
  *
- * @param model A model, or a {@linkcode DenoiseFn} (then `vocabSize` and `context` are required).
+ * A DiT (`src/model/dit.ts`) is scored with the bound of its `config.output`: `score-entropy`
+ * for SEDD's log-scores (on `options.graph`), `elbo` for MDLM's logits; `loss` defaults to that
+ * and may not name the other.
+ *
+ * @param model A model, a DiT, or a {@linkcode DenoiseFn} (then `vocabSize` and `context` are
+ *   required).
  * @param tokens Held-out token ids `(N)`, none of them the mask.
  * @param options Draws, antithetic, seed, batch, window, schedule, loss, tokenizer.
  * @returns Nats/token, standard error, perplexity bound, bits/char and counts.
@@ -191,9 +202,67 @@ const HALF_KEY = 0xffffffff;
  * ```
  */
 export function evaluate(
-  model: Model | DenoiseFn,
+  model: Model | DitModel | DenoiseFn,
   tokens: Int32Array,
   options: EvaluateOptions = {},
+): EvalReport {
+  if (typeof model !== "function" && (model.config as { kind?: string }).kind === "dit") {
+    const dit = model as DitModel;
+    const own = dit.config.output === "sedd" ? "score-entropy" : "elbo";
+    if (options.loss !== undefined && options.loss !== own) {
+      throw new RangeError(
+        `Invalid loss for this DiT: expected "${own}" (its config.output is ` +
+          `"${dit.config.output}"), got "${options.loss}"`,
+      );
+    }
+    return evaluate(ditDenoiser(dit, options), tokens, {
+      ...options,
+      loss: own,
+      vocabSize: dit.config.vocabSize,
+      context: options.context ?? dit.config.context,
+    });
+  }
+  return evaluateNet(model as Model | DenoiseFn, tokens, options);
+}
+
+/**
+ * A DiT as the losses read a network: the output layer's logits, which `elbo` reads under SUBS
+ * and `score-entropy` under the absorb graph turns into SEDD's log-scores by subtracting
+ * `log(expm1(sigma)) + log(V - 1)`. A network without `scaleBySigma` gets that shift added back,
+ * so the loss scores exactly what the network returns; under the uniform graph the loss reads
+ * the logits as log-scores unchanged, as SEDD does.
+ */
+function ditDenoiser(dit: DitModel, options: EvaluateOptions): DenoiseFn {
+  const { vocabSize: V, output, scaleBySigma } = dit.config;
+  const graph = options.graph ?? "absorb";
+  if (output === "sedd" && graph === "uniform" && scaleBySigma) {
+    throw new RangeError(
+      "Unsupported DiT: expected scaleBySigma false with the uniform graph (SEDD scales by " +
+        "sigma under absorb only), got true",
+    );
+  }
+  const timeConditioned = options.timeConditioned ?? true;
+  const addShift = output === "sedd" && graph === "absorb" && !scaleBySigma;
+  return (ids, sigma) => {
+    const B = sigma.length;
+    const sig = timeConditioned ? sigma : new Float32Array(B);
+    const raw = ditForward(dit, ids, { batch: B, sigma: sig, raw: true });
+    const out = Float32Array.from(raw);
+    if (addShift) {
+      const n = out.length / B;
+      for (let b = 0; b < B; b++) {
+        const shift = Math.log(Math.expm1(sigma[b])) + Math.log(V - 1);
+        for (let i = b * n; i < (b + 1) * n; i++) out[i] += shift;
+      }
+    }
+    return out;
+  };
+}
+
+function evaluateNet(
+  model: Model | DenoiseFn,
+  tokens: Int32Array,
+  options: EvaluateOptions,
 ): EvalReport {
   const net = typeof model !== "function";
   if (!net && (options.vocabSize === undefined || options.context === undefined)) {

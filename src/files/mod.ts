@@ -28,13 +28,17 @@
 
 export { linkLatest, readCorpus, type ReadCorpusOptions } from "../io.ts";
 export {
+  loadAnyCheckpoint,
   loadCheckpoint,
+  loadConverted,
   type LoadedCheckpoint,
+  type LoadedDit,
   type LoadedRun,
   loadRun,
 } from "../train/run_dir.ts";
 export { mobyDick } from "./moby_dick.ts";
 // The types the loaders return, as the main module exports them.
 export type { Model } from "../model/model.ts";
+export type { DitModel } from "../model/dit.ts";
 export type { Tokenizer } from "../tokenizer/types.ts";
 export type { AdamWState } from "../optim/adamw.ts";

@@ -7,6 +7,7 @@
 
 import { type BackendChoice, resolveBackend } from "../nn/backend.ts";
 import { forward, type Model } from "../model/model.ts";
+import type { DitModel } from "../model/dit.ts";
 import { decode, type Tokenizer } from "../tokenizer/mod.ts";
 import type { NoiseSchedule, ScheduleName } from "../diffusion/schedule.ts";
 import type { Rng } from "../rng.ts";
@@ -37,8 +38,18 @@ export interface SampleTextOptions {
   method?: SampleMethod;
   /** Noise schedule. Default `"loglinear"`. */
   schedule?: ScheduleName | NoiseSchedule;
-  /** How the model was trained: `"logits"` (seed, ELBO; default) or `"logScore"` (score entropy). */
+  /**
+   * How the model was trained: `"logits"` (seed, ELBO; default) or `"logScore"` (score entropy).
+   * A DiT says it itself (`config.output`: `"sedd"` is `"logScore"`, `"logits"` is `"logits"`);
+   * a different value here is an error.
+   */
   output?: DenoiserOutput;
+  /**
+   * A DiT only: whether the network reads sigma. False gives it sigma 0 at every step, as MDLM
+   * does without `time_conditioning` (then `ancestral` reuses unchanged outputs). Default true.
+   * The transformer kind reads `model.config.timeConditioning` instead.
+   */
+  timeConditioned?: boolean;
   /** Forward process of the training (`uniform` needs `logScore`). Default `"absorb"`. */
   graph?: "absorb" | "uniform";
   /** Sequences. Default 1. */
@@ -66,7 +77,13 @@ export interface SampleTextResult {
 /**
  * Samples text from a model. Time conditioning is read from `model.config.timeConditioning`.
  *
- * @param model The model.
+ * A DiT (SEDD's or MDLM's, `src/model/dit.ts`) is run as its `config.output` says: SEDD's
+ * log-scores (scale-by-sigma and the zeroed current token already applied by the network) for
+ * the score-based samplers under its `graph`, or MDLM's logits under SUBS. Give the `graph`,
+ * `schedule` and `timeConditioned` the checkpoint was trained with (`convertedSampling` reads
+ * them from a converted checkpoint's metadata).
+ *
+ * @param model The model: the transformer kind or a DiT.
  * @param tokenizer Its tokenizer (its `maskId` is MASK).
  * @param options Prompt/suffix or infill, length, steps, seed, method, ...
  * @returns The text, ids and evaluation counts.
@@ -86,7 +103,7 @@ export interface SampleTextResult {
  * ```
  */
 export function sample(
-  model: Model,
+  model: Model | DitModel,
   tokenizer: Tokenizer,
   options: SampleTextOptions = {},
 ): SampleTextResult {
@@ -108,11 +125,34 @@ export function sample(
       `Sample too long: expected at most ${model.config.context} tokens (the model's context), got ${length}`,
     );
   }
-  const timeConditioned = model.config.timeConditioning === true;
-  const blas = options.blasPath === undefined ? undefined : { path: options.blasPath };
-  const { backend } = resolveBackend(options.backend ?? "auto", blas);
+  let denoise: (ids: Int32Array, sigma: Float32Array) => Float32Array;
+  let output = options.output;
+  let timeConditioned: boolean;
+  let scaleBySigma: boolean | undefined;
+  if ((model.config as { kind?: string }).kind === "dit") {
+    const dit = model as DitModel;
+    const own: DenoiserOutput = dit.config.output === "sedd" ? "logScore" : "logits";
+    if (output !== undefined && output !== own) {
+      throw new RangeError(
+        `Invalid output for this DiT: expected "${own}" (its config.output is ` +
+          `"${dit.config.output}"), got "${output}"`,
+      );
+    }
+    output = own;
+    scaleBySigma = false; // the network's output is SEDD's log-score already
+    timeConditioned = options.timeConditioned ?? true;
+    const zeros = new Float32Array(B);
+    denoise = (ids, sigma) =>
+      forward(dit, ids, { batch: B, sigma: timeConditioned ? sigma : zeros });
+  } else {
+    const net = model as Model;
+    timeConditioned = net.config.timeConditioning === true;
+    const blas = options.blasPath === undefined ? undefined : { path: options.blasPath };
+    const { backend } = resolveBackend(options.backend ?? "auto", blas);
+    denoise = (ids, sigma) => forward(net, ids, { batch: B, sigma, backend, blas });
+  }
   const result = sampleIds(
-    (ids, sigma) => forward(model, ids, { batch: B, sigma, backend, blas }),
+    denoise,
     V,
     tokenizer.maskId,
     {
@@ -124,7 +164,8 @@ export function sample(
       rng: options.rng,
       schedule: options.schedule,
       graph: options.graph,
-      output: options.output,
+      output,
+      scaleBySigma,
       allowMask: options.allowMask,
       timeConditioned,
       fixed,

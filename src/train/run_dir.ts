@@ -36,6 +36,12 @@ import {
 } from "../checkpoint/run_files.ts";
 import { parseSafetensors, serializeSafetensors } from "../checkpoint/safetensors.ts";
 import {
+  CONVERTED_FORMAT,
+  type LoadedDit,
+  parseConvertedConfig,
+  parseConvertedDit,
+} from "../checkpoint/converted.ts";
+import {
   appendLine,
   exists,
   joinPath,
@@ -50,8 +56,8 @@ import type { Tokenizer } from "../tokenizer/mod.ts";
 import { lossChartSvg } from "./plot.ts";
 import type { StepInfo } from "./train.ts";
 
-/** What {@linkcode loadCheckpoint} and {@linkcode loadRun} return. */
-export type { LoadedCheckpoint, LoadedRun };
+/** What {@linkcode loadCheckpoint}, {@linkcode loadRun} and {@linkcode loadConverted} return. */
+export type { LoadedCheckpoint, LoadedDit, LoadedRun };
 
 /** One line of `metrics.jsonl`: a step's record without the step budget. */
 export type MetricsRecord = Omit<StepInfo, "steps">;
@@ -130,7 +136,8 @@ async function readFileAs<T>(file: string, parse: (bytes: Uint8Array) => T): Pro
  *
  * @param path A run directory or a `.safetensors` file.
  * @returns The model, tokenizer, step and metadata.
- * @throws {RangeError} When the file does not exist.
+ * @throws {RangeError} When the file does not exist, or the directory is a converted DiT (load
+ *   that with {@linkcode loadConverted} or {@linkcode loadAnyCheckpoint}).
  * @throws {RunFileError} When it cannot be read or parsed (truncated, corrupted, not a checkpoint
  *   of this trainer); nothing is half-loaded.
  */
@@ -139,7 +146,79 @@ export async function loadCheckpoint(path: string): Promise<LoadedCheckpoint> {
   if (!(await exists(file))) {
     throw new RangeError(`Checkpoint not found: expected ${file} to exist`);
   }
+  if (!path.endsWith(".safetensors") && await isConvertedDir(path)) {
+    throw new RangeError(
+      `${path} is a converted DiT checkpoint (config.json format ${CONVERTED_FORMAT}): ` +
+        "expected loadConverted or loadAnyCheckpoint to read it",
+    );
+  }
   return await readFileAs(file, parseModelCheckpoint);
+}
+
+/** Whether `dir` holds a `config.json` of {@linkcode CONVERTED_FORMAT}. */
+async function isConvertedDir(dir: string): Promise<boolean> {
+  const file = joinPath(dir, "config.json");
+  if (!(await exists(file))) return false;
+  try {
+    return JSON.parse(await readText(file))?.format === CONVERTED_FORMAT;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Loads a directory written by `tools/convert_checkpoint.py` (a SEDD or MDLM DiT):
+ * `model.safetensors`, `config.json` and the tokenizer's files it names.
+ *
+ * @param dir The directory.
+ * @returns The DiT, tokenizer, step, metadata (loss, graph, schedule, time conditioning) and
+ *   the parsed config.
+ * @throws {RangeError} When a file is missing: one line naming it.
+ * @throws {RunFileError} When a file cannot be parsed, or the files disagree (a wrong nHeads, a
+ *   tokenizer of another vocabulary): one line naming the file.
+ */
+export async function loadConverted(dir: string): Promise<LoadedDit> {
+  const need = async (name: string): Promise<string> => {
+    const file = joinPath(dir, name);
+    if (!(await exists(file))) {
+      throw new RangeError(
+        `Incomplete converted checkpoint: expected ${file} (tools/convert_checkpoint.py writes ` +
+          "model.safetensors, config.json and the tokenizer), got none",
+      );
+    }
+    return file;
+  };
+  const configFile = await need("config.json");
+  const configText = await readText(configFile);
+  const config = (() => {
+    try {
+      return parseConvertedConfig(configText);
+    } catch (e) {
+      throw new RunFileError(configFile, e);
+    }
+  })();
+  const modelFile = await need("model.safetensors");
+  const tokenizer: Record<string, string> = {};
+  for (const name of config.tokenizer) tokenizer[name] = await readText(await need(name));
+  return await readFileAs(
+    modelFile,
+    (model) => parseConvertedDit({ model, config: configText, tokenizer }),
+  );
+}
+
+/**
+ * Loads either kind of checkpoint: a converted DiT directory ({@linkcode loadConverted}, when
+ * its `config.json` says so), else a run directory or `model.safetensors` file of this trainer
+ * ({@linkcode loadCheckpoint}).
+ *
+ * @param path A directory or a `.safetensors` file.
+ * @returns The loaded checkpoint; `model.config.kind` is `"dit"` for a converted one.
+ */
+export async function loadAnyCheckpoint(path: string): Promise<LoadedCheckpoint | LoadedDit> {
+  if (!path.endsWith(".safetensors") && await isConvertedDir(path)) {
+    return await loadConverted(path);
+  }
+  return await loadCheckpoint(path);
 }
 
 /**

@@ -527,6 +527,73 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name: "the page loads converted SEDD / MDLM directories and samples what deno task sample prints",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn() {
+    const fixtures = new URL("tests/fixtures/dit/converted/", root).pathname;
+    const server = await startServer();
+    const browser = await chromium.launch(LAUNCH);
+    try {
+      const page = await browser.newPage();
+      const pageErrors: string[] = [];
+      page.on("pageerror", (e) => pageErrors.push(e.message));
+      await page.goto(server.url);
+      await page.waitForSelector('body[data-ready="true"]');
+      const load = async (dir: string, files: string[]) => {
+        await page.click('nav [data-tab="models"]');
+        await page.setInputFiles("#model-file", files.map((f) => `${dir}/${f}`));
+        return await waitState(page, "models", ["loaded", "error"]);
+      };
+      // The tokenizer missing: a message naming the file, and nothing loaded.
+      assert.equal(await load(fixtures + "sedd", ["model.safetensors", "config.json"]), "error");
+      assert.match(await errorText(page), /Missing tokenizer file: expected tokenizer\.json/);
+      const cases: [string, string[], SampleSettings][] = [
+        ["sedd", ["tokenizer.json"], {
+          infill: " the[MASK:5] the",
+          length: 7,
+          steps: 6,
+          seed: 3,
+          method: "euler",
+        }],
+        ["hub", ["vocab.json", "merges.txt"], {
+          prompt: " the",
+          suffix: " the",
+          length: 8,
+          steps: 5,
+          seed: 4,
+          method: "tweedie",
+        }],
+        ["mdlm", ["tokenizer.json"], {
+          prompt: " the",
+          length: 8,
+          steps: 6,
+          seed: 5,
+          method: "ancestral",
+        }],
+      ];
+      for (const [name, tok, s] of cases) {
+        const dir = fixtures + name;
+        assert.equal(await load(dir, ["model.safetensors", "config.json", ...tok]), "loaded");
+        assert.equal(await errorText(page), "");
+        assert.match(
+          (await page.textContent("#model-info")) ?? "",
+          new RegExp(`Converted ${name} DiT: 8 wide`),
+        );
+        const { text, masked } = await samplePage(page, s);
+        assert.equal(masked.at(-1), 0, name);
+        const cli = await denoTask(sampleArgs(dir, s));
+        assert.equal(text, cli.replace(/\n$/, ""), `${name}: the page and the CLI differ`);
+      }
+      assert.deepEqual(pageErrors, [], "uncaught errors in the page");
+    } finally {
+      await browser.close();
+      await server.stop();
+    }
+  },
+});
+
 const THROUGHPUT = Deno.env.get("SEDD_WEB_THROUGHPUT"); // "preset,steps,batch,context,vocab"
 
 Deno.test({

@@ -12,6 +12,7 @@ import {
   checkpointFromBytes,
   checkpointToBytes,
   clock,
+  convertedFromFiles,
   corpusFromBytes,
   defaultWorkers,
   initialIds,
@@ -157,4 +158,32 @@ Deno.test("web/view.ts and web/sample_worker.ts reach no file-system code (src/i
     const fsCode = specs.filter((s) => /\/src\/io\.ts$|\/src\/train\/run_dir\.ts$/.test(s));
     assert.deepEqual(fsCode, [], `${entry} imports ${fsCode.join(", ")}`);
   }
+});
+
+Deno.test("convertedFromFiles: a converted directory's files chosen together, or a clear message", async () => {
+  const dir = new URL("../fixtures/dit/converted/hub/", import.meta.url);
+  const read = async (name: string) => ({
+    name,
+    bytes: await Deno.readFile(new URL(name, dir)),
+  });
+  const files = await Promise.all(
+    ["model.safetensors", "config.json", "vocab.json", "merges.txt"].map(read),
+  );
+  const m = convertedFromFiles(files);
+  assert.equal(m.model.config.vocabSize, 261);
+  assert.equal(m.tokenizer.vocabSize, 261);
+  assert.deepEqual([m.loss, m.graph, m.converted?.timeConditioning], [
+    "score-entropy",
+    "uniform",
+    "true",
+  ]);
+  assert.throws(() => checkpointToBytes(m), /Nothing to download: a converted DiT/);
+  assert.throws(
+    () => convertedFromFiles(files.filter((f) => f.name !== "config.json")),
+    /^RangeError: Cannot load a converted checkpoint: expected config.json among the chosen files, got model.safetensors, vocab.json, merges.txt$/,
+  );
+  assert.throws(
+    () => convertedFromFiles(files.filter((f) => f.name !== "merges.txt")),
+    /Cannot load the converted checkpoint: Missing tokenizer file: expected merges.txt/,
+  );
 });

@@ -390,7 +390,18 @@ function viewer(
   };
 }
 
-function checkInputs(
+/**
+ * Checks a DiT forward pass's arguments: token ids in range, `batch` dividing them into
+ * sequences no longer than `context`, and one finite noise level per sequence (> 0 where SEDD's
+ * `scaleBySigma` divides by `expm1(sigma)`). Throws a one-line `RangeError` or `TypeError`.
+ *
+ * @param model The DiT.
+ * @param tokens Token ids, `(B,T)` flattened.
+ * @param batch Sequences B.
+ * @param sigma Noise level per sequence.
+ * @returns `B`, `T` and the noise levels in float64.
+ */
+export function checkDitInputs(
   model: DitModel,
   tokens: Int32Array,
   batch: number,
@@ -498,7 +509,7 @@ export function ditForwardCached(
   tokens: Int32Array,
   options: DitForwardOptions,
 ): { out: Float64Array; cache: DitCache } {
-  const { B, T, sig } = checkInputs(model, tokens, options.batch, options.sigma);
+  const { B, T, sig } = checkDitInputs(model, tokens, options.batch, options.sigma);
   const cfg = model.config;
   const P = options.params ?? model.params;
   if (P.length !== model.params.length) {

@@ -34,15 +34,10 @@
  * @module
  */
 
-import {
-  type BackendName,
-  defaultBackend,
-  type NNBackend,
-  tsBackend,
-  wasmBackend,
-} from "../nn/backend.ts";
-import { createWasmKernels } from "../kernels/wasm.ts";
-import { type BlasOptions, loadBlas, withBlas } from "../kernels/blas.ts";
+import type { BackendName, NNBackend } from "../nn/backend.ts";
+import { defaultBackend, tsBackend, wasmBackend } from "../nn/backend.ts";
+import type { BlasOptions } from "../kernels/blas.ts";
+import { arenaKernels } from "./workspace.ts";
 import { gatedResidualForward, modulateForward, timestepEmbedding } from "../nn/adaln.ts";
 import { ropeForward, ropeTables } from "../nn/attention.ts";
 import { siluForward } from "../nn/activations.ts";
@@ -179,9 +174,6 @@ export function ditRunnerBytes(model: DitModel, B: number, T: number): number {
   return 4 * floats;
 }
 
-/** The wasm32 address space. */
-const WASM32_BYTES = 2 ** 32;
-
 /**
  * Makes a float32 forward pass of `model` for up to `batch` sequences of up to `length` tokens,
  * allocating every buffer now; each {@linkcode DitRunner.forward} then allocates nothing of the
@@ -235,26 +227,14 @@ export function createDitRunner(model: DitModel, options: DitRunnerOptions = {})
     nn = tsBackend;
   } else {
     const bytes = ditRunnerBytes(model, B, T);
-    const wk = createWasmKernels();
-    const start = wk.mark();
-    if (bytes > WASM32_BYTES - start) {
-      throw new RangeError(
-        `DiT runner too large for the wasm32 memory: expected at most ${
-          WASM32_BYTES - start
-        } bytes, got ${bytes} for ${B} sequences of ${T} tokens (vocabulary ${V}, dModel ${d})`,
-      );
-    }
-    let k = wk;
-    if (backend === "blas") {
-      const lib = loadBlas(options.blas);
-      if (!lib.ok) {
-        throw new Error(
-          `BLAS backend unavailable: expected a working CBLAS library, got ${lib.reason}`,
-        );
-      }
-      k = withBlas(wk, lib.blas);
-    }
-    wk.reserve(bytes / 4);
+    const { wk, k, start } = arenaKernels(
+      backend,
+      bytes,
+      options.blas,
+      (room) =>
+        `DiT runner too large for the wasm32 memory: expected at most ${room} bytes, got ` +
+        `${bytes} for ${B} sequences of ${T} tokens (vocabulary ${V}, dModel ${d})`,
+    );
     bufs = allocate(sizes, (key) => k.alloc(sizes[key]), null);
     nn = wasmBackend(k, T, HS, backend);
     arenaBytes = wk.mark() - start;

@@ -64,60 +64,73 @@ function toBf16Bits(x: number): number {
   return top & 0xffff;
 }
 
-Deno.test("half floats: known F16 bit patterns, subnormals, inf and nan included", () => {
-  const cases: [number, number][] = [
-    [0x0000, 0],
-    [0x3c00, 1],
-    [0xbc00, -1],
-    [0x3800, 0.5],
-    [0x3555, 0.333251953125],
-    [0x4248, 3.140625],
-    [0x7bff, 65504], // the largest finite
-    [0x0400, 2 ** -14], // the smallest normal
-    [0x03ff, 1023 * 2 ** -24], // the largest subnormal
-    [0x0001, 2 ** -24], // the smallest subnormal
-    [0x8001, -(2 ** -24)],
-    [0x7c00, Infinity],
-    [0xfc00, -Infinity],
-  ];
-  for (const [bits, value] of cases) {
-    assert.equal(f16ToFloat(bits), value, `0x${bits.toString(16)}`);
-    assert.equal(toF16Bits(value), bits, `encode ${value}`);
-  }
-  assert.ok(Object.is(f16ToFloat(0x8000), -0));
-  for (const nan of [0x7e00, 0x7c01, 0xfe00, 0x7fff]) assert.ok(Number.isNaN(f16ToFloat(nan)));
-  // the encoder's rounding: halfway cases to even, overflow to inf, underflow to zero
-  assert.equal(toF16Bits(1 + 2 ** -11), 0x3c00);
-  assert.equal(toF16Bits(1 + 3 * 2 ** -11), 0x3c02);
-  assert.equal(toF16Bits(65519), 0x7bff);
-  assert.equal(toF16Bits(65520), 0x7c00);
-  assert.equal(toF16Bits(2 ** -25), 0x0000);
-  assert.equal(toF16Bits(3 * 2 ** -25), 0x0002);
-  assert.equal(toF16Bits(NaN), 0x7e00);
-});
+/** Per format: its decoder, our encoder, known (bits, value) pairs, NaN patterns. */
+const FORMATS = {
+  F16: {
+    decode: f16ToFloat,
+    encode: toF16Bits,
+    known: [
+      [0x0000, 0],
+      [0x3c00, 1],
+      [0xbc00, -1],
+      [0x3800, 0.5],
+      [0x3555, 0.333251953125],
+      [0x4248, 3.140625],
+      [0x7bff, 65504], // the largest finite
+      [0x0400, 2 ** -14], // the smallest normal
+      [0x03ff, 1023 * 2 ** -24], // the largest subnormal
+      [0x0001, 2 ** -24], // the smallest subnormal
+      [0x8001, -(2 ** -24)],
+      [0x7c00, Infinity],
+      [0xfc00, -Infinity],
+    ],
+    nans: [0x7e00, 0x7c01, 0xfe00, 0x7fff],
+    // the encoder's rounding: halfway cases to even, overflow to inf, underflow to zero, NaN
+    rounding: [
+      [1 + 2 ** -11, 0x3c00],
+      [1 + 3 * 2 ** -11, 0x3c02],
+      [65519, 0x7bff],
+      [65520, 0x7c00],
+      [2 ** -25, 0x0000],
+      [3 * 2 ** -25, 0x0002],
+      [NaN, 0x7e00],
+    ],
+  },
+  BF16: {
+    decode: bf16ToFloat,
+    encode: toBf16Bits,
+    known: [
+      [0x0000, 0],
+      [0x3f80, 1],
+      [0xc0a0, -5],
+      [0x4049, 3.140625],
+      [0x7f7f, 3.3895313892515355e38], // the largest finite
+      [0x0080, 2 ** -126], // the smallest normal
+      [0x0001, 2 ** -133], // the smallest subnormal
+      [0x7f80, Infinity],
+      [0xff80, -Infinity],
+    ],
+    nans: [0x7fc0, 0xff81, 0x7f81],
+    rounding: [
+      [1 + 2 ** -8, 0x3f80],
+      [1 + 3 * 2 ** -8, 0x3f82],
+      [3.4028234663852886e38, 0x7f80], // rounds up to inf
+      [NaN, 0x7fc0],
+    ],
+  },
+} as const;
 
-Deno.test("half floats: known BF16 bit patterns, subnormals, inf and nan included", () => {
-  const cases: [number, number][] = [
-    [0x0000, 0],
-    [0x3f80, 1],
-    [0xc0a0, -5],
-    [0x4049, 3.140625],
-    [0x7f7f, 3.3895313892515355e38], // the largest finite
-    [0x0080, 2 ** -126], // the smallest normal
-    [0x0001, 2 ** -133], // the smallest subnormal
-    [0x7f80, Infinity],
-    [0xff80, -Infinity],
-  ];
-  for (const [bits, value] of cases) {
-    assert.equal(bf16ToFloat(bits), value, `0x${bits.toString(16)}`);
-    assert.equal(toBf16Bits(value), bits, `encode ${value}`);
-  }
-  assert.ok(Object.is(bf16ToFloat(0x8000), -0));
-  assert.ok(Number.isNaN(bf16ToFloat(0x7fc0)) && Number.isNaN(bf16ToFloat(0xff81)));
-  assert.equal(toBf16Bits(1 + 2 ** -8), 0x3f80); // halfway: to even
-  assert.equal(toBf16Bits(1 + 3 * 2 ** -8), 0x3f82);
-  assert.equal(toBf16Bits(3.4028234663852886e38), 0x7f80); // rounds up to inf
-});
+for (const [fmt, { decode, encode, known, nans, rounding }] of Object.entries(FORMATS)) {
+  Deno.test(`half floats: known ${fmt} bit patterns, subnormals, inf and nan included`, () => {
+    for (const [bits, value] of known) {
+      assert.equal(decode(bits), value, `0x${bits.toString(16)}`);
+      assert.equal(encode(value), bits, `encode ${value}`);
+    }
+    assert.ok(Object.is(decode(0x8000), -0));
+    for (const nan of nans) assert.ok(Number.isNaN(decode(nan)), `0x${nan.toString(16)}`);
+    for (const [value, bits] of rounding) assert.equal(encode(value), bits, `encode ${value}`);
+  });
+}
 
 Deno.test("half floats: every one of the 65536 bit patterns decodes and encodes back", () => {
   for (let b = 0; b < 1 << 16; b++) {

@@ -6,7 +6,7 @@
  * deno task bench:dit                     # SEDD small's shape: 1024 tokens, 128 steps, wasm
  * deno task bench:dit --shape tiny --length 64 --steps 4        # a smoke run
  * deno task bench:dit --shape 50258,768,12,12,128 --backend blas --batch 2
- * deno task bench:dit --load-f16          # peak RSS of loading a SEDD-small-shaped F16 file
+ * deno task bench:dit --load            # peak RSS of loading a SEDD-small-shaped F16 file
  * deno bench --allow-read bench/dit_sample_bench.ts   # one small forward pass per iteration
  * ```
  *
@@ -19,8 +19,8 @@
  * `--shape` is `small` (SEDD small: V 50258, d 768, 12 blocks, 12 heads, cond 128), `tiny`
  * (V 512, d 64, 2, 4, 32) or `V,d,L,NH,cond`.
  *
- * `--load-f16` writes a state dict of `--shape` in F16 to a temporary file, then reads it in a
- * fresh process and loads it with `modelFromSafetensors` (each tensor decoded from the file's
+ * `--load` writes a state dict of `--shape` in F16 (or `--dtype BF16` or `F32`) with random
+ * values to a temporary file, then reads it in a fresh process and loads it with `modelFromSafetensors` (each tensor decoded from the file's
  * bytes into the model's float32 buffer), printing one JSON line with the file's size, the model's
  * float32 bytes and the RSS before reading, after reading and after loading.
  *
@@ -140,8 +140,15 @@ function sampleRun(): void {
   }));
 }
 
-/** Writes a random F16 state dict of `shape` to `path` (values of +-0.02, the norms 1). */
-function writeF16(shape: Shape, path: string): void {
+/** The bits of 1 and a random value of about +-1/64 in each dtype the loader reads. */
+const FILE_DTYPES = {
+  F16: { one: 0x3c00, random: (s: number) => (s & 0x8000) | 0x2000 | (s & 0x7ff) },
+  BF16: { one: 0x3f80, random: (s: number) => (s & 0x8000) | 0x3c00 | (s & 0xff) },
+  F32: { one: 1, random: (s: number) => ((s >>> 0) / 4294967296 - 0.5) * 0.04 },
+} as const;
+
+/** Writes a random state dict of `shape` in `dtype` to `path` (small values, the norms 1). */
+function writeStateDict(shape: Shape, dtype: keyof typeof FILE_DTYPES, path: string): void {
   const table = ditParamTable({
     ...shape,
     context: 1024,
@@ -149,19 +156,20 @@ function writeF16(shape: Shape, path: string): void {
     scaleBySigma: true,
     output: "sedd",
   });
+  const { one, random } = FILE_DTYPES[dtype];
   const tensors: Record<string, TensorInput> = {};
   let s = 7;
   for (const { name, shape: sh } of table) {
     const n = sh.reduce((a, b) => a * b, 1);
-    const bits = new Uint16Array(n);
-    if (/norm(1|2|_final)\.weight$/.test(name)) bits.fill(0x3c00); // 1
+    const data = dtype === "F32" ? new Float32Array(n) : new Uint16Array(n);
+    if (/norm(1|2|_final)\.weight$/.test(name)) data.fill(one);
     else {
       for (let i = 0; i < n; i++) {
         s ^= s << 13, s ^= s >>> 17, s ^= s << 5;
-        bits[i] = (s & 0x8000) | 0x2000 | (s & 0x7ff); // +-(1/128 .. 1/32)
+        data[i] = random(s);
       }
     }
-    tensors[name] = { dtype: "F16", shape: sh, data: bits };
+    tensors[name] = { dtype, shape: sh, data };
   }
   Deno.writeFileSync(path, serializeSafetensors(tensors));
 }
@@ -175,7 +183,8 @@ function loadRun(path: string, nHeads: number): void {
   const seconds = (performance.now() - t0) / 1000;
   const rss2 = Deno.memoryUsage().rss;
   console.log(JSON.stringify({
-    bench: "dit_load_f16",
+    bench: "dit_load",
+    dtype: flag("--dtype") ?? "F16",
     params: model.params.length,
     fileMiB: mib(bytes.length),
     modelMiB: mib(model.params.byteLength),
@@ -186,16 +195,21 @@ function loadRun(path: string, nHeads: number): void {
   }));
 }
 
-async function loadF16Run(): Promise<void> {
+async function loadFileRun(): Promise<void> {
   const shapeName = flag("--shape") ?? "small";
   const shape = parseShape(shapeName);
+  const dtype = flag("--dtype") ?? "F16";
+  if (!Object.hasOwn(FILE_DTYPES, dtype)) {
+    throw new RangeError(`Invalid --dtype: expected F16, BF16 or F32, got ${dtype}`);
+  }
   const path = await Deno.makeTempFile({ suffix: ".safetensors" });
   try {
-    writeF16(shape, path);
+    writeStateDict(shape, dtype as keyof typeof FILE_DTYPES, path);
     // a fresh process, so that the RSS is the loader's alone
     const self = new URL(import.meta.url).pathname;
+    const args = ["run", "--allow-read", self, "--read-file", path, "--dtype", dtype];
     const out = await new Deno.Command(Deno.execPath(), {
-      args: ["run", "--allow-read", self, "--load", path, "--heads", String(shape.nHeads)],
+      args: [...args, "--heads", String(shape.nHeads)],
       stdout: "inherit",
       stderr: "inherit",
     }).output();
@@ -205,12 +219,12 @@ async function loadF16Run(): Promise<void> {
   }
 }
 
-if (import.meta.main && Deno.args.includes("--load-f16")) {
-  await loadF16Run();
+if (import.meta.main && Deno.args.includes("--load")) {
+  await loadFileRun();
+} else if (import.meta.main && Deno.args.includes("--read-file")) {
+  loadRun(flag("--read-file")!, intFlag("--heads", 12));
 } else if (import.meta.main && Deno.args.includes("--sample")) {
   sampleRun();
-} else if (import.meta.main && Deno.args.includes("--load")) {
-  loadRun(flag("--load")!, intFlag("--heads", 12));
 } else {
   // deno bench: one forward pass of a tiny DiT per iteration, on each backend
   const T = 128;

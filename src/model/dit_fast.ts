@@ -151,14 +151,15 @@ const ALIGN_FLOATS = 16;
  * @param T Longest sequence.
  * @returns Bytes.
  *
- * @example SEDD small's output alone is 1024 x 50258 floats per sequence
+ * @example More than the parameter copy and the output
  * ```ts
  * import { ditRunnerBytes } from "./dit_fast.ts";
  * import { createDit } from "./dit.ts";
  * import assert from "node:assert/strict";
  *
  * const dit = createDit({ vocabSize: 9, context: 8, dModel: 8, nHeads: 2, nLayers: 1, condDim: 4 });
- * assert.ok(ditRunnerBytes(dit, 2, 8) > 4 * (dit.params.length - 9 * 8));
+ * const copy = 4 * (dit.params.length - 9 * 8); // all but the embedding
+ * assert.ok(ditRunnerBytes(dit, 2, 8) > copy + 4 * 2 * 8 * 9);
  * ```
  */
 export function ditRunnerBytes(model: DitModel, B: number, T: number): number {
@@ -219,7 +220,7 @@ export function createDitRunner(model: DitModel, options: DitRunnerOptions = {})
   const { vocabSize: V, dModel: d, nHeads: NH } = cfg;
   const HS = d / NH;
   const sizes = bufferSizes(model, B, T);
-  const embedSize = V * d;
+  const embedSize = V * d; // vocab_embed.embedding is the first tensor of the layout
   let nn: NNBackend, bufs: Buffers, arenaBytes = 0, copy = false;
   if (backend === "ts") {
     const make = (key: keyof Buffers) => new Float32Array(sizes[key]);

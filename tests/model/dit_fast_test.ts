@@ -156,6 +156,11 @@ Deno.test("dit_fast: the runner reuses its buffers and sees parameter changes af
   const emb = model.layout["vocab_embed.embedding"].offset;
   model.params[emb + tokens[0] * model.config.dModel] += 1;
   assert.notDeepEqual(runner.forward(tokens, { batch: 1, sigma }).slice(), fresh);
+  // on ts the runner reads model.params in place: a change shows at once
+  const ts = createDitRunner(model, { batch: 1, length: T, backend: "ts" });
+  const ts0 = ts.forward(tokens, { batch: 1, sigma }).slice();
+  model.params[offset + 1] += 0.5;
+  assert.ok(Math.abs(ts.forward(tokens, { batch: 1, sigma })[col] - ts0[col] - 0.5) < 1e-5);
   // ditForwardFast syncs at every call
   const ref = ditForward(model, tokens, { batch: 1, sigma });
   const fast = ditForwardFast(model, tokens, { batch: 1, sigma, backend: "wasm" });

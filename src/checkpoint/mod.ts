@@ -23,13 +23,22 @@
  */
 
 export {
+  bf16ToFloat,
   type Dtype,
   type DtypeArrays,
+  f16ToFloat,
+  FLOAT_DTYPES,
+  type FloatTensorReader,
+  floatTensorReaders,
   parseSafetensors,
+  readFloats,
+  readSafetensorsHeader,
   type Safetensors,
+  type SafetensorsHeader,
   serializeSafetensors,
   type Tensor,
   type TensorData,
+  type TensorEntry,
   type TensorInput,
 } from "./safetensors.ts";
 export {

@@ -21,7 +21,12 @@
  * @module
  */
 
-import { parseSafetensors, serializeSafetensors, type TensorInput } from "./safetensors.ts";
+import {
+  floatTensorReaders,
+  parseSafetensors,
+  serializeSafetensors,
+  type TensorInput,
+} from "./safetensors.ts";
 import { type ModelConfig, validateConfig } from "../model/config.ts";
 import { buildLayout } from "../model/layout.ts";
 import { createModel, type Model } from "../model/model.ts";
@@ -264,7 +269,8 @@ export function modelFromSafetensors(
 
 /**
  * Reads a SEDD or MDLM DiT from safetensors holding its PyTorch state dict (the names of
- * `src/model/dit.ts`), in F32 or F64. `vocabSize`, `dModel`, `condDim` and `nLayers` come from the
+ * `src/model/dit.ts`), in F32, F64, F16 or BF16, each tensor decoded straight from `bytes` into
+ * the model's float32 buffer (so the peak is the file plus one model). `vocabSize`, `dModel`, `condDim` and `nLayers` come from the
  * shapes; `nHeads` must be given (and is checked against `rotary_emb.inv_freq` when present).
  *
  * @param bytes The file's bytes.
@@ -289,15 +295,7 @@ export function ditFromSafetensors(
   bytes: Uint8Array,
   options: { config: Partial<DitConfig> & { nHeads: number } },
 ): { model: DitModel; metadata: Record<string, string> } {
-  const { tensors, metadata } = parseSafetensors(bytes);
-  for (const [name, t] of Object.entries(tensors)) {
-    if (t.dtype !== "F32" && t.dtype !== "F64") {
-      throw new TypeError(`Invalid tensor "${name}": expected dtype F32 or F64, got ${t.dtype}`);
-    }
-  }
-  const model = ditFromTensors(
-    tensors as Record<string, { shape: number[]; data: Float32Array | Float64Array }>,
-    options?.config,
-  );
+  const { tensors, metadata } = floatTensorReaders(bytes);
+  const model = ditFromTensors(tensors, options?.config);
   return { model, metadata };
 }

@@ -241,6 +241,62 @@ function checkDuplicateKeys(text: string): void {
  * ```
  */
 export function parseSafetensors(bytes: Uint8Array): Safetensors {
+  const { entries, metadata } = readSafetensorsHeader(bytes);
+  const tensors: Record<string, Tensor> = {};
+  for (const [name, e] of Object.entries(entries)) {
+    const { size, array } = DTYPES[e.dtype];
+    const buffer = new ArrayBuffer(e.end - e.begin);
+    const own = new Uint8Array(buffer);
+    own.set(bytes.subarray(e.begin, e.end));
+    if (!HOST_IS_LITTLE_ENDIAN) swapBytes(own, size);
+    const data = new array(buffer, 0, (e.end - e.begin) / size);
+    setOwn(tensors, name, { dtype: e.dtype, shape: e.shape, data } as Tensor);
+  }
+  return { tensors, metadata };
+}
+
+/** Where one tensor's data lies in a safetensors file: see {@linkcode readSafetensorsHeader}. */
+export interface TensorEntry {
+  /** Element type. */
+  dtype: Dtype;
+  /** Row-major shape. */
+  shape: number[];
+  /** First byte of the data, from the start of the file. */
+  begin: number;
+  /** End (exclusive) of the data, from the start of the file. */
+  end: number;
+}
+
+/** What {@linkcode readSafetensorsHeader} returns. */
+export interface SafetensorsHeader {
+  /** Each tensor's dtype, shape and byte range in the file, by name. */
+  entries: Record<string, TensorEntry>;
+  /** The `__metadata__` entries (empty when the file has none). */
+  metadata: Record<string, string>;
+}
+
+/**
+ * Reads and checks a safetensors file's header without copying any tensor data: the same checks
+ * as {@linkcode parseSafetensors} (which is this plus a copy of each tensor), so that a large
+ * file's tensors can be decoded one at a time straight from its bytes (see
+ * {@linkcode readFloats}).
+ *
+ * @param bytes The whole file.
+ * @returns Each tensor's entry, with byte offsets from the start of `bytes`, and the metadata.
+ *
+ * @example
+ * ```ts
+ * import { readSafetensorsHeader, serializeSafetensors } from "./safetensors.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const bytes = serializeSafetensors({ w: { shape: [2], data: new Float32Array([1, 2]) } });
+ * const { entries } = readSafetensorsHeader(bytes);
+ * assert.equal(entries.w.dtype, "F32");
+ * assert.equal(entries.w.end - entries.w.begin, 8);
+ * assert.equal(entries.w.end, bytes.length);
+ * ```
+ */
+export function readSafetensorsHeader(bytes: Uint8Array): SafetensorsHeader {
   if (!(bytes instanceof Uint8Array)) {
     throw new TypeError(`Invalid safetensors input: expected a Uint8Array, got ${describe(bytes)}`);
   }
@@ -390,17 +446,16 @@ export function parseSafetensors(bytes: Uint8Array): Safetensors {
     );
   }
 
-  const tensors: Record<string, Tensor> = {};
+  const out: Record<string, TensorEntry> = {};
   for (const e of entries) {
-    const { size, array } = DTYPES[e.dtype];
-    const buffer = new ArrayBuffer(e.end - e.begin);
-    const own = new Uint8Array(buffer);
-    own.set(bytes.subarray(dataStart + e.begin, dataStart + e.end));
-    if (!HOST_IS_LITTLE_ENDIAN) swapBytes(own, size);
-    const data = new array(buffer, 0, (e.end - e.begin) / size);
-    setOwn(tensors, e.name, { dtype: e.dtype, shape: e.shape, data } as Tensor);
+    setOwn(out, e.name, {
+      dtype: e.dtype,
+      shape: e.shape,
+      begin: dataStart + e.begin,
+      end: dataStart + e.end,
+    });
   }
-  return { tensors, metadata };
+  return { entries: out, metadata };
 }
 
 function inferDtype(data: TensorData): Dtype | undefined {
@@ -532,4 +587,221 @@ export function serializeSafetensors(
     at += src.length;
   }
   return out;
+}
+
+/** The float dtypes {@linkcode readFloats} decodes. */
+export const FLOAT_DTYPES: readonly Dtype[] = ["F16", "BF16", "F32", "F64"];
+
+/**
+ * The value of an IEEE 754 half-precision float (F16) given its 16 bits: 1 sign bit, 5 exponent
+ * bits (bias 15), 10 fraction bits; exponent 0 is zero or a subnormal `f 2^-24`, exponent 31
+ * infinity (fraction 0) or NaN. Exact: every F16 value is a float32 value.
+ *
+ * @param bits The 16 bits, `0 <= bits < 65536`.
+ * @returns The value.
+ *
+ * @example
+ * ```ts
+ * import { f16ToFloat } from "./safetensors.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(f16ToFloat(0x3c00), 1);
+ * assert.equal(f16ToFloat(0xc000), -2);
+ * assert.equal(f16ToFloat(0x0001), 2 ** -24); // the smallest subnormal
+ * assert.equal(f16ToFloat(0x7c00), Infinity);
+ * assert.ok(Number.isNaN(f16ToFloat(0x7e00)));
+ * ```
+ */
+export function f16ToFloat(bits: number): number {
+  const sign = bits & 0x8000 ? -1 : 1;
+  const e = (bits >> 10) & 0x1f, f = bits & 0x3ff;
+  if (e === 0) return sign * f * 2 ** -24;
+  if (e === 31) return f === 0 ? sign * Infinity : NaN;
+  return sign * (1024 + f) * 2 ** (e - 25);
+}
+
+/**
+ * The value of a bfloat16 (BF16) given its 16 bits: the top half of a float32's bits (1 sign, 8
+ * exponent, 7 fraction), so the conversion is exact, subnormals, infinities and NaNs included.
+ *
+ * @param bits The 16 bits, `0 <= bits < 65536`.
+ * @returns The value.
+ *
+ * @example
+ * ```ts
+ * import { bf16ToFloat } from "./safetensors.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(bf16ToFloat(0x3f80), 1);
+ * assert.equal(bf16ToFloat(0xc0a0), -5);
+ * assert.equal(bf16ToFloat(0xff80), -Infinity);
+ * ```
+ */
+export function bf16ToFloat(bits: number): number {
+  bitsScratch[0] = bits << 16;
+  return floatScratch[0];
+}
+
+const bitsScratch = new Uint32Array(1);
+const floatScratch = new Float32Array(bitsScratch.buffer);
+
+let f16Table: Float32Array | null = null; // every F16 value by its bits, made on first use
+
+/**
+ * Decodes a float tensor of a safetensors file (F16, BF16, F32 or F64) straight from the file's
+ * bytes into `out` from `offset` on, converting to the element type of `out`, with no copy of the
+ * tensor in between: so a model loads from a file of any of these dtypes with the file and the
+ * model's own arrays in memory, never a second model. F16 and BF16 convert exactly (their values
+ * are all float32 values); F64 into a `Float32Array` rounds to nearest.
+ *
+ * @param bytes The whole file.
+ * @param entry The tensor, from {@linkcode readSafetensorsHeader}.
+ * @param out Where the values go.
+ * @param offset First index of `out` written. Default 0.
+ * @throws TypeError for a dtype that is not one of {@linkcode FLOAT_DTYPES}; RangeError when
+ *   `out` is too short or the entry lies outside `bytes`.
+ *
+ * @example Half floats into a Float32Array
+ * ```ts
+ * import { readFloats, readSafetensorsHeader, serializeSafetensors } from "./safetensors.ts";
+ * import assert from "node:assert/strict";
+ *
+ * // 1, -2 and 0.5 as F16 bits
+ * const bytes = serializeSafetensors({
+ *   w: { dtype: "F16", shape: [3], data: new Uint16Array([0x3c00, 0xc000, 0x3800]) },
+ * });
+ * const out = new Float32Array(3);
+ * readFloats(bytes, readSafetensorsHeader(bytes).entries.w, out);
+ * assert.deepEqual([...out], [1, -2, 0.5]);
+ * ```
+ */
+export function readFloats(
+  bytes: Uint8Array,
+  entry: TensorEntry,
+  out: Float32Array | Float64Array,
+  offset = 0,
+): void {
+  const { dtype, begin, end } = entry;
+  if (!FLOAT_DTYPES.includes(dtype)) {
+    throw new TypeError(
+      `Invalid dtype: expected a float tensor (${FLOAT_DTYPES.join(", ")}), got ${dtype}`,
+    );
+  }
+  if (!(begin >= 0 && end <= bytes.length && begin <= end)) {
+    throw new RangeError(
+      `Invalid tensor entry: expected bytes [${begin}, ${end}) inside the ${bytes.length}-byte file`,
+    );
+  }
+  const size = DTYPES[dtype].size;
+  const n = (end - begin) / size;
+  if (!Number.isInteger(offset) || offset < 0 || offset + n > out.length) {
+    throw new RangeError(
+      `Output too short: expected room for ${n} values from index ${offset}, got ${out.length} values`,
+    );
+  }
+  const at = bytes.byteOffset + begin;
+  if (HOST_IS_LITTLE_ENDIAN && at % size === 0) {
+    // aligned on a little-endian host: a view of the file's bytes in place
+    if (dtype === "F32") out.set(new Float32Array(bytes.buffer, at, n), offset);
+    else if (dtype === "F64") out.set(new Float64Array(bytes.buffer, at, n), offset);
+    else decode16(new Uint16Array(bytes.buffer, at, n), dtype, out, offset);
+    return;
+  }
+  const view = new DataView(bytes.buffer, at, end - begin);
+  if (dtype === "F32") {
+    for (let i = 0; i < n; i++) {
+      out[offset + i] = view.getFloat32(4 * i, true);
+    }
+  } else if (dtype === "F64") {
+    for (let i = 0; i < n; i++) out[offset + i] = view.getFloat64(8 * i, true);
+  } else {
+    const bits = new Uint16Array(Math.min(n, 1 << 16));
+    for (let i = 0; i < n; i += bits.length) {
+      const m = Math.min(bits.length, n - i);
+      for (let j = 0; j < m; j++) bits[j] = view.getUint16(2 * (i + j), true);
+      decode16(bits.subarray(0, m), dtype, out, offset + i);
+    }
+  }
+}
+
+/** `out[offset + i] = value of bits[i]` for F16 or BF16. */
+function decode16(
+  bits: Uint16Array,
+  dtype: Dtype,
+  out: Float32Array | Float64Array,
+  offset: number,
+): void {
+  const n = bits.length;
+  if (dtype === "BF16") {
+    if (out instanceof Float32Array && (out.byteOffset + 4 * offset) % 4 === 0) {
+      // the bits of a float32 are the BF16 bits followed by 16 zero bits
+      const u = new Uint32Array(out.buffer, out.byteOffset + 4 * offset, n);
+      for (let i = 0; i < n; i++) u[i] = bits[i] << 16;
+    } else {
+      for (let i = 0; i < n; i++) out[offset + i] = bf16ToFloat(bits[i]);
+    }
+    return;
+  }
+  if (f16Table === null) {
+    f16Table = new Float32Array(1 << 16);
+    for (let b = 0; b < 1 << 16; b++) f16Table[b] = f16ToFloat(b);
+  }
+  const t = f16Table;
+  for (let i = 0; i < n; i++) out[offset + i] = t[bits[i]];
+}
+
+/** A float tensor of a file, not yet decoded: see {@linkcode floatTensorReaders}. */
+export interface FloatTensorReader {
+  /** Its dtype in the file (one of {@linkcode FLOAT_DTYPES}). */
+  dtype: Dtype;
+  /** Row-major shape. */
+  shape: number[];
+  /** Decodes its values from the file's bytes into `dst` (at least as long as the tensor). */
+  read(dst: Float32Array | Float64Array): void;
+}
+
+/**
+ * Indexes a file whose tensors are all floats (F16, BF16, F32 or F64) without copying any data:
+ * each tensor's `read(dst)` decodes it from `bytes` when called ({@linkcode readFloats}), so a
+ * loader fills its own buffers tensor by tensor.
+ *
+ * @param bytes The whole file.
+ * @returns The readers by name and the `__metadata__` entries.
+ * @throws TypeError naming the first tensor of another dtype; the errors of
+ *   {@linkcode readSafetensorsHeader} for a malformed file.
+ *
+ * @example
+ * ```ts
+ * import { floatTensorReaders, serializeSafetensors } from "./safetensors.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const bytes = serializeSafetensors({
+ *   b: { dtype: "BF16", shape: [2], data: new Uint16Array([0x3f80, 0x4040]) }, // 1, 3
+ * });
+ * const { tensors } = floatTensorReaders(bytes);
+ * const out = new Float32Array(2);
+ * tensors.b.read(out);
+ * assert.deepEqual([...out], [1, 3]);
+ * ```
+ */
+export function floatTensorReaders(
+  bytes: Uint8Array,
+): { tensors: Record<string, FloatTensorReader>; metadata: Record<string, string> } {
+  const { entries, metadata } = readSafetensorsHeader(bytes);
+  const tensors: Record<string, FloatTensorReader> = {};
+  for (const [name, e] of Object.entries(entries)) {
+    if (!FLOAT_DTYPES.includes(e.dtype)) {
+      throw new TypeError(
+        `Invalid tensor ${JSON.stringify(name)}: expected a float dtype (${
+          FLOAT_DTYPES.join(", ")
+        }), got ${e.dtype}`,
+      );
+    }
+    setOwn(tensors, name, {
+      dtype: e.dtype,
+      shape: e.shape,
+      read: (dst: Float32Array | Float64Array) => readFloats(bytes, e, dst),
+    });
+  }
+  return { tensors, metadata };
 }

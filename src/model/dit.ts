@@ -390,7 +390,18 @@ function viewer(
   };
 }
 
-function checkInputs(
+/**
+ * Checks a DiT forward pass's arguments: token ids in range, `batch` dividing them into
+ * sequences no longer than `context`, and one finite noise level per sequence (> 0 where SEDD's
+ * `scaleBySigma` divides by `expm1(sigma)`). Throws a one-line `RangeError` or `TypeError`.
+ *
+ * @param model The DiT.
+ * @param tokens Token ids, `(B,T)` flattened.
+ * @param batch Sequences B.
+ * @param sigma Noise level per sequence.
+ * @returns `B`, `T` and the noise levels in float64.
+ */
+export function checkDitInputs(
   model: DitModel,
   tokens: Int32Array,
   batch: number,
@@ -498,7 +509,7 @@ export function ditForwardCached(
   tokens: Int32Array,
   options: DitForwardOptions,
 ): { out: Float64Array; cache: DitCache } {
-  const { B, T, sig } = checkInputs(model, tokens, options.batch, options.sigma);
+  const { B, T, sig } = checkDitInputs(model, tokens, options.batch, options.sigma);
   const cfg = model.config;
   const P = options.params ?? model.params;
   if (P.length !== model.params.length) {
@@ -919,17 +930,28 @@ export function ditStateDict(
 }
 
 /**
+ * A tensor for {@linkcode ditFromTensors}: its values in memory (`data`), or a `read` that writes
+ * them into the model's buffer (a loader decoding a file's tensors one by one, so that no second
+ * copy of the model is ever held).
+ */
+export type DitTensorInput =
+  | { shape: number[]; data: ArrayLike<number> }
+  | { shape: number[]; read(dst: Float32Array): void };
+
+/**
  * Builds a DiT from named tensors (a SEDD or MDLM state dict), inferring `vocabSize`, `dModel`,
  * `condDim` and `nLayers` from the shapes. `nHeads` cannot be inferred and must be given; the
  * `rotary_emb.inv_freq` buffer, when present, is checked against it. `context` defaults to
  * 1024 (SEDD's and MDLM's OpenWebText length); `output` to `sedd`, `scaleBySigma` to true.
+ * The names and shapes are all checked before any value is read; the values then go straight
+ * into the one fresh parameter buffer (no initialisation is drawn first).
  *
- * @param tensors Name to `{ shape, data }`.
+ * @param tensors Name to `{ shape, data }` or `{ shape, read }`.
  * @param config At least `nHeads`; any other field overrides the inferred one.
  * @returns The model (a fresh float32 parameter buffer).
  */
 export function ditFromTensors(
-  tensors: Record<string, { shape: number[]; data: ArrayLike<number> }>,
+  tensors: Record<string, DitTensorInput>,
   config: Partial<DitConfig> & { nHeads: number },
 ): DitModel {
   const embed = tensors["vocab_embed.embedding"];
@@ -952,14 +974,20 @@ export function ditFromTensors(
     const m = /^blocks\.(\d+)\./.exec(name);
     if (m) nLayers = Math.max(nLayers, Number(m[1]) + 1);
   }
-  const model = createDit({
+  const full: DitConfig = {
+    scaleBySigma: true,
+    output: "sedd",
     vocabSize: embed.shape[0],
     dModel: embed.shape[1],
     condDim: sm0.shape[0],
     nLayers,
     context: 1024,
     ...config,
-  }, { params: undefined, seed: 0 });
+    kind: "dit",
+  };
+  validateDitConfig(full);
+  const size = ditParamTable(full).reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0);
+  const model = createDit(full, { params: new Float32Array(size) });
   const names = new Set(Object.keys(model.layout));
   const missing = [...names].filter((n) => !Object.hasOwn(tensors, n));
   if (missing.length > 0) {
@@ -971,6 +999,12 @@ export function ditFromTensors(
   if (extra.length > 0) {
     throw new RangeError(`Unexpected tensors for a DiT: ${extra.map((n) => `"${n}"`).join(", ")}`);
   }
+  for (const [name, { shape }] of Object.entries(model.layout)) {
+    const t = tensors[name];
+    if (t.shape.length !== shape.length || t.shape.some((v, i) => v !== shape[i])) {
+      throw new RangeError(`Invalid tensor "${name}": expected shape [${shape}], got [${t.shape}]`);
+    }
+  }
   const inv = tensors["rotary_emb.inv_freq"];
   if (inv) {
     const HS = model.config.dModel / model.config.nHeads;
@@ -981,21 +1015,25 @@ export function ditFromTensors(
         }] for nHeads ${model.config.nHeads}, got [${inv.shape}]`,
       );
     }
+    const got = new Float32Array(HS / 2);
+    fillFrom(inv, got);
     for (let i = 0; i < HS / 2; i++) {
       const want = Math.pow(10000, -(2 * i) / HS);
-      if (Math.abs(inv.data[i] - want) > 1e-6 * Math.max(1, want)) {
+      // 1e-6 relative covers float32; a half-float file holds inv_freq to 2^-11 relative
+      if (!(Math.abs(got[i] - want) <= 1e-3 * want)) {
         throw new RangeError(
-          `Invalid "rotary_emb.inv_freq"[${i}]: expected base 10000 (${want}), got ${inv.data[i]}`,
+          `Invalid "rotary_emb.inv_freq"[${i}]: expected base 10000 (${want}), got ${got[i]}`,
         );
       }
     }
   }
   for (const [name, { offset, shape }] of Object.entries(model.layout)) {
-    const t = tensors[name];
-    if (t.shape.length !== shape.length || t.shape.some((v, i) => v !== shape[i])) {
-      throw new RangeError(`Invalid tensor "${name}": expected shape [${shape}], got [${t.shape}]`);
-    }
-    model.params.set(t.data, offset);
+    fillFrom(tensors[name], model.params.subarray(offset, offset + shape.reduce((a, b) => a * b)));
   }
   return model;
+}
+
+function fillFrom(t: DitTensorInput, dst: Float32Array): void {
+  if ("read" in t) t.read(dst);
+  else dst.set(t.data);
 }

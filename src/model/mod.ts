@@ -1,7 +1,8 @@
 /**
  * The denoising transformer: config and presets, parameter layout, initialisation, forward and
  * backward passes; and the DiT of SEDD and MDLM (`createModel({ kind: "dit", ... })`, `ditForward`,
- * `ditBackward`), whose PyTorch state dicts load unchanged.
+ * `ditBackward`), whose PyTorch state dicts load unchanged, with its float32 forward pass on the
+ * fast kernels (`createDitRunner`).
  *
  * @example Loss and gradient of a tiny model
  * ```ts
@@ -71,11 +72,22 @@ export {
   type DitModel,
   ditParamTable,
   ditStateDict,
+  type DitTensorInput,
   esigm1Log,
   geluTanh,
   geluTanhGrad,
   validateDitConfig,
 } from "./dit.ts";
+export {
+  createDitRunner,
+  ditForwardFast,
+  type DitForwardFastOptions,
+  type DitRunner,
+  ditRunnerBytes,
+  type DitRunnerOptions,
+  type DitRunOptions,
+  geluTanhInPlace,
+} from "./dit_fast.ts";
 export type { BackendChoice, BackendName, ResolvedBackend } from "../nn/backend.ts";
 export { BACKEND_CHOICES, resolveBackend } from "../nn/backend.ts";
 export type { BlasOptions } from "../kernels/blas.ts";

@@ -32,13 +32,8 @@ import { finalBackward, finalForward } from "./head.ts";
 import type { BackendName } from "../nn/backend.ts";
 import type { BlasOptions } from "../kernels/blas.ts";
 import { crossEntropyBackward, crossEntropyForward } from "../nn/cross_entropy.ts";
-import {
-  createDit,
-  type CreateDitOptions,
-  type DitConfigInput,
-  ditForward,
-  type DitModel,
-} from "./dit.ts";
+import { createDit, type CreateDitOptions, type DitConfigInput, type DitModel } from "./dit.ts";
+import { ditForwardFast } from "./dit_fast.ts";
 
 export {
   createWorkspace,
@@ -430,7 +425,7 @@ export interface ForwardOptions {
   batch: number;
   /** Noise level per sequence `(B)`: required by a time-conditioned model and by a DiT. */
   sigma?: Float32Array | Float64Array;
-  /** Backend of the cached workspace (the transformer kind; a DiT runs in plain TypeScript). */
+  /** Backend of the cached workspace (or of a DiT's cached runner). */
   backend?: BackendName;
   /** BLAS options of the cached workspace. */
   blas?: BlasOptions;
@@ -462,17 +457,19 @@ export function forward(
 ): Float32Array;
 /**
  * A DiT's output for a batch: SEDD's log-scores (`config.output` `"sedd"`) or MDLM's logits
- * (`"logits"`); see `ditForward` in `src/model/dit.ts` (which keeps float64).
+ * (`"logits"`), by the float32 pass of `src/model/dit_fast.ts` on the backend asked (its
+ * buffers cached per model); `ditForward` in `src/model/dit.ts` is the float64 reference.
  *
  * @param model The DiT.
  * @param tokens Token ids, `(B,T)` flattened.
- * @param options `batch`: B; `sigma`: the noise level of each sequence `(B)`.
+ * @param options `batch`: B; `sigma`: the noise level of each sequence `(B)`; `backend` and
+ *   `blas` as for the transformer kind.
  * @returns A fresh `(B,T,V)` array.
  */
 export function forward(
   model: DitModel,
   tokens: Int32Array,
-  options: { batch: number; sigma: Float32Array | Float64Array },
+  options: ForwardOptions & { sigma: Float32Array | Float64Array },
 ): Float32Array;
 export function forward(
   model: Model | DitModel,
@@ -480,9 +477,10 @@ export function forward(
   options: ForwardOptions,
 ): Float32Array {
   if (isDit(model)) {
-    // ditForward checks that sigma is there
+    // the float32 pass of dit_fast.ts, which checks that sigma is there
     const sigma = options.sigma as Float32Array | Float64Array;
-    return Float32Array.from(ditForward(model, tokens, { batch: options.batch, sigma }));
+    const { batch, backend, blas } = options;
+    return ditForwardFast(model, tokens, { batch, sigma, backend, blas }).slice();
   }
   validateTokens(tokens, model.config.vocabSize, "tokens");
   const B = options.batch;

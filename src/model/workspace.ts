@@ -16,7 +16,7 @@ import {
   tsBackend,
   wasmBackend,
 } from "../nn/backend.ts";
-import { createWasmKernels } from "../kernels/wasm.ts";
+import { createWasmKernels, type WasmKernels } from "../kernels/wasm.ts";
 import { type BlasLibrary, type BlasOptions, loadBlas, withBlas } from "../kernels/blas.ts";
 
 /** Activations one layer saves for the backward pass. */
@@ -363,27 +363,15 @@ export function createWorkspace(
   // taken (the growth rule of src/kernels/wasm.ts), plus a parameter copy and a gradient
   // accumulator so that every kernel call is zero-copy.
   const bytes = sizeWorkspace(config, B, T, backend, false);
-  const wk = createWasmKernels();
-  const start = wk.mark();
-  if (bytes > WASM32_BYTES - start) {
-    throw new RangeError(
-      `Workspace too large for the wasm32 memory: expected at most ${WASM32_BYTES - start} ` +
-        `bytes, got ${bytes} for context ${T} × batch ${B} (dModel ${C}, ${config.nLayers} ` +
-        `layers, vocabulary ${V})`,
-    );
-  }
-  let blas: BlasLibrary | undefined;
-  if (backend === "blas") {
-    const lib = loadBlas(options.blas);
-    if (!lib.ok) {
-      throw new Error(
-        `BLAS backend unavailable: expected a working CBLAS library, got ${lib.reason}`,
-      );
-    }
-    blas = lib.blas;
-  }
-  wk.reserve(bytes / 4);
-  const k = blas ? withBlas(wk, blas) : wk;
+  const { wk, k, start } = arenaKernels(
+    backend,
+    bytes,
+    options.blas,
+    (room) =>
+      `Workspace too large for the wasm32 memory: expected at most ${room} ` +
+      `bytes, got ${bytes} for context ${T} × batch ${B} (dModel ${C}, ${config.nLayers} ` +
+      `layers, vocabulary ${V})`,
+  );
   const bufs = workspaceBuffers(config, B, T, { ...onHeap, f32: (n) => k.alloc(n) }, true);
   if (config.positions === "rotary") ropeTables(bufs.cos, bufs.sin, T, HS);
   const size = buildLayout(config).size;
@@ -391,6 +379,43 @@ export function createWorkspace(
   const wGrads = k.alloc(size);
   const nn = wasmBackend(k, T, HS, backend);
   return { ...bufs, backend, nn, wParams, wGrads, arenaBytes: wk.mark() - start };
+}
+
+/**
+ * Fresh wasm kernels with `bytes` of their memory reserved in one go (the growth rule of
+ * `src/kernels/wasm.ts`), their matmuls on the system's BLAS for `"blas"`: the memory every
+ * buffer of a wasm or blas workspace (or DiT runner) is allocated from.
+ *
+ * @param backend `"wasm"` or `"blas"`.
+ * @param bytes The bytes to reserve (a multiple of 4).
+ * @param blas Where the BLAS library is, for `"blas"`.
+ * @param tooLarge The message of the `RangeError` thrown, before anything is reserved, when
+ *   `bytes` does not fit in the wasm32 memory next to the kernels' own; given the room there is.
+ * @returns `wk` the kernels that own the arena, `k` the ones to run (`wk` with BLAS matmuls for
+ *   `"blas"`), and `start`, the arena's mark before any allocation.
+ * @throws Error when `"blas"` cannot load.
+ */
+export function arenaKernels(
+  backend: "wasm" | "blas",
+  bytes: number,
+  blas: BlasOptions | undefined,
+  tooLarge: (room: number) => string,
+): { wk: WasmKernels; k: WasmKernels; start: number } {
+  const wk = createWasmKernels();
+  const start = wk.mark();
+  if (bytes > WASM32_BYTES - start) throw new RangeError(tooLarge(WASM32_BYTES - start));
+  let lib: BlasLibrary | undefined;
+  if (backend === "blas") {
+    const load = loadBlas(blas);
+    if (!load.ok) {
+      throw new Error(
+        `BLAS backend unavailable: expected a working CBLAS library, got ${load.reason}`,
+      );
+    }
+    lib = load.blas;
+  }
+  wk.reserve(bytes / 4);
+  return { wk, k: lib ? withBlas(wk, lib) : wk, start };
 }
 
 /** Where {@linkcode workspaceBuffers} takes its arrays from. */

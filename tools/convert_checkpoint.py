@@ -24,7 +24,8 @@ SOURCE is one of (the kind is read from the file's contents; --source forces it)
 
 OUT_DIR receives:
 
-  model.safetensors  the DiT's state dict under SEDD's names, float32 (a plain state dict:
+  model.safetensors  the DiT's state dict under SEDD's names, float32, or float16/bfloat16 with
+                     --dtype f16|bf16 (rotary_emb.inv_freq stays float32) (a plain state dict:
                      `load_state_dict(strict=True)` of SEDD's or MDLM's module takes it back).
   config.json        format "sedd-core/converted-dit/1"; kind "dit"; nHeads; context;
                      vocabSize, dModel, nLayers, condDim; output "sedd" (SEDD: log-scores, with
@@ -42,7 +43,7 @@ the mask as the last id, so the converter appends one row to `vocab_embed.embedd
 "maskPadded": true.
 
 Options: --n-heads, --context, --time-conditioning/--no-time-conditioning override the config;
---source sedd|hub|mdlm; --no-ema; --config PATH. Run with --help for the list.
+--source sedd|hub|mdlm; --no-ema; --dtype f32|f16|bf16; --config PATH. Run with --help for the list.
 """
 
 import argparse
@@ -342,7 +343,8 @@ def convert(args):
     if extra:
         fail(f"unexpected tensors for a DiT: {extra[:4]}")
     write_safetensors(os.path.join(args.out, "model.safetensors"),
-                      [(n, state[n]) for n in order if n in state], {"format": FORMAT})
+                      [(n, state[n]) for n in order if n in state], {"format": FORMAT},
+                      DTYPES[args.dtype][0])
     with open(os.path.join(args.out, "config.json"), "w") as f:
         json.dump(config, f, indent=2)
         f.write("\n")
@@ -365,21 +367,37 @@ def tokenizer_size(args):
              f"tokenizer.json or vocab.json, got {type(e).__name__}: {e}")
 
 
-def write_safetensors(path, tensors, metadata):
+DTYPES = {"f32": ("F32", torch.float32, 4), "f16": ("F16", torch.float16, 2),
+          "bf16": ("BF16", torch.bfloat16, 2)}
+
+
+def tensor_bytes(t, dtype):
+    """One tensor's raw little-endian data in `dtype` ("F32", "F16" or "BF16")."""
+    _, torch_dtype, _ = next(v for v in DTYPES.values() if v[0] == dtype)
+    t = t.detach().to(torch_dtype).contiguous()
+    # numpy has no bfloat16: reinterpret the 16-bit patterns as int16 to take their bytes
+    return (t.view(torch.int16) if torch_dtype == torch.bfloat16 else t).numpy().tobytes()
+
+
+def write_safetensors(path, tensors, metadata, dtype="F32"):
     """The safetensors format by hand: an 8-byte little-endian header length, the JSON header
     (name -> dtype, shape, data_offsets; __metadata__), padded to 8 bytes, then the raw data.
-    Tensors are written one at a time, each cast to float32 on its own."""
-    header, offset = {"__metadata__": metadata}, 0
+    Tensors are written one at a time, each cast on its own to `dtype`, except the rotary
+    buffer, which stays float32 (it is tiny, and the loader checks it against nHeads)."""
+    header, offset, kinds = {"__metadata__": metadata}, 0, []
     for name, t in tensors:
-        n = t.numel() * 4
-        header[name] = {"dtype": "F32", "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        kind = "F32" if name == "rotary_emb.inv_freq" else dtype
+        width = next(v[2] for v in DTYPES.values() if v[0] == kind)
+        n = t.numel() * width
+        header[name] = {"dtype": kind, "shape": list(t.shape), "data_offsets": [offset, offset + n]}
+        kinds.append(kind)
         offset += n
     h = json.dumps(header, separators=(",", ":")).encode()
     h += b" " * ((8 - len(h) % 8) % 8)
     with open(path + ".tmp", "wb") as f:
         f.write(struct.pack("<Q", len(h)) + h)
-        for _, t in tensors:
-            f.write(t.detach().to(torch.float32).contiguous().numpy().tobytes())
+        for (_, t), kind in zip(tensors, kinds):
+            f.write(tensor_bytes(t, kind))
     os.replace(path + ".tmp", path)
 
 
@@ -398,6 +416,9 @@ def main(argv=None):
     p.add_argument("--n-heads", type=int, help="attention heads (default: model.n_heads)")
     p.add_argument("--context", type=int, help="longest sequence (default: model.length)")
     p.add_argument("--no-ema", action="store_true", help="take the raw weights, not the EMA")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="f32",
+                   help="weights' dtype in model.safetensors (default f32; f16/bf16 halve the "
+                   "file, and load into float32 tensor by tensor)")
     tc = p.add_mutually_exclusive_group()
     tc.add_argument("--time-conditioning", dest="time_conditioning", action="store_true",
                     default=None, help="the network reads sigma (SEDD; MDLM's option)")

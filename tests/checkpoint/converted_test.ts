@@ -41,7 +41,9 @@ function netSigma(loaded: LoadedDit, sigma: Float32Array): Float32Array {
 }
 
 Deno.test("converted SEDD, Hub and MDLM checkpoints: forward matches PyTorch to 1e-4", async () => {
-  for (const name of CASES) {
+  // sedd_f16 / sedd_bf16: the SEDD run converted with --dtype f16 / bf16, against PyTorch's
+  // output for the weights rounded the same way.
+  for (const name of [...CASES, "sedd_f16", "sedd_bf16"]) {
     const loaded = await loadConverted(DIR + name);
     const { tokens, sigma, out } = await expected(name);
     const ours = forward(loaded.model, tokens, { batch: 2, sigma: netSigma(loaded, sigma) });

@@ -1,0 +1,289 @@
+// The WGSL sampling kernels of src/kernels/webgpu/ (rng.ts, sample_update.ts, sampler.ts) against
+// the CPU samplers of src/sampler/: the generator bit for bit, each per-position update rule on
+// odd shapes (same ids and the same stream state afterwards), and sampleIdsGpu against sampleIds
+// for every method and graph (the same tokens and the same final Rng state for the same seed).
+//
+// Random logits here are spread over a few units, so the float32-vs-float64 ties the GPU path can
+// differ on (a near-tie of two Gumbel keys, a leftover weight within rounding of 0) have
+// probability around 1e-6 per position: the comparisons are exact.
+//
+// Where no WebGPU adapter can be had these tests are ignored, except in CI (CI=true), where a
+// missing adapter fails them.
+
+import assert from "node:assert/strict";
+import { Rng } from "../../src/rng.ts";
+import type { GpuContext, GpuTensor } from "../../src/kernels/webgpu/context.ts";
+import { gpuRngDraws, rngJumpTable } from "../../src/kernels/webgpu/rng.ts";
+import {
+  createGpuSampleWorkspace,
+  destroyGpuSampleWorkspace,
+  gpuAncestralUpdate,
+  gpuArgmaxUpdate,
+  gpuConfidenceStep,
+  gpuSeddUpdate,
+  readChanged,
+  readRngState,
+} from "../../src/kernels/webgpu/sample_update.ts";
+import {
+  ancestralUpdate,
+  argmaxUpdate,
+  createScratch,
+  type SeddRule,
+  seddUpdate,
+  type UpdateContext,
+} from "../../src/sampler/updates.ts";
+import { confidenceStep } from "../../src/sampler/confidence.ts";
+import { gpuContext, ignoreGpu } from "./webgpu_available.ts";
+
+function gpuTest(name: string, fn: (ctx: GpuContext) => Promise<void>): void {
+  Deno.test({ name, ignore: ignoreGpu, fn: () => fn(gpuContext()) });
+}
+
+/** Logits uniform in [-scale, scale], from a seeded stream. */
+function randomLogits(n: number, seed: number, scale = 3): Float32Array {
+  const r = new Rng(seed, 99);
+  const x = new Float32Array(n);
+  for (let i = 0; i < n; i++) x[i] = (2 * r.uniform() - 1) * scale;
+  return x;
+}
+
+async function readIds(ctx: GpuContext, t: GpuTensor): Promise<Int32Array> {
+  return await ctx.read(t) as Int32Array;
+}
+
+gpuTest(
+  "GPU xoshiro128**: jumped draws equal Rng.nextU32 bit for bit, -log(u) to 2e-7",
+  async (ctx) => {
+    const rng = new Rng(20261203, 5, 7);
+    const state = rng.getState();
+    const M = 70000;
+    const seq = new Uint32Array(M);
+    for (let i = 0; i < M; i++) seq[i] = rng.nextU32();
+    // every low offset, powers of two and their neighbours, and a spread of others
+    const offs: number[] = [];
+    for (let i = 0; i < 40; i++) offs.push(i);
+    for (let k = 5; k < 17; k++) offs.push(2 ** k - 1, 2 ** k, 2 ** k + 1);
+    for (let i = 0; i < 60; i++) offs.push(Math.floor((i * 104729) % M));
+    const n = offs.length;
+    const words = ctx.zeros(n, "i32"), exps = ctx.zeros(n);
+    const tbl = ctx.upload(new Int32Array(rngJumpTable().buffer));
+    const st = ctx.upload(new Int32Array(state.buffer));
+    const off = ctx.upload(new Int32Array(offs));
+    gpuRngDraws(ctx, words, exps, st, off, tbl, n);
+    const got = new Uint32Array((await ctx.read(words)).buffer);
+    const e = await ctx.readF32(exps);
+    let worst = 0;
+    for (let i = 0; i < n; i++) {
+      assert.equal(got[i], seq[offs[i]], `draw at offset ${offs[i]}`);
+      const want = -Math.log((seq[offs[i]] + 0.5) / 4294967296);
+      worst = Math.max(worst, Math.abs(e[i] - want) / want);
+    }
+    console.log(`webgpu rng: -log(u) max relative error ${worst.toExponential(2)}`);
+    assert.ok(worst < 2e-7, `-log(u) relative error ${worst}`);
+    // the extremes of u: x = 0 (u = 2^-33), and x near 2^32, where a float32 u would round to 1.
+    // The output of xoshiro128** depends on state word 1 only: invert it to start at a chosen x.
+    const zero = ctx.upload(new Int32Array(1));
+    for (const x of [0, 1, 2 ** 31 - 1, 2 ** 31, 2 ** 32 - 129, 2 ** 32 - 2, 2 ** 32 - 1]) {
+      const s = new Uint32Array([1, stateWord1For(x), 0, 0]);
+      const check = new Rng(0);
+      check.setState(s);
+      assert.equal(check.nextU32(), x);
+      ctx.write(st, new Int32Array(s.buffer));
+      gpuRngDraws(ctx, words, exps, st, zero, tbl, 1);
+      assert.equal(new Uint32Array((await ctx.read(words)).buffer)[0], x);
+      const want = -Math.log((x + 0.5) / 4294967296);
+      const gotE = (await ctx.readF32(exps))[0];
+      assert.ok(
+        Math.abs(gotE - want) <= 2e-7 * want,
+        `-log(u) at x = ${x}: got ${gotE}, expected ${want}`,
+      );
+    }
+    for (const t of [words, exps, st, off, tbl, zero]) t.destroy();
+  },
+);
+
+/** The inverse of an odd number modulo 2^32 (Newton's iteration). */
+function inverseOdd(a: number): number {
+  let inv = a;
+  for (let i = 0; i < 5; i++) inv = Math.imul(inv, 2 - Math.imul(a, inv));
+  return inv >>> 0;
+}
+
+/** State word 1 whose xoshiro128** output, rotl(s1 * 5, 7) * 9, is x. */
+function stateWord1For(x: number): number {
+  const r = Math.imul(x, inverseOdd(9)) >>> 0; // rotl(s1 * 5, 7)
+  const m = ((r >>> 7) | (r << 25)) >>> 0; // s1 * 5
+  return Math.imul(m, inverseOdd(5)) >>> 0;
+}
+
+interface Shape {
+  B: number;
+  T: number;
+  V: number;
+}
+const SHAPES: Shape[] = [
+  { B: 1, T: 1, V: 3 },
+  { B: 3, T: 7, V: 5 },
+  { B: 2, T: 13, V: 67 },
+  { B: 2, T: 5, V: 130 },
+];
+
+/** Ids with a random subset masked (absorb) or random real tokens (uniform), and a fixed mask. */
+function setup(shape: Shape, seed: number, uniform: boolean) {
+  const { B, T, V } = shape;
+  const maskId = V - 1;
+  const r = new Rng(seed, 1);
+  const ids = new Int32Array(B * T);
+  for (let i = 0; i < ids.length; i++) {
+    ids[i] = uniform ? r.int(V - 1) : (r.uniform() < 0.7 ? maskId : r.int(V - 1));
+  }
+  const fixed = new Uint8Array(T);
+  for (let t = 0; t < T; t++) fixed[t] = T > 2 && r.uniform() < 0.25 ? 1 : 0;
+  return { maskId, ids, fixed, out: randomLogits(B * T * V, seed) };
+}
+
+type Runner = {
+  /** Whether the GPU rule sets the workspace's changed flag (SEDD and ancestral updates). */
+  setsChanged?: boolean;
+  cpu: (ids: Int32Array, out: Float32Array, fixed: Uint8Array, rng: Rng) => void;
+  gpu: (
+    ctx: GpuContext,
+    ws: ReturnType<typeof createGpuSampleWorkspace>,
+    ids: GpuTensor,
+    out: GpuTensor,
+    fixed: GpuTensor,
+  ) => void;
+};
+
+/** Runs one rule on the CPU and the GPU from the same state; asserts same ids and stream. */
+async function compareRule(
+  ctx: GpuContext,
+  label: string,
+  shape: Shape,
+  uniform: boolean,
+  make: (shape: Shape, maskId: number) => Runner,
+  quantise = false,
+): Promise<void> {
+  for (let seed = 1; seed <= 2; seed++) {
+    const { maskId, ids, fixed, out } = setup(shape, seed, uniform);
+    // quantised logits: many exact ties, which must go to the first maximum
+    if (quantise) { for (let i = 0; i < out.length; i++) out[i] = Math.round(out[i]); }
+    const run = make(shape, maskId);
+    const rngCpu = new Rng(seed, 2);
+    const ws = createGpuSampleWorkspace(ctx, shape.B * shape.T, rngCpu);
+    const gIds = ctx.upload(ids), gOut = ctx.upload(out);
+    const gFixed = ctx.upload(Int32Array.from(fixed));
+    const want = ids.slice();
+    run.cpu(want, out, fixed, rngCpu);
+    run.gpu(ctx, ws, gIds, gOut, gFixed);
+    const got = await readIds(ctx, gIds);
+    const where = `${label} B${shape.B} T${shape.T} V${shape.V} seed ${seed}`;
+    assert.deepEqual([...got], [...want], `${where}: ids`);
+    assert.deepEqual([...await readRngState(ctx, ws)], [...rngCpu.getState()], `${where}: stream`);
+    if (run.setsChanged && !want.every((v, i) => v === ids[i])) {
+      assert.equal(await readChanged(ctx, ws), true, `${where}: changed flag`);
+    }
+    for (const t of [gIds, gOut, gFixed]) t.destroy();
+    destroyGpuSampleWorkspace(ws);
+  }
+}
+
+function seddRunner(rule: SeddRule, sigma: number, part: Omit<UpdateContext, "V" | "maskId">) {
+  return ({ B, T, V }: Shape, maskId: number): Runner => {
+    const uctx = { V, maskId, ...part };
+    return {
+      setsChanged: true,
+      cpu: (ids, out, fixed, rng) =>
+        seddUpdate(ids, out, fixed, B, T, sigma, rule, uctx, rng, createScratch(V)),
+      gpu: (ctx, ws, ids, out, fixed) =>
+        gpuSeddUpdate(ctx, ws, ids, out, fixed, B, T, sigma, rule, uctx),
+    };
+  };
+}
+
+const RULES: [string, SeddRule, number][] = [
+  ["euler", { kind: "euler", rate: 0.07 }, 1.3],
+  ["euler (big step)", { kind: "euler", rate: 3 }, 0.4],
+  ["tweedie", { kind: "tweedie", dsig: 0.2 }, 1.1],
+  ["denoise", { kind: "denoise", sigma: 1e-4 }, 1e-4],
+];
+
+for (const [name, rule, sigma] of RULES) {
+  for (
+    const [graph, output, scaleBySigma] of [
+      ["absorb", "logits", true],
+      ["absorb", "logScore", true],
+      ["absorb", "logScore", false],
+      ["uniform", "logScore", true],
+    ] as const
+  ) {
+    const label = `gpuSeddUpdate ${name} ${graph} ${output}${scaleBySigma ? "" : " unscaled"}`;
+    gpuTest(`${label} = seddUpdate on odd shapes`, async (ctx) => {
+      for (const shape of SHAPES) {
+        await compareRule(
+          ctx,
+          label,
+          shape,
+          graph === "uniform",
+          seddRunner(rule, sigma, { graph, output, scaleBySigma }),
+        );
+      }
+    });
+  }
+}
+
+gpuTest("gpuAncestralUpdate = ancestralUpdate on odd shapes", async (ctx) => {
+  for (const [mT, mS] of [[0.9, 0.6], [0.3, 1e-5]]) {
+    for (const shape of SHAPES) {
+      await compareRule(ctx, `ancestral ${mT}->${mS}`, shape, false, ({ B, T, V }, maskId) => {
+        const uctx: UpdateContext = {
+          V,
+          maskId,
+          graph: "absorb",
+          output: "logits",
+          scaleBySigma: true,
+        };
+        return {
+          setsChanged: true,
+          cpu: (ids, out, fixed, rng) =>
+            ancestralUpdate(ids, out, fixed, B, T, mT, mS, uctx, rng, createScratch(V)),
+          gpu: (ctx, ws, ids, out, fixed) =>
+            gpuAncestralUpdate(ctx, ws, ids, out, fixed, B, T, mT, mS, uctx),
+        };
+      });
+    }
+  }
+});
+
+gpuTest("gpuArgmaxUpdate = argmaxUpdate on odd shapes (ties to the first maximum)", async (ctx) => {
+  for (const shape of SHAPES) {
+    await compareRule(ctx, "argmax", shape, false, ({ B, T, V }, maskId) => ({
+      cpu: (ids, out, fixed) => argmaxUpdate(ids, out, fixed, B, T, V, maskId),
+      gpu: (ctx, _ws, ids, out, fixed) => gpuArgmaxUpdate(ctx, ids, out, fixed, B, T, V, maskId),
+    }), true);
+  }
+});
+
+gpuTest(
+  "gpuConfidenceStep = confidenceStep on odd shapes (k, allowMask, last step)",
+  async (ctx) => {
+    for (const allowMask of [false, true]) {
+      for (const k of [1, 3, 1000]) {
+        for (const shape of SHAPES) {
+          await compareRule(
+            ctx,
+            `confidence k${k}${allowMask ? " allowMask" : ""}`,
+            shape,
+            false,
+            ({ B, T, V }, maskId) => ({
+              cpu: (ids, out, fixed, rng) =>
+                confidenceStep(ids, out, fixed, B, T, V, maskId, k, allowMask, rng),
+              gpu: (ctx, ws, ids, out, fixed) =>
+                gpuConfidenceStep(ctx, ws, ids, out, fixed, B, T, V, maskId, k, allowMask),
+            }),
+          );
+        }
+      }
+    }
+  },
+);

@@ -12,7 +12,14 @@
 
 import assert from "node:assert/strict";
 import { Rng } from "../../src/rng.ts";
-import type { GpuContext, GpuTensor } from "../../src/kernels/webgpu/context.ts";
+import { type GpuContext, type GpuTensor, grid } from "../../src/kernels/webgpu/context.ts";
+import { entry } from "../../src/kernels/webgpu/wgsl.ts";
+import {
+  type GpuDenoiser,
+  measureSampleThroughput,
+  sampleIdsGpu,
+} from "../../src/kernels/webgpu/sampler.ts";
+import { type Denoiser, sampleIds, type SampleOptions } from "../../src/sampler/sample_ids.ts";
 import { gpuRngDraws, rngJumpTable } from "../../src/kernels/webgpu/rng.ts";
 import {
   createGpuSampleWorkspace,
@@ -287,3 +294,199 @@ gpuTest(
     }
   },
 );
+
+// ---- sampleIdsGpu against sampleIds
+
+/**
+ * A deterministic denoiser computed bit for bit alike on both sides: the output at (b, t, v) is
+ * `(E[left, v] + F[right, v]) + G[t, v]` (+ sigma[b] when time-conditioned), with `left` and
+ * `right` the neighbouring ids (row V past the ends). Float32 sums, correctly rounded on both.
+ * The GPU side reuses one output buffer, as a model's workspace would.
+ */
+function neighbourDenoiser(
+  ctx: GpuContext,
+  B: number,
+  T: number,
+  V: number,
+  seed: number,
+  useSigma: boolean,
+) {
+  const E = randomLogits((V + 1) * V, seed + 10, 2);
+  const F = randomLogits((V + 1) * V, seed + 11, 2);
+  const G = randomLogits(T * V, seed + 12, 2);
+  const f = Math.fround;
+  const cpu: Denoiser = (ids, sigma) => {
+    const out = new Float32Array(B * T * V);
+    for (let b = 0; b < B; b++) {
+      for (let t = 0; t < T; t++) {
+        const left = t > 0 ? ids[b * T + t - 1] : V, right = t < T - 1 ? ids[b * T + t + 1] : V;
+        for (let v = 0; v < V; v++) {
+          let x = f(f(E[left * V + v] + F[right * V + v]) + G[t * V + v]);
+          if (useSigma) x = f(x + sigma[b]);
+          out[(b * T + t) * V + v] = x;
+        }
+      }
+    }
+    return out;
+  };
+  const tE = ctx.upload(E), tF = ctx.upload(F), tG = ctx.upload(G);
+  const sig = ctx.zeros(B), out = ctx.zeros(B * T * V);
+  const pipeline = ctx.pipeline(
+    "testNeighbourDenoiser",
+    () =>
+      `struct Params { B: u32, T: u32, V: u32, useSigma: u32 }
+@group(0) @binding(0) var<storage, read_write> out: array<f32>;
+@group(0) @binding(1) var<storage, read> ids: array<i32>;
+@group(0) @binding(2) var<storage, read> E: array<f32>;
+@group(0) @binding(3) var<storage, read> F: array<f32>;
+@group(0) @binding(4) var<storage, read> G: array<f32>;
+@group(0) @binding(5) var<storage, read> sigma: array<f32>;
+@group(0) @binding(6) var<uniform> p: Params;
+${entry(64)}
+  let j = group * 64u + l;
+  if (j >= p.B * p.T * p.V) { return; }
+  let v = j % p.V;
+  let i = j / p.V;
+  let t = i % p.T;
+  var left = p.V;
+  if (t > 0u) { left = u32(ids[i - 1u]); }
+  var right = p.V;
+  if (t + 1u < p.T) { right = u32(ids[i + 1u]); }
+  var x = (E[left * p.V + v] + F[right * p.V + v]) + G[t * p.V + v];
+  if (p.useSigma != 0u) { x = x + sigma[i / p.T]; }
+  out[j] = x;
+}`,
+  );
+  const gpu: GpuDenoiser = (ids, sigma, batch) => {
+    assert.equal(batch, B);
+    ctx.write(sig, sigma);
+    ctx.dispatch(
+      pipeline,
+      [out, ids, tE, tF, tG, sig],
+      [B, T, V, useSigma ? 1 : 0],
+      grid(Math.ceil(B * T * V / 64)),
+    );
+    return out;
+  };
+  return { cpu, gpu, destroy: () => [tE, tF, tG, sig, out].forEach((t) => t.destroy()) };
+}
+
+const CASES: [string, Partial<SampleOptions>][] = [
+  ["confidence", { method: "confidence", steps: 4 }],
+  ["confidence allowMask, fixed", {
+    method: "confidence",
+    steps: 3,
+    allowMask: true,
+    fixed: { positions: [0, 5], ids: [2, 7] },
+  }],
+  ["euler absorb logits", { method: "euler", steps: 6 }],
+  ["tweedie absorb logScore, fixed", {
+    method: "tweedie",
+    steps: 6,
+    output: "logScore",
+    fixed: { positions: [3], ids: [1] },
+  }],
+  ["euler uniform logScore", { method: "euler", steps: 5, graph: "uniform", output: "logScore" }],
+  ["tweedie uniform logScore geometric", {
+    method: "tweedie",
+    steps: 5,
+    graph: "uniform",
+    output: "logScore",
+    schedule: "geometric",
+  }],
+  ["ancestral cached", { method: "ancestral", steps: 24 }],
+  ["ancestral logScore timeConditioned", {
+    method: "ancestral",
+    steps: 6,
+    output: "logScore",
+    timeConditioned: true,
+  }],
+];
+
+for (const [name, opts] of CASES) {
+  gpuTest(
+    `sampleIdsGpu ${name} = sampleIds (same seed: same tokens, calls and stream)`,
+    async (ctx) => {
+      const B = 3, T = 11, V = 23, maskId = V - 1;
+      const useSigma = opts.timeConditioned === true || opts.method === "euler" ||
+        opts.method === "tweedie";
+      const den = neighbourDenoiser(ctx, B, T, V, 5, useSigma);
+      for (const seed of [1, 2]) {
+        const cpuSteps: number[][] = [], gpuSteps: number[][] = [];
+        const base = { length: T, batch: B, ...opts } as SampleOptions;
+        const rc = new Rng(seed, 3), rg = new Rng(seed, 3);
+        const want = sampleIds(den.cpu, V, maskId, {
+          ...base,
+          rng: rc,
+          onStep: (ids, s) => cpuSteps.push([s, ...ids]),
+        });
+        const got = await sampleIdsGpu(ctx, den.gpu, V, maskId, {
+          ...base,
+          rng: rg,
+          onStep: (ids, s) => gpuSteps.push([s, ...ids]),
+        });
+        assert.deepEqual([...got.ids], [...want.ids], `${name} seed ${seed}: ids`);
+        assert.deepEqual(gpuSteps, cpuSteps, `${name} seed ${seed}: ids after each step`);
+        assert.equal(got.evaluations, want.evaluations, "evaluations");
+        assert.equal(got.savedEvaluations, want.savedEvaluations, "saved evaluations");
+        assert.deepEqual(
+          [...rg.getState()],
+          [...rc.getState()],
+          "the generator's state afterwards",
+        );
+        if (opts.method === "ancestral" && opts.timeConditioned !== true) {
+          assert.ok(want.savedEvaluations > 0, "the cache was used");
+        }
+        // without onStep nothing but the end is read back; the same tokens again, from a seed
+        const plain = await sampleIdsGpu(ctx, den.gpu, V, maskId, { ...base, seed });
+        const ref = sampleIds(den.cpu, V, maskId, { ...base, seed });
+        assert.deepEqual([...plain.ids], [...ref.ids], `${name} seed ${seed}: ids without onStep`);
+      }
+      den.destroy();
+    },
+  );
+}
+
+gpuTest(
+  "sampleIdsGpu rejects bad input with the CPU's messages, and a short denoiser output",
+  async (ctx) => {
+    const out = ctx.zeros(5);
+    await assert.rejects(
+      sampleIdsGpu(ctx, () => out, 4, 3, { method: "confidence", steps: 2, length: 4, seed: 1 }),
+      /Invalid denoiser output \(B\*T\*V\): expected at least 16 elements, got 5/,
+    );
+    await assert.rejects(
+      sampleIdsGpu(ctx, () => out, 4, 3, {
+        method: "ancestral",
+        steps: 2,
+        length: 4,
+        seed: 1,
+        graph: "uniform",
+      }),
+      /Unsupported combination/,
+    );
+    await assert.rejects(
+      // deno-lint-ignore no-explicit-any
+      sampleIdsGpu({} as any, () => out, 4, 3, { method: "euler", steps: 2, length: 4, seed: 1 }),
+      /Invalid context: expected a GpuContext/,
+    );
+    out.destroy();
+  },
+);
+
+gpuTest("measureSampleThroughput: counts B*T tokens per run", async (ctx) => {
+  const den = neighbourDenoiser(ctx, 2, 6, 7, 1, false);
+  const m = await measureSampleThroughput(ctx, den.gpu, 7, 6, {
+    method: "tweedie",
+    steps: 3,
+    length: 6,
+    batch: 2,
+    seed: 4,
+  });
+  assert.equal(m.tokens, 12);
+  assert.equal(m.evaluations, 4);
+  assert.ok(
+    m.seconds > 0 && Math.abs(m.tokensPerSecond - 12 / m.seconds) < 1e-9 * m.tokensPerSecond,
+  );
+  den.destroy();
+});

@@ -239,6 +239,33 @@ for (const [name, rule, sigma] of RULES) {
   }
 }
 
+// B*T past the scan's 256 invocations (several positions each) and T past the workgroup width
+const BIG: Shape = { B: 2, T: 151, V: 9 };
+
+gpuTest(
+  "gpuSeddUpdate and gpuConfidenceStep over 302 positions (the scan in chunks)",
+  async (ctx) => {
+    const part = { graph: "absorb", output: "logScore", scaleBySigma: true } as const;
+    await compareRule(ctx, "euler big", BIG, false, seddRunner(RULES[0][1], RULES[0][2], part));
+    await compareRule(
+      ctx,
+      "tweedie uniform big",
+      BIG,
+      true,
+      seddRunner(RULES[2][1], RULES[2][2], {
+        ...part,
+        graph: "uniform",
+      }),
+    );
+    await compareRule(ctx, "confidence big", BIG, false, ({ B, T, V }, maskId) => ({
+      cpu: (ids, out, fixed, rng) =>
+        confidenceStep(ids, out, fixed, B, T, V, maskId, 40, false, rng),
+      gpu: (ctx, ws, ids, out, fixed) =>
+        gpuConfidenceStep(ctx, ws, ids, out, fixed, B, T, V, maskId, 40, false),
+    }));
+  },
+);
+
 gpuTest("gpuAncestralUpdate = ancestralUpdate on odd shapes", async (ctx) => {
   for (const [mT, mS] of [[0.9, 0.6], [0.3, 1e-5]]) {
     for (const shape of SHAPES) {

@@ -12,14 +12,10 @@
 
 import assert from "node:assert/strict";
 import { Rng } from "../../src/rng.ts";
-import { type GpuContext, type GpuTensor, grid } from "../../src/kernels/webgpu/context.ts";
-import { entry } from "../../src/kernels/webgpu/wgsl.ts";
-import {
-  type GpuDenoiser,
-  measureSampleThroughput,
-  sampleIdsGpu,
-} from "../../src/kernels/webgpu/sampler.ts";
-import { type Denoiser, sampleIds, type SampleOptions } from "../../src/sampler/sample_ids.ts";
+import type { GpuContext, GpuTensor } from "../../src/kernels/webgpu/context.ts";
+import { createTableDenoiser } from "../../src/kernels/webgpu/table_denoiser.ts";
+import { measureSampleThroughput, sampleIdsGpu } from "../../src/kernels/webgpu/sampler.ts";
+import { sampleIds, type SampleOptions } from "../../src/sampler/sample_ids.ts";
 import { gpuRngDraws, rngJumpTable } from "../../src/kernels/webgpu/rng.ts";
 import {
   createGpuSampleWorkspace,
@@ -324,80 +320,6 @@ gpuTest(
 
 // ---- sampleIdsGpu against sampleIds
 
-/**
- * A deterministic denoiser computed bit for bit alike on both sides: the output at (b, t, v) is
- * `(E[left, v] + F[right, v]) + G[t, v]` (+ sigma[b] when time-conditioned), with `left` and
- * `right` the neighbouring ids (row V past the ends). Float32 sums, correctly rounded on both.
- * The GPU side reuses one output buffer, as a model's workspace would.
- */
-function neighbourDenoiser(
-  ctx: GpuContext,
-  B: number,
-  T: number,
-  V: number,
-  seed: number,
-  useSigma: boolean,
-) {
-  const E = randomLogits((V + 1) * V, seed + 10, 2);
-  const F = randomLogits((V + 1) * V, seed + 11, 2);
-  const G = randomLogits(T * V, seed + 12, 2);
-  const f = Math.fround;
-  const cpu: Denoiser = (ids, sigma) => {
-    const out = new Float32Array(B * T * V);
-    for (let b = 0; b < B; b++) {
-      for (let t = 0; t < T; t++) {
-        const left = t > 0 ? ids[b * T + t - 1] : V, right = t < T - 1 ? ids[b * T + t + 1] : V;
-        for (let v = 0; v < V; v++) {
-          let x = f(f(E[left * V + v] + F[right * V + v]) + G[t * V + v]);
-          if (useSigma) x = f(x + sigma[b]);
-          out[(b * T + t) * V + v] = x;
-        }
-      }
-    }
-    return out;
-  };
-  const tE = ctx.upload(E), tF = ctx.upload(F), tG = ctx.upload(G);
-  const sig = ctx.zeros(B), out = ctx.zeros(B * T * V);
-  const pipeline = ctx.pipeline(
-    "testNeighbourDenoiser",
-    () =>
-      `struct Params { B: u32, T: u32, V: u32, useSigma: u32 }
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> ids: array<i32>;
-@group(0) @binding(2) var<storage, read> E: array<f32>;
-@group(0) @binding(3) var<storage, read> F: array<f32>;
-@group(0) @binding(4) var<storage, read> G: array<f32>;
-@group(0) @binding(5) var<storage, read> sigma: array<f32>;
-@group(0) @binding(6) var<uniform> p: Params;
-${entry(64)}
-  let j = group * 64u + l;
-  if (j >= p.B * p.T * p.V) { return; }
-  let v = j % p.V;
-  let i = j / p.V;
-  let t = i % p.T;
-  var left = p.V;
-  if (t > 0u) { left = u32(ids[i - 1u]); }
-  var right = p.V;
-  if (t + 1u < p.T) { right = u32(ids[i + 1u]); }
-  var x = (E[left * p.V + v] + F[right * p.V + v]) + G[t * p.V + v];
-  if (p.useSigma != 0u) { x = x + sigma[i / p.T]; }
-  out[j] = x;
-}`,
-  );
-  const gpu: GpuDenoiser = (ids, sigma, batch) => {
-    assert.equal(batch, B);
-    ctx.write(sig, sigma);
-    ctx.dispatch(
-      pipeline,
-      [out, ids, tE, tF, tG, sig],
-      [B, T, V, useSigma ? 1 : 0],
-      grid(Math.ceil(B * T * V / 64)),
-    );
-    return out;
-  };
-  return { cpu, gpu, destroy: () => [tE, tF, tG, sig, out].forEach((t) => t.destroy()) };
-}
-
 const CASES: [string, Partial<SampleOptions>][] = [
   ["confidence", { method: "confidence", steps: 4 }],
   ["confidence allowMask, fixed", {
@@ -437,7 +359,13 @@ for (const [name, opts] of CASES) {
       const B = 3, T = 11, V = 23, maskId = V - 1;
       const useSigma = opts.timeConditioned === true || opts.method === "euler" ||
         opts.method === "tweedie";
-      const den = neighbourDenoiser(ctx, B, T, V, 5, useSigma);
+      const den = createTableDenoiser(ctx, {
+        batch: B,
+        length: T,
+        V,
+        seed: 5,
+        timeConditioned: useSigma,
+      });
       for (const seed of [1, 2]) {
         const cpuSteps: number[][] = [], gpuSteps: number[][] = [];
         const base = { length: T, batch: B, ...opts } as SampleOptions;
@@ -502,7 +430,7 @@ gpuTest(
 );
 
 gpuTest("measureSampleThroughput: counts B*T tokens per run", async (ctx) => {
-  const den = neighbourDenoiser(ctx, 2, 6, 7, 1, false);
+  const den = createTableDenoiser(ctx, { batch: 2, length: 6, V: 7, seed: 1 });
   const m = await measureSampleThroughput(ctx, den.gpu, 7, 6, {
     method: "tweedie",
     steps: 3,
@@ -517,3 +445,38 @@ gpuTest("measureSampleThroughput: counts B*T tokens per run", async (ctx) => {
   );
   den.destroy();
 });
+
+gpuTest(
+  "sampleIdsGpu: one submit per step, and only the end read back (euler, tweedie, confidence)",
+  async (ctx) => {
+    const B = 2, T = 9, V = 11;
+    const den = createTableDenoiser(ctx, { batch: B, length: T, V, seed: 3 });
+    const queue = ctx.device.queue;
+    const submit = queue.submit;
+    const mapAsync = GPUBuffer.prototype.mapAsync;
+    let submits = 0, maps = 0;
+    queue.submit = function (buffers: GPUCommandBuffer[]) {
+      submits++;
+      return submit.call(this, buffers);
+    };
+    GPUBuffer.prototype.mapAsync = function (...args: Parameters<GPUBuffer["mapAsync"]>) {
+      maps++;
+      return mapAsync.apply(this, args);
+    };
+    try {
+      for (const method of ["euler", "tweedie", "confidence"] as const) {
+        const steps = 4;
+        submits = maps = 0;
+        await sampleIdsGpu(ctx, den.gpu, V, V - 1, { method, steps, length: T, batch: B, seed: 1 });
+        // the score-based methods add the final denoising step to the last submit (the ids' read);
+        // every method then reads the ids and the generator's state: two maps, two submits
+        assert.equal(submits, steps + 2, `${method}: submits`);
+        assert.equal(maps, 2, `${method}: readbacks`);
+      }
+    } finally {
+      queue.submit = submit;
+      GPUBuffer.prototype.mapAsync = mapAsync;
+      den.destroy();
+    }
+  },
+);

@@ -209,6 +209,41 @@ const weightCode: Record<Mode, string> = {
   return W(true, p.c3 + ls + lg + select(p.c1, p.c2, y == x));`,
 };
 
+// WGSL shared by the per-position kernels (a workgroup of WG per position, over `ids`, `fixed`
+// and `p` with fields N, T, maskId, hasFixed): the chunk of the row invocation `l` takes, the
+// chunks' best (key, index) pairs and their combination in chunk order, and the test whether a
+// position is updated at all.
+const ROW_WGSL = `
+var<workgroup> flag: u32;
+var<workgroup> wk: array<f32, ${WG}>;
+var<workgroup> wy: array<u32, ${WG}>;
+// [start, end) of the contiguous chunk of a row of V that invocation l takes
+fn chunkOf(V: u32, l: u32) -> vec2u {
+  let chunk = (V + ${WG - 1}u) / ${WG}u;
+  let a = min(l * chunk, V);
+  return vec2u(a, min(a + chunk, V));
+}
+// the best index over the chunks' (wk, wy) in chunk order, the first maximum winning; \`none\`
+// where no chunk has one
+fn firstBest(none: u32) -> u32 {
+  var best = none;
+  var found = false;
+  var kb = 0.0;
+  for (var j = 0u; j < ${WG}u; j++) {
+    if (wy[j] != 0xffffffffu && (!found || wk[j] > kb)) { found = true; kb = wk[j]; best = wy[j]; }
+  }
+  return best;
+}
+// whether position i is updated: not fixed and (when \`masked\`) MASK; the same in the whole
+// workgroup (barrier inside: call from uniform control flow)
+fn isActive(i: u32, l: u32, masked: bool) -> bool {
+  if (l == 0u) {
+    let isFixed = p.hasFixed != 0u && fixed[i % p.T] == 1;
+    flag = select(0u, 1u, !isFixed && (!masked || u32(ids[i]) == p.maskId));
+  }
+  return workgroupUniformLoad(&flag) != 0u;
+}`;
+
 function updateShader(mode: Mode): string {
   const absorb = mode === "absorbProbs" || mode === "absorbScore";
   return `struct Params { N: u32, T: u32, V: u32, maskId: u32, phase: u32, hasFixed: u32,
@@ -224,29 +259,22 @@ struct W { ok: bool, lw: f32 }
 @group(0) @binding(7) var<uniform> p: Params;
 ${reductions(WG)}
 ${RNG_WGSL}
-var<workgroup> flag: u32;
+${ROW_WGSL}
 var<workgroup> wc: array<u32, ${WG}>;
-var<workgroup> wk: array<f32, ${WG}>;
-var<workgroup> wy: array<u32, ${WG}>;
 fn weight(y: u32, x: u32, l: f32, st: vec4f) -> W {${weightCode[mode]}
 }
 ${entry(WG)}
   let i = group;
   if (i >= p.N) { return; }
-  let t = i % p.T;
   let x = u32(ids[i]);
-  if (l == 0u) {
-    let isFixed = p.hasFixed != 0u && fixed[t] == 1;
-    flag = select(0u, 1u, !isFixed${absorb ? " && x == p.maskId" : ""});
-  }
-  if (workgroupUniformLoad(&flag) == 0u) {
+  if (!isActive(i, l, ${absorb})) {
     if (p.phase == 0u && l == 0u) { scan[i] = 0u; }
     return;
   }
   let o = i * p.V;
-  let chunk = (p.V + ${WG - 1}u) / ${WG}u;
-  let a = min(l * chunk, p.V);
-  let e = min(a + chunk, p.V);
+  let ch = chunkOf(p.V, l);
+  let a = ch.x;
+  let e = ch.y;
   if (p.phase == 0u) {
     var st = vec4f(0.0);
     ${statsCode[mode]}
@@ -286,12 +314,7 @@ ${entry(WG)}
   wy[l] = by;
   workgroupBarrier();
   if (l == 0u) {
-    var best = x;
-    var found = false;
-    var kb = 0.0;
-    for (var j = 0u; j < ${WG}u; j++) {
-      if (wy[j] != 0xffffffffu && (!found || wk[j] > kb)) { found = true; kb = wk[j]; best = wy[j]; }
-    }
+    let best = firstBest(x);
     ids[i] = i32(best);
     if (best != x) { atomicStore(&state[${CHANGED}], 1u); }
   }
@@ -521,16 +544,14 @@ export function gpuAncestralUpdate(
   ]);
 }
 
-// WGSL: the first maximum of out[o + y] over y != exclude, the row split into contiguous chunks
-// of the workgroup (needs `out`, `wk`, `wy`; barriers: call from uniform control flow).
+// WGSL: the first maximum of out[o + y] over y != exclude, the row split into the chunks of
+// \`chunkOf\` (needs \`out\` and ROW_WGSL; barriers: call from uniform control flow).
 const ARGMAX_WGSL = `
 fn rowArgmax(o: u32, V: u32, exclude: u32, l: u32) -> u32 {
-  let chunk = (V + ${WG - 1}u) / ${WG}u;
-  let a = min(l * chunk, V);
-  let e = min(a + chunk, V);
+  let ch = chunkOf(V, l);
   var bv = 0.0;
   var bi = 0xffffffffu;
-  for (var y = a; y < e; y++) {
+  for (var y = ch.x; y < ch.y; y++) {
     if (y == exclude) { continue; }
     let v = out[o + y];
     if (bi == 0xffffffffu || v > bv) { bv = v; bi = y; }
@@ -538,14 +559,7 @@ fn rowArgmax(o: u32, V: u32, exclude: u32, l: u32) -> u32 {
   wk[l] = bv;
   wy[l] = bi;
   workgroupBarrier();
-  if (l == 0u) {
-    var best = 0xffffffffu;
-    var kb = 0.0;
-    for (var j = 0u; j < ${WG}u; j++) {
-      if (wy[j] != 0xffffffffu && (best == 0xffffffffu || wk[j] > kb)) { kb = wk[j]; best = wy[j]; }
-    }
-    wy[0] = best;
-  }
+  if (l == 0u) { wy[0] = firstBest(0xffffffffu); }
   workgroupBarrier();
   let r = wy[0];
   workgroupBarrier();
@@ -588,18 +602,12 @@ export function gpuArgmaxUpdate(
 @group(0) @binding(1) var<storage, read> out: array<f32>;
 @group(0) @binding(2) var<storage, read> fixed: array<i32>;
 @group(0) @binding(3) var<uniform> p: Params;
-var<workgroup> flag: u32;
-var<workgroup> wk: array<f32, ${WG}>;
-var<workgroup> wy: array<u32, ${WG}>;
+${ROW_WGSL}
 ${ARGMAX_WGSL}
 ${entry(WG)}
   let i = group;
   if (i >= p.N) { return; }
-  if (l == 0u) {
-    let isFixed = p.hasFixed != 0u && fixed[i % p.T] == 1;
-    flag = select(0u, 1u, !isFixed && u32(ids[i]) == p.maskId);
-  }
-  if (workgroupUniformLoad(&flag) == 0u) { return; }
+  if (!isActive(i, l, true)) { return; }
   let best = rowArgmax(i * p.V, p.V, p.maskId, l);
   if (l == 0u) { ids[i] = i32(best); }
 }`,
@@ -660,19 +668,14 @@ export function gpuConfidenceStep(
 @group(0) @binding(4) var<storage, read_write> scan: array<u32>;
 @group(0) @binding(5) var<uniform> p: Params;
 ${reductions(WG)}
-var<workgroup> flag: u32;
-var<workgroup> wk: array<f32, ${WG}>;
-var<workgroup> wy: array<u32, ${WG}>;
+${ROW_WGSL}
 ${ARGMAX_WGSL}
 ${entry(WG)}
   let i = group;
   if (i >= p.N) { return; }
-  if (l == 0u) {
-    let isFixed = p.hasFixed != 0u && fixed[i % p.T] == 1;
-    flag = select(0u, 1u, !isFixed && u32(ids[i]) == p.maskId);
-    scan[i] = flag;
-  }
-  if (workgroupUniformLoad(&flag) == 0u) { return; }
+  let act = isActive(i, l, true);
+  if (l == 0u) { scan[i] = select(0u, 1u, act); }
+  if (!act) { return; }
   let o = i * p.V;
   let excl = select(p.maskId, 0xffffffffu, p.allowMask != 0u);
   let best = rowArgmax(o, p.V, excl, l);

@@ -324,7 +324,7 @@ const CASES: [string, Partial<SampleOptions>][] = [
   ["confidence", { method: "confidence", steps: 4 }],
   ["confidence allowMask, fixed", {
     method: "confidence",
-    steps: 3,
+    steps: 10,
     allowMask: true,
     fixed: { positions: [0, 5], ids: [2, 7] },
   }],
@@ -357,15 +357,17 @@ for (const [name, opts] of CASES) {
     `sampleIdsGpu ${name} = sampleIds (same seed: same tokens, calls and stream)`,
     async (ctx) => {
       const B = 3, T = 11, V = 23, maskId = V - 1;
-      const useSigma = opts.timeConditioned === true || opts.method === "euler" ||
-        opts.method === "tweedie";
+      // time-conditioned outputs, so a wrong sigma shows, except where that would turn the cache off
+      const useSigma = opts.method !== "ancestral" || opts.timeConditioned === true;
       const den = createTableDenoiser(ctx, {
         batch: B,
         length: T,
         V,
-        seed: 5,
+        seed: opts.allowMask ? 7 : 5, // 7: tables whose MASK column wins some rows
         timeConditioned: useSigma,
       });
+      const samples: string[] = [];
+      let fewerThanK = 0;
       for (const seed of [1, 2]) {
         const cpuSteps: number[][] = [], gpuSteps: number[][] = [];
         const base = { length: T, batch: B, ...opts } as SampleOptions;
@@ -396,6 +398,22 @@ for (const [name, opts] of CASES) {
         const plain = await sampleIdsGpu(ctx, den.gpu, V, maskId, { ...base, seed });
         const ref = sampleIds(den.cpu, V, maskId, { ...base, seed });
         assert.deepEqual([...plain.ids], [...ref.ids], `${name} seed ${seed}: ids without onStep`);
+        samples.push(want.ids.join());
+        const k = Math.floor(T / base.steps);
+        const masks = (ids: number[], b: number) =>
+          ids.slice(1 + b * T, 1 + (b + 1) * T).filter((v) => v === maskId).length;
+        for (let j = 1; j < cpuSteps.length; j++) {
+          for (let b = 0; b < B; b++) {
+            const before = masks(cpuSteps[j - 1], b), after = masks(cpuSteps[j], b);
+            if (before - after < Math.min(k, before)) fewerThanK++;
+          }
+        }
+      }
+      assert.notEqual(samples[0], samples[1], "two seeds, two samples: the draws matter");
+      if (opts.allowMask) {
+        // some chosen position "unmasked" to MASK, so a step unmasked fewer than k: the masked
+        // counts the host used came from the GPU
+        assert.ok(fewerThanK > 0, "a MASK prediction");
       }
       den.destroy();
     },

@@ -138,7 +138,11 @@ function setup(shape: Shape, seed: number, uniform: boolean) {
   const r = new Rng(seed, 1);
   const ids = new Int32Array(B * T);
   for (let i = 0; i < ids.length; i++) {
-    ids[i] = uniform ? r.int(V - 1) : (r.uniform() < 0.7 ? maskId : r.int(V - 1));
+    // uniform: real tokens, and now and then a MASK (not a state of that graph, but the rule
+    // must treat it as the CPU does)
+    ids[i] = uniform
+      ? (r.uniform() < 0.1 ? maskId : r.int(V - 1))
+      : (r.uniform() < 0.7 ? maskId : r.int(V - 1));
   }
   const fixed = new Uint8Array(T);
   for (let t = 0; t < T; t++) fixed[t] = T > 2 && r.uniform() < 0.25 ? 1 : 0;

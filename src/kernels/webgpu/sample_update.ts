@@ -157,7 +157,7 @@ const statsCode: Record<Mode, string> = {
   }
   let total = wgSum(s, l);
   st.z = select(0.0, max(0.0, 1.0 - total), p.c1 > 0.0);`,
-  // st.z = w_x = max(0, 1 - sum over y != x)
+  // st.z = w_x = max(0, 1 - sum over real y != x) (also where x is MASK, as on the CPU)
   uniformEuler: `
   var s = 0.0;
   for (var y = a; y < e; y++) {
@@ -167,7 +167,8 @@ const statsCode: Record<Mode, string> = {
   }
   let total = wgSum(s, l);
   st.z = max(0.0, 1.0 - total);`,
-  // st.y = log S, S = 1 + sum over real y != x of exp(l_y) (s_x = 1)
+  // st.y = log S, S = 1 + sum over real y != x of exp(l_y) (s_x = 1; x is real on this graph,
+  // but a MASK given as input counts as the CPU counts it: not at all)
   uniformTweedie: `
   var mx = 0.0;
   for (var y = a; y < e; y++) { if (y != p.maskId && y != x) { mx = max(mx, out[o + y]); } }
@@ -175,7 +176,7 @@ const statsCode: Record<Mode, string> = {
   var s = 0.0;
   for (var y = a; y < e; y++) { if (y != p.maskId && y != x) { s += exp(out[o + y] - m0); } }
   let total = wgSum(s, l);
-  st.y = m0 + log(exp(-m0) + total);`,
+  st.y = m0 + log(select(0.0, exp(-m0), x != p.maskId) + total);`,
 };
 
 const weightCode: Record<Mode, string> = {
@@ -192,8 +193,8 @@ const weightCode: Record<Mode, string> = {
   return W(l - p.c3 > ${LOG_MIN_EXP} && lw > ${LOG_MIN}, lw);`,
   // c0 = log(rate / N); the current token's weight is st.z
   uniformEuler: `
-  if (y == p.maskId) { return W(false, 0.0); }
   if (y == x) { return W(st.z > 0.0, lnF(max(st.z, 1e-37))); }
+  if (y == p.maskId) { return W(false, 0.0); }
   let lw = l + p.c0;
   return W(l > ${LOG_MIN_EXP} && lw > ${LOG_MIN}, lw);`,
   // staggered score e^D s_y - expm1(D) S / N > 0 iff log s_y > c0 + log S, c0 = log(expm1(D) / N) - D;

@@ -129,6 +129,7 @@ const SHAPES: Shape[] = [
   { B: 3, T: 7, V: 5 },
   { B: 2, T: 13, V: 67 },
   { B: 2, T: 5, V: 130 },
+  { B: 1, T: 3, V: 8300 }, // 64 chunks of 130 per row, the last 110 wide
 ];
 
 /** Ids with a random subset masked (absorb) or random real tokens (uniform), and a fixed mask. */

@@ -13,7 +13,7 @@
  * 2. **scan** (one workgroup): the exclusive prefix sum of the counts, the stream offset of each
  *    position, and the step's total;
  * 3. **draw** (a workgroup of 64 per position): each invocation takes a contiguous chunk of the
- *    vocabulary, jumps the generator to its first draw (`rngJump`, `rng.ts`), draws for its
+ *    vocabulary (at least 128 wide), jumps the generator to its first draw (`rngJump`, `rng.ts`), draws for its
  *    positive weights in order, and the chunks' best keys combine in order (the first maximum
  *    wins, as the CPU's strict `>`);
  * 4. **advance** (one invocation): the stream's base state jumps past the step's total.
@@ -38,6 +38,12 @@ import { entry, reductions } from "./wgsl.ts";
 
 const WG = 64;
 const SCAN_WG = 256;
+/**
+ * Least chunk of a row one invocation draws for: each invocation with draws first jumps the
+ * generator (up to 32 x 128 XORs), so rows narrower than 64 chunks of this use fewer invocations
+ * rather than 64 that each jump for a handful of draws.
+ */
+const DRAW_CHUNK = 128;
 /** Below this, float64 `exp` is 0 (the smallest subnormal is e^-744.44). */
 const LOG_MIN_EXP = -745.1332;
 /** Below this, a float64 product is 0. */
@@ -218,9 +224,10 @@ const ROW_WGSL = `
 var<workgroup> flag: u32;
 var<workgroup> wk: array<f32, ${WG}>;
 var<workgroup> wy: array<u32, ${WG}>;
-// [start, end) of the contiguous chunk of a row of V that invocation l takes
-fn chunkOf(V: u32, l: u32) -> vec2u {
-  let chunk = (V + ${WG - 1}u) / ${WG}u;
+// [start, end) of the contiguous chunk of a row of V that invocation l takes, at least \`least\`
+// wide (invocations past the row's end get an empty chunk)
+fn chunkOf(V: u32, l: u32, least: u32) -> vec2u {
+  let chunk = max((V + ${WG - 1}u) / ${WG}u, least);
   let a = min(l * chunk, V);
   return vec2u(a, min(a + chunk, V));
 }
@@ -273,7 +280,7 @@ ${entry(WG)}
     return;
   }
   let o = i * p.V;
-  let ch = chunkOf(p.V, l);
+  let ch = chunkOf(p.V, l, ${DRAW_CHUNK}u);
   let a = ch.x;
   let e = ch.y;
   if (p.phase == 0u) {
@@ -549,7 +556,7 @@ export function gpuAncestralUpdate(
 // \`chunkOf\` (needs \`out\` and ROW_WGSL; barriers: call from uniform control flow).
 const ARGMAX_WGSL = `
 fn rowArgmax(o: u32, V: u32, exclude: u32, l: u32) -> u32 {
-  let ch = chunkOf(V, l);
+  let ch = chunkOf(V, l, 1u);
   var bv = 0.0;
   var bi = 0xffffffffu;
   for (var y = ch.x; y < ch.y; y++) {

@@ -57,9 +57,10 @@ import {
 
 /**
  * The network on the GPU, as the GPU samplers see it: ids `(B*T)` i32 and the noise level of each
- * sequence `(B)` in, raw outputs `(B*T*V)` f32 out, with the values the CPU `Denoiser` returns. It
- * only records dispatches into the context's pending encoder (no readback, no submit) and must not
- * modify `ids`. The returned tensor is read before the next call and may be reused by the callee.
+ * sequence `(B)` in, raw outputs `(B*T*V)` f32 out (a tensor of at least that many elements, the
+ * first B*T*V read), with the values the CPU `Denoiser` returns. It only records dispatches into
+ * the context's pending encoder (no readback, no submit) and must not modify `ids`. The returned
+ * tensor is read before the next call and may be reused by the callee.
  */
 export type GpuDenoiser = (ids: GpuTensor, sigma: Float32Array, batch: number) => GpuTensor;
 

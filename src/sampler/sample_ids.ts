@@ -110,10 +110,10 @@ export interface SampleResult {
 }
 
 /** Final time of the grid, SEDD's and MDLM's sampling eps. */
-const T_EPS = 1e-5;
+export const T_EPS = 1e-5;
 
 /** The confidence sampler's cap on the masked fraction when it names a sigma (loglinear's at t = 1). */
-const MAX_MASK_FRACTION = 1 - 1e-3;
+export const MAX_MASK_FRACTION = 1 - 1e-3;
 
 function fixedMask(fixed: FixedTokens | undefined, T: number, V: number, maskId: number) {
   if (fixed === undefined) return null;
@@ -150,41 +150,44 @@ function impose(ids: Int32Array, fixed: FixedTokens | undefined, B: number, T: n
   }
 }
 
+/** What {@linkcode prepareSample} resolves from the options: each checked, defaults applied. */
+export interface PreparedSample {
+  /** The method. */
+  method: SampleMethod;
+  /** Steps. */
+  steps: number;
+  /** Tokens per sequence. */
+  T: number;
+  /** Sequences. */
+  B: number;
+  /** The forward process. */
+  graph: Graph;
+  /** The output parameterisation. */
+  output: DenoiserOutput;
+  /** The generator drawn from (`options.rng`, or a fresh one from `options.seed`). */
+  rng: Rng;
+  /** The noise schedule. */
+  schedule: NoiseSchedule;
+  /** The fixed tokens as given. */
+  fixed: FixedTokens | undefined;
+  /** 1 where a position is fixed (T), or null. */
+  fmask: Uint8Array | null;
+  /** The step callback. */
+  onStep: ((ids: Int32Array, step: number) => void) | undefined;
+  /** The starting ids (B,T): MASK (absorb) or uniform real tokens drawn from `rng` (uniform), fixed tokens imposed. */
+  ids: Int32Array;
+}
+
 /**
- * Samples `B` sequences of `T` token ids from a denoiser.
+ * Checks the options of {@linkcode sampleIds} (one-line errors naming what was expected) and
+ * draws the starting ids, as every implementation of the samplers does first.
  *
- * @param denoise The network: `(ids (B,T), sigma (B)) -> output (B,T,V)`.
  * @param V Vocabulary size including MASK.
- * @param maskId Id of MASK (the tokenizer's `maskId`, `V - 1`).
- * @param options Method, steps, length, seed and the rest of {@linkcode SampleOptions}.
- * @returns The ids and how many denoiser calls were made and saved.
- *
- * @example A stub that always prefers token 1: every free position ends as 1
- * ```ts
- * import { sampleIds } from "./sample_ids.ts";
- * import assert from "node:assert/strict";
- *
- * const V = 4, maskId = 3;
- * const denoise = (ids: Int32Array) => {
- *   const out = new Float32Array(ids.length * V);
- *   for (let i = 0; i < ids.length; i++) out[i * V + 1] = 50;
- *   return out;
- * };
- * const { ids } = sampleIds(denoise, V, maskId, {
- *   method: "ancestral", steps: 8, length: 4, seed: 1, fixed: { positions: [0], ids: [2] },
- * });
- * assert.deepEqual([...ids], [2, 1, 1, 1]);
- * ```
+ * @param maskId Id of MASK.
+ * @param options The options.
+ * @returns The resolved settings and the starting ids.
  */
-export function sampleIds(
-  denoise: Denoiser,
-  V: number,
-  maskId: number,
-  options: SampleOptions,
-): SampleResult {
-  if (typeof denoise !== "function") {
-    throw new TypeError(`Invalid denoiser: expected a function, got ${typeof denoise}`);
-  }
+export function prepareSample(V: number, maskId: number, options: SampleOptions): PreparedSample {
   if (options === null || typeof options !== "object") {
     throw new TypeError(`Invalid options: expected an object, got ${String(options)}`);
   }
@@ -249,6 +252,46 @@ export function sampleIds(
     }
   }
   impose(ids, fixed, B, T);
+  return { method, steps, T, B, graph, output, rng, schedule, fixed, fmask, onStep, ids };
+}
+
+/**
+ * Samples `B` sequences of `T` token ids from a denoiser.
+ *
+ * @param denoise The network: `(ids (B,T), sigma (B)) -> output (B,T,V)`.
+ * @param V Vocabulary size including MASK.
+ * @param maskId Id of MASK (the tokenizer's `maskId`, `V - 1`).
+ * @param options Method, steps, length, seed and the rest of {@linkcode SampleOptions}.
+ * @returns The ids and how many denoiser calls were made and saved.
+ *
+ * @example A stub that always prefers token 1: every free position ends as 1
+ * ```ts
+ * import { sampleIds } from "./sample_ids.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const V = 4, maskId = 3;
+ * const denoise = (ids: Int32Array) => {
+ *   const out = new Float32Array(ids.length * V);
+ *   for (let i = 0; i < ids.length; i++) out[i * V + 1] = 50;
+ *   return out;
+ * };
+ * const { ids } = sampleIds(denoise, V, maskId, {
+ *   method: "ancestral", steps: 8, length: 4, seed: 1, fixed: { positions: [0], ids: [2] },
+ * });
+ * assert.deepEqual([...ids], [2, 1, 1, 1]);
+ * ```
+ */
+export function sampleIds(
+  denoise: Denoiser,
+  V: number,
+  maskId: number,
+  options: SampleOptions,
+): SampleResult {
+  if (typeof denoise !== "function") {
+    throw new TypeError(`Invalid denoiser: expected a function, got ${typeof denoise}`);
+  }
+  const { method, steps, T, B, graph, output, rng, schedule, fixed, fmask, onStep, ids } =
+    prepareSample(V, maskId, options);
 
   const sigmaB = new Float32Array(B);
   let evaluations = 0;

@@ -18,6 +18,12 @@
  * - attention: {@linkcode gpuRopeForward} (and its inverse), {@linkcode gpuAttentionForward},
  *   {@linkcode gpuAttentionBackward}
  * - optimizer: {@linkcode createGpuAdamW}, {@linkcode gpuAdamwStep}
+ * - sampling: {@linkcode sampleIdsGpu} (the samplers over a {@linkcode GpuDenoiser}, the same
+ *   tokens as `sampleIds` for the same seed), {@linkcode measureSampleThroughput}; the update
+ *   rules {@linkcode gpuSeddUpdate}, {@linkcode gpuAncestralUpdate}, {@linkcode gpuArgmaxUpdate},
+ *   {@linkcode gpuConfidenceStep} over a {@linkcode GpuSampleWorkspace}; the generator in WGSL
+ *   ({@linkcode RNG_WGSL}, {@linkcode rngJumpTable}, {@linkcode gpuRngDraws}); and
+ *   {@linkcode createTableDenoiser}, a stand-in model for tests and benches
  *
  * These are kernels, not yet a model backend: the model's `backend` option does not offer
  * `"webgpu"`.
@@ -92,3 +98,39 @@ export {
   scoreEntropyAbsorbConstants,
   scoreEntropyUniformConstants,
 } from "./score_entropy.ts";
+export { gpuRngDraws, RNG_WGSL, rngJumpTable } from "./rng.ts";
+export {
+  createGpuSampleWorkspace,
+  destroyGpuSampleWorkspace,
+  gpuAncestralUpdate,
+  gpuArgmaxUpdate,
+  gpuConfidenceStep,
+  gpuCopy,
+  type GpuSampleWorkspace,
+  gpuSeddUpdate,
+  readChanged,
+  readRngState,
+} from "./sample_update.ts";
+export {
+  type GpuDenoiser,
+  measureSampleThroughput,
+  sampleIdsGpu,
+  type SampleThroughput,
+} from "./sampler.ts";
+export {
+  createTableDenoiser,
+  type TableDenoiser,
+  type TableDenoiserOptions,
+} from "./table_denoiser.ts";
+export type { Rng } from "../../rng.ts";
+export type { SeddRule, UpdateContext } from "../../sampler/updates.ts";
+export type {
+  Denoiser,
+  DenoiserOutput,
+  FixedTokens,
+  Graph,
+  SampleMethod,
+  SampleOptions,
+  SampleResult,
+} from "../../sampler/sample_ids.ts";
+export type { NoiseSchedule, ScheduleName } from "../../diffusion/schedule.ts";

@@ -6,10 +6,20 @@
 //
 // Ignored without an adapter, except in CI (CI=true), where a missing adapter fails the tests.
 
+import assert from "node:assert/strict";
 import type { ModelConfig } from "../../src/model/config.ts";
+import {
+  createModel,
+  createWorkspace,
+  forward,
+  lossAndGrad,
+  type Model,
+} from "../../src/model/model.ts";
+import { Rng } from "../../src/rng.ts";
 import type { GpuContext } from "../../src/kernels/webgpu/context.ts";
 import {
   clearGpuParamSet,
+  createGpuDenoiser,
   createGpuModel,
   createGpuParamSet,
   createGpuWorkspace,
@@ -31,8 +41,8 @@ import {
   expectClose,
   f32,
   i32,
-  LR,
   load,
+  LR,
   modelOf,
   tensorOf,
 } from "../model/pytorch_fixtures.ts";
@@ -99,3 +109,109 @@ for (const c of CASES) {
     },
   );
 }
+
+/** A random batch for `model`: ids with about a third masked, weights on the masked ones. */
+function randomBatch(model: Model, B: number, T: number, seed: number) {
+  const V = model.config.vocabSize, N = B * T;
+  const rng = new Rng(seed);
+  const target = Int32Array.from({ length: N }, () => Math.floor(rng.uniform() * (V - 1)));
+  const input = target.map((t) => (rng.uniform() < 0.35 ? V - 1 : t));
+  const weight = Float32Array.from(input, (t) => (t === V - 1 ? 1 / N : 0));
+  const sigma = Float64Array.from({ length: B }, () => 0.1 + 2 * rng.uniform());
+  return {
+    B,
+    T,
+    input,
+    target,
+    weight,
+    sigma,
+    dsigma: new Float64Array(B),
+    scale: new Float64Array([1]),
+  };
+}
+
+const DROPOUT_CASES: [string, Partial<ModelConfig>][] = [
+  ["the notebook's post-norm ReLU, dropout 0.1", { ...{ nLayers: 2 }, dFF: 24 }],
+  ["pre-norm GELU, rotary, time-conditioned, dropout 0.2", {
+    dropout: 0.2,
+    timeConditioning: true,
+  }],
+];
+
+for (const [what, overrides] of DROPOUT_CASES) {
+  gpuTest(
+    `webgpu training pass with dropout (${what}): the masks, logits' loss and every gradient match the ts backend`,
+    async (ctx) => {
+      const preset = overrides.timeConditioning ? "tiny" : "seed";
+      const model = createModel(
+        { ...createModel(preset, { vocabSize: 13 }).config, ...overrides },
+        {
+          seed: 3,
+        },
+      );
+      // adaLN-Zero starts with zero gates, which would hide the branches (and their masks)
+      const jitter = new Rng(11);
+      for (let i = 0; i < model.params.length; i++) {
+        model.params[i] += 0.1 * (jitter.uniform() - 0.5);
+      }
+      const B = 3, T = model.config.context;
+      const batch = randomBatch(model, B, T, 5);
+      const dropout = { seed: 7, step: 4, firstRow: 0 };
+      const sigma = model.config.timeConditioning ? batch.sigma : undefined;
+      const ws = createWorkspace(model.config, B, T, { backend: "ts" });
+      const want = lossAndGrad(model, batch, { batch: B, workspace: ws, dropout, sigma });
+
+      const gm = createGpuModel(ctx, model);
+      const gws = createGpuWorkspace(gm, B, T);
+      const grads = createGpuParamSet(ctx, model.layout, model.config, null);
+      uploadBatch(ctx, gws, batch, { loss: "seed" }, model.config.vocabSize);
+      gpuModelForward(gm, gws, gws.tokens, B, T, { sigma: batch.sigma, dropout });
+      gpuLoss(ctx, gws, { loss: "seed" }, true);
+      gpuModelBackward(gm, gws, grads);
+      const loss = (await ctx.readF32(gws.stats))[0];
+      expectClose(`${what} loss`, [loss], [want.loss], 1e-5);
+      const got = await readGpuParamSet(ctx, grads, model.layout);
+      for (const name of Object.keys(model.layout)) {
+        const w = tensorOf(model, want.grads, name);
+        expectClose(`${what} grad.${name}`, tensorOf(model, got, name), w, 1e-4);
+      }
+      // a different dropout step draws different masks: the loss moves
+      gpuModelForward(gm, gws, gws.tokens, B, T, {
+        sigma: batch.sigma,
+        dropout: { ...dropout, step: 5 },
+      });
+      gpuLoss(ctx, gws, { loss: "seed" }, false);
+      const other = (await ctx.readF32(gws.stats))[0];
+      assert.notEqual(other, loss);
+    },
+  );
+}
+
+gpuTest(
+  "createGpuDenoiser() returns the CPU denoiser's logits (forward), B*T*V of them, for a plain and a time-conditioned model",
+  async (ctx) => {
+    for (const tc of [false, true]) {
+      const model = createModel({
+        ...createModel("tiny", { vocabSize: 11 }).config,
+        timeConditioning: tc,
+      }, {
+        seed: 9,
+      });
+      const denoise = createGpuDenoiser(ctx, model);
+      for (const [B, T] of [[2, 16], [3, 5]]) {
+        const { input, sigma } = randomBatch(model, B, T, B * T);
+        const s32 = Float32Array.from(sigma);
+        const want = forward(model, input, { batch: B, sigma: s32, backend: "ts" });
+        const ids = ctx.upload(input);
+        const logits = denoise(ids, s32, B);
+        assert.equal(logits.length, B * T * 11);
+        expectClose(`denoiser tc=${tc} B=${B} T=${T}`, await ctx.readF32(logits), want, 1e-5);
+        ids.destroy();
+      }
+      assert.throws(
+        () => denoise(ctx.upload(new Int32Array(5)), new Float32Array(2), 2),
+        /multiple of batch 2/,
+      );
+    }
+  },
+);

@@ -27,7 +27,7 @@ import { workspaceBuffers } from "../../model/workspace.ts";
 import { drawMasks, type DropoutMasks } from "../../model/block.ts";
 import { ropeTables } from "../../nn/attention.ts";
 import { timestepEmbedding } from "../../nn/adaln.ts";
-import { checkTensor, type GpuContext, type GpuTensor } from "./context.ts";
+import { checkTensor, type GpuContext, GpuTensor } from "./context.ts";
 import { gpuLinearBackward, gpuLinearForward, gpuResidualForward } from "./linear.ts";
 import { gpuLayernormBackward, gpuLayernormForward } from "./layernorm.ts";
 import {
@@ -832,4 +832,117 @@ function finalBackward(
     N,
     C,
   );
+}
+
+/**
+ * Frees every GPU tensor of a workspace now; it must not be used afterwards.
+ *
+ * @param ws The workspace.
+ */
+export function destroyGpuWorkspace(ws: GpuWorkspace): void {
+  const seen = new Set<unknown>();
+  const walk = (v: unknown): void => {
+    if (v === null || typeof v !== "object" || seen.has(v) || ArrayBuffer.isView(v)) return;
+    seen.add(v);
+    if (v instanceof GpuTensor) return v.destroy();
+    for (const x of Object.values(v as Record<string, unknown>)) walk(x);
+  };
+  for (const [key, v] of Object.entries(ws)) if (key !== "config" && key !== "lastInput") walk(v);
+}
+
+/**
+ * The denoiser on the GPU: the logits of `batch` sequences of ids, as the CPU denoiser of
+ * `src/sampler/sample.ts` (`forward(model, ids, { batch, sigma })`) returns them.
+ *
+ * @param ids Token ids, `(B*T)` i32, on the GPU.
+ * @param sigma Noise level per sequence, `(B)` (read by a time-conditioned model only).
+ * @param batch Sequences B.
+ * @returns Logits, `(B*T*V)` f32, on the GPU: valid until the next call.
+ */
+export type GpuDenoiser = (ids: GpuTensor, sigma: Float32Array, batch: number) => GpuTensor;
+
+/** Options of {@linkcode createGpuDenoiser}. */
+export interface GpuDenoiserConfig {
+  /** Sequences of the first workspace (default: sized by the first call). */
+  batch?: number;
+  /** Tokens per sequence of the first workspace (default: sized by the first call). */
+  context?: number;
+}
+
+/**
+ * A {@linkcode GpuDenoiser} for `model`: its parameters are uploaded once (later changes to
+ * `model.params` are not seen), and each call records the forward pass into the context's
+ * pending encoder (only the sigma embedding of a time-conditioned model is written first; no
+ * read-back). The workspace fits the call's `(B,T)` exactly, so the logits tensor has
+ * `B*T*V` elements; a call with another shape replaces it (freeing the old one).
+ *
+ * @param ctx The context (the ids passed in must belong to it).
+ * @param model A transformer of `src/model/model.ts`.
+ * @param config The first workspace's shape, optional.
+ * @returns The denoiser.
+ *
+ * @example Logits of two sequences, on the GPU
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { acquireGpu, GpuContext } from "./mod.ts";
+ * import { createGpuDenoiser } from "./model.ts";
+ * import { createModel } from "../../model/model.ts";
+ *
+ * const gpu = await acquireGpu();
+ * if (gpu.ok) {
+ *   const ctx = new GpuContext(gpu.device);
+ *   const model = createModel("tiny", { vocabSize: 12 });
+ *   const denoise = createGpuDenoiser(ctx, model);
+ *   const ids = ctx.upload(new Int32Array([11, 2, 11, 4]));
+ *   const logits = denoise(ids, new Float32Array([1, 1]), 2);
+ *   assert.equal((await ctx.readF32(logits)).length, 4 * 12);
+ *   await ctx.destroy();
+ * }
+ * ```
+ */
+export function createGpuDenoiser(
+  ctx: GpuContext,
+  model: Model,
+  config: GpuDenoiserConfig = {},
+): GpuDenoiser {
+  const gm = createGpuModel(ctx, model);
+  const cfg = gm.config;
+  let ws: GpuWorkspace | null = config.batch !== undefined && config.context !== undefined
+    ? createGpuWorkspace(gm, config.batch, config.context)
+    : null;
+  return (ids, sigma, batch) => {
+    if (!Number.isInteger(batch) || batch < 1) {
+      throw new RangeError(`Invalid batch: expected a positive integer, got ${batch}`);
+    }
+    if (!(ids instanceof GpuTensor) || ids.dtype !== "i32") {
+      throw new TypeError(
+        `Invalid ids: expected an i32 GpuTensor, got ${
+          ids instanceof GpuTensor ? ids.dtype : typeof ids
+        }`,
+      );
+    }
+    if (ids.length === 0 || ids.length % batch !== 0) {
+      throw new RangeError(
+        `Invalid ids length: expected a positive multiple of batch ${batch}, got ${ids.length}`,
+      );
+    }
+    const T = ids.length / batch;
+    if (T > cfg.context) {
+      throw new RangeError(`Sequence too long: expected T <= context ${cfg.context}, got ${T}`);
+    }
+    if (
+      cfg.timeConditioning === true && !(sigma instanceof Float32Array && sigma.length === batch)
+    ) {
+      throw new RangeError(
+        `Invalid sigma: expected a Float32Array of ${batch} noise levels, got ${
+          sigma instanceof Float32Array ? `${sigma.length} values` : typeof sigma
+        }`,
+      );
+    }
+    if (ws === null || ws.B !== batch || ws.T !== T) {
+      if (ws) destroyGpuWorkspace(ws);
+      ws = createGpuWorkspace(gm, batch, T);
+    }
+    return gpuModelForward(gm, ws, ids, batch, T, { sigma });
+  };
 }

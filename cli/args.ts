@@ -10,6 +10,8 @@ import {
   type BackendChoice,
   resolveBackend,
   type ResolvedBackend,
+  resolveTrainBackend,
+  type TrainBackend,
 } from "../mod.ts";
 import { InputError, UsageError } from "./errors.ts";
 
@@ -133,7 +135,28 @@ export function str(v: string | boolean | undefined): string | undefined {
  * @returns The backend.
  */
 export function backendOf(v: string | boolean | undefined): ResolvedBackend {
-  const r = resolveBackend(choice<BackendChoice>("backend", v, BACKEND_CHOICES) ?? "auto");
+  const c = choice<BackendChoice>("backend", v, BACKEND_CHOICES) ?? "auto";
+  if (c === "webgpu") {
+    throw new InputError(
+      "Invalid --backend: expected auto, blas, wasm or ts here (webgpu runs train only), got webgpu",
+    );
+  }
+  const r = resolveBackend(c);
+  console.error(`Backend: ${r.note}`);
+  return r;
+}
+
+/**
+ * `--backend` of `train`, which also takes `webgpu`; `auto` prefers a real GPU (see
+ * `resolveTrainBackend`).
+ *
+ * @param v The flag's value, if given (default `auto`).
+ * @returns The backend.
+ */
+export async function trainBackendOf(v: string | boolean | undefined): Promise<TrainBackend> {
+  const r = await resolveTrainBackend(
+    choice<BackendChoice>("backend", v, BACKEND_CHOICES) ?? "auto",
+  );
   console.error(`Backend: ${r.note}`);
   return r;
 }
@@ -150,7 +173,8 @@ export function commonHelp(col: number): string {
   const flag = (f: string) => `  ${f}`.padEnd(col);
   return [
     `${flag("--backend <name>")}${BACKEND_CHOICES.join(" | ")} (default: auto: the system's BLAS`,
-    `${pad}where it loads and passes its self-check, else wasm)`,
+    `${pad}where it loads and passes its self-check, else wasm; for train, first a real GPU`,
+    `${pad}through WebGPU; webgpu: train only, any adapter, the whole step on the GPU)`,
     `${flag("--verbose")}print the stack trace of an error as well`,
     `${flag("--help")}this text`,
   ].join("\n");

@@ -20,7 +20,7 @@ import { hashText, joinDocuments, splitTokens, tokenizerDocuments } from "./data
 import { createPool, DEFAULT_MICRO_BATCH, type GradientPool } from "./pool.ts";
 import { TRAIN_DEFAULTS as D } from "./defaults.ts";
 import type { LoadedRun } from "./run_dir.ts";
-import type { BackendName } from "../nn/backend.ts";
+import type { BackendChoice, BackendName } from "../nn/backend.ts";
 import { resolveAnyBackend } from "../kernels/webgpu/select.ts";
 import { createGpuPool } from "./gpu_pool.ts";
 import type { TrainOptions } from "./train.ts";
@@ -409,6 +409,33 @@ export interface TrainBackend {
   backend: BackendName | "webgpu";
   /** One line on the choice: the adapter or library used, or why `auto` fell back. */
   note: string;
+}
+
+/**
+ * The backend `train()` would run for `choice`, without starting anything: `"webgpu"` and
+ * `"auto"` acquire the GPU, run the self-check and release it again (see `resolveAnyBackend`);
+ * the CPU choices are `resolveBackend`'s.
+ *
+ * @param choice `"auto"`, `"webgpu"`, `"blas"`, `"wasm"` or `"ts"`.
+ * @param options Where the BLAS library is (`blasPath`).
+ * @returns The backend and a one-line note.
+ * @throws Error for `"webgpu"` without a working adapter, `"blas"` without a library.
+ *
+ * @example An explicit CPU backend
+ * ```ts
+ * import { resolveTrainBackend } from "./setup.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(await resolveTrainBackend("ts"), { backend: "ts", note: "ts" });
+ * ```
+ */
+export async function resolveTrainBackend(
+  choice: BackendChoice,
+  options: { blasPath?: string } = {},
+): Promise<TrainBackend> {
+  const r = await resolveAnyBackend(choice, { path: options.blasPath });
+  if (r.gpu) await r.gpu.destroy().catch(() => {});
+  return { backend: r.backend, note: r.note };
 }
 
 /**

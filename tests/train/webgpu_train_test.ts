@@ -7,7 +7,9 @@
 // Ignored without an adapter, except in CI (CI=true), where a missing adapter fails the tests.
 
 import assert from "node:assert/strict";
-import { makeTempDir, removeDir } from "../../src/io.ts";
+import { main } from "../../cli.ts";
+import { makeTempDir, removeDir, writeFileAtomic } from "../../src/io.ts";
+import { loadCheckpoint } from "../../src/train/run_dir.ts";
 import { resolveConfig } from "../../src/model/config.ts";
 import { train, type TrainOptions, type TrainResult } from "../../src/train/train.ts";
 import { tokenizer } from "./fixture.ts";
@@ -154,5 +156,40 @@ Deno.test({
     const r = await train({ ...base, model: config, steps: 1, backend: "auto" });
     assert.notEqual(r.backend.backend, "webgpu");
     assert.match(r.backend.note, /no webgpu: .*software adapter/);
+  },
+});
+
+Deno.test({
+  name:
+    "cli train --backend webgpu trains on the GPU and writes a checkpoint that eval reads; sample says webgpu is for train",
+  ignore: ignoreGpu,
+  async fn() {
+    const dir = await makeTempDir();
+    const err: string[] = [], out: string[] = [];
+    const { log, error } = console;
+    console.log = (...a: unknown[]) => out.push(a.join(" "));
+    console.error = (...a: unknown[]) => err.push(a.join(" "));
+    try {
+      await writeFileAtomic(`${dir}/data.txt`, text);
+      const code = await main([
+        "train",
+        ...["--data", `${dir}/data.txt`, "--preset", "tiny", "--steps", "3", "--batch", "2"],
+        ...["--out", `${dir}/run`, "--vocab", "300", "--samples", "1", "--backend", "webgpu"],
+      ]);
+      assert.equal(code, 0, err.join("\n"));
+      assert.match(err.join("\n"), /^Backend: webgpu: /m);
+      assert.match(err.join("\n"), /Done \(steps\): 3 steps, .* on webgpu\./);
+      assert.match(out.join("\n"), /--- sample 1 /);
+      const ckpt = await loadCheckpoint(`${dir}/run`);
+      assert.equal(ckpt.step, 3);
+      err.length = 0;
+      const bad = await main(["sample", "--checkpoint", `${dir}/run`, "--backend", "webgpu"]);
+      assert.equal(bad, 1);
+      assert.match(err.at(-1)!, /^error: Invalid --backend: .*webgpu runs train only/);
+    } finally {
+      console.log = log;
+      console.error = error;
+      await removeDir(dir);
+    }
   },
 });

@@ -50,7 +50,7 @@ const small = resolveConfig("small", { vocabSize: V });
 const SHAPES: { label: string; config: ModelConfig; B: number; T: number }[] = smoke
   ? [
     {
-      label: "small",
+      label: "smoke-small",
       config: { ...small, context: 16, dModel: 32, nLayers: 2, dFF: 64 },
       B: 2,
       T: 16,

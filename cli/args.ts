@@ -138,7 +138,7 @@ export function backendOf(v: string | boolean | undefined): ResolvedBackend {
   const c = choice<BackendChoice>("backend", v, BACKEND_CHOICES) ?? "auto";
   if (c === "webgpu") {
     throw new InputError(
-      "Invalid --backend: expected auto, blas, wasm or ts here (webgpu runs train only), got webgpu",
+      "Invalid --backend: expected auto, blas, wasm or ts here (webgpu is for train and eval), got webgpu",
     );
   }
   const r = resolveBackend(c);
@@ -162,6 +162,18 @@ export async function trainBackendOf(v: string | boolean | undefined): Promise<T
 }
 
 /**
+ * `--backend` of `eval`: {@linkcode backendOf}'s choices, and `webgpu` (checked here, then
+ * opened again by `evaluateAsync`).
+ *
+ * @param v The flag's value, if given (default `auto`: a CPU backend).
+ * @returns The backend.
+ */
+export async function evalBackendOf(v: string | boolean | undefined): Promise<TrainBackend> {
+  if (v === "webgpu") return await trainBackendOf(v);
+  return backendOf(v);
+}
+
+/**
  * The lines every help text ends with (`--backend`, `--verbose`, `--help`), their descriptions
  * starting at column `col`.
  *
@@ -174,7 +186,7 @@ export function commonHelp(col: number): string {
   return [
     `${flag("--backend <name>")}${BACKEND_CHOICES.join(" | ")} (default: auto: the system's BLAS`,
     `${pad}where it loads and passes its self-check, else wasm; for train, first a real GPU`,
-    `${pad}through WebGPU; webgpu: train only, any adapter, the whole step on the GPU)`,
+    `${pad}through WebGPU; webgpu: train and eval, any adapter, everything on the GPU)`,
     `${flag("--verbose")}print the stack trace of an error as well`,
     `${flag("--help")}this text`,
   ].join("\n");

@@ -161,7 +161,7 @@ Deno.test({
 
 Deno.test({
   name:
-    "cli train --backend webgpu trains on the GPU and writes a checkpoint that eval reads; sample says webgpu is for train",
+    "cli train --backend webgpu trains on the GPU and writes a checkpoint that eval --backend webgpu reads; sample refuses webgpu",
   ignore: ignoreGpu,
   async fn() {
     const dir = await makeTempDir();
@@ -182,10 +182,23 @@ Deno.test({
       assert.match(out.join("\n"), /--- sample 1 /);
       const ckpt = await loadCheckpoint(`${dir}/run`);
       assert.equal(ckpt.step, 3);
+      // eval on the GPU prints the CPU's bound (to the 4 decimals shown)
+      const bound: string[] = [];
+      for (const backend of ["webgpu", "ts"]) {
+        out.length = 0;
+        const e = await main([
+          "eval",
+          ...["--checkpoint", `${dir}/run`, "--data", `${dir}/data.txt`, "--samples", "2"],
+          ...["--backend", backend],
+        ]);
+        assert.equal(e, 0, err.join("\n"));
+        bound.push(out.join("\n").match(/nats\/token \d+\.\d+ ± \d+\.\d+/)![0]);
+      }
+      assert.equal(bound[0], bound[1]);
       err.length = 0;
       const bad = await main(["sample", "--checkpoint", `${dir}/run`, "--backend", "webgpu"]);
       assert.equal(bad, 1);
-      assert.match(err.at(-1)!, /^error: Invalid --backend: .*webgpu runs train only/);
+      assert.match(err.at(-1)!, /^error: Invalid --backend: .*webgpu is for train and eval/);
     } finally {
       console.log = log;
       console.error = error;

@@ -23,6 +23,7 @@ import {
   createGpuModel,
   createGpuParamSet,
   createGpuWorkspace,
+  destroyGpuWorkspace,
   type GpuModel,
   gpuModelBackward,
   gpuModelForward,
@@ -287,4 +288,61 @@ export async function readGpuTrainer(
   await readGpuParamSet(ctx, tr.gm.params, layout, out.params);
   await readGpuParamSet(ctx, tr.m, layout, out.m);
   await readGpuParamSet(ctx, tr.v, layout, out.v);
+}
+
+/** The draws of one evaluation batch: noised and clean ids, and the noise of each sequence. */
+export interface GpuDraws {
+  /** Noised ids, `(B,len)`. */
+  xt: Int32Array;
+  /** Clean ids, `(B,len)`. */
+  x0: Int32Array;
+  /** Total noise per sequence, `(B)`. */
+  sigma: Float64Array;
+  /** Noise rate per sequence, `(B)`. */
+  dsigma: Float64Array;
+  /** Sequences. */
+  B: number;
+  /** Tokens per sequence. */
+  len: number;
+  /** Most sequences of the group (the workspace's capacity). */
+  cap: number;
+}
+
+/**
+ * Each sequence's summed loss (nats, normaliser 1) of a batch of draws, on the GPU: the forward
+ * pass and the per-position losses there, only those `B * len` floats read back and summed per
+ * sequence on the host (in float64). For the held-out bound of `src/eval/elbo.ts`.
+ *
+ * @param ctx The context.
+ * @param model The model (uploaded once).
+ * @param objective `elbo` or `score-entropy`, and the graph.
+ * @returns A function of a batch of draws to its `(B)` losses.
+ */
+export function gpuSequenceLosses(
+  ctx: GpuContext,
+  model: Model,
+  objective: GpuObjective,
+): (draws: GpuDraws) => Promise<Float64Array> {
+  const gm = createGpuModel(ctx, model);
+  const V = model.config.vocabSize;
+  let ws: GpuWorkspace | null = null;
+  const scale = new Float64Array([1]);
+  return async ({ xt, x0, sigma, dsigma, B, len, cap }) => {
+    if (ws === null || ws.B !== cap || ws.T !== len) {
+      if (ws) destroyGpuWorkspace(ws);
+      ws = createGpuWorkspace(gm, cap, len);
+    }
+    const batch = { B, T: len, input: xt, target: x0, weight: new Float32Array(0), sigma, dsigma };
+    uploadBatch(ctx, ws, { ...batch, scale }, objective, V);
+    gpuModelForward(gm, ws, ws.tokens, B, len, { sigma });
+    gpuLoss(ctx, ws, objective, false);
+    const losses = await ctx.readF32(ws.losses);
+    const out = new Float64Array(B);
+    for (let b = 0; b < B; b++) {
+      let sum = 0;
+      for (let i = b * len; i < (b + 1) * len; i++) sum += losses[i];
+      out[b] = sum;
+    }
+    return out;
+  };
 }

@@ -18,6 +18,7 @@ function run(
   body: string,
   tensors: GpuTensor[],
   n: number,
+  at = 0,
 ): void {
   const [first, ...rest] = tensors;
   const bindings = [
@@ -28,30 +29,37 @@ function run(
     `@group(0) @binding(${tensors.length}) var<uniform> p: Params;`,
   ].join("\n");
   const pipeline = ctx.pipeline(key, () =>
-    `struct Params { n: u32 }
+    `struct Params { n: u32, at: u32 }
 ${bindings}
 ${entry(WG)}
   let i = group * ${WG}u + l;
   if (i >= p.n) { return; }
   ${body}
 }`);
-  ctx.dispatch(pipeline, [first, ...rest], [n], grid(Math.ceil(n / WG)));
+  ctx.dispatch(pipeline, [first, ...rest], [n, at], grid(Math.ceil(n / WG)));
 }
 
 /**
- * `dst[i] = src[i]` for `i < n`, recorded with the dispatches around it.
+ * `dst[at + i] = src[i]` for `i < n`, recorded with the dispatches around it.
  *
  * @param ctx The context of every tensor.
- * @param dst Destination, `(n)` (distinct from `src`).
+ * @param dst Destination, `(at + n)` (distinct from `src`).
  * @param src Source, `(n)`, of the same element type.
  * @param n Elements.
+ * @param at First element of `dst` written (default 0).
  */
-export function gpuCopy(ctx: GpuContext, dst: GpuTensor, src: GpuTensor, n: number): void {
-  checkDims("gpuCopy", { n });
-  checkTensor("gpuCopy dst (n)", dst, n, src.dtype);
+export function gpuCopy(
+  ctx: GpuContext,
+  dst: GpuTensor,
+  src: GpuTensor,
+  n: number,
+  at = 0,
+): void {
+  checkDims("gpuCopy", { n, at });
+  checkTensor("gpuCopy dst (at + n)", dst, at + n, src.dtype);
   checkTensor("gpuCopy src (n)", src, n, src.dtype);
   if (dst === src) throw new RangeError("gpuCopy: expected dst distinct from src, got the same");
-  run(ctx, `copy_${src.dtype}`, src.dtype, "a[i] = b[i];", [dst, src], n);
+  run(ctx, `copy_${src.dtype}`, src.dtype, "a[p.at + i] = b[i];", [dst, src], n, at);
 }
 
 /**

@@ -219,7 +219,8 @@ export function writeGpuParamSet(
 }
 
 /**
- * Reads a parameter set back into one buffer in the layout's order.
+ * Reads a parameter set back into one buffer in the layout's order (gathered on the GPU, then
+ * one read-back).
  *
  * @param ctx The context.
  * @param set The set.
@@ -238,7 +239,14 @@ export async function readGpuParamSet(
     size = Math.max(size, offset + sizeOf(shape));
   }
   const dst = out ?? new Float32Array(size);
-  for (const [name, t] of set.byName) dst.set(await ctx.readF32(t), layout[name].offset);
+  // every tensor copied into one buffer on the GPU, then one read-back
+  const flat = ctx.zeros(size);
+  try {
+    for (const [name, t] of set.byName) gpuCopy(ctx, flat, t, t.length, layout[name].offset);
+    dst.set(await ctx.readF32(flat));
+  } finally {
+    flat.destroy();
+  }
   return dst;
 }
 

@@ -17,20 +17,12 @@
 import { acquireGpu } from "../src/kernels/webgpu/device.ts";
 import { GpuContext } from "../src/kernels/webgpu/context.ts";
 import {
-  clearGpuParamSet,
   createGpuModel,
   createGpuParamSet,
   createGpuWorkspace,
-  gpuModelBackward,
-  gpuModelForward,
   readGpuParamSet,
 } from "../src/kernels/webgpu/model.ts";
-import {
-  createGpuTrainer,
-  gpuLoss,
-  gpuTrainStep,
-  uploadBatch,
-} from "../src/kernels/webgpu/train_step.ts";
+import { createGpuTrainer, gpuGradient, gpuTrainStep } from "../src/kernels/webgpu/train_step.ts";
 import { type ModelConfig, resolveConfig } from "../src/model/config.ts";
 import { createModel, type Model } from "../src/model/model.ts";
 import { type BatchBuffers, createBatch, fillBatch } from "../src/train/batch.ts";
@@ -115,15 +107,11 @@ async function errorVsTs(model: Model, batch: BatchBuffers): Promise<number> {
     scale: batch.scale,
   };
   const g = createGpuParamSet(ctx, model.layout, model.config, null);
-  uploadBatch(ctx, ws, part, { loss: LOSS }, V);
-  clearGpuParamSet(ctx, g);
-  gpuModelForward(gm, ws, ws.tokens, rows, T, {
-    sigma: part.sigma,
-    dropout: { seed: SEED, step: 0, firstRow: 0 },
+  const loss = await gpuGradient(gm, ws, g, part, { loss: LOSS }, {
+    seed: SEED,
+    step: 0,
+    firstRow: 0,
   });
-  gpuLoss(ctx, ws, { loss: LOSS }, true);
-  gpuModelBackward(gm, ws, g);
-  const loss = (await ctx.readF32(ws.stats))[0];
   const got = await readGpuParamSet(ctx, g, model.layout);
   let worst = Math.abs(loss - wantLoss) / Math.abs(wantLoss);
   for (const { offset, shape } of Object.values(model.layout)) {

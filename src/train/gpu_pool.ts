@@ -17,19 +17,13 @@ import type { ModelConfig } from "../model/config.ts";
 import { createModel } from "../model/model.ts";
 import type { AdamWState } from "../optim/adamw.ts";
 import type { GpuContext } from "../kernels/webgpu/context.ts";
-import {
-  clearGpuParamSet,
-  gpuModelBackward,
-  gpuModelForward,
-  readGpuParamSet,
-} from "../kernels/webgpu/model.ts";
+import { readGpuParamSet } from "../kernels/webgpu/model.ts";
 import {
   createGpuTrainer,
   gpuEvaluate,
-  gpuLoss,
+  gpuGradient,
   gpuTrainStep,
   readGpuTrainer,
-  uploadBatch,
 } from "../kernels/webgpu/train_step.ts";
 import { createBatch, type GraphName, type LossName } from "./batch.ts";
 import { type GradientPool, WorkerError } from "./pool.ts";
@@ -103,16 +97,8 @@ export function createGpuPool(options: GpuPoolOptions): GradientPool {
       // the gradient alone, read back into `grads` (the fused step never reads it)
       live();
       try {
-        const { gm, ws } = tr;
-        uploadBatch(ctx, ws, batch, objective, config.vocabSize);
-        clearGpuParamSet(ctx, tr.grads);
-        gpuModelForward(gm, ws, ws.tokens, B, T, {
-          sigma: batch.sigma,
-          dropout: { seed: options.seed, step, firstRow: 0 },
-        });
-        gpuLoss(ctx, ws, objective, true);
-        gpuModelBackward(gm, ws, tr.grads);
-        const loss = (await ctx.readF32(ws.stats))[0];
+        const dropout = { seed: options.seed, step, firstRow: 0 };
+        const loss = await gpuGradient(tr.gm, tr.ws, tr.grads, batch, objective, dropout);
         await readGpuParamSet(ctx, tr.grads, model.layout, grads);
         return loss;
       } catch (e) {

@@ -18,17 +18,16 @@ import {
 import { Rng } from "../../src/rng.ts";
 import type { GpuContext } from "../../src/kernels/webgpu/context.ts";
 import {
-  clearGpuParamSet,
   createGpuDenoiser,
   createGpuModel,
   createGpuParamSet,
   createGpuWorkspace,
-  gpuModelBackward,
   gpuModelForward,
   readGpuParamSet,
 } from "../../src/kernels/webgpu/model.ts";
 import {
   createGpuTrainer,
+  gpuGradient,
   gpuLoss,
   gpuTrainStep,
   readGpuTrainer,
@@ -40,10 +39,8 @@ import {
   expectAdamw3,
   expectClose,
   f32,
-  i32,
-  load,
+  loadCase,
   LR,
-  modelOf,
   tensorOf,
 } from "../model/pytorch_fixtures.ts";
 
@@ -55,41 +52,18 @@ for (const c of CASES) {
   gpuTest(
     `model (webgpu backend) matches PyTorch on fixture "${c}": logits, loss, every gradient, 3 AdamW steps`,
     async (ctx) => {
-      const { tensors, metadata } = load(`${c}.safetensors`);
-      const config = JSON.parse(metadata.config) as ModelConfig;
-      const B = Number(metadata.batch);
-      const model = modelOf(tensors, config);
-      const input = i32(tensors.input, "input");
-      const target = i32(tensors.target, "target");
-      const weight = f32(tensors.weight, "weight");
-      const T = input.length / B;
+      const { tensors, config, B, T, model, input, target, weight, sigma } = loadCase(c);
       const N = B * T, V = config.vocabSize;
-      const sigma = config.timeConditioning === true
-        ? Float64Array.from(f32(tensors.sigma, "sigma"))
-        : new Float64Array(B);
-      const batch = {
-        B,
-        T,
-        input,
-        target,
-        weight,
-        sigma,
-        dsigma: new Float64Array(B),
-        scale: new Float64Array([1]),
-      };
+      const batch = batchOf(B, T, input, target, weight, Float64Array.from(sigma ?? []));
       const gm = createGpuModel(ctx, model);
       const ws = createGpuWorkspace(gm, B, T);
       uploadBatch(ctx, ws, batch, { loss: "seed" }, V);
-      const logits = gpuModelForward(gm, ws, ws.tokens, B, T, { sigma });
+      const logits = gpuModelForward(gm, ws, ws.tokens, B, T, { sigma: batch.sigma });
       const gotLogits = (await ctx.readF32(logits)).subarray(0, N * V);
       expectClose(`${c} logits`, gotLogits, f32(tensors.logits, "logits"), 1e-4);
 
       const grads = createGpuParamSet(ctx, model.layout, config, null);
-      clearGpuParamSet(ctx, grads);
-      gpuModelForward(gm, ws, ws.tokens, B, T, { sigma });
-      gpuLoss(ctx, ws, { loss: "seed" }, true);
-      gpuModelBackward(gm, ws, grads);
-      const loss = (await ctx.readF32(ws.stats))[0];
+      const loss = await gpuGradient(gm, ws, grads, batch, { loss: "seed" });
       expectClose(`${c} loss`, [loss], f32(tensors.loss, "loss"), 1e-5);
       const g = await readGpuParamSet(ctx, grads, model.layout);
       for (const name of Object.keys(model.layout)) {
@@ -118,13 +92,25 @@ function randomBatch(model: Model, B: number, T: number, seed: number) {
   const input = target.map((t) => (rng.uniform() < 0.35 ? V - 1 : t));
   const weight = Float32Array.from(input, (t) => (t === V - 1 ? 1 / N : 0));
   const sigma = Float64Array.from({ length: B }, () => 0.1 + 2 * rng.uniform());
+  return batchOf(B, T, input, target, weight, sigma);
+}
+
+/** A batch of the `seed` loss (normaliser 1; `sigma` zeros where absent). */
+function batchOf(
+  B: number,
+  T: number,
+  input: Int32Array,
+  target: Int32Array,
+  weight: Float32Array,
+  sigma: Float64Array,
+) {
   return {
     B,
     T,
     input,
     target,
     weight,
-    sigma,
+    sigma: sigma.length === B ? sigma : new Float64Array(B),
     dsigma: new Float64Array(B),
     scale: new Float64Array([1]),
   };
@@ -164,11 +150,7 @@ for (const [what, overrides] of DROPOUT_CASES) {
       const gm = createGpuModel(ctx, model);
       const gws = createGpuWorkspace(gm, B, T);
       const grads = createGpuParamSet(ctx, model.layout, model.config, null);
-      uploadBatch(ctx, gws, batch, { loss: "seed" }, model.config.vocabSize);
-      gpuModelForward(gm, gws, gws.tokens, B, T, { sigma: batch.sigma, dropout });
-      gpuLoss(ctx, gws, { loss: "seed" }, true);
-      gpuModelBackward(gm, gws, grads);
-      const loss = (await ctx.readF32(gws.stats))[0];
+      const loss = await gpuGradient(gm, gws, grads, batch, { loss: "seed" }, dropout);
       expectClose(`${what} loss`, [loss], [want.loss], 1e-5);
       const got = await readGpuParamSet(ctx, grads, model.layout);
       for (const name of Object.keys(model.layout)) {

@@ -152,3 +152,21 @@ export function expectAdamw3(
     expectClose(`${c} adamw3.${name}`, strict, strictWant, 1e-4);
   }
 }
+
+/**
+ * One fixture case: its tensors, config, shape, the model built from its parameters, and the
+ * batch (`sigma` present exactly for the time-conditioned cases).
+ */
+export function loadCase(c: string) {
+  const { tensors, metadata } = load(`${c}.safetensors`);
+  const config = JSON.parse(metadata.config) as ModelConfig;
+  const B = Number(metadata.batch);
+  const model = modelOf(tensors, config);
+  const input = i32(tensors.input, "input");
+  const target = i32(tensors.target, "target");
+  const weight = f32(tensors.weight, "weight");
+  const sigma = config.timeConditioning === true ? f32(tensors.sigma, "sigma") : undefined;
+  assert.equal(tensors.sigma === undefined, sigma === undefined);
+  if (sigma) assert.equal(sigma.length, B);
+  return { tensors, config, B, T: input.length / B, model, input, target, weight, sigma };
+}

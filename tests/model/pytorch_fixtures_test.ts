@@ -2,15 +2,9 @@
  * The model against PyTorch: golden fixtures written by tests/fixtures/make_fixtures.py (see its
  * header for what each file holds and how to regenerate them).
  *
- * Tolerances: max |ours - torch| / max |torch| <= 1e-4 per tensor for the logits and
- * every gradient, <= 1e-5 for the loss. The references are float64 PyTorch stored as float32;
- * plain float32 PyTorch lands within ~1e-6 of them (the script prints the figure per case).
- *
- * Parameters after 3 AdamW steps: the same 1e-4 of the tensor's largest magnitude, except where
- * the reference gradient vanishes (|g| <= 1e-6 of the tensor's largest, e.g. the key bias of
- * learned-position models: softmax ignores a shift shared by all keys, so its gradient is zero in
- * exact arithmetic and Adam's normalised step follows float rounding noise, in PyTorch's float32
- * as in ours). There each step can move by at most about lr, so the check is 3 * lr.
+ * The loaders, the tolerances (1e-4 of each tensor's largest magnitude for the logits, every
+ * gradient and the parameters after 3 AdamW steps; 1e-5 for the loss) and why they are what they
+ * are: tests/model/pytorch_fixtures.ts, shared with the webgpu backend's test.
  *
  * The `tc_*` cases are time-conditioned (SEDD's adaLN-Zero) and carry a `sigma` tensor `(B)`,
  * passed to modelForward and lossAndGrad; their adaLN and head weights are nonzero.
@@ -30,7 +24,7 @@ import {
   f32,
   i32,
   load,
-  modelOf,
+  loadCase,
   tensorOf,
 } from "./pytorch_fixtures.ts";
 
@@ -41,18 +35,8 @@ for (const c of CASES) {
         `model (${backend} backend) matches PyTorch on fixture "${c}": logits, loss, every gradient, 3 AdamW steps`,
       ignore: backend === "blas" && ignoreBlas,
     }, () => {
-      const { tensors, metadata } = load(`${c}.safetensors`);
-      const config = JSON.parse(metadata.config) as ModelConfig;
-      const B = Number(metadata.batch);
-      const model = modelOf(tensors, config);
-      const input = i32(tensors.input, "input");
-      const target = i32(tensors.target, "target");
-      const weight = f32(tensors.weight, "weight");
-      // noise level per sequence: present exactly for the time-conditioned cases
-      const sigma = config.timeConditioning === true ? f32(tensors.sigma, "sigma") : undefined;
-      assert.equal(tensors.sigma === undefined, sigma === undefined);
-      if (sigma) assert.equal(sigma.length, B);
-      const T = input.length / B;
+      // sigma: the noise level per sequence, present exactly for the time-conditioned cases
+      const { tensors, B, T, model, input, target, weight, sigma } = loadCase(c);
       const workspace = createWorkspace(model.config, B, T, { backend });
       assert.equal(workspace.backend, backend);
 

@@ -49,6 +49,43 @@ function words(n: number, { K, T, C }: ModShape, a: number, b: number): number[]
 
 const PARAMS = `struct Params { n: u32, T: u32, C: u32, K: u32, a: u32, b: u32 }`;
 
+/** Elements of a `(B,T,C)` activation. */
+function elements({ B, T, C }: ModShape): number {
+  return B * T * C;
+}
+
+/**
+ * Compiles (once per `key`) and records a kernel over `params[0]` items: storage arrays `names`
+ * bound to `tensors` in order (the first `writes` of them read-write), then the uniform block
+ * {@linkcode PARAMS} (the words past `params` are 0), then `body`, with `i` the
+ * item.
+ */
+function kernel(
+  ctx: GpuContext,
+  key: string,
+  names: string[],
+  body: string,
+  tensors: GpuTensor[],
+  params: number[],
+  writes = 1,
+): void {
+  const pipeline = ctx.pipeline(key, () =>
+    [
+      PARAMS,
+      ...names.map((name, k) =>
+        `@group(0) @binding(${k}) var<storage, ${
+          k < writes ? "read_write" : "read"
+        }> ${name}: array<f32>;`
+      ),
+      `@group(0) @binding(${names.length}) var<uniform> p: Params;`,
+      OPEN,
+      body,
+      "}",
+    ].join("\n"));
+  const padded = Array.from({ length: 6 }, (_, k) => params[k] ?? 0); // the whole PARAMS block
+  ctx.dispatch(pipeline, tensors, padded, grid(Math.ceil(params[0] / WG)));
+}
+
 /**
  * `out[b,t] = inp[b,t] * (1 + scale[b]) + shift[b]`, `shift` and `scale` chunks of `mod`.
  *
@@ -73,23 +110,15 @@ export function gpuModulateForward(
   checkShape(name, mod, shape, [shiftChunk, scaleChunk]);
   checkActs(name, shape, { out, inp });
   if (out === inp) throw new RangeError(`${name}: expected out distinct from inp, got the same`);
-  const pipeline = ctx.pipeline("modulateForward", () =>
-    `${PARAMS}
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> inp: array<f32>;
-@group(0) @binding(2) var<storage, read> md: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-${OPEN}
-  let row = (i / (p.T * p.C)) * p.K * p.C;
+  kernel(
+    ctx,
+    "modulateForward",
+    ["out", "inp", "md"],
+    `  let row = (i / (p.T * p.C)) * p.K * p.C;
   let c = i % p.C;
-  out[i] = inp[i] * (1.0 + md[row + p.b * p.C + c]) + md[row + p.a * p.C + c];
-}`);
-  const n = shape.B * shape.T * shape.C;
-  ctx.dispatch(
-    pipeline,
+  out[i] = inp[i] * (1.0 + md[row + p.b * p.C + c]) + md[row + p.a * p.C + c];`,
     [out, inp, mod],
-    words(n, shape, shiftChunk, scaleChunk),
-    grid(Math.ceil(n / WG)),
+    words(elements(shape), shape, shiftChunk, scaleChunk),
   );
 }
 
@@ -122,31 +151,20 @@ export function gpuModulateBackward(
   checkShape(name, mod, shape, [shiftChunk, scaleChunk]);
   checkTensor(`${name} dmod (B,K*C)`, dmod, shape.B * shape.K * shape.C);
   checkActs(name, shape, { dinp, dout, inp });
-  const n = shape.B * shape.T * shape.C;
-  const elements = ctx.pipeline("modulateBackwardInput", () =>
-    `${PARAMS}
-@group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read> md: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-${OPEN}
-  let row = (i / (p.T * p.C)) * p.K * p.C;
-  dinp[i] = dinp[i] + dout[i] * (1.0 + md[row + p.b * p.C + i % p.C]);
-}`);
-  ctx.dispatch(
-    elements,
+  kernel(
+    ctx,
+    "modulateBackwardInput",
+    ["dinp", "dout", "md"],
+    `  let row = (i / (p.T * p.C)) * p.K * p.C;
+  dinp[i] = dinp[i] + dout[i] * (1.0 + md[row + p.b * p.C + i % p.C]);`,
     [dinp, dout, mod],
-    words(n, shape, shiftChunk, scaleChunk),
-    grid(Math.ceil(n / WG)),
+    words(elements(shape), shape, shiftChunk, scaleChunk),
   );
-  const sums = ctx.pipeline("modulateBackwardMod", () =>
-    `${PARAMS}
-@group(0) @binding(0) var<storage, read_write> dmod: array<f32>;
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read> inp: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-${OPEN}
-  let b = i / p.C;
+  kernel(
+    ctx,
+    "modulateBackwardMod",
+    ["dmod", "dout", "inp"],
+    `  let b = i / p.C;
   let c = i % p.C;
   let sh = b * p.K * p.C + p.a * p.C + c;
   let sc = b * p.K * p.C + p.b * p.C + c;
@@ -159,14 +177,9 @@ ${OPEN}
     dsc += d * inp[o];
   }
   dmod[sh] = dsh;
-  dmod[sc] = dsc;
-}`);
-  const bc = shape.B * shape.C;
-  ctx.dispatch(
-    sums,
+  dmod[sc] = dsc;`,
     [dmod, dout, inp],
-    words(bc, shape, shiftChunk, scaleChunk),
-    grid(Math.ceil(bc / WG)),
+    words(shape.B * shape.C, shape, shiftChunk, scaleChunk),
   );
 }
 
@@ -196,19 +209,15 @@ export function gpuGatedResidualForward(
   if (out === x || out === y) {
     throw new RangeError(`${name}: expected out distinct from x and y, got the same`);
   }
-  const pipeline = ctx.pipeline("gatedResidualForward", () =>
-    `${PARAMS}
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> x: array<f32>;
-@group(0) @binding(2) var<storage, read> y: array<f32>;
-@group(0) @binding(3) var<storage, read> md: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
-${OPEN}
-  let row = (i / (p.T * p.C)) * p.K * p.C;
-  out[i] = x[i] + md[row + p.a * p.C + i % p.C] * y[i];
-}`);
-  const n = shape.B * shape.T * shape.C;
-  ctx.dispatch(pipeline, [out, x, y, mod], words(n, shape, gateChunk, 0), grid(Math.ceil(n / WG)));
+  kernel(
+    ctx,
+    "gatedResidualForward",
+    ["out", "x", "y", "md"],
+    `  let row = (i / (p.T * p.C)) * p.K * p.C;
+  out[i] = x[i] + md[row + p.a * p.C + i % p.C] * y[i];`,
+    [out, x, y, mod],
+    words(elements(shape), shape, gateChunk, 0),
+  );
 }
 
 /**
@@ -240,44 +249,33 @@ export function gpuGatedResidualBackward(
   checkShape(name, mod, shape, [gateChunk]);
   checkTensor(`${name} dmod (B,K*C)`, dmod, shape.B * shape.K * shape.C);
   checkActs(name, shape, { dx, dy, dout, y });
-  const n = shape.B * shape.T * shape.C;
-  const elements = ctx.pipeline("gatedResidualBackwardBranch", () =>
-    `${PARAMS}
-@group(0) @binding(0) var<storage, read_write> dy: array<f32>;
-@group(0) @binding(1) var<storage, read_write> dx: array<f32>;
-@group(0) @binding(2) var<storage, read> dout: array<f32>;
-@group(0) @binding(3) var<storage, read> md: array<f32>;
-@group(0) @binding(4) var<uniform> p: Params;
-${OPEN}
-  let row = (i / (p.T * p.C)) * p.K * p.C;
+  kernel(
+    ctx,
+    "gatedResidualBackwardBranch",
+    ["dy", "dx", "dout", "md"],
+    `  let row = (i / (p.T * p.C)) * p.K * p.C;
   let d = dout[i];
   dy[i] = dy[i] + md[row + p.a * p.C + i % p.C] * d;
-  if (p.b != 0u) { dx[i] = dx[i] + d; }
-}`);
-  ctx.dispatch(
-    elements,
+  if (p.b != 0u) { dx[i] = dx[i] + d; }`,
     [dy, dx ?? ctx.dummy, dout, mod],
-    words(n, shape, gateChunk, dx ? 1 : 0),
-    grid(Math.ceil(n / WG)),
+    words(elements(shape), shape, gateChunk, dx ? 1 : 0),
+    2,
   );
-  const sums = ctx.pipeline("gatedResidualBackwardGate", () =>
-    `${PARAMS}
-@group(0) @binding(0) var<storage, read_write> dmod: array<f32>;
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read> y: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-${OPEN}
-  let b = i / p.C;
+  kernel(
+    ctx,
+    "gatedResidualBackwardGate",
+    ["dmod", "dout", "y"],
+    `  let b = i / p.C;
   let g = b * p.K * p.C + p.a * p.C + i % p.C;
   var dg = dmod[g];
   for (var t = 0u; t < p.T; t++) {
     let o = (b * p.T + t) * p.C + i % p.C;
     dg += dout[o] * y[o];
   }
-  dmod[g] = dg;
-}`);
-  const bc = shape.B * shape.C;
-  ctx.dispatch(sums, [dmod, dout, y], words(bc, shape, gateChunk, 0), grid(Math.ceil(bc / WG)));
+  dmod[g] = dg;`,
+    [dmod, dout, y],
+    words(shape.B * shape.C, shape, gateChunk, 0),
+  );
 }
 
 /**
@@ -292,16 +290,15 @@ export function gpuSiluForward(ctx: GpuContext, out: GpuTensor, inp: GpuTensor, 
   checkDims("gpuSiluForward", { N });
   checkTensor("gpuSiluForward out (N)", out, N);
   checkTensor("gpuSiluForward inp (N)", inp, N);
-  const pipeline = ctx.pipeline("siluForward", () =>
-    `struct Params { n: u32 }
-@group(0) @binding(0) var<storage, read_write> out: array<f32>;
-@group(0) @binding(1) var<storage, read> inp: array<f32>;
-@group(0) @binding(2) var<uniform> p: Params;
-${OPEN}
-  let x = inp[i];
-  out[i] = x / (1.0 + exp(-x));
-}`);
-  ctx.dispatch(pipeline, [out, inp], [N], grid(Math.ceil(N / WG)));
+  kernel(
+    ctx,
+    "siluForward",
+    ["out", "inp"],
+    `  let x = inp[i];
+  out[i] = x / (1.0 + exp(-x));`,
+    [out, inp],
+    [N],
+  );
 }
 
 /**
@@ -325,16 +322,14 @@ export function gpuSiluBackward(
   checkTensor("gpuSiluBackward dinp (N)", dinp, N);
   checkTensor("gpuSiluBackward dout (N)", dout, N);
   checkTensor("gpuSiluBackward inp (N)", inp, N);
-  const pipeline = ctx.pipeline("siluBackward", () =>
-    `struct Params { n: u32 }
-@group(0) @binding(0) var<storage, read_write> dinp: array<f32>;
-@group(0) @binding(1) var<storage, read> dout: array<f32>;
-@group(0) @binding(2) var<storage, read> inp: array<f32>;
-@group(0) @binding(3) var<uniform> p: Params;
-${OPEN}
-  let x = inp[i];
+  kernel(
+    ctx,
+    "siluBackward",
+    ["dinp", "dout", "inp"],
+    `  let x = inp[i];
   let s = 1.0 / (1.0 + exp(-x));
-  dinp[i] = dinp[i] + dout[i] * s * (1.0 + x * (1.0 - s));
-}`);
-  ctx.dispatch(pipeline, [dinp, dout, inp], [N], grid(Math.ceil(N / WG)));
+  dinp[i] = dinp[i] + dout[i] * s * (1.0 + x * (1.0 - s));`,
+    [dinp, dout, inp],
+    [N],
+  );
 }

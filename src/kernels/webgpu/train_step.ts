@@ -14,7 +14,7 @@
  * @module
  */
 
-import type { Model } from "../../model/model.ts";
+import type { DropoutKeys, Model } from "../../model/model.ts";
 import type { AdamWState } from "../../optim/adamw.ts";
 import type { BatchBuffers, GraphName, LossName } from "../../train/batch.ts";
 import type { GpuContext } from "./context.ts";
@@ -137,6 +137,47 @@ export function gpuLoss(
   gpuSum(ctx, ws.stats, ws.losses, N);
 }
 
+/** Uploads the batch, zeroes `grads` and records forward, loss and backward into `grads`. */
+function recordGradient(
+  gm: GpuModel,
+  ws: GpuWorkspace,
+  grads: GpuParamSet,
+  batch: GpuBatchInput,
+  objective: GpuObjective,
+  dropout: DropoutKeys | undefined,
+): void {
+  const ctx = gm.ctx;
+  uploadBatch(ctx, ws, batch, objective, gm.config.vocabSize);
+  clearGpuParamSet(ctx, grads);
+  gpuModelForward(gm, ws, ws.tokens, batch.B, batch.T, { sigma: batch.sigma, dropout });
+  gpuLoss(ctx, ws, objective, true);
+  gpuModelBackward(gm, ws, grads);
+}
+
+/**
+ * The loss of a batch and its gradient into `grads` (zeroed first), on the GPU; reads back the
+ * loss only (read `grads` with `readGpuParamSet`).
+ *
+ * @param gm The model on the GPU.
+ * @param ws A workspace with room for the batch.
+ * @param grads Gradient set, overwritten.
+ * @param batch The batch.
+ * @param objective Loss and graph.
+ * @param dropout Training-mode dropout keys; absent: no dropout.
+ * @returns The loss.
+ */
+export async function gpuGradient(
+  gm: GpuModel,
+  ws: GpuWorkspace,
+  grads: GpuParamSet,
+  batch: GpuBatchInput,
+  objective: GpuObjective,
+  dropout?: DropoutKeys,
+): Promise<number> {
+  recordGradient(gm, ws, grads, batch, objective, dropout);
+  return (await gm.ctx.readF32(ws.stats))[0];
+}
+
 /** The model, its workspace, gradients and AdamW moments on the GPU. */
 export interface GpuTrainer {
   /** The model on the GPU (its parameters are the live ones). */
@@ -223,14 +264,7 @@ export async function gpuTrainStep(
 ): Promise<{ loss: number; gradNorm: number }> {
   const { gm, ws } = tr;
   const ctx = gm.ctx;
-  uploadBatch(ctx, ws, batch, o, gm.config.vocabSize);
-  clearGpuParamSet(ctx, tr.grads);
-  gpuModelForward(gm, ws, ws.tokens, batch.B, batch.T, {
-    sigma: batch.sigma,
-    dropout: { seed: o.seed, step: o.step, firstRow: 0 },
-  });
-  gpuLoss(ctx, ws, o, true);
-  gpuModelBackward(gm, ws, tr.grads);
+  recordGradient(gm, ws, tr.grads, batch, o, { seed: o.seed, step: o.step, firstRow: 0 });
   // stats[1] = the gradient's sum of squares, tensor by tensor in layout order
   const stats = ws.stats;
   let first = true;

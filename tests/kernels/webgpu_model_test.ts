@@ -16,6 +16,9 @@ import {
   type Model,
 } from "../../src/model/model.ts";
 import { Rng } from "../../src/rng.ts";
+import { adamwStep, createAdamW } from "../../src/optim/adamw.ts";
+import { clipGradNorm } from "../../src/train/step.ts";
+import { gpuAdamwStep } from "../../src/kernels/webgpu/adamw.ts";
 import type { GpuContext } from "../../src/kernels/webgpu/context.ts";
 import {
   createGpuDenoiser,
@@ -194,6 +197,43 @@ gpuTest(
         () => denoise(ctx.upload(new Int32Array(5)), new Float32Array(2), 2),
         /multiple of batch 2/,
       );
+    }
+  },
+);
+
+gpuTest(
+  "gpuAdamwStep with clipping: two steps as clipGradNorm + adamwStep, and no update at all on a non-finite loss or norm",
+  async (ctx) => {
+    const n = 37;
+    const rng = new Rng(8);
+    const p0 = Float32Array.from({ length: n }, () => rng.uniform() - 0.5);
+    // two steps of different norms (about 7 and 0.3): clipped by different factors, which Adam's
+    // scale invariance does not hide
+    const gs = [4, 0.2].map((a) =>
+      Float32Array.from({ length: n }, () => a * (rng.uniform() - 0.5))
+    );
+    const norm2 = (g: Float32Array) => g.reduce((t, x) => t + x * x, 0);
+    for (const [loss, bad, maxNorm] of [[1, 1, 1], [1, 1, 0], [NaN, 1, 1], [1, Infinity, 1]]) {
+      const params = ctx.upload(p0);
+      const state = { m: ctx.zeros(n), v: ctx.zeros(n), step: 0 };
+      const want = p0.slice(), cpu = createAdamW(n);
+      for (const g0 of gs) {
+        const grads = ctx.upload(g0);
+        const stats = ctx.upload(new Float32Array([loss, norm2(g0) * bad]));
+        gpuAdamwStep(ctx, params, grads, state, { lr: 0.01 }, { stats, maxNorm });
+        const g = g0.slice();
+        clipGradNorm(g, maxNorm);
+        if (Number.isFinite(loss) && Number.isFinite(bad)) adamwStep(want, g, cpu, { lr: 0.01 });
+        await ctx.sync();
+        grads.destroy();
+        stats.destroy();
+      }
+      const got = await ctx.readF32(params);
+      expectClose(`adamw clip ${maxNorm}, loss ${loss}, norm x ${bad}`, got, want, 1e-6);
+      if (!Number.isFinite(loss) || !Number.isFinite(bad)) {
+        assert.deepEqual(await ctx.readF32(state.m), new Float32Array(n));
+      }
+      for (const t of [params, state.m, state.v]) t.destroy();
     }
   },
 );

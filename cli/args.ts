@@ -151,11 +151,16 @@ export function backendOf(v: string | boolean | undefined): ResolvedBackend {
  * `resolveTrainBackend`).
  *
  * @param v The flag's value, if given (default `auto`).
+ * @param workers `--workers`, if given (it keeps `auto` on the CPU).
  * @returns The backend.
  */
-export async function trainBackendOf(v: string | boolean | undefined): Promise<TrainBackend> {
+export async function trainBackendOf(
+  v: string | boolean | undefined,
+  workers?: number,
+): Promise<TrainBackend> {
   const r = await resolveTrainBackend(
     choice<BackendChoice>("backend", v, BACKEND_CHOICES) ?? "auto",
+    { workers },
   );
   console.error(`Backend: ${r.note}`);
   return r;

@@ -287,7 +287,7 @@ export async function trainCommand(args: string[]): Promise<number> {
       minutes !== undefined ? `${minutes} minutes` : ""
     }; run directory ${out}`,
   );
-  const { backend } = await trainBackendOf(v.backend);
+  const { backend } = await trainBackendOf(v.backend, workers);
   const { result, interrupted } = await trainWithSignal({
     ...source,
     backend,

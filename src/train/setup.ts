@@ -412,12 +412,23 @@ export interface TrainBackend {
 }
 
 /**
+ * Why `"auto"` stays on the CPU for these options, or `undefined`: an explicit worker count (or
+ * a test's fault injection, which needs a worker) asks for the worker pool.
+ */
+function cpuOnly(options: Pick<TrainOptions, "workers" | "fault">): string | undefined {
+  if (options.fault !== undefined) return "a worker fault is injected";
+  if (options.workers !== undefined) return "an explicit worker count asks for the CPU workers";
+  return undefined;
+}
+
+/**
  * The backend `train()` would run for `choice`, without starting anything: `"webgpu"` and
  * `"auto"` acquire the GPU, run the self-check and release it again (see `resolveAnyBackend`);
  * the CPU choices are `resolveBackend`'s.
  *
  * @param choice `"auto"`, `"webgpu"`, `"blas"`, `"wasm"` or `"ts"`.
- * @param options Where the BLAS library is (`blasPath`).
+ * @param options Where the BLAS library is (`blasPath`); `workers` and `fault` as `train()`
+ *   takes them (either keeps `"auto"` on the CPU).
  * @returns The backend and a one-line note.
  * @throws Error for `"webgpu"` without a working adapter, `"blas"` without a library.
  *
@@ -431,9 +442,9 @@ export interface TrainBackend {
  */
 export async function resolveTrainBackend(
   choice: BackendChoice,
-  options: { blasPath?: string } = {},
+  options: Pick<TrainOptions, "blasPath" | "workers" | "fault"> = {},
 ): Promise<TrainBackend> {
-  const r = await resolveAnyBackend(choice, { path: options.blasPath });
+  const r = await resolveAnyBackend(choice, { path: options.blasPath, cpuOnly: cpuOnly(options) });
   if (r.gpu) await r.gpu.destroy().catch(() => {});
   return { backend: r.backend, note: r.note };
 }
@@ -452,7 +463,10 @@ export async function openPool(
   options: TrainOptions,
 ): Promise<{ pool: GradientPool; backend: TrainBackend }> {
   const s = run.settings;
-  const resolved = await resolveAnyBackend(options.backend ?? "auto", { path: options.blasPath });
+  const resolved = await resolveAnyBackend(options.backend ?? "auto", {
+    path: options.blasPath,
+    cpuOnly: cpuOnly(options),
+  });
   if (resolved.backend === "webgpu") {
     // the whole step on the device, on this thread: no workers, no wasm arena
     const note = `${resolved.note}; the whole step on the GPU, no workers`;

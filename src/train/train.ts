@@ -162,7 +162,8 @@ export interface TrainOptions {
   microBatch?: number;
   /**
    * The compute backend: `"auto"` (the default: WebGPU on a real GPU adapter that passes a
-   * self-check, never a software one like llvmpipe; else the system's BLAS where FFI is allowed
+   * self-check, never a software one like llvmpipe, and only when `workers` is not given; else
+   * the system's BLAS where FFI is allowed
    * and a library passes its self-check, else wasm), `"webgpu"` (the whole step on the GPU, on
    * this thread, with no workers; any adapter, software ones included), `"blas"`, `"wasm"` or
    * `"ts"` (the workers' backend).

@@ -150,12 +150,16 @@ Deno.test({
 });
 
 Deno.test({
-  name: "train() with backend auto passes over a software adapter and says why",
+  name:
+    "train() with backend auto passes over a software adapter, and over any GPU with workers given, and says why",
   ignore: !gpu.ok || !/llvmpipe|lavapipe|swiftshader/i.test(gpu.adapterName),
   async fn() {
-    const r = await train({ ...base, model: config, steps: 1, backend: "auto" });
+    const { workers: _, ...noWorkers } = base;
+    const r = await train({ ...noWorkers, model: config, steps: 1, backend: "auto" });
     assert.notEqual(r.backend.backend, "webgpu");
     assert.match(r.backend.note, /no webgpu: .*software adapter/);
+    const w = await train({ ...base, model: config, steps: 1, backend: "auto" });
+    assert.match(w.backend.note, /no webgpu: an explicit worker count asks for the CPU workers/);
   },
 });
 

@@ -89,20 +89,22 @@ let autoRejected: string | undefined;
  * `resolveBackend`'s.
  *
  * @param choice `"auto"`, `"webgpu"`, `"blas"`, `"wasm"` or `"ts"`.
- * @param options Where the BLAS library is (`path`).
+ * @param options Where the BLAS library is (`path`); `cpuOnly`, a reason for `"auto"` not to
+ *   look at the GPU at all (the caller asked for something only the CPU pool does).
  * @returns The backend, a one-line note on the choice, and for WebGPU the context (owned by
  *   the caller: destroy it when done).
  * @throws Error for `"webgpu"` without an adapter or one that fails the self-check.
  */
 export async function resolveAnyBackend(
   choice: BackendChoice,
-  options: BlasOptions = {},
+  options: BlasOptions & { cpuOnly?: string } = {},
 ): Promise<AnyResolvedBackend> {
   if (choice !== "auto" && choice !== "webgpu") return resolveBackend(choice, options);
   const cpu = (why: string): AnyResolvedBackend => {
     const r = resolveBackend("auto", options);
     return { backend: r.backend, note: `${r.note} (no webgpu: ${why})` };
   };
+  if (choice === "auto" && options.cpuOnly !== undefined) return cpu(options.cpuOnly);
   if (choice === "auto" && autoRejected !== undefined) return cpu(autoRejected);
   const found = await acquireGpu({ powerPreference: "high-performance" });
   if (!found.ok) {

@@ -10,6 +10,8 @@ import {
   type BackendChoice,
   resolveBackend,
   type ResolvedBackend,
+  resolveTrainBackend,
+  type TrainBackend,
 } from "../mod.ts";
 import { InputError, UsageError } from "./errors.ts";
 
@@ -133,9 +135,47 @@ export function str(v: string | boolean | undefined): string | undefined {
  * @returns The backend.
  */
 export function backendOf(v: string | boolean | undefined): ResolvedBackend {
-  const r = resolveBackend(choice<BackendChoice>("backend", v, BACKEND_CHOICES) ?? "auto");
+  const c = choice<BackendChoice>("backend", v, BACKEND_CHOICES) ?? "auto";
+  if (c === "webgpu") {
+    throw new InputError(
+      "Invalid --backend: expected auto, blas, wasm or ts here (webgpu is for train and eval), got webgpu",
+    );
+  }
+  const r = resolveBackend(c);
   console.error(`Backend: ${r.note}`);
   return r;
+}
+
+/**
+ * `--backend` of `train`, which also takes `webgpu`; `auto` prefers a real GPU (see
+ * `resolveTrainBackend`).
+ *
+ * @param v The flag's value, if given (default `auto`).
+ * @param workers `--workers`, if given (it keeps `auto` on the CPU).
+ * @returns The backend.
+ */
+export async function trainBackendOf(
+  v: string | boolean | undefined,
+  workers?: number,
+): Promise<TrainBackend> {
+  const r = await resolveTrainBackend(
+    choice<BackendChoice>("backend", v, BACKEND_CHOICES) ?? "auto",
+    { workers },
+  );
+  console.error(`Backend: ${r.note}`);
+  return r;
+}
+
+/**
+ * `--backend` of `eval`: {@linkcode backendOf}'s choices, and `webgpu` (checked here, then
+ * opened again by `evaluateAsync`).
+ *
+ * @param v The flag's value, if given (default `auto`: a CPU backend).
+ * @returns The backend.
+ */
+export async function evalBackendOf(v: string | boolean | undefined): Promise<TrainBackend> {
+  if (v === "webgpu") return await trainBackendOf(v);
+  return backendOf(v);
 }
 
 /**
@@ -150,7 +190,8 @@ export function commonHelp(col: number): string {
   const flag = (f: string) => `  ${f}`.padEnd(col);
   return [
     `${flag("--backend <name>")}${BACKEND_CHOICES.join(" | ")} (default: auto: the system's BLAS`,
-    `${pad}where it loads and passes its self-check, else wasm)`,
+    `${pad}where it loads and passes its self-check, else wasm; for train, first a real GPU`,
+    `${pad}through WebGPU; webgpu: train and eval, any adapter, everything on the GPU)`,
     `${flag("--verbose")}print the stack trace of an error as well`,
     `${flag("--help")}this text`,
   ].join("\n");

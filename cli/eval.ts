@@ -6,7 +6,7 @@
 
 import {
   encode,
-  evaluate,
+  evaluateAsync,
   type GraphName,
   joinDocuments,
   LOSS_NAMES,
@@ -15,7 +15,7 @@ import {
   TRAIN_DEFAULTS,
 } from "../mod.ts";
 import { mobyDick, readCorpus } from "../src/files/mod.ts";
-import { backendOf, commonHelp, int, num, parse, str } from "./args.ts";
+import { commonHelp, evalBackendOf, int, num, parse, str } from "./args.ts";
 import { InputError, UsageError } from "./errors.ts";
 import { readCheckpoint, runSettings, samplerOutput } from "./inputs.ts";
 
@@ -154,8 +154,8 @@ export async function evalCommand(args: string[]): Promise<number> {
     }, ${samples} draws per window, with the ${bound.loss} bound...`,
   );
   if (bound.note) console.error(`Note: ${bound.note}.`);
-  const { backend } = backendOf(v.backend);
-  const r = evaluate(model, heldOut, {
+  const { backend } = await evalBackendOf(v.backend);
+  const r = await evaluateAsync(model, heldOut, {
     samples,
     seed,
     tokenizer,

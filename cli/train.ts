@@ -18,7 +18,7 @@ import {
   type TrainResult,
 } from "../mod.ts";
 import { linkLatest, type LoadedRun, mobyDick, readCorpus } from "../src/files/mod.ts";
-import { backendOf, choice, commonHelp, int, num, parse, str } from "./args.ts";
+import { choice, commonHelp, int, num, parse, str, trainBackendOf } from "./args.ts";
 import { InputError } from "./errors.ts";
 import { readRun, samplerOutput } from "./inputs.ts";
 import { SAMPLE_STEPS } from "./sample.ts";
@@ -287,7 +287,7 @@ export async function trainCommand(args: string[]): Promise<number> {
       minutes !== undefined ? `${minutes} minutes` : ""
     }; run directory ${out}`,
   );
-  const { backend } = backendOf(v.backend);
+  const { backend } = await trainBackendOf(v.backend, workers);
   const { result, interrupted } = await trainWithSignal({
     ...source,
     backend,
@@ -335,7 +335,8 @@ export async function trainCommand(args: string[]): Promise<number> {
       length: Math.min(END_SAMPLE.length, result.model.config.context),
       steps: END_SAMPLE.steps,
       seed: k,
-      backend,
+      // sampling runs on the CPU (auto) after a run on the GPU
+      backend: backend === "webgpu" ? "auto" : backend,
       // The uniform graph has no masks to unmask: SEDD's Euler sampler instead of ancestral.
       method: result.graph === "uniform" ? "euler" : undefined,
       ...output,

@@ -62,7 +62,10 @@
  * @module
  */
 
-import { type BackendChoice, resolveBackend } from "../nn/backend.ts";
+import { type BackendChoice, type BackendName, resolveBackend } from "../nn/backend.ts";
+import type { BlasOptions } from "../kernels/blas.ts";
+import { gpuSequenceLosses } from "../kernels/webgpu/train_step.ts";
+import { resolveAnyBackend } from "../kernels/webgpu/select.ts";
 import { corruptRow, type GraphName, moveProb } from "../diffusion/corrupt.ts";
 import { checkLossName, lossForward } from "../diffusion/losses.ts";
 import { createSchedule, type NoiseSchedule, type ScheduleName } from "../diffusion/schedule.ts";
@@ -82,7 +85,10 @@ export type DenoiseFn = (ids: Int32Array, sigma: Float32Array) => Float32Array;
 
 /** Options of {@linkcode evaluate}. */
 export interface EvaluateOptions {
-  /** The compute backend: `"auto"` (default; see `resolveBackend`), `"blas"`, `"wasm"`, `"ts"`. */
+  /**
+   * The compute backend: `"auto"` (default; see `resolveBackend`), `"blas"`, `"wasm"`, `"ts"`,
+   * or `"webgpu"` ({@linkcode evaluateAsync} only).
+   */
   backend?: BackendChoice;
   /** The BLAS library of the `"blas"` backend (default: see `loadBlas`). */
   blasPath?: string;
@@ -206,6 +212,12 @@ export function evaluate(
   tokens: Int32Array,
   options: EvaluateOptions = {},
 ): EvalReport {
+  if (options.backend === "webgpu") {
+    throw new TypeError(
+      'Invalid backend for evaluate(): expected "auto", "blas", "wasm" or "ts" (webgpu reads ' +
+        'back from the GPU: use evaluateAsync), got "webgpu"',
+    );
+  }
   if (typeof model !== "function" && (model.config as { kind?: string }).kind === "dit") {
     const dit = model as DitModel;
     const own = dit.config.output === "sedd" ? "score-entropy" : "elbo";
@@ -259,11 +271,157 @@ function ditDenoiser(dit: DitModel, options: EvaluateOptions): DenoiseFn {
   };
 }
 
+/** {@linkcode evaluate} of a transformer or a denoiser function, on a CPU backend. */
 function evaluateNet(
   model: Model | DenoiseFn,
   tokens: Int32Array,
   options: EvaluateOptions,
 ): EvalReport {
+  const run = evaluation(model, tokens, options);
+  const losses = cpuLosses(model, options);
+  let r = run.next();
+  while (!r.done) r = run.next(losses(r.value));
+  return r.value;
+}
+
+/**
+ * {@linkcode evaluate}, also on the `"webgpu"` backend, where each batch of draws runs on the GPU
+ * (`src/kernels/webgpu/`) and only the per-position losses come back; the draws, windows and
+ * report are `evaluate`'s, so the bound agrees with the CPU's up to float rounding. Any other
+ * backend gives `evaluate`'s result.
+ *
+ * @param model The model (a transformer of `src/model/model.ts` for webgpu), or a
+ *   {@linkcode DenoiseFn}.
+ * @param tokens Held-out token ids.
+ * @param options As for {@linkcode evaluate}; `backend: "webgpu"` for the GPU.
+ * @returns The report.
+ *
+ * @example The CPU backends give evaluate()'s report
+ * ```ts
+ * import { evaluate, evaluateAsync } from "./elbo.ts";
+ * import { createModel } from "../model/model.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const model = createModel("tiny", { vocabSize: 5 });
+ * const tokens = new Int32Array([0, 1, 2, 3, 0, 1]);
+ * const r = await evaluateAsync(model, tokens, { backend: "ts", samples: 2 });
+ * assert.deepEqual(r, evaluate(model, tokens, { backend: "ts", samples: 2 }));
+ * ```
+ */
+export async function evaluateAsync(
+  model: Model | DitModel | DenoiseFn,
+  tokens: Int32Array,
+  options: EvaluateOptions = {},
+): Promise<EvalReport> {
+  if (options.backend !== "webgpu") return evaluate(model, tokens, options);
+  if (typeof model === "function") {
+    throw new TypeError(
+      "Invalid model for the webgpu backend: expected a transformer, got a denoiser function",
+    );
+  }
+  if ((model.config as { kind?: string }).kind === "dit") {
+    throw new TypeError(
+      'Invalid model for the webgpu backend: expected a transformer, got a DiT (kind "dit" ' +
+        "runs on the CPU backends)",
+    );
+  }
+  const transformer = model as Model;
+  const run = evaluation(transformer, tokens, options);
+  const resolved = await resolveAnyBackend("webgpu");
+  const ctx = resolved.gpu!;
+  try {
+    const losses = gpuSequenceLosses(ctx, transformer, {
+      loss: options.loss ?? "elbo",
+      graph: options.graph ?? "absorb",
+    });
+    let r = run.next();
+    while (!r.done) r = run.next(await losses(r.value));
+    return r.value;
+  } finally {
+    await ctx.destroy().catch(() => {});
+  }
+}
+
+/**
+ * One batch of draws {@linkcode evaluation} asks the network about: `B` noised windows of `len`
+ * tokens (room for `cap` in its group), their clean ids and noise; the answer is each
+ * sequence's summed loss (nats), `(B)`.
+ */
+export interface EvalRequest {
+  /** Noised ids, `(B,len)`. */
+  xt: Int32Array;
+  /** Clean ids, `(B,len)`. */
+  x0: Int32Array;
+  /** Total noise per sequence, `(B)`. */
+  sigma: Float64Array;
+  /** The same as float32 (a denoiser function's argument). */
+  sigma32: Float32Array;
+  /** Noise rate per sequence, `(B)`. */
+  dsigma: Float64Array;
+  /** Sequences. */
+  B: number;
+  /** Tokens per sequence. */
+  len: number;
+  /** Most sequences of the group (a workspace's capacity). */
+  cap: number;
+}
+
+/** The CPU answers to {@linkcode evaluation}'s requests: a workspace per group shape. */
+function cpuLosses(
+  model: Model | DenoiseFn,
+  options: EvaluateOptions,
+): (req: EvalRequest) => Float64Array {
+  const net = typeof model !== "function";
+  const V = net ? model.config.vocabSize : options.vocabSize!;
+  const loss = options.loss ?? "elbo";
+  const graph = options.graph ?? "absorb";
+  const blas = options.blasPath === undefined ? undefined : { path: options.blasPath };
+  let wsOptions: { backend: BackendName; blas?: BlasOptions } | undefined;
+  let ws: Workspace | null = null;
+  return ({ xt, x0, sigma, sigma32, dsigma, B, len, cap }) => {
+    let logits: Float32Array;
+    if (net) {
+      wsOptions ??= { backend: resolveBackend(options.backend ?? "auto", blas).backend, blas };
+      if (ws === null || ws.B !== cap || ws.T !== len) {
+        ws = createWorkspace(model.config, cap, len, wsOptions);
+      }
+      logits = modelForward(model, ws, xt, B, len, { sigma });
+    } else logits = model(xt, sigma32);
+    if (logits.length < B * len * V) {
+      throw new RangeError(
+        `Invalid denoiser output: expected ${B * len * V} logits, got ${logits.length}`,
+      );
+    }
+    const out = new Float64Array(B);
+    for (let b = 0; b < B; b++) {
+      const o = b * len;
+      out[b] = lossForward(logits.subarray(o * V, (o + len) * V), {
+        loss,
+        graph,
+        x0: x0.subarray(o, o + len),
+        xt: xt.subarray(o, o + len),
+        sigma: [sigma[b]],
+        dsigma: [dsigma[b]],
+        B: 1,
+        T: len,
+        V,
+        scale: 1,
+      });
+    }
+    return out;
+  };
+}
+
+/**
+ * The evaluation of {@linkcode evaluate} as a generator: it checks the arguments, draws every
+ * batch of noised windows and yields it as an {@linkcode EvalRequest}, takes each sequence's
+ * loss back, and returns the report. The network runs outside, on any backend.
+ */
+function* evaluation(
+  model: Model | DenoiseFn,
+  tokens: Int32Array,
+  options: EvaluateOptions,
+): Generator<EvalRequest, EvalReport, Float64Array> {
   const net = typeof model !== "function";
   if (!net && (options.vocabSize === undefined || options.context === undefined)) {
     throw new TypeError(
@@ -350,11 +508,6 @@ function evaluateNet(
     ? options.schedule
     : createSchedule(options.schedule ?? "loglinear");
 
-  const blas = options.blasPath === undefined ? undefined : { path: options.blasPath };
-  const wsOptions = net
-    ? { backend: resolveBackend(options.backend ?? "auto", blas).backend, blas }
-    : {};
-
   // Windows: W = ceil(N / T), the last one possibly shorter.
   const N = tokens.length;
   const W = Math.ceil(N / T);
@@ -367,10 +520,13 @@ function evaluateNet(
     )
     : null;
 
-  const evalGroup = (wFrom: number, wTo: number, len: number): void => {
+  function* evalGroup(
+    wFrom: number,
+    wTo: number,
+    len: number,
+  ): Generator<EvalRequest, void, Float64Array> {
     const items = (wTo - wFrom) * K;
     const cap = Math.min(batch, items);
-    const ws: Workspace | null = net ? createWorkspace(model.config, cap, len, wsOptions) : null;
     const x0 = new Int32Array(cap * len);
     const xt = new Int32Array(cap * len);
     const sigma = new Float64Array(cap);
@@ -395,41 +551,25 @@ function evaluateNet(
         x0.set(tokens.subarray(w * T, w * T + len), b * len);
         corruptRow(graph, xt, x0, b, len, moveProb(sigma[b]), rng, V);
       }
-      const inp = xt.subarray(0, B * len);
-      const sig = sigma.subarray(0, B);
-      const logits = net
-        ? modelForward(model, ws!, inp, B, len, { sigma: sig })
-        : model(inp, sigma32.subarray(0, B));
-      if (logits.length < B * len * V) {
-        throw new RangeError(
-          `Invalid denoiser output: expected ${B * len * V} logits, got ${logits.length}`,
-        );
-      }
+      const losses = yield {
+        xt: xt.subarray(0, B * len),
+        x0: x0.subarray(0, B * len),
+        sigma: sigma.subarray(0, B),
+        sigma32: sigma32.subarray(0, B),
+        dsigma: dsigma.subarray(0, B),
+        B,
+        len,
+        cap,
+      };
       for (let b = 0; b < B; b++) {
         const item = first + b;
-        const w = wFrom + Math.floor(item / K);
-        const o = b * len;
-        values[w * K + (item % K)] = lossForward(
-          logits.subarray(o * V, (o + len) * V),
-          {
-            loss,
-            graph,
-            x0: x0.subarray(o, o + len),
-            xt: xt.subarray(o, o + len),
-            sigma: [sigma[b]],
-            dsigma: [dsigma[b]],
-            B: 1,
-            T: len,
-            V,
-            scale: 1,
-          },
-        );
+        values[(wFrom + Math.floor(item / K)) * K + (item % K)] = losses[b];
       }
     }
-  };
+  }
   const full = Math.floor(N / T);
-  if (full > 0) evalGroup(0, full, T);
-  if (full < W) evalGroup(full, W, N - full * T);
+  if (full > 0) yield* evalGroup(0, full, T);
+  if (full < W) yield* evalGroup(full, W, N - full * T);
 
   let total = 0;
   let variance = 0;

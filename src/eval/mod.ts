@@ -25,7 +25,14 @@
  * @module
  */
 
-export { type DenoiseFn, type EvalReport, evaluate, type EvaluateOptions } from "./elbo.ts";
+export {
+  type DenoiseFn,
+  type EvalReport,
+  type EvalRequest,
+  evaluate,
+  evaluateAsync,
+  type EvaluateOptions,
+} from "./elbo.ts";
 export {
   type CharNgram,
   type CharNgramOptions,

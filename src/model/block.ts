@@ -7,7 +7,7 @@
  */
 
 import type { ModelTensors } from "./layout.ts";
-import type { Workspace } from "./workspace.ts";
+import type { LayerActs, Workspace } from "./workspace.ts";
 import type { DropoutKeys } from "./model.ts";
 import { Rng } from "../rng.ts";
 import { layernormBackward, layernormForward } from "../nn/layernorm.ts";
@@ -27,8 +27,20 @@ import {
 import { residualForward } from "../nn/residual.ts";
 import { dropoutBackward, dropoutForward, dropoutMask } from "../nn/dropout.ts";
 
-/** Draws every layer's dropout masks for sequences `0..B-1` (see `modelForward`). */
-export function drawMasks(ws: Workspace, keys: DropoutKeys, B: number, T: number): void {
+/** The dropout masks of one layer, as {@linkcode drawMasks} fills them. */
+export type DropoutMasks = Pick<LayerActs, "maskAtt" | "mask1" | "maskF" | "mask2">;
+
+/**
+ * Draws every layer's dropout masks for sequences `0..B-1` (see `modelForward`) into
+ * `ws.layers` (a workspace, or any holder of the masks: the WebGPU backend draws them on the
+ * host into its own arrays and uploads them).
+ */
+export function drawMasks(
+  ws: Pick<Workspace, "config"> & { readonly layers: readonly DropoutMasks[] },
+  keys: DropoutKeys,
+  B: number,
+  T: number,
+): void {
   const { dropout: p, nHeads: NH, dModel: C, dFF: F } = ws.config;
   for (let b = 0; b < B; b++) {
     const rng = new Rng(keys.seed, keys.step, keys.firstRow + b, 1);

@@ -418,8 +418,8 @@ export function arenaKernels(
   return { wk, k: lib ? withBlas(wk, lib) : wk, start };
 }
 
-/** Where {@linkcode workspaceBuffers} takes its arrays from. */
-interface Allocator {
+/** @internal Where {@linkcode workspaceBuffers} takes its arrays from. */
+export interface Allocator {
   f32(n: number): Float32Array;
   i32(n: number): Int32Array;
   f64(n: number): Float64Array;
@@ -433,9 +433,12 @@ const onHeap: Omit<Allocator, "f32"> = {
 
 /**
  * The arrays of a workspace, from `alloc` (the RoPE tables unfilled). `packedHeads`: the wasm
- * and blas backends' buffers (saved attention heads, the compacted head).
+ * and blas backends' buffers (saved attention heads, the compacted head). Also the sizing of the
+ * WebGPU backend's workspace, whose allocator makes GPU tensors.
+ *
+ * @internal
  */
-function workspaceBuffers(
+export function workspaceBuffers(
   config: ModelConfig,
   B: number,
   T: number,

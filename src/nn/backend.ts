@@ -35,11 +35,15 @@ import { expScaledInPlace } from "./fast_exp.ts";
  */
 export type BackendName = "blas" | "wasm" | "ts";
 
-/** A backend name, or `"auto"`: see {@linkcode resolveBackend}. */
-export type BackendChoice = BackendName | "auto";
+/**
+ * A backend name, `"webgpu"` (the whole model on the GPU: `train()` and the CLI's `train`,
+ * resolved by `resolveAnyBackend` of `src/kernels/webgpu/select.ts`), or `"auto"`: see
+ * {@linkcode resolveBackend}.
+ */
+export type BackendChoice = BackendName | "webgpu" | "auto";
 
-/** The backend names {@linkcode resolveBackend} accepts. */
-export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "blas", "wasm", "ts"];
+/** The backend names accepted by `--backend` and the `backend` options. */
+export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "webgpu", "blas", "wasm", "ts"];
 
 /**
  * The heavy ops, with the signatures of `linear.ts` and `attention.ts`. The attention pair takes
@@ -118,7 +122,8 @@ export interface ResolvedBackend {
  * @param choice `"auto"`, `"blas"`, `"wasm"` or `"ts"`.
  * @param options Where the BLAS library is (`path`).
  * @returns The backend and a one-line note.
- * @throws RangeError for an unknown name; Error for `"blas"` without a usable library.
+ * @throws RangeError for an unknown name; Error for `"blas"` without a usable library, and for
+ *   `"webgpu"` (resolved asynchronously by `resolveAnyBackend`, which `train()` uses).
  *
  * @example Explicit names pass through
  * ```ts
@@ -135,6 +140,12 @@ export function resolveBackend(choice: BackendChoice, options: BlasOptions = {})
       `Unknown backend: expected one of ${BACKEND_CHOICES.join(", ")}, got ${
         JSON.stringify(choice)
       }`,
+    );
+  }
+  if (choice === "webgpu") {
+    throw new Error(
+      "The webgpu backend is chosen asynchronously (it needs a device): expected train() or " +
+        `resolveAnyBackend("webgpu"), got resolveBackend("webgpu")`,
     );
   }
   if (choice === "wasm" || choice === "ts") return { backend: choice, note: choice };

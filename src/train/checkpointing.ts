@@ -37,6 +37,11 @@ export interface CheckpointTarget {
   resumed: boolean;
   /** Test-only: the checkpoint after this step fails once a temporary file is written. */
   writeFault?: WriteFault;
+  /**
+   * Called before a checkpoint is written: brings `model` and `optimizer` up to date where they
+   * live elsewhere (the WebGPU pool's device).
+   */
+  beforeSave?: () => Promise<void>;
 }
 
 /** Test-only: a checkpoint write that fails as a full disk would. */
@@ -127,6 +132,7 @@ export class Checkpoints {
   async save(stopped?: string): Promise<void> {
     const { fsx, out, model, tokenizer, optimizer, settings, chart } = this.#t;
     if (out === undefined) return;
+    await this.#t.beforeSave?.();
     const step = optimizer.step;
     const fault = this.#t.writeFault;
     const failAt = fault?.step === step ? (fault.file ?? "model.safetensors") : undefined;

@@ -23,6 +23,8 @@ import { checkInt } from "../check.ts";
 import type { ModelConfig } from "../model/config.ts";
 import type { BackendName } from "../nn/backend.ts";
 import { createModel, type Model } from "../model/model.ts";
+import type { AdamWState } from "../optim/adamw.ts";
+import type { Settings } from "./setup.ts";
 import {
   type BatchBuffers,
   type BatchMemory,
@@ -106,6 +108,24 @@ export interface GradientPool {
   evaluate(step: number): Promise<number>;
   /** Stops every worker. Safe to call twice. */
   terminate(): void;
+  /**
+   * A pool that takes whole steps itself (the WebGPU one: gradient, clipping and AdamW on the
+   * device, parameters and moments kept there): the step's loss and gradient norm before
+   * clipping, with `optimizer.step` advanced when both are finite. Absent for the CPU pools,
+   * whose gradient the trainer clips and applies.
+   */
+  fusedStep?(
+    step: number,
+    lr: number,
+    settings: Pick<Settings, "seed" | "clip" | "weightDecay">,
+    optimizer: AdamWState,
+  ): Promise<{ loss: number; gradNorm: number }>;
+  /**
+   * Copies the device's parameters into `model.params` and its AdamW moments into `optimizer`
+   * (the WebGPU pool, before a checkpoint and at the end of a run); absent for the CPU pools,
+   * whose parameters are `model.params` already.
+   */
+  sync?(optimizer: AdamWState): Promise<void>;
 }
 
 /** The error a failed worker causes; names the worker and the step. */

@@ -20,7 +20,9 @@ import { hashText, joinDocuments, splitTokens, tokenizerDocuments } from "./data
 import { createPool, DEFAULT_MICRO_BATCH, type GradientPool } from "./pool.ts";
 import { TRAIN_DEFAULTS as D } from "./defaults.ts";
 import type { LoadedRun } from "./run_dir.ts";
-import { resolveBackend, type ResolvedBackend } from "../nn/backend.ts";
+import type { BackendChoice, BackendName } from "../nn/backend.ts";
+import { resolveAnyBackend } from "../kernels/webgpu/select.ts";
+import { createGpuPool } from "./gpu_pool.ts";
 import type { TrainOptions } from "./train.ts";
 
 /** The run-directory module, loaded only when a run touches the file system. */
@@ -401,6 +403,52 @@ export async function setupRun(options: TrainOptions): Promise<RunSetup> {
   };
 }
 
+/** The backend a run trains on, and one line on why. */
+export interface TrainBackend {
+  /** `"webgpu"` (the whole step on the GPU) or the CPU backend of every shard. */
+  backend: BackendName | "webgpu";
+  /** One line on the choice: the adapter or library used, or why `auto` fell back. */
+  note: string;
+}
+
+/**
+ * Why `"auto"` stays on the CPU for these options, or `undefined`: an explicit worker count (or
+ * a test's fault injection, which needs a worker) asks for the worker pool.
+ */
+function cpuOnly(options: Pick<TrainOptions, "workers" | "fault">): string | undefined {
+  if (options.fault !== undefined) return "a worker fault is injected";
+  if (options.workers !== undefined) return "an explicit worker count asks for the CPU workers";
+  return undefined;
+}
+
+/**
+ * The backend `train()` would run for `choice`, without starting anything: `"webgpu"` and
+ * `"auto"` acquire the GPU, run the self-check and release it again (see `resolveAnyBackend`);
+ * the CPU choices are `resolveBackend`'s.
+ *
+ * @param choice `"auto"`, `"webgpu"`, `"blas"`, `"wasm"` or `"ts"`.
+ * @param options Where the BLAS library is (`blasPath`); `workers` and `fault` as `train()`
+ *   takes them (either keeps `"auto"` on the CPU).
+ * @returns The backend and a one-line note.
+ * @throws Error for `"webgpu"` without a working adapter, `"blas"` without a library.
+ *
+ * @example An explicit CPU backend
+ * ```ts
+ * import { resolveTrainBackend } from "./setup.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.deepEqual(await resolveTrainBackend("ts"), { backend: "ts", note: "ts" });
+ * ```
+ */
+export async function resolveTrainBackend(
+  choice: BackendChoice,
+  options: Pick<TrainOptions, "blasPath" | "workers" | "fault"> = {},
+): Promise<TrainBackend> {
+  const r = await resolveAnyBackend(choice, { path: options.blasPath, cpuOnly: cpuOnly(options) });
+  if (r.gpu) await r.gpu.destroy().catch(() => {});
+  return { backend: r.backend, note: r.note };
+}
+
 /**
  * Resolves the backend, checks that one workspace fits (see {@linkcode checkWorkspaceSize}), and
  * starts the gradient workers (or the in-process shard).
@@ -413,9 +461,34 @@ export async function setupRun(options: TrainOptions): Promise<RunSetup> {
 export async function openPool(
   run: RunSetup,
   options: TrainOptions,
-): Promise<{ pool: GradientPool; backend: ResolvedBackend }> {
+): Promise<{ pool: GradientPool; backend: TrainBackend }> {
   const s = run.settings;
-  const backend = resolveBackend(options.backend ?? "auto", { path: options.blasPath });
+  const resolved = await resolveAnyBackend(options.backend ?? "auto", {
+    path: options.blasPath,
+    cpuOnly: cpuOnly(options),
+  });
+  if (resolved.backend === "webgpu") {
+    // the whole step on the device, on this thread: no workers, no wasm arena
+    const note = `${resolved.note}; the whole step on the GPU, no workers`;
+    try {
+      const pool = createGpuPool({
+        gpu: resolved.gpu,
+        config: run.model.config,
+        params: run.model.params,
+        optimizer: run.optimizer,
+        batch: s.batch,
+        context: s.context,
+        seed: s.seed,
+        loss: s.loss,
+        graph: s.graph,
+      });
+      return { pool, backend: { backend: "webgpu", note } };
+    } catch (e) {
+      await resolved.gpu.destroy().catch(() => {});
+      throw e;
+    }
+  }
+  const backend = { backend: resolved.backend, note: resolved.note };
   checkWorkspaceFits(run.model.config, s, options.microBatch);
   const pool = await createPool({
     config: run.model.config,

@@ -158,8 +158,20 @@ export async function takeStep(
     graph: s.graph,
     antithetic: s.antithetic,
   });
+  if (pool.fusedStep) {
+    // the whole step on the device, which leaves the parameters alone on a non-finite one
+    const r = await pool.fusedStep(step, lr, s, ctx.optimizer);
+    checkFinite(step, r.loss, r.gradNorm, whereKept);
+    return r;
+  }
   const loss = await pool.gradient(step);
   const gradNorm = clipGradNorm(pool.grads, s.clip);
+  checkFinite(step, loss, gradNorm, whereKept);
+  adamwStep(pool.model.params, pool.grads, ctx.optimizer, { lr, weightDecay: s.weightDecay });
+  return { loss, gradNorm };
+}
+
+function checkFinite(step: number, loss: number, gradNorm: number, whereKept: () => string) {
   if (!Number.isFinite(loss) || !Number.isFinite(gradNorm)) {
     throw new NonFiniteError(
       step,
@@ -167,6 +179,4 @@ export async function takeStep(
         `gradient norm ${gradNorm}; training stopped${whereKept()}`,
     );
   }
-  adamwStep(pool.model.params, pool.grads, ctx.optimizer, { lr, weightDecay: s.weightDecay });
-  return { loss, gradNorm };
 }

@@ -27,8 +27,8 @@ import type { AdamWState } from "../optim/adamw.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 import type { GraphName, LossName } from "./batch.ts";
 import type { FaultInjection } from "./shard.ts";
-import type { BackendChoice, ResolvedBackend } from "../nn/backend.ts";
-import { openPool, setupRun } from "./setup.ts";
+import type { BackendChoice } from "../nn/backend.ts";
+import { openPool, setupRun, type TrainBackend } from "./setup.ts";
 import { type StepContext, stepLearningRate, takeStep } from "./step.ts";
 import { Checkpoints, type WriteFault } from "./checkpointing.ts";
 import { charsPerToken, chartTitle, heldOutLoss, Reporter } from "./report.ts";
@@ -146,6 +146,9 @@ export interface TrainOptions {
    * tokens/s and from `StepInfo.seconds`, so a harness can evaluate the model here without
    * shortening the run. The model is the one the workers read and AdamW updates in place: treat
    * it as read-only (writing to it changes the run), and copy `model.params` to keep a snapshot.
+   * On the `webgpu` backend the parameters live on the GPU: they are read back into the model
+   * before each call of a callback that declares the model parameter (`(info, model) => ...`),
+   * and not for one that takes `info` alone.
    * (Two signatures rather than one returning `void | Promise<void>`, so that callbacks returning
    * something else, like `(i) => losses.push(i.loss)`, still type-check.)
    */
@@ -158,8 +161,12 @@ export interface TrainOptions {
    */
   microBatch?: number;
   /**
-   * The compute backend of every worker: `"auto"` (the default: the system's BLAS where FFI is
-   * allowed and a library passes its self-check, else wasm), `"blas"`, `"wasm"` or `"ts"`.
+   * The compute backend: `"auto"` (the default: WebGPU on a real GPU adapter that passes a
+   * self-check, never a software one like llvmpipe, and only when `workers` is not given; else
+   * the system's BLAS where FFI is allowed
+   * and a library passes its self-check, else wasm), `"webgpu"` (the whole step on the GPU, on
+   * this thread, with no workers; any adapter, software ones included), `"blas"`, `"wasm"` or
+   * `"ts"` (the workers' backend).
    */
   backend?: BackendChoice;
   /** The BLAS library to open (default: `SEDD_BLAS`, else the platform's usual names). */
@@ -199,8 +206,8 @@ export interface TrainResult {
   optimizer: AdamWState;
   /** Workers used (0: in-process). */
   workers: number;
-  /** The backend the workers ran, and a line on why (the library, or why auto fell back). */
-  backend: ResolvedBackend;
+  /** The backend the run trained on, and a line on why (the adapter or library, or why auto fell back). */
+  backend: TrainBackend;
   /** The objective the run trained with (a resumed run's own unless `loss` overrode it). */
   loss: LossName;
   /** The graph the run trained with (a resumed run's own unless `graph` overrode it). */
@@ -248,6 +255,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     },
     resumed: run.resumed !== undefined,
     writeFault: options.writeFault,
+    // webgpu: the parameters and moments come back from the device for each checkpoint
+    beforeSave: pool.sync && (() => pool.sync!(optimizer)),
   });
   const report = new Reporter({
     started,
@@ -286,6 +295,8 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       if (report.evaluates(info.step)) info.heldOutLoss = await evaluate(step);
       history.push(info);
       await checkpoints.record(info);
+      // webgpu: read the parameters back only for a callback that takes the model
+      if (pool.sync && (options.onStep?.length ?? 0) >= 2) await pool.sync(optimizer);
       await report.callOnStep(options.onStep, info, live);
     }
     // A run stopped by time or abort gets its held-out loss measured once more at the end. Its
@@ -299,6 +310,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
       await checkpoints.replaceLast(lastInfo);
     }
     await checkpoints.finish(stopped);
+    await pool.sync?.(optimizer);
   } finally {
     pool.terminate();
   }

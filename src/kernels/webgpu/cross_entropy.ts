@@ -227,23 +227,58 @@ export function gpuSum(
   n: number,
   accumulate = false,
 ): void {
-  checkDims("gpuSum", { n });
-  checkTensor("gpuSum out (1)", out, 1);
-  checkTensor("gpuSum x (n)", x, n);
-  if (out === x) throw new RangeError("gpuSum: expected out distinct from x, got the same");
-  const pipeline = ctx.pipeline("sum", () =>
-    `struct Params { n: u32, accumulate: u32 }
+  sumKernel(ctx, "gpuSum", "x[i]", out, x, n, accumulate);
+}
+
+/**
+ * `out[0] = sum_i x[i]^2` (or `out[0] += ...` with `accumulate`), as {@linkcode gpuSum}: for the
+ * gradient's global norm, summed tensor by tensor into one value.
+ *
+ * @param ctx The context of every tensor.
+ * @param out Output: element `at` is written.
+ * @param x Values, `(n)`.
+ * @param n Elements.
+ * @param accumulate Add into `out[at]` instead of overwriting it (default false).
+ * @param at The element of `out` written (default 0).
+ */
+export function gpuSumSquares(
+  ctx: GpuContext,
+  out: GpuTensor,
+  x: GpuTensor,
+  n: number,
+  accumulate = false,
+  at = 0,
+): void {
+  sumKernel(ctx, "gpuSumSquares", "x[i] * x[i]", out, x, n, accumulate, at);
+}
+
+function sumKernel(
+  ctx: GpuContext,
+  name: string,
+  term: string,
+  out: GpuTensor,
+  x: GpuTensor,
+  n: number,
+  accumulate: boolean,
+  at = 0,
+): void {
+  checkDims(name, { n, at });
+  checkTensor(`${name} out (at + 1)`, out, at + 1);
+  checkTensor(`${name} x (n)`, x, n);
+  if (out === x) throw new RangeError(`${name}: expected out distinct from x, got the same`);
+  const pipeline = ctx.pipeline(name, () =>
+    `struct Params { n: u32, accumulate: u32, at: u32 }
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<uniform> p: Params;
 ${reductions(SUM_WG)}
 ${entry(SUM_WG)}
   var s = 0.0;
-  for (var i = l; i < p.n; i += ${SUM_WG}u) { s += x[i]; }
+  for (var i = l; i < p.n; i += ${SUM_WG}u) { s += ${term}; }
   let total = wgSum(s, l);
   if (l == 0u) {
-    if (p.accumulate != 0u) { out[0] = out[0] + total; } else { out[0] = total; }
+    if (p.accumulate != 0u) { out[p.at] = out[p.at] + total; } else { out[p.at] = total; }
   }
 }`);
-  ctx.dispatch(pipeline, [out, x], [n, accumulate ? 1 : 0], [1, 1]);
+  ctx.dispatch(pipeline, [out, x], [n, accumulate ? 1 : 0, at], [1, 1]);
 }

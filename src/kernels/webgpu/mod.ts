@@ -17,16 +17,23 @@
  * - embedding: {@linkcode gpuEmbeddingForward}, {@linkcode gpuEmbeddingBackward}
  * - attention: {@linkcode gpuRopeForward} (and its inverse), {@linkcode gpuAttentionForward},
  *   {@linkcode gpuAttentionBackward}
- * - optimizer: {@linkcode createGpuAdamW}, {@linkcode gpuAdamwStep}
+ * - optimizer: {@linkcode createGpuAdamW}, {@linkcode gpuAdamwStep} (with optional clipping)
  * - sampling: {@linkcode sampleIdsGpu} (the samplers over a {@linkcode GpuDenoiser}, the same
  *   tokens as `sampleIds` for the same seed), {@linkcode measureSampleThroughput}; the update
  *   rules {@linkcode gpuSeddUpdate}, {@linkcode gpuAncestralUpdate}, {@linkcode gpuArgmaxUpdate},
  *   {@linkcode gpuConfidenceStep} over a {@linkcode GpuSampleWorkspace}; the generator in WGSL
  *   ({@linkcode RNG_WGSL}, {@linkcode rngJumpTable}, {@linkcode gpuRngDraws}); and
  *   {@linkcode createTableDenoiser}, a stand-in model for tests and benches
+ * - adaLN and SiLU: {@linkcode gpuModulateForward}, {@linkcode gpuModulateBackward},
+ *   {@linkcode gpuGatedResidualForward}, {@linkcode gpuGatedResidualBackward},
+ *   {@linkcode gpuSiluForward}, {@linkcode gpuSiluBackward}; dropout and copies:
+ *   {@linkcode gpuDropoutInPlace}, {@linkcode gpuDropoutBackward}, {@linkcode gpuCopy}
  *
- * These are kernels, not yet a model backend: the model's `backend` option does not offer
- * `"webgpu"`.
+ * On these kernels, the whole model (`model.ts`: {@linkcode createGpuModel},
+ * {@linkcode gpuModelForward}, {@linkcode gpuModelBackward}, {@linkcode createGpuDenoiser}), a
+ * whole training step (`train_step.ts`: {@linkcode createGpuTrainer}, {@linkcode gpuTrainStep})
+ * and the backend's choice (`select.ts`: {@linkcode resolveAnyBackend}): `train()` and
+ * `evaluateAsync()` run on them with `backend: "webgpu"`.
  *
  * @example A linear layer's forward pass on the GPU
  * ```ts
@@ -83,10 +90,11 @@ export {
   gpuCrossEntropyBackward,
   gpuCrossEntropyForward,
   gpuSum,
+  gpuSumSquares,
   maskedRowWeights,
 } from "./cross_entropy.ts";
 export { gpuEmbeddingBackward, gpuEmbeddingForward } from "./embedding.ts";
-export { createGpuAdamW, type GpuAdamWState, gpuAdamwStep } from "./adamw.ts";
+export { createGpuAdamW, type GpuAdamwClip, type GpuAdamWState, gpuAdamwStep } from "./adamw.ts";
 export type { AdamWOptions } from "../../optim/adamw.ts";
 export { gpuAttentionBackward, gpuAttentionForward, gpuRopeForward } from "./attention.ts";
 export {
@@ -98,6 +106,56 @@ export {
   scoreEntropyAbsorbConstants,
   scoreEntropyUniformConstants,
 } from "./score_entropy.ts";
+export {
+  gpuGatedResidualBackward,
+  gpuGatedResidualForward,
+  gpuModulateBackward,
+  gpuModulateForward,
+  gpuSiluBackward,
+  gpuSiluForward,
+} from "./adaln.ts";
+export { gpuCopy, gpuDropoutBackward, gpuDropoutInPlace } from "./elementwise.ts";
+export {
+  clearGpuParamSet,
+  createGpuDenoiser,
+  createGpuModel,
+  createGpuParamSet,
+  createGpuWorkspace,
+  destroyGpuWorkspace,
+  type GpuDenoiserConfig,
+  type GpuForwardOptions,
+  type GpuLayerTensors,
+  type GpuModel,
+  gpuModelBackward,
+  gpuModelForward,
+  type GpuModelTensors,
+  type GpuParamSet,
+  type GpuWorkspace,
+  type OnGpu,
+  readGpuParamSet,
+  writeGpuParamSet,
+} from "./model.ts";
+export {
+  createGpuTrainer,
+  type GpuBatchInput,
+  type GpuDraws,
+  gpuEvaluate,
+  gpuLoss,
+  type GpuObjective,
+  gpuSequenceLosses,
+  type GpuStepOptions,
+  type GpuTrainer,
+  type GpuTrainerOptions,
+  gpuTrainStep,
+  readGpuTrainer,
+  uploadBatch,
+} from "./train_step.ts";
+export {
+  type AnyResolvedBackend,
+  gpuSelfCheck,
+  isSoftwareAdapter,
+  resolveAnyBackend,
+} from "./select.ts";
 export { gpuRngDraws, RNG_WGSL, rngJumpTable } from "./rng.ts";
 export {
   createGpuSampleWorkspace,
@@ -105,7 +163,6 @@ export {
   gpuAncestralUpdate,
   gpuArgmaxUpdate,
   gpuConfidenceStep,
-  gpuCopy,
   type GpuSampleWorkspace,
   gpuSeddUpdate,
   readChanged,

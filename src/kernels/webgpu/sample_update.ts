@@ -760,30 +760,3 @@ ${entry(WG)}
   ctx.dispatch(topk, [ids, ws.stats, ws.scan, ws.remaining], [B, T, k, maskId], grid(B));
   gpuAdvance(ctx, ws);
 }
-
-/**
- * Copies the first `n` elements of `src` into `dst` on the GPU (recorded, one dispatch).
- *
- * @param ctx The context of both tensors.
- * @param dst Destination, at least `n` elements of `src`'s type.
- * @param src Source.
- * @param n Elements.
- */
-export function gpuCopy(ctx: GpuContext, dst: GpuTensor, src: GpuTensor, n: number): void {
-  checkDims("gpuCopy", { n });
-  checkTensor("gpuCopy src", src, n, src.dtype);
-  checkTensor("gpuCopy dst", dst, n, src.dtype);
-  const pipeline = ctx.pipeline(
-    "sampleCopy",
-    () =>
-      `struct Params { n: u32 }
-@group(0) @binding(0) var<storage, read_write> dst: array<u32>;
-@group(0) @binding(1) var<storage, read> src: array<u32>;
-@group(0) @binding(2) var<uniform> p: Params;
-${entry(256)}
-  let i = group * 256u + l;
-  if (i < p.n) { dst[i] = src[i]; }
-}`,
-  );
-  ctx.dispatch(pipeline, [dst, src], [n], grid(Math.ceil(n / 256)));
-}

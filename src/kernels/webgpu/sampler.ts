@@ -49,11 +49,11 @@ import {
   gpuAncestralUpdate,
   gpuArgmaxUpdate,
   gpuConfidenceStep,
-  gpuCopy,
   gpuSeddUpdate,
   readChanged,
   readRngState,
 } from "./sample_update.ts";
+import { gpuCopy } from "./elementwise.ts";
 
 /**
  * The network on the GPU, as the GPU samplers see it: ids `(B*T)` i32 and the noise level of each

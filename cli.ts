@@ -11,7 +11,7 @@
  * From JSR, without a clone:
  *
  * ```sh
- * deno run --allow-read --allow-write --allow-ffi --allow-env=SEDD_BLAS jsr:@sedd/core/cli train
+ * deno run --allow-read --allow-write --allow-ffi --allow-env=SEDD_BLAS,XDG_RUNTIME_DIR jsr:@sedd/core/cli train
  * ```
  *
  * Every subcommand takes `--help`. A usage error (an unknown flag, a flag without its value, a

@@ -2,7 +2,7 @@
  * Load a trained checkpoint and generate text: the library call behind `deno task sample`.
  *
  * ```sh
- * deno run --allow-read --allow-ffi --allow-env=SEDD_BLAS examples/sample.ts runs/example "Call me Ishmael."
+ * deno run --allow-read --allow-ffi --allow-env=SEDD_BLAS,XDG_RUNTIME_DIR examples/sample.ts runs/example "Call me Ishmael."
  * ```
  *
  * @module

@@ -3,8 +3,8 @@
  * (which adds the command line, progress and samples: see `cli.ts`). Moby-Dick by default.
  *
  * ```sh
- * deno run --allow-read --allow-write --allow-ffi --allow-env=SEDD_BLAS examples/train.ts
- * deno run --allow-read --allow-write --allow-ffi --allow-env=SEDD_BLAS examples/train.ts my.txt runs/mine 50   # data, run directory, steps ("" for the book)
+ * deno run --allow-read --allow-write --allow-ffi --allow-env=SEDD_BLAS,XDG_RUNTIME_DIR examples/train.ts
+ * deno run --allow-read --allow-write --allow-ffi --allow-env=SEDD_BLAS,XDG_RUNTIME_DIR examples/train.ts my.txt runs/mine 50   # data, run directory, steps ("" for the book)
  * ```
  *
  * @module

@@ -197,6 +197,38 @@ export function envVar(name: string): string | undefined {
   }
 }
 
+/**
+ * Keeps a headless Linux process quiet when WebGPU looks for adapters. Mesa's Vulkan drivers
+ * (lavapipe among them) load libwayland, which prints `error: XDG_RUNTIME_DIR is invalid or not
+ * set in the environment.` on stderr when that variable is unset, although nothing here opens a
+ * display. Where the variable is unset and Deno may set it (`--allow-env=XDG_RUNTIME_DIR` or
+ * wider), this sets it to `/nonexistent`, so the display connection fails without a word; it
+ * changes nothing where the variable is set, elsewhere than Linux, without the permission, or
+ * outside Deno.
+ *
+ * @returns Whether the variable was set.
+ */
+export function quietHeadlessDisplay(): boolean {
+  const g = globalThis as {
+    Deno?: {
+      env?: { get(n: string): string | undefined; set(n: string, v: string): void };
+      permissions?: { querySync?(d: { name: string; variable: string }): { state: string } };
+    };
+  };
+  const name = "XDG_RUNTIME_DIR";
+  try {
+    if (!g.Deno?.env || osName() !== "linux") return false;
+    if (g.Deno.permissions?.querySync?.({ name: "env", variable: name }).state !== "granted") {
+      return false;
+    }
+    if (g.Deno.env.get(name) !== undefined) return false;
+    g.Deno.env.set(name, "/nonexistent");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /** The operating system, where the runtime says: `"linux"`, `"darwin"`, `"windows"`, ... */
 export function osName(): string | undefined {
   const g = globalThis as {

@@ -10,7 +10,14 @@ const FIX = fileURLToPath(new URL("./fixtures/dit/converted/", import.meta.url))
 
 async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
   const r = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-read", "--allow-ffi", "--allow-env=SEDD_BLAS", "cli.ts", ...args],
+    args: [
+      "run",
+      "--allow-read",
+      "--allow-ffi",
+      "--allow-env=SEDD_BLAS,XDG_RUNTIME_DIR",
+      "cli.ts",
+      ...args,
+    ],
     cwd: ROOT,
     stdout: "piped",
     stderr: "piped",

@@ -8,7 +8,12 @@ import { loadCheckpoint, loadRun } from "../src/files/mod.ts";
 import { makeTempDir, removeDir, writeFileAtomic } from "../src/io.ts";
 
 const ROOT = fileURLToPath(new URL("../", import.meta.url));
-const PERMISSIONS = ["--allow-read", "--allow-write", "--allow-ffi", "--allow-env=SEDD_BLAS"];
+const PERMISSIONS = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-ffi",
+  "--allow-env=SEDD_BLAS,XDG_RUNTIME_DIR",
+];
 const TEXT = "Call me Ishmael. Some years ago, never mind how long precisely, I went to sea. "
   .repeat(60);
 

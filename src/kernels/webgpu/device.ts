@@ -6,7 +6,8 @@
  * same module runs in Deno, in a browser page and in a worker. On a machine without a GPU, Deno
  * finds Mesa's software adapter ("llvmpipe") where Debian's `mesa-vulkan-drivers` (or the EGL
  * pair `libegl1` + `libgl1-mesa-dri`) is installed; it is slow but runs compute shaders
- * correctly, which is what the kernel tests need.
+ * correctly, which is what the kernel tests need. The one runtime-aware step, keeping Mesa's
+ * driver quiet on a headless Linux machine, goes through `src/ffi.ts` (`quietHeadlessDisplay`).
  *
  * @example Acquire a device, or say why not
  * ```ts
@@ -23,6 +24,8 @@
  *
  * @module
  */
+
+import { quietHeadlessDisplay } from "../../ffi.ts";
 
 /** Options of {@linkcode acquireGpu}. */
 export interface AcquireGpuOptions {
@@ -107,6 +110,7 @@ export async function acquireGpu(options: AcquireGpuOptions = {}): Promise<GpuAc
         "browser with WebGPU)",
     };
   }
+  quietHeadlessDisplay();
   let adapter: GPUAdapter | null;
   try {
     adapter = await gpu.requestAdapter(

@@ -9,7 +9,8 @@
  */
 
 import { type ModelConfig, type PresetName, resolveConfig } from "../model/config.ts";
-import { createModel, type Model, validateTokens } from "../model/model.ts";
+import { createModel, validateTokens } from "../model/model.ts";
+import { createDit, type DitConfigInput } from "../model/dit.ts";
 import { workspaceBytes } from "../model/workspace.ts";
 import { type AdamWState, createAdamW } from "../optim/adamw.ts";
 import { encode, type Tokenizer, tokenizerHash, trainTokenizer } from "../tokenizer/mod.ts";
@@ -22,6 +23,7 @@ import { TRAIN_DEFAULTS as D } from "./defaults.ts";
 import type { LoadedRun } from "./run_dir.ts";
 import { resolveBackend, type ResolvedBackend } from "../nn/backend.ts";
 import type { TrainOptions } from "./train.ts";
+import { type AnyModel, checkDitObjective, ditLoss, isDitModel } from "./net.ts";
 
 /** The run-directory module, loaded only when a run touches the file system. */
 export type RunDir = typeof import("./run_dir.ts");
@@ -46,6 +48,11 @@ export interface Settings {
   workers: number;
   data: string | null;
   dataHash: string;
+  /**
+   * A DiT only: whether the network reads sigma (false: it is given 0, MDLM's
+   * `time_conditioning: False`). True for the transformer kind, whose config says.
+   */
+  timeConditioned: boolean;
 }
 
 /** Everything a run needs before its first step. */
@@ -58,8 +65,8 @@ export interface RunSetup {
   resumed: LoadedRun | undefined;
   /** The tokenizer. */
   tokenizer: Tokenizer;
-  /** The model to train (its parameters are copied into the pool). */
-  model: Model;
+  /** The model to train, a transformer or a DiT (its parameters are copied into the pool). */
+  model: AnyModel;
   /** The resolved settings (saved with every checkpoint). */
   settings: Settings;
   /** The step budget (`Infinity` with only a time budget). */
@@ -129,12 +136,23 @@ function chooseModel(
   options: TrainOptions,
   resumed: LoadedRun | undefined,
   tokenizer: Tokenizer,
-): Model {
-  let model: Model;
+): AnyModel {
+  let model: AnyModel;
   if (resumed) {
     model = resumed.model;
   } else if (options.model && typeof options.model === "object" && "params" in options.model) {
-    model = options.model as Model;
+    model = options.model as AnyModel;
+  } else if (isDitSpec(options.model)) {
+    // A fresh DiT: the vocabulary is the tokenizer's, the context the run's unless given.
+    const { kind: _, ...spec } = options.model;
+    model = createDit(
+      {
+        ...spec,
+        vocabSize: tokenizer.vocabSize,
+        context: spec.context ?? options.context ?? D.context,
+      } as DitConfigInput,
+      { seed: options.seed ?? D.seed },
+    );
   } else {
     const spec = (options.model ?? D.model) as PresetName | Partial<ModelConfig>;
     const cfg = resolveConfig(spec, { vocabSize: tokenizer.vocabSize, context: options.context });
@@ -148,11 +166,20 @@ function chooseModel(
   return model;
 }
 
+/** Whether a `model` option is a DiT config (`kind: "dit"`) rather than a model or preset. */
+function isDitSpec(spec: TrainOptions["model"]): spec is Extract<
+  TrainOptions["model"],
+  { kind: "dit" }
+> {
+  return typeof spec === "object" && !("params" in spec) &&
+    (spec as { kind?: string }).kind === "dit";
+}
+
 /** Settings: explicit options, then the resumed run's, then defaults; checked. */
 function resolveSettings(
   options: TrainOptions,
   saved: Partial<Settings>,
-  model: Model,
+  model: AnyModel,
   data: { dataPath: string | undefined; dataHash: string },
 ): { settings: Settings; steps: number } {
   const stepsOpt = options.steps ?? (saved.steps ?? undefined);
@@ -169,7 +196,8 @@ function resolveSettings(
     minLr: 0,
     clip: options.clip ?? saved.clip ?? D.clip,
     weightDecay: options.weightDecay ?? saved.weightDecay ?? D.weightDecay,
-    loss: options.loss ?? saved.loss ?? D.loss,
+    // A DiT's objective is its output's (SEDD's score entropy, MDLM's SUBS ELBO).
+    loss: options.loss ?? saved.loss ?? (isDitModel(model) ? ditLoss(model.config) : D.loss),
     graph: options.graph ?? saved.graph ?? D.graph,
     antithetic: options.antithetic ?? saved.antithetic ?? D.antithetic,
     heldOutFraction: options.heldOutFraction ?? saved.heldOutFraction ?? D.heldOutFraction,
@@ -179,6 +207,7 @@ function resolveSettings(
     workers: options.workers ?? saved.workers ?? (globalThis.navigator?.hardwareConcurrency ?? 1),
     data: data.dataPath ?? null,
     dataHash: data.dataHash,
+    timeConditioned: options.timeConditioned ?? saved.timeConditioned ?? true,
   };
   s.minLr = options.minLr ?? saved.minLr ?? s.lr * D.minLrFraction;
   checkInt("seed", s.seed, 0);
@@ -204,6 +233,17 @@ function resolveSettings(
     );
   }
   oneOf("schedule", s.schedule, ["constant", "cosine"]);
+  if (typeof s.timeConditioned !== "boolean") {
+    throw new TypeError(`Invalid timeConditioned: expected a boolean, got ${s.timeConditioned}`);
+  }
+  if (isDitModel(model)) {
+    checkDitObjective(model.config, s.loss, s.graph);
+  } else if (options.timeConditioned !== undefined) {
+    throw new RangeError(
+      "Invalid timeConditioned: expected it only with a DiT (a transformer's config says " +
+        `timeConditioning), got ${options.timeConditioned} for a transformer`,
+    );
+  }
   checkInt("evalBatches", s.evalBatches, 1);
   checkInt("workers", s.workers, 0);
   return { settings: s, steps };
@@ -284,7 +324,10 @@ function checkWorkspaceFits(
  */
 function earlyWorkspaceCheck(options: TrainOptions): void {
   const spec = options.model ?? D.model;
-  if (options.context === undefined || (typeof spec === "object" && "params" in spec)) return;
+  if (
+    options.context === undefined || (typeof spec === "object" && "params" in spec) ||
+    isDitSpec(spec)
+  ) return;
   const batch = options.batch ?? D.batch;
   const workers = options.workers ?? (globalThis.navigator?.hardwareConcurrency ?? 1);
   const sizes = [options.context, batch, workers + 1, options.microBatch ?? 1];
@@ -415,8 +458,12 @@ export async function openPool(
   options: TrainOptions,
 ): Promise<{ pool: GradientPool; backend: ResolvedBackend }> {
   const s = run.settings;
-  const backend = resolveBackend(options.backend ?? "auto", { path: options.blasPath });
-  checkWorkspaceFits(run.model.config, s, options.microBatch);
+  const dit = isDitModel(run.model);
+  const backend = dit
+    ? ditBackend(options.backend)
+    : resolveBackend(options.backend ?? "auto", { path: options.blasPath });
+  // A DiT's float64 pass keeps its activations in ordinary arrays, not in the wasm arena.
+  if (!dit) checkWorkspaceFits(run.model.config as ModelConfig, s, options.microBatch);
   const pool = await createPool({
     config: run.model.config,
     params: run.model.params,
@@ -429,8 +476,29 @@ export async function openPool(
     microBatch: options.microBatch,
     backend: backend.backend,
     blasPath: options.blasPath,
+    timeConditioned: s.timeConditioned,
     fault: options.fault,
     workerUrl: options.workerUrl,
   });
   return { pool, backend };
+}
+
+/**
+ * The backend of a DiT run: its gradient comes from the float64 reference pass of
+ * `src/model/dit.ts` in plain TypeScript, so only `"auto"` and `"ts"` are accepted.
+ */
+function ditBackend(choice: string | undefined): ResolvedBackend {
+  if (choice === "webgpu") {
+    throw new RangeError(
+      'Unsupported backend for a DiT: training a DiT on "webgpu" is not supported yet, ' +
+        'expected "auto" or "ts"',
+    );
+  }
+  if (choice !== undefined && choice !== "auto" && choice !== "ts") {
+    throw new RangeError(
+      'Unsupported backend for a DiT: expected "auto" or "ts" (a DiT trains on its float64 ' +
+        `TypeScript pass), got ${JSON.stringify(choice)}`,
+    );
+  }
+  return { backend: "ts", note: "ts: a DiT trains on its float64 reference pass" };
 }

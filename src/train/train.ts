@@ -22,7 +22,9 @@
  */
 
 import type { ModelConfig, PresetName } from "../model/config.ts";
-import { createModel, type Model } from "../model/model.ts";
+import type { Model } from "../model/model.ts";
+import type { DitConfigInput, DitModel } from "../model/dit.ts";
+import { type AnyModel, modelOver } from "./net.ts";
 import type { AdamWState } from "../optim/adamw.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 import type { GraphName, LossName } from "./batch.ts";
@@ -76,8 +78,20 @@ export interface TrainOptions {
    * RangeError.
    */
   tokenizerVocabSize?: number;
-  /** A preset name, a (partial) config, or a model to continue training. Default: `TRAIN_DEFAULTS.model`. */
-  model?: PresetName | Partial<ModelConfig> | Model;
+  /**
+   * A preset name, a (partial) config, or a model to continue training. Default:
+   * `TRAIN_DEFAULTS.model`. A DiT (`src/model/dit.ts`, e.g. a checkpoint converted from SEDD or
+   * MDLM) is fine-tuned, and so is a fresh one from a config with `kind: "dit"` (its vocabulary
+   * is the tokenizer's, its context the run's unless given): its gradient comes from the float64
+   * pass (`ditForwardCached` with `raw: true`, `ditBackward`), on the backend `"auto"` or
+   * `"ts"`, and its loss follows its output (`"sedd"`: `score-entropy`, `"logits"`: `elbo`).
+   */
+  model?:
+    | PresetName
+    | Partial<ModelConfig>
+    | Model
+    | DitModel
+    | (Partial<DitConfigInput> & { kind: "dit" });
   /** Steps to take (total, counting resumed ones). Default 1000, or unbounded with `minutes`. */
   steps?: number;
   /** Wall-clock budget in minutes; the run stops at whichever of `steps` and `minutes` comes first. */
@@ -150,8 +164,8 @@ export interface TrainOptions {
    * something else, like `(i) => losses.push(i.loss)`, still type-check.)
    */
   onStep?:
-    | ((info: StepInfo, model: Model) => void)
-    | ((info: StepInfo, model: Model) => Promise<void>);
+    | ((info: StepInfo, model: AnyModel) => void)
+    | ((info: StepInfo, model: AnyModel) => Promise<void>);
   /**
    * Rows per forward/backward pass inside a worker's shard: less activation memory, the same
    * gradient up to summation order. Default 4.
@@ -171,6 +185,12 @@ export interface TrainOptions {
    * script from `workers/grad_worker.ts`. Not used with `workers` 0 or 1 (no Worker is started).
    */
   workerUrl?: string | URL;
+  /**
+   * A DiT only: whether the network reads the noise level (false: it is given 0, as MDLM's
+   * `time_conditioning: False` does; the loss still reads the real one). Default true, or a
+   * resumed run's own; a converted checkpoint's metadata says which (`timeConditioning`).
+   */
+  timeConditioned?: boolean;
   /** Test-only: make one worker fail at one step. */
   fault?: FaultInjection;
   /**
@@ -182,8 +202,8 @@ export interface TrainOptions {
 
 /** What {@linkcode train} resolves to. */
 export interface TrainResult {
-  /** The trained model (a fresh, unshared parameter buffer). */
-  model: Model;
+  /** The trained model, a transformer or a DiT (a fresh, unshared parameter buffer). */
+  model: AnyModel;
   /** Its tokenizer. */
   tokenizer: Tokenizer;
   /** One record per step of this call. */
@@ -303,7 +323,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     pool.terminate();
   }
   return {
-    model: createModel(live.config, { params: live.params.slice() }),
+    model: modelOver(live.config, live.params.slice()),
     tokenizer,
     history,
     step: optimizer.step,

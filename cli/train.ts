@@ -20,9 +20,9 @@ import {
   type TrainResult,
 } from "../mod.ts";
 import {
+  linkLatest,
   type LoadedCheckpoint,
   type LoadedDit,
-  linkLatest,
   type LoadedRun,
   mobyDick,
   readCorpus,
@@ -364,11 +364,9 @@ export async function trainCommand(args: string[]): Promise<number> {
     ? `Fine-tuning ${initPath} (step ${init.step}, ${init.model.params.length} parameters)`
     : `Training the ${preset} preset`;
   console.error(
-    `${what} on ${name} for ${
-      steps !== undefined ? `${steps} steps` : ""
-    }${steps !== undefined && minutes !== undefined ? " or " : ""}${
-      minutes !== undefined ? `${minutes} minutes` : ""
-    }; run directory ${out}`,
+    `${what} on ${name} for ${steps !== undefined ? `${steps} steps` : ""}${
+      steps !== undefined && minutes !== undefined ? " or " : ""
+    }${minutes !== undefined ? `${minutes} minutes` : ""}; run directory ${out}`,
   );
   // A DiT trains on its float64 TypeScript pass: train() takes "auto" or "ts" and says so.
   const backend: BackendChoice = dit

@@ -154,8 +154,10 @@ function readModel(bytes: Uint8Array): { model: AnyModel; metadata: Record<strin
     kind = undefined; // modelFromSafetensors names the parse error
   }
   if (kind !== "dit") return modelFromSafetensors(bytes);
-  const config = jsonObject(head.config, "model checkpoint __metadata__.config") as unknown as
-    DitConfig;
+  const config = jsonObject(
+    head.config,
+    "model checkpoint __metadata__.config",
+  ) as unknown as DitConfig;
   validateDitConfig(config);
   return ditFromSafetensors(bytes, { config });
 }
@@ -275,7 +277,9 @@ export function parseOptimizer(bytes: Uint8Array): LoadedRun {
       `Invalid optimizer checkpoint: expected the tokenizer's vocabulary (${tokenizer.vocabSize}) to equal the model's (${config.vocabSize})`,
     );
   }
-  const model = isDitConfig(config) ? createDit(config, { params }) : createModel(config, { params });
+  const model = isDitConfig(config)
+    ? createDit(config, { params })
+    : createModel(config, { params });
   const optimizer: AdamWState = { m, v, step };
   return { model, tokenizer, step, metadata, optimizer, settings };
 }

@@ -16,9 +16,9 @@
 
 import {
   createDit,
-  type DitConfig,
   ditBackward,
   type DitCache,
+  type DitConfig,
   ditForwardCached,
   type DitModel,
 } from "../model/dit.ts";

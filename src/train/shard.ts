@@ -239,7 +239,12 @@ export class Shard {
     const { T, input, target, weight, sigma } = this.batch;
     const rows = rowEnd - rowStart;
     const a = rowStart * T, b = rowEnd * T;
-    const logits = this.net.forward(input.subarray(a, b), rows, T, sigma.subarray(rowStart, rowEnd));
+    const logits = this.net.forward(
+      input.subarray(a, b),
+      rows,
+      T,
+      sigma.subarray(rowStart, rowEnd),
+    );
     if (this.loss !== "seed") return lossForward(logits, this.lossInputs(rowStart, rowEnd));
     const ws = this.workspace!;
     return crossEntropyForward(

@@ -5,6 +5,7 @@
  */
 
 import {
+  type AnyModel,
   BACKEND_CHOICES,
   type BackendChoice,
   type GraphName,
@@ -251,8 +252,8 @@ function exitNow(code: number): never {
  * in it is written to a temporary file and renamed into place.
  */
 async function trainWithSignal(
-  options: TrainOptions,
-): Promise<{ result: TrainResult; interrupted: boolean }> {
+  options: TrainOptions<AnyModel>,
+): Promise<{ result: TrainResult<AnyModel>; interrupted: boolean }> {
   const stop = new AbortController();
   const onSignal = () => {
     if (stop.signal.aborted) {
@@ -348,7 +349,9 @@ export async function trainCommand(args: string[]): Promise<number> {
     );
   }
   const { source, name } = await trainingData(str(v.data), run);
-  const model: TrainOptions["model"] = init?.model ??
+  // A DiT's run resumes with model: { kind: "dit" } (the run's own model is what trains).
+  const model: TrainOptions<AnyModel>["model"] = init?.model ??
+    (run && dit ? { kind: "dit" } : undefined) ??
     (timeConditioned && !run
       ? {
         ...presets[preset],

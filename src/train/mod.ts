@@ -9,6 +9,7 @@
 export {
   CheckpointError,
   clipGradNorm,
+  type DitSpec,
   learningRate,
   NonFiniteError,
   type StepInfo,
@@ -17,6 +18,7 @@ export {
   type TrainResult,
 } from "./train.ts";
 export type { FaultInjection } from "./shard.ts";
+export type { AnyModel } from "./net.ts";
 export type { WriteFault } from "./checkpointing.ts";
 export { TRAIN_DEFAULTS, type TrainDefaults } from "./defaults.ts";
 export { joinDocuments, splitTokens, type TokenSplit } from "./data.ts";

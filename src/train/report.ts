@@ -144,7 +144,7 @@ export class Reporter {
    * @param model The live model.
    */
   async callOnStep(
-    onStep: TrainOptions["onStep"],
+    onStep: TrainOptions<AnyModel>["onStep"],
     info: StepInfo,
     model: AnyModel,
   ): Promise<void> {

@@ -93,7 +93,7 @@ function checkNumber(name: string, v: number, ok: (v: number) => boolean, what: 
 
 /** The documents of the run: `text`, else the `data` path (a resumed run's own by default). */
 async function readDocuments(
-  options: TrainOptions,
+  options: TrainOptions<AnyModel>,
   saved: Partial<Settings>,
 ): Promise<{ docs: string[] | undefined; dataPath: string | undefined }> {
   // A resumed run without data of its own reads the path it was trained on.
@@ -133,7 +133,7 @@ async function tokenStream(
 
 /** The model: a resumed run's, the caller's, or a fresh one of the preset or config. */
 function chooseModel(
-  options: TrainOptions,
+  options: TrainOptions<AnyModel>,
   resumed: LoadedRun | undefined,
   tokenizer: Tokenizer,
 ): AnyModel {
@@ -166,9 +166,27 @@ function chooseModel(
   return model;
 }
 
+/**
+ * The kind of model a run trains must be the kind its `model` option says (so that `train()`'s
+ * result is typed as what it holds): resuming a DiT's run takes `model: { kind: "dit" }`.
+ */
+function checkModelKind(options: TrainOptions<AnyModel>, model: AnyModel, resumed: boolean): void {
+  const asked = isDitSpec(options.model) ||
+    (typeof options.model === "object" && "params" in options.model && isDitModel(options.model));
+  if (asked === isDitModel(model)) return;
+  throw new RangeError(
+    asked
+      ? `Invalid model: expected a transformer's options for this run (it resumes a ` +
+        `transformer), got a DiT`
+      : `Invalid model: expected model: { kind: "dit" } ${
+        resumed ? "to resume a DiT's run" : "for a DiT"
+      }, got ${JSON.stringify(options.model ?? null)}`,
+  );
+}
+
 /** Whether a `model` option is a DiT config (`kind: "dit"`) rather than a model or preset. */
-function isDitSpec(spec: TrainOptions["model"]): spec is Extract<
-  TrainOptions["model"],
+function isDitSpec(spec: TrainOptions<AnyModel>["model"]): spec is Extract<
+  TrainOptions<AnyModel>["model"],
   { kind: "dit" }
 > {
   return typeof spec === "object" && !("params" in spec) &&
@@ -177,7 +195,7 @@ function isDitSpec(spec: TrainOptions["model"]): spec is Extract<
 
 /** Settings: explicit options, then the resumed run's, then defaults; checked. */
 function resolveSettings(
-  options: TrainOptions,
+  options: TrainOptions<AnyModel>,
   saved: Partial<Settings>,
   model: AnyModel,
   data: { dataPath: string | undefined; dataHash: string },
@@ -322,7 +340,7 @@ function checkWorkspaceFits(
  * explicit `context` must fit, with the smallest vocabulary a tokenizer can have (the estimate
  * only grows with it). Invalid sizes are left to the full checks, which name them properly.
  */
-function earlyWorkspaceCheck(options: TrainOptions): void {
+function earlyWorkspaceCheck(options: TrainOptions<AnyModel>): void {
   const spec = options.model ?? D.model;
   if (
     options.context === undefined || (typeof spec === "object" && "params" in spec) ||
@@ -365,7 +383,7 @@ function checkContextFits(N: number, T: number, heldOutFraction: number): void {
  * @param options The caller's options.
  * @returns The run's setup.
  */
-export async function setupRun(options: TrainOptions): Promise<RunSetup> {
+export async function setupRun(options: TrainOptions<AnyModel>): Promise<RunSetup> {
   const resumeDir = typeof options.resume === "string"
     ? options.resume
     : options.resume
@@ -410,6 +428,7 @@ export async function setupRun(options: TrainOptions): Promise<RunSetup> {
   validateTokens(stream, tokenizer.vocabSize, "tokens");
 
   const model = chooseModel(options, resumed, tokenizer);
+  checkModelKind(options, model, resumed !== undefined);
   const { settings, steps } = resolveSettings(options, saved, model, { dataPath, dataHash });
   const evalEvery = options.evalEvery ?? 100;
   const checkpointEvery = options.checkpointEvery ?? 200;
@@ -455,7 +474,7 @@ export async function setupRun(options: TrainOptions): Promise<RunSetup> {
  */
 export async function openPool(
   run: RunSetup,
-  options: TrainOptions,
+  options: TrainOptions<AnyModel>,
 ): Promise<{ pool: GradientPool; backend: ResolvedBackend }> {
   const s = run.settings;
   const dit = isDitModel(run.model);

@@ -59,8 +59,15 @@ export interface StepInfo {
   steps: number;
 }
 
-/** Options of {@linkcode train}. Only a data source is required. */
-export interface TrainOptions {
+/** A fresh DiT's config for {@linkcode TrainOptions.model}: `vocabSize` and `context` may be left out. */
+export type DitSpec = Partial<DitConfigInput> & { kind: "dit" };
+
+/**
+ * Options of {@linkcode train}. Only a data source is required. `M` is the kind of model the run
+ * trains (what `onStep` and the result hold): the transformer by default, a `DitModel` when
+ * `model` is a DiT or a {@linkcode DitSpec}.
+ */
+export interface TrainOptions<M extends AnyModel = Model> {
   /** Training text: one document or several (joined with EOT). */
   text?: string | string[];
   /** A file or a folder of `.txt` files (needs file-system access); a resumed run's own by default. */
@@ -85,13 +92,10 @@ export interface TrainOptions {
    * is the tokenizer's, its context the run's unless given): its gradient comes from the float64
    * pass (`ditForwardCached` with `raw: true`, `ditBackward`), on the backend `"auto"` or
    * `"ts"`, and its loss follows its output (`"sedd"`: `score-entropy`, `"logits"`: `elbo`).
+   * Resuming a DiT's run takes `model: { kind: "dit" }` (the run's own model is trained; the
+   * option says which kind the result holds), and a transformer's run refuses it.
    */
-  model?:
-    | PresetName
-    | Partial<ModelConfig>
-    | Model
-    | DitModel
-    | (Partial<DitConfigInput> & { kind: "dit" });
+  model?: M extends DitModel ? DitModel | DitSpec : PresetName | Partial<ModelConfig> | Model;
   /** Steps to take (total, counting resumed ones). Default 1000, or unbounded with `minutes`. */
   steps?: number;
   /** Wall-clock budget in minutes; the run stops at whichever of `steps` and `minutes` comes first. */
@@ -164,8 +168,8 @@ export interface TrainOptions {
    * something else, like `(i) => losses.push(i.loss)`, still type-check.)
    */
   onStep?:
-    | ((info: StepInfo, model: AnyModel) => void)
-    | ((info: StepInfo, model: AnyModel) => Promise<void>);
+    | ((info: StepInfo, model: M) => void)
+    | ((info: StepInfo, model: M) => Promise<void>);
   /**
    * Rows per forward/backward pass inside a worker's shard: less activation memory, the same
    * gradient up to summation order. Default 4.
@@ -200,10 +204,10 @@ export interface TrainOptions {
   writeFault?: WriteFault;
 }
 
-/** What {@linkcode train} resolves to. */
-export interface TrainResult {
+/** What {@linkcode train} resolves to; `M` as in {@linkcode TrainOptions}. */
+export interface TrainResult<M extends AnyModel = Model> {
   /** The trained model, a transformer or a DiT (a fresh, unshared parameter buffer). */
-  model: AnyModel;
+  model: M;
   /** Its tokenizer. */
   tokenizer: Tokenizer;
   /** One record per step of this call. */
@@ -247,7 +251,17 @@ export interface TrainResult {
  * assert.ok(history.every((h) => Number.isFinite(h.loss)));
  * ```
  */
-export async function train(options: TrainOptions): Promise<TrainResult> {
+export function train(
+  options: TrainOptions<DitModel> & { model: DitModel | DitSpec },
+): Promise<TrainResult<DitModel>>;
+export function train(options: TrainOptions): Promise<TrainResult>;
+export function train(options: TrainOptions<AnyModel>): Promise<TrainResult<AnyModel>>;
+export async function train(
+  given: TrainOptions<DitModel> | TrainOptions | TrainOptions<AnyModel>,
+): Promise<TrainResult<AnyModel>> {
+  // setupRun checks that the model trained is of the kind the overload promised, so onStep is
+  // only ever called with the model its signature names.
+  const options = given as TrainOptions<AnyModel>;
   const started = performance.now();
   const run = await setupRun(options);
   const { settings: s, steps, optimizer, tokenizer } = run;

@@ -19,6 +19,7 @@ import { loadCheckpoint, loadConverted, loadRun } from "../../src/train/run_dir.
 import { clipGradNorm } from "../../src/train/step.ts";
 import { train, type TrainOptions } from "../../src/train/train.ts";
 import { text } from "./fixture.ts";
+import { maxRelErr } from "../rel_err.ts";
 
 const FIX = fileURLToPath(new URL("../fixtures/dit/converted/", import.meta.url));
 const B = 4, T = 16, SEED = 3;
@@ -76,20 +77,10 @@ function reference(
   return { loss, grads };
 }
 
-/** max |a - b| / max |b|. */
-function relErr(a: Float32Array, b: Float32Array): number {
-  let d = 0, m = 0;
-  for (let i = 0; i < b.length; i++) {
-    d = Math.max(d, Math.abs(a[i] - b[i]));
-    m = Math.max(m, Math.abs(b[i]));
-  }
-  return d / m;
-}
-
 function runOptions(
   f: Awaited<ReturnType<typeof fixture>>,
-  extra: Partial<TrainOptions>,
-): TrainOptions {
+  extra: Partial<TrainOptions<DitModel>>,
+): TrainOptions<DitModel> & { model: DitModel } {
   return {
     tokens: f.tokens,
     tokenizer: f.tokenizer,
@@ -104,7 +95,7 @@ function runOptions(
     workers: 0,
     ...(f.timeConditioned ? {} : { timeConditioned: false }),
     ...extra,
-  };
+  } as TrainOptions<DitModel> & { model: DitModel };
 }
 
 Deno.test("DiT shards: 2 workers sum to the full-batch gradient, in-process equals it bitwise", async () => {
@@ -149,7 +140,7 @@ Deno.test("DiT shards: 2 workers sum to the full-batch gradient, in-process equa
             Math.abs(loss - ref.loss) <= 1e-6 * Math.abs(ref.loss),
             `${loss} vs ${ref.loss}`,
           );
-          const e = relErr(pool.grads, ref.grads);
+          const e = maxRelErr(pool.grads, ref.grads, name);
           assert.ok(e <= 1e-6, `${name}, 2 workers: relative gradient error ${e}`);
         }
       } finally {
@@ -184,7 +175,7 @@ Deno.test("train() on a converted DiT: step 1 is the reference AdamW step, and t
 
     // A dozen steps lower the loss of the first step's batch.
     const many = await train(runOptions(f, { steps: 12 }));
-    const after = reference(many.model as DitModel, f.trainTokens, o).loss;
+    const after = reference(many.model, f.trainTokens, o).loss;
     assert.ok(after < ref.loss * 0.9, `${name}: loss ${ref.loss} -> ${after}`);
   }
 });
@@ -195,7 +186,16 @@ Deno.test("a fine-tuned DiT's run directory reloads, and resuming continues bit-
     const f = await fixture("mdlm"); // no time conditioning: the setting must survive the resume
     const whole = await train(runOptions(f, { steps: 4, out: `${dir}/whole` }));
     await train(runOptions(f, { steps: 2, out: `${dir}/cut` }));
-    const resumed = await train({ tokens: f.tokens, resume: `${dir}/cut`, steps: 4 });
+    // the option says the result holds a DiT; without it the resume is refused
+    await assert.rejects(train({ tokens: f.tokens, resume: `${dir}/cut`, steps: 4 }), {
+      message: /^Invalid model: expected model: \{ kind: "dit" \} to resume a DiT's run, got null$/,
+    });
+    const resumed = await train({
+      tokens: f.tokens,
+      resume: `${dir}/cut`,
+      steps: 4,
+      model: { kind: "dit" },
+    });
     assert.equal(resumed.step, 4);
     assert.deepEqual(resumed.model.params, whole.model.params);
     assert.equal(resumed.history.length, 2);
@@ -255,7 +255,7 @@ Deno.test("train(): a fresh DiT from a config, and a DiT's bad options get one-l
   assert.equal(fresh.loss, "score-entropy");
   assert.ok(fresh.history.every((h) => Number.isFinite(h.loss)));
 
-  const bad: [Partial<TrainOptions>, RegExp][] = [
+  const bad: [Partial<TrainOptions<DitModel>>, RegExp][] = [
     [{ loss: "elbo" }, /^Invalid loss for this DiT: expected "score-entropy" .*got "elbo"$/],
     [{ loss: "seed" }, /^Invalid loss for this DiT/],
     [{ graph: "uniform" }, /^Unsupported DiT: expected scaleBySigma false with the uniform graph/],

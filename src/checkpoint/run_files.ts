@@ -32,8 +32,6 @@ import { type Tokenizer, tokenizerFromJSON, tokenizerToJSON } from "../tokenizer
 /** The value of both files' `__metadata__.format`. */
 export const CHECKPOINT_FORMAT = "sedd-core/1";
 
-/** A model of either kind: the transformer, or a DiT (a fine-tuned SEDD or MDLM checkpoint). */
-type AnyModel = Model | DitModel;
 /** A config of either kind. */
 type AnyConfig = ModelConfig | DitConfig;
 
@@ -42,7 +40,7 @@ const isDitConfig = (c: AnyConfig): c is DitConfig => (c as { kind?: string }).k
 /** A loaded model checkpoint. */
 export interface LoadedCheckpoint {
   /** The model (fresh parameter buffer): a transformer, or a DiT a fine-tuning run wrote. */
-  model: AnyModel;
+  model: Model | DitModel;
   /** Its tokenizer. */
   tokenizer: Tokenizer;
   /** The training step it was saved at. */
@@ -59,7 +57,11 @@ export interface LoadedRun extends LoadedCheckpoint {
   settings: Record<string, unknown>;
 }
 
-function baseMetadata(model: AnyModel, tokenizer: Tokenizer, step: number): Record<string, string> {
+function baseMetadata(
+  model: Model | DitModel,
+  tokenizer: Tokenizer,
+  step: number,
+): Record<string, string> {
   return {
     format: CHECKPOINT_FORMAT,
     config: JSON.stringify(model.config),
@@ -98,7 +100,7 @@ function baseMetadata(model: AnyModel, tokenizer: Tokenizer, step: number): Reco
  * ```
  */
 export function modelCheckpointBytes(
-  model: AnyModel,
+  model: Model | DitModel,
   tokenizer: Tokenizer,
   step: number,
   extra: Record<string, string> = {},
@@ -145,7 +147,9 @@ function readMeta(meta: Record<string, string>, what: string): {
 }
 
 /** The model of a `model.safetensors`, of the kind its `__metadata__.config` names. */
-function readModel(bytes: Uint8Array): { model: AnyModel; metadata: Record<string, string> } {
+function readModel(
+  bytes: Uint8Array,
+): { model: Model | DitModel; metadata: Record<string, string> } {
   const head = readSafetensorsHeader(bytes).metadata;
   let kind: unknown;
   try {
@@ -220,7 +224,7 @@ export function parseModelCheckpoint(bytes: Uint8Array): LoadedCheckpoint {
  * ```
  */
 export function optimizerBytes(
-  model: AnyModel,
+  model: Model | DitModel,
   tokenizer: Tokenizer,
   optimizer: AdamWState,
   settings: Record<string, unknown>,

@@ -232,6 +232,17 @@ export interface TrainResult<M extends AnyModel = Model> {
 }
 
 /**
+ * Fine-tunes a DiT (SEDD's or MDLM's denoiser: a converted checkpoint, or a fresh one from a
+ * {@linkcode DitSpec}); resuming a DiT's run passes `model: { kind: "dit" }`. Everything else is
+ * as for the transformer below; the gradient comes from the DiT's float64 pass.
+ *
+ * @param options As for the transformer, with `model` a DiT; `timeConditioned` for MDLM.
+ * @returns The fine-tuned DiT, tokenizer, per-step history, and why the run stopped.
+ */
+export function train(
+  options: TrainOptions<DitModel> & { model: DitModel | DitSpec },
+): Promise<TrainResult<DitModel>>;
+/**
  * Trains a diffusion language model.
  *
  * @param options Data (`text`, `data` or `tokens`), model, budget, optimisation, workers, run
@@ -251,10 +262,13 @@ export interface TrainResult<M extends AnyModel = Model> {
  * assert.ok(history.every((h) => Number.isFinite(h.loss)));
  * ```
  */
-export function train(
-  options: TrainOptions<DitModel> & { model: DitModel | DitSpec },
-): Promise<TrainResult<DitModel>>;
 export function train(options: TrainOptions): Promise<TrainResult>;
+/**
+ * Trains a model of either kind, when the caller's `model` option may be either (the CLI's).
+ *
+ * @param options See {@linkcode TrainOptions}.
+ * @returns The model (a transformer or a DiT), tokenizer, history, and why the run stopped.
+ */
 export function train(options: TrainOptions<AnyModel>): Promise<TrainResult<AnyModel>>;
 export async function train(
   given: TrainOptions<DitModel> | TrainOptions | TrainOptions<AnyModel>,

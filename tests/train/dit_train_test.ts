@@ -11,7 +11,7 @@ import { createModel } from "../../src/model/model.ts";
 import { adamwStep, createAdamW } from "../../src/optim/adamw.ts";
 import { parseSafetensors } from "../../src/checkpoint/safetensors.ts";
 import { modelFromSafetensors } from "../../src/checkpoint/model_io.ts";
-import { encode, type Tokenizer } from "../../src/tokenizer/mod.ts";
+import { encode } from "../../src/tokenizer/mod.ts";
 import { createBatch, fillBatch, type GraphName, type LossName } from "../../src/train/batch.ts";
 import { splitTokens } from "../../src/train/data.ts";
 import { createPool } from "../../src/train/pool.ts";

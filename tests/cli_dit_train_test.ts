@@ -6,28 +6,11 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { makeTempDir, removeDir, writeFileAtomic } from "../src/io.ts";
 import { loadCheckpoint, loadConverted } from "../src/train/run_dir.ts";
+import { cli } from "./cli_subprocess.ts";
 
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const FIX = fileURLToPath(new URL("./fixtures/dit/converted/", import.meta.url));
-
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-write",
-      "--allow-ffi",
-      "--allow-env=SEDD_BLAS",
-      "cli.ts",
-      ...args,
-    ],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b).trimEnd();
-  return { code: r.code, out: text(r.stdout), err: text(r.stderr) };
-}
+/** `train` writes its run directory. */
+const TRAIN = ["--allow-read", "--allow-write", "--allow-ffi", "--allow-env=SEDD_BLAS"];
 
 Deno.test("cli train --init: a converted MDLM directory fine-tunes, then samples from its run", async () => {
   const dir = await makeTempDir();
@@ -47,7 +30,7 @@ Deno.test("cli train --init: a converted MDLM directory fine-tunes, then samples
       "0",
       "--out",
       out,
-    ]);
+    ], TRAIN);
     assert.equal(r.code, 0, r.err);
     assert.match(r.err, /^Fine-tuning .*mdlm \(step 500, \d+ parameters\) on /m);
     assert.match(r.err, /^Backend: ts: a DiT trains on its float64 reference pass$/m);
@@ -66,16 +49,19 @@ Deno.test("cli train --init: a converted MDLM directory fine-tunes, then samples
     assert.match(s.err, /^Loaded .* \(step 2, \d+ parameters\)/m);
 
     // A schedule the trainer does not draw from, and flags --init replaces, are refused.
-    const hub = await cli(["train", "--init", FIX + "hub", ...flags, "--out", `${dir}/hub`]);
+    const hub = await cli(["train", "--init", FIX + "hub", ...flags, "--out", `${dir}/hub`], TRAIN);
     assert.equal(hub.code, 1);
     assert.match(
       hub.err,
       /^error: Unsupported --init .*hub: expected a checkpoint trained with the loglinear noise schedule .*got "geometric"$/,
     );
-    const clash = await cli(["train", "--init", FIX + "sedd", "--preset", "tiny", ...flags]);
+    const clash = await cli(["train", "--init", FIX + "sedd", "--preset", "tiny", ...flags], TRAIN);
     assert.equal(clash.code, 1);
     assert.match(clash.err, /^error: Invalid flags: expected --init without --preset/);
-    const wasm = await cli(["train", "--init", FIX + "sedd", "--backend", "wasm", ...flags]);
+    const wasm = await cli(
+      ["train", "--init", FIX + "sedd", "--backend", "wasm", ...flags],
+      TRAIN,
+    );
     assert.equal(wasm.code, 1);
     assert.match(wasm.err, /^error: Unsupported backend for a DiT: expected "auto" or "ts"/m);
   } finally {

@@ -31,7 +31,9 @@ async function fixture(name: "sedd" | "mdlm") {
   const trainTokens = splitTokens(tokens, { context: T, heldOutFraction: 0.02 }).train;
   const loss = metadata.loss as LossName;
   const timeConditioned = metadata.timeConditioning !== "false";
-  return { model, tokenizer, tokens, trainTokens, loss, timeConditioned };
+  // the reference of step 0, as train() runs it
+  const step0 = { step: 0, loss, graph: "absorb" as const, timeConditioned };
+  return { model, tokenizer, tokens, trainTokens, loss, timeConditioned, step0 };
 }
 
 /**
@@ -101,12 +103,7 @@ function runOptions(
 Deno.test("DiT shards: 2 workers sum to the full-batch gradient, in-process equals it bitwise", async () => {
   for (const name of ["sedd", "mdlm"] as const) {
     const f = await fixture(name);
-    const o = {
-      step: 0,
-      loss: f.loss,
-      graph: "absorb" as const,
-      timeConditioned: f.timeConditioned,
-    };
+    const o = f.step0;
     const ref = reference(f.model, f.trainTokens, o);
     assert.ok(ref.grads.some((g) => g !== 0) && Number.isFinite(ref.loss), name);
     for (const workers of name === "sedd" ? [0, 2] : [0]) {
@@ -158,12 +155,7 @@ Deno.test("train() on a converted DiT: step 1 is the reference AdamW step, and t
     assert.deepEqual(f.model.params, before, "train() must not write the caller's model");
     assert.equal(one.loss, f.loss);
     assert.equal(one.backend.backend, "ts");
-    const o = {
-      step: 0,
-      loss: f.loss,
-      graph: "absorb" as const,
-      timeConditioned: f.timeConditioned,
-    };
+    const o = f.step0;
     const ref = reference(f.model, f.trainTokens, o);
     assert.equal(one.history[0].loss, ref.loss, name);
     const gradNorm = clipGradNorm(ref.grads, 1);

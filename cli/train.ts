@@ -344,7 +344,9 @@ export async function trainCommand(args: string[]): Promise<number> {
     : graph === "uniform";
   if (graph === "uniform" && !timeConditioned) {
     throw new InputError(
-      `Invalid --graph uniform: expected a run trained with time conditioning, got "${resume}", ` +
+      `Invalid --graph uniform: expected a run trained with time conditioning, got "${
+        resume ?? initPath
+      }", ` +
         "trained without it",
     );
   }

@@ -6,7 +6,13 @@ import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { lossBackward, lossForward } from "../../src/diffusion/losses.ts";
 import { makeTempDir, readBytes, removeDir } from "../../src/io.ts";
-import { createDit, ditBackward, ditForwardCached, type DitModel } from "../../src/model/dit.ts";
+import {
+  createDit,
+  ditBackward,
+  ditForward,
+  ditForwardCached,
+  type DitModel,
+} from "../../src/model/dit.ts";
 import { createModel } from "../../src/model/model.ts";
 import { adamwStep, createAdamW } from "../../src/optim/adamw.ts";
 import { parseSafetensors } from "../../src/checkpoint/safetensors.ts";
@@ -25,14 +31,15 @@ const FIX = fileURLToPath(new URL("../fixtures/dit/converted/", import.meta.url)
 const B = 4, T = 16, SEED = 3;
 
 /** A converted fixture, its token stream, and the trainer's split of it. */
-async function fixture(name: "sedd" | "mdlm") {
+async function fixture(name: "sedd" | "mdlm" | "hub") {
   const { model, tokenizer, metadata } = await loadConverted(FIX + name);
   const tokens = encode(tokenizer, text, { eot: false });
   const trainTokens = splitTokens(tokens, { context: T, heldOutFraction: 0.02 }).train;
   const loss = metadata.loss as LossName;
   const timeConditioned = metadata.timeConditioning !== "false";
   // the reference of step 0, as train() runs it
-  const step0 = { step: 0, loss, graph: "absorb" as const, timeConditioned };
+  const graph = metadata.graph as GraphName;
+  const step0 = { step: 0, loss, graph, timeConditioned };
   return { model, tokenizer, tokens, trainTokens, loss, timeConditioned, step0 };
 }
 
@@ -101,7 +108,8 @@ function runOptions(
 }
 
 Deno.test("DiT shards: 2 workers sum to the full-batch gradient, in-process equals it bitwise", async () => {
-  for (const name of ["sedd", "mdlm"] as const) {
+  // SEDD on absorb, MDLM's SUBS without time conditioning, SEDD's uniform graph (the Hub fixture)
+  for (const name of ["sedd", "mdlm", "hub"] as const) {
     const f = await fixture(name);
     const o = f.step0;
     const ref = reference(f.model, f.trainTokens, o);
@@ -115,7 +123,7 @@ Deno.test("DiT shards: 2 workers sum to the full-batch gradient, in-process equa
         workers,
         seed: SEED,
         loss: f.loss,
-        graph: "absorb",
+        graph: o.graph,
         timeConditioned: f.timeConditioned,
       });
       try {
@@ -124,7 +132,7 @@ Deno.test("DiT shards: 2 workers sum to the full-batch gradient, in-process equa
           step: 0,
           loss: f.loss,
           vocabSize: f.model.config.vocabSize,
-          graph: "absorb",
+          graph: o.graph,
           antithetic: true,
         });
         const loss = await pool.gradient(0);
@@ -170,6 +178,41 @@ Deno.test("train() on a converted DiT: step 1 is the reference AdamW step, and t
     const after = reference(many.model, f.trainTokens, o).loss;
     assert.ok(after < ref.loss * 0.9, `${name}: loss ${ref.loss} -> ${after}`);
   }
+});
+
+Deno.test("a SEDD DiT without scale-by-sigma is scored on its own log-scores", async () => {
+  // The shard shifts the raw logits so that the absorb loss reads the network's output itself:
+  // check its loss against SEDD's score entropy written out on that output.
+  const f = await fixture("sedd");
+  const model = createDit({ ...f.model.config, scaleBySigma: false }, { params: f.model.params });
+  const V = model.config.vocabSize, MASK = V - 1;
+  const pool = await createPool({
+    config: model.config,
+    params: model.params,
+    batch: B,
+    context: T,
+    workers: 0,
+    seed: SEED,
+    loss: "score-entropy",
+  });
+  const opts = { seed: SEED, step: 0, loss: "score-entropy" as const, vocabSize: V };
+  fillBatch(pool.batch, f.trainTokens, { ...opts, antithetic: true });
+  const got = await pool.gradient(0);
+  const { input, target, sigma, dsigma, scale } = pool.batch;
+  const s = ditForward(model, input, { batch: B, sigma }); // SEDD's log-scores
+  let want = 0, masked = 0;
+  for (let i = 0; i < B * T; i++) {
+    if (input[i] !== MASK) continue;
+    masked++;
+    const b = Math.floor(i / T), r = 1 / Math.expm1(sigma[b]);
+    let sum = 0;
+    for (let y = 0; y < MASK; y++) sum += Math.exp(s[i * V + y]);
+    want += dsigma[b] * (sum - r * s[i * V + target[i]] + r * (Math.log(r) - 1));
+  }
+  want *= scale[0];
+  assert.ok(masked > 0);
+  assert.ok(Math.abs(got - want) <= 1e-5 * Math.abs(want), `${got} vs ${want}`);
+  pool.terminate();
 });
 
 Deno.test("a fine-tuned DiT's run directory reloads, and resuming continues bit-identically", async () => {

@@ -34,6 +34,7 @@ import {
 } from "../model/model.ts";
 import type { BackendName } from "../nn/backend.ts";
 import type { GraphName, LossName } from "./batch.ts";
+import { addSigmaShift, ditNeedsShift } from "../diffusion/dit_logits.ts";
 
 /** A model of either kind. */
 export type AnyModel = Model | DitModel;
@@ -92,12 +93,7 @@ export function checkDitObjective(config: DitConfig, loss: LossName, graph: Grap
         `got "${loss}"`,
     );
   }
-  if (graph === "uniform" && config.scaleBySigma) {
-    throw new RangeError(
-      "Unsupported DiT: expected scaleBySigma false with the uniform graph (SEDD scales by " +
-        "sigma under absorb only), got true",
-    );
-  }
+  ditNeedsShift(config, graph); // throws for the uniform graph with scale-by-sigma
 }
 
 /** One forward/backward network of a shard. */
@@ -177,22 +173,20 @@ function transformerNet(model: Model, options: ShardNetOptions): ShardNet & {
 }
 
 /**
- * The DiT on its float64 pass. The losses read the output layer's logits: `elbo` applies SUBS,
- * `score-entropy` under absorb subtracts scale-by-sigma's `log(expm1(sigma)) + log(V - 1)`
- * itself, so a network without scale-by-sigma gets that shift added here (its own output is then
- * what the loss scores); under the uniform graph the logits are the log-scores as they are. A
- * constant shift per row leaves the gradient on the logits unchanged.
+ * The DiT on its float64 pass, its raw logits read by the losses as `src/diffusion/dit_logits.ts`
+ * says (the bound reads them the same way): shifted by scale-by-sigma's term for a SEDD network
+ * without it on the absorb graph, as they are otherwise.
  */
 function ditNet(model: DitModel, options: ShardNetOptions): ShardNet {
-  const { vocabSize: V, output, scaleBySigma } = model.config;
-  const addShift = output === "sedd" && options.graph === "absorb" && !scaleBySigma;
+  const V = model.config.vocabSize;
+  const addShift = ditNeedsShift(model.config, options.graph);
   const timed = options.timeConditioned ?? true;
   const logits = new Float32Array(options.rows * options.T * V);
   const dlogits = new Float32Array(logits.length);
   const zeros = new Float64Array(options.rows);
   let cache: DitCache | undefined;
   return {
-    forward(input, rows, T, sigma) {
+    forward(input, rows, _T, sigma) {
       const pass = ditForwardCached(model, input, {
         batch: rows,
         sigma: timed ? sigma : zeros.subarray(0, rows),
@@ -201,13 +195,7 @@ function ditNet(model: DitModel, options: ShardNetOptions): ShardNet {
       cache = pass.cache;
       const out = logits.subarray(0, pass.out.length);
       out.set(pass.out);
-      if (addShift) {
-        const n = T * V;
-        for (let b = 0; b < rows; b++) {
-          const shift = Math.log(Math.expm1(sigma[b])) + Math.log(V - 1);
-          for (let i = b * n; i < (b + 1) * n; i++) out[i] += shift;
-        }
-      }
+      if (addShift) addSigmaShift(out, sigma.subarray(0, rows), V);
       return out;
     },
     dlogits: (n) => dlogits.subarray(0, n).fill(0),

@@ -199,11 +199,18 @@ async function initCheckpoint(path: string): Promise<InitCheckpoint> {
   const ckpt = await readCheckpoint(path);
   const meta = ckpt.metadata;
   if (meta.schedule !== undefined) {
-    const noise = JSON.parse(meta.schedule) as { type?: string };
-    if (noise.type !== "loglinear") {
+    let noise: { type?: string } | null;
+    try {
+      noise = JSON.parse(meta.schedule);
+    } catch {
+      noise = null;
+    }
+    if (noise?.type !== "loglinear") {
       throw new InputError(
         `Unsupported --init ${path}: expected a checkpoint trained with the loglinear noise ` +
-          `schedule (the one the trainer draws sigma from), got ${JSON.stringify(noise.type)}`,
+          `schedule (the one the trainer draws sigma from), got ${
+            noise ? JSON.stringify(noise.type) : `unreadable schedule ${meta.schedule}`
+          }`,
       );
     }
   }

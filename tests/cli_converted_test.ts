@@ -4,27 +4,9 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { makeTempDir, removeDir, writeFileAtomic } from "../src/io.ts";
+import { cli } from "./cli_subprocess.ts";
 
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const FIX = fileURLToPath(new URL("./fixtures/dit/converted/", import.meta.url));
-
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-ffi",
-      "--allow-env=SEDD_BLAS,XDG_RUNTIME_DIR",
-      "cli.ts",
-      ...args,
-    ],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b).trimEnd();
-  return { code: r.code, out: text(r.stdout), err: text(r.stderr) };
-}
 
 Deno.test("cli sample: converted SEDD, Hub (uniform) and MDLM directories infill and continue", async () => {
   const sample = (name: string, flags: string) =>

@@ -1,0 +1,136 @@
+/**
+ * The worker DiT forward pass (src/model/dit_pool.ts) against one runner on the same backend:
+ * every output float equal, for batch 1 cut by positions, sequences cut between workers, whole
+ * sequences per worker, SEDD and MDLM outputs, and the fixtures' DiT; and a failing worker.
+ */
+
+import assert from "node:assert/strict";
+import { parseSafetensors, serializeSafetensors } from "../../src/checkpoint/safetensors.ts";
+import { ditFromSafetensors } from "../../src/checkpoint/model_io.ts";
+import type { DitModel } from "../../src/model/dit.ts";
+import { createDitRunner } from "../../src/model/dit_fast.ts";
+import { createDitPool, type DitSplit, DitWorkerError } from "../../src/model/dit_pool.ts";
+import type { BackendName } from "../../src/nn/backend.ts";
+import { randomDit, randomTokens } from "./random_dit.ts";
+
+/** The index and values of the first float where `got` and `want` differ, or null. */
+function firstDifference(got: Float32Array, want: Float32Array): string | null {
+  assert.equal(got.length, want.length, "lengths");
+  for (let i = 0; i < got.length; i++) {
+    if (!Object.is(got[i], want[i])) return `at ${i}: ${got[i]} vs ${want[i]}`;
+  }
+  return null;
+}
+
+/** Runs `calls` through a pool and through one runner; requires equal floats. */
+async function samePool(
+  model: DitModel,
+  pool: { workers: number; split: DitSplit; batch: number; length: number; backend: BackendName },
+  calls: { batch: number; length: number; sigma: number[]; raw?: boolean }[],
+): Promise<void> {
+  const p = await createDitPool(model, pool);
+  try {
+    assert.equal(p.workers, pool.workers > 1 ? pool.workers : 0);
+    const runner = createDitRunner(model, {
+      batch: pool.batch,
+      length: pool.length,
+      backend: pool.backend,
+    });
+    for (const [i, c] of calls.entries()) {
+      const tokens = randomTokens(c.batch * c.length, model.config.vocabSize, 5 + i);
+      const opts = { batch: c.batch, sigma: new Float32Array(c.sigma), raw: c.raw };
+      const got = (await p.forward(tokens, opts)).slice();
+      const want = runner.forward(tokens, opts);
+      const diff = firstDifference(got, want);
+      assert.equal(diff, null, `${JSON.stringify(pool)} call ${i}: ${diff}`);
+    }
+  } finally {
+    p.terminate();
+  }
+}
+
+for (const backend of ["wasm", "ts"] as const) {
+  Deno.test(`dit_pool: ${backend}: batch 1 cut by positions over 2 workers equals one runner`, async () => {
+    const model = randomDit({ vocabSize: 37, context: 16, dModel: 32, nHeads: 2, condDim: 16 }, 2);
+    await samePool(model, { workers: 2, split: "auto", batch: 1, length: 13, backend }, [
+      { batch: 1, length: 13, sigma: [0.3] },
+      { batch: 1, length: 13, sigma: [2.5] }, // a second call, the barrier's later generations
+      { batch: 1, length: 5, sigma: [0.9], raw: true }, // shorter than the pool's length
+    ]);
+  });
+}
+
+Deno.test("dit_pool: sequences cut between 3 workers, whole sequences, MDLM logits", async () => {
+  const sedd = randomDit({ vocabSize: 29, context: 8, dModel: 16, nHeads: 2, condDim: 8 }, 4);
+  // 2 sequences of 7 over 3 workers: rows 0-4, 4-9, 9-14 cut both sequences
+  await samePool(sedd, { workers: 3, split: "positions", batch: 2, length: 7, backend: "wasm" }, [
+    { batch: 2, length: 7, sigma: [0.2, 1.7] },
+    { batch: 1, length: 7, sigma: [0.6] },
+  ]);
+  const mdlm = randomDit({
+    vocabSize: 29,
+    context: 8,
+    dModel: 16,
+    nHeads: 2,
+    condDim: 8,
+    output: "logits",
+  }, 6);
+  await samePool(mdlm, { workers: 2, split: "sequences", batch: 3, length: 8, backend: "wasm" }, [
+    { batch: 3, length: 8, sigma: [0.2, 1.7, 0.01] }, // 1 and 2 sequences
+    { batch: 2, length: 6, sigma: [0.5, 0.5] },
+  ]);
+});
+
+Deno.test("dit_pool: the SEDD fixture's DiT over workers equals one runner", async () => {
+  const { tensors } = parseSafetensors(
+    Deno.readFileSync(new URL("../fixtures/dit/sedd.safetensors", import.meta.url)),
+  );
+  const weights = Object.fromEntries(
+    Object.entries(tensors).filter(([n]) => !/^(in|out|grad)\./.test(n)),
+  );
+  const { model } = ditFromSafetensors(serializeSafetensors(weights), { config: { nHeads: 2 } });
+  const T = tensors["in.tokens"].data.length / 2;
+  // 3 workers by positions cut both sequences; 2 by sequences take one each
+  for (const [workers, split] of [[3, "positions"], [2, "sequences"]] as const) {
+    await samePool(model, { workers, split, batch: 2, length: T, backend: "wasm" }, [
+      { batch: 2, length: T, sigma: [...tensors["in.sigma"].data as Float32Array] },
+    ]);
+  }
+});
+
+for (const mode of ["throw", "crash"] as const) {
+  Deno.test(`dit_pool: a worker that fails (${mode}) rejects with one line and stops the pool`, async () => {
+    const model = randomDit({ vocabSize: 19, context: 8, dModel: 16, nHeads: 2, condDim: 8 }, 1);
+    const pool = await createDitPool(model, {
+      workers: 2,
+      length: 8,
+      backend: "wasm",
+      fault: { worker: 1, call: 2, mode },
+    });
+    const tokens = randomTokens(8, 19, 1);
+    const opts = { batch: 1, sigma: new Float32Array([0.5]) };
+    await pool.forward(tokens, opts); // call 1 works; worker 0 then waits at the barrier in call 2
+    const e = await pool.forward(tokens, opts).then(() => null, (e) => e);
+    assert.ok(e instanceof DitWorkerError, String(e));
+    assert.match(e.message, /^DiT worker 1 failed at forward call 2: .*injected fault/);
+    assert.ok(!e.message.includes("\n"), e.message);
+    await assert.rejects(pool.forward(tokens, opts), /DiT pool terminated: expected a live pool/);
+    pool.terminate(); // a second time is harmless
+  });
+}
+
+Deno.test("dit_pool: bad options get a clear error", async () => {
+  const model = randomDit({ vocabSize: 19, context: 8, dModel: 16, nHeads: 2, condDim: 8 }, 1);
+  await assert.rejects(createDitPool(model, { workers: -1 }), /workers/);
+  await assert.rejects(createDitPool(model, { workers: 2, length: 9 }), /at most context 8, got 9/);
+  await assert.rejects(
+    createDitPool(model, { workers: 2, split: "heads" as never }),
+    /Invalid split: expected one of auto, positions, sequences, got "heads"/,
+  );
+  const pool = await createDitPool(model, { workers: 0, length: 8 });
+  await assert.rejects(
+    pool.forward(new Int32Array(16), { batch: 2, sigma: new Float32Array([1, 1]) }),
+    /Batch too large/,
+  );
+  pool.terminate();
+});

@@ -109,6 +109,8 @@ export class DitWorkerError extends Error {
   /** The forward call it was computing (0: starting). */
   readonly call: number;
   /**
+   * The error of worker `worker` at forward call `call`.
+   *
    * @param worker The worker's index.
    * @param call The call.
    * @param detail What went wrong (its first line is kept).

@@ -96,6 +96,7 @@ export interface DitPool {
   /**
    * The DiT's output `(B,T,V)` for `tokens`, as {@linkcode DitRunner.forward} returns it. A view
    * into the pool's shared output, overwritten by the next call; `tokens` is copied at the call.
+   * One call at a time: a second before the first has settled is refused.
    */
   forward(tokens: Int32Array, options: DitRunOptions): Promise<Float32Array>;
   /** Stops every worker. Safe to call twice. */
@@ -484,7 +485,7 @@ export async function createDitPool(model: DitModel, options: DitPoolOptions): P
       control,
       fault: options.fault,
     }));
-  let calls = 0;
+  let calls = 0, busy = false;
   return {
     workers: W,
     backend,
@@ -498,16 +499,24 @@ export async function createDitPool(model: DitModel, options: DitPoolOptions): P
           `Batch too large for this DiT pool: expected B <= ${B} and T <= ${T}, got B ${b}, T ${t}`,
         );
       }
-      tokensView.set(tokens);
-      sigmaView.set(sig);
-      const call = ++calls;
-      const raw = opts.raw === true;
-      await all(
-        call,
-        (api, k) =>
-          api.forward({ call, batch: b, length: t, raw, ...ditPartRows(split, k, W, b, t) }),
-      );
-      return outView.subarray(0, b * t * V);
+      if (busy) {
+        throw new Error("DiT pool busy: expected one forward call at a time, got a second one");
+      }
+      busy = true;
+      try {
+        tokensView.set(tokens);
+        sigmaView.set(sig);
+        const call = ++calls;
+        const raw = opts.raw === true;
+        await all(
+          call,
+          (api, k) =>
+            api.forward({ call, batch: b, length: t, raw, ...ditPartRows(split, k, W, b, t) }),
+        );
+        return outView.subarray(0, b * t * V);
+      } finally {
+        busy = false;
+      }
     },
     terminate,
   };

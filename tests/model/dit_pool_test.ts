@@ -127,6 +127,15 @@ Deno.test("dit_pool: bad options get a clear error", async () => {
     createDitPool(model, { workers: 2, split: "heads" as never }),
     /Invalid split: expected one of auto, positions, sequences, got "heads"/,
   );
+  const two = await createDitPool(model, { workers: 2, length: 8 });
+  try {
+    const opts = { batch: 1, sigma: new Float32Array([1]) };
+    const first = two.forward(new Int32Array(8), opts);
+    await assert.rejects(two.forward(new Int32Array(8), opts), /DiT pool busy: expected one/);
+    await first; // the first call still completes
+  } finally {
+    two.terminate();
+  }
   const pool = await createDitPool(model, { workers: 0, length: 8 });
   await assert.rejects(
     pool.forward(new Int32Array(16), { batch: 2, sigma: new Float32Array([1, 1]) }),

@@ -39,11 +39,11 @@
  * @module
  */
 
-import * as Comlink from "comlink";
 import { checkInt } from "../check.ts";
 import { type BackendName, defaultBackend } from "../nn/backend.ts";
 import { checkDitInputs, createDit, type DitConfig, type DitModel } from "./dit.ts";
 import { createDitRunner, type DitPart, type DitRunner, type DitRunOptions } from "./dit_fast.ts";
+import { startWorkers } from "../worker_group.ts";
 
 /** How a {@linkcode DitPool} cuts a call's rows between its workers (see the module doc). */
 export type DitSplit = "auto" | "positions" | "sequences";
@@ -413,61 +413,18 @@ export async function createDitPool(model: DitModel, options: DitPoolOptions): P
   const outView = new Float32Array(outMem), controlView = new Int32Array(control);
   const rows = maxPartRows(split, W, B, T);
 
-  const workers: Worker[] = [];
-  const apis: Comlink.Remote<DitWorkerApi>[] = [];
-  let current = 0;
-  let failure: DitWorkerError | undefined;
-  let rejectDeath: (e: DitWorkerError) => void = () => {};
-  const death = new Promise<never>((_, reject) => {
-    rejectDeath = reject;
-  });
-  death.catch(() => {}); // observed through Promise.race below
-  let terminated = false;
-  const terminate = () => {
-    if (terminated) return;
-    terminated = true;
-    Atomics.store(controlView, ABORT, 1);
-    Atomics.notify(controlView, GENERATION);
-    for (const w of workers) w.terminate();
-  };
   const url = options.workerUrl ?? new URL("../../workers/dit_worker.ts", import.meta.url);
-  for (let k = 0; k < W; k++) {
-    const worker = new Worker(url, { type: "module" });
-    const onError = (e: Event) => {
-      e.preventDefault(); // keep the worker's error from taking down the main thread
-      const msg = (e as ErrorEvent).message ?? "the worker stopped";
-      failure ??= new DitWorkerError(k, current, `worker died (${msg})`);
-      rejectDeath(failure);
-    };
-    worker.addEventListener("error", onError);
-    worker.addEventListener("messageerror", onError);
-    workers.push(worker);
-    apis.push(Comlink.wrap<DitWorkerApi>(worker));
-  }
-  const all = async (
-    call: number,
-    f: (api: Comlink.Remote<DitWorkerApi>, k: number) => Promise<void>,
-  ) => {
-    if (terminated) {
-      throw new Error(
-        "DiT pool terminated: expected a live pool (a worker failed or terminate() was called)",
-      );
-    }
-    current = call;
-    const calls = apis.map((api, k) =>
-      f(api, k).catch((e) => {
-        const detail = e instanceof Error ? e.message : String(e);
-        throw failure ??= new DitWorkerError(k, call, detail, e);
-      })
-    );
-    try {
-      await Promise.race([Promise.all(calls), death]);
-    } catch (e) {
-      terminate();
-      throw e;
-    }
-  };
-  await all(0, (api, k) =>
+  const group = startWorkers<DitWorkerApi>(url, W, {
+    fail: (k, call, detail, cause) => new DitWorkerError(k, call, detail, cause),
+    terminatedMessage:
+      "DiT pool terminated: expected a live pool (a worker failed or terminate() was called)",
+    onTerminate() {
+      // wake any worker waiting at the barrier
+      Atomics.store(controlView, ABORT, 1);
+      Atomics.notify(controlView, GENERATION);
+    },
+  });
+  await group.run(0, (api, k) =>
     api.init({
       index: k,
       workers: W,
@@ -508,7 +465,7 @@ export async function createDitPool(model: DitModel, options: DitPoolOptions): P
         sigmaView.set(sig);
         const call = ++calls;
         const raw = opts.raw === true;
-        await all(
+        await group.run(
           call,
           (api, k) =>
             api.forward({ call, batch: b, length: t, raw, ...ditPartRows(split, k, W, b, t) }),
@@ -518,6 +475,6 @@ export async function createDitPool(model: DitModel, options: DitPoolOptions): P
         busy = false;
       }
     },
-    terminate,
+    terminate: group.terminate,
   };
 }

@@ -26,6 +26,12 @@
  * and the rotary tables are built once per runner, so the per-step cost of sampling is the
  * matmuls over `N` rows, the attention, and the element-wise ops.
  *
+ * Every op is per row (position) except attention, which runs one sequence and head at a time for
+ * the query rows asked for over all the sequence's keys. So {@linkcode DitRunner.forwardRows}
+ * computes a part of the rows alone, given the q, k, v of the others once per block
+ * ({@linkcode DitPart}), and gets exactly those rows of the whole pass: what the workers of
+ * `createDitPool` (`dit_pool.ts`) run.
+ *
  * On `wasm` and `blas` every operand of a matmul lives in the kernels' memory: the runner
  * reserves it in one go (the growth rule of `src/kernels/wasm.ts`), and holds a copy of every
  * parameter except `vocab_embed.embedding` (read by a gather, straight from `model.params`), made

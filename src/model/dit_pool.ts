@@ -30,7 +30,9 @@
  *
  * `"auto"` (the default) takes `"sequences"` when `W` divides `B` (equal work, no barrier or copy),
  * else `"positions"`. Both give every row exactly what one {@linkcode DitRunner} on the same
- * backend computes, bit for bit: each op is per row and the kernels' products are row by row.
+ * backend computes, bit for bit on `wasm` and `ts`: each op is per row and those kernels'
+ * products are row by row. On `blas` the system library may compute a product of fewer rows
+ * differently, in the last bits.
  *
  * A worker that throws or dies fails the call with a {@linkcode DitWorkerError} (one line naming
  * the worker and the call); the pool then sets an abort flag that wakes any worker waiting at the

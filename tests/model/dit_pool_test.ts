@@ -12,6 +12,8 @@ import { createDitRunner } from "../../src/model/dit_fast.ts";
 import { createDitPool, type DitSplit, DitWorkerError } from "../../src/model/dit_pool.ts";
 import type { BackendName } from "../../src/nn/backend.ts";
 import { randomDit, randomTokens } from "./random_dit.ts";
+import { ignoreBlas } from "../kernels/blas_available.ts";
+import { maxRelErr } from "../rel_err.ts";
 
 /** The index and values of the first float where `got` and `want` differ, or null. */
 function firstDifference(got: Float32Array, want: Float32Array): string | null {
@@ -59,6 +61,52 @@ for (const backend of ["wasm", "ts"] as const) {
     ]);
   });
 }
+
+Deno.test("dit_pool: across the kernels' blocks (rows > 128, K > 256, V > 2048) the rows agree", async () => {
+  // one runner multiplies 150 rows as 128 + 22, each worker 75: the same floats per row
+  const model = randomDit({
+    vocabSize: 2100,
+    context: 160,
+    dModel: 80,
+    nHeads: 2,
+    nLayers: 1,
+    condDim: 16,
+  }, 7);
+  await samePool(
+    model,
+    { workers: 2, split: "positions", batch: 1, length: 150, backend: "wasm" },
+    [
+      { batch: 1, length: 150, sigma: [1.1] },
+    ],
+  );
+});
+
+Deno.test({
+  name: "dit_pool: blas: the system library's products of fewer rows agree to 1e-5, not exactly",
+  ignore: ignoreBlas,
+  async fn() {
+    const model = randomDit(
+      { vocabSize: 2100, context: 160, dModel: 80, nHeads: 2, condDim: 16 },
+      7,
+    );
+    const pool = await createDitPool(model, {
+      workers: 2,
+      length: 150,
+      backend: "blas",
+      split: "positions",
+    });
+    try {
+      const runner = createDitRunner(model, { length: 150, backend: "blas" });
+      const tokens = randomTokens(150, 2100, 3);
+      const opts = { batch: 1, sigma: new Float32Array([1.1]) };
+      const got = (await pool.forward(tokens, opts)).slice();
+      const e = maxRelErr(got, runner.forward(tokens, opts), "blas pool");
+      assert.ok(e <= 1e-5, `rel err ${e}`);
+    } finally {
+      pool.terminate();
+    }
+  },
+});
 
 Deno.test("dit_pool: sequences cut between 3 workers, whole sequences, MDLM logits", async () => {
   const sedd = randomDit({ vocabSize: 29, context: 8, dModel: 16, nHeads: 2, condDim: 8 }, 4);

@@ -114,6 +114,7 @@ Deno.test("dit_pool: sequences cut between 3 workers, whole sequences, MDLM logi
   await samePool(sedd, { workers: 3, split: "positions", batch: 2, length: 7, backend: "wasm" }, [
     { batch: 2, length: 7, sigma: [0.2, 1.7] },
     { batch: 1, length: 7, sigma: [0.6] },
+    { batch: 1, length: 2, sigma: [0.6] }, // fewer rows than workers: worker 0 computes none
   ]);
   const mdlm = randomDit({
     vocabSize: 29,

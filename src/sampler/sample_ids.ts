@@ -119,10 +119,10 @@ export interface SampleResult {
 }
 
 /** Final time of the grid, SEDD's and MDLM's sampling eps. */
-const T_EPS = 1e-5;
+export const T_EPS = 1e-5;
 
 /** The confidence sampler's cap on the masked fraction when it names a sigma (loglinear's at t = 1). */
-const MAX_MASK_FRACTION = 1 - 1e-3;
+export const MAX_MASK_FRACTION = 1 - 1e-3;
 
 function fixedMask(fixed: FixedTokens | undefined, T: number, V: number, maskId: number) {
   if (fixed === undefined) return null;
@@ -157,6 +157,111 @@ function impose(ids: Int32Array, fixed: FixedTokens | undefined, B: number, T: n
   for (let b = 0; b < B; b++) {
     for (let j = 0; j < fixed.positions.length; j++) ids[b * T + fixed.positions[j]] = fixed.ids[j];
   }
+}
+
+/** What {@linkcode prepareSample} resolves from the options: each checked, defaults applied. */
+export interface PreparedSample {
+  /** The method. */
+  method: SampleMethod;
+  /** Steps. */
+  steps: number;
+  /** Tokens per sequence. */
+  T: number;
+  /** Sequences. */
+  B: number;
+  /** The forward process. */
+  graph: Graph;
+  /** The output parameterisation. */
+  output: DenoiserOutput;
+  /** The generator drawn from (`options.rng`, or a fresh one from `options.seed`). */
+  rng: Rng;
+  /** The noise schedule. */
+  schedule: NoiseSchedule;
+  /** The fixed tokens as given. */
+  fixed: FixedTokens | undefined;
+  /** 1 where a position is fixed (T), or null. */
+  fmask: Uint8Array | null;
+  /** The step callback. */
+  onStep: ((ids: Int32Array, step: number) => void) | undefined;
+  /** The starting ids (B,T): MASK (absorb) or uniform real tokens drawn from `rng` (uniform), fixed tokens imposed. */
+  ids: Int32Array;
+}
+
+/**
+ * Checks the options of {@linkcode sampleIds} (one-line errors naming what was expected) and
+ * draws the starting ids, as every implementation of the samplers does first.
+ *
+ * @param V Vocabulary size including MASK.
+ * @param maskId Id of MASK.
+ * @param options The options.
+ * @returns The resolved settings and the starting ids.
+ */
+export function prepareSample(V: number, maskId: number, options: SampleOptions): PreparedSample {
+  if (options === null || typeof options !== "object") {
+    throw new TypeError(`Invalid options: expected an object, got ${String(options)}`);
+  }
+  checkInt("vocabulary size", V, 3);
+  if (!Number.isInteger(maskId) || maskId < 0 || maskId >= V) {
+    throw new RangeError(`Invalid maskId: expected an integer 0 <= maskId < ${V}, got ${maskId}`);
+  }
+  const method = oneOf(
+    "method",
+    options.method,
+    [
+      "confidence",
+      "euler",
+      "tweedie",
+      "ancestral",
+    ] as const,
+  );
+  const steps = checkInt("steps", options.steps, 1);
+  const T = checkInt("length", options.length, 1);
+  const B = checkInt("batch", options.batch ?? 1, 1);
+  const graph = oneOf("graph", options.graph, ["absorb", "uniform"] as const, "absorb");
+  const output = oneOf("output", options.output, ["logits", "logScore"] as const, "logits");
+  if (graph === "uniform" && (method === "confidence" || method === "ancestral")) {
+    throw new RangeError(
+      `Unsupported combination: method "${method}" needs the absorb graph (masks to unmask), got graph "uniform"; use "euler" or "tweedie"`,
+    );
+  }
+  if (graph === "uniform" && output !== "logScore") {
+    throw new RangeError(
+      `Unsupported combination: the uniform graph needs output "logScore" (SEDD), got "${output}"`,
+    );
+  }
+  let rng: Rng;
+  if (options.rng instanceof Rng) rng = options.rng;
+  else if (options.rng !== undefined) {
+    throw new TypeError(`Invalid rng: expected an Rng, got ${typeof options.rng}`);
+  } else if (options.seed !== undefined) rng = new Rng(options.seed);
+  else throw new TypeError("Missing randomness: expected options.seed or options.rng, got neither");
+  const schedule = typeof options.schedule === "object" && options.schedule !== null
+    ? options.schedule
+    : createSchedule(options.schedule ?? "loglinear");
+  if ((method === "euler" || method === "tweedie") && !Number.isFinite(schedule.sigma(1))) {
+    throw new RangeError(
+      `Unsupported schedule for ${method}: expected a finite sigma(1) (loglinear or geometric), got ${
+        schedule.sigma(1)
+      } (${schedule.name})`,
+    );
+  }
+  const fixed = options.fixed;
+  const fmask = fixedMask(fixed, T, V, maskId);
+  const onStep = options.onStep;
+  if (onStep !== undefined && typeof onStep !== "function") {
+    throw new TypeError(`Invalid onStep: expected a function, got ${typeof onStep}`);
+  }
+
+  const ids = new Int32Array(B * T);
+  if (graph === "absorb") ids.fill(maskId);
+  else {
+    for (let i = 0; i < ids.length; i++) {
+      const r = rng.int(V - 1); // SEDD's sample_limit: uniform over the real tokens
+      ids[i] = r < maskId ? r : r + 1;
+    }
+  }
+  impose(ids, fixed, B, T);
+  return { method, steps, T, B, graph, output, rng, schedule, fixed, fmask, onStep, ids };
 }
 
 /**
@@ -259,70 +364,8 @@ function* sampling(
   maskId: number,
   options: SampleOptions,
 ): Generator<DenoiserCall, SampleResult, Float32Array> {
-  if (options === null || typeof options !== "object") {
-    throw new TypeError(`Invalid options: expected an object, got ${String(options)}`);
-  }
-  checkInt("vocabulary size", V, 3);
-  if (!Number.isInteger(maskId) || maskId < 0 || maskId >= V) {
-    throw new RangeError(`Invalid maskId: expected an integer 0 <= maskId < ${V}, got ${maskId}`);
-  }
-  const method = oneOf(
-    "method",
-    options.method,
-    [
-      "confidence",
-      "euler",
-      "tweedie",
-      "ancestral",
-    ] as const,
-  );
-  const steps = checkInt("steps", options.steps, 1);
-  const T = checkInt("length", options.length, 1);
-  const B = checkInt("batch", options.batch ?? 1, 1);
-  const graph = oneOf("graph", options.graph, ["absorb", "uniform"] as const, "absorb");
-  const output = oneOf("output", options.output, ["logits", "logScore"] as const, "logits");
-  if (graph === "uniform" && (method === "confidence" || method === "ancestral")) {
-    throw new RangeError(
-      `Unsupported combination: method "${method}" needs the absorb graph (masks to unmask), got graph "uniform"; use "euler" or "tweedie"`,
-    );
-  }
-  if (graph === "uniform" && output !== "logScore") {
-    throw new RangeError(
-      `Unsupported combination: the uniform graph needs output "logScore" (SEDD), got "${output}"`,
-    );
-  }
-  let rng: Rng;
-  if (options.rng instanceof Rng) rng = options.rng;
-  else if (options.rng !== undefined) {
-    throw new TypeError(`Invalid rng: expected an Rng, got ${typeof options.rng}`);
-  } else if (options.seed !== undefined) rng = new Rng(options.seed);
-  else throw new TypeError("Missing randomness: expected options.seed or options.rng, got neither");
-  const schedule = typeof options.schedule === "object" && options.schedule !== null
-    ? options.schedule
-    : createSchedule(options.schedule ?? "loglinear");
-  if ((method === "euler" || method === "tweedie") && !Number.isFinite(schedule.sigma(1))) {
-    throw new RangeError(
-      `Unsupported schedule for ${method}: expected a finite sigma(1) (loglinear or geometric), got ${
-        schedule.sigma(1)
-      } (${schedule.name})`,
-    );
-  }
-  const fixed = options.fixed;
-  const fmask = fixedMask(fixed, T, V, maskId);
-  const onStep = options.onStep;
-  if (onStep !== undefined && typeof onStep !== "function") {
-    throw new TypeError(`Invalid onStep: expected a function, got ${typeof onStep}`);
-  }
-
-  const ids = new Int32Array(B * T);
-  if (graph === "absorb") ids.fill(maskId);
-  else {
-    for (let i = 0; i < ids.length; i++) {
-      const r = rng.int(V - 1); // SEDD's sample_limit: uniform over the real tokens
-      ids[i] = r < maskId ? r : r + 1;
-    }
-  }
-  impose(ids, fixed, B, T);
+  const { method, steps, T, B, graph, output, rng, schedule, fixed, fmask, onStep, ids } =
+    prepareSample(V, maskId, options);
 
   const sigmaB = new Float32Array(B);
   let evaluations = 0;

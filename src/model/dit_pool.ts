@@ -393,6 +393,15 @@ export async function createDitPool(model: DitModel, options: DitPoolOptions): P
     };
   }
 
+  if (typeof Worker === "undefined" || typeof SharedArrayBuffer === "undefined") {
+    throw new Error(
+      `DiT pool unavailable: expected Worker and SharedArrayBuffer (in a browser, a ` +
+        `cross-origin isolated page), got ${
+          typeof Worker === "undefined" ? "no Worker" : "no SharedArrayBuffer"
+        }; ` +
+        `use workers: 0`,
+    );
+  }
   const { vocabSize: V, dModel: d } = cfg;
   const N = B * T;
   const own = model.params.buffer instanceof SharedArrayBuffer && model.params.byteOffset === 0 &&

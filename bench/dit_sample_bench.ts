@@ -18,7 +18,9 @@
  * evaluations, seconds, tokens/s and seconds per forward pass, and the process's RSS.
  * `--workers` (default 2) runs the forward passes on a `createDitPool` of that many workers,
  * `--split auto|positions|sequences` (default `auto`: whole sequences when the workers divide
- * the batch, else positions) cut the rows; `--workers 1` runs one `DitRunner` on the main thread.
+ * the batch, else positions) cut the rows; `--workers 1` runs one `DitRunner` on the main thread;
+ * `--weights stage` has the matmuls read the weights staged from the shared parameters instead of
+ * a copy in each worker's kernels' memory.
  * The RSS is the main process's, which holds the workers' memory too (each worker's kernels'
  * memory has its own copy of the parameters). The `blas` backend's library may use threads of its
  * own inside each matmul.
@@ -34,7 +36,7 @@
  */
 
 import { createDit, type DitConfig, type DitModel, ditParamTable } from "../src/model/dit.ts";
-import { createDitRunner } from "../src/model/dit_fast.ts";
+import { createDitRunner, type DitWeights } from "../src/model/dit_fast.ts";
 import { createDitPool, type DitSplit } from "../src/model/dit_pool.ts";
 import { sampleIdsAsync } from "../src/sampler/sample_ids.ts";
 import { serializeSafetensors, type TensorInput } from "../src/checkpoint/safetensors.ts";
@@ -101,11 +103,14 @@ async function sampleRun(): Promise<void> {
   const B = intFlag("--batch", 1), workers = intFlag("--workers", 2);
   const backend = (flag("--backend") ?? "wasm") as BackendName;
   const split = (flag("--split") ?? "auto") as DitSplit;
+  const weights = (flag("--weights") ?? "copy") as DitWeights;
   const t0 = performance.now();
   const model = randomDit(shape, T);
-  const single = workers === 1 ? createDitRunner(model, { batch: B, length: T, backend }) : null;
+  const single = workers === 1
+    ? createDitRunner(model, { batch: B, length: T, backend, weights })
+    : null;
   const pool = single === null
-    ? await createDitPool(model, { workers, batch: B, length: T, backend, split })
+    ? await createDitPool(model, { workers, batch: B, length: T, backend, split, weights })
     : null;
   try {
     const forward = (ids: Int32Array, sigma: Float32Array) =>
@@ -136,6 +141,7 @@ async function sampleRun(): Promise<void> {
       backend,
       workers,
       split: single ? "none" : split,
+      weights,
       batch: B,
       length: T,
       steps,

@@ -7,8 +7,9 @@
  *
  * The parameters live in one `SharedArrayBuffer` (the model's own when it already is one, else one
  * copy); each worker builds a {@linkcode DitRunner} over it with activations for its part of the
- * rows only (on `wasm` and `blas` the runner copies the parameters into its kernels' memory, so
- * each worker holds one more copy of them; on `ts` it reads the shared buffer in place). Per call
+ * rows only. On `wasm` and `blas` the runner copies the parameters into its kernels' memory
+ * (`weights: "copy"`, one more copy per worker) or stages each matmul's weight from the shared
+ * buffer just before it (`weights: "stage"`); on `ts` it reads the shared buffer in place. Per call
  * the main thread writes the ids and the noise levels into shared buffers and comlink carries only
  * each worker's row range; worker `k` computes rows `[start_k, end_k)` and writes their output
  * into the shared `(N,V)` output. Two ways to cut the rows:
@@ -44,7 +45,13 @@
 import { checkInt } from "../check.ts";
 import { type BackendName, defaultBackend } from "../nn/backend.ts";
 import { checkDitInputs, createDit, type DitConfig, type DitModel } from "./dit.ts";
-import { createDitRunner, type DitPart, type DitRunner, type DitRunOptions } from "./dit_fast.ts";
+import {
+  createDitRunner,
+  type DitPart,
+  type DitRunner,
+  type DitRunOptions,
+  type DitWeights,
+} from "./dit_fast.ts";
 import { startWorkers } from "../worker_group.ts";
 
 /** How a {@linkcode DitPool} cuts a call's rows between its workers (see the module doc). */
@@ -77,6 +84,13 @@ export interface DitPoolOptions {
   blasPath?: string;
   /** How the rows are cut. Default `"auto"`. */
   split?: DitSplit;
+  /**
+   * How each worker's runner reads the shared parameters on `wasm` and `blas`: `"copy"` (default)
+   * into its kernels' memory once, or `"stage"`, each matmul's weight copied in just before it
+   * (see `DitRunnerOptions.weights`): the memory of one copy per worker saved for a pass over the
+   * parameters per call.
+   */
+  weights?: DitWeights;
   /** Test-only: make one worker fail at one call. */
   fault?: DitPoolFault;
   /** The worker module (default: `workers/dit_worker.ts` beside this package). */
@@ -146,6 +160,8 @@ export interface DitWorkerSetup {
   rows: number;
   /** Backend of the runner. */
   backend: BackendName;
+  /** How the runner reads the weights. */
+  weights: DitWeights;
   /** The BLAS library of `"blas"`. */
   blasPath?: string;
   /** Ids `(B,T)`, Int32. */
@@ -284,6 +300,7 @@ export function ditWorkerApi(): DitWorkerApi {
         length: s.length,
         rows: s.rows,
         backend: s.backend,
+        weights: s.weights,
         blas: s.blasPath === undefined ? undefined : { path: s.blasPath },
       });
       views = {
@@ -365,7 +382,13 @@ export async function createDitPool(model: DitModel, options: DitPoolOptions): P
   const backend = options.backend ?? defaultBackend();
   const blas = options.blasPath === undefined ? undefined : { path: options.blasPath };
   if (W <= 1) {
-    const runner = createDitRunner(model, { batch: B, length: T, backend, blas });
+    const runner = createDitRunner(model, {
+      batch: B,
+      length: T,
+      backend,
+      blas,
+      weights: options.weights,
+    });
     let calls = 0, stopped = false;
     return {
       workers: 0,
@@ -445,6 +468,7 @@ export async function createDitPool(model: DitModel, options: DitPoolOptions): P
       length: T,
       rows,
       backend,
+      weights: options.weights ?? "copy",
       blasPath: options.blasPath,
       tokens: tokensMem,
       sigma: sigmaMem,

@@ -23,6 +23,7 @@ import {
   type SampleResult,
 } from "./sample_ids.ts";
 import { createDitPool, type DitSplit } from "../model/dit_pool.ts";
+import type { DitWeights } from "../model/dit_fast.ts";
 import { checkInt } from "../check.ts";
 
 /** Options of {@linkcode sample}. */
@@ -144,6 +145,8 @@ export interface SampleAsyncOptions extends SampleTextOptions {
   workers?: number;
   /** How the pool cuts the rows (see `createDitPool`). Default `"auto"`. */
   split?: DitSplit;
+  /** How the pool's workers read the weights (see `createDitPool`). Default `"copy"`. */
+  weights?: DitWeights;
 }
 
 /**
@@ -154,7 +157,7 @@ export interface SampleAsyncOptions extends SampleTextOptions {
  *
  * @param model The model: the transformer kind or a DiT.
  * @param tokenizer Its tokenizer.
- * @param options As {@linkcode sample}'s, and `workers`, `split`.
+ * @param options As {@linkcode sample}'s, and `workers`, `split`, `weights`.
  * @returns The text, ids and evaluation counts.
  * @throws DitWorkerError (rejects) when a worker fails; the pool is stopped.
  */
@@ -172,6 +175,7 @@ export async function sampleAsync(
     batch: plan.B,
     length: plan.options.length,
     split: options.split,
+    weights: options.weights,
   });
   try {
     const denoise: AsyncDenoiser = (ids, sigma) =>

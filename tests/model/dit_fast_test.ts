@@ -191,3 +191,40 @@ Deno.test("dit_fast: geluTanhInPlace matches geluTanh, including the tails and N
   geluTanhInPlace(nan, 1);
   assert.ok(Number.isNaN(nan[0]));
 });
+
+for (const [backend, ignore] of [["wasm", false], ["blas", ignoreBlas]] as const) {
+  Deno.test({
+    name: `dit_fast: ${backend}: weights "stage" gives the floats of "copy" and reads params live`,
+    ignore,
+    fn() {
+      const model = randomDit({ vocabSize: 301, output: "sedd" }, 5);
+      const B = 2, T = 40, V = model.config.vocabSize;
+      const tokens = randomTokens(B * T, V, 4);
+      const sigma = new Float64Array([0.3, 2.2]);
+      const copy = createDitRunner(model, { batch: B, length: 48, backend });
+      const stage = createDitRunner(model, { batch: B, length: 48, backend, weights: "stage" });
+      assert.ok(stage.arenaBytes < copy.arenaBytes, `${stage.arenaBytes} vs ${copy.arenaBytes}`);
+      for (const raw of [false, true]) {
+        const want = copy.forward(tokens, { batch: B, sigma, raw }).slice();
+        const got = stage.forward(tokens, { batch: B, sigma, raw });
+        assert.deepEqual(got, want, `raw ${raw}`);
+      }
+      // a parameter change is seen at the next call, with no syncParams
+      const before = stage.forward(tokens, { batch: B, sigma }).slice();
+      const { offset } = model.layout["output_layer.linear.weight"];
+      model.params[offset] += 0.5;
+      const after = stage.forward(tokens, { batch: B, sigma }).slice();
+      copy.syncParams();
+      assert.deepEqual(after, copy.forward(tokens, { batch: B, sigma }));
+      assert.notDeepEqual(after, before);
+    },
+  });
+}
+
+Deno.test("dit_fast: an unknown weights mode gets a clear error", () => {
+  const model = randomDit({ nLayers: 1 }, 1);
+  assert.throws(
+    () => createDitRunner(model, { length: 8, weights: "share" as never }),
+    /Invalid weights: expected "copy" or "stage", got share/,
+  );
+});

@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { parseSafetensors, serializeSafetensors } from "../../src/checkpoint/safetensors.ts";
 import { ditFromSafetensors } from "../../src/checkpoint/model_io.ts";
 import type { DitModel } from "../../src/model/dit.ts";
-import { createDitRunner } from "../../src/model/dit_fast.ts";
+import { createDitRunner, type DitWeights } from "../../src/model/dit_fast.ts";
 import { createDitPool, type DitSplit, DitWorkerError } from "../../src/model/dit_pool.ts";
 import type { BackendName } from "../../src/nn/backend.ts";
 import { randomDit, randomTokens } from "./random_dit.ts";
@@ -27,7 +27,14 @@ function firstDifference(got: Float32Array, want: Float32Array): string | null {
 /** Runs `calls` through a pool and through one runner; requires equal floats. */
 async function samePool(
   model: DitModel,
-  pool: { workers: number; split: DitSplit; batch: number; length: number; backend: BackendName },
+  pool: {
+    workers: number;
+    split: DitSplit;
+    batch: number;
+    length: number;
+    backend: BackendName;
+    weights?: DitWeights;
+  },
   calls: { batch: number; length: number; sigma: number[]; raw?: boolean }[],
 ): Promise<void> {
   const p = await createDitPool(model, pool);
@@ -108,10 +115,15 @@ Deno.test({
   },
 });
 
-Deno.test("dit_pool: sequences cut between 3 workers, whole sequences, MDLM logits", async () => {
+Deno.test("dit_pool: sequences cut between 3 workers (weights copied or staged), whole sequences, MDLM logits", async () => {
   const sedd = randomDit({ vocabSize: 29, context: 8, dModel: 16, nHeads: 2, condDim: 8 }, 4);
   // 2 sequences of 7 over 3 workers: rows 0-4, 4-9, 9-14 cut both sequences
-  await samePool(sedd, { workers: 3, split: "positions", batch: 2, length: 7, backend: "wasm" }, [
+  const cut = { workers: 3, split: "positions", batch: 2, length: 7, backend: "wasm" } as const;
+  // each worker's weights staged per matmul from the shared parameters, not copied
+  await samePool(sedd, { ...cut, weights: "stage" }, [
+    { batch: 2, length: 7, sigma: [0.2, 1.7] },
+  ]);
+  await samePool(sedd, cut, [
     { batch: 2, length: 7, sigma: [0.2, 1.7] },
     { batch: 1, length: 7, sigma: [0.6] },
     { batch: 1, length: 2, sigma: [0.6] }, // fewer rows than workers: worker 0 computes none

@@ -87,6 +87,7 @@ export {
   ditRunnerBytes,
   type DitRunnerOptions,
   type DitRunOptions,
+  type DitWeights,
   geluTanhInPlace,
 } from "./dit_fast.ts";
 export {

@@ -28,6 +28,7 @@ const OPTIONS = {
   "show-steps": { type: "boolean" },
   backend: { type: "string" },
   workers: { type: "string" },
+  weights: { type: "string" },
 } as const;
 
 /** The help text. */
@@ -50,6 +51,8 @@ Options:
   --show-steps        print the text after every step, masks shown as _
   --workers <n>       a DiT's forward passes on n worker threads, the same sample as on one;
                       0 runs in-process (default: 0; other models always run in-process)
+  --weights <how>     copy | stage: each worker copies the weights once (default), or
+                      stages each matmul's weight from the shared ones (less memory)
 ${commonHelp(22)}
 `;
 }
@@ -78,6 +81,7 @@ export async function sampleCommand(args: string[]): Promise<number> {
   const seed = int("seed", v.seed, 0) ?? 0;
   const method = choice("method", v.method, METHODS);
   const workers = int("workers", v.workers, 0) ?? 0;
+  const weights = choice("weights", v.weights, ["copy", "stage"] as const);
   const { model, tokenizer, step, metadata } = await readCheckpoint(checkpoint);
   const seddDit = (model.config as { kind?: string }).kind === "dit" &&
     (model.config as { output?: string }).output === "sedd";
@@ -105,6 +109,7 @@ export async function sampleCommand(args: string[]): Promise<number> {
   const out = await sampleAsync(model, tokenizer, {
     backend,
     workers,
+    weights,
     prompt,
     suffix: str(v.suffix),
     infill,

@@ -152,7 +152,7 @@ export interface DitWorkerSetup {
   config: DitConfig;
   /** The parameters, shared. */
   params: SharedArrayBuffer;
-  /** Most sequences, longest sequence, most rows of one part. */
+  /** Most sequences per call. */
   batch: number;
   /** Longest sequence. */
   length: number;
@@ -361,6 +361,25 @@ export function ditWorkerApi(): DitWorkerApi {
  * @returns The ready pool; `terminate()` it when done.
  * @throws RangeError for a bad count or size; {@linkcode DitWorkerError} when a worker fails to
  *   start.
+ *
+ * @example One sequence over two workers: the floats of one runner
+ * ```ts
+ * import { createDitPool } from "./dit_pool.ts";
+ * import { createDitRunner } from "./dit_fast.ts";
+ * import { createDit } from "./dit.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const dit = createDit({ vocabSize: 11, context: 8, dModel: 8, nHeads: 2, nLayers: 1, condDim: 4 });
+ * const pool = await createDitPool(dit, { workers: 2, length: 8 });
+ * try {
+ *   const tokens = new Int32Array([1, 2, 10, 3, 4, 10, 5, 6]);
+ *   const opts = { batch: 1, sigma: new Float32Array([0.7]) };
+ *   const out = await pool.forward(tokens, opts);
+ *   assert.deepEqual(out, createDitRunner(dit, { length: 8 }).forward(tokens, opts));
+ * } finally {
+ *   pool.terminate();
+ * }
+ * ```
  */
 export async function createDitPool(model: DitModel, options: DitPoolOptions): Promise<DitPool> {
   if (options === null || typeof options !== "object") {

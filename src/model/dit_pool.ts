@@ -23,8 +23,8 @@
  *   suffices: a worker writes block `l + 1`'s rows into the other buffer than the one slower
  *   workers may still be reading for block `l`, and it cannot come back to the first buffer
  *   (block `l + 2`) before every worker has passed block `l + 1`'s barrier, which each reaches
- *   only after finishing block `l`'s attention. The
- *   conditioning (`B` rows) is computed by every worker. This splits batch 1.
+ *   only after finishing block `l`'s attention. The conditioning (`B` rows) is computed by every
+ *   worker. This splits batch 1.
  * - `"sequences"`: whole sequences, `[floor(kB/W), floor((k+1)B/W))` of them per worker, with no
  *   exchange and no barrier; a worker's attention reads only its own rows. At batch `B < W` some
  *   workers are idle.

@@ -180,6 +180,24 @@ for (const mode of ["throw", "crash"] as const) {
   });
 }
 
+Deno.test("dit_pool: a worker that cannot start fails createDitPool with one line", async () => {
+  const model = randomDit({ vocabSize: 19, context: 8, dModel: 16, nHeads: 2, condDim: 8 }, 1);
+  const file = await Deno.makeTempFile({ suffix: ".ts" });
+  try {
+    await Deno.writeTextFile(file, 'throw new Error("no kernels here");\n');
+    const e = await createDitPool(model, { workers: 2, length: 8, workerUrl: `file://${file}` })
+      .then(() => null, (e) => e);
+    assert.ok(e instanceof DitWorkerError, String(e));
+    assert.match(
+      e.message,
+      /^DiT worker [01] failed while starting: worker died \(.*no kernels here/,
+    );
+    assert.ok(!e.message.includes("\n"), e.message);
+  } finally {
+    await Deno.remove(file);
+  }
+});
+
 Deno.test("dit_pool: bad options get a clear error", async () => {
   const model = randomDit({ vocabSize: 19, context: 8, dModel: 16, nHeads: 2, condDim: 8 }, 1);
   await assert.rejects(createDitPool(model, { workers: -1 }), /workers/);

@@ -4,7 +4,7 @@
  * @module
  */
 
-import { decode, sample, type SampleMethod } from "../mod.ts";
+import { decode, sampleAsync, type SampleMethod } from "../mod.ts";
 import { backendOf, choice, commonHelp, int, parse, str } from "./args.ts";
 import { InputError, UsageError } from "./errors.ts";
 import { readCheckpoint, samplerOutput } from "./inputs.ts";
@@ -27,6 +27,8 @@ const OPTIONS = {
   method: { type: "string" },
   "show-steps": { type: "boolean" },
   backend: { type: "string" },
+  workers: { type: "string" },
+  weights: { type: "string" },
 } as const;
 
 /** The help text. */
@@ -47,6 +49,10 @@ Options:
   --method <name>     ${METHODS.join(" | ")} (default: ${METHODS[0]}; euler for a
                       converted SEDD checkpoint, as SEDD samples)
   --show-steps        print the text after every step, masks shown as _
+  --workers <n>       a DiT's forward passes on n worker threads, the same sample as on one;
+                      0 runs in-process (default: 0; other models always run in-process)
+  --weights <how>     copy | stage: each worker copies the weights once (default), or
+                      stages each matmul's weight from the shared ones (less memory)
 ${commonHelp(22)}
 `;
 }
@@ -74,6 +80,8 @@ export async function sampleCommand(args: string[]): Promise<number> {
   const steps = int("steps", v.steps, 1) ?? SAMPLE_STEPS;
   const seed = int("seed", v.seed, 0) ?? 0;
   const method = choice("method", v.method, METHODS);
+  const workers = int("workers", v.workers, 0) ?? 0;
+  const weights = choice("weights", v.weights, ["copy", "stage"] as const);
   const { model, tokenizer, step, metadata } = await readCheckpoint(checkpoint);
   const seddDit = (model.config as { kind?: string }).kind === "dit" &&
     (model.config as { output?: string }).output === "sedd";
@@ -90,8 +98,18 @@ export async function sampleCommand(args: string[]): Promise<number> {
   const prompt = infill !== undefined ? undefined : str(v.prompt) ?? "";
   console.error(`Loaded ${checkpoint} (step ${step}, ${model.params.length} parameters)`);
   const { backend } = backendOf(v.backend);
-  const out = sample(model, tokenizer, {
+  const dit = (model.config as { kind?: string }).kind === "dit";
+  if (workers > 1) {
+    console.error(
+      dit
+        ? `Workers: ${workers} (the DiT's forward passes)`
+        : `Workers: none (--workers applies to a DiT; this model samples in-process)`,
+    );
+  }
+  const out = await sampleAsync(model, tokenizer, {
     backend,
+    workers,
+    weights,
     prompt,
     suffix: str(v.suffix),
     infill,

@@ -2,7 +2,9 @@
  * Samplers for discrete diffusion language models: the notebook's confidence sampler, SEDD's
  * Euler and Tweedie predictors (absorb and uniform graphs), and MDLM's ancestral sampler with
  * caching; over any denoiser ({@linkcode sampleIds}) or over a model and tokenizer with prompts,
- * suffixes and infill templates ({@linkcode sample}).
+ * suffixes and infill templates ({@linkcode sample}); {@linkcode sampleIdsAsync} and
+ * {@linkcode sampleAsync} take a denoiser that answers asynchronously, such as a DiT on worker
+ * threads.
  *
  * @example Ids from a stub denoiser
  * ```ts
@@ -20,16 +22,24 @@
  */
 
 export {
+  type AsyncDenoiser,
   type Denoiser,
   type DenoiserOutput,
   type FixedTokens,
   type Graph,
   sampleIds,
+  sampleIdsAsync,
   type SampleMethod,
   type SampleOptions,
   type SampleResult,
 } from "./sample_ids.ts";
-export { sample, type SampleTextOptions, type SampleTextResult } from "./sample.ts";
+export {
+  sample,
+  sampleAsync,
+  type SampleAsyncOptions,
+  type SampleTextOptions,
+  type SampleTextResult,
+} from "./sample.ts";
 export {
   conditioning,
   type ConditioningOptions,

@@ -12,7 +12,19 @@ import { decode, type Tokenizer } from "../tokenizer/mod.ts";
 import type { NoiseSchedule, ScheduleName } from "../diffusion/schedule.ts";
 import type { Rng } from "../rng.ts";
 import { conditioning } from "./template.ts";
-import { type DenoiserOutput, sampleIds, type SampleMethod } from "./sample_ids.ts";
+import {
+  type AsyncDenoiser,
+  type Denoiser,
+  type DenoiserOutput,
+  sampleIds,
+  sampleIdsAsync,
+  type SampleMethod,
+  type SampleOptions,
+  type SampleResult,
+} from "./sample_ids.ts";
+import { createDitPool, type DitSplit } from "../model/dit_pool.ts";
+import type { DitWeights } from "../model/dit_fast.ts";
+import { checkInt } from "../check.ts";
 
 /** Options of {@linkcode sample}. */
 export interface SampleTextOptions {
@@ -107,6 +119,92 @@ export function sample(
   tokenizer: Tokenizer,
   options: SampleTextOptions = {},
 ): SampleTextResult {
+  return sampleInProcess(prepare(model, tokenizer, options), model, tokenizer);
+}
+
+/** Runs `plan` with the model on this thread. */
+function sampleInProcess(
+  plan: Plan,
+  model: Model | DitModel,
+  tokenizer: Tokenizer,
+): SampleTextResult {
+  const dit = plan.dit;
+  const denoise: Denoiser = dit
+    ? (ids, sigma) => forward(dit, ids, { batch: plan.B, sigma: plan.ditSigma(sigma) })
+    : plan.denoise!;
+  return plan.finish(sampleIds(denoise, model.config.vocabSize, tokenizer.maskId, plan.options));
+}
+
+/** Options of {@linkcode sampleAsync}: those of {@linkcode sample}, and the workers. */
+export interface SampleAsyncOptions extends SampleTextOptions {
+  /**
+   * A DiT only: run its forward passes on this many workers (`createDitPool`, started for the
+   * call and stopped at its end); 0 or 1 runs them in-process. The transformer kind always runs
+   * in-process. Default 0.
+   */
+  workers?: number;
+  /** How the pool cuts the rows (see `createDitPool`). Default `"auto"`. */
+  split?: DitSplit;
+  /** How the pool's workers read the weights (see `createDitPool`). Default `"copy"`. */
+  weights?: DitWeights;
+}
+
+/**
+ * {@linkcode sample} with the DiT's forward passes on a worker pool (`options.workers`): the same
+ * ids for the same seed as `sample`, since the pool's outputs equal the one-thread pass's bit for
+ * bit, and the same steps (`sampleIdsAsync`). The pool runs on the default backend, as `sample`
+ * runs a DiT.
+ *
+ * @param model The model: the transformer kind or a DiT.
+ * @param tokenizer Its tokenizer.
+ * @param options As {@linkcode sample}'s, and `workers`, `split`, `weights`.
+ * @returns The text, ids and evaluation counts.
+ * @throws DitWorkerError (rejects) when a worker fails; the pool is stopped.
+ */
+export async function sampleAsync(
+  model: Model | DitModel,
+  tokenizer: Tokenizer,
+  options: SampleAsyncOptions = {},
+): Promise<SampleTextResult> {
+  const plan = prepare(model, tokenizer, options);
+  const workers = checkInt("workers", options.workers ?? 0, 0);
+  const dit = plan.dit;
+  if (dit === undefined || workers <= 1) return sampleInProcess(plan, model, tokenizer);
+  const pool = await createDitPool(dit, {
+    workers,
+    batch: plan.B,
+    length: plan.options.length,
+    split: options.split,
+    weights: options.weights,
+  });
+  try {
+    const denoise: AsyncDenoiser = (ids, sigma) =>
+      pool.forward(ids, { batch: plan.B, sigma: plan.ditSigma(sigma) });
+    const V = model.config.vocabSize;
+    return plan.finish(await sampleIdsAsync(denoise, V, tokenizer.maskId, plan.options));
+  } finally {
+    pool.terminate();
+  }
+}
+
+/** What {@linkcode prepare} works out for one sampling call. */
+interface Plan {
+  /** Sequences. */
+  B: number;
+  /** The sampler's options. */
+  options: SampleOptions;
+  /** The DiT to run, when the model is one. */
+  dit?: DitModel;
+  /** The noise levels a DiT reads: the sampler's, or zeros without time conditioning. */
+  ditSigma: (sigma: Float32Array) => Float32Array;
+  /** The transformer kind's denoiser. */
+  denoise?: Denoiser;
+  /** The sampled ids to the result. */
+  finish: (result: SampleResult) => SampleTextResult;
+}
+
+/** The checks and settings {@linkcode sample} and {@linkcode sampleAsync} share. */
+function prepare(model: Model | DitModel, tokenizer: Tokenizer, options: SampleTextOptions): Plan {
   const V = model.config.vocabSize;
   if (tokenizer.vocabSize !== V) {
     throw new RangeError(
@@ -125,12 +223,14 @@ export function sample(
       `Sample too long: expected at most ${model.config.context} tokens (the model's context), got ${length}`,
     );
   }
-  let denoise: (ids: Int32Array, sigma: Float32Array) => Float32Array;
+  let denoise: Denoiser | undefined;
+  let dit: DitModel | undefined;
+  let ditSigma = (sigma: Float32Array) => sigma;
   let output = options.output;
   let timeConditioned: boolean;
   let scaleBySigma: boolean | undefined;
   if ((model.config as { kind?: string }).kind === "dit") {
-    const dit = model as DitModel;
+    dit = model as DitModel;
     const own: DenoiserOutput = dit.config.output === "sedd" ? "logScore" : "logits";
     if (output !== undefined && output !== own) {
       throw new RangeError(
@@ -142,8 +242,7 @@ export function sample(
     scaleBySigma = false; // the network's output is SEDD's log-score already
     timeConditioned = options.timeConditioned ?? true;
     const zeros = new Float32Array(B);
-    denoise = (ids, sigma) =>
-      forward(dit, ids, { batch: B, sigma: timeConditioned ? sigma : zeros });
+    if (!timeConditioned) ditSigma = () => zeros;
   } else {
     const net = model as Model;
     timeConditioned = net.config.timeConditioning === true;
@@ -151,30 +250,28 @@ export function sample(
     const { backend } = resolveBackend(options.backend ?? "auto", blas);
     denoise = (ids, sigma) => forward(net, ids, { batch: B, sigma, backend, blas });
   }
-  const result = sampleIds(
-    denoise,
-    V,
-    tokenizer.maskId,
-    {
-      method: options.method ?? "ancestral",
-      steps: options.steps ?? 64,
-      length,
-      batch: B,
-      seed: options.rng === undefined ? (options.seed ?? 0) : undefined,
-      rng: options.rng,
-      schedule: options.schedule,
-      graph: options.graph,
-      output,
-      scaleBySigma,
-      allowMask: options.allowMask,
-      timeConditioned,
-      fixed,
-      onStep: options.onStep,
-    },
-  );
-  const texts: string[] = [];
-  for (let b = 0; b < B; b++) {
-    texts.push(decode(tokenizer, result.ids.subarray(b * length, (b + 1) * length)));
-  }
-  return { text: texts[0], texts, ...result };
+  const sampleOptions: SampleOptions = {
+    method: options.method ?? "ancestral",
+    steps: options.steps ?? 64,
+    length,
+    batch: B,
+    seed: options.rng === undefined ? (options.seed ?? 0) : undefined,
+    rng: options.rng,
+    schedule: options.schedule,
+    graph: options.graph,
+    output,
+    scaleBySigma,
+    allowMask: options.allowMask,
+    timeConditioned,
+    fixed,
+    onStep: options.onStep,
+  };
+  const finish = (result: SampleResult): SampleTextResult => {
+    const texts: string[] = [];
+    for (let b = 0; b < B; b++) {
+      texts.push(decode(tokenizer, result.ids.subarray(b * length, (b + 1) * length)));
+    }
+    return { text: texts[0], texts, ...result };
+  };
+  return { B, options: sampleOptions, dit, ditSigma, denoise, finish };
 }

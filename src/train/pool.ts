@@ -18,7 +18,7 @@
  * @module
  */
 
-import * as Comlink from "comlink";
+import { startWorkers } from "../worker_group.ts";
 import { checkInt } from "../check.ts";
 import type { BackendName } from "../nn/backend.ts";
 import type { AdamWState } from "../optim/adamw.ts";
@@ -192,59 +192,18 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
   const grads = new Float32Array(P);
   const gradMems: SharedArrayBuffer[] = [];
   const gradViews: Float32Array[] = [];
-  const workers: Worker[] = [];
-  const apis: Comlink.Remote<ShardWorkerApi>[] = [];
-  let current = -1; // the step being computed, for messages
-  let failure: WorkerError | undefined;
-  let rejectDeath: (e: WorkerError) => void = () => {};
-  const death = new Promise<never>((_, reject) => {
-    rejectDeath = reject;
-  });
-  death.catch(() => {}); // observed through Promise.race below
-  let terminated = false;
-  const terminate = () => {
-    if (terminated) return;
-    terminated = true;
-    for (const w of workers) w.terminate();
-  };
-  const url = options.workerUrl ?? new URL("../../workers/grad_worker.ts", import.meta.url);
-
   for (let k = 0; k < W; k++) {
-    const worker = new Worker(url, { type: "module" });
-    const onError = (e: Event) => {
-      e.preventDefault(); // keep the worker's error from taking down the main thread
-      const msg = (e as ErrorEvent).message ?? "the worker stopped";
-      failure ??= new WorkerError(k, current, `worker died (${msg})`);
-      rejectDeath(failure);
-    };
-    worker.addEventListener("error", onError);
-    worker.addEventListener("messageerror", onError);
-    workers.push(worker);
-    apis.push(Comlink.wrap<ShardWorkerApi>(worker));
     const mem = new SharedArrayBuffer(P * 4);
     gradMems.push(mem);
     gradViews.push(new Float32Array(mem));
   }
-
-  const call = async <R>(
-    step: number,
-    f: (api: Comlink.Remote<ShardWorkerApi>, k: number) => Promise<R>,
-  ) => {
-    if (terminated) throw new Error("Gradient pool terminated: expected a live pool");
-    current = step;
-    const calls = apis.map((api, k) =>
-      f(api, k).catch((e) => {
-        const detail = e instanceof Error ? e.message : String(e);
-        throw failure ??= new WorkerError(k, step, detail, e);
-      })
-    );
-    try {
-      return await Promise.race([Promise.all(calls), death]);
-    } catch (e) {
-      terminate();
-      throw e;
-    }
-  };
+  const url = options.workerUrl ?? new URL("../../workers/grad_worker.ts", import.meta.url);
+  const group = startWorkers<ShardWorkerApi>(url, W, {
+    fail: (k, step, detail, cause) => new WorkerError(k, step, detail, cause),
+    terminatedMessage: "Gradient pool terminated: expected a live pool",
+  });
+  const call = group.run;
+  const terminate = group.terminate;
 
   await call(0, (api, k) => {
     const setup: ShardSetup = {

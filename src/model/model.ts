@@ -31,7 +31,6 @@ import { drawMasks, layerBackward, layerForward } from "./block.ts";
 import { finalBackward, finalForward } from "./head.ts";
 import type { BackendName } from "../nn/backend.ts";
 import type { BlasOptions } from "../kernels/blas.ts";
-import { crossEntropyBackward, crossEntropyForward } from "../nn/cross_entropy.ts";
 import {
   createDit,
   type CreateDitOptions,
@@ -568,10 +567,10 @@ export function lossAndGrad(
       wt[i] = weight[idx[i]];
     }
   }
-  const loss = crossEntropyForward(ws.losses, ws.lse, logits, tg, wt, n, V);
+  const loss = ws.nn.crossEntropyForward(ws.losses, ws.lse, logits, tg, wt, n, V);
   const dlogits = ws.dlogits;
   dlogits.fill(0, 0, n * V);
-  crossEntropyBackward(dlogits, 1, logits, ws.lse, tg, wt, n, V);
+  ws.nn.crossEntropyBackward(dlogits, 1, logits, ws.lse, tg, wt, n, V);
   backwardUnchecked(model, ws, dlogits, grads);
   return { loss, grads };
 }

@@ -15,6 +15,7 @@ import {
   type NNBackend,
   tsBackend,
   wasmBackend,
+  wasmBackendBuffers,
 } from "../nn/backend.ts";
 import { createWasmKernels } from "../kernels/wasm.ts";
 import { type BlasLibrary, type BlasOptions, loadBlas, withBlas } from "../kernels/blas.ts";
@@ -309,9 +310,9 @@ function sizeWorkspace(
   const HS = config.dModel / config.nHeads;
   // the parameter copy and the gradient accumulator
   bytes += 2 * arenaFloatBytes(buildLayout(config).size);
-  // the wasm backend's attention scratch (see wasmBackend): q, k, v, y heads and their
-  // gradients, (T,HS) each, and two (T,T) tiles
-  bytes += 8 * arenaFloatBytes(T * HS) + 2 * arenaFloatBytes(T * T);
+  // the wasm backend's scratch (see wasmBackend): q, k, v, y heads and their gradients, (T,HS)
+  // each, two (T,T) tiles, the GELU tables and the token ids
+  for (const n of wasmBackendBuffers(T, HS, B * T)) bytes += arenaFloatBytes(n);
   return bytes;
 }
 
@@ -389,7 +390,7 @@ export function createWorkspace(
   const size = buildLayout(config).size;
   const wParams = k.alloc(size);
   const wGrads = k.alloc(size);
-  const nn = wasmBackend(k, T, HS, backend);
+  const nn = wasmBackend(k, T, HS, backend, B * T);
   return { ...bufs, backend, nn, wParams, wGrads, arenaBytes: wk.mark() - start };
 }
 

@@ -1,9 +1,13 @@
 /**
  * AdamW with PyTorch's semantics (`torch.optim.AdamW`): decoupled weight decay applied to every
- * parameter, bias-corrected moments, one flat loop over the parameter buffer.
+ * parameter, bias-corrected moments, one flat loop over the parameter buffer; in TypeScript
+ * ({@linkcode adamwStep}) or in the WebAssembly SIMD module ({@linkcode createWasmAdamW}), with
+ * the same bits.
  *
  * @module
  */
+
+import { createWasmKernels, type WasmKernels } from "../kernels/wasm.ts";
 
 /** AdamW hyper-parameters; the defaults are PyTorch's. */
 export interface AdamWOptions {
@@ -65,6 +69,38 @@ export function adamwStep(
   state: AdamWState,
   options: AdamWOptions = {},
 ): void {
+  const c = adamwCoefficients(params, grads, state, options);
+  const { m, v } = state;
+  const { beta1, beta2, stepSize, bc2Sqrt, eps, decay } = c;
+  for (let i = 0; i < params.length; i++) {
+    const g = grads[i];
+    // Moments are stored as float32 and read back, as PyTorch's float32 state is.
+    m[i] = beta1 * m[i] + (1 - beta1) * g;
+    v[i] = beta2 * v[i] + (1 - beta2) * g * g;
+    params[i] = params[i] * decay - stepSize * m[i] / (Math.sqrt(v[i]) / bc2Sqrt + eps);
+  }
+}
+
+/** The numbers of one AdamW step, as both loops use them. */
+interface AdamWCoefficients {
+  beta1: number;
+  beta2: number;
+  /** `lr / (1 - beta1^t)`. */
+  stepSize: number;
+  /** `sqrt(1 - beta2^t)`. */
+  bc2Sqrt: number;
+  eps: number;
+  /** `1 - lr * weightDecay`. */
+  decay: number;
+}
+
+/** Checks the buffers, counts the step and returns its coefficients. */
+function adamwCoefficients(
+  params: Float32Array,
+  grads: Float32Array,
+  state: AdamWState,
+  options: AdamWOptions,
+): AdamWCoefficients {
   const { lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0.01 } = options;
   const n = params.length;
   if (grads.length !== n || state.m.length !== n || state.v.length !== n) {
@@ -74,16 +110,85 @@ export function adamwStep(
     );
   }
   state.step++;
-  const bc1 = 1 - Math.pow(beta1, state.step);
-  const bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, state.step));
-  const stepSize = lr / bc1;
-  const decay = 1 - lr * weightDecay;
-  const { m, v } = state;
-  for (let i = 0; i < n; i++) {
-    const g = grads[i];
-    // Moments are stored as float32 and read back, as PyTorch's float32 state is.
-    m[i] = beta1 * m[i] + (1 - beta1) * g;
-    v[i] = beta2 * v[i] + (1 - beta2) * g * g;
-    params[i] = params[i] * decay - stepSize * m[i] / (Math.sqrt(v[i]) / bc2Sqrt + eps);
-  }
+  return {
+    beta1,
+    beta2,
+    stepSize: lr / (1 - Math.pow(beta1, state.step)),
+    bc2Sqrt: Math.sqrt(1 - Math.pow(beta2, state.step)),
+    eps,
+    decay: 1 - lr * weightDecay,
+  };
+}
+
+/** Floats of each chunk buffer of {@linkcode createWasmAdamW} (64 KiB each: four stay in L2). */
+export const WASM_ADAMW_CHUNK = 16384;
+
+/**
+ * An AdamW step in the WebAssembly SIMD module, with {@linkcode adamwStep}'s signature and
+ * bits: the same operations in double lanes, the moments rounded to float32 as the reference
+ * stores them. The buffers stay where they are (the parameters may be a `SharedArrayBuffer`
+ * the workers read, which a plain wasm memory cannot be): each chunk of
+ * {@linkcode WASM_ADAMW_CHUNK} values is copied into the module, updated, and its parameters
+ * and moments copied back. `onChunk(end)` is called after the values `[0, end)` are final,
+ * for a caller that hands updated parameters on as they are ready.
+ *
+ * @param kernels The wasm kernels to allocate the four chunk buffers in (default: a fresh
+ *   instance of its own).
+ * @returns The step function.
+ *
+ * @example The same bits as adamwStep
+ * ```ts
+ * import { adamwStep, createAdamW, createWasmAdamW } from "./adamw.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const p1 = new Float32Array([1, -2, 3]), p2 = p1.slice();
+ * const g = new Float32Array([0.5, 0.25, -1]);
+ * const s1 = createAdamW(3), s2 = createAdamW(3);
+ * adamwStep(p1, g, s1, { lr: 0.1 });
+ * createWasmAdamW()(p2, g, s2, { lr: 0.1 });
+ * assert.deepEqual(p2, p1);
+ * assert.deepEqual(s2.v, s1.v);
+ * ```
+ */
+export function createWasmAdamW(
+  kernels?: WasmKernels,
+): (
+  params: Float32Array,
+  grads: Float32Array,
+  state: AdamWState,
+  options?: AdamWOptions,
+  onChunk?: (end: number) => void,
+) => void {
+  const k = kernels ?? createWasmKernels();
+  const n = WASM_ADAMW_CHUNK;
+  k.reserve(4 * (n + 16));
+  const [P, G, M, V] = [k.alloc(n), k.alloc(n), k.alloc(n), k.alloc(n)];
+  return (params, grads, state, options = {}, onChunk) => {
+    const c = adamwCoefficients(params, grads, state, options);
+    const { m, v } = state;
+    for (let i = 0; i < params.length; i += n) {
+      const len = Math.min(n, params.length - i), end = i + len;
+      P.set(params.subarray(i, end));
+      G.set(grads.subarray(i, end));
+      M.set(m.subarray(i, end));
+      V.set(v.subarray(i, end));
+      k.ops.adamw(
+        P.byteOffset,
+        G.byteOffset,
+        M.byteOffset,
+        V.byteOffset,
+        len,
+        c.beta1,
+        c.beta2,
+        c.stepSize,
+        c.bc2Sqrt,
+        c.eps,
+        c.decay,
+      );
+      params.set(P.subarray(0, len), i);
+      m.set(M.subarray(0, len), i);
+      v.set(V.subarray(0, len), i);
+      onChunk?.(end);
+    }
+  };
 }

@@ -8,7 +8,8 @@
  * @module
  */
 
-import { type AdamWState, adamwStep } from "../optim/adamw.ts";
+import { type AdamWState, adamwStep, createWasmAdamW } from "../optim/adamw.ts";
+import { defaultBackend } from "../nn/backend.ts";
 import { fillBatch } from "./batch.ts";
 import type { GradientPool } from "./pool.ts";
 import type { Settings } from "./setup.ts";
@@ -133,6 +134,17 @@ export function stepLearningRate(
   return learningRate(step, { ...s, progress });
 }
 
+let mainAdamW: typeof adamwStep | undefined;
+
+/**
+ * The main thread's AdamW: in the WebAssembly SIMD module where it validates, else in
+ * TypeScript. The two give the same bits, so the choice never changes a run.
+ */
+function adamwOnMainThread(): typeof adamwStep {
+  mainAdamW ??= defaultBackend() === "ts" ? adamwStep : createWasmAdamW();
+  return mainAdamW;
+}
+
 /**
  * Takes step `step`: batch, gradient, clip, finiteness check, AdamW.
  *
@@ -167,6 +179,7 @@ export async function takeStep(
         `gradient norm ${gradNorm}; training stopped${whereKept()}`,
     );
   }
-  adamwStep(pool.model.params, pool.grads, ctx.optimizer, { lr, weightDecay: s.weightDecay });
+  const adamw = adamwOnMainThread();
+  adamw(pool.model.params, pool.grads, ctx.optimizer, { lr, weightDecay: s.weightDecay });
   return { loss, gradNorm };
 }

@@ -13,16 +13,17 @@ const text = [
   "a little and see the watery part of the world.",
 ].join("").repeat(6);
 const tokenizer = trainTokenizer([text], { kind: "bpe", vocabSize: 300 });
+// the small preset's kind (rotary, pre-norm, GELU) at a test's size
+const model = {
+  ...resolveConfig("small", { vocabSize: tokenizer.vocabSize, context: 32 }),
+  dModel: 64,
+  nLayers: 2,
+  dFF: 256,
+};
 const base: TrainOptions = {
   text,
   tokenizer,
-  // the small preset's kind (rotary, pre-norm, GELU) at a test's size
-  model: {
-    ...resolveConfig("small", { vocabSize: tokenizer.vocabSize, context: 32 }),
-    dModel: 64,
-    nLayers: 2,
-    dFF: 256,
-  },
+  model,
   batch: 8,
   context: 32,
   steps: 20,
@@ -80,4 +81,24 @@ Deno.test("train() says which backend it ran: explicit wasm, and auto without a 
     () => train({ ...base, steps: 1, workers: 0, backend: "blas", blasPath: "/nonexistent/x.so" }),
     /BLAS backend unavailable/,
   );
+});
+
+Deno.test("train() on the wasm backend (every op in the module) tracks the ts backend over 20 steps, with dropout", async () => {
+  // dropout on: the masks' ops (attention, residual branches, feed-forward) run in the module too
+  const options = { ...base, model: { ...model, dropout: 0.1 } };
+  const wasm = await train({ ...options, backend: "wasm" });
+  const ts = await train({ ...options, backend: "ts" });
+  assert.equal(wasm.backend.backend, "wasm");
+  assert.equal(ts.backend.backend, "ts");
+  assert.equal(wasm.history.length, 20);
+  for (let i = 0; i < 20; i++) {
+    const a = wasm.history[i].loss, b = ts.history[i].loss;
+    assert.ok(Math.abs(a - b) <= 1e-4 * Math.abs(b), `step ${i + 1}: loss ${a} vs ${b}`);
+  }
+  let diff = 0;
+  for (let i = 0; i < ts.model.params.length; i++) {
+    diff = Math.max(diff, Math.abs(wasm.model.params[i] - ts.model.params[i]));
+  }
+  // as blas vs wasm above: rounding apart, where a wrong op misses by the size of a step
+  assert.ok(diff < 1e-4, `wasm vs ts parameters differ by up to ${diff}`);
 });

@@ -578,3 +578,56 @@ export function adamw(
     store<f32>(p + o, <f32>pi);
   }
 }
+
+// ---------------------------------------------------------------------------------------
+// Dropout masks (dropoutMask of src/nn/dropout.ts) and the bias gradient of a linear layer.
+
+/**
+ * mask[i] = (next xoshiro128** word < limit) ? 0 : scale for i < n, the generator's four state
+ * words at `state` (those of src/rng.ts's Rng, updated in place): the same draws, the same bits.
+ */
+export function dropoutMask(mask: usize, n: i32, limit: f64, scale: f32, state: usize): void {
+  let s0 = load<u32>(state), s1 = load<u32>(state, 4);
+  let s2 = load<u32>(state, 8), s3 = load<u32>(state, 12);
+  for (let i = 0; i < n; i++) {
+    const r = rotl<u32>(s1 * 5, 7) * 9;
+    const t = s1 << 9;
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
+    s3 = rotl<u32>(s3, 11);
+    store<f32>(mask + <usize>(i << 2), <f64>r < limit ? 0 : scale);
+  }
+  store<u32>(state, s0);
+  store<u32>(state, s1, 4);
+  store<u32>(state, s2, 8);
+  store<u32>(state, s3, 12);
+}
+
+/**
+ * db[o] += sum_n dout[n, o] over N rows of OC, the column sums in double (row by row, as the
+ * reference in src/nn/linear.ts: the same bits) in the scratch at ws (8 OC bytes).
+ */
+export function biasBackward(db: usize, dout: usize, N: i32, OC: i32, ws: usize): void {
+  memory.fill(ws, 0, <usize>(OC << 3));
+  for (let n = 0; n < N; n++) {
+    const g = dout + <usize>n * <usize>(OC << 2);
+    let o = 0;
+    for (; o + 4 <= OC; o += 4) {
+      const d = v128.load(g + <usize>(o << 2));
+      const p = ws + <usize>(o << 3);
+      v128.store(p, f64x2.add(v128.load(p), lo64(d)));
+      v128.store(p, f64x2.add(v128.load(p, 16), hi64(d)), 16);
+    }
+    for (; o < OC; o++) {
+      const p = ws + <usize>(o << 3);
+      store<f64>(p, load<f64>(p) + <f64>load<f32>(g + <usize>(o << 2)));
+    }
+  }
+  for (let o = 0; o < OC; o++) {
+    const p = db + <usize>(o << 2);
+    store<f32>(p, <f32>(<f64>load<f32>(p) + load<f64>(ws + <usize>(o << 3))));
+  }
+}

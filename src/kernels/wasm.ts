@@ -164,6 +164,10 @@ export interface WasmOps {
     eps: number,
     decay: number,
   ): void;
+  /** `dropoutMask`'s draws from the four xoshiro128** words at `state` (updated in place). */
+  dropoutMask(mask: number, n: number, limit: number, scale: number, state: number): void;
+  /** `db += sum_n dout[n]` over `N` rows of `OC` (a linear layer's bias gradient); `ws`: 8 OC bytes. */
+  biasBackward(db: number, dout: number, N: number, OC: number, ws: number): void;
   /** The float32 exp of the softmax rows on one value (for tests of its accuracy). */
   expF32(x: number): number;
 }

@@ -17,7 +17,6 @@ import {
   modulateBackward,
   modulateForward,
 } from "../nn/adaln.ts";
-import { dropoutMask } from "../nn/dropout.ts";
 import type { NNBackend } from "../nn/backend.ts";
 
 /** Draws every layer's dropout masks for sequences `0..B-1` (see `modelForward`). */
@@ -26,10 +25,10 @@ export function drawMasks(ws: Workspace, keys: DropoutKeys, B: number, T: number
   for (let b = 0; b < B; b++) {
     const rng = new Rng(keys.seed, keys.step, keys.firstRow + b, 1);
     for (const a of ws.layers) {
-      dropoutMask(a.maskAtt!, rng, p, NH * T * T, b * NH * T * T);
-      dropoutMask(a.mask1!, rng, p, T * C, b * T * C);
-      dropoutMask(a.maskF!, rng, p, T * F, b * T * F);
-      dropoutMask(a.mask2!, rng, p, T * C, b * T * C);
+      ws.nn.dropoutMask(a.maskAtt!, rng, p, NH * T * T, b * NH * T * T);
+      ws.nn.dropoutMask(a.mask1!, rng, p, T * C, b * T * C);
+      ws.nn.dropoutMask(a.maskF!, rng, p, T * F, b * T * F);
+      ws.nn.dropoutMask(a.mask2!, rng, p, T * C, b * T * C);
     }
   }
 }

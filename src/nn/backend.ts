@@ -41,7 +41,7 @@ import {
   reluForward,
   scaleBackward,
 } from "./activations.ts";
-import { dropoutBackward, dropoutForward } from "./dropout.ts";
+import { dropoutBackward, dropoutForward, dropoutMask } from "./dropout.ts";
 import { residualForward } from "./residual.ts";
 import { embeddingBackward, embeddingForward } from "./embedding.ts";
 import {
@@ -103,6 +103,8 @@ export interface ElementOps {
   reluForward: typeof reluForward;
   /** See {@linkcode reluBackward}. ADDS. */
   reluBackward: typeof reluBackward;
+  /** See {@linkcode dropoutMask}. */
+  dropoutMask: typeof dropoutMask;
   /** See {@linkcode dropoutForward}. */
   dropoutForward: typeof dropoutForward;
   /** See {@linkcode dropoutBackward}. ADDS. */
@@ -127,6 +129,7 @@ const tsElementOps: ElementOps = {
   scaleBackward,
   reluForward,
   reluBackward,
+  dropoutMask,
   dropoutForward,
   dropoutBackward,
   residualForward,
@@ -233,7 +236,8 @@ export function resolveBackend(choice: BackendChoice, options: BlasOptions = {})
 
 /**
  * Floats the wasm backend allocates in its kernels' memory (see {@linkcode wasmBackend}): the
- * attention scratch `8 T HS + 2 T T`, the GELU tables, and `rows` token ids.
+ * attention scratch `8 T HS + 2 T T`, the GELU tables, `rows` token ids and a generator's
+ * state.
  *
  * @param T Longest sequence.
  * @param HS Head size.
@@ -242,7 +246,7 @@ export function resolveBackend(choice: BackendChoice, options: BlasOptions = {})
  */
 export function wasmBackendBuffers(T: number, HS: number, rows: number): number[] {
   const TH = T * HS;
-  return [...Array(8).fill(TH), T * T, T * T, 2 * geluTables().value.length * 2, rows];
+  return [...Array(8).fill(TH), T * T, T * T, 2 * geluTables().value.length * 2, rows, 4];
 }
 
 /**
@@ -324,8 +328,13 @@ export function wasmBackend(
     ...el,
     linearForward: (out, inp, weight, bias, N, IC, OC) =>
       linearForward(out, inp, weight, bias, N, IC, OC, k),
-    linearBackward: (dinp, dweight, dbias, dout, inp, weight, N, IC, OC) =>
-      linearBackward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC, k),
+    linearBackward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC) {
+      // the bias gradient's column sums in the module where its buffers are there
+      const inModule = dbias !== null && 8 * OC <= k.scratchBytes && dbias.length >= OC &&
+        k.inMemory(dbias) && dout.length >= N * OC && k.inMemory(dout);
+      linearBackward(dinp, dweight, inModule ? null : dbias, dout, inp, weight, N, IC, OC, k);
+      if (inModule) k.ops.biasBackward(dbias!.byteOffset, dout.byteOffset, N, OC, k.scratch);
+    },
     attentionForward(out, att, qkv, mask, B, T, C, NH, heads = null) {
       const HS = C / NH;
       const scale = 1 / Math.sqrt(HS);
@@ -460,6 +469,8 @@ function wasmElementOps(k: WasmKernels, rows: number): ElementOps {
   new Float64Array(tabFloats.buffer, tab + 8 * value.length, derivative.length).set(derivative);
   const idFloats = k.alloc(rows);
   const ids = new Int32Array(idFloats.buffer, idFloats.byteOffset, rows);
+  const stateFloats = k.alloc(4); // a generator's four words, for the dropout masks
+  const state = new Uint32Array(stateFloats.buffer, stateFloats.byteOffset, 4);
   /** Whether the module may read or write `x` as `n` values: in `k`'s memory, long enough. */
   const fits = (x: Float32Array, n: number) => x.length >= n && k.inMemory(x);
   /** As `fits`, for an optional operand (`null`: absent). */
@@ -532,6 +543,13 @@ function wasmElementOps(k: WasmKernels, rows: number): ElementOps {
       if (fits(dinp, N) && fits(dout, N) && fits(inp, N) && fitsOpt(mask, N)) {
         ops.reluBackward(at(dinp), at(dout), at(inp), N, at(mask));
       } else reluBackward(dinp, dout, inp, N, mask);
+    },
+    dropoutMask(mask, rng, p, N, offset = 0) {
+      if (fits(mask, offset + N)) {
+        state.set(rng.s);
+        ops.dropoutMask(at(mask) + 4 * offset, N, p * 4294967296, 1 / (1 - p), state.byteOffset);
+        rng.s.set(state);
+      } else dropoutMask(mask, rng, p, N, offset);
     },
     dropoutForward(out, inp, mask, N) {
       if (fits(out, N) && fits(inp, N) && fits(mask, N)) {

@@ -353,3 +353,33 @@ for (const n of [1, 3, 4, 37, 16384 + 5]) {
     );
   });
 }
+
+for (const [n, offset, p] of [[1, 0, 0.5], [7, 3, 0.1], [1001, 5, 0.9]] as const) {
+  Deno.test(`wasm dropoutMask draws the TS reference's masks and leaves the generator where it does (n ${n}, offset ${offset}, p ${p})`, () => {
+    const { nn, calls, put } = setup();
+    const mask = put(new Float32Array(offset + n + 2).fill(-1));
+    const want = new Float32Array(offset + n + 2).fill(-1);
+    const r1 = new Rng(29, n), r2 = new Rng(29, n);
+    nn.dropoutMask(mask, r1, p, n, offset);
+    assertRan(calls, "dropoutMask");
+    tsBackend.dropoutMask(want, r2, p, n, offset);
+    assert.deepEqual(mask, want);
+    assert.deepEqual(r1.getState(), r2.getState());
+    assert.ok(mask.some((m) => m === 0) || n < 8, "some elements dropped");
+  });
+}
+
+for (const [N, IC, OC] of [[1, 1, 1], [5, 3, 7], [9, 4, 33]]) {
+  Deno.test(`wasm linearBackward sums the bias gradient in the module with the TS reference's bits (N ${N}, IC ${IC}, OC ${OC})`, () => {
+    const rng = new Rng(31, N, OC);
+    const { nn, calls, put } = setup();
+    const dout = uniform(N * OC, rng), inp = uniform(N * IC, rng), w = uniform(OC * IC, rng);
+    const db0 = uniform(OC, rng);
+    const db = put(db0), dw = put(new Float32Array(OC * IC));
+    nn.linearBackward(null, dw, db, put(dout), put(inp), put(w), N, IC, OC);
+    assertRan(calls, "biasBackward");
+    const wdb = db0.slice();
+    tsBackend.linearBackward(null, new Float32Array(OC * IC), wdb, dout, inp, w, N, IC, OC);
+    assert.deepEqual(db, wdb);
+  });
+}

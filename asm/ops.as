@@ -631,3 +631,16 @@ export function biasBackward(db: usize, dout: usize, N: i32, OC: i32, ws: usize)
     store<f32>(p, <f32>(<f64>load<f32>(p) + load<f64>(ws + <usize>(o << 3))));
   }
 }
+
+/**
+ * T rows of HS floats between strided buffers: dst[t dLD + i] = src[t sLD + i] (add: +=), the
+ * leading dimensions in floats (the attention's heads between qkv and contiguous (T,HS) tiles).
+ */
+export function copyRows(dst: usize, dLD: i32, src: usize, sLD: i32, T: i32, HS: i32, add: i32): void {
+  const dStep = <usize>(dLD << 2), sStep = <usize>(sLD << 2), bytes = <usize>(HS << 2);
+  for (let t = 0; t < T; t++) {
+    const d = dst + <usize>t * dStep, s = src + <usize>t * sStep;
+    if (add != 0) addForward(d, d, s, HS);
+    else memory.copy(d, s, bytes);
+  }
+}

@@ -168,6 +168,16 @@ export interface WasmOps {
   dropoutMask(mask: number, n: number, limit: number, scale: number, state: number): void;
   /** `db += sum_n dout[n]` over `N` rows of `OC` (a linear layer's bias gradient); `ws`: 8 OC bytes. */
   biasBackward(db: number, dout: number, N: number, OC: number, ws: number): void;
+  /** `T` rows of `HS` floats, `dst[t dLD + i] = src[t sLD + i]` (`add` 1: `+=`), leading dimensions in floats. */
+  copyRows(
+    dst: number,
+    dLD: number,
+    src: number,
+    sLD: number,
+    T: number,
+    HS: number,
+    add: number,
+  ): void;
   /** The float32 exp of the softmax rows on one value (for tests of its accuracy). */
   expF32(x: number): number;
 }

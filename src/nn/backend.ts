@@ -282,6 +282,33 @@ export function wasmBackend(
   // The views above are taken once; a kernel call on a detached view throws, so a memory
   // that grew behind our back fails loudly instead of computing on stale buffers.
 
+  /** {@linkcode copyRowsTs} in the module where both buffers are in `k`'s memory. */
+  function copyRows(
+    dst: Float32Array,
+    dOff: number,
+    dLD: number,
+    src: Float32Array,
+    sOff: number,
+    sLD: number,
+    T: number,
+    HS: number,
+    add = false,
+  ): void {
+    const inModule = T > 0 && dOff + (T - 1) * dLD + HS <= dst.length &&
+      sOff + (T - 1) * sLD + HS <= src.length && k.inMemory(dst) && k.inMemory(src);
+    if (inModule) {
+      k.ops.copyRows(
+        dst.byteOffset + 4 * dOff,
+        dLD,
+        src.byteOffset + 4 * sOff,
+        sLD,
+        T,
+        HS,
+        add ? 1 : 0,
+      );
+    } else copyRowsTs(dst, dOff, dLD, src, sOff, sLD, T, HS, add);
+  }
+
   /** The q, k, v heads `(T,HS)` of (b, h): slices of `heads` when given, else the scratch. */
   function headsOf(
     heads: Float32Array | null,
@@ -399,7 +426,7 @@ export function wasmBackend(
  * Copies `T` rows of `HS` floats, `dst[dOff + t dLD + i] = src[sOff + t sLD + i]`, or ADDS them
  * with `add`: a head between a packed `(B,T,LD)` buffer and a contiguous `(T,HS)` one.
  */
-function copyRows(
+function copyRowsTs(
   dst: Float32Array,
   dOff: number,
   dLD: number,

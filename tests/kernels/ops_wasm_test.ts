@@ -383,3 +383,22 @@ for (const [N, IC, OC] of [[1, 1, 1], [5, 3, 7], [9, 4, 33]]) {
     assert.deepEqual(db, wdb);
   });
 }
+
+for (const [T, HS, LD] of [[1, 1, 3], [5, 3, 7], [9, 6, 18]]) {
+  Deno.test(`wasm copyRows copies and adds strided rows as the plain loop does (T ${T}, HS ${HS}, LD ${LD})`, () => {
+    const rng = new Rng(37, T, HS);
+    const { k, put } = setup();
+    const src = uniform(T * LD + 2, rng), dst0 = uniform(T * HS + 1, rng);
+    for (const add of [0, 1]) {
+      const dst = put(dst0), want = dst0.slice();
+      k.ops.copyRows(dst.byteOffset + 4, HS, put(src).byteOffset + 8, LD, T, HS, add);
+      for (let t = 0; t < T; t++) {
+        for (let i = 0; i < HS; i++) {
+          const v = src[2 + t * LD + i];
+          want[1 + t * HS + i] = add ? Math.fround(want[1 + t * HS + i] + v) : v;
+        }
+      }
+      assert.deepEqual(dst, want, add ? "add" : "copy");
+    }
+  });
+}

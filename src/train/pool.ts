@@ -244,12 +244,24 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
     batch,
     grads,
     async gradient(step: number): Promise<number> {
-      const losses = await call(step, (api, k) => api.gradient(step, ...shardBounds(k, W, B)));
-      grads.set(gradViews[0]);
-      for (let k = 1; k < W; k++) {
-        const g = gradViews[k];
-        for (let i = 0; i < P; i++) grads[i] += g[i];
-      }
+      // The sum runs in worker order, each worker's gradient added as soon as it and every
+      // worker before it have finished, so it overlaps the slower workers' compute and gives
+      // the same bits as summing after the last one.
+      const arrived = new Array<boolean>(W).fill(false);
+      let next = 0;
+      const addArrived = (k: number) => {
+        arrived[k] = true;
+        for (; next < W && arrived[next]; next++) {
+          const g = gradViews[next];
+          if (next === 0) grads.set(g);
+          else for (let i = 0; i < P; i++) grads[i] += g[i];
+        }
+      };
+      const losses = await call(step, async (api, k) => {
+        const l = await api.gradient(step, ...shardBounds(k, W, B));
+        addArrived(k);
+        return l;
+      });
       let loss = 0;
       for (const l of losses) loss += l;
       return loss;

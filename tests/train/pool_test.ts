@@ -120,3 +120,12 @@ function poolArgs() {
   const { config, params } = model;
   return { config, params, batch: 4, context: 16, workers: 0, seed: 5, loss: "seed" as const };
 }
+
+Deno.test("createPool() sums the workers' gradients in worker order as they arrive: the in-process bits with one row per chunk", async () => {
+  // micro-batch 1: in-process, the shard adds row 0, 1, 2, 3 into one buffer in that order; with
+  // 4 workers, worker k computes row k and the pool adds them in worker order: the same sums
+  const ref = await firstGradient(0, "seed", false, 1);
+  const got = await firstGradient(4, "seed", false, 1);
+  assert.equal(got.loss, ref.loss);
+  assert.deepEqual(got.grads, ref.grads);
+});

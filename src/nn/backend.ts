@@ -283,17 +283,7 @@ export function wasmBackend(
   // that grew behind our back fails loudly instead of computing on stale buffers.
 
   /** {@linkcode copyRowsTs} in the module where both buffers are in `k`'s memory. */
-  function copyRows(
-    dst: Float32Array,
-    dOff: number,
-    dLD: number,
-    src: Float32Array,
-    sOff: number,
-    sLD: number,
-    T: number,
-    HS: number,
-    add = false,
-  ): void {
+  const copyRows: typeof copyRowsTs = (dst, dOff, dLD, src, sOff, sLD, T, HS, add = false) => {
     const inModule = T > 0 && dOff + (T - 1) * dLD + HS <= dst.length &&
       sOff + (T - 1) * sLD + HS <= src.length && k.inMemory(dst) && k.inMemory(src);
     if (inModule) {
@@ -307,7 +297,7 @@ export function wasmBackend(
         add ? 1 : 0,
       );
     } else copyRowsTs(dst, dOff, dLD, src, sOff, sLD, T, HS, add);
-  }
+  };
 
   /** The q, k, v heads `(T,HS)` of (b, h): slices of `heads` when given, else the scratch. */
   function headsOf(

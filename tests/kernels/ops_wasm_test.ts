@@ -152,26 +152,19 @@ for (const n of [1, 3, 4, 37, 1001]) {
       assertWithin(out, wOut, (i) => Math.abs(x[i]) < 8 ? 0 : 2 * U * Math.abs(wOut[i]), "gelu");
       assertWithin(xin, wx, (i) => Math.abs(x[i]) < 8 ? 0 : 2 * U * Math.abs(wx[i]), "gelu'");
 
-      const d = put(dinp0);
-      nn.scaleBackward(d, put(dout), put(wx), n, m && put(m));
-      assertRan(calls, "mulAddBackward");
-      const wd = dinp0.slice();
-      tsBackend.scaleBackward(wd, dout, wx, n, m);
-      assert.deepEqual(d, wd, "scaleBackward");
-
-      const r = put(new Float32Array(n));
-      nn.reluForward(r, put(x), n, m && put(m));
-      assertRan(calls, "reluForward");
-      const wr = new Float32Array(n);
-      tsBackend.reluForward(wr, x, n, m);
-      assert.deepEqual(r, wr, "reluForward");
-
-      const dr = put(dinp0);
-      nn.reluBackward(dr, put(dout), put(x), n, m && put(m));
-      assertRan(calls, "reluBackward");
-      const wdr = dinp0.slice();
-      tsBackend.reluBackward(wdr, dout, x, n, m);
-      assert.deepEqual(dr, wdr, "reluBackward");
+      // the backward ops and ReLU: the same bits as the reference
+      const cases: [string, (nn: NNBackend, out: Float32Array) => void, Float32Array][] = [
+        ["mulAddBackward", (b, d) => b.scaleBackward(d, b === nn ? put(dout) : dout, b === nn ? put(wx) : wx, n, b === nn && m ? put(m) : m), dinp0],
+        ["reluForward", (b, r) => b.reluForward(r, b === nn ? put(x) : x, n, b === nn && m ? put(m) : m), new Float32Array(n)],
+        ["reluBackward", (b, d) => b.reluBackward(d, b === nn ? put(dout) : dout, b === nn ? put(x) : x, n, b === nn && m ? put(m) : m), dinp0],
+      ];
+      for (const [op, f, init] of cases) {
+        const got = put(init), want = init.slice();
+        f(nn, got);
+        assertRan(calls, op);
+        f(tsBackend, want);
+        assert.deepEqual(got, want, op);
+      }
     }
     const o = put(new Float32Array(n));
     nn.dropoutForward(o, put(x), put(mask), n);

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { createWasmKernels, type WasmKernels } from "../kernels/wasm.ts";
+import { createWasmKernels } from "../kernels/wasm.ts";
 
 /** AdamW hyper-parameters; the defaults are PyTorch's. */
 export interface AdamWOptions {
@@ -132,9 +132,9 @@ export const WASM_ADAMW_CHUNK = 16384;
  * and moments copied back. `onChunk(end)` is called after the values `[0, end)` are final,
  * for a caller that hands updated parameters on as they are ready.
  *
- * @param kernels The wasm kernels to allocate the four chunk buffers in (default: a fresh
- *   instance of its own).
- * @returns The step function.
+ * @returns The step function (with its own instance of the wasm kernels, which holds the four
+ *   chunk buffers).
+ * @throws Error when the runtime lacks WebAssembly SIMD (use {@linkcode adamwStep}).
  *
  * @example The same bits as adamwStep
  * ```ts
@@ -150,16 +150,14 @@ export const WASM_ADAMW_CHUNK = 16384;
  * assert.deepEqual(s2.v, s1.v);
  * ```
  */
-export function createWasmAdamW(
-  kernels?: WasmKernels,
-): (
+export function createWasmAdamW(): (
   params: Float32Array,
   grads: Float32Array,
   state: AdamWState,
   options?: AdamWOptions,
   onChunk?: (end: number) => void,
 ) => void {
-  const k = kernels ?? createWasmKernels();
+  const k = createWasmKernels();
   const n = WASM_ADAMW_CHUNK;
   k.reserve(4 * (n + 16));
   const [P, G, M, V] = [k.alloc(n), k.alloc(n), k.alloc(n), k.alloc(n)];

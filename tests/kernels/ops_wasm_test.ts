@@ -154,9 +154,35 @@ for (const n of [1, 3, 4, 37, 1001]) {
 
       // the backward ops and ReLU: the same bits as the reference
       const cases: [string, (nn: NNBackend, out: Float32Array) => void, Float32Array][] = [
-        ["mulAddBackward", (b, d) => b.scaleBackward(d, b === nn ? put(dout) : dout, b === nn ? put(wx) : wx, n, b === nn && m ? put(m) : m), dinp0],
-        ["reluForward", (b, r) => b.reluForward(r, b === nn ? put(x) : x, n, b === nn && m ? put(m) : m), new Float32Array(n)],
-        ["reluBackward", (b, d) => b.reluBackward(d, b === nn ? put(dout) : dout, b === nn ? put(x) : x, n, b === nn && m ? put(m) : m), dinp0],
+        [
+          "mulAddBackward",
+          (b, d) =>
+            b.scaleBackward(
+              d,
+              b === nn ? put(dout) : dout,
+              b === nn ? put(wx) : wx,
+              n,
+              b === nn && m ? put(m) : m,
+            ),
+          dinp0,
+        ],
+        [
+          "reluForward",
+          (b, r) => b.reluForward(r, b === nn ? put(x) : x, n, b === nn && m ? put(m) : m),
+          new Float32Array(n),
+        ],
+        [
+          "reluBackward",
+          (b, d) =>
+            b.reluBackward(
+              d,
+              b === nn ? put(dout) : dout,
+              b === nn ? put(x) : x,
+              n,
+              b === nn && m ? put(m) : m,
+            ),
+          dinp0,
+        ],
       ];
       for (const [op, f, init] of cases) {
         const got = put(init), want = init.slice();
@@ -187,7 +213,9 @@ for (const n of [1, 3, 4, 37, 1001]) {
   });
 }
 
-for (const [B, T, C, V, pos] of [[1, 1, 1, 2, false], [2, 5, 3, 7, true], [3, 9, 13, 5, true]] as const) {
+for (
+  const [B, T, C, V, pos] of [[1, 1, 1, 2, false], [2, 5, 3, 7, true], [3, 9, 13, 5, true]] as const
+) {
   Deno.test(`wasm embedding gather/scatter gives the TS reference's bits (B ${B}, T ${T}, C ${C}, V ${V}${pos ? ", positions" : ""})`, () => {
     const rng = new Rng(13, B, T, C);
     const { nn, calls, put } = setup(B * T);
@@ -253,7 +281,14 @@ for (const [rows, n] of [[1, 1], [3, 3], [2, 4], [5, 17], [3, 130]]) {
     const p = Float32Array.from(want), g = uniform(rows * n, rng), mask = uniform(rows * n, rng);
     for (const m of [null, mask]) {
       const d = put(g);
-      k.ops.softmaxBackwardRows(d.byteOffset, put(p).byteOffset, m ? put(m).byteOffset : 0, rows, n, scale);
+      k.ops.softmaxBackwardRows(
+        d.byteOffset,
+        put(p).byteOffset,
+        m ? put(m).byteOffset : 0,
+        rows,
+        n,
+        scale,
+      );
       const wd = new Float64Array(rows * n), mag = new Float64Array(rows * n);
       for (let r = 0; r < rows; r++) {
         let dot = 0, dotAbs = 0;

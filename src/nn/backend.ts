@@ -236,17 +236,18 @@ export function resolveBackend(choice: BackendChoice, options: BlasOptions = {})
 
 /**
  * Floats the wasm backend allocates in its kernels' memory (see {@linkcode wasmBackend}): the
- * attention scratch `8 T HS + 2 T T`, the GELU tables, `rows` token ids and a generator's
- * state.
+ * attention scratch `8 T HS + 2 T T`; with `rows > 0` also the GELU tables, `rows` token ids
+ * and a generator's state.
  *
  * @param T Longest sequence.
  * @param HS Head size.
- * @param rows Token ids its embedding copies in at once (the workspace's `B T`).
+ * @param rows Token ids its embedding copies in at once (the workspace's `B T`), or 0.
  * @returns Buffer lengths in floats, one per allocation.
  */
 export function wasmBackendBuffers(T: number, HS: number, rows: number): number[] {
   const TH = T * HS;
-  return [...Array(8).fill(TH), T * T, T * T, 2 * geluTables().value.length * 2, rows, 4];
+  const attention = [...Array(8).fill(TH), T * T, T * T];
+  return rows > 0 ? [...attention, 4 * geluTables().value.length, rows, 4] : attention;
 }
 
 /**
@@ -257,13 +258,15 @@ export function wasmBackendBuffers(T: number, HS: number, rows: number): number[
  * Every op runs in the module where its buffers are in `k`'s memory and long enough for the
  * shape (the matmuls otherwise copy through `k`'s scratch instance, the other ops run their
  * TypeScript reference). The embedding copies its ids into the module first, at most `rows` of
- * them (more: the TypeScript reference).
+ * them (more: the TypeScript reference). With `rows` 0 there is no scratch for the embedding, the
+ * GELU tables or the dropout masks, and those three run their TypeScript references.
  *
  * @param k The wasm kernels (their memory holds the workspace).
  * @param T Longest sequence.
  * @param HS Head size.
  * @param name What to call it: `"blas"` when `k`'s matmuls run on a BLAS (see `withBlas`).
- * @param rows Token ids the embedding takes in one call (default 0: embedding in TypeScript).
+ * @param rows Token ids the embedding takes in one call (default 0: embedding, GELU and dropout
+ *   masks in TypeScript).
  * @returns The backend.
  */
 export function wasmBackend(
@@ -479,15 +482,20 @@ function softmaxBackwardRowsTs(
  */
 function wasmElementOps(k: WasmKernels, rows: number): ElementOps {
   const ops = k.ops;
+  // the GELU tables, the ids and a generator's four words (for the dropout masks), with rows > 0
   const { value, derivative } = geluTables();
-  const tabFloats = k.alloc(2 * (value.length + derivative.length));
-  const tab = tabFloats.byteOffset;
-  new Float64Array(tabFloats.buffer, tab, value.length).set(value);
-  new Float64Array(tabFloats.buffer, tab + 8 * value.length, derivative.length).set(derivative);
-  const idFloats = k.alloc(rows);
-  const ids = new Int32Array(idFloats.buffer, idFloats.byteOffset, rows);
-  const stateFloats = k.alloc(4); // a generator's four words, for the dropout masks
-  const state = new Uint32Array(stateFloats.buffer, stateFloats.byteOffset, 4);
+  let tab = 0;
+  let ids: Int32Array = new Int32Array(0), state: Uint32Array = new Uint32Array(0);
+  if (rows > 0) {
+    const tabFloats = k.alloc(2 * (value.length + derivative.length));
+    tab = tabFloats.byteOffset;
+    new Float64Array(tabFloats.buffer, tab, value.length).set(value);
+    new Float64Array(tabFloats.buffer, tab + 8 * value.length, derivative.length).set(derivative);
+    const idFloats = k.alloc(rows);
+    ids = new Int32Array(idFloats.buffer, idFloats.byteOffset, rows);
+    const stateFloats = k.alloc(4);
+    state = new Uint32Array(stateFloats.buffer, stateFloats.byteOffset, 4);
+  }
   /** Whether the module may read or write `x` as `n` values: in `k`'s memory, long enough. */
   const fits = (x: Float32Array, n: number) => x.length >= n && k.inMemory(x);
   /** As `fits`, for an optional operand (`null`: absent). */
@@ -542,7 +550,7 @@ function wasmElementOps(k: WasmKernels, rows: number): ElementOps {
       } else layernormBackward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
     },
     geluForwardKeepGrad(out, inp, N, mask = null) {
-      if (fits(out, N) && fits(inp, N) && fitsOpt(mask, N)) {
+      if (tab !== 0 && fits(out, N) && fits(inp, N) && fitsOpt(mask, N)) {
         ops.geluForward(at(out), at(inp), N, at(mask), tab);
       } else geluForwardKeepGrad(out, inp, N, mask);
     },
@@ -562,7 +570,7 @@ function wasmElementOps(k: WasmKernels, rows: number): ElementOps {
       } else reluBackward(dinp, dout, inp, N, mask);
     },
     dropoutMask(mask, rng, p, N, offset = 0) {
-      if (fits(mask, offset + N)) {
+      if (state.length === 4 && fits(mask, offset + N)) {
         state.set(rng.s);
         ops.dropoutMask(at(mask) + 4 * offset, N, p * 4294967296, 1 / (1 - p), state.byteOffset);
         rng.s.set(state);

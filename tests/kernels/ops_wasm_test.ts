@@ -16,7 +16,12 @@
 
 import assert from "node:assert/strict";
 import { createWasmKernels, type WasmKernels, type WasmOps } from "../../src/kernels/wasm.ts";
-import { type NNBackend, tsBackend, wasmBackend } from "../../src/nn/backend.ts";
+import {
+  type NNBackend,
+  tsBackend,
+  wasmBackend,
+  wasmBackendBuffers,
+} from "../../src/nn/backend.ts";
 import { Rng } from "../../src/rng.ts";
 import { adamwStep, createAdamW, createWasmAdamW } from "../../src/optim/adamw.ts";
 import { U } from "./matmul_check.ts";
@@ -34,7 +39,7 @@ function counted(): { k: WasmKernels; calls: Map<string, number> } {
   return { k: { ...base, ops }, calls };
 }
 
-function setup(rows = 0): {
+function setup(rows = 64): {
   k: WasmKernels;
   nn: NNBackend;
   calls: Map<string, number>;
@@ -430,3 +435,21 @@ for (const [T, HS, LD] of [[1, 1, 3], [5, 3, 7], [9, 6, 18]]) {
     }
   });
 }
+
+Deno.test("wasmBackend allocates exactly wasmBackendBuffers; with rows 0 only the attention scratch, and GELU, dropout masks and embedding run in TypeScript", () => {
+  for (const rows of [0, 24]) {
+    const { k, calls } = counted();
+    const before = k.mark();
+    const nn = wasmBackend(k, 7, 3, "wasm", rows);
+    const want = wasmBackendBuffers(7, 3, rows).reduce((t, n) => t + Math.ceil(n / 16) * 64, 0);
+    assert.equal(k.mark() - before, want, `rows ${rows}: arena bytes`);
+    if (rows > 0) continue;
+    assert.equal(wasmBackendBuffers(7, 3, 0).length, 10, "8 heads and 2 tiles");
+    const x = k.alloc(5), out = k.alloc(5), mask = k.alloc(5);
+    x.set([-1, 0, 0.5, 2, 9]);
+    nn.geluForwardKeepGrad(out, x, 5);
+    nn.dropoutMask(mask, new Rng(1), 0.5, 5);
+    assert.equal(calls.size, 0, "no op ran in the module");
+    assert.ok(Math.abs(out[3] - 1.9544997361036416) < 1e-6, "GELU(2) by the reference");
+  }
+});

@@ -644,3 +644,47 @@ export function copyRows(dst: usize, dLD: i32, src: usize, sLD: i32, T: i32, HS:
     else memory.copy(d, s, bytes);
   }
 }
+
+// ---------------------------------------------------------------------------------------
+// RoPE (ropeForward of src/nn/attention.ts): q and k of every head rotated in place by the
+// tables cos, sin (T, HS/2) in double, the reference's operations in double lanes: the same bits.
+
+/**
+ * Over qkv (B, T, 3C): for q and k of each head, [z1, z2] = [z1 cos - z2 s, z2 cos + z1 s] with
+ * s = sign sin (sign -1: the inverse rotation, the backward pass).
+ */
+export function ropeForward(
+  qkv: usize, cos: usize, sin: usize, B: i32, T: i32, C: i32, NH: i32, sign: f64,
+): void {
+  const half = C / NH / 2;
+  const sg = f64x2.splat(sign);
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) {
+      const row = qkv + <usize>((b * T + t) * 3 * C) * 4;
+      const tc = cos + <usize>(t * half) * 8, ts = sin + <usize>(t * half) * 8;
+      for (let part = 0; part < 2; part++) {
+        for (let h = 0; h < NH; h++) {
+          const o = row + <usize>(part * C + h * 2 * half) * 4;
+          const o2 = o + <usize>(half * 4);
+          let i = 0;
+          for (; i + 2 <= half; i += 2) {
+            const z1 = f64x2.promote_low_f32x4(v128.load64_zero(o + <usize>(i << 2)));
+            const z2 = f64x2.promote_low_f32x4(v128.load64_zero(o2 + <usize>(i << 2)));
+            const c = v128.load(tc + <usize>(i << 3));
+            const s = f64x2.mul(sg, v128.load(ts + <usize>(i << 3)));
+            const y1 = f32x4.demote_f64x2_zero(f64x2.sub(f64x2.mul(z1, c), f64x2.mul(z2, s)));
+            const y2 = f32x4.demote_f64x2_zero(f64x2.add(f64x2.mul(z2, c), f64x2.mul(z1, s)));
+            v128.store64_lane(o + <usize>(i << 2), y1, 0);
+            v128.store64_lane(o2 + <usize>(i << 2), y2, 0);
+          }
+          for (; i < half; i++) {
+            const z1 = <f64>load<f32>(o + <usize>(i << 2)), z2 = <f64>load<f32>(o2 + <usize>(i << 2));
+            const c = load<f64>(tc + <usize>(i << 3)), s = sign * load<f64>(ts + <usize>(i << 3));
+            store<f32>(o + <usize>(i << 2), <f32>(z1 * c - z2 * s));
+            store<f32>(o2 + <usize>(i << 2), <f32>(z2 * c + z1 * s));
+          }
+        }
+      }
+    }
+  }
+}

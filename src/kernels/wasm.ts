@@ -178,6 +178,17 @@ export interface WasmOps {
     HS: number,
     add: number,
   ): void;
+  /** `ropeForward` over `qkv` with the double tables at `cos`, `sin`; `sign` -1: the inverse. */
+  ropeForward(
+    qkv: number,
+    cos: number,
+    sin: number,
+    B: number,
+    T: number,
+    C: number,
+    NH: number,
+    sign: number,
+  ): void;
   /** The float32 exp of the softmax rows on one value (for tests of its accuracy). */
   expF32(x: number): number;
 }

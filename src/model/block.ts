@@ -10,7 +10,6 @@ import type { ModelTensors } from "./layout.ts";
 import type { Workspace } from "./workspace.ts";
 import type { DropoutKeys } from "./model.ts";
 import { Rng } from "../rng.ts";
-import { ropeBackward, ropeForward } from "../nn/attention.ts";
 import {
   gatedResidualBackward,
   gatedResidualForward,
@@ -73,7 +72,7 @@ export function layerForward(ws: Workspace, P: ModelTensors, l: number): void {
   }
   // qkv = rope(saIn Win^T + bin); attY = attention(qkv)
   nn.linearForward(a.qkv, saIn, w.inProjW, w.inProjB, N, C, 3 * C);
-  if (cfg.positions === "rotary") ropeForward(a.qkv, ws.cos, ws.sin, B, T, C, NH);
+  if (cfg.positions === "rotary") nn.ropeForward(a.qkv, ws.cos, ws.sin, B, T, C, NH);
   nn.attentionForward(a.attY, a.att, a.qkv, useDrop ? a.maskAtt : null, B, T, C, NH, a.heads);
   // projD = drop(proj), proj = attY Wo^T + bo (in place: one buffer)
   const projD = tm ? a.projD : ws.branch;
@@ -251,7 +250,7 @@ export function layerBackward(ws: Workspace, P: ModelTensors, G: ModelTensors, l
     a.heads,
   );
   // qkv = rope(...), in place: now the gradient of qkv before RoPE
-  if (cfg.positions === "rotary") ropeBackward(d.dqkv, ws.cos, ws.sin, B, T, C, NH);
+  if (cfg.positions === "rotary") nn.ropeBackward(d.dqkv, ws.cos, ws.sin, B, T, C, NH);
   const dx = dout; // out's gradient is spent: dx takes its buffer
   if (pre) {
     // qkv = saIn Win^T + bin, saIn = m1 or ln1

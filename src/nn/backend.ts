@@ -31,7 +31,7 @@ import type { WasmKernels } from "../kernels/wasm.ts";
 import { wasmSupport } from "../kernels/wasm.ts";
 import { type BlasOptions, loadBlas } from "../kernels/blas.ts";
 import { linearBackward, linearForward } from "./linear.ts";
-import { attentionBackward, attentionForward } from "./attention.ts";
+import { attentionBackward, attentionForward, ropeBackward, ropeForward } from "./attention.ts";
 import { expScaledInPlace } from "./fast_exp.ts";
 import { layernormBackward, layernormForward } from "./layernorm.ts";
 import {
@@ -91,6 +91,10 @@ export interface NNBackend extends ElementOps {
  * their TypeScript references in `src/nn/`.
  */
 export interface ElementOps {
+  /** See {@linkcode ropeForward}. */
+  ropeForward: typeof ropeForward;
+  /** See {@linkcode ropeBackward}. */
+  ropeBackward: typeof ropeBackward;
   /** See {@linkcode layernormForward}. */
   layernormForward: typeof layernormForward;
   /** See {@linkcode layernormBackward}. ADDS. */
@@ -123,6 +127,8 @@ export interface ElementOps {
 
 /** The TypeScript references of the element-wise and row ops. */
 const tsElementOps: ElementOps = {
+  ropeForward,
+  ropeBackward,
   layernormForward,
   layernormBackward,
   geluForwardKeepGrad,
@@ -236,8 +242,8 @@ export function resolveBackend(choice: BackendChoice, options: BlasOptions = {})
 
 /**
  * Floats the wasm backend allocates in its kernels' memory (see {@linkcode wasmBackend}): the
- * attention scratch `8 T HS + 2 T T`; with `rows > 0` also the GELU tables, `rows` token ids
- * and a generator's state.
+ * attention scratch `8 T HS + 2 T T`; with `rows > 0` also the GELU tables, `rows` token ids,
+ * a generator's state and the RoPE tables (`T HS / 2` doubles each).
  *
  * @param T Longest sequence.
  * @param HS Head size.
@@ -247,7 +253,8 @@ export function resolveBackend(choice: BackendChoice, options: BlasOptions = {})
 export function wasmBackendBuffers(T: number, HS: number, rows: number): number[] {
   const TH = T * HS;
   const attention = [...Array(8).fill(TH), T * T, T * T];
-  return rows > 0 ? [...attention, 4 * geluTables().value.length, rows, 4] : attention;
+  const elementOps = [4 * geluTables().value.length, rows, 4, TH, TH];
+  return rows > 0 ? [...attention, ...elementOps] : attention;
 }
 
 /**
@@ -259,14 +266,14 @@ export function wasmBackendBuffers(T: number, HS: number, rows: number): number[
  * shape (the matmuls otherwise copy through `k`'s scratch instance, the other ops run their
  * TypeScript reference). The embedding copies its ids into the module first, at most `rows` of
  * them (more: the TypeScript reference). With `rows` 0 there is no scratch for the embedding, the
- * GELU tables or the dropout masks, and those three run their TypeScript references.
+ * GELU tables, the dropout masks or RoPE, and those run their TypeScript references.
  *
  * @param k The wasm kernels (their memory holds the workspace).
  * @param T Longest sequence.
  * @param HS Head size.
  * @param name What to call it: `"blas"` when `k`'s matmuls run on a BLAS (see `withBlas`).
- * @param rows Token ids the embedding takes in one call (default 0: embedding, GELU and dropout
- *   masks in TypeScript).
+ * @param rows Token ids the embedding takes in one call (default 0: embedding, GELU, dropout
+ *   masks and RoPE in TypeScript).
  * @returns The backend.
  */
 export function wasmBackend(
@@ -281,7 +288,7 @@ export function wasmBackend(
   const dqh = k.alloc(TH), dkh = k.alloc(TH), dvh = k.alloc(TH), dyh = k.alloc(TH); // (T,HS)
   const pm = k.alloc(T * T); // (T,T) probabilities times the dropout mask
   const dp = k.alloc(T * T); // (T,T) gradient of the probabilities, then of the scores
-  const el = wasmElementOps(k, rows);
+  const el = wasmElementOps(k, rows, T * HS / 2);
   // The views above are taken once; a kernel call on a detached view throws, so a memory
   // that grew behind our back fails loudly instead of computing on stale buffers.
 
@@ -480,12 +487,13 @@ function softmaxBackwardRowsTs(
  * the embedding, when there are more than `rows` ids or one is out of the table's range).
  * Allocates the GELU tables and `rows` token ids in `k`'s memory now.
  */
-function wasmElementOps(k: WasmKernels, rows: number): ElementOps {
+function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): ElementOps {
   const ops = k.ops;
   // the GELU tables, the ids and a generator's four words (for the dropout masks), with rows > 0
   const { value, derivative } = geluTables();
   let tab = 0;
   let ids: Int32Array = new Int32Array(0), state: Uint32Array = new Uint32Array(0);
+  let ropeCos: Float64Array = new Float64Array(0), ropeSin: Float64Array = new Float64Array(0);
   if (rows > 0) {
     const tabFloats = k.alloc(2 * (value.length + derivative.length));
     tab = tabFloats.byteOffset;
@@ -495,7 +503,23 @@ function wasmElementOps(k: WasmKernels, rows: number): ElementOps {
     ids = new Int32Array(idFloats.buffer, idFloats.byteOffset, rows);
     const stateFloats = k.alloc(4);
     state = new Uint32Array(stateFloats.buffer, stateFloats.byteOffset, 4);
+    const c = k.alloc(2 * ropeSize), sn = k.alloc(2 * ropeSize);
+    ropeCos = new Float64Array(c.buffer, c.byteOffset, ropeSize);
+    ropeSin = new Float64Array(sn.buffer, sn.byteOffset, ropeSize);
   }
+  /** RoPE in the module: the tables copied in (T HS/2 values each), the rotation in place. */
+  const rope = (inverse: boolean): typeof ropeForward => (qkv, cos, sin, B, T, C, NH) => {
+    const n = T * C / NH / 2;
+    if (
+      n <= ropeSize && cos.length >= n && sin.length >= n && fits(qkv, B * T * 3 * C) &&
+      (C / NH) % 2 === 0
+    ) {
+      ropeCos.set(cos.subarray(0, n));
+      ropeSin.set(sin.subarray(0, n));
+      const sign = inverse ? -1 : 1;
+      ops.ropeForward(at(qkv), ropeCos.byteOffset, ropeSin.byteOffset, B, T, C, NH, sign);
+    } else (inverse ? ropeBackward : ropeForward)(qkv, cos, sin, B, T, C, NH);
+  };
   /** Whether the module may read or write `x` as `n` values: in `k`'s memory, long enough. */
   const fits = (x: Float32Array, n: number) => x.length >= n && k.inMemory(x);
   /** As `fits`, for an optional operand (`null`: absent). */
@@ -519,6 +543,8 @@ function wasmElementOps(k: WasmKernels, rows: number): ElementOps {
     dl[o + target] -= g;
   };
   return {
+    ropeForward: rope(false),
+    ropeBackward: rope(true),
     layernormForward(out, mean, rstd, inp, weight, bias, N, C) {
       const NC = N * C;
       if (

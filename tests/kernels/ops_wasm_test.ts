@@ -25,6 +25,7 @@ import {
 import { Rng } from "../../src/rng.ts";
 import { adamwStep, createAdamW, createWasmAdamW } from "../../src/optim/adamw.ts";
 import { U } from "./matmul_check.ts";
+import { ropeTables } from "../../src/nn/attention.ts";
 
 /** Kernels with room for the test's buffers (no growth: views stay valid), counting op calls. */
 function counted(): { k: WasmKernels; calls: Map<string, number> } {
@@ -46,7 +47,7 @@ function setup(rows = 64): {
   put: (x: Float32Array) => Float32Array;
 } {
   const { k, calls } = counted();
-  const nn = wasmBackend(k, 8, 4, "wasm", rows);
+  const nn = wasmBackend(k, 16, 8, "wasm", rows);
   const put = (x: Float32Array) => {
     const v = k.alloc(x.length);
     v.set(x);
@@ -453,3 +454,21 @@ Deno.test("wasmBackend allocates exactly wasmBackendBuffers; with rows 0 only th
     assert.ok(Math.abs(out[3] - 1.9544997361036416) < 1e-6, "GELU(2) by the reference");
   }
 });
+
+for (const [B, T, C, NH] of [[1, 1, 2, 1], [2, 5, 12, 2], [3, 7, 24, 3]]) {
+  Deno.test(`wasm RoPE forward and backward give the TS reference's bits (B ${B}, T ${T}, C ${C}, NH ${NH})`, () => {
+    const rng = new Rng(41, B, T, C);
+    const { nn, calls, put } = setup();
+    const half = C / NH / 2;
+    const cos = new Float64Array(T * half), sin = new Float64Array(T * half);
+    ropeTables(cos, sin, T, 2 * half);
+    const qkv = uniform(B * T * 3 * C, rng);
+    for (const op of ["ropeForward", "ropeBackward"] as const) {
+      const got = put(qkv), want = qkv.slice();
+      nn[op](got, cos, sin, B, T, C, NH);
+      assertRan(calls, "ropeForward");
+      tsBackend[op](want, cos, sin, B, T, C, NH);
+      assert.deepEqual(got, want, op);
+    }
+  });
+}

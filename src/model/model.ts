@@ -23,7 +23,13 @@
  */
 
 import { type ModelConfig, type PresetName, resolveConfig } from "./config.ts";
-import { buildLayout, type Layout, type ModelTensors, tensorViews } from "./layout.ts";
+import {
+  buildLayout,
+  forwardParts,
+  type Layout,
+  type ModelTensors,
+  tensorViews,
+} from "./layout.ts";
 import { initParams } from "./init.ts";
 import { checkDim, createWorkspace, type Workspace } from "./workspace.ts";
 import { embedBackward, embedForward } from "./embed.ts";
@@ -300,8 +306,18 @@ function forwardUnchecked(
 ): Float32Array {
   const cfg = model.config;
   // wasm: one parameter copy into the kernels' memory per forward pass (the backward pass
-  // of this forward reads the same copy).
-  if (ws.wParams) ws.wParams.set(model.params);
+  // of this forward reads the same copy); behind a gate, part by part as each becomes final.
+  const gate = ws.paramGate;
+  const parts = gate ? partsOf(model) : [];
+  const arrive = (j: number) => {
+    gate!(j);
+    if (ws.wParams) {
+      for (const [a, b] of parts[j]) {
+        ws.wParams.set(model.params.subarray(a, b), a);
+      }
+    }
+  };
+  if (ws.wParams && !gate) ws.wParams.set(model.params);
   const P = tensorViews(ws.wParams ?? model.params, model.layout, cfg);
   const useDrop = dropout !== undefined && cfg.dropout > 0;
   if (useDrop) drawMasks(ws, dropout!, B, T);
@@ -310,9 +326,25 @@ function forwardUnchecked(
   ws.lastT = T;
   ws.lastDropout = useDrop;
   // the parts read the shape, dropout mode and tokens from ws
+  if (gate) arrive(0); // embedding, time conditioning, final norm and head
   embedForward(ws, P, sigma);
-  for (let l = 0; l < cfg.nLayers; l++) layerForward(ws, P, l);
+  for (let l = 0; l < cfg.nLayers; l++) {
+    if (gate) arrive(l + 1);
+    layerForward(ws, P, l);
+  }
   return finalForward(ws, P, rowWeights);
+}
+
+const partsCache = new WeakMap<Model, [number, number][][]>();
+
+/** {@linkcode forwardParts} of the model's layout, computed once per model. */
+function partsOf(model: Model): [number, number][][] {
+  let parts = partsCache.get(model);
+  if (parts === undefined) {
+    parts = forwardParts(model.layout, model.config.nLayers);
+    partsCache.set(model, parts);
+  }
+  return parts;
 }
 
 /**

@@ -183,6 +183,13 @@ export interface Workspace {
    * to {@linkcode workspaceBytes}.
    */
   readonly arenaBytes: number;
+  /**
+   * @internal Set by a gradient worker for one forward pass whose parameters are still being
+   * written (the main thread's AdamW of the step before): called with part `j` of
+   * `forwardParts` before the pass reads it, and returns once that part is final. `null`: the
+   * parameters are final.
+   */
+  paramGate: ((part: number) => void) | null;
   /** @internal RoPE tables `(T,HS/2)`, or empty. */
   readonly cos: Float64Array;
   /** @internal */
@@ -358,7 +365,15 @@ export function createWorkspace(
       : (n: number) => new Float32Array(n);
     const bufs = workspaceBuffers(config, B, T, { ...onHeap, f32 }, false);
     if (config.positions === "rotary") ropeTables(bufs.cos, bufs.sin, T, HS);
-    return { ...bufs, backend, nn: tsBackend, wParams: null, wGrads: null, arenaBytes: 0 };
+    return {
+      ...bufs,
+      backend,
+      nn: tsBackend,
+      wParams: null,
+      wGrads: null,
+      arenaBytes: 0,
+      paramGate: null,
+    };
   }
   // wasm: every float buffer in the kernels' memory, reserved in one go before any view is
   // taken (the growth rule of src/kernels/wasm.ts), plus a parameter copy and a gradient
@@ -391,7 +406,7 @@ export function createWorkspace(
   const wParams = k.alloc(size);
   const wGrads = k.alloc(size);
   const nn = wasmBackend(k, T, HS, backend, B * T);
-  return { ...bufs, backend, nn, wParams, wGrads, arenaBytes: wk.mark() - start };
+  return { ...bufs, backend, nn, wParams, wGrads, arenaBytes: wk.mark() - start, paramGate: null };
 }
 
 /** Where {@linkcode workspaceBuffers} takes its arrays from. */
@@ -417,7 +432,7 @@ function workspaceBuffers(
   T: number,
   alloc: Allocator,
   packedHeads: boolean,
-): Omit<Workspace, "backend" | "nn" | "wParams" | "wGrads" | "arenaBytes"> {
+): Omit<Workspace, "backend" | "nn" | "wParams" | "wGrads" | "arenaBytes" | "paramGate"> {
   const { dModel: C, dFF: F, nHeads: NH, nLayers: L, vocabSize: V } = config;
   const f = alloc.f32;
   const N = B * T;

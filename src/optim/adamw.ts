@@ -129,8 +129,10 @@ export const WASM_ADAMW_CHUNK = 16384;
  * stores them. The buffers stay where they are (the parameters may be a `SharedArrayBuffer`
  * the workers read, which a plain wasm memory cannot be): each chunk of
  * {@linkcode WASM_ADAMW_CHUNK} values is copied into the module, updated, and its parameters
- * and moments copied back. `onChunk(end)` is called after the values `[0, end)` are final,
- * for a caller that hands updated parameters on as they are ready.
+ * and moments copied back. With `parts` (lists of `[start, end)` ranges that cover the buffer
+ * once; default one part, the whole buffer) the parts are updated in that order and `onPart(j)`
+ * is called once part `j` is final, for a caller that hands the parameters on as they are ready
+ * (the update is element-wise, so the order changes no bit).
  *
  * @returns The step function (with its own instance of the wasm kernels, which holds the four
  *   chunk buffers).
@@ -155,17 +157,26 @@ export function createWasmAdamW(): (
   grads: Float32Array,
   state: AdamWState,
   options?: AdamWOptions,
-  onChunk?: (end: number) => void,
+  parts?: [number, number][][],
+  onPart?: (j: number) => void,
 ) => void {
   const k = createWasmKernels();
   const n = WASM_ADAMW_CHUNK;
   k.reserve(4 * (n + 16));
   const [P, G, M, V] = [k.alloc(n), k.alloc(n), k.alloc(n), k.alloc(n)];
-  return (params, grads, state, options = {}, onChunk) => {
+  return (params, grads, state, options = {}, parts = [[[0, params.length]]], onPart) => {
+    checkParts(parts, params.length);
     const c = adamwCoefficients(params, grads, state, options);
     const { m, v } = state;
-    for (let i = 0; i < params.length; i += n) {
-      const len = Math.min(n, params.length - i), end = i + len;
+    for (const [j, part] of parts.entries()) {
+      for (const [a, b] of part) chunked(a, b);
+      onPart?.(j);
+    }
+    function chunked(a: number, b: number): void {
+      for (let i = a; i < b; i += n) step(i, Math.min(n, b - i));
+    }
+    function step(i: number, len: number): void {
+      const end = i + len;
       P.set(params.subarray(i, end));
       G.set(grads.subarray(i, end));
       M.set(m.subarray(i, end));
@@ -186,7 +197,21 @@ export function createWasmAdamW(): (
       params.set(P.subarray(0, len), i);
       m.set(M.subarray(0, len), i);
       v.set(V.subarray(0, len), i);
-      onChunk?.(end);
     }
   };
+}
+
+/** Throws unless the ranges of `parts`, sorted, tile `[0, n)` exactly. */
+function checkParts(parts: [number, number][][], n: number): void {
+  const ranges = parts.flat().sort((x, y) => x[0] - y[0]);
+  let at = 0;
+  for (const [a, b] of ranges) {
+    if (a !== at || !(b >= a)) break;
+    at = b;
+  }
+  if (at !== n || ranges.some(([a, b]) => !(b >= a))) {
+    throw new RangeError(
+      `AdamW parts: expected ranges that cover [0, ${n}) once, got ${JSON.stringify(parts)}`,
+    );
+  }
 }

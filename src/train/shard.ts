@@ -70,12 +70,17 @@ export interface ShardSetup {
   blasPath?: string;
   /** Test-only failure. */
   fault?: FaultInjection;
+  /**
+   * One int32 the main thread counts up as parts of the parameters become final (see
+   * {@linkcode Shard.gradient}'s `after`). Default: none (the parameters are always final).
+   */
+  gate?: SharedArrayBuffer;
 }
 
 /** The settings of a {@linkcode Shard} beyond its buffers. */
 export type ShardOptions = Pick<
   ShardSetup,
-  "maxRows" | "seed" | "loss" | "graph" | "microBatch" | "backend" | "blasPath"
+  "maxRows" | "seed" | "loss" | "graph" | "microBatch" | "backend" | "blasPath" | "gate"
 >;
 
 /** One shard's model view, gradient buffer, batch view and workspace. */
@@ -96,6 +101,8 @@ export class Shard {
   readonly graph: GraphName;
   /** Rows per forward/backward pass. */
   readonly microBatch: number;
+  /** The parameters' gate (see {@linkcode ShardSetup.gate}), or `null`. */
+  readonly gate: Int32Array | null;
 
   /**
    * Wraps existing buffers; nothing is copied.
@@ -118,6 +125,7 @@ export class Shard {
     this.loss = options.loss;
     this.graph = options.graph;
     this.microBatch = options.microBatch ?? options.maxRows;
+    this.gate = options.gate === undefined ? null : new Int32Array(options.gate);
     this.workspace = createWorkspace(
       model.config,
       Math.min(options.maxRows, this.microBatch),
@@ -132,15 +140,38 @@ export class Shard {
   /**
    * Zeroes the gradient buffer, then writes the gradient of rows `[rowStart, rowEnd)`.
    *
+   * With `after` (and a gate), the parameters are still being written when the call starts:
+   * part `j` of `forwardParts` (the embedding and head, then layer by layer) is final once the
+   * gate's value reaches `after + j + 1`, and the first forward pass waits for each part just
+   * before it reads it, so it overlaps the rest of the writing.
+   *
    * @param step The training step (dropout keys).
    * @param rowStart First row (global index in the batch).
    * @param rowEnd One past the last row.
+   * @param after The gate's value before the parameters' writing began; omitted: they are final.
    * @returns The shard's part of the loss (the batch loss is the sum over shards).
    */
-  gradient(step: number, rowStart: number, rowEnd: number): number {
+  gradient(step: number, rowStart: number, rowEnd: number, after?: number): number {
     this.grads.fill(0);
     let loss = 0;
-    for (const [a, b] of this.chunks(rowStart, rowEnd)) loss += this.chunkGradient(step, a, b);
+    const gate = this.gate;
+    const ws = this.workspace;
+    if (gate !== null && after !== undefined) {
+      ws.paramGate = (j) => {
+        const target = after + j + 1;
+        for (let v = Atomics.load(gate, 0); v < target; v = Atomics.load(gate, 0)) {
+          Atomics.wait(gate, 0, v);
+        }
+      };
+    }
+    try {
+      for (const [a, b] of this.chunks(rowStart, rowEnd)) {
+        loss += this.chunkGradient(step, a, b);
+        ws.paramGate = null; // after the first pass every part is final
+      }
+    } finally {
+      ws.paramGate = null;
+    }
     return loss;
   }
 
@@ -264,7 +295,12 @@ export interface ShardWorkerApi {
   /** Opens the shared buffers; call once before anything else. */
   init(setup: ShardSetup): void;
   /** {@linkcode Shard.gradient} of the worker's shard. */
-  gradient(step: number, rowStart: number, rowEnd: number): number | Promise<number>;
+  gradient(
+    step: number,
+    rowStart: number,
+    rowEnd: number,
+    after?: number,
+  ): number | Promise<number>;
   /** {@linkcode Shard.evaluate} of the worker's shard. */
   evaluate(rowStart: number, rowEnd: number): number;
 }
@@ -286,7 +322,12 @@ export function shardWorkerApi(): ShardWorkerApi {
       setup = s;
       shard = openShard(s);
     },
-    gradient(step: number, rowStart: number, rowEnd: number): number | Promise<number> {
+    gradient(
+      step: number,
+      rowStart: number,
+      rowEnd: number,
+      after?: number,
+    ): number | Promise<number> {
       const f = setup?.fault;
       if (f && f.worker === setup!.index && f.step === step) {
         const msg = `injected fault in worker ${f.worker} at step ${step}`;
@@ -297,7 +338,7 @@ export function shardWorkerApi(): ShardWorkerApi {
         }, 0);
         return new Promise<number>(() => {});
       }
-      return opened().gradient(step, rowStart, rowEnd);
+      return opened().gradient(step, rowStart, rowEnd, after);
     },
     evaluate(rowStart: number, rowEnd: number): number {
       return opened().evaluate(rowStart, rowEnd);

@@ -363,28 +363,41 @@ Deno.test("an op given buffers outside the kernels' memory runs the TS reference
 });
 
 for (const n of [1, 3, 4, 37, 16384 + 5]) {
-  Deno.test(`createWasmAdamW gives adamwStep's bits over 3 steps (n ${n})`, () => {
+  Deno.test(`createWasmAdamW gives adamwStep's bits over 3 steps, whole or in parts out of order (n ${n})`, () => {
     const rng = new Rng(23, n);
     const p1 = uniform(n, rng), p2 = new Float32Array(new SharedArrayBuffer(4 * n));
     p2.set(p1);
-    const s1 = createAdamW(n), s2 = createAdamW(n);
+    const p3 = p1.slice();
+    const s1 = createAdamW(n), s2 = createAdamW(n), s3 = createAdamW(n);
     const step = createWasmAdamW();
-    const ends: number[] = [];
+    // three parts, the last range first: [h, n), then [0, q) with [q, h) in one part
+    const q = n >> 2, h = n >> 1;
+    const parts: [number, number][][] = [[[h, n]], [[0, q]], [[q, h]]];
+    const seen: number[] = [];
     for (let t = 0; t < 3; t++) {
       const g = uniform(n, rng, -0.1, 0.1);
       const options = { lr: 0.01 * (t + 1), weightDecay: 0.05 };
       adamwStep(p1, g, s1, options);
-      step(p2, g, s2, options, (end) => ends.push(end));
+      step(p2, g, s2, options);
+      step(p3, g, s3, options, parts, (j) => {
+        seen.push(j);
+        // part j is final when announced: its values already equal the reference's
+        for (const [a, b] of parts[j]) assert.deepEqual(p3.subarray(a, b), p1.subarray(a, b));
+      });
     }
-    assert.deepEqual(p2, p1);
-    assert.deepEqual(s2.m, s1.m);
-    assert.deepEqual(s2.v, s1.v);
-    assert.equal(s2.step, 3);
-    assert.equal(ends.at(-1), n, "the last chunk ends at n");
+    for (const [p, st] of [[p2, s2], [p3, s3]] as const) {
+      assert.deepEqual(p, p1);
+      assert.deepEqual(st.m, s1.m);
+      assert.deepEqual(st.v, s1.v);
+      assert.equal(st.step, 3);
+    }
+    assert.deepEqual(seen, [0, 1, 2, 0, 1, 2, 0, 1, 2]);
     assert.throws(
       () => step(p2, new Float32Array(n + 1), s2),
       /AdamW buffers disagree: expected/,
     );
+    assert.throws(() => step(p2, p1, s2, {}, [[[0, n - 1]]]), /AdamW parts: expected ranges/);
+    assert.equal(s2.step, 3, "a refused call takes no step");
   });
 }
 

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { presets } from "../../src/model/config.ts";
-import { createModel } from "../../src/model/model.ts";
+import { createModel, type Model } from "../../src/model/model.ts";
+import type { FaultInjection } from "../../src/train/shard.ts";
 import { fillBatch, type LossName } from "../../src/train/batch.ts";
 import { createPool, WorkerError } from "../../src/train/pool.ts";
 import { forwardParts } from "../../src/model/layout.ts";
@@ -71,19 +72,24 @@ for (const [loss, cond] of [["elbo", false], ["score-entropy", false], ["elbo", 
   });
 }
 
+/** Two workers over `model` with 4 x 16 tokens and the seed loss (and `fault`, if any). */
+function tinyPool(model: Model, fault?: FaultInjection) {
+  return createPool({
+    config: model.config,
+    params: model.params,
+    batch: 4,
+    context: 16,
+    workers: 2,
+    seed: 5,
+    loss: "seed",
+    fault,
+  });
+}
+
 for (const mode of ["throw", "crash"] as const) {
   Deno.test(`createPool() rejects naming the worker and step when a worker ${mode === "throw" ? "throws" : "dies"}`, async () => {
     const model = createModel("tiny", { vocabSize: V, seed: 3 });
-    const pool = await createPool({
-      config: model.config,
-      params: model.params,
-      batch: 4,
-      context: 16,
-      workers: 2,
-      seed: 5,
-      loss: "seed",
-      fault: { worker: 1, step: 2, mode },
-    });
+    const pool = await tinyPool(model, { worker: 1, step: 2, mode });
     fillBatch(pool.batch, tokens, { seed: 5, step: 0, loss: "seed", vocabSize: V });
     await pool.gradient(0);
     await pool.gradient(1);
@@ -136,15 +142,7 @@ Deno.test("createPool() sums the workers' gradients in worker order as they arri
 Deno.test("createPool() with after: the workers wait for each part of the parameters until it is published", async () => {
   const model = createModel({ ...presets.tiny }, { vocabSize: V, seed: 3 });
   const updated = model.params.map((p, i) => p + 0.01 * Math.sin(i)); // the parameters to be
-  const pool = await createPool({
-    config: model.config,
-    params: model.params,
-    batch: 4,
-    context: 16,
-    workers: 2,
-    seed: 5,
-    loss: "seed",
-  });
+  const pool = await tinyPool(model);
   try {
     fillBatch(pool.batch, tokens, { seed: 5, step: 0, loss: "seed", vocabSize: V });
     pool.model.params.set(updated);

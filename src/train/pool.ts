@@ -101,14 +101,17 @@ export interface GradientPool {
    * @returns The batch loss (sum of shard losses, in order).
    */
   gradient(step: number, after?: number): Promise<number>;
-  /** The gate's value: how many parameter parts have been published so far. */
-  readonly gateValue: number;
+  /**
+   * The gate's value: how many parameter parts have been published so far (absent on a pool
+   * without a gate: then `gradient` takes no `after`).
+   */
+  readonly gateValue?: number;
   /**
    * Sets the gate to `value` and wakes the workers waiting on it (see `gradient`'s `after`).
    *
    * @param value The new value (never lower than the last).
    */
-  publish(value: number): void;
+  publish?(value: number): void;
   /**
    * The eval-mode loss of the current batch (no dropout, no gradient).
    *

@@ -157,7 +157,7 @@ export interface PendingGradient {
 /**
  * Takes step `step`: batch, gradient, clip, finiteness check, AdamW.
  *
- * With `next` (a worker pool, and WebAssembly SIMD for AdamW), the step after overlaps this
+ * With `next` (a worker pool with a gate, and WebAssembly SIMD for AdamW), the step after overlaps this
  * step's AdamW: once the clipped gradient is known good, the batch of step `next` is drawn and
  * the workers start it, then AdamW updates the parameters part by part (the embedding and head,
  * then layer by layer, `forwardParts`), publishing each, and every worker's forward pass reads
@@ -202,9 +202,9 @@ export async function takeStep(
     return { loss, gradNorm };
   }
   const parts = forwardParts(pool.model.layout, pool.model.config.nLayers);
-  const base = pool.gateValue;
+  const base = pool.gateValue ?? 0;
   let started: PendingGradient | undefined;
-  if (next !== undefined && pool.workers > 1) {
+  if (next !== undefined && pool.workers > 1 && pool.publish !== undefined) {
     // every worker is done with this step's batch and gradient buffers: the next may start
     fill(ctx, next);
     const l = pool.gradient(next, base);
@@ -213,7 +213,7 @@ export async function takeStep(
   }
   // synchronous: no worker's answer is handled (nor pool.grads written) before it returns
   adamw(pool.model.params, pool.grads, ctx.optimizer, options, parts, (j) => {
-    pool.publish(base + j + 1);
+    pool.publish?.(base + j + 1);
   });
   return { loss, gradNorm, pending: started };
 }

@@ -150,13 +150,13 @@ Deno.test("createPool() with after: the workers wait for each part of the parame
     const wantGrads = pool.grads.slice();
     // the old parameters back; the workers start, then the new ones arrive part by part, late
     pool.model.params.set(model.params);
-    const base = pool.gateValue;
+    const base = pool.gateValue!;
     const got = pool.gradient(0, base);
     const parts = forwardParts(pool.model.layout, pool.model.config.nLayers);
     for (const [j, part] of parts.entries()) {
       await new Promise((r) => setTimeout(r, 30));
       for (const [a, b] of part) pool.model.params.set(updated.subarray(a, b), a);
-      pool.publish(base + j + 1);
+      pool.publish!(base + j + 1);
     }
     assert.equal(await got, want);
     assert.deepEqual(pool.grads, wantGrads);

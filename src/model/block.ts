@@ -17,17 +17,27 @@ import {
   modulateForward,
 } from "../nn/adaln.ts";
 import type { NNBackend } from "../nn/backend.ts";
+import { dropoutMask as drawMask } from "../nn/dropout.ts";
 
-/** Draws every layer's dropout masks for sequences `0..B-1` (see `modelForward`). */
-export function drawMasks(ws: Workspace, keys: DropoutKeys, B: number, T: number): void {
+/**
+ * Draws every layer's dropout masks for sequences `0..B-1` (see `modelForward`), each mask by
+ * `dropoutMask` (default the TypeScript one; the model passes its backend's).
+ */
+export function drawMasks(
+  ws: Workspace,
+  keys: DropoutKeys,
+  B: number,
+  T: number,
+  dropoutMask: typeof drawMask = drawMask,
+): void {
   const { dropout: p, nHeads: NH, dModel: C, dFF: F } = ws.config;
   for (let b = 0; b < B; b++) {
     const rng = new Rng(keys.seed, keys.step, keys.firstRow + b, 1);
     for (const a of ws.layers) {
-      ws.nn.dropoutMask(a.maskAtt!, rng, p, NH * T * T, b * NH * T * T);
-      ws.nn.dropoutMask(a.mask1!, rng, p, T * C, b * T * C);
-      ws.nn.dropoutMask(a.maskF!, rng, p, T * F, b * T * F);
-      ws.nn.dropoutMask(a.mask2!, rng, p, T * C, b * T * C);
+      dropoutMask(a.maskAtt!, rng, p, NH * T * T, b * NH * T * T);
+      dropoutMask(a.mask1!, rng, p, T * C, b * T * C);
+      dropoutMask(a.maskF!, rng, p, T * F, b * T * F);
+      dropoutMask(a.mask2!, rng, p, T * C, b * T * C);
     }
   }
 }

@@ -320,7 +320,7 @@ function forwardUnchecked(
   if (ws.wParams && !gate) ws.wParams.set(model.params);
   const P = tensorViews(ws.wParams ?? model.params, model.layout, cfg);
   const useDrop = dropout !== undefined && cfg.dropout > 0;
-  if (useDrop) drawMasks(ws, dropout!, B, T);
+  if (useDrop) drawMasks(ws, dropout!, B, T, ws.nn.dropoutMask);
   ws.tokens.set(input);
   ws.lastB = B;
   ws.lastT = T;

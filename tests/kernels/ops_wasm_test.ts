@@ -29,7 +29,7 @@ import { ropeTables } from "../../src/nn/attention.ts";
 
 /** Kernels with room for the test's buffers (no growth: views stay valid), counting op calls. */
 function counted(): { k: WasmKernels; calls: Map<string, number> } {
-  const base = createWasmKernels({ initialPages: 256 });
+  const base = createWasmKernels({ initialPages: 64 });
   const calls = new Map<string, number>();
   const ops = Object.fromEntries(
     Object.entries(base.ops).map(([name, f]) => [name, (...a: number[]) => {

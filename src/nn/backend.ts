@@ -1,6 +1,6 @@
 /**
  * Compute backends of the model's ops: the two heavy ones, linear and attention, and the
- * element-wise and row ops around them (layer norm, GELU, ReLU, dropout, residual, embedding
+ * element-wise and row ops around them (RoPE, layer norm, GELU, ReLU, dropout, residual, embedding
  * gather/scatter, the cross-entropy rows). The plain TypeScript reference (`ts`, the functions
  * of `linear.ts`, `attention.ts`, `layernorm.ts`, ...) and the WebAssembly SIMD kernels of
  * `src/kernels/wasm.ts` (`wasm`: the matmuls of `asm/matmul.as`, the other ops of `asm/ops.as`;

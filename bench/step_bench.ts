@@ -1,5 +1,6 @@
 /**
- * One training step (lossAndGrad + adamwStep) per iteration, single thread, on each backend
+ * One training step (lossAndGrad + AdamW: in the wasm module on the wasm and blas backends,
+ * `adamwStep` on ts) per iteration, single thread, on each backend
  * (`wasm`: the WebAssembly SIMD kernels, `ts`: the plain TypeScript reference).
  *
  * ```sh
@@ -19,7 +20,7 @@
 import process from "node:process";
 import { loadavg } from "node:os";
 import { createModel, createWorkspace, lossAndGrad } from "../src/model/model.ts";
-import { adamwStep, createAdamW } from "../src/optim/adamw.ts";
+import { adamwStep, createAdamW, createWasmAdamW } from "../src/optim/adamw.ts";
 import type { BackendName } from "../src/nn/backend.ts";
 import { Rng } from "../src/rng.ts";
 
@@ -36,6 +37,8 @@ function setup(preset: Preset, backend: BackendName) {
   const ws = createWorkspace(model.config, B, T, { backend });
   const grads = new Float32Array(model.params.length);
   const opt = createAdamW(model.params.length);
+  // the trainer's main-thread AdamW: in the wasm module where the backend runs wasm kernels
+  const adamw = backend === "ts" ? adamwStep : createWasmAdamW();
   const rng = new Rng(2);
   const N = B * T;
   const target = Int32Array.from({ length: N }, () => rng.int(V - 1));
@@ -46,7 +49,7 @@ function setup(preset: Preset, backend: BackendName) {
     grads.fill(0);
     const dropout = model.config.dropout > 0 ? { seed: 1, step, firstRow: 0 } : undefined;
     lossAndGrad(model, { input, target, weight }, { batch: B, grads, workspace: ws, dropout });
-    adamwStep(model.params, grads, opt);
+    adamw(model.params, grads, opt);
     step++;
   };
 }

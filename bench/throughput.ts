@@ -1,6 +1,7 @@
 /**
- * Training throughput: full training steps (batch draw, sharded gradient, sum, clip, AdamW) at a
- * preset, batch, context and worker count. The last line printed is one JSON object:
+ * Training throughput: full training steps (the trainer's `takeStep`: batch draw, sharded
+ * gradient, sum, clip, AdamW overlapped with the next step's start) at a preset, batch, context
+ * and worker count. The last line printed is one JSON object:
  *
  * ```json
  * {"preset":"small","batch":16,"context":128,"workers":2,"msPerStep":...,"tokensPerSecond":...,"peakRssMB":...}
@@ -25,11 +26,12 @@ import { parseArgs } from "node:util";
 import { type ModelConfig, type PresetName, presets, resolveConfig } from "../src/model/config.ts";
 import { BACKEND_CHOICES, type BackendChoice, resolveBackend } from "../src/nn/backend.ts";
 import { createModel } from "../src/model/model.ts";
-import { adamwStep, createAdamW } from "../src/optim/adamw.ts";
+import { createAdamW } from "../src/optim/adamw.ts";
 import { Rng } from "../src/rng.ts";
-import { fillBatch, LOSS_NAMES, type LossName } from "../src/train/batch.ts";
+import { LOSS_NAMES, type LossName } from "../src/train/batch.ts";
 import { createPool } from "../src/train/pool.ts";
-import { clipGradNorm } from "../src/train/train.ts";
+import type { Settings } from "../src/train/setup.ts";
+import { type PendingGradient, type StepContext, takeStep } from "../src/train/step.ts";
 
 /** One measurement. */
 export interface Throughput {
@@ -95,18 +97,47 @@ export async function measure(o: {
     microBatch: o.microBatch,
     backend,
   });
-  const opt = createAdamW(model.params.length);
+  // the trainer's step (src/train/step.ts): batch, gradient, clip, AdamW, the next step's
+  // gradient started during AdamW
+  const settings: Settings = {
+    seed: 1,
+    batch: o.batch,
+    context: o.context,
+    lr: 1e-3,
+    warmup: 0,
+    schedule: "constant",
+    minLr: 0,
+    clip: 1,
+    weightDecay: 0.01,
+    loss: o.loss,
+    graph: "absorb",
+    antithetic: false,
+    timeConditioned: true,
+    heldOutFraction: 0,
+    evalBatches: 0,
+    steps: o.warmup + o.steps,
+    workers: o.workers,
+    data: null,
+    dataHash: "",
+  };
+  const ctx: StepContext = {
+    pool,
+    trainTokens: tokens,
+    settings,
+    vocabSize: o.vocab,
+    optimizer: createAdamW(model.params.length),
+  };
   const times: number[] = [];
   let peak = rssMB();
   let cpu0 = process.cpuUsage();
+  let pending: PendingGradient | undefined;
+  const total = o.warmup + o.steps;
   try {
-    for (let s = 0; s < o.warmup + o.steps; s++) {
+    for (let s = 0; s < total; s++) {
       if (s === o.warmup) cpu0 = process.cpuUsage();
       const t0 = performance.now();
-      fillBatch(pool.batch, tokens, { seed: 1, step: s, loss: o.loss, vocabSize: o.vocab });
-      await pool.gradient(s);
-      clipGradNorm(pool.grads, 1);
-      adamwStep(pool.model.params, pool.grads, opt, { lr: 1e-3 });
+      const next = s + 1 < total ? s + 1 : undefined;
+      pending = (await takeStep(ctx, s, 1e-3, () => "", pending, next)).pending;
       if (s >= o.warmup) times.push(performance.now() - t0);
       peak = Math.max(peak, rssMB());
     }

@@ -70,6 +70,129 @@ export interface WasmKernelOptions {
   limit?: number;
 }
 
+/**
+ * The element-wise and row ops of `asm/ops.as`, as the module exports them: every pointer is a
+ * byte address in the kernels' memory (0 for an absent optional operand: `mask`, `wpe`), every
+ * count an element count. No checks: the caller (the wasm backend of `src/nn/backend.ts`) checks
+ * that each operand is in the memory and long enough. Each op mirrors a TypeScript reference of
+ * `src/nn/` or `src/optim/adamw.ts`; see `asm/ops.as` for which and how closely.
+ */
+export interface WasmOps {
+  /** `layernormForward` of `src/nn/layernorm.ts`. */
+  layernormForward(
+    out: number,
+    mean: number,
+    rstd: number,
+    inp: number,
+    w: number,
+    b: number,
+    N: number,
+    C: number,
+  ): void;
+  /** `layernormBackward` (ADDS); `ws` is 16 C bytes of scratch (the kernels' {@linkcode WasmKernels.scratch}). */
+  layernormBackward(
+    dinp: number,
+    dw: number,
+    db: number,
+    dout: number,
+    inp: number,
+    w: number,
+    mean: number,
+    rstd: number,
+    N: number,
+    C: number,
+    ws: number,
+  ): void;
+  /** `out = a + b` (`residualForward`). */
+  addForward(out: number, a: number, b: number, n: number): void;
+  /** `out = a * b` (`dropoutForward`). */
+  mulForward(out: number, a: number, b: number, n: number): void;
+  /** `dinp += (mask ? dout mask : dout) * s` (`scaleBackward`, `dropoutBackward`). */
+  mulAddBackward(dinp: number, dout: number, s: number, n: number, mask: number): void;
+  /** `reluForward`. */
+  reluForward(out: number, inp: number, n: number, mask: number): void;
+  /** `reluBackward` (ADDS). */
+  reluBackward(dinp: number, dout: number, inp: number, n: number, mask: number): void;
+  /** `geluForwardKeepGrad`, with the reference's tables at `tab` (see `geluTables`). */
+  geluForward(out: number, inp: number, n: number, mask: number, tab: number): void;
+  /** `embeddingForward` over `n` rows of int32 `ids`, position `r mod T`. */
+  embeddingForward(
+    out: number,
+    ids: number,
+    wte: number,
+    wpe: number,
+    n: number,
+    T: number,
+    C: number,
+  ): void;
+  /** `embeddingBackward` (ADDS). */
+  embeddingBackward(
+    dwte: number,
+    dwpe: number,
+    dout: number,
+    ids: number,
+    n: number,
+    T: number,
+    C: number,
+  ): void;
+  /** In place, per row of `n`: `s = softmax(scale s)`. */
+  softmaxRows(s: number, rows: number, n: number, scale: number): void;
+  /** In place, per row: `g = d mask`, `d = scale P (g - sum_j P g)`, P at `s`. */
+  softmaxBackwardRows(
+    d: number,
+    s: number,
+    mask: number,
+    rows: number,
+    n: number,
+    scale: number,
+  ): void;
+  /** `logSumExp` of one row of `n` floats. */
+  logSumExpRow(p: number, n: number): number;
+  /** `dl += g e^(l - lse)` over one row (`addScaledExp`). */
+  addScaledExpRow(dl: number, l: number, n: number, lse: number, g: number): void;
+  /** One AdamW update of `n` parameters (`adamwStep`'s loop, the same bits). */
+  adamw(
+    p: number,
+    g: number,
+    m: number,
+    v: number,
+    n: number,
+    beta1: number,
+    beta2: number,
+    stepSize: number,
+    bc2Sqrt: number,
+    eps: number,
+    decay: number,
+  ): void;
+  /** `dropoutMask`'s draws from the four xoshiro128** words at `state` (updated in place). */
+  dropoutMask(mask: number, n: number, limit: number, scale: number, state: number): void;
+  /** `db += sum_n dout[n]` over `N` rows of `OC` (a linear layer's bias gradient); `ws`: 8 OC bytes. */
+  biasBackward(db: number, dout: number, N: number, OC: number, ws: number): void;
+  /** `T` rows of `HS` floats, `dst[t dLD + i] = src[t sLD + i]` (`add` 1: `+=`), leading dimensions in floats. */
+  copyRows(
+    dst: number,
+    dLD: number,
+    src: number,
+    sLD: number,
+    T: number,
+    HS: number,
+    add: number,
+  ): void;
+  /** `ropeForward` over `qkv` with the double tables at `cos`, `sin`; `sign` -1: the inverse. */
+  ropeForward(
+    qkv: number,
+    cos: number,
+    sin: number,
+    B: number,
+    T: number,
+    C: number,
+    NH: number,
+    sign: number,
+  ): void;
+  /** The float32 exp of the softmax rows on one value (for tests of its accuracy). */
+  expF32(x: number): number;
+}
+
 /** The wasm kernels: the {@link MatmulKernels} signatures plus the arena over the memory. */
 export interface WasmKernels extends MatmulKernels {
   /** The module's (imported) memory. */
@@ -91,7 +214,16 @@ export interface WasmKernels extends MatmulKernels {
   /** A fresh view of `length` floats at `byteOffset` of the current memory buffer. */
   floats(byteOffset: number, length: number): Float32Array;
   /** True when `arr` is a view into this memory's current buffer (usable without a copy). */
-  inMemory(arr: Float32Array): boolean;
+  inMemory(arr: Float32Array | Int32Array): boolean;
+  /** The element-wise and row ops, on byte addresses in {@linkcode WasmKernels.memory}. */
+  readonly ops: WasmOps;
+  /**
+   * Byte address of the kernels' own scratch (the matmuls' workspace, {@linkcode
+   * WasmKernels.scratchBytes} long): free to an op between kernel calls.
+   */
+  readonly scratch: number;
+  /** Bytes of {@linkcode WasmKernels.scratch}. */
+  readonly scratchBytes: number;
 }
 
 /** A product export without bias: byte addresses of C, A, B, the shape, accumulate, workspace. */
@@ -107,7 +239,7 @@ type ProductExport = (
 ) => void;
 
 /** What the exports of the compiled module look like. */
-interface Exports {
+interface Exports extends WasmOps {
   workspaceBytes(): number;
   heapBase(): number;
   isRelaxed(): number;
@@ -322,7 +454,7 @@ function buildKernels(
     return view;
   }
   const heapBase = ex.heapBase();
-  function inMemory(arr: Float32Array): boolean {
+  function inMemory(arr: Float32Array | Int32Array): boolean {
     // Offsets below the heap base are never arena memory (and 0 means "no bias" to the kernel).
     // Views from before a growth hold the old, detached buffer, so they never count.
     return arr.byteOffset >= heapBase && arr.buffer === mem.buffer;
@@ -377,6 +509,9 @@ function buildKernels(
     },
     floats,
     inMemory,
+    ops: ex,
+    scratch: ws,
+    scratchBytes: ex.workspaceBytes(),
     matmulAB(c, a, b, M, K, N, accumulate = false) {
       checkMatmulArgs("AB", c, a, b, null, M, K, N);
       if (allIn(c, a, b)) {

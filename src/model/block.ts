@@ -10,22 +10,14 @@ import type { ModelTensors } from "./layout.ts";
 import type { LayerActs, Workspace } from "./workspace.ts";
 import type { DropoutKeys } from "./model.ts";
 import { Rng } from "../rng.ts";
-import { layernormBackward, layernormForward } from "../nn/layernorm.ts";
-import { ropeBackward, ropeForward } from "../nn/attention.ts";
-import {
-  geluForwardKeepGrad,
-  reluBackward,
-  reluForward,
-  scaleBackward,
-} from "../nn/activations.ts";
 import {
   gatedResidualBackward,
   gatedResidualForward,
   modulateBackward,
   modulateForward,
 } from "../nn/adaln.ts";
-import { residualForward } from "../nn/residual.ts";
-import { dropoutBackward, dropoutForward, dropoutMask } from "../nn/dropout.ts";
+import type { NNBackend } from "../nn/backend.ts";
+import { dropoutMask as drawMask } from "../nn/dropout.ts";
 
 /** The dropout masks of one layer, as {@linkcode drawMasks} fills them. */
 export type DropoutMasks = Pick<LayerActs, "maskAtt" | "mask1" | "maskF" | "mask2">;
@@ -33,13 +25,15 @@ export type DropoutMasks = Pick<LayerActs, "maskAtt" | "mask1" | "maskF" | "mask
 /**
  * Draws every layer's dropout masks for sequences `0..B-1` (see `modelForward`) into
  * `ws.layers` (a workspace, or any holder of the masks: the WebGPU backend draws them on the
- * host into its own arrays and uploads them).
+ * host into its own arrays and uploads them), each mask by `dropoutMask` (default the
+ * TypeScript one; the model passes its backend's).
  */
 export function drawMasks(
   ws: Pick<Workspace, "config"> & { readonly layers: readonly DropoutMasks[] },
   keys: DropoutKeys,
   B: number,
   T: number,
+  dropoutMask: typeof drawMask = drawMask,
 ): void {
   const { dropout: p, nHeads: NH, dModel: C, dFF: F } = ws.config;
   for (let b = 0; b < B; b++) {
@@ -84,7 +78,7 @@ export function layerForward(ws: Workspace, P: ModelTensors, l: number): void {
   // Attention block. saIn: x (post-norm), ln1 = norm1(x), or m1 = modulate(ln1)
   let saIn = x;
   if (pre) {
-    layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.norm1W, w.norm1B, N, C);
+    nn.layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.norm1W, w.norm1B, N, C);
     saIn = a.ln1;
     if (tm) {
       modulateForward(a.m1, a.ln1, a.mod, 0, 1, { K: 6, B, T, C });
@@ -93,49 +87,50 @@ export function layerForward(ws: Workspace, P: ModelTensors, l: number): void {
   }
   // qkv = rope(saIn Win^T + bin); attY = attention(qkv)
   nn.linearForward(a.qkv, saIn, w.inProjW, w.inProjB, N, C, 3 * C);
-  if (cfg.positions === "rotary") ropeForward(a.qkv, ws.cos, ws.sin, B, T, C, NH);
+  if (cfg.positions === "rotary") nn.ropeForward(a.qkv, ws.cos, ws.sin, B, T, C, NH);
   nn.attentionForward(a.attY, a.att, a.qkv, useDrop ? a.maskAtt : null, B, T, C, NH, a.heads);
   // projD = drop(proj), proj = attY Wo^T + bo (in place: one buffer)
   const projD = tm ? a.projD : ws.branch;
   nn.linearForward(projD, a.attY, w.outProjW, w.outProjB, N, C, C);
-  if (useDrop) dropoutForward(projD, projD, a.mask1!, N * C);
+  if (useDrop) nn.dropoutForward(projD, projD, a.mask1!, N * C);
   // r1 = x + gate1 * projD, or x + projD
   if (tm) gatedResidualForward(a.r1, x, projD, a.mod, 2, { K: 6, B, T, C });
-  else residualForward(a.r1, x, projD, N * C);
+  else nn.residualForward(a.r1, x, projD, N * C);
 
   // MLP block. ffIn: ln1 = norm1(r1) (post-norm), ln2 = norm2(r1), or m2 = modulate(ln2)
   let ffIn: Float32Array;
   if (pre) {
-    layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.r1, w.norm2W, w.norm2B, N, C);
+    nn.layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.r1, w.norm2W, w.norm2B, N, C);
     ffIn = a.ln2;
     if (tm) {
       modulateForward(a.m2, a.ln2, a.mod, 3, 4, { K: 6, B, T, C });
       ffIn = a.m2;
     }
   } else {
-    layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, a.r1, w.norm1W, w.norm1B, N, C);
+    nn.layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, a.r1, w.norm1W, w.norm1B, N, C);
     ffIn = a.ln1;
   }
   // fch = ffIn W1^T + b1
   nn.linearForward(a.fch, ffIn, w.lin1W, w.lin1B, N, C, F);
   // fh = drop(act(fch)), the dropout fused into the activation's pass
   // (GELU keeps its derivative in fch for the backward pass)
-  if (cfg.activation === "gelu") geluForwardKeepGrad(a.fh, a.fch, N * F, useDrop ? a.maskF : null);
-  else reluForward(a.fh, a.fch, N * F, useDrop ? a.maskF : null);
+  if (cfg.activation === "gelu") {
+    nn.geluForwardKeepGrad(a.fh, a.fch, N * F, useDrop ? a.maskF : null);
+  } else nn.reluForward(a.fh, a.fch, N * F, useDrop ? a.maskF : null);
   // foD = drop(fo), fo = fh W2^T + b2 (in place: one buffer)
   const foD = tm ? a.foD : ws.branch;
   nn.linearForward(foD, a.fh, w.lin2W, w.lin2B, N, F, C);
-  if (useDrop) dropoutForward(foD, foD, a.mask2!, N * C);
+  if (useDrop) nn.dropoutForward(foD, foD, a.mask2!, N * C);
   if (tm) {
     // out = r1 + gate2 * foD
     gatedResidualForward(out, a.r1, foD, a.mod, 5, { K: 6, B, T, C });
   } else if (pre) {
     // out = r1 + foD
-    residualForward(out, a.r1, foD, N * C);
+    nn.residualForward(out, a.r1, foD, N * C);
   } else {
     // r2 = ln1 + foD; out = norm2(r2)
-    residualForward(a.r2, a.ln1, foD, N * C);
-    layernormForward(out, a.ln2Mean, a.ln2Rstd, a.r2, w.norm2W, w.norm2B, N, C);
+    nn.residualForward(a.r2, a.ln1, foD, N * C);
+    nn.layernormForward(out, a.ln2Mean, a.ln2Rstd, a.r2, w.norm2W, w.norm2B, N, C);
   }
 }
 
@@ -173,7 +168,7 @@ export function layerBackward(ws: Workspace, P: ModelTensors, G: ModelTensors, l
   } else {
     // out = norm2(r2); r2 = ln1 + foD (the ln1 term below, with dln1)
     d.dr2.fill(0, 0, NC);
-    layernormBackward(
+    nn.layernormBackward(
       d.dr2,
       dw.norm2W,
       dw.norm2B,
@@ -188,15 +183,15 @@ export function layerBackward(ws: Workspace, P: ModelTensors, G: ModelTensors, l
     dfoD = d.dr2;
   }
   // foD = drop(fo)
-  const dfo = useDrop ? dropoutGrad(d.dfo, dfoD, a.mask2!, NC) : dfoD;
+  const dfo = useDrop ? dropoutGrad(nn, d.dfo, dfoD, a.mask2!, NC) : dfoD;
   // fo = fh W2^T + b2
   d.dfh.fill(0, 0, NF);
   nn.linearBackward(d.dfh, dw.lin2W, dw.lin2B, dfo, a.fh, w.lin2W, N, F, C);
   // fh = drop(act(fch)): dfch = act'(fch) * mask * dfh in one pass (GELU: fch holds gelu'(fch))
   d.dfch.fill(0, 0, NF);
   const maskF = useDrop ? a.maskF : null;
-  if (cfg.activation === "gelu") scaleBackward(d.dfch, d.dfh, a.fch, NF, maskF);
-  else reluBackward(d.dfch, d.dfh, a.fch, NF, maskF);
+  if (cfg.activation === "gelu") nn.scaleBackward(d.dfch, d.dfh, a.fch, NF, maskF);
+  else nn.reluBackward(d.dfch, d.dfh, a.fch, NF, maskF);
   if (pre) {
     // fch = ffIn W1^T + b1, ffIn = m2 or ln2
     const dffIn = tm ? d.dm2 : d.dln2;
@@ -209,7 +204,7 @@ export function layerBackward(ws: Workspace, P: ModelTensors, G: ModelTensors, l
     }
     // ln2 = norm2(r1), plus out's r1 term
     d.dr1.set(dout.subarray(0, NC));
-    layernormBackward(
+    nn.layernormBackward(
       d.dr1,
       dw.norm2W,
       dw.norm2B,
@@ -227,7 +222,7 @@ export function layerBackward(ws: Workspace, P: ModelTensors, G: ModelTensors, l
     nn.linearBackward(d.dln1, dw.lin1W, dw.lin1B, d.dfch, a.ln1, w.lin1W, N, C, F);
     // ln1 = norm1(r1)
     d.dr1.fill(0, 0, NC);
-    layernormBackward(
+    nn.layernormBackward(
       d.dr1,
       dw.norm1W,
       dw.norm1B,
@@ -250,7 +245,7 @@ export function layerBackward(ws: Workspace, P: ModelTensors, G: ModelTensors, l
     dprojD = d.dprojD;
   }
   // projD = drop(proj)
-  const dproj = useDrop ? dropoutGrad(d.dproj, dprojD, a.mask1!, NC) : dprojD;
+  const dproj = useDrop ? dropoutGrad(nn, d.dproj, dprojD, a.mask1!, NC) : dprojD;
   // proj = attY Wo^T + bo
   d.dattY.fill(0, 0, NC);
   nn.linearBackward(d.dattY, dw.outProjW, dw.outProjB, dproj, a.attY, w.outProjW, N, C, C);
@@ -270,7 +265,7 @@ export function layerBackward(ws: Workspace, P: ModelTensors, G: ModelTensors, l
     a.heads,
   );
   // qkv = rope(...), in place: now the gradient of qkv before RoPE
-  if (cfg.positions === "rotary") ropeBackward(d.dqkv, ws.cos, ws.sin, B, T, C, NH);
+  if (cfg.positions === "rotary") nn.ropeBackward(d.dqkv, ws.cos, ws.sin, B, T, C, NH);
   const dx = dout; // out's gradient is spent: dx takes its buffer
   if (pre) {
     // qkv = saIn Win^T + bin, saIn = m1 or ln1
@@ -294,7 +289,7 @@ export function layerBackward(ws: Workspace, P: ModelTensors, G: ModelTensors, l
     }
     // ln1 = norm1(x), plus r1's x term
     dx.set(d.dr1.subarray(0, NC));
-    layernormBackward(
+    nn.layernormBackward(
       dx,
       dw.norm1W,
       dw.norm1B,
@@ -317,12 +312,13 @@ export function layerBackward(ws: Workspace, P: ModelTensors, G: ModelTensors, l
 
 /** `dx` of `y = x * mask` (dropout, the mask holding 0 or 1/(1-p)) into `dx`; returns it. */
 function dropoutGrad(
+  nn: NNBackend,
   dx: Float32Array,
   dy: Float32Array,
   mask: Float32Array,
   n: number,
 ): Float32Array {
   dx.fill(0, 0, n);
-  dropoutBackward(dx, dy, mask, n);
+  nn.dropoutBackward(dx, dy, mask, n);
   return dx;
 }

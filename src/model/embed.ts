@@ -9,7 +9,6 @@
 import type { ModelTensors } from "./layout.ts";
 import { TIME_EMBED_DIM } from "./layout.ts";
 import type { Workspace } from "./workspace.ts";
-import { embeddingBackward, embeddingForward } from "../nn/embedding.ts";
 import { siluBackward, siluForward } from "../nn/activations.ts";
 import { timestepEmbedding } from "../nn/adaln.ts";
 
@@ -37,7 +36,7 @@ export function embedForward(
     nn.linearForward(tm.finalMod, tm.cond, P.finalAdaW!, P.finalAdaB!, B, C, 2 * C);
   }
   // resid[0] = embed[tokens] (+ pos_embed)
-  embeddingForward(ws.resid[0], ws.tokens, P.embed, P.posEmbed, B, T, C);
+  nn.embeddingForward(ws.resid[0], ws.tokens, P.embed, P.posEmbed, B, T, C);
 }
 
 /**
@@ -50,7 +49,7 @@ export function embedBackward(ws: Workspace, P: ModelTensors, G: ModelTensors): 
   const nn = ws.nn;
   const tm = ws.time;
   // resid[0] = embed[tokens] (+ pos_embed)
-  embeddingBackward(G.embed, G.posEmbed, ws.dresid, ws.tokens, B, T, C);
+  nn.embeddingBackward(G.embed, G.posEmbed, ws.dresid, ws.tokens, B, T, C);
   if (tm) {
     // cond = silu(h2)
     tm.dh2.fill(0);

@@ -13,7 +13,6 @@
 
 import type { ModelTensors } from "./layout.ts";
 import type { Workspace } from "./workspace.ts";
-import { layernormBackward, layernormForward } from "../nn/layernorm.ts";
 import { modulateBackward, modulateForward } from "../nn/adaln.ts";
 
 /** The head's input: `mf` (time conditioning), `lnf` (pre-norm) or the last residual. */
@@ -51,7 +50,7 @@ export function finalForward(
   const tm = ws.time;
   if (cfg.normFirst) {
     // lnf = norm(resid[L])
-    layernormForward(
+    ws.nn.layernormForward(
       ws.lnf,
       ws.lnfMean,
       ws.lnfRstd,
@@ -122,7 +121,7 @@ export function finalBackward(
   }
   // lnf = norm(resid[L])
   dresid.fill(0, 0, NC);
-  layernormBackward(
+  ws.nn.layernormBackward(
     dresid,
     G.normW!,
     G.normB!,

@@ -278,3 +278,42 @@ export function tensorViews(buf: Float32Array, layout: Layout, config: ModelConf
   viewCache.set(buf, { layout, views });
   return views;
 }
+
+/**
+ * The parameter buffer cut into the parts a forward pass reads in turn: part 0 everything outside
+ * the layers (embedding, positions, time conditioning, final norm, head), part `l + 1` layer
+ * `l`'s tensors. Each part is a list of `[start, end)` ranges of the buffer, merged where
+ * adjacent; together the parts cover the buffer once.
+ *
+ * @param layout The parameter table.
+ * @param nLayers Layers of the model.
+ * @returns `nLayers + 1` parts.
+ *
+ * @example
+ * ```ts
+ * import { buildLayout, forwardParts } from "./layout.ts";
+ * import { presets } from "./config.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const config = { ...presets.tiny, vocabSize: 5, context: 4 };
+ * const { layout, size } = buildLayout(config);
+ * const parts = forwardParts(layout, config.nLayers);
+ * assert.equal(parts.length, config.nLayers + 1);
+ * const covered = parts.flat().reduce((n, [a, b]) => n + b - a, 0);
+ * assert.equal(covered, size);
+ * ```
+ */
+export function forwardParts(layout: Layout, nLayers: number): [number, number][][] {
+  const parts: [number, number][][] = Array.from({ length: nLayers + 1 }, () => []);
+  const entries = Object.values(layout).map((t, i) => ({ t, name: Object.keys(layout)[i] }));
+  entries.sort((x, y) => x.t.offset - y.t.offset);
+  for (const { t, name } of entries) {
+    const m = /^transformer\.layers\.(\d+)\./.exec(name);
+    const part = parts[m ? Number(m[1]) + 1 : 0];
+    const end = t.offset + t.shape.reduce((a, b) => a * b, 1);
+    const last = part.at(-1);
+    if (last && last[1] === t.offset) last[1] = end;
+    else part.push([t.offset, end]);
+  }
+  return parts;
+}

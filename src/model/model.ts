@@ -23,7 +23,13 @@
  */
 
 import { type ModelConfig, type PresetName, resolveConfig } from "./config.ts";
-import { buildLayout, type Layout, type ModelTensors, tensorViews } from "./layout.ts";
+import {
+  buildLayout,
+  forwardParts,
+  type Layout,
+  type ModelTensors,
+  tensorViews,
+} from "./layout.ts";
 import { initParams } from "./init.ts";
 import { checkDim, createWorkspace, type Workspace } from "./workspace.ts";
 import { embedBackward, embedForward } from "./embed.ts";
@@ -31,7 +37,6 @@ import { drawMasks, layerBackward, layerForward } from "./block.ts";
 import { finalBackward, finalForward } from "./head.ts";
 import type { BackendName } from "../nn/backend.ts";
 import type { BlasOptions } from "../kernels/blas.ts";
-import { crossEntropyBackward, crossEntropyForward } from "../nn/cross_entropy.ts";
 import { createDit, type CreateDitOptions, type DitConfigInput, type DitModel } from "./dit.ts";
 import { ditForwardFast } from "./dit_fast.ts";
 
@@ -296,19 +301,45 @@ function forwardUnchecked(
 ): Float32Array {
   const cfg = model.config;
   // wasm: one parameter copy into the kernels' memory per forward pass (the backward pass
-  // of this forward reads the same copy).
-  if (ws.wParams) ws.wParams.set(model.params);
+  // of this forward reads the same copy); behind a gate, part by part as each becomes final.
+  const gate = ws.paramGate;
+  const parts = gate ? partsOf(model) : [];
+  const arrive = (j: number) => {
+    gate!(j);
+    if (ws.wParams) {
+      for (const [a, b] of parts[j]) {
+        ws.wParams.set(model.params.subarray(a, b), a);
+      }
+    }
+  };
+  if (ws.wParams && !gate) ws.wParams.set(model.params);
   const P = tensorViews(ws.wParams ?? model.params, model.layout, cfg);
   const useDrop = dropout !== undefined && cfg.dropout > 0;
-  if (useDrop) drawMasks(ws, dropout!, B, T);
+  if (useDrop) drawMasks(ws, dropout!, B, T, ws.nn.dropoutMask);
   ws.tokens.set(input);
   ws.lastB = B;
   ws.lastT = T;
   ws.lastDropout = useDrop;
   // the parts read the shape, dropout mode and tokens from ws
+  if (gate) arrive(0); // embedding, time conditioning, final norm and head
   embedForward(ws, P, sigma);
-  for (let l = 0; l < cfg.nLayers; l++) layerForward(ws, P, l);
+  for (let l = 0; l < cfg.nLayers; l++) {
+    if (gate) arrive(l + 1);
+    layerForward(ws, P, l);
+  }
   return finalForward(ws, P, rowWeights);
+}
+
+const partsCache = new WeakMap<Model, [number, number][][]>();
+
+/** {@linkcode forwardParts} of the model's layout, computed once per model. */
+function partsOf(model: Model): [number, number][][] {
+  let parts = partsCache.get(model);
+  if (parts === undefined) {
+    parts = forwardParts(model.layout, model.config.nLayers);
+    partsCache.set(model, parts);
+  }
+  return parts;
 }
 
 /**
@@ -566,10 +597,10 @@ export function lossAndGrad(
       wt[i] = weight[idx[i]];
     }
   }
-  const loss = crossEntropyForward(ws.losses, ws.lse, logits, tg, wt, n, V);
+  const loss = ws.nn.crossEntropyForward(ws.losses, ws.lse, logits, tg, wt, n, V);
   const dlogits = ws.dlogits;
   dlogits.fill(0, 0, n * V);
-  crossEntropyBackward(dlogits, 1, logits, ws.lse, tg, wt, n, V);
+  ws.nn.crossEntropyBackward(dlogits, 1, logits, ws.lse, tg, wt, n, V);
   backwardUnchecked(model, ws, dlogits, grads);
   return { loss, grads };
 }

@@ -15,6 +15,7 @@ import {
   type NNBackend,
   tsBackend,
   wasmBackend,
+  wasmBackendBuffers,
 } from "../nn/backend.ts";
 import { createWasmKernels, type WasmKernels } from "../kernels/wasm.ts";
 import { type BlasLibrary, type BlasOptions, loadBlas, withBlas } from "../kernels/blas.ts";
@@ -182,6 +183,13 @@ export interface Workspace {
    * to {@linkcode workspaceBytes}.
    */
   readonly arenaBytes: number;
+  /**
+   * @internal Set by a gradient worker for one forward pass whose parameters are still being
+   * written (the main thread's AdamW of the step before): called with part `j` of
+   * `forwardParts` before the pass reads it, and returns once that part is final. `null`: the
+   * parameters are final.
+   */
+  paramGate: ((part: number) => void) | null;
   /** @internal RoPE tables `(T,HS/2)`, or empty. */
   readonly cos: Float64Array;
   /** @internal */
@@ -309,9 +317,9 @@ function sizeWorkspace(
   const HS = config.dModel / config.nHeads;
   // the parameter copy and the gradient accumulator
   bytes += 2 * arenaFloatBytes(buildLayout(config).size);
-  // the wasm backend's attention scratch (see wasmBackend): q, k, v, y heads and their
-  // gradients, (T,HS) each, and two (T,T) tiles
-  bytes += 8 * arenaFloatBytes(T * HS) + 2 * arenaFloatBytes(T * T);
+  // the wasm backend's scratch (see wasmBackend): q, k, v, y heads and their gradients, (T,HS)
+  // each, two (T,T) tiles, the GELU tables and the token ids
+  for (const n of wasmBackendBuffers(T, HS, B * T)) bytes += arenaFloatBytes(n);
   return bytes;
 }
 
@@ -357,7 +365,15 @@ export function createWorkspace(
       : (n: number) => new Float32Array(n);
     const bufs = workspaceBuffers(config, B, T, { ...onHeap, f32 }, false);
     if (config.positions === "rotary") ropeTables(bufs.cos, bufs.sin, T, HS);
-    return { ...bufs, backend, nn: tsBackend, wParams: null, wGrads: null, arenaBytes: 0 };
+    return {
+      ...bufs,
+      backend,
+      nn: tsBackend,
+      wParams: null,
+      wGrads: null,
+      arenaBytes: 0,
+      paramGate: null,
+    };
   }
   // wasm: every float buffer in the kernels' memory, reserved in one go before any view is
   // taken (the growth rule of src/kernels/wasm.ts), plus a parameter copy and a gradient
@@ -377,8 +393,8 @@ export function createWorkspace(
   const size = buildLayout(config).size;
   const wParams = k.alloc(size);
   const wGrads = k.alloc(size);
-  const nn = wasmBackend(k, T, HS, backend);
-  return { ...bufs, backend, nn, wParams, wGrads, arenaBytes: wk.mark() - start };
+  const nn = wasmBackend(k, T, HS, backend, B * T);
+  return { ...bufs, backend, nn, wParams, wGrads, arenaBytes: wk.mark() - start, paramGate: null };
 }
 
 /**
@@ -444,7 +460,7 @@ export function workspaceBuffers(
   T: number,
   alloc: Allocator,
   packedHeads: boolean,
-): Omit<Workspace, "backend" | "nn" | "wParams" | "wGrads" | "arenaBytes"> {
+): Omit<Workspace, "backend" | "nn" | "wParams" | "wGrads" | "arenaBytes" | "paramGate"> {
   const { dModel: C, dFF: F, nHeads: NH, nLayers: L, vocabSize: V } = config;
   const f = alloc.f32;
   const N = B * T;

@@ -176,6 +176,15 @@ const geluDerPoly = new Float64Array(4 * (GELU_POINTS - 1));
   hermite(geluDerPoly, der, derSlope);
 }
 
+/**
+ * @internal The GELU tables of {@linkcode geluForwardKeepGrad}: per cell, the value
+ * polynomial's four Horner coefficients (`value`), and the derivative's (`derivative`), both
+ * `(4 * 1025)`. Read only: the wasm backend copies them into its memory.
+ */
+export function geluTables(): { value: Float64Array; derivative: Float64Array } {
+  return { value: geluPoly, derivative: geluDerPoly };
+}
+
 function normalCdfExact(x: number): number {
   return x >= 0 ? 1 - 0.5 * erfc(x * INV_SQRT2) : 0.5 * erfc(-x * INV_SQRT2);
 }

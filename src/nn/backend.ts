@@ -1,15 +1,20 @@
 /**
- * Compute backends of the model's two heavy ops, linear and attention: the plain TypeScript
- * reference (`ts`, the functions of `linear.ts` and `attention.ts`) and the WebAssembly SIMD
- * matmul kernels of `src/kernels/wasm.ts` (`wasm`). Both compute the same math; the model picks
- * one per workspace.
+ * Compute backends of the model's ops: the two heavy ones, linear and attention, and the
+ * element-wise and row ops around them (RoPE, layer norm, GELU, ReLU, dropout, residual, embedding
+ * gather/scatter, the cross-entropy rows). The plain TypeScript reference (`ts`, the functions
+ * of `linear.ts`, `attention.ts`, `layernorm.ts`, ...) and the WebAssembly SIMD kernels of
+ * `src/kernels/wasm.ts` (`wasm`: the matmuls of `asm/matmul.as`, the other ops of `asm/ops.as`;
+ * `blas` is the same with its matmuls on the system's BLAS). Both compute the same math; the
+ * model picks one per workspace.
  *
  * Dimensions: `N` rows (B*T), `IC`/`OC` input/output channels, `B` batch, `T` sequence,
  * `C` channels, `NH` heads, `HS = C / NH` head size.
  *
  * The wasm backend runs zero-copy when every buffer lives in its kernels' memory (the model's
  * workspace puts activations, a parameter copy and a gradient accumulator there); any other
- * buffer goes through the kernels' copying convenience path, which is correct but slower.
+ * buffer goes through the kernels' copying convenience path, which is correct but slower. An
+ * element-wise or row op given a buffer outside the kernels' memory (or too short for the shape)
+ * runs its TypeScript reference instead, with the same result up to rounding.
  *
  * - linear: forward `y = x W^T + b` is one `matmulABt` with bias; backward `dX += dY W` is
  *   `matmulAB` and `dW += dY^T X` is `matmulAtB`, both accumulating; `db` sums columns. No
@@ -26,8 +31,24 @@ import type { WasmKernels } from "../kernels/wasm.ts";
 import { wasmSupport } from "../kernels/wasm.ts";
 import { type BlasOptions, loadBlas } from "../kernels/blas.ts";
 import { linearBackward, linearForward } from "./linear.ts";
-import { attentionBackward, attentionForward } from "./attention.ts";
+import { attentionBackward, attentionForward, ropeBackward, ropeForward } from "./attention.ts";
 import { expScaledInPlace } from "./fast_exp.ts";
+import { layernormBackward, layernormForward } from "./layernorm.ts";
+import {
+  geluForwardKeepGrad,
+  geluTables,
+  reluBackward,
+  reluForward,
+  scaleBackward,
+} from "./activations.ts";
+import { dropoutBackward, dropoutForward, dropoutMask } from "./dropout.ts";
+import { residualForward } from "./residual.ts";
+import { embeddingBackward, embeddingForward } from "./embedding.ts";
+import {
+  crossEntropyBackward,
+  crossEntropyForward,
+  type crossEntropyRowBackward,
+} from "./cross_entropy.ts";
 
 /**
  * Which implementation runs the linear and attention ops: `"blas"` (the wasm backend with its
@@ -52,7 +73,7 @@ export const BACKEND_CHOICES: readonly BackendChoice[] = ["auto", "webgpu", "bla
  * again (pass the same buffer to both, or `null`; the ts backend ignores it). The linear pair's
  * optional last argument (the matmul kernels) is the backend's own: callers leave it out.
  */
-export interface NNBackend {
+export interface NNBackend extends ElementOps {
   /** `"blas"`, `"wasm"` or `"ts"`. */
   readonly name: BackendName;
   /** See {@linkcode linearForward}. */
@@ -69,13 +90,73 @@ export interface NNBackend {
   ): void;
 }
 
-/** The plain TypeScript reference: the functions of `linear.ts` and `attention.ts`. */
+/**
+ * The element-wise and row ops of a backend, with the signatures (and the ADD-into contracts) of
+ * their TypeScript references in `src/nn/`.
+ */
+export interface ElementOps {
+  /** See {@linkcode ropeForward}. */
+  ropeForward: typeof ropeForward;
+  /** See {@linkcode ropeBackward}. */
+  ropeBackward: typeof ropeBackward;
+  /** See {@linkcode layernormForward}. */
+  layernormForward: typeof layernormForward;
+  /** See {@linkcode layernormBackward}. ADDS. */
+  layernormBackward: typeof layernormBackward;
+  /** See {@linkcode geluForwardKeepGrad}. */
+  geluForwardKeepGrad: typeof geluForwardKeepGrad;
+  /** See {@linkcode scaleBackward}. ADDS. */
+  scaleBackward: typeof scaleBackward;
+  /** See {@linkcode reluForward}. */
+  reluForward: typeof reluForward;
+  /** See {@linkcode reluBackward}. ADDS. */
+  reluBackward: typeof reluBackward;
+  /** See {@linkcode dropoutMask}. */
+  dropoutMask: typeof dropoutMask;
+  /** See {@linkcode dropoutForward}. */
+  dropoutForward: typeof dropoutForward;
+  /** See {@linkcode dropoutBackward}. ADDS. */
+  dropoutBackward: typeof dropoutBackward;
+  /** See {@linkcode residualForward}. */
+  residualForward: typeof residualForward;
+  /** See {@linkcode embeddingForward}. */
+  embeddingForward: typeof embeddingForward;
+  /** See {@linkcode embeddingBackward}. ADDS. */
+  embeddingBackward: typeof embeddingBackward;
+  /** See {@linkcode crossEntropyForward}. */
+  crossEntropyForward: typeof crossEntropyForward;
+  /** See {@linkcode crossEntropyBackward}. ADDS. */
+  crossEntropyBackward: typeof crossEntropyBackward;
+}
+
+/** The TypeScript references of the element-wise and row ops. */
+const tsElementOps: ElementOps = {
+  ropeForward,
+  ropeBackward,
+  layernormForward,
+  layernormBackward,
+  geluForwardKeepGrad,
+  scaleBackward,
+  reluForward,
+  reluBackward,
+  dropoutMask,
+  dropoutForward,
+  dropoutBackward,
+  residualForward,
+  embeddingForward,
+  embeddingBackward,
+  crossEntropyForward,
+  crossEntropyBackward,
+};
+
+/** The plain TypeScript reference: the functions of `linear.ts`, `attention.ts` and the rest. */
 export const tsBackend: NNBackend = Object.freeze({
   name: "ts" as const,
   linearForward,
   linearBackward,
   attentionForward,
   attentionBackward,
+  ...tsElementOps,
 });
 
 let supported: boolean | undefined;
@@ -171,14 +252,39 @@ export function resolveBackend(choice: BackendChoice, options: BlasOptions = {})
 }
 
 /**
- * The wasm backend over `k`. Allocates its attention scratch in `k`'s memory NOW (so the
- * caller can reserve the memory beforehand and the growth rule holds): `8 T HS + 2 T T`
- * floats, as the model's `workspaceBytes` counts them.
+ * Floats the wasm backend allocates in its kernels' memory (see {@linkcode wasmBackend}): the
+ * attention scratch `8 T HS + 2 T T`; with `rows > 0` also the GELU tables, `rows` token ids,
+ * a generator's state and the RoPE tables (`T HS / 2` doubles each).
+ *
+ * @param T Longest sequence.
+ * @param HS Head size.
+ * @param rows Token ids its embedding copies in at once (the workspace's `B T`), or 0.
+ * @returns Buffer lengths in floats, one per allocation.
+ */
+export function wasmBackendBuffers(T: number, HS: number, rows: number): number[] {
+  const TH = T * HS;
+  const attention = [...Array(8).fill(TH), T * T, T * T];
+  const elementOps = [4 * geluTables().value.length, rows, 4, TH, TH];
+  return rows > 0 ? [...attention, ...elementOps] : attention;
+}
+
+/**
+ * The wasm backend over `k`. Allocates its scratch in `k`'s memory NOW (so the caller can
+ * reserve the memory beforehand and the growth rule holds): the buffers of
+ * {@linkcode wasmBackendBuffers}, as the model's `workspaceBytes` counts them.
+ *
+ * Every op runs in the module where its buffers are in `k`'s memory and long enough for the
+ * shape (the matmuls otherwise copy through `k`'s scratch instance, the other ops run their
+ * TypeScript reference). The embedding copies its ids into the module first, at most `rows` of
+ * them (more: the TypeScript reference). With `rows` 0 there is no scratch for the embedding, the
+ * GELU tables, the dropout masks or RoPE, and those run their TypeScript references.
  *
  * @param k The wasm kernels (their memory holds the workspace).
  * @param T Longest sequence.
  * @param HS Head size.
  * @param name What to call it: `"blas"` when `k`'s matmuls run on a BLAS (see `withBlas`).
+ * @param rows Token ids the embedding takes in one call (default 0: embedding, GELU, dropout
+ *   masks and RoPE in TypeScript).
  * @returns The backend.
  */
 export function wasmBackend(
@@ -186,14 +292,33 @@ export function wasmBackend(
   T: number,
   HS: number,
   name: "wasm" | "blas" = "wasm",
+  rows = 0,
 ): NNBackend {
   const TH = T * HS;
   const qh = k.alloc(TH), kh = k.alloc(TH), vh = k.alloc(TH), yh = k.alloc(TH); // (T,HS)
   const dqh = k.alloc(TH), dkh = k.alloc(TH), dvh = k.alloc(TH), dyh = k.alloc(TH); // (T,HS)
   const pm = k.alloc(T * T); // (T,T) probabilities times the dropout mask
   const dp = k.alloc(T * T); // (T,T) gradient of the probabilities, then of the scores
+  const el = wasmElementOps(k, rows, T * HS / 2);
   // The views above are taken once; a kernel call on a detached view throws, so a memory
   // that grew behind our back fails loudly instead of computing on stale buffers.
+
+  /** {@linkcode copyRowsTs} in the module where both buffers are in `k`'s memory. */
+  const copyRows: typeof copyRowsTs = (dst, dOff, dLD, src, sOff, sLD, T, HS, add = false) => {
+    const inModule = T > 0 && dOff + (T - 1) * dLD + HS <= dst.length &&
+      sOff + (T - 1) * sLD + HS <= src.length && k.inMemory(dst) && k.inMemory(src);
+    if (inModule) {
+      k.ops.copyRows(
+        dst.byteOffset + 4 * dOff,
+        dLD,
+        src.byteOffset + 4 * sOff,
+        sLD,
+        T,
+        HS,
+        add ? 1 : 0,
+      );
+    } else copyRowsTs(dst, dOff, dLD, src, sOff, sLD, T, HS, add);
+  };
 
   /** The q, k, v heads `(T,HS)` of (b, h): slices of `heads` when given, else the scratch. */
   function headsOf(
@@ -232,16 +357,22 @@ export function wasmBackend(
   ): Float32Array {
     if (mask === null) return s;
     const p = pm.subarray(0, TT);
-    for (let j = 0; j < TT; j++) p[j] = s[j] * mask[a0 + j];
+    el.dropoutForward(p, s, mask.subarray(a0, a0 + TT), TT);
     return p;
   }
 
   return {
     name,
+    ...el,
     linearForward: (out, inp, weight, bias, N, IC, OC) =>
       linearForward(out, inp, weight, bias, N, IC, OC, k),
-    linearBackward: (dinp, dweight, dbias, dout, inp, weight, N, IC, OC) =>
-      linearBackward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC, k),
+    linearBackward(dinp, dweight, dbias, dout, inp, weight, N, IC, OC) {
+      // the bias gradient's column sums in the module where its buffers are there
+      const inModule = dbias !== null && 8 * OC <= k.scratchBytes && dbias.length >= OC &&
+        k.inMemory(dbias) && dout.length >= N * OC && k.inMemory(dout);
+      linearBackward(dinp, dweight, inModule ? null : dbias, dout, inp, weight, N, IC, OC, k);
+      if (inModule) k.ops.biasBackward(dbias!.byteOffset, dout.byteOffset, N, OC, k.scratch);
+    },
     attentionForward(out, att, qkv, mask, B, T, C, NH, heads = null) {
       const HS = C / NH;
       const scale = 1 / Math.sqrt(HS);
@@ -257,13 +388,8 @@ export function wasmBackend(
           const s = att.subarray(a0, a0 + TT); // (T,T)
           // att = softmax(scale * q k^T) per row
           k.matmulABt(s, q, kk, null, T, HS, T, false);
-          for (let t = 0; t < T; t++) {
-            const r = t * T;
-            let max = -Infinity;
-            for (let j = 0; j < T; j++) if (s[r + j] > max) max = s[r + j];
-            const inv = 1 / expScaledInPlace(s, r, T, scale, max * scale);
-            for (let j = 0; j < T; j++) s[r + j] *= inv;
-          }
+          if (k.inMemory(s)) k.ops.softmaxRows(s.byteOffset, T, T, scale);
+          else softmaxRowsTs(s, T, scale);
           // y = (att * mask) v
           k.matmulAB(y, masked(s, mask, a0, TT), v, T, T, HS, false);
           copyRows(out, b * T * C + h * HS, C, y, 0, HS, T, HS);
@@ -291,20 +417,10 @@ export function wasmBackend(
           k.matmulAtB(dv, pv, dy, T, T, HS, false);
           k.matmulABt(d, dy, v, null, T, HS, T, false);
           // att = softmax(scale * q k^T):  ds = scale * att * (datt - sum_j att * datt)
-          for (let t = 0; t < T; t++) {
-            const r = t * T;
-            let dot = 0;
-            if (mask) {
-              for (let j = 0; j < T; j++) {
-                const g = d[r + j] * mask[a0 + r + j];
-                d[r + j] = g;
-                dot += s[r + j] * g;
-              }
-            } else {
-              for (let j = 0; j < T; j++) dot += s[r + j] * d[r + j];
-            }
-            for (let j = 0; j < T; j++) d[r + j] = s[r + j] * (d[r + j] - dot) * scale;
-          }
+          const mt = mask ? mask.subarray(a0, a0 + TT) : null;
+          if (k.inMemory(s) && (mt === null || k.inMemory(mt))) {
+            k.ops.softmaxBackwardRows(d.byteOffset, s.byteOffset, mt?.byteOffset ?? 0, T, T, scale);
+          } else softmaxBackwardRowsTs(d, s, mt, T, scale);
           // dq = ds k,  dk = ds^T q
           k.matmulAB(dq, d, kk, T, T, HS, false);
           k.matmulAtB(dk, d, q, T, T, HS, false);
@@ -321,7 +437,7 @@ export function wasmBackend(
  * Copies `T` rows of `HS` floats, `dst[dOff + t dLD + i] = src[sOff + t sLD + i]`, or ADDS them
  * with `add`: a head between a packed `(B,T,LD)` buffer and a contiguous `(T,HS)` one.
  */
-function copyRows(
+function copyRowsTs(
   dst: Float32Array,
   dOff: number,
   dLD: number,
@@ -336,4 +452,200 @@ function copyRows(
     if (add) { for (let i = 0; i < HS; i++) dst[d + i] += src[s + i]; }
     else for (let i = 0; i < HS; i++) dst[d + i] = src[s + i];
   }
+}
+
+/** In place over the `(T,T)` tile `s`: `s = softmax(scale s)` per row (the TypeScript rows). */
+function softmaxRowsTs(s: Float32Array, T: number, scale: number): void {
+  for (let t = 0; t < T; t++) {
+    const r = t * T;
+    let max = -Infinity;
+    for (let j = 0; j < T; j++) if (s[r + j] > max) max = s[r + j];
+    const inv = 1 / expScaledInPlace(s, r, T, scale, max * scale);
+    for (let j = 0; j < T; j++) s[r + j] *= inv;
+  }
+}
+
+/**
+ * In place over the `(T,T)` tile `d`, the gradient of the masked probabilities: `g = d * mask`,
+ * then `d = scale P (g - sum_j P g)` per row, `P` the tile `s` (the TypeScript rows).
+ */
+function softmaxBackwardRowsTs(
+  d: Float32Array,
+  s: Float32Array,
+  mask: Float32Array | null,
+  T: number,
+  scale: number,
+): void {
+  for (let t = 0; t < T; t++) {
+    const r = t * T;
+    let dot = 0;
+    if (mask) {
+      for (let j = 0; j < T; j++) {
+        const g = d[r + j] * mask[r + j];
+        d[r + j] = g;
+        dot += s[r + j] * g;
+      }
+    } else {
+      for (let j = 0; j < T; j++) dot += s[r + j] * d[r + j];
+    }
+    for (let j = 0; j < T; j++) d[r + j] = s[r + j] * (d[r + j] - dot) * scale;
+  }
+}
+
+/**
+ * The element-wise and row ops on `k`'s module (`asm/ops.as`), each falling back to its
+ * TypeScript reference when a buffer is outside `k`'s memory or shorter than the shape (or, for
+ * the embedding, when there are more than `rows` ids or one is out of the table's range).
+ * Allocates the GELU tables and `rows` token ids in `k`'s memory now.
+ */
+function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): ElementOps {
+  const ops = k.ops;
+  // the GELU tables, the ids and a generator's four words (for the dropout masks), with rows > 0
+  const { value, derivative } = geluTables();
+  let tab = 0;
+  let ids: Int32Array = new Int32Array(0), state: Uint32Array = new Uint32Array(0);
+  let ropeCos: Float64Array = new Float64Array(0), ropeSin: Float64Array = new Float64Array(0);
+  if (rows > 0) {
+    const tabFloats = k.alloc(2 * (value.length + derivative.length));
+    tab = tabFloats.byteOffset;
+    new Float64Array(tabFloats.buffer, tab, value.length).set(value);
+    new Float64Array(tabFloats.buffer, tab + 8 * value.length, derivative.length).set(derivative);
+    const idFloats = k.alloc(rows);
+    ids = new Int32Array(idFloats.buffer, idFloats.byteOffset, rows);
+    const stateFloats = k.alloc(4);
+    state = new Uint32Array(stateFloats.buffer, stateFloats.byteOffset, 4);
+    const c = k.alloc(2 * ropeSize), sn = k.alloc(2 * ropeSize);
+    ropeCos = new Float64Array(c.buffer, c.byteOffset, ropeSize);
+    ropeSin = new Float64Array(sn.buffer, sn.byteOffset, ropeSize);
+  }
+  /** RoPE in the module: the tables copied in (T HS/2 values each), the rotation in place. */
+  const rope = (inverse: boolean): typeof ropeForward => (qkv, cos, sin, B, T, C, NH) => {
+    const n = T * C / NH / 2;
+    if (
+      n <= ropeSize && cos.length >= n && sin.length >= n && fits(qkv, B * T * 3 * C) &&
+      (C / NH) % 2 === 0
+    ) {
+      ropeCos.set(cos.subarray(0, n));
+      ropeSin.set(sin.subarray(0, n));
+      const sign = inverse ? -1 : 1;
+      ops.ropeForward(at(qkv), ropeCos.byteOffset, ropeSin.byteOffset, B, T, C, NH, sign);
+    } else (inverse ? ropeBackward : ropeForward)(qkv, cos, sin, B, T, C, NH);
+  };
+  /** Whether the module may read or write `x` as `n` values: in `k`'s memory, long enough. */
+  const fits = (x: Float32Array, n: number) => x.length >= n && k.inMemory(x);
+  /** As `fits`, for an optional operand (`null`: absent). */
+  const fitsOpt = (x: Float32Array | null, n: number) => x === null || fits(x, n);
+  const at = (x: Float32Array | null) => x === null ? 0 : x.byteOffset;
+  /** Copies the `n` ids into the module; false when they do not fit or one is not a row of wte. */
+  const idsIn = (inp: Int32Array, n: number, wte: Float32Array, C: number) => {
+    if (n > rows || inp.length < n || !fits(wte, C)) return false;
+    const V = Math.floor(wte.length / C);
+    for (let i = 0; i < n; i++) {
+      const id = inp[i];
+      if (!(id >= 0 && id < V)) return false;
+      ids[i] = id;
+    }
+    return true;
+  };
+  const lseRow = (logits: Float32Array, o: number, n: number) =>
+    ops.logSumExpRow(logits.byteOffset + 4 * o, n);
+  const rowBackward: typeof crossEntropyRowBackward = (dl, l, o, n, lse, target, g) => {
+    ops.addScaledExpRow(dl.byteOffset + 4 * o, l.byteOffset + 4 * o, n, lse, g);
+    dl[o + target] -= g;
+  };
+  return {
+    ropeForward: rope(false),
+    ropeBackward: rope(true),
+    layernormForward(out, mean, rstd, inp, weight, bias, N, C) {
+      const NC = N * C;
+      if (
+        fits(out, NC) && fits(mean, N) && fits(rstd, N) && fits(inp, NC) && fits(weight, C) &&
+        fits(bias, C)
+      ) {
+        ops.layernormForward(at(out), at(mean), at(rstd), at(inp), at(weight), at(bias), N, C);
+      } else layernormForward(out, mean, rstd, inp, weight, bias, N, C);
+    },
+    layernormBackward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C) {
+      const NC = N * C;
+      if (
+        16 * C <= k.scratchBytes && fits(dinp, NC) && fits(dweight, C) && fits(dbias, C) &&
+        fits(dout, NC) && fits(inp, NC) && fits(weight, C) && fits(mean, N) && fits(rstd, N)
+      ) {
+        ops.layernormBackward(
+          at(dinp),
+          at(dweight),
+          at(dbias),
+          at(dout),
+          at(inp),
+          at(weight),
+          at(mean),
+          at(rstd),
+          N,
+          C,
+          k.scratch,
+        );
+      } else layernormBackward(dinp, dweight, dbias, dout, inp, weight, mean, rstd, N, C);
+    },
+    geluForwardKeepGrad(out, inp, N, mask = null) {
+      if (tab !== 0 && fits(out, N) && fits(inp, N) && fitsOpt(mask, N)) {
+        ops.geluForward(at(out), at(inp), N, at(mask), tab);
+      } else geluForwardKeepGrad(out, inp, N, mask);
+    },
+    scaleBackward(dinp, dout, dsaved, N, mask = null) {
+      if (fits(dinp, N) && fits(dout, N) && fits(dsaved, N) && fitsOpt(mask, N)) {
+        ops.mulAddBackward(at(dinp), at(dout), at(dsaved), N, at(mask));
+      } else scaleBackward(dinp, dout, dsaved, N, mask);
+    },
+    reluForward(out, inp, N, mask = null) {
+      if (fits(out, N) && fits(inp, N) && fitsOpt(mask, N)) {
+        ops.reluForward(at(out), at(inp), N, at(mask));
+      } else reluForward(out, inp, N, mask);
+    },
+    reluBackward(dinp, dout, inp, N, mask = null) {
+      if (fits(dinp, N) && fits(dout, N) && fits(inp, N) && fitsOpt(mask, N)) {
+        ops.reluBackward(at(dinp), at(dout), at(inp), N, at(mask));
+      } else reluBackward(dinp, dout, inp, N, mask);
+    },
+    dropoutMask(mask, rng, p, N, offset = 0) {
+      if (state.length === 4 && fits(mask, offset + N)) {
+        state.set(rng.s);
+        ops.dropoutMask(at(mask) + 4 * offset, N, p * 4294967296, 1 / (1 - p), state.byteOffset);
+        rng.s.set(state);
+      } else dropoutMask(mask, rng, p, N, offset);
+    },
+    dropoutForward(out, inp, mask, N) {
+      if (fits(out, N) && fits(inp, N) && fits(mask, N)) {
+        ops.mulForward(at(out), at(inp), at(mask), N);
+      } else dropoutForward(out, inp, mask, N);
+    },
+    dropoutBackward(dinp, dout, mask, N) {
+      if (fits(dinp, N) && fits(dout, N) && fits(mask, N)) {
+        ops.mulAddBackward(at(dinp), at(dout), at(mask), N, 0);
+      } else dropoutBackward(dinp, dout, mask, N);
+    },
+    residualForward(out, a, b, N) {
+      if (fits(out, N) && fits(a, N) && fits(b, N)) ops.addForward(at(out), at(a), at(b), N);
+      else residualForward(out, a, b, N);
+    },
+    embeddingForward(out, inp, wte, wpe, B, T, C) {
+      const n = B * T;
+      if (fits(out, n * C) && fitsOpt(wpe, T * C) && idsIn(inp, n, wte, C)) {
+        ops.embeddingForward(at(out), ids.byteOffset, at(wte), at(wpe), n, T, C);
+      } else embeddingForward(out, inp, wte, wpe, B, T, C);
+    },
+    embeddingBackward(dwte, dwpe, dout, inp, B, T, C) {
+      const n = B * T;
+      if (fits(dout, n * C) && fitsOpt(dwpe, T * C) && idsIn(inp, n, dwte, C)) {
+        ops.embeddingBackward(at(dwte), at(dwpe), at(dout), ids.byteOffset, n, T, C);
+      } else embeddingBackward(dwte, dwpe, dout, inp, B, T, C);
+    },
+    crossEntropyForward(losses, lse, logits, targets, weights, N, V) {
+      const row = fits(logits, N * V) ? lseRow : undefined;
+      return crossEntropyForward(losses, lse, logits, targets, weights, N, V, row);
+    },
+    crossEntropyBackward(dlogits, dloss, logits, lse, targets, weights, N, V) {
+      const row = fits(logits, N * V) && fits(dlogits, N * V) ? rowBackward : undefined;
+      crossEntropyBackward(dlogits, dloss, logits, lse, targets, weights, N, V, row);
+    },
+  };
 }

@@ -75,6 +75,8 @@ export function crossEntropyRowBackward(
  * @param weights Weight per position, `(N)`.
  * @param N Positions.
  * @param V Vocabulary size.
+ * @param rowLse The log-sum-exp of one row (default {@linkcode logSumExp}; the wasm backend
+ *   passes its module's).
  * @returns `sum_n losses[n]`.
  *
  * @example Uniform logits cost log V
@@ -97,6 +99,7 @@ export function crossEntropyForward(
   weights: Float32Array, // (N)
   N: number,
   V: number,
+  rowLse: typeof logSumExp = logSumExp,
 ): number {
   let total = 0;
   for (let n = 0; n < N; n++) {
@@ -107,7 +110,7 @@ export function crossEntropyForward(
       continue;
     }
     const o = n * V;
-    const l = logSumExp(logits, o, V);
+    const l = rowLse(logits, o, V);
     lse[n] = l;
     const loss = w * (l - logits[o + targets[n]]);
     losses[n] = loss;
@@ -130,6 +133,8 @@ export function crossEntropyForward(
  * @param weights Weight per position, `(N)`.
  * @param N Positions.
  * @param V Vocabulary size.
+ * @param rowBackward One row's gradient (default {@linkcode crossEntropyRowBackward}; the wasm
+ *   backend passes its module's).
  */
 export function crossEntropyBackward(
   dlogits: Float32Array, // (N,V)
@@ -140,10 +145,11 @@ export function crossEntropyBackward(
   weights: Float32Array, // (N)
   N: number,
   V: number,
+  rowBackward: typeof crossEntropyRowBackward = crossEntropyRowBackward,
 ): void {
   for (let n = 0; n < N; n++) {
     const g = dloss * weights[n];
     if (g === 0) continue;
-    crossEntropyRowBackward(dlogits, logits, n * V, V, lse[n], targets[n], g);
+    rowBackward(dlogits, logits, n * V, V, lse[n], targets[n], g);
   }
 }

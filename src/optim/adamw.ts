@@ -1,9 +1,13 @@
 /**
  * AdamW with PyTorch's semantics (`torch.optim.AdamW`): decoupled weight decay applied to every
- * parameter, bias-corrected moments, one flat loop over the parameter buffer.
+ * parameter, bias-corrected moments, one flat loop over the parameter buffer; in TypeScript
+ * ({@linkcode adamwStep}) or in the WebAssembly SIMD module ({@linkcode createWasmAdamW}), with
+ * the same bits.
  *
  * @module
  */
+
+import { createWasmKernels } from "../kernels/wasm.ts";
 
 /** AdamW hyper-parameters; the defaults are PyTorch's. */
 export interface AdamWOptions {
@@ -65,6 +69,38 @@ export function adamwStep(
   state: AdamWState,
   options: AdamWOptions = {},
 ): void {
+  const c = adamwCoefficients(params, grads, state, options);
+  const { m, v } = state;
+  const { beta1, beta2, stepSize, bc2Sqrt, eps, decay } = c;
+  for (let i = 0; i < params.length; i++) {
+    const g = grads[i];
+    // Moments are stored as float32 and read back, as PyTorch's float32 state is.
+    m[i] = beta1 * m[i] + (1 - beta1) * g;
+    v[i] = beta2 * v[i] + (1 - beta2) * g * g;
+    params[i] = params[i] * decay - stepSize * m[i] / (Math.sqrt(v[i]) / bc2Sqrt + eps);
+  }
+}
+
+/** The numbers of one AdamW step, as both loops use them. */
+interface AdamWCoefficients {
+  beta1: number;
+  beta2: number;
+  /** `lr / (1 - beta1^t)`. */
+  stepSize: number;
+  /** `sqrt(1 - beta2^t)`. */
+  bc2Sqrt: number;
+  eps: number;
+  /** `1 - lr * weightDecay`. */
+  decay: number;
+}
+
+/** Checks the buffers, counts the step and returns its coefficients. */
+function adamwCoefficients(
+  params: Float32Array,
+  grads: Float32Array,
+  state: AdamWState,
+  options: AdamWOptions,
+): AdamWCoefficients {
   const { lr = 1e-3, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weightDecay = 0.01 } = options;
   const n = params.length;
   if (grads.length !== n || state.m.length !== n || state.v.length !== n) {
@@ -74,16 +110,108 @@ export function adamwStep(
     );
   }
   state.step++;
-  const bc1 = 1 - Math.pow(beta1, state.step);
-  const bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, state.step));
-  const stepSize = lr / bc1;
-  const decay = 1 - lr * weightDecay;
-  const { m, v } = state;
-  for (let i = 0; i < n; i++) {
-    const g = grads[i];
-    // Moments are stored as float32 and read back, as PyTorch's float32 state is.
-    m[i] = beta1 * m[i] + (1 - beta1) * g;
-    v[i] = beta2 * v[i] + (1 - beta2) * g * g;
-    params[i] = params[i] * decay - stepSize * m[i] / (Math.sqrt(v[i]) / bc2Sqrt + eps);
+  return {
+    beta1,
+    beta2,
+    stepSize: lr / (1 - Math.pow(beta1, state.step)),
+    bc2Sqrt: Math.sqrt(1 - Math.pow(beta2, state.step)),
+    eps,
+    decay: 1 - lr * weightDecay,
+  };
+}
+
+/** Floats of each chunk buffer of {@linkcode createWasmAdamW} (64 KiB each: four stay in L2). */
+export const WASM_ADAMW_CHUNK = 16384;
+
+/**
+ * An AdamW step in the WebAssembly SIMD module, with {@linkcode adamwStep}'s signature and
+ * bits: the same operations in double lanes, the moments rounded to float32 as the reference
+ * stores them. The buffers stay where they are (the parameters may be a `SharedArrayBuffer`
+ * the workers read, which a plain wasm memory cannot be): each chunk of
+ * {@linkcode WASM_ADAMW_CHUNK} values is copied into the module, updated, and its parameters
+ * and moments copied back. With `parts` (lists of `[start, end)` ranges that cover the buffer
+ * once; default one part, the whole buffer) the parts are updated in that order and `onPart(j)`
+ * is called once part `j` is final, for a caller that hands the parameters on as they are ready
+ * (the update is element-wise, so the order changes no bit).
+ *
+ * @returns The step function (with its own instance of the wasm kernels, which holds the four
+ *   chunk buffers).
+ * @throws Error when the runtime lacks WebAssembly SIMD (use {@linkcode adamwStep}).
+ *
+ * @example The same bits as adamwStep
+ * ```ts
+ * import { adamwStep, createAdamW, createWasmAdamW } from "./adamw.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const p1 = new Float32Array([1, -2, 3]), p2 = p1.slice();
+ * const g = new Float32Array([0.5, 0.25, -1]);
+ * const s1 = createAdamW(3), s2 = createAdamW(3);
+ * adamwStep(p1, g, s1, { lr: 0.1 });
+ * createWasmAdamW()(p2, g, s2, { lr: 0.1 });
+ * assert.deepEqual(p2, p1);
+ * assert.deepEqual(s2.v, s1.v);
+ * ```
+ */
+export function createWasmAdamW(): (
+  params: Float32Array,
+  grads: Float32Array,
+  state: AdamWState,
+  options?: AdamWOptions,
+  parts?: [number, number][][],
+  onPart?: (j: number) => void,
+) => void {
+  const k = createWasmKernels();
+  const n = WASM_ADAMW_CHUNK;
+  k.reserve(4 * (n + 16));
+  const [P, G, M, V] = [k.alloc(n), k.alloc(n), k.alloc(n), k.alloc(n)];
+  return (params, grads, state, options = {}, parts = [[[0, params.length]]], onPart) => {
+    checkParts(parts, params.length);
+    const c = adamwCoefficients(params, grads, state, options);
+    const { m, v } = state;
+    for (const [j, part] of parts.entries()) {
+      for (const [a, b] of part) chunked(a, b);
+      onPart?.(j);
+    }
+    function chunked(a: number, b: number): void {
+      for (let i = a; i < b; i += n) step(i, Math.min(n, b - i));
+    }
+    function step(i: number, len: number): void {
+      const end = i + len;
+      P.set(params.subarray(i, end));
+      G.set(grads.subarray(i, end));
+      M.set(m.subarray(i, end));
+      V.set(v.subarray(i, end));
+      k.ops.adamw(
+        P.byteOffset,
+        G.byteOffset,
+        M.byteOffset,
+        V.byteOffset,
+        len,
+        c.beta1,
+        c.beta2,
+        c.stepSize,
+        c.bc2Sqrt,
+        c.eps,
+        c.decay,
+      );
+      params.set(P.subarray(0, len), i);
+      m.set(M.subarray(0, len), i);
+      v.set(V.subarray(0, len), i);
+    }
+  };
+}
+
+/** Throws unless the ranges of `parts`, sorted, tile `[0, n)` exactly. */
+function checkParts(parts: [number, number][][], n: number): void {
+  const ranges = parts.flat().sort((x, y) => x[0] - y[0]);
+  let at = 0;
+  for (const [a, b] of ranges) {
+    if (a !== at || !(b >= a)) break;
+    at = b;
+  }
+  if (at !== n || ranges.some(([a, b]) => !(b >= a))) {
+    throw new RangeError(
+      `AdamW parts: expected ranges that cover [0, ${n}) once, got ${JSON.stringify(parts)}`,
+    );
   }
 }

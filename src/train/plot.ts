@@ -51,6 +51,7 @@ function ticks(lo: number, hi: number, count: number): number[] {
   const out: number[] = [];
   for (let v = Math.ceil(lo / step) * step; v <= hi + step * 1e-9; v += step) {
     out.push(Number(v.toPrecision(12)));
+    if (v + step === v) break; // a range below the values' precision: one tick
   }
   return out;
 }

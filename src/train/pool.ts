@@ -97,9 +97,24 @@ export interface GradientPool {
    * Computes the gradient of the current batch into `grads` (summed over shards in order).
    *
    * @param step The step (dropout keys, fault injection, messages).
+   * @param after With workers: the parameters are still being written, part by part (the
+   *   `forwardParts` of the model's layout), and part `j` is final once the gate reaches
+   *   `after + j + 1` ({@linkcode GradientPool.publish}); each worker's forward pass waits for
+   *   each part just before it reads it. Omitted: the parameters are final.
    * @returns The batch loss (sum of shard losses, in order).
    */
-  gradient(step: number): Promise<number>;
+  gradient(step: number, after?: number): Promise<number>;
+  /**
+   * The gate's value: how many parameter parts have been published so far (absent on a pool
+   * without a gate: then `gradient` takes no `after`).
+   */
+  readonly gateValue?: number;
+  /**
+   * Sets the gate to `value` and wakes the workers waiting on it (see `gradient`'s `after`).
+   *
+   * @param value The new value (never lower than the last).
+   */
+  publish?(value: number): void;
   /**
    * The eval-mode loss of the current batch (no dropout, no gradient).
    *
@@ -190,6 +205,8 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
   const batchMem: BatchMemory = createBatchMemory(B, T);
   const batch = batchViews(batchMem);
   const grads = new Float32Array(P);
+  const gateMem = new SharedArrayBuffer(4);
+  const gate = new Int32Array(gateMem);
   const gradMems: SharedArrayBuffer[] = [];
   const gradViews: Float32Array[] = [];
   for (let k = 0; k < W; k++) {
@@ -214,6 +231,7 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
       grads: gradMems[k],
       batch: batchMem,
       fault: options.fault,
+      gate: gateMem,
     };
     return api.init(setup);
   });
@@ -223,13 +241,32 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
     model,
     batch,
     grads,
-    async gradient(step: number): Promise<number> {
-      const losses = await call(step, (api, k) => api.gradient(step, ...shardBounds(k, W, B)));
-      grads.set(gradViews[0]);
-      for (let k = 1; k < W; k++) {
-        const g = gradViews[k];
-        for (let i = 0; i < P; i++) grads[i] += g[i];
-      }
+    get gateValue() {
+      return Atomics.load(gate, 0);
+    },
+    publish(value: number): void {
+      Atomics.store(gate, 0, value);
+      Atomics.notify(gate, 0);
+    },
+    async gradient(step: number, after?: number): Promise<number> {
+      // The sum runs in worker order, each worker's gradient added as soon as it and every
+      // worker before it have finished, so it overlaps the slower workers' compute and gives
+      // the same bits as summing after the last one.
+      const arrived = new Array<boolean>(W).fill(false);
+      let next = 0;
+      const addArrived = (k: number) => {
+        arrived[k] = true;
+        for (; next < W && arrived[next]; next++) {
+          const g = gradViews[next];
+          if (next === 0) grads.set(g);
+          else for (let i = 0; i < P; i++) grads[i] += g[i];
+        }
+      };
+      const losses = await call(step, async (api, k) => {
+        const l = await api.gradient(step, ...shardBounds(k, W, B), after);
+        addArrived(k);
+        return l;
+      });
       let loss = 0;
       for (const l of losses) loss += l;
       return loss;
@@ -265,12 +302,27 @@ function inProcessPool(options: PoolOptions): GradientPool {
   const grads = new Float32Array(model.params.length);
   const shard = new Shard(model, grads, batch, shardOptions(options, B));
   const fault = options.fault;
+  let gateValue = 0;
   return {
     workers: 0,
     model,
     batch,
     grads,
-    gradient(step: number): Promise<number> {
+    get gateValue() {
+      return gateValue;
+    },
+    publish(value: number): void {
+      gateValue = value;
+    },
+    gradient(step: number, after?: number): Promise<number> {
+      if (after !== undefined) {
+        // in-process the gradient runs now: it cannot wait for parameters still to be written
+        return Promise.reject(
+          new RangeError(
+            "In-process gradient: expected final parameters (no after), got after " + after,
+          ),
+        );
+      }
       try {
         if (fault && fault.worker === 0 && fault.step === step) {
           throw new Error(`injected fault in worker 0 at step ${step}`);

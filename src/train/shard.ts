@@ -75,12 +75,25 @@ export interface ShardSetup {
   timeConditioned?: boolean;
   /** Test-only failure. */
   fault?: FaultInjection;
+  /**
+   * One int32 the main thread counts up as parts of the parameters become final (see
+   * {@linkcode Shard.gradient}'s `after`). Default: none (the parameters are always final).
+   */
+  gate?: SharedArrayBuffer;
 }
 
 /** The settings of a {@linkcode Shard} beyond its buffers. */
 export type ShardOptions = Pick<
   ShardSetup,
-  "maxRows" | "seed" | "loss" | "graph" | "microBatch" | "backend" | "blasPath" | "timeConditioned"
+  | "maxRows"
+  | "seed"
+  | "loss"
+  | "graph"
+  | "microBatch"
+  | "backend"
+  | "blasPath"
+  | "timeConditioned"
+  | "gate"
 >;
 
 /** One shard's model view, gradient buffer, batch view and network. */
@@ -103,6 +116,8 @@ export class Shard {
   readonly graph: GraphName;
   /** Rows per forward/backward pass. */
   readonly microBatch: number;
+  /** The parameters' gate (see {@linkcode ShardSetup.gate}), or `null`. */
+  readonly gate: Int32Array | null;
 
   /**
    * Wraps existing buffers; nothing is copied.
@@ -137,20 +152,49 @@ export class Shard {
     });
     this.net = net;
     this.workspace = (net as { workspace?: Workspace }).workspace;
+    this.gate = options.gate === undefined ? null : new Int32Array(options.gate);
   }
 
   /**
    * Zeroes the gradient buffer, then writes the gradient of rows `[rowStart, rowEnd)`.
    *
+   * With `after` (and a gate), the parameters are still being written when the call starts:
+   * part `j` of `forwardParts` (the embedding and head, then layer by layer) is final once the
+   * gate's value reaches `after + j + 1`, and the first forward pass waits for each part just
+   * before it reads it, so it overlaps the rest of the writing.
+   *
    * @param step The training step (dropout keys).
    * @param rowStart First row (global index in the batch).
    * @param rowEnd One past the last row.
+   * @param after The gate's value before the parameters' writing began; omitted: they are final.
    * @returns The shard's part of the loss (the batch loss is the sum over shards).
    */
-  gradient(step: number, rowStart: number, rowEnd: number): number {
+  gradient(step: number, rowStart: number, rowEnd: number, after?: number): number {
     this.grads.fill(0);
     let loss = 0;
-    for (const [a, b] of this.chunks(rowStart, rowEnd)) loss += this.chunkGradient(step, a, b);
+    const gate = this.gate;
+    const ws = this.workspace;
+    if (gate !== null && after !== undefined) {
+      // only a transformer's workspace reads its parameters part by part (a DiT's step never
+      // overlaps: see takeStep)
+      if (ws === undefined) {
+        throw new Error("Shard: a gated gradient needs a transformer's workspace");
+      }
+      ws.paramGate = (j) => {
+        const target = after + j + 1;
+        for (let v = Atomics.load(gate, 0); v < target; v = Atomics.load(gate, 0)) {
+          Atomics.wait(gate, 0, v);
+        }
+      };
+    }
+    try {
+      for (const [a, b] of this.chunks(rowStart, rowEnd)) {
+        loss += this.chunkGradient(step, a, b);
+        if (ws) ws.paramGate = null; // after the first pass every part is final
+      }
+    } finally {
+      if (ws) ws.paramGate = null;
+    }
     return loss;
   }
 
@@ -275,7 +319,12 @@ export interface ShardWorkerApi {
   /** Opens the shared buffers; call once before anything else. */
   init(setup: ShardSetup): void;
   /** {@linkcode Shard.gradient} of the worker's shard. */
-  gradient(step: number, rowStart: number, rowEnd: number): number | Promise<number>;
+  gradient(
+    step: number,
+    rowStart: number,
+    rowEnd: number,
+    after?: number,
+  ): number | Promise<number>;
   /** {@linkcode Shard.evaluate} of the worker's shard. */
   evaluate(rowStart: number, rowEnd: number): number;
 }
@@ -297,7 +346,12 @@ export function shardWorkerApi(): ShardWorkerApi {
       setup = s;
       shard = openShard(s);
     },
-    gradient(step: number, rowStart: number, rowEnd: number): number | Promise<number> {
+    gradient(
+      step: number,
+      rowStart: number,
+      rowEnd: number,
+      after?: number,
+    ): number | Promise<number> {
       const f = setup?.fault;
       if (f && f.worker === setup!.index && f.step === step) {
         const msg = `injected fault in worker ${f.worker} at step ${step}`;
@@ -308,7 +362,7 @@ export function shardWorkerApi(): ShardWorkerApi {
         }, 0);
         return new Promise<number>(() => {});
       }
-      return opened().gradient(step, rowStart, rowEnd);
+      return opened().gradient(step, rowStart, rowEnd, after);
     },
     evaluate(rowStart: number, rowEnd: number): number {
       return opened().evaluate(rowStart, rowEnd);

@@ -8,10 +8,14 @@
  * @module
  */
 
-import { type AdamWState, adamwStep } from "../optim/adamw.ts";
+import { type AdamWState, adamwStep, createWasmAdamW } from "../optim/adamw.ts";
+import { defaultBackend } from "../nn/backend.ts";
+import { forwardParts } from "../model/layout.ts";
 import { fillBatch } from "./batch.ts";
 import type { GradientPool } from "./pool.ts";
 import type { Settings } from "./setup.ts";
+import { isDitModel } from "./net.ts";
+import type { Model } from "../model/model.ts";
 
 /** A non-finite loss or gradient. */
 export class NonFiniteError extends Error {
@@ -133,14 +137,42 @@ export function stepLearningRate(
   return learningRate(step, { ...s, progress });
 }
 
+let mainAdamW: ReturnType<typeof createWasmAdamW> | null | undefined;
+
+/**
+ * The main thread's AdamW in the WebAssembly SIMD module, or `null` where SIMD does not
+ * validate (then `adamwStep`). The two give the same bits, so the choice never changes a run.
+ */
+function wasmAdamWOnMainThread(): ReturnType<typeof createWasmAdamW> | null {
+  if (mainAdamW === undefined) mainAdamW = defaultBackend() === "ts" ? null : createWasmAdamW();
+  return mainAdamW;
+}
+
+/** A gradient the workers are computing ahead: its step and the pool's answer. */
+export interface PendingGradient {
+  /** The step whose batch the workers hold. */
+  step: number;
+  /** The batch loss, once the workers are done (see `GradientPool.gradient`). */
+  loss: Promise<number>;
+}
+
 /**
  * Takes step `step`: batch, gradient, clip, finiteness check, AdamW.
+ *
+ * With `next` (a worker pool with a gate, and WebAssembly SIMD for AdamW), the step after overlaps this
+ * step's AdamW: once the clipped gradient is known good, the batch of step `next` is drawn and
+ * the workers start it, then AdamW updates the parameters part by part (the embedding and head,
+ * then layer by layer, `forwardParts`), publishing each, and every worker's forward pass reads
+ * each part as soon as it is final. The returned `pending` is that gradient: pass it to the
+ * call of step `next` (or await and drop it when the run stops there). Same bits as without.
  *
  * @param ctx The pool, data, settings and optimizer.
  * @param step The step being taken (0-based).
  * @param lr Its learning rate.
  * @param whereKept What a stopped run says about its checkpoints (appended to the message).
- * @returns The step's loss and its gradient norm before clipping.
+ * @param pending The gradient of `step` started by the call before, if any.
+ * @param next Start the gradient of this step during AdamW (ignored without workers or SIMD).
+ * @returns The step's loss, its gradient norm before clipping, and the started gradient.
  * @throws {NonFiniteError} On a non-finite loss or gradient norm; the parameters are untouched.
  */
 export async function takeStep(
@@ -148,27 +180,47 @@ export async function takeStep(
   step: number,
   lr: number,
   whereKept: () => string,
-): Promise<{ loss: number; gradNorm: number }> {
-  const { pool, settings: s } = ctx;
-  fillBatch(pool.batch, ctx.trainTokens, {
-    seed: s.seed,
-    step,
-    loss: s.loss,
-    vocabSize: ctx.vocabSize,
-    graph: s.graph,
-    antithetic: s.antithetic,
-  });
+  pending?: PendingGradient,
+  next?: number,
+): Promise<{ loss: number; gradNorm: number; pending?: PendingGradient }> {
+  const { pool } = ctx;
+  const s = ctx.settings;
+  if (pending !== undefined && pending.step !== step) {
+    throw new RangeError(`Pending gradient: expected step ${step}, got step ${pending.step}`);
+  }
   if (pool.fusedStep) {
     // the whole step on the device, which leaves the parameters alone on a non-finite one
+    fill(ctx, step);
     const r = await pool.fusedStep(step, lr, s, ctx.optimizer);
     checkFinite(step, r.loss, r.gradNorm, whereKept);
     return r;
   }
-  const loss = await pool.gradient(step);
+  const loss = await (pending?.loss ?? (fill(ctx, step), pool.gradient(step)));
   const gradNorm = clipGradNorm(pool.grads, s.clip);
   checkFinite(step, loss, gradNorm, whereKept);
-  adamwStep(pool.model.params, pool.grads, ctx.optimizer, { lr, weightDecay: s.weightDecay });
-  return { loss, gradNorm };
+  const options = { lr, weightDecay: s.weightDecay };
+  // A DiT's parameters have no transformer layout to publish part by part: plain AdamW.
+  const adamw = isDitModel(pool.model) ? null : wasmAdamWOnMainThread();
+  if (adamw === null) {
+    adamwStep(pool.model.params, pool.grads, ctx.optimizer, options);
+    return { loss, gradNorm };
+  }
+  const model = pool.model as Model;
+  const parts = forwardParts(model.layout, model.config.nLayers);
+  const base = pool.gateValue ?? 0;
+  let started: PendingGradient | undefined;
+  if (next !== undefined && pool.workers > 1 && pool.publish !== undefined) {
+    // every worker is done with this step's batch and gradient buffers: the next may start
+    fill(ctx, next);
+    const l = pool.gradient(next, base);
+    l.catch(() => {}); // observed by whoever awaits it; never an unhandled rejection
+    started = { step: next, loss: l };
+  }
+  // synchronous: no worker's answer is handled (nor pool.grads written) before it returns
+  adamw(pool.model.params, pool.grads, ctx.optimizer, options, parts, (j) => {
+    pool.publish?.(base + j + 1);
+  });
+  return { loss, gradNorm, pending: started };
 }
 
 function checkFinite(step: number, loss: number, gradNorm: number, whereKept: () => string) {
@@ -179,4 +231,17 @@ function checkFinite(step: number, loss: number, gradNorm: number, whereKept: ()
         `gradient norm ${gradNorm}; training stopped${whereKept()}`,
     );
   }
+}
+
+/** Draws step `step`'s batch into the pool's shared batch. */
+function fill(ctx: StepContext, step: number): void {
+  const s = ctx.settings;
+  fillBatch(ctx.pool.batch, ctx.trainTokens, {
+    seed: s.seed,
+    step,
+    loss: s.loss,
+    vocabSize: ctx.vocabSize,
+    graph: s.graph,
+    antithetic: s.antithetic,
+  });
 }

@@ -31,7 +31,7 @@ import type { GraphName, LossName } from "./batch.ts";
 import type { FaultInjection } from "./shard.ts";
 import type { BackendChoice } from "../nn/backend.ts";
 import { openPool, setupRun, type TrainBackend } from "./setup.ts";
-import { type StepContext, stepLearningRate, takeStep } from "./step.ts";
+import { type PendingGradient, type StepContext, stepLearningRate, takeStep } from "./step.ts";
 import { Checkpoints, type WriteFault } from "./checkpointing.ts";
 import { charsPerToken, chartTitle, heldOutLoss, Reporter } from "./report.ts";
 
@@ -324,6 +324,9 @@ export async function train(
   const history: StepInfo[] = [];
   let stopped: TrainResult["stopped"] = "steps";
 
+  // The gradient of the next step, started during this step's AdamW (see takeStep); awaited
+  // and dropped where the run stops before taking it.
+  let pending: PendingGradient | undefined;
   try {
     await checkpoints.start();
     for (let step = optimizer.step; step < steps; step++) {
@@ -338,7 +341,12 @@ export async function train(
       }
       const t0 = performance.now();
       const lr = stepLearningRate(step, s, steps, elapsed, budgetMs);
-      const { loss, gradNorm } = await takeStep(ctx, step, lr, () => checkpoints.whereKept());
+      // the next step overlaps this one's AdamW unless a held-out evaluation (which uses the
+      // workers and the batch memory) comes between them
+      const next = step + 1 < steps && !report.evaluates(step + 1) ? step + 1 : undefined;
+      const taken = await takeStep(ctx, step, lr, () => checkpoints.whereKept(), pending, next);
+      pending = taken.pending;
+      const { loss, gradNorm } = taken;
       const info = report.stepInfo(step + 1, t0, { loss, lr, gradNorm });
       if (report.evaluates(info.step)) info.heldOutLoss = await evaluate(step);
       history.push(info);
@@ -347,6 +355,8 @@ export async function train(
       if (pool.sync && (options.onStep?.length ?? 0) >= 2) await pool.sync(optimizer);
       await report.callOnStep(options.onStep, info, live);
     }
+    if (pending) await pending.loss.catch(() => {}); // a step not taken: the workers finish it
+    pending = undefined;
     // A run stopped by time or abort gets its held-out loss measured once more at the end. Its
     // last step's line is already written (the stop is seen only after it), so that line is
     // replaced, never repeated: metrics.jsonl keeps one line per step.

@@ -13,16 +13,17 @@ const text = [
   "a little and see the watery part of the world.",
 ].join("").repeat(6);
 const tokenizer = trainTokenizer([text], { kind: "bpe", vocabSize: 300 });
+// the small preset's kind (rotary, pre-norm, GELU) at a test's size
+const model = {
+  ...resolveConfig("small", { vocabSize: tokenizer.vocabSize, context: 32 }),
+  dModel: 64,
+  nLayers: 2,
+  dFF: 256,
+};
 const base: TrainOptions = {
   text,
   tokenizer,
-  // the small preset's kind (rotary, pre-norm, GELU) at a test's size
-  model: {
-    ...resolveConfig("small", { vocabSize: tokenizer.vocabSize, context: 32 }),
-    dModel: 64,
-    nLayers: 2,
-    dFF: 256,
-  },
+  model,
   batch: 8,
   context: 32,
   steps: 20,
@@ -36,20 +37,29 @@ const base: TrainOptions = {
   workers: 2,
 };
 
+/**
+ * Trains `options` on backends `a` and `b`; asserts they ran and that every step's loss agrees
+ * within 1e-4 relative; returns both results.
+ */
+async function trainBoth(options: TrainOptions, a: "blas" | "wasm", b: "wasm" | "ts") {
+  const ra = await train({ ...options, backend: a });
+  const rb = await train({ ...options, backend: b });
+  assert.equal(ra.backend.backend, a);
+  assert.equal(rb.backend.backend, b);
+  assert.equal(ra.history.length, 20);
+  for (let i = 0; i < 20; i++) {
+    const x = ra.history[i].loss, y = rb.history[i].loss;
+    assert.ok(Math.abs(x - y) <= 1e-4 * Math.abs(y), `step ${i + 1}: loss ${x} vs ${y}`);
+  }
+  return [ra, rb];
+}
+
 Deno.test({
   name: "train() on the blas backend tracks the wasm backend over 20 steps from the same seed",
   ignore: ignoreBlas,
   async fn() {
     assert.ok(blasLoad.ok);
-    const blas = await train({ ...base, backend: "blas" });
-    const wasm = await train({ ...base, backend: "wasm" });
-    assert.equal(blas.backend.backend, "blas");
-    assert.equal(wasm.backend.backend, "wasm");
-    assert.equal(blas.history.length, 20);
-    for (let i = 0; i < 20; i++) {
-      const a = blas.history[i].loss, b = wasm.history[i].loss;
-      assert.ok(Math.abs(a - b) <= 1e-4 * Math.abs(b), `step ${i + 1}: loss ${a} vs ${b}`);
-    }
+    const [blas, wasm] = await trainBoth(base, "blas", "wasm");
     // The parameters moved (20 AdamW steps of ~3e-3) and ended within rounding of each other.
     let diff = 0, moved = 0;
     const start = (await train({ ...base, steps: 0, backend: "wasm" })).model.params;
@@ -80,4 +90,15 @@ Deno.test("train() says which backend it ran: explicit wasm, and auto without a 
     () => train({ ...base, steps: 1, workers: 0, backend: "blas", blasPath: "/nonexistent/x.so" }),
     /BLAS backend unavailable/,
   );
+});
+
+Deno.test("train() on the wasm backend (every op in the module) tracks the ts backend over 20 steps, with dropout", async () => {
+  // dropout on: the masks' ops (attention, residual branches, feed-forward) run in the module too
+  const [wasm, ts] = await trainBoth({ ...base, model: { ...model, dropout: 0.1 } }, "wasm", "ts");
+  let diff = 0;
+  for (let i = 0; i < ts.model.params.length; i++) {
+    diff = Math.max(diff, Math.abs(wasm.model.params[i] - ts.model.params[i]));
+  }
+  // as blas vs wasm above: rounding apart, where a wrong op misses by the size of a step
+  assert.ok(diff < 1e-4, `wasm vs ts parameters differ by up to ${diff}`);
 });

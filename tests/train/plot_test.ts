@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { makeTempDir, readText, removeDir } from "../../src/io.ts";
-import { lossChartSvg, movingAverage } from "../../src/train/plot.ts";
+import { lossChartSvg, movingAverage, SMOOTHING } from "../../src/train/plot.ts";
 import { readMetrics } from "../../src/train/run_dir.ts";
 import { train } from "../../src/train/train.ts";
 import { tinyRun } from "./fixture.ts";
@@ -73,4 +73,13 @@ Deno.test("train() writes loss.svg with one held-out point per evaluation and a 
   } finally {
     await removeDir(dir);
   }
+});
+
+Deno.test("lossChartSvg() draws one step whose smoothed value is an ulp off the raw one", () => {
+  // the bias-corrected average of one value can round an ulp away from it: a y range below the
+  // values' precision, which once made the tick loop run without end
+  const y = 3.727670774269348;
+  assert.notEqual(movingAverage([y], SMOOTHING)[0], y, "the case needs an average an ulp away");
+  const svg = lossChartSvg({ train: [[1, y]], heldOut: [] });
+  assert.ok(svg.startsWith("<svg") && svg.trimEnd().endsWith("</svg>"));
 });

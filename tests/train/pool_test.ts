@@ -1,8 +1,12 @@
 import assert from "node:assert/strict";
 import { presets } from "../../src/model/config.ts";
-import { createModel } from "../../src/model/model.ts";
+import { createModel, type Model } from "../../src/model/model.ts";
+import type { FaultInjection } from "../../src/train/shard.ts";
 import { fillBatch, type LossName } from "../../src/train/batch.ts";
 import { createPool, WorkerError } from "../../src/train/pool.ts";
+import { forwardParts } from "../../src/model/layout.ts";
+import { train } from "../../src/train/train.ts";
+import { tinyRun } from "./fixture.ts";
 
 const V = 12;
 const tokens = Int32Array.from({ length: 400 }, (_, i) => (i * 7 + (i >> 3)) % (V - 1));
@@ -68,19 +72,24 @@ for (const [loss, cond] of [["elbo", false], ["score-entropy", false], ["elbo", 
   });
 }
 
+/** Two workers over `model` with 4 x 16 tokens and the seed loss (and `fault`, if any). */
+function tinyPool(model: Model, fault?: FaultInjection) {
+  return createPool({
+    config: model.config,
+    params: model.params,
+    batch: 4,
+    context: 16,
+    workers: 2,
+    seed: 5,
+    loss: "seed",
+    fault,
+  });
+}
+
 for (const mode of ["throw", "crash"] as const) {
   Deno.test(`createPool() rejects naming the worker and step when a worker ${mode === "throw" ? "throws" : "dies"}`, async () => {
     const model = createModel("tiny", { vocabSize: V, seed: 3 });
-    const pool = await createPool({
-      config: model.config,
-      params: model.params,
-      batch: 4,
-      context: 16,
-      workers: 2,
-      seed: 5,
-      loss: "seed",
-      fault: { worker: 1, step: 2, mode },
-    });
+    const pool = await tinyPool(model, { worker: 1, step: 2, mode });
     fillBatch(pool.batch, tokens, { seed: 5, step: 0, loss: "seed", vocabSize: V });
     await pool.gradient(0);
     await pool.gradient(1);
@@ -120,3 +129,47 @@ function poolArgs() {
   const { config, params } = model;
   return { config, params, batch: 4, context: 16, workers: 0, seed: 5, loss: "seed" as const };
 }
+
+Deno.test("createPool() sums the workers' gradients in worker order as they arrive: the in-process bits with one row per chunk", async () => {
+  // micro-batch 1: in-process, the shard adds row 0, 1, 2, 3 into one buffer in that order; with
+  // 4 workers, worker k computes row k and the pool adds them in worker order: the same sums
+  const ref = await firstGradient(0, "seed", false, 1);
+  const got = await firstGradient(4, "seed", false, 1);
+  assert.equal(got.loss, ref.loss);
+  assert.deepEqual(got.grads, ref.grads);
+});
+
+Deno.test("createPool() with after: the workers wait for each part of the parameters until it is published", async () => {
+  const model = createModel({ ...presets.tiny }, { vocabSize: V, seed: 3 });
+  const updated = model.params.map((p, i) => p + 0.01 * Math.sin(i)); // the parameters to be
+  const pool = await tinyPool(model);
+  try {
+    fillBatch(pool.batch, tokens, { seed: 5, step: 0, loss: "seed", vocabSize: V });
+    pool.model.params.set(updated);
+    const want = await pool.gradient(0);
+    const wantGrads = pool.grads.slice();
+    // the old parameters back; the workers start, then the new ones arrive part by part, late
+    pool.model.params.set(model.params);
+    const base = pool.gateValue!;
+    const got = pool.gradient(0, base);
+    const parts = forwardParts(pool.model.layout, pool.model.config.nLayers);
+    for (const [j, part] of parts.entries()) {
+      await new Promise((r) => setTimeout(r, 30));
+      for (const [a, b] of part) pool.model.params.set(updated.subarray(a, b), a);
+      pool.publish!(base + j + 1);
+    }
+    assert.equal(await got, want);
+    assert.deepEqual(pool.grads, wantGrads);
+  } finally {
+    pool.terminate();
+  }
+});
+
+Deno.test("train() with the next step overlapping AdamW gives the bits of a run without overlap", async () => {
+  // evalEvery 1 evaluates after every step, so no step overlaps the next; evalEvery 0 overlaps all
+  const options = { ...tinyRun, batch: 4, workers: 2, steps: 6, lr: 1e-2 };
+  const overlapped = await train({ ...options, evalEvery: 0 });
+  const serial = await train({ ...options, evalEvery: 1 });
+  assert.deepEqual(overlapped.model.params, serial.model.params);
+  assert.deepEqual(overlapped.history.map((h) => h.loss), serial.history.map((h) => h.loss));
+});

@@ -1,0 +1,690 @@
+// AssemblyScript source of the element-wise and row ops of @sedd/core: every non-matmul op of
+// a training step that the wasm backend runs in the module (layer norm, GELU, ReLU, dropout,
+// residual, embedding gather/scatter, the attention softmax rows, the cross-entropy rows, AdamW).
+//
+// tools/build_wasm.ts appends this file to asm/matmul.as and compiles the two as one module, so
+// the ops share its memory, its arena and the workspace `ws` of the matmuls (a call of one op
+// never runs beside a matmul call, so the scratch is free).
+//
+// Layout: row-major float32, byte addresses into the imported memory, as in asm/matmul.as.
+// Each op mirrors the TypeScript reference of src/nn/ (or src/optim/adamw.ts) named in its
+// comment. Where the reference computes in double and rounds once (sums of a row, AdamW, the
+// gradient accumulations), the op computes in f64x2 lanes and rounds once too: the results
+// differ from the reference only by the order of the double sums, or not at all. Where the
+// reference result is a float32 anyway and the op is hot (the softmax rows), the op computes in
+// f32x4 lanes with its own exp (below).
+
+// ---------------------------------------------------------------------------------------
+// Lane helpers: four floats to two pairs of doubles and back.
+
+// @ts-ignore: decorator
+@inline function lo64(x: v128): v128 {
+  return f64x2.promote_low_f32x4(x);
+}
+
+// @ts-ignore: decorator
+@inline function hi64(x: v128): v128 {
+  return f64x2.promote_low_f32x4(i32x4.shuffle(x, x, 2, 3, 0, 1));
+}
+
+/** Two pairs of doubles to four floats (each rounded once). */
+// @ts-ignore: decorator
+@inline function to32(a: v128, b: v128): v128 {
+  return i64x2.shuffle(f32x4.demote_f64x2_zero(a), f32x4.demote_f64x2_zero(b), 0, 2);
+}
+
+// @ts-ignore: decorator
+@inline function sum64(a: v128): f64 {
+  return f64x2.extract_lane(a, 0) + f64x2.extract_lane(a, 1);
+}
+
+/** The sum of the n floats at p, in double (two f64x2 accumulators, then the tail). */
+function rowSum64(p: usize, n: i32): f64 {
+  let a = f64x2.splat(0), b = f64x2.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const x = v128.load(p + <usize>(i << 2));
+    a = f64x2.add(a, lo64(x));
+    b = f64x2.add(b, hi64(x));
+  }
+  let s = sum64(f64x2.add(a, b));
+  for (; i < n; i++) s += <f64>load<f32>(p + <usize>(i << 2));
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------
+// exp in float32 lanes: x = n ln2 + r, |r| <= ln2/2, e^r by a degree-5 minimax polynomial in r
+// (relative error about 1e-7 before rounding), times 2^n built in the exponent bits. Arguments
+// are clamped to [-86.6, 88.7]: below -86.6 the result is 0 (e^-86.6 is 2.4e-38, near the
+// smallest normal float, so every 2^(n-1) below is a normal float), above 88.7 it is e^88.7
+// (every caller passes arguments <= 0, a row maximum or log-sum-exp subtracted); NaN stays NaN.
+
+const EXP_LOG2E: f32 = 1.44269504;
+const EXP_LN2_HI: f32 = 0.693359375; // ln2 to 10 bits: n * EXP_LN2_HI is exact for |n| < 2^13
+const EXP_LN2_LO: f32 = -2.12194440e-4; // ln2 - EXP_LN2_HI
+const EXP_MIN: f32 = -86.6;
+const EXP_MAX: f32 = 88.7;
+
+// @ts-ignore: decorator
+@inline function exp4(x: v128): v128 {
+  const under = f32x4.lt(x, f32x4.splat(EXP_MIN));
+  const xc = f32x4.min(f32x4.max(x, f32x4.splat(EXP_MIN)), f32x4.splat(EXP_MAX));
+  const n = f32x4.nearest(f32x4.mul(xc, f32x4.splat(EXP_LOG2E)));
+  let r = f32x4.sub(xc, f32x4.mul(n, f32x4.splat(EXP_LN2_HI)));
+  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(EXP_LN2_LO)));
+  const z = f32x4.mul(r, r);
+  let p = f32x4.splat(1.9875691500e-4);
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.3981999507e-3));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(8.3334519073e-3));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(4.1665795894e-2));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.6666665459e-1));
+  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(5.0000001201e-1));
+  p = f32x4.add(f32x4.add(f32x4.mul(p, z), r), f32x4.splat(1));
+  // 2^n as 2^(n-1) * 2, 2^(n-1) from its float bits (n + 126) << 23: n is in [-125, 128] after
+  // the clamp, and 2^128 itself is not a float.
+  const ni = i32x4.trunc_sat_f32x4_s(n);
+  const pow = i32x4.shl(i32x4.add(ni, i32x4.splat(126)), 23);
+  const e = f32x4.mul(f32x4.mul(p, pow), f32x4.splat(2));
+  return v128.andnot(e, under);
+}
+
+/** The scalar lane of exp4, for row tails. */
+function exp1(x: f32): f32 {
+  return f32x4.extract_lane(exp4(f32x4.splat(x)), 0);
+}
+
+/** e^x within float32 rounding (exp4 on one lane), for the tests of the polynomial. */
+export function expF32(x: f32): f32 {
+  return exp1(x);
+}
+
+// ---------------------------------------------------------------------------------------
+// Layer norm (src/nn/layernorm.ts), eps 1e-5, biased variance: row sums and the output in
+// double, as the reference.
+
+const LN_EPS: f64 = 1e-5;
+
+/** out = (inp - mean) rstd weight + bias per row of C; saves mean and rstd (N) as floats. */
+export function layernormForward(
+  out: usize, mean: usize, rstd: usize, inp: usize, w: usize, b: usize, N: i32, C: i32,
+): void {
+  const rowBytes = <usize>(C << 2);
+  for (let n = 0; n < N; n++) {
+    const x = inp + <usize>n * rowBytes;
+    const y = out + <usize>n * rowBytes;
+    const m = rowSum64(x, C) / <f64>C;
+    const mm = f64x2.splat(m);
+    let va = f64x2.splat(0), vb = f64x2.splat(0);
+    let c = 0;
+    for (; c + 4 <= C; c += 4) {
+      const v = v128.load(x + <usize>(c << 2));
+      const d0 = f64x2.sub(lo64(v), mm), d1 = f64x2.sub(hi64(v), mm);
+      va = f64x2.add(va, f64x2.mul(d0, d0));
+      vb = f64x2.add(vb, f64x2.mul(d1, d1));
+    }
+    let vs = sum64(f64x2.add(va, vb));
+    for (; c < C; c++) {
+      const d = <f64>load<f32>(x + <usize>(c << 2)) - m;
+      vs += d * d;
+    }
+    const s = 1 / Math.sqrt(vs / <f64>C + LN_EPS);
+    const ss = f64x2.splat(s);
+    c = 0;
+    for (; c + 4 <= C; c += 4) {
+      const o = <usize>(c << 2);
+      const v = v128.load(x + o), wv = v128.load(w + o), bv = v128.load(b + o);
+      const y0 = f64x2.add(f64x2.mul(f64x2.mul(f64x2.sub(lo64(v), mm), ss), lo64(wv)), lo64(bv));
+      const y1 = f64x2.add(f64x2.mul(f64x2.mul(f64x2.sub(hi64(v), mm), ss), hi64(wv)), hi64(bv));
+      v128.store(y + o, to32(y0, y1));
+    }
+    for (; c < C; c++) {
+      const o = <usize>(c << 2);
+      const v = (<f64>load<f32>(x + o) - m) * s * <f64>load<f32>(w + o) + <f64>load<f32>(b + o);
+      store<f32>(y + o, <f32>v);
+    }
+    store<f32>(mean + <usize>(n << 2), <f32>m);
+    store<f32>(rstd + <usize>(n << 2), <f32>s);
+  }
+}
+
+/**
+ * Backward of layernormForward, ADDING into dinp, dw, db. The column sums of dw and db run in
+ * double in the scratch at ws (16 C bytes), added into dw and db once.
+ */
+export function layernormBackward(
+  dinp: usize, dw: usize, db: usize, dout: usize, inp: usize, w: usize,
+  mean: usize, rstd: usize, N: i32, C: i32, ws: usize,
+): void {
+  const sdb = ws, sdw = ws + <usize>(C << 3);
+  memory.fill(ws, 0, <usize>(C << 4));
+  const rowBytes = <usize>(C << 2);
+  for (let n = 0; n < N; n++) {
+    const x = inp + <usize>n * rowBytes;
+    const g = dout + <usize>n * rowBytes;
+    const dx = dinp + <usize>n * rowBytes;
+    const m = <f64>load<f32>(mean + <usize>(n << 2));
+    const s = <f64>load<f32>(rstd + <usize>(n << 2));
+    const mm = f64x2.splat(m), ss = f64x2.splat(s);
+    let ga = f64x2.splat(0), gb = f64x2.splat(0), ha = f64x2.splat(0), hb = f64x2.splat(0);
+    let c = 0;
+    for (; c + 4 <= C; c += 4) {
+      const o = <usize>(c << 2);
+      const v = v128.load(x + o), d = v128.load(g + o), wv = v128.load(w + o);
+      const x0 = f64x2.mul(f64x2.sub(lo64(v), mm), ss), x1 = f64x2.mul(f64x2.sub(hi64(v), mm), ss);
+      const g0 = f64x2.mul(lo64(d), lo64(wv)), g1 = f64x2.mul(hi64(d), hi64(wv));
+      ga = f64x2.add(ga, g0);
+      gb = f64x2.add(gb, g1);
+      ha = f64x2.add(ha, f64x2.mul(g0, x0));
+      hb = f64x2.add(hb, f64x2.mul(g1, x1));
+    }
+    let gMean = sum64(f64x2.add(ga, gb)), gxMean = sum64(f64x2.add(ha, hb));
+    for (; c < C; c++) {
+      const o = <usize>(c << 2);
+      const xh = (<f64>load<f32>(x + o) - m) * s;
+      const gg = <f64>load<f32>(g + o) * <f64>load<f32>(w + o);
+      gMean += gg;
+      gxMean += gg * xh;
+    }
+    gMean /= <f64>C;
+    gxMean /= <f64>C;
+    const gm = f64x2.splat(gMean), gx = f64x2.splat(gxMean);
+    c = 0;
+    for (; c + 4 <= C; c += 4) {
+      const o = <usize>(c << 2), o8 = <usize>(c << 3);
+      const v = v128.load(x + o), d = v128.load(g + o), wv = v128.load(w + o);
+      const x0 = f64x2.mul(f64x2.sub(lo64(v), mm), ss), x1 = f64x2.mul(f64x2.sub(hi64(v), mm), ss);
+      const d0 = lo64(d), d1 = hi64(d);
+      v128.store(sdb + o8, f64x2.add(v128.load(sdb + o8), d0));
+      v128.store(sdb + o8, f64x2.add(v128.load(sdb + o8, 16), d1), 16);
+      v128.store(sdw + o8, f64x2.add(v128.load(sdw + o8), f64x2.mul(d0, x0)));
+      v128.store(sdw + o8, f64x2.add(v128.load(sdw + o8, 16), f64x2.mul(d1, x1)), 16);
+      // dinp += s (d w - gMean - xhat gxMean)
+      const e0 = f64x2.mul(ss, f64x2.sub(f64x2.sub(f64x2.mul(d0, lo64(wv)), gm), f64x2.mul(x0, gx)));
+      const e1 = f64x2.mul(ss, f64x2.sub(f64x2.sub(f64x2.mul(d1, hi64(wv)), gm), f64x2.mul(x1, gx)));
+      const dv = v128.load(dx + o);
+      v128.store(dx + o, to32(f64x2.add(lo64(dv), e0), f64x2.add(hi64(dv), e1)));
+    }
+    for (; c < C; c++) {
+      const o = <usize>(c << 2), o8 = <usize>(c << 3);
+      const xh = (<f64>load<f32>(x + o) - m) * s;
+      const d = <f64>load<f32>(g + o);
+      store<f64>(sdb + o8, load<f64>(sdb + o8) + d);
+      store<f64>(sdw + o8, load<f64>(sdw + o8) + d * xh);
+      const e = s * (d * <f64>load<f32>(w + o) - gMean - xh * gxMean);
+      store<f32>(dx + o, <f32>(<f64>load<f32>(dx + o) + e));
+    }
+  }
+  for (let c = 0; c < C; c++) {
+    const o = <usize>(c << 2), o8 = <usize>(c << 3);
+    store<f32>(db + o, <f32>(<f64>load<f32>(db + o) + load<f64>(sdb + o8)));
+    store<f32>(dw + o, <f32>(<f64>load<f32>(dw + o) + load<f64>(sdw + o8)));
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Element-wise ops (src/nn/activations.ts, dropout.ts, residual.ts). `mask` 0 means none.
+
+/** out = a + b (residualForward). out may alias a or b. */
+export function addForward(out: usize, a: usize, b: usize, n: i32): void {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>(i << 2);
+    v128.store(out + o, f32x4.add(v128.load(a + o), v128.load(b + o)));
+  }
+  for (; i < n; i++) {
+    const o = <usize>(i << 2);
+    store<f32>(out + o, load<f32>(a + o) + load<f32>(b + o));
+  }
+}
+
+/** out = a * b (dropoutForward: b the mask). out may alias a. */
+export function mulForward(out: usize, a: usize, b: usize, n: i32): void {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>(i << 2);
+    v128.store(out + o, f32x4.mul(v128.load(a + o), v128.load(b + o)));
+  }
+  for (; i < n; i++) {
+    const o = <usize>(i << 2);
+    store<f32>(out + o, load<f32>(a + o) * load<f32>(b + o));
+  }
+}
+
+/**
+ * dinp += (mask ? float32(dout mask) : dout) * s, the product and sum in double and rounded
+ * once (scaleBackward, and dropoutBackward with s the mask and no second mask).
+ */
+export function mulAddBackward(dinp: usize, dout: usize, s: usize, n: i32, mask: usize): void {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>(i << 2);
+    let d = v128.load(dout + o);
+    if (mask != 0) d = f32x4.mul(d, v128.load(mask + o));
+    const sv = v128.load(s + o), dv = v128.load(dinp + o);
+    const r0 = f64x2.add(lo64(dv), f64x2.mul(lo64(d), lo64(sv)));
+    const r1 = f64x2.add(hi64(dv), f64x2.mul(hi64(d), hi64(sv)));
+    v128.store(dinp + o, to32(r0, r1));
+  }
+  for (; i < n; i++) {
+    const o = <usize>(i << 2);
+    let d = load<f32>(dout + o);
+    if (mask != 0) d *= load<f32>(mask + o);
+    store<f32>(dinp + o, <f32>(<f64>load<f32>(dinp + o) + <f64>d * <f64>load<f32>(s + o)));
+  }
+}
+
+/** out = max(inp, 0) (times mask) (reluForward); NaN stays NaN. out may alias inp. */
+export function reluForward(out: usize, inp: usize, n: i32, mask: usize): void {
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>(i << 2);
+    const x = v128.load(inp + o);
+    // (x + |x|) / 2, the reference's formula: exact, and NaN stays NaN
+    let y = f32x4.mul(f32x4.add(x, f32x4.abs(x)), f32x4.splat(0.5));
+    if (mask != 0) y = f32x4.mul(y, v128.load(mask + o));
+    v128.store(out + o, y);
+  }
+  for (; i < n; i++) {
+    const o = <usize>(i << 2);
+    const x = load<f32>(inp + o);
+    let y = (x + Mathf.abs(x)) * 0.5;
+    if (mask != 0) y *= load<f32>(mask + o);
+    store<f32>(out + o, y);
+  }
+}
+
+/**
+ * dinp += (mask ? dout mask : dout) where inp > 0 (reluBackward: the step is 0 at 0). The
+ * reference's branch-free step is NaN at NaN and at +Infinity; this one is 0 and 1 there.
+ */
+export function reluBackward(dinp: usize, dout: usize, inp: usize, n: i32, mask: usize): void {
+  const zero = f32x4.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>(i << 2);
+    let d = v128.load(dout + o);
+    if (mask != 0) d = f32x4.mul(d, v128.load(mask + o));
+    const on = f32x4.gt(v128.load(inp + o), zero);
+    v128.store(dinp + o, f32x4.add(v128.load(dinp + o), v128.and(d, on)));
+  }
+  for (; i < n; i++) {
+    const o = <usize>(i << 2);
+    let d = load<f32>(dout + o);
+    if (mask != 0) d *= load<f32>(mask + o);
+    if (load<f32>(inp + o) > 0) store<f32>(dinp + o, load<f32>(dinp + o) + d);
+  }
+}
+
+// GELU (geluForwardKeepGrad of src/nn/activations.ts): the reference's own cubic Hermite
+// tables over [-8, 8] at spacing 1/64, handed in at `tab` (the value polynomial's 4 (GELU_CELLS)
+// doubles, then the derivative's), evaluated in double exactly as the reference does; outside
+// the table, x Phi(x) and Phi(x) + x phi(x) by the continued fraction of erfc.
+
+const GELU_STEPS: f64 = 64;
+const GELU_END: f64 = 8;
+const GELU_CELLS: i32 = 2 * 8 * 64 + 1;
+const INV_SQRT_PI: f64 = 0.5641895835477563;
+const INV_SQRT2: f64 = 0.7071067811865476;
+const INV_SQRT_2PI: f64 = 0.3989422804014327;
+
+/** erfc(a) for a >= 3 (the continued fraction of the reference's erfcFraction, 80 levels). */
+function erfcFraction(a: f64): f64 {
+  let f = a;
+  for (let k = 80; k >= 1; k--) f = a + (<f64>k / 2) / f;
+  return (INV_SQRT_PI * Math.exp(-a * a)) / f;
+}
+
+/** Phi(x) for |x| >= 8 (or NaN), as the reference's normalCdfExact there. */
+function normalCdfTail(x: f64): f64 {
+  const a = Math.abs(x) * INV_SQRT2; // >= 5.66: erfc by the fraction, 0 from 27
+  const e = a < 27 ? erfcFraction(a) : 0;
+  return x >= 0 ? 1 - 0.5 * e : 0.5 * e;
+}
+
+/** out = gelu(inp) (times mask, as float32(gelu) * mask); inp becomes gelu'(inp). */
+export function geluForward(out: usize, inp: usize, n: i32, mask: usize, tab: usize): void {
+  const der = tab + <usize>(GELU_CELLS << 5);
+  for (let i = 0; i < n; i++) {
+    const o = <usize>(i << 2);
+    const x = <f64>load<f32>(inp + o);
+    let y: f64, g: f64;
+    if (x > -GELU_END && x < GELU_END) {
+      const u = (x + GELU_END) * GELU_STEPS;
+      const j = <i32>u;
+      const t = u - <f64>j;
+      const c = tab + <usize>(j << 5), d = der + <usize>(j << 5);
+      y = load<f64>(c) + t * (load<f64>(c, 8) + t * (load<f64>(c, 16) + t * load<f64>(c, 24)));
+      g = load<f64>(d) + t * (load<f64>(d, 8) + t * (load<f64>(d, 16) + t * load<f64>(d, 24)));
+    } else {
+      const cdf = normalCdfTail(x);
+      y = x * cdf;
+      g = cdf + x * INV_SQRT_2PI * Math.exp(-0.5 * x * x);
+    }
+    if (mask != 0) store<f32>(out + o, <f32>y * load<f32>(mask + o));
+    else store<f32>(out + o, <f32>y);
+    store<f32>(inp + o, <f32>g);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Embedding (src/nn/embedding.ts): ids (int32, n of them, validated by the caller), out rows
+// of C. Position t of a row is its index modulo T.
+
+/** out[r] = wte[ids[r]] (+ wpe[r mod T] when wpe != 0). */
+export function embeddingForward(
+  out: usize, ids: usize, wte: usize, wpe: usize, n: i32, T: i32, C: i32,
+): void {
+  const rowBytes = <usize>(C << 2);
+  for (let r = 0; r < n; r++) {
+    const y = out + <usize>r * rowBytes;
+    const e = wte + <usize>load<i32>(ids + <usize>(r << 2)) * rowBytes;
+    if (wpe != 0) addForward(y, e, wpe + <usize>(r % T) * rowBytes, C);
+    else memory.copy(y, e, rowBytes);
+  }
+}
+
+/** dwte[ids[r]] += dout[r] (and dwpe[r mod T] += dout[r] when dwpe != 0). */
+export function embeddingBackward(
+  dwte: usize, dwpe: usize, dout: usize, ids: usize, n: i32, T: i32, C: i32,
+): void {
+  const rowBytes = <usize>(C << 2);
+  for (let r = 0; r < n; r++) {
+    const g = dout + <usize>r * rowBytes;
+    const e = dwte + <usize>load<i32>(ids + <usize>(r << 2)) * rowBytes;
+    addForward(e, e, g, C);
+    if (dwpe != 0) {
+      const p = dwpe + <usize>(r % T) * rowBytes;
+      addForward(p, p, g, C);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Softmax rows (the attention of src/nn/backend.ts, the cross-entropy of src/nn/cross_entropy.ts).
+
+/** The largest of the n floats at p (-Infinity for n = 0; NaN when one is NaN). */
+function rowMax(p: usize, n: i32): f32 {
+  let mv = f32x4.splat(-Infinity);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) mv = f32x4.max(mv, v128.load(p + <usize>(i << 2)));
+  let m = Mathf.max(
+    Mathf.max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)),
+    Mathf.max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)),
+  );
+  for (; i < n; i++) m = Mathf.max(m, load<f32>(p + <usize>(i << 2)));
+  return m;
+}
+
+/** In place over `rows` rows of n at s: s = softmax(scale s) per row. */
+export function softmaxRows(s: usize, rows: i32, n: i32, scale: f32): void {
+  const sc = f32x4.splat(scale);
+  for (let r = 0; r < rows; r++) {
+    const p = s + <usize>r * <usize>(n << 2);
+    const shift = rowMax(p, n) * scale;
+    const sh = f32x4.splat(shift);
+    let acc = f32x4.splat(0);
+    let i = 0;
+    for (; i + 4 <= n; i += 4) {
+      const o = <usize>(i << 2);
+      const e = exp4(f32x4.sub(f32x4.mul(v128.load(p + o), sc), sh));
+      v128.store(p + o, e);
+      acc = f32x4.add(acc, e);
+    }
+    let sum = <f64>f32x4.extract_lane(acc, 0) + <f64>f32x4.extract_lane(acc, 1) +
+      <f64>f32x4.extract_lane(acc, 2) + <f64>f32x4.extract_lane(acc, 3);
+    for (; i < n; i++) {
+      const o = <usize>(i << 2);
+      const e = exp1(load<f32>(p + o) * scale - shift);
+      store<f32>(p + o, e);
+      sum += <f64>e;
+    }
+    const inv = f32x4.splat(<f32>(1 / sum));
+    i = 0;
+    for (; i + 4 <= n; i += 4) {
+      const o = <usize>(i << 2);
+      v128.store(p + o, f32x4.mul(v128.load(p + o), inv));
+    }
+    const inv1 = <f32>(1 / sum);
+    for (; i < n; i++) store<f32>(p + <usize>(i << 2), load<f32>(p + <usize>(i << 2)) * inv1);
+  }
+}
+
+/**
+ * The softmax backward in place over `rows` rows of n: with P at s, d the gradient of the
+ * (masked) probabilities: g = d mask (when mask != 0), then d = scale P (g - sum_j P g).
+ */
+export function softmaxBackwardRows(d: usize, s: usize, mask: usize, rows: i32, n: i32, scale: f32): void {
+  const sc = f32x4.splat(scale);
+  for (let r = 0; r < rows; r++) {
+    const ro = <usize>r * <usize>(n << 2);
+    const dp = d + ro, sp = s + ro, mp = mask + ro;
+    let a0 = f64x2.splat(0), a1 = f64x2.splat(0);
+    let i = 0;
+    for (; i + 4 <= n; i += 4) {
+      const o = <usize>(i << 2);
+      let g = v128.load(dp + o);
+      if (mask != 0) {
+        g = f32x4.mul(g, v128.load(mp + o));
+        v128.store(dp + o, g);
+      }
+      const pg = v128.load(sp + o);
+      a0 = f64x2.add(a0, f64x2.mul(lo64(pg), lo64(g)));
+      a1 = f64x2.add(a1, f64x2.mul(hi64(pg), hi64(g)));
+    }
+    let dot = sum64(f64x2.add(a0, a1));
+    for (; i < n; i++) {
+      const o = <usize>(i << 2);
+      let g = load<f32>(dp + o);
+      if (mask != 0) {
+        g *= load<f32>(mp + o);
+        store<f32>(dp + o, g);
+      }
+      dot += <f64>load<f32>(sp + o) * <f64>g;
+    }
+    const dt = f32x4.splat(<f32>dot);
+    i = 0;
+    for (; i + 4 <= n; i += 4) {
+      const o = <usize>(i << 2);
+      const g = f32x4.sub(v128.load(dp + o), dt);
+      v128.store(dp + o, f32x4.mul(f32x4.mul(v128.load(sp + o), g), sc));
+    }
+    const dot1 = <f32>dot;
+    for (; i < n; i++) {
+      const o = <usize>(i << 2);
+      store<f32>(dp + o, load<f32>(sp + o) * (load<f32>(dp + o) - dot1) * scale);
+    }
+  }
+}
+
+/** log sum_i e^(x_i) over the n floats at p, shifted by the row maximum, summed in double. */
+export function logSumExpRow(p: usize, n: i32): f64 {
+  const m = rowMax(p, n);
+  if (n <= 0) return -Infinity;
+  const sh = f32x4.splat(m);
+  let a0 = f64x2.splat(0), a1 = f64x2.splat(0);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const e = exp4(f32x4.sub(v128.load(p + <usize>(i << 2)), sh));
+    a0 = f64x2.add(a0, lo64(e));
+    a1 = f64x2.add(a1, hi64(e));
+  }
+  let sum = sum64(f64x2.add(a0, a1));
+  for (; i < n; i++) sum += <f64>exp1(load<f32>(p + <usize>(i << 2)) - m);
+  return <f64>m + Math.log(sum);
+}
+
+/** dl += g e^(l - lse) over the n floats at l and dl: a softmax row's gradient term. */
+export function addScaledExpRow(dl: usize, l: usize, n: i32, lse: f32, g: f32): void {
+  const sh = f32x4.splat(lse), gv = f32x4.splat(g);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>(i << 2);
+    const e = exp4(f32x4.sub(v128.load(l + o), sh));
+    v128.store(dl + o, f32x4.add(v128.load(dl + o), f32x4.mul(gv, e)));
+  }
+  for (; i < n; i++) {
+    const o = <usize>(i << 2);
+    store<f32>(dl + o, load<f32>(dl + o) + g * exp1(load<f32>(l + o) - lse));
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// AdamW (src/optim/adamw.ts), in double lanes with the reference's operation order, and the
+// moments rounded to float32 and read back as the reference stores them: the same bits.
+
+/** One AdamW update of n parameters at p with gradients g and moments m, v. */
+export function adamw(
+  p: usize, g: usize, m: usize, v: usize, n: i32,
+  beta1: f64, beta2: f64, stepSize: f64, bc2Sqrt: f64, eps: f64, decay: f64,
+): void {
+  const b1 = f64x2.splat(beta1), c1 = f64x2.splat(1 - beta1);
+  const b2 = f64x2.splat(beta2), c2 = f64x2.splat(1 - beta2);
+  const st = f64x2.splat(stepSize), bc = f64x2.splat(bc2Sqrt), ep = f64x2.splat(eps);
+  const de = f64x2.splat(decay);
+  let i = 0;
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>(i << 2);
+    const gv = v128.load(g + o), mv = v128.load(m + o), vv = v128.load(v + o), pv = v128.load(p + o);
+    const g0 = lo64(gv), g1 = hi64(gv);
+    const m32 = to32(
+      f64x2.add(f64x2.mul(b1, lo64(mv)), f64x2.mul(c1, g0)),
+      f64x2.add(f64x2.mul(b1, hi64(mv)), f64x2.mul(c1, g1)),
+    );
+    const v32 = to32(
+      f64x2.add(f64x2.mul(b2, lo64(vv)), f64x2.mul(f64x2.mul(c2, g0), g0)),
+      f64x2.add(f64x2.mul(b2, hi64(vv)), f64x2.mul(f64x2.mul(c2, g1), g1)),
+    );
+    v128.store(m + o, m32);
+    v128.store(v + o, v32);
+    const p0 = f64x2.sub(
+      f64x2.mul(lo64(pv), de),
+      f64x2.div(f64x2.mul(st, lo64(m32)), f64x2.add(f64x2.div(f64x2.sqrt(lo64(v32)), bc), ep)),
+    );
+    const p1 = f64x2.sub(
+      f64x2.mul(hi64(pv), de),
+      f64x2.div(f64x2.mul(st, hi64(m32)), f64x2.add(f64x2.div(f64x2.sqrt(hi64(v32)), bc), ep)),
+    );
+    v128.store(p + o, to32(p0, p1));
+  }
+  for (; i < n; i++) {
+    const o = <usize>(i << 2);
+    const gi = <f64>load<f32>(g + o);
+    const mi = <f32>(beta1 * <f64>load<f32>(m + o) + (1 - beta1) * gi);
+    const vi = <f32>(beta2 * <f64>load<f32>(v + o) + (1 - beta2) * gi * gi);
+    store<f32>(m + o, mi);
+    store<f32>(v + o, vi);
+    const pi = <f64>load<f32>(p + o) * decay -
+      stepSize * <f64>mi / (Math.sqrt(<f64>vi) / bc2Sqrt + eps);
+    store<f32>(p + o, <f32>pi);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Dropout masks (dropoutMask of src/nn/dropout.ts) and the bias gradient of a linear layer.
+
+/**
+ * mask[i] = (next xoshiro128** word < limit) ? 0 : scale for i < n, the generator's four state
+ * words at `state` (those of src/rng.ts's Rng, updated in place): the same draws, the same bits.
+ */
+export function dropoutMask(mask: usize, n: i32, limit: f64, scale: f32, state: usize): void {
+  let s0 = load<u32>(state), s1 = load<u32>(state, 4);
+  let s2 = load<u32>(state, 8), s3 = load<u32>(state, 12);
+  for (let i = 0; i < n; i++) {
+    const r = rotl<u32>(s1 * 5, 7) * 9;
+    const t = s1 << 9;
+    s2 ^= s0;
+    s3 ^= s1;
+    s1 ^= s2;
+    s0 ^= s3;
+    s2 ^= t;
+    s3 = rotl<u32>(s3, 11);
+    store<f32>(mask + <usize>(i << 2), <f64>r < limit ? 0 : scale);
+  }
+  store<u32>(state, s0);
+  store<u32>(state, s1, 4);
+  store<u32>(state, s2, 8);
+  store<u32>(state, s3, 12);
+}
+
+/**
+ * db[o] += sum_n dout[n, o] over N rows of OC, the column sums in double (row by row, as the
+ * reference in src/nn/linear.ts: the same bits) in the scratch at ws (8 OC bytes).
+ */
+export function biasBackward(db: usize, dout: usize, N: i32, OC: i32, ws: usize): void {
+  memory.fill(ws, 0, <usize>(OC << 3));
+  for (let n = 0; n < N; n++) {
+    const g = dout + <usize>n * <usize>(OC << 2);
+    let o = 0;
+    for (; o + 4 <= OC; o += 4) {
+      const d = v128.load(g + <usize>(o << 2));
+      const p = ws + <usize>(o << 3);
+      v128.store(p, f64x2.add(v128.load(p), lo64(d)));
+      v128.store(p, f64x2.add(v128.load(p, 16), hi64(d)), 16);
+    }
+    for (; o < OC; o++) {
+      const p = ws + <usize>(o << 3);
+      store<f64>(p, load<f64>(p) + <f64>load<f32>(g + <usize>(o << 2)));
+    }
+  }
+  for (let o = 0; o < OC; o++) {
+    const p = db + <usize>(o << 2);
+    store<f32>(p, <f32>(<f64>load<f32>(p) + load<f64>(ws + <usize>(o << 3))));
+  }
+}
+
+/**
+ * T rows of HS floats between strided buffers: dst[t dLD + i] = src[t sLD + i] (add: +=), the
+ * leading dimensions in floats (the attention's heads between qkv and contiguous (T,HS) tiles).
+ */
+export function copyRows(dst: usize, dLD: i32, src: usize, sLD: i32, T: i32, HS: i32, add: i32): void {
+  const dStep = <usize>(dLD << 2), sStep = <usize>(sLD << 2), bytes = <usize>(HS << 2);
+  for (let t = 0; t < T; t++) {
+    const d = dst + <usize>t * dStep, s = src + <usize>t * sStep;
+    if (add != 0) addForward(d, d, s, HS);
+    else memory.copy(d, s, bytes);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// RoPE (ropeForward of src/nn/attention.ts): q and k of every head rotated in place by the
+// tables cos, sin (T, HS/2) in double, the reference's operations in double lanes: the same bits.
+
+/**
+ * Over qkv (B, T, 3C): for q and k of each head, [z1, z2] = [z1 cos - z2 s, z2 cos + z1 s] with
+ * s = sign sin (sign -1: the inverse rotation, the backward pass).
+ */
+export function ropeForward(
+  qkv: usize, cos: usize, sin: usize, B: i32, T: i32, C: i32, NH: i32, sign: f64,
+): void {
+  const half = C / NH / 2;
+  const sg = f64x2.splat(sign);
+  for (let b = 0; b < B; b++) {
+    for (let t = 0; t < T; t++) {
+      const row = qkv + <usize>((b * T + t) * 3 * C) * 4;
+      const tc = cos + <usize>(t * half) * 8, ts = sin + <usize>(t * half) * 8;
+      for (let part = 0; part < 2; part++) {
+        for (let h = 0; h < NH; h++) {
+          const o = row + <usize>(part * C + h * 2 * half) * 4;
+          const o2 = o + <usize>(half * 4);
+          let i = 0;
+          for (; i + 2 <= half; i += 2) {
+            const z1 = f64x2.promote_low_f32x4(v128.load64_zero(o + <usize>(i << 2)));
+            const z2 = f64x2.promote_low_f32x4(v128.load64_zero(o2 + <usize>(i << 2)));
+            const c = v128.load(tc + <usize>(i << 3));
+            const s = f64x2.mul(sg, v128.load(ts + <usize>(i << 3)));
+            const y1 = f32x4.demote_f64x2_zero(f64x2.sub(f64x2.mul(z1, c), f64x2.mul(z2, s)));
+            const y2 = f32x4.demote_f64x2_zero(f64x2.add(f64x2.mul(z2, c), f64x2.mul(z1, s)));
+            v128.store64_lane(o + <usize>(i << 2), y1, 0);
+            v128.store64_lane(o2 + <usize>(i << 2), y2, 0);
+          }
+          for (; i < half; i++) {
+            const z1 = <f64>load<f32>(o + <usize>(i << 2)), z2 = <f64>load<f32>(o2 + <usize>(i << 2));
+            const c = load<f64>(tc + <usize>(i << 3)), s = sign * load<f64>(ts + <usize>(i << 3));
+            store<f32>(o + <usize>(i << 2), <f32>(z1 * c - z2 * s));
+            store<f32>(o2 + <usize>(i << 2), <f32>(z2 * c + z1 * s));
+          }
+        }
+      }
+    }
+  }
+}

@@ -12,11 +12,23 @@ import { decode, type Tokenizer } from "../tokenizer/mod.ts";
 import type { NoiseSchedule, ScheduleName } from "../diffusion/schedule.ts";
 import type { Rng } from "../rng.ts";
 import { conditioning } from "./template.ts";
-import { type DenoiserOutput, sampleIds, type SampleMethod } from "./sample_ids.ts";
+import {
+  type Denoiser,
+  type DenoiserOutput,
+  sampleIds,
+  type SampleMethod,
+  type SampleOptions,
+  type SampleResult,
+} from "./sample_ids.ts";
+import type { GpuContext } from "../kernels/webgpu/context.ts";
+import { sampleIdsOnGpu } from "./sample_gpu.ts";
 
 /** Options of {@linkcode sample}. */
 export interface SampleTextOptions {
-  /** The compute backend: `"auto"` (default; see `resolveBackend`), `"blas"`, `"wasm"`, `"ts"`. */
+  /**
+   * The compute backend: `"auto"` (default; see `resolveBackend`), `"blas"`, `"wasm"`, `"ts"`,
+   * or `"webgpu"` ({@linkcode sampleAsync} only).
+   */
   backend?: BackendChoice;
   /** The BLAS library of the `"blas"` backend (default: see `loadBlas`). */
   blasPath?: string;
@@ -107,6 +119,98 @@ export function sample(
   tokenizer: Tokenizer,
   options: SampleTextOptions = {},
 ): SampleTextResult {
+  if (options.backend === "webgpu") {
+    throw new RangeError(
+      "Invalid backend for sample(): expected auto, blas, wasm or ts (webgpu reads its results " +
+        'back from the GPU: use sampleAsync), got "webgpu"',
+    );
+  }
+  return sampleInProcess(prepare(model, tokenizer, options), model, tokenizer);
+}
+
+/** Runs `plan` with the model on this thread. */
+function sampleInProcess(
+  plan: Plan,
+  model: Model | DitModel,
+  tokenizer: Tokenizer,
+): SampleTextResult {
+  const dit = plan.dit;
+  const denoise: Denoiser = dit
+    ? (ids, sigma) => forward(dit, ids, { batch: plan.B, sigma: plan.ditSigma(sigma) })
+    : plan.denoise!;
+  return plan.finish(sampleIds(denoise, model.config.vocabSize, tokenizer.maskId, plan.options));
+}
+
+/** Options of {@linkcode sampleAsync}: those of {@linkcode sample}, and the GPU's context. */
+export interface SampleAsyncOptions extends SampleTextOptions {
+  /**
+   * `backend: "webgpu"` only: the context to sample on, left open (its device is the caller's).
+   * Default: a device of its own (`resolveAnyBackend("webgpu")`: any adapter that passes the
+   * self-check), destroyed at the end of the call.
+   */
+  gpu?: GpuContext;
+}
+
+/**
+ * {@linkcode sample} for every backend, `"webgpu"` included: with `backend: "webgpu"` the
+ * network's forward passes and every per-position update run on the GPU (`sampleIdsGpu`), the
+ * ids staying in a GPU buffer from the first step to the last; any other backend is
+ * {@linkcode sample}'s. Same options, same result, and for the same seed the same text as
+ * `sample` on a CPU backend, except where float32 decides a near-tie differently from float64
+ * (`src/kernels/webgpu/sampler.ts` lists the cases). `"auto"` is `sample`'s choice (a CPU
+ * backend). The transformer kind only: a DiT on `"webgpu"` is an error.
+ *
+ * @param model The model: the transformer kind, or a DiT on a CPU backend.
+ * @param tokenizer Its tokenizer (its `maskId` is MASK).
+ * @param options As {@linkcode sample}'s, and `gpu`.
+ * @returns The text, ids and evaluation counts.
+ * @throws Error (rejects) for `"webgpu"` without an adapter, or with a DiT.
+ *
+ * @example The CPU path, as `sample` (give `backend: "webgpu"` to run it on the GPU)
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { sample, sampleAsync } from "./sample.ts";
+ * import { createModel } from "../model/model.ts";
+ * import { trainTokenizer } from "../tokenizer/mod.ts";
+ *
+ * const tokenizer = trainTokenizer(["the whale and the sea"], { kind: "seed", numMerges: 2 });
+ * const model = createModel("tiny", { vocabSize: tokenizer.vocabSize, seed: 1 });
+ * const options = { prompt: "the", length: 8, steps: 4, seed: 3, backend: "ts" } as const;
+ * const a = await sampleAsync(model, tokenizer, options);
+ * assert.equal(a.text, sample(model, tokenizer, options).text);
+ * ```
+ */
+export async function sampleAsync(
+  model: Model | DitModel,
+  tokenizer: Tokenizer,
+  options: SampleAsyncOptions = {},
+): Promise<SampleTextResult> {
+  const plan = prepare(model, tokenizer, options);
+  if (options.backend !== "webgpu") return sampleInProcess(plan, model, tokenizer);
+  const V = model.config.vocabSize;
+  return plan.finish(
+    await sampleIdsOnGpu(model, V, tokenizer.maskId, plan.options, { gpu: options.gpu }),
+  );
+}
+
+/** What {@linkcode prepare} works out for one sampling call. */
+interface Plan {
+  /** Sequences. */
+  B: number;
+  /** The sampler's options. */
+  options: SampleOptions;
+  /** The DiT to run, when the model is one. */
+  dit?: DitModel;
+  /** The noise levels a DiT reads: the sampler's, or zeros without time conditioning. */
+  ditSigma: (sigma: Float32Array) => Float32Array;
+  /** The transformer kind's denoiser on a CPU backend (absent for `"webgpu"`). */
+  denoise?: Denoiser;
+  /** The sampled ids to the result. */
+  finish: (result: SampleResult) => SampleTextResult;
+}
+
+/** The checks and settings {@linkcode sample} and {@linkcode sampleAsync} share. */
+function prepare(model: Model | DitModel, tokenizer: Tokenizer, options: SampleTextOptions): Plan {
   const V = model.config.vocabSize;
   if (tokenizer.vocabSize !== V) {
     throw new RangeError(
@@ -125,12 +229,14 @@ export function sample(
       `Sample too long: expected at most ${model.config.context} tokens (the model's context), got ${length}`,
     );
   }
-  let denoise: (ids: Int32Array, sigma: Float32Array) => Float32Array;
+  let denoise: Denoiser | undefined;
+  let dit: DitModel | undefined;
+  let ditSigma = (sigma: Float32Array) => sigma;
   let output = options.output;
   let timeConditioned: boolean;
   let scaleBySigma: boolean | undefined;
   if ((model.config as { kind?: string }).kind === "dit") {
-    const dit = model as DitModel;
+    dit = model as DitModel;
     const own: DenoiserOutput = dit.config.output === "sedd" ? "logScore" : "logits";
     if (output !== undefined && output !== own) {
       throw new RangeError(
@@ -142,39 +248,38 @@ export function sample(
     scaleBySigma = false; // the network's output is SEDD's log-score already
     timeConditioned = options.timeConditioned ?? true;
     const zeros = new Float32Array(B);
-    denoise = (ids, sigma) =>
-      forward(dit, ids, { batch: B, sigma: timeConditioned ? sigma : zeros });
+    if (!timeConditioned) ditSigma = () => zeros;
   } else {
     const net = model as Model;
     timeConditioned = net.config.timeConditioning === true;
-    const blas = options.blasPath === undefined ? undefined : { path: options.blasPath };
-    const { backend } = resolveBackend(options.backend ?? "auto", blas);
-    denoise = (ids, sigma) => forward(net, ids, { batch: B, sigma, backend, blas });
+    if (options.backend !== "webgpu") {
+      const blas = options.blasPath === undefined ? undefined : { path: options.blasPath };
+      const { backend } = resolveBackend(options.backend ?? "auto", blas);
+      denoise = (ids, sigma) => forward(net, ids, { batch: B, sigma, backend, blas });
+    }
   }
-  const result = sampleIds(
-    denoise,
-    V,
-    tokenizer.maskId,
-    {
-      method: options.method ?? "ancestral",
-      steps: options.steps ?? 64,
-      length,
-      batch: B,
-      seed: options.rng === undefined ? (options.seed ?? 0) : undefined,
-      rng: options.rng,
-      schedule: options.schedule,
-      graph: options.graph,
-      output,
-      scaleBySigma,
-      allowMask: options.allowMask,
-      timeConditioned,
-      fixed,
-      onStep: options.onStep,
-    },
-  );
-  const texts: string[] = [];
-  for (let b = 0; b < B; b++) {
-    texts.push(decode(tokenizer, result.ids.subarray(b * length, (b + 1) * length)));
-  }
-  return { text: texts[0], texts, ...result };
+  const sampleOptions: SampleOptions = {
+    method: options.method ?? "ancestral",
+    steps: options.steps ?? 64,
+    length,
+    batch: B,
+    seed: options.rng === undefined ? (options.seed ?? 0) : undefined,
+    rng: options.rng,
+    schedule: options.schedule,
+    graph: options.graph,
+    output,
+    scaleBySigma,
+    allowMask: options.allowMask,
+    timeConditioned,
+    fixed,
+    onStep: options.onStep,
+  };
+  const finish = (result: SampleResult): SampleTextResult => {
+    const texts: string[] = [];
+    for (let b = 0; b < B; b++) {
+      texts.push(decode(tokenizer, result.ids.subarray(b * length, (b + 1) * length)));
+    }
+    return { text: texts[0], texts, ...result };
+  };
+  return { B, options: sampleOptions, dit, ditSigma, denoise, finish };
 }

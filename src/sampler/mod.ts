@@ -2,7 +2,8 @@
  * Samplers for discrete diffusion language models: the notebook's confidence sampler, SEDD's
  * Euler and Tweedie predictors (absorb and uniform graphs), and MDLM's ancestral sampler with
  * caching; over any denoiser ({@linkcode sampleIds}) or over a model and tokenizer with prompts,
- * suffixes and infill templates ({@linkcode sample}).
+ * suffixes and infill templates ({@linkcode sample}; {@linkcode sampleAsync} for every backend,
+ * the GPU's included).
  *
  * @example Ids from a stub denoiser
  * ```ts
@@ -29,7 +30,13 @@ export {
   type SampleOptions,
   type SampleResult,
 } from "./sample_ids.ts";
-export { sample, type SampleTextOptions, type SampleTextResult } from "./sample.ts";
+export {
+  sample,
+  sampleAsync,
+  type SampleAsyncOptions,
+  type SampleTextOptions,
+  type SampleTextResult,
+} from "./sample.ts";
 export {
   conditioning,
   type ConditioningOptions,

@@ -10,7 +10,7 @@ import {
   type ModelConfig,
   type PresetName,
   presets,
-  sample,
+  sampleAsync,
   type StepInfo,
   train,
   TRAIN_DEFAULTS as D,
@@ -330,13 +330,12 @@ export async function trainCommand(args: string[]): Promise<number> {
   // Read the network as the run trained it: a resumed run's loss and graph are its saved ones.
   const output = samplerOutput({ loss: result.loss, graph: result.graph });
   for (let k = 0; k < Math.min(nSamples, PROMPTS.length); k++) {
-    const s = sample(result.model, result.tokenizer, {
+    const s = await sampleAsync(result.model, result.tokenizer, {
       prompt: PROMPTS[k],
       length: Math.min(END_SAMPLE.length, result.model.config.context),
       steps: END_SAMPLE.steps,
       seed: k,
-      // sampling runs on the CPU (auto) after a run on the GPU
-      backend: backend === "webgpu" ? "auto" : backend,
+      backend, // after a run on the GPU, sampling runs there too
       // The uniform graph has no masks to unmask: SEDD's Euler sampler instead of ancestral.
       method: result.graph === "uniform" ? "euler" : undefined,
       ...output,

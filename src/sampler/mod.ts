@@ -57,3 +57,5 @@ export {
   subsProbs,
   type UpdateContext,
 } from "./updates.ts";
+/** The WebGPU context `sampleAsync`'s `gpu` option takes (`new GpuContext(device)`), and its tensors. */
+export { GpuContext, type GpuDtype, GpuTensor } from "../kernels/webgpu/context.ts";

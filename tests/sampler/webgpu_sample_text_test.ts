@@ -9,7 +9,7 @@
 // Ignored without an adapter, except in CI (CI=true), where a missing adapter fails the tests.
 
 import assert from "node:assert/strict";
-import { main } from "../../cli.ts";
+import { runCli } from "../cli_run.ts";
 import { makeTempDir, removeDir, writeFileAtomic } from "../../src/io.ts";
 import { modelCheckpointBytes } from "../../src/checkpoint/run_files.ts";
 import { createDit } from "../../src/model/dit.ts";
@@ -169,32 +169,24 @@ Deno.test({
   ignore: ignoreGpu,
   async fn() {
     const dir = await makeTempDir();
-    const err: string[] = [], out: string[] = [];
-    const { log, error } = console;
-    console.log = (...a: unknown[]) => out.push(a.join(" "));
-    console.error = (...a: unknown[]) => err.push(a.join(" "));
     try {
       const tokenizer = tokenizerOf(13);
       const model = createModel("tiny", { vocabSize: 13, context: 24, seed: 6 });
       await writeFileAtomic(`${dir}/model.safetensors`, modelCheckpointBytes(model, tokenizer, 7));
       const texts: string[] = [];
       for (const backend of ["webgpu", "ts"]) {
-        out.length = 0;
-        err.length = 0;
-        const code = await main([
+        const r = await runCli([
           "sample",
           ...["--checkpoint", `${dir}/model.safetensors`, "--prompt", "the", "--length", "20"],
           ...["--steps", "6", "--seed", "3", "--method", "euler", "--backend", backend],
         ]);
-        assert.equal(code, 0, err.join("\n"));
-        assert.match(err.join("\n"), new RegExp(`^Backend: ${backend}`, "m"));
-        texts.push(out.join("\n"));
+        assert.equal(r.code, 0, r.err);
+        assert.match(r.err, new RegExp(`^Backend: ${backend}`, "m"));
+        texts.push(r.out);
       }
       assert.ok(texts[0].startsWith("the"), texts[0]);
       assert.equal(texts[0], texts[1]);
     } finally {
-      console.log = log;
-      console.error = error;
       await removeDir(dir);
     }
   },

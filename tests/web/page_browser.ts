@@ -174,6 +174,9 @@ async function dropFile(page: Page, zone: string, name: string, bytes: Uint8Arra
   }, { zone, name, data: [...bytes] });
 }
 
+/** The Train tab's fields for a 3-step run of `tiny`. */
+const TINY_3_STEPS = { preset: "tiny", steps: "3", batch: "2", context: "16", vocab: "270" };
+
 const PAGE_RUN = { steps: 30, workers: 2, batch: 8, context: 16, vocab: 300, evalEvery: 10 };
 
 Deno.test({
@@ -436,11 +439,7 @@ Deno.test({
       );
       assert.equal(await page.inputValue("#workers"), "0");
       await setFields(page, {
-        preset: "tiny",
-        steps: "3",
-        batch: "2",
-        context: "16",
-        vocab: "270",
+        ...TINY_3_STEPS,
         workers: "2",
       });
       await page.click("#start");
@@ -589,14 +588,7 @@ Deno.test({
           }
           await page.click('nav [data-tab="train"]');
           await page.check('input[name="corpus"][value="bundled"]');
-          await setFields(page, {
-            preset: "tiny",
-            steps: "3",
-            batch: "2",
-            context: "16",
-            vocab: "270",
-            "train-backend": "webgpu",
-          });
+          await setFields(page, { ...TINY_3_STEPS, "train-backend": "webgpu" });
           await page.click("#start");
           assert.equal(
             await waitState(page, "train", ["done", "error"]),

@@ -191,3 +191,14 @@ Deno.test({
     }
   },
 });
+
+Deno.test("cli sample --backend webgpu refuses a converted DiT in one line, before any device", async () => {
+  const dir = new URL("../fixtures/dit/converted/mdlm", import.meta.url).pathname;
+  const r = await runCli(["sample", "--checkpoint", dir, "--backend", "webgpu", "--steps", "2"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.err.split("\n").at(-1)!,
+    /^error: Invalid --backend: expected auto, blas, wasm or ts for a DiT checkpoint \(a DiT is not on webgpu\), got webgpu$/,
+  );
+  assert.doesNotMatch(r.err, /^Backend:/m);
+});

@@ -3,8 +3,10 @@
  * forward pass of `src/model/dit_fast.ts`; and the memory of loading a half-float checkpoint.
  *
  * ```sh
- * deno task bench:dit                     # SEDD small's shape: 1024 tokens, 128 steps, wasm
+ * deno task bench:dit              # SEDD small's shape: 1024 tokens, 128 steps, wasm, 2 workers
  * deno task bench:dit --shape tiny --length 64 --steps 4        # a smoke run
+ * deno task bench:dit --workers 1                               # one thread, no pool
+ * deno task bench:dit --batch 2 --split positions               # batch 2, sequences cut
  * deno task bench:dit --shape 50258,768,12,12,128 --backend blas --batch 2
  * deno task bench:dit --load            # peak RSS of loading a SEDD-small-shaped F16 file
  * deno bench --allow-read bench/dit_sample_bench.ts   # one small forward pass per iteration
@@ -13,9 +15,15 @@
  * `--sample` (what `deno task bench:dit` passes) samples `--batch` sequences of `--length`
  * tokens (default 1 x 1024) in `--steps` steps (default 128) with SEDD's Euler sampler on the
  * absorbing graph, after one warm-up forward pass, and prints one JSON line: the shape, backend,
- * evaluations, seconds, tokens/s and seconds per forward pass, and the process's RSS. The
- * sampler runs on one thread: `sample()` drives the model as a synchronous denoiser, with no
- * worker pool (the `blas` backend's library may use threads of its own inside each matmul).
+ * evaluations, seconds, tokens/s and seconds per forward pass, and the process's RSS.
+ * `--workers` (default 2) runs the forward passes on a `createDitPool` of that many workers,
+ * `--split auto|positions|sequences` (default `auto`: whole sequences when the workers divide
+ * the batch, else positions) cut the rows; `--workers 1` runs one `DitRunner` on the main thread;
+ * `--weights stage` has the matmuls read the weights staged from the shared parameters instead of
+ * a copy in each worker's kernels' memory.
+ * The RSS is the main process's, which holds the workers' memory too (each worker's kernels'
+ * memory has its own copy of the parameters). The `blas` backend's library may use threads of its
+ * own inside each matmul.
  * `--shape` is `small` (SEDD small: V 50258, d 768, 12 blocks, 12 heads, cond 128), `tiny`
  * (V 512, d 64, 2, 4, 32) or `V,d,L,NH,cond`.
  *
@@ -28,8 +36,9 @@
  */
 
 import { createDit, type DitConfig, type DitModel, ditParamTable } from "../src/model/dit.ts";
-import { createDitRunner } from "../src/model/dit_fast.ts";
-import { sampleIds } from "../src/sampler/sample_ids.ts";
+import { createDitRunner, type DitWeights } from "../src/model/dit_fast.ts";
+import { createDitPool, type DitSplit } from "../src/model/dit_pool.ts";
+import { sampleIdsAsync } from "../src/sampler/sample_ids.ts";
 import { serializeSafetensors, type TensorInput } from "../src/checkpoint/safetensors.ts";
 import { modelFromSafetensors } from "../src/checkpoint/model_io.ts";
 import type { BackendName } from "../src/nn/backend.ts";
@@ -87,27 +96,33 @@ function intFlag(name: string, fallback: number): number {
 
 const mib = (b: number) => Math.round(b / 2 ** 20);
 
-function sampleRun(): void {
+async function sampleRun(): Promise<void> {
   const shapeName = flag("--shape") ?? "small";
   const shape = parseShape(shapeName);
   const T = intFlag("--length", 1024), steps = intFlag("--steps", 128);
-  const B = intFlag("--batch", 1);
+  const B = intFlag("--batch", 1), workers = intFlag("--workers", 2);
   const backend = (flag("--backend") ?? "wasm") as BackendName;
+  const split = (flag("--split") ?? "auto") as DitSplit;
+  const weights = (flag("--weights") ?? "copy") as DitWeights;
   const t0 = performance.now();
   const model = randomDit(shape, T);
-  const runner = createDitRunner(model, { batch: B, length: T, backend });
-  const setupS = (performance.now() - t0) / 1000;
-  const V = shape.vocabSize;
-  const warm = new Int32Array(B * T).fill(V - 1);
-  const w0 = performance.now();
-  runner.forward(warm, { batch: B, sigma: new Float32Array(B).fill(1) });
-  const warmS = (performance.now() - w0) / 1000;
-  const s0 = performance.now();
-  const r = sampleIds(
-    (ids, sigma) => runner.forward(ids, { batch: B, sigma }),
-    V,
-    V - 1,
-    {
+  const single = workers === 1
+    ? createDitRunner(model, { batch: B, length: T, backend, weights })
+    : null;
+  const pool = single === null
+    ? await createDitPool(model, { workers, batch: B, length: T, backend, split, weights })
+    : null;
+  try {
+    const forward = (ids: Int32Array, sigma: Float32Array) =>
+      single ? single.forward(ids, { batch: B, sigma }) : pool!.forward(ids, { batch: B, sigma });
+    const setupS = (performance.now() - t0) / 1000;
+    const V = shape.vocabSize;
+    const warm = new Int32Array(B * T).fill(V - 1);
+    const w0 = performance.now();
+    await forward(warm, new Float32Array(B).fill(1));
+    const warmS = (performance.now() - w0) / 1000;
+    const s0 = performance.now();
+    const r = await sampleIdsAsync(forward, V, V - 1, {
       method: "euler",
       steps,
       length: T,
@@ -116,28 +131,32 @@ function sampleRun(): void {
       output: "logScore",
       scaleBySigma: false, // the DiT's SEDD output is already scaled by sigma
       timeConditioned: true,
-    },
-  );
-  const seconds = (performance.now() - s0) / 1000;
-  console.log(JSON.stringify({
-    bench: "dit_sample",
-    shape: shapeName,
-    ...shape,
-    params: model.params.length,
-    backend,
-    threads: 1,
-    batch: B,
-    length: T,
-    steps,
-    evaluations: r.evaluations,
-    setupSeconds: +setupS.toFixed(3),
-    warmupForwardSeconds: +warmS.toFixed(3),
-    seconds: +seconds.toFixed(3),
-    secondsPerForward: +(seconds / r.evaluations).toFixed(4),
-    tokensPerSecond: +((B * T) / seconds).toFixed(2),
-    arenaMiB: mib(runner.arenaBytes),
-    rssMiB: mib(Deno.memoryUsage().rss),
-  }));
+    });
+    const seconds = (performance.now() - s0) / 1000;
+    console.log(JSON.stringify({
+      bench: "dit_sample",
+      shape: shapeName,
+      ...shape,
+      params: model.params.length,
+      backend,
+      workers,
+      split: single ? "none" : split,
+      weights,
+      batch: B,
+      length: T,
+      steps,
+      evaluations: r.evaluations,
+      setupSeconds: +setupS.toFixed(3),
+      warmupForwardSeconds: +warmS.toFixed(3),
+      seconds: +seconds.toFixed(3),
+      secondsPerForward: +(seconds / r.evaluations).toFixed(4),
+      tokensPerSecond: +((B * T) / seconds).toFixed(2),
+      arenaMiB: single ? mib(single.arenaBytes) : undefined,
+      rssMiB: mib(Deno.memoryUsage().rss),
+    }));
+  } finally {
+    pool?.terminate();
+  }
 }
 
 /** The bits of 1 and a random value of about +-1/64 in each dtype the loader reads. */
@@ -224,7 +243,7 @@ if (import.meta.main && Deno.args.includes("--load")) {
 } else if (import.meta.main && Deno.args.includes("--read-file")) {
   loadRun(flag("--read-file")!, intFlag("--heads", 12));
 } else if (import.meta.main && Deno.args.includes("--sample")) {
-  sampleRun();
+  await sampleRun();
 } else {
   // deno bench: one forward pass of a tiny DiT per iteration, on each backend
   const T = 128;

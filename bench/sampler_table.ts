@@ -150,7 +150,12 @@ async function main(): Promise<void> {
   const methods = (v.methods ?? "confidence,euler,tweedie,ancestral").split(",")
     .map((s) => s.trim()).filter((s) => s !== "");
 
-  const { model, tokenizer, step, metadata } = await loadCheckpoint(v.checkpoint);
+  const loaded = await loadCheckpoint(v.checkpoint);
+  const { tokenizer, step, metadata } = loaded;
+  if ((loaded.model.config as { kind?: string }).kind === "dit") {
+    throw new Error(`Unsupported checkpoint: expected a transformer's run, got a DiT's`);
+  }
+  const model = loaded.model as Model;
   const settings = await runSettings(v.checkpoint);
   const context = typeof settings.context === "number" ? settings.context : model.config.context;
   const heldOutFraction = typeof settings.heldOutFraction === "number"

@@ -126,5 +126,9 @@ export function samplerOutput(metadata: Record<string, string>): SampleTextOptio
   if (metadata.format === CONVERTED_FORMAT) return convertedSampling(metadata);
   const loss = metadata.loss ?? "seed";
   const graph = metadata.graph === "uniform" ? "uniform" : "absorb";
-  return loss === "score-entropy" ? { output: "logScore", graph } : { output: "logits" };
+  // a DiT fine-tuned here without time conditioning (MDLM's default) says so in its metadata
+  const timed = metadata.timeConditioning === "false" ? { timeConditioned: false } : {};
+  return loss === "score-entropy"
+    ? { output: "logScore", graph, ...timed }
+    : { output: "logits", ...timed };
 }

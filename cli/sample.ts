@@ -27,6 +27,8 @@ const OPTIONS = {
   method: { type: "string" },
   "show-steps": { type: "boolean" },
   backend: { type: "string" },
+  workers: { type: "string" },
+  weights: { type: "string" },
 } as const;
 
 /** The help text. */
@@ -47,6 +49,10 @@ Options:
   --method <name>     ${METHODS.join(" | ")} (default: ${METHODS[0]}; euler for a
                       converted SEDD checkpoint, as SEDD samples)
   --show-steps        print the text after every step, masks shown as _
+  --workers <n>       a DiT's forward passes on n worker threads, the same sample as on one;
+                      0 runs in-process (default: 0; other models always run in-process)
+  --weights <how>     copy | stage: each worker copies the weights once (default), or
+                      stages each matmul's weight from the shared ones (less memory)
 ${commonHelp(22)}
 `;
 }
@@ -74,6 +80,8 @@ export async function sampleCommand(args: string[]): Promise<number> {
   const steps = int("steps", v.steps, 1) ?? SAMPLE_STEPS;
   const seed = int("seed", v.seed, 0) ?? 0;
   const method = choice("method", v.method, METHODS);
+  const workers = int("workers", v.workers, 0) ?? 0;
+  const weights = choice("weights", v.weights, ["copy", "stage"] as const);
   const { model, tokenizer, step, metadata } = await readCheckpoint(checkpoint);
   const seddDit = (model.config as { kind?: string }).kind === "dit" &&
     (model.config as { output?: string }).output === "sedd";
@@ -89,15 +97,25 @@ export async function sampleCommand(args: string[]): Promise<number> {
     (infill !== undefined ? undefined : Math.min(SAMPLE_LENGTH, context));
   const prompt = infill !== undefined ? undefined : str(v.prompt) ?? "";
   console.error(`Loaded ${checkpoint} (step ${step}, ${model.params.length} parameters)`);
-  if (v.backend === "webgpu" && (model.config as { kind?: string }).kind === "dit") {
+  const dit = (model.config as { kind?: string }).kind === "dit";
+  if (v.backend === "webgpu" && dit) {
     throw new InputError(
       "Invalid --backend: expected auto, blas, wasm or ts for a DiT checkpoint (a DiT is not on " +
         "webgpu), got webgpu",
     );
   }
   const { backend } = await evalBackendOf(v.backend);
+  if (workers > 1) {
+    console.error(
+      dit
+        ? `Workers: ${workers} (the DiT's forward passes)`
+        : `Workers: none (--workers applies to a DiT; this model samples in-process)`,
+    );
+  }
   const out = await sampleAsync(model, tokenizer, {
     backend,
+    workers,
+    weights,
     prompt,
     suffix: str(v.suffix),
     infill,

@@ -5,6 +5,9 @@
  */
 
 import {
+  type AnyModel,
+  BACKEND_CHOICES,
+  type BackendChoice,
   type GraphName,
   LOSS_NAMES,
   type ModelConfig,
@@ -17,10 +20,17 @@ import {
   type TrainOptions,
   type TrainResult,
 } from "../mod.ts";
-import { linkLatest, type LoadedRun, mobyDick, readCorpus } from "../src/files/mod.ts";
+import {
+  linkLatest,
+  type LoadedCheckpoint,
+  type LoadedDit,
+  type LoadedRun,
+  mobyDick,
+  readCorpus,
+} from "../src/files/mod.ts";
 import { choice, commonHelp, int, num, parse, str, trainBackendOf } from "./args.ts";
 import { InputError } from "./errors.ts";
-import { readRun, samplerOutput } from "./inputs.ts";
+import { readCheckpoint, readRun, samplerOutput } from "./inputs.ts";
 import { SAMPLE_STEPS } from "./sample.ts";
 
 /** The graphs `train()` accepts. */
@@ -42,6 +52,7 @@ const OPTIONS = {
   preset: { type: "string" },
   out: { type: "string" },
   resume: { type: "string" },
+  init: { type: "string" },
   seed: { type: "string" },
   batch: { type: "string" },
   context: { type: "string" },
@@ -72,6 +83,9 @@ Options:
   --preset <name>    ${Object.keys(presets).join(" | ")} (default: ${D.model})
   --out <dir>        run directory (default: runs/<preset>-<date>-<time>)
   --resume <dir>     continue the run in <dir> (e.g. runs/latest) with its settings
+  --init <dir>       fine-tune the weights of a checkpoint: a directory converted from SEDD or
+                     MDLM by tools/convert_checkpoint.py, or a run directory; its tokenizer,
+                     loss, graph and time conditioning are kept (a DiT trains on the ts backend)
   --seed <n>         run seed (default: ${D.seed})
   --batch <n>        sequences per step (default: ${D.batch})
   --context <n>      tokens per sequence (default: ${D.context}, at most the preset's)
@@ -160,6 +174,57 @@ async function trainingData(
   return { source: { text: await mobyDick() }, name: "Moby-Dick" };
 }
 
+/** Whether a config is a DiT's. */
+function isDit(config: { kind?: unknown } | object): boolean {
+  return (config as { kind?: unknown }).kind === "dit";
+}
+
+/** What `--init` starts from: a checkpoint's model and tokenizer and how it was trained. */
+interface InitCheckpoint {
+  model: LoadedCheckpoint["model"] | LoadedDit["model"];
+  tokenizer: LoadedCheckpoint["tokenizer"];
+  step: number;
+  loss: TrainOptions["loss"];
+  graph: GraphName;
+  /** A DiT's: whether its network reads sigma (a converted MDLM's default is false). */
+  timeConditioned: boolean | undefined;
+}
+
+/**
+ * Reads the checkpoint of `--init`: a converted SEDD or MDLM directory, or a run directory or
+ * `model.safetensors` of this trainer. The trainer draws sigma from the loglinear schedule, so a
+ * converted checkpoint trained with another one is refused.
+ */
+async function initCheckpoint(path: string): Promise<InitCheckpoint> {
+  const ckpt = await readCheckpoint(path);
+  const meta = ckpt.metadata;
+  if (meta.schedule !== undefined) {
+    let noise: { type?: string } | null;
+    try {
+      noise = JSON.parse(meta.schedule);
+    } catch {
+      noise = null;
+    }
+    if (noise?.type !== "loglinear") {
+      throw new InputError(
+        `Unsupported --init ${path}: expected a checkpoint trained with the loglinear noise ` +
+          `schedule (the one the trainer draws sigma from), got ${
+            noise ? JSON.stringify(noise.type) : `unreadable schedule ${meta.schedule}`
+          }`,
+      );
+    }
+  }
+  const loss = (meta.loss ?? "seed") as TrainOptions["loss"];
+  return {
+    model: ckpt.model,
+    tokenizer: ckpt.tokenizer,
+    step: ckpt.step,
+    loss,
+    graph: meta.graph === "uniform" ? "uniform" : "absorb",
+    timeConditioned: isDit(ckpt.model.config) ? meta.timeConditioning !== "false" : undefined,
+  };
+}
+
 /** Exit code of a run stopped by Ctrl+C (128 + SIGINT), as shells report it. */
 export const INTERRUPTED = 130;
 
@@ -194,8 +259,8 @@ function exitNow(code: number): never {
  * in it is written to a temporary file and renamed into place.
  */
 async function trainWithSignal(
-  options: TrainOptions,
-): Promise<{ result: TrainResult; interrupted: boolean }> {
+  options: TrainOptions<AnyModel>,
+): Promise<{ result: TrainResult<AnyModel>; interrupted: boolean }> {
   const stop = new AbortController();
   const onSignal = () => {
     if (stop.signal.aborted) {
@@ -259,6 +324,16 @@ export async function trainCommand(args: string[]): Promise<number> {
   const vocab = int("vocab", v.vocab, MIN_VOCAB);
   const nSamples = int("samples", v.samples, 0) ?? SAMPLES;
   const resume = str(v.resume);
+  const initPath = str(v.init);
+  if (initPath !== undefined) {
+    const clash = ["resume", "preset", "vocab"].filter((k) => v[k as keyof typeof v] !== undefined);
+    if (clash.length > 0) {
+      throw new InputError(
+        `Invalid flags: expected --init without --${clash.join(", --")} (the checkpoint gives ` +
+          `the model and its tokenizer), got both`,
+      );
+    }
+  }
 
   const run = resume !== undefined ? await readRun(resume) : undefined;
   if (resume !== undefined && run === undefined) {
@@ -266,30 +341,52 @@ export async function trainCommand(args: string[]): Promise<number> {
       `Nothing to resume: expected a run directory with optimizer.safetensors, got "${resume}"`,
     );
   }
-  // The uniform graph has no mask token to condition on: the network needs the noise level.
-  const timeConditioned = run ? run.model.config.timeConditioning === true : graph === "uniform";
+  const init = initPath !== undefined ? await initCheckpoint(initPath) : undefined;
+  const start = run?.model ?? init?.model;
+  const dit = start !== undefined && isDit(start.config);
+  // The uniform graph has no mask token to condition on: the network needs the noise level (a
+  // DiT always has its sigma_map).
+  const timeConditioned = start
+    ? dit || (start.config as { timeConditioning?: boolean }).timeConditioning === true
+    : graph === "uniform";
   if (graph === "uniform" && !timeConditioned) {
     throw new InputError(
-      `Invalid --graph uniform: expected a run trained with time conditioning, got "${resume}", ` +
+      `Invalid --graph uniform: expected a run trained with time conditioning, got "${
+        resume ?? initPath
+      }", ` +
         "trained without it",
     );
   }
   const { source, name } = await trainingData(str(v.data), run);
-  const model: PresetName | Partial<ModelConfig> = timeConditioned && !run
-    ? { ...presets[preset], ...(context !== undefined ? { context } : {}), timeConditioning: true }
-    : preset;
-  const out = resume ?? str(v.out) ?? `runs/${preset}-${stamp(new Date())}`;
+  // A DiT's run resumes with model: { kind: "dit" } (the run's own model is what trains).
+  const model: TrainOptions<AnyModel>["model"] = init?.model ??
+    (run && dit ? { kind: "dit" } : undefined) ??
+    (timeConditioned && !run
+      ? {
+        ...presets[preset],
+        ...(context !== undefined ? { context } : {}),
+        timeConditioning: true,
+      } as Partial<ModelConfig>
+      : preset as PresetName);
+  const out = resume ?? str(v.out) ?? `runs/${init ? "init" : preset}-${stamp(new Date())}`;
 
+  const what = run
+    ? `Resuming ${resume}`
+    : init
+    ? `Fine-tuning ${initPath} (step ${init.step}, ${init.model.params.length} parameters)`
+    : `Training the ${preset} preset`;
   console.error(
-    `${run ? `Resuming ${resume}` : `Training the ${preset} preset`} on ${name} for ${
-      steps !== undefined ? `${steps} steps` : ""
-    }${steps !== undefined && minutes !== undefined ? " or " : ""}${
-      minutes !== undefined ? `${minutes} minutes` : ""
-    }; run directory ${out}`,
+    `${what} on ${name} for ${steps !== undefined ? `${steps} steps` : ""}${
+      steps !== undefined && minutes !== undefined ? " or " : ""
+    }${minutes !== undefined ? `${minutes} minutes` : ""}; run directory ${out}`,
   );
-  const { backend } = await trainBackendOf(v.backend, workers);
+  // A DiT trains on its float64 TypeScript pass: train() takes "auto" or "ts" and says so.
+  const backend = dit
+    ? choice<BackendChoice>("backend", v.backend, BACKEND_CHOICES) ?? "auto"
+    : (await trainBackendOf(v.backend, workers)).backend;
   const { result, interrupted } = await trainWithSignal({
     ...source,
+    ...(init ? { tokenizer: init.tokenizer, timeConditioned: init.timeConditioned } : {}),
     backend,
     model,
     steps,
@@ -299,8 +396,8 @@ export async function trainCommand(args: string[]): Promise<number> {
     batch,
     context,
     lr,
-    loss,
-    graph,
+    loss: loss ?? init?.loss,
+    graph: graph ?? init?.graph,
     antithetic,
     tokenizerVocabSize: vocab,
     out,
@@ -308,6 +405,7 @@ export async function trainCommand(args: string[]): Promise<number> {
     onStep: progressPrinter(minutes),
   });
   if (Deno.stderr.isTerminal()) console.error("");
+  if (dit) console.error(`Backend: ${result.backend.note}`);
   const last = result.history.at(-1);
   const heldOut = result.history.findLast((h) => h.heldOutLoss !== undefined)?.heldOutLoss;
   const tps = result.history.length
@@ -316,7 +414,9 @@ export async function trainCommand(args: string[]): Promise<number> {
   console.error(
     `Done (${result.stopped}): ${result.step} steps, final loss ${last?.loss.toFixed(4) ?? "-"}, ` +
       `held-out ${heldOut?.toFixed(4) ?? "-"}, ${Math.round(tps).toLocaleString("en-US")} tok/s ` +
-      `with ${result.workers || "no"} worker${result.workers === 1 ? "" : "s"} on ${backend}.`,
+      `with ${result.workers || "no"} worker${
+        result.workers === 1 ? "" : "s"
+      } on ${result.backend.backend}.`,
   );
   const linked = out.startsWith("runs/") ? await linkLatest(out, "runs/latest") : false;
   console.error(`Wrote ${out}/model.safetensors, optimizer.safetensors, metrics.jsonl, loss.svg`);
@@ -328,14 +428,20 @@ export async function trainCommand(args: string[]): Promise<number> {
   }
 
   // Read the network as the run trained it: a resumed run's loss and graph are its saved ones.
-  const output = samplerOutput({ loss: result.loss, graph: result.graph });
+  const output = samplerOutput({
+    loss: result.loss,
+    graph: result.graph,
+    ...(init?.timeConditioned === false ? { timeConditioning: "false" } : {}),
+  });
   for (let k = 0; k < Math.min(nSamples, PROMPTS.length); k++) {
     const s = await sampleAsync(result.model, result.tokenizer, {
       prompt: PROMPTS[k],
       length: Math.min(END_SAMPLE.length, result.model.config.context),
       steps: END_SAMPLE.steps,
       seed: k,
-      backend, // after a run on the GPU, sampling runs there too
+      // a DiT samples on its float32 pass with the default backend; after a run on the GPU,
+      // a transformer samples there too
+      backend: dit ? undefined : backend,
       // The uniform graph has no masks to unmask: SEDD's Euler sampler instead of ancestral.
       method: result.graph === "uniform" ? "euler" : undefined,
       ...output,

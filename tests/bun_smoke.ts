@@ -8,7 +8,16 @@
  */
 
 import assert from "node:assert/strict";
-import { createModel, decode, encode, forward, sample, train, trainTokenizer } from "../mod.ts";
+import {
+  createModel,
+  decode,
+  encode,
+  forward,
+  sample,
+  sampleAsync,
+  train,
+  trainTokenizer,
+} from "../mod.ts";
 import { loadBlas } from "../src/kernels/blas.ts";
 
 const text = "the whale swam in the deep sea and the sea was calm. ".repeat(30);
@@ -69,5 +78,21 @@ for (let r = 1; r < finals.length; r++) {
   }
   assert.ok(maxDiff < 1e-3, `run ${r} drifted from run 0: max |diff| ${maxDiff}`);
 }
+// A DiT sampled with its forward passes on two Web Workers: the one-thread tokens.
+const dit = createModel({
+  kind: "dit",
+  vocabSize: tokenizer.vocabSize,
+  context: 16,
+  dModel: 32,
+  nHeads: 2,
+  nLayers: 2,
+  condDim: 16,
+}, { seed: 4 });
+for (let i = 0; i < dit.params.length; i++) dit.params[i] += 0.05 * Math.sin(7 * i);
+const ditOptions = { method: "euler", length: 12, steps: 6, seed: 5 } as const;
+const oneThread = sample(dit, tokenizer, ditOptions);
+const twoWorkers = await sampleAsync(dit, tokenizer, { ...ditOptions, workers: 2 });
+assert.deepEqual(twoWorkers.ids, oneThread.ids, "DiT tokens on 2 workers");
+
 console.log(`${finals.length} training runs${blas.ok ? ", BLAS through bun:ffi" : ", no BLAS"}`);
 console.log("bun smoke: 1 passed, 0 failed");

@@ -4,27 +4,9 @@
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
 import { makeTempDir, removeDir, writeFileAtomic } from "../src/io.ts";
+import { cli } from "./cli_subprocess.ts";
 
-const ROOT = fileURLToPath(new URL("../", import.meta.url));
 const FIX = fileURLToPath(new URL("./fixtures/dit/converted/", import.meta.url));
-
-async function cli(args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const r = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-ffi",
-      "--allow-env=SEDD_BLAS,XDG_RUNTIME_DIR",
-      "cli.ts",
-      ...args,
-    ],
-    cwd: ROOT,
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = (b: Uint8Array) => new TextDecoder().decode(b).trimEnd();
-  return { code: r.code, out: text(r.stdout), err: text(r.stderr) };
-}
 
 Deno.test("cli sample: converted SEDD, Hub (uniform) and MDLM directories infill and continue", async () => {
   const sample = (name: string, flags: string) =>
@@ -52,6 +34,22 @@ Deno.test("cli sample: converted SEDD, Hub (uniform) and MDLM directories infill
   const lines = mdlm.out.split("\n");
   assert.match(lines[0], /^\[ {2}1\] /);
   assert.doesNotMatch(lines.at(-1)!, /^\[/); // the sample itself, after the steps
+});
+
+Deno.test("cli sample --workers 2 (--weights stage): a converted DiT gives the one-thread sample", async () => {
+  const flags = ["sample", "--checkpoint", FIX + "sedd", "--length", "12", "--steps", "6"];
+  const one = await cli([...flags, "--seed", "3"]);
+  const two = await cli([...flags, "--seed", "3", "--workers", "2"]);
+  assert.equal(one.code, 0, one.err);
+  assert.equal(two.code, 0, two.err);
+  assert.match(two.err, /Workers: 2 \(the DiT's forward passes\)/);
+  assert.equal(two.out, one.out);
+  const staged = await cli([...flags, "--seed", "3", "--workers", "2", "--weights", "stage"]);
+  assert.equal(staged.code, 0, staged.err);
+  assert.equal(staged.out, one.out);
+  const bad = await cli([...flags, "--workers", "-1"]);
+  assert.equal(bad.code, 1, bad.err);
+  assert.equal(bad.err, 'error: Invalid --workers: expected an integer >= 0, got "-1"');
 });
 
 Deno.test("cli eval: converted directories get their own bound, graph and schedule", async () => {

@@ -30,7 +30,13 @@ import {
 import { type ModelConfig, validateConfig } from "../model/config.ts";
 import { buildLayout } from "../model/layout.ts";
 import { createModel, type Model } from "../model/model.ts";
-import { type DitConfig, ditFromTensors, type DitModel } from "../model/dit.ts";
+import {
+  type DitConfig,
+  ditFromTensors,
+  type DitModel,
+  ditStateDict,
+  validateDitConfig,
+} from "../model/dit.ts";
 
 /** Options of {@linkcode modelFromSafetensors}. */
 export interface ModelFromSafetensorsOptions {
@@ -47,7 +53,9 @@ function size(shape: readonly number[]): number {
 
 /**
  * Writes a model as safetensors: an F32 tensor per parameter under its PyTorch state-dict name,
- * and `__metadata__.config` = the config as JSON, plus the caller's entries.
+ * and `__metadata__.config` = the config as JSON, plus the caller's entries. A DiT is written as
+ * {@linkcode ditStateDict} gives it: SEDD's names with the `rotary_emb.inv_freq` buffer, which
+ * PyTorch's `load_state_dict(strict=True)` reads.
  *
  * @param model The model.
  * @param metadata Further string entries (for example the tokenizer's JSON, the step);
@@ -68,7 +76,7 @@ function size(shape: readonly number[]): number {
  * ```
  */
 export function modelToSafetensors(
-  model: Model,
+  model: Model | DitModel,
   metadata: Record<string, string> = {},
 ): Uint8Array {
   if (typeof model !== "object" || model === null || !(model.params instanceof Float32Array)) {
@@ -78,6 +86,14 @@ export function modelToSafetensors(
     throw new RangeError(
       'Invalid metadata: "config" is reserved for the model config, got a caller entry "config"',
     );
+  }
+  if ((model.config as { kind?: string }).kind === "dit") {
+    // SEDD's state dict, its rotary buffer included, as PyTorch's strict load_state_dict wants.
+    validateDitConfig(model.config as DitConfig);
+    return serializeSafetensors(ditStateDict(model as DitModel), {
+      config: JSON.stringify(model.config),
+      ...metadata,
+    });
   }
   const tensors: Record<string, TensorInput> = {};
   for (const [name, { offset, shape }] of Object.entries(model.layout)) {
@@ -208,6 +224,12 @@ export function modelFromSafetensors(
     if (typeof fromFile !== "object" || fromFile === null || Array.isArray(fromFile)) {
       throw new TypeError(
         `Invalid __metadata__.config: expected a JSON object, got ${metadata.config.slice(0, 40)}`,
+      );
+    }
+    if ((fromFile as { kind?: unknown }).kind === "dit") {
+      throw new TypeError(
+        'A DiT checkpoint (__metadata__.config kind "dit"): expected options.config.kind "dit" ' +
+          "(parseModelCheckpoint reads it so), got none",
       );
     }
     config = { ...(fromFile as ModelConfig), ...given };

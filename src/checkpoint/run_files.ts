@@ -14,21 +14,33 @@
  * @module
  */
 
-import { modelFromSafetensors, modelToSafetensors } from "./model_io.ts";
-import { parseSafetensors, serializeSafetensors } from "./safetensors.ts";
+import { ditFromSafetensors, modelFromSafetensors, modelToSafetensors } from "./model_io.ts";
+import { parseSafetensors, readSafetensorsHeader, serializeSafetensors } from "./safetensors.ts";
 import { type ModelConfig, validateConfig } from "../model/config.ts";
 import { buildLayout } from "../model/layout.ts";
 import { createModel, type Model } from "../model/model.ts";
+import {
+  createDit,
+  type DitConfig,
+  type DitModel,
+  ditParamTable,
+  validateDitConfig,
+} from "../model/dit.ts";
 import type { AdamWState } from "../optim/adamw.ts";
 import { type Tokenizer, tokenizerFromJSON, tokenizerToJSON } from "../tokenizer/mod.ts";
 
 /** The value of both files' `__metadata__.format`. */
 export const CHECKPOINT_FORMAT = "sedd-core/1";
 
+/** A config of either kind. */
+type AnyConfig = ModelConfig | DitConfig;
+
+const isDitConfig = (c: AnyConfig): c is DitConfig => (c as { kind?: string }).kind === "dit";
+
 /** A loaded model checkpoint. */
 export interface LoadedCheckpoint {
-  /** The model (fresh parameter buffer). */
-  model: Model;
+  /** The model (fresh parameter buffer): a transformer, or a DiT a fine-tuning run wrote. */
+  model: Model | DitModel;
   /** Its tokenizer. */
   tokenizer: Tokenizer;
   /** The training step it was saved at. */
@@ -45,7 +57,11 @@ export interface LoadedRun extends LoadedCheckpoint {
   settings: Record<string, unknown>;
 }
 
-function baseMetadata(model: Model, tokenizer: Tokenizer, step: number): Record<string, string> {
+function baseMetadata(
+  model: Model | DitModel,
+  tokenizer: Tokenizer,
+  step: number,
+): Record<string, string> {
   return {
     format: CHECKPOINT_FORMAT,
     config: JSON.stringify(model.config),
@@ -56,9 +72,10 @@ function baseMetadata(model: Model, tokenizer: Tokenizer, step: number): Record<
 
 /**
  * The bytes of `model.safetensors`: one tensor per PyTorch state-dict name, and the config,
- * tokenizer and step in `__metadata__`.
+ * tokenizer and step in `__metadata__`. A DiT's tensors are SEDD's state dict, with the
+ * `rotary_emb.inv_freq` buffer (see `modelToSafetensors`), and its config has `kind: "dit"`.
  *
- * @param model The model.
+ * @param model The model (either kind).
  * @param tokenizer Its tokenizer.
  * @param step Steps trained.
  * @param extra Further metadata (the trainer adds `loss` and `graph`, which tell a sampler how
@@ -83,7 +100,7 @@ function baseMetadata(model: Model, tokenizer: Tokenizer, step: number): Record<
  * ```
  */
 export function modelCheckpointBytes(
-  model: Model,
+  model: Model | DitModel,
   tokenizer: Tokenizer,
   step: number,
   extra: Record<string, string> = {},
@@ -109,7 +126,7 @@ function jsonObject(text: string, what: string): Record<string, unknown> {
 }
 
 function readMeta(meta: Record<string, string>, what: string): {
-  config: ModelConfig;
+  config: AnyConfig;
   tokenizer: Tokenizer;
   step: number;
 } {
@@ -118,14 +135,35 @@ function readMeta(meta: Record<string, string>, what: string): {
       throw new RangeError(`Invalid ${what}: expected __metadata__.${k}, got none`);
     }
   }
-  const config = jsonObject(meta.config, `${what} __metadata__.config`) as unknown as ModelConfig;
-  validateConfig(config);
+  const config = jsonObject(meta.config, `${what} __metadata__.config`) as unknown as AnyConfig;
+  if (isDitConfig(config)) validateDitConfig(config);
+  else validateConfig(config);
   const tokenizer = tokenizerFromJSON(meta.tokenizer);
   const step = Number(meta.step);
   if (!Number.isInteger(step) || step < 0) {
     throw new RangeError(`Invalid ${what}: expected an integer step >= 0, got ${meta.step}`);
   }
   return { config, tokenizer, step };
+}
+
+/** The model of a `model.safetensors`, of the kind its `__metadata__.config` names. */
+function readModel(
+  bytes: Uint8Array,
+): { model: Model | DitModel; metadata: Record<string, string> } {
+  const head = readSafetensorsHeader(bytes).metadata;
+  let kind: unknown;
+  try {
+    kind = JSON.parse(head.config ?? "{}")?.kind;
+  } catch {
+    kind = undefined; // modelFromSafetensors names the parse error
+  }
+  if (kind !== "dit") return modelFromSafetensors(bytes);
+  const config = jsonObject(
+    head.config,
+    "model checkpoint __metadata__.config",
+  ) as unknown as DitConfig;
+  validateDitConfig(config);
+  return ditFromSafetensors(bytes, { config });
 }
 
 /**
@@ -137,7 +175,7 @@ function readMeta(meta: Record<string, string>, what: string): {
  *   tokenizer, a bad step, vocabularies that disagree); one line saying what was expected.
  */
 export function parseModelCheckpoint(bytes: Uint8Array): LoadedCheckpoint {
-  const { model, metadata } = modelFromSafetensors(bytes);
+  const { model, metadata } = readModel(bytes);
   if (!("tokenizer" in metadata)) {
     throw new RangeError(
       "Invalid model checkpoint: expected __metadata__.tokenizer (a file written by the trainer), got none",
@@ -186,7 +224,7 @@ export function parseModelCheckpoint(bytes: Uint8Array): LoadedCheckpoint {
  * ```
  */
 export function optimizerBytes(
-  model: Model,
+  model: Model | DitModel,
   tokenizer: Tokenizer,
   optimizer: AdamWState,
   settings: Record<string, unknown>,
@@ -218,7 +256,10 @@ export function optimizerBytes(
 export function parseOptimizer(bytes: Uint8Array): LoadedRun {
   const { tensors, metadata } = parseSafetensors(bytes);
   const { config, tokenizer, step } = readMeta(metadata, "optimizer checkpoint");
-  const P = buildLayout(config).size; // checked against the tensors before allocating a model
+  // checked against the tensors before allocating a model
+  const P = isDitConfig(config)
+    ? ditParamTable(config).reduce((n, t) => n + t.shape.reduce((a, b) => a * b, 1), 0)
+    : buildLayout(config).size;
   const get = (name: string): Float32Array => {
     const t = tensors[name];
     if (!t || t.dtype !== "F32" || t.data.length !== P) {
@@ -240,7 +281,9 @@ export function parseOptimizer(bytes: Uint8Array): LoadedRun {
       `Invalid optimizer checkpoint: expected the tokenizer's vocabulary (${tokenizer.vocabSize}) to equal the model's (${config.vocabSize})`,
     );
   }
-  const model = createModel(config, { params });
+  const model = isDitConfig(config)
+    ? createDit(config, { params })
+    : createModel(config, { params });
   const optimizer: AdamWState = { m, v, step };
   return { model, tokenizer, step, metadata, optimizer, settings };
 }

@@ -70,7 +70,9 @@ import { corruptRow, type GraphName, moveProb } from "../diffusion/corrupt.ts";
 import { checkLossName, lossForward } from "../diffusion/losses.ts";
 import { createSchedule, type NoiseSchedule, type ScheduleName } from "../diffusion/schedule.ts";
 import { createWorkspace, type Model, modelForward, type Workspace } from "../model/model.ts";
-import { ditForward, type DitModel } from "../model/dit.ts";
+import type { DitModel } from "../model/dit.ts";
+import { ditForwardFast } from "../model/dit_fast.ts";
+import { addSigmaShift, ditNeedsShift } from "../diffusion/dit_logits.ts";
 import { checkInt } from "../check.ts";
 import { Rng } from "../rng.ts";
 import { decode } from "../tokenizer/tokenizer.ts";
@@ -245,28 +247,17 @@ export function evaluate(
  * the logits as log-scores unchanged, as SEDD does.
  */
 function ditDenoiser(dit: DitModel, options: EvaluateOptions): DenoiseFn {
-  const { vocabSize: V, output, scaleBySigma } = dit.config;
-  const graph = options.graph ?? "absorb";
-  if (output === "sedd" && graph === "uniform" && scaleBySigma) {
-    throw new RangeError(
-      "Unsupported DiT: expected scaleBySigma false with the uniform graph (SEDD scales by " +
-        "sigma under absorb only), got true",
-    );
-  }
+  const addShift = ditNeedsShift(dit.config, options.graph ?? "absorb");
   const timeConditioned = options.timeConditioned ?? true;
-  const addShift = output === "sedd" && graph === "absorb" && !scaleBySigma;
+  const blas = options.blasPath === undefined ? undefined : { path: options.blasPath };
+  let backend: BackendName | undefined;
   return (ids, sigma) => {
     const B = sigma.length;
     const sig = timeConditioned ? sigma : new Float32Array(B);
-    const raw = ditForward(dit, ids, { batch: B, sigma: sig, raw: true });
-    const out = Float32Array.from(raw);
-    if (addShift) {
-      const n = out.length / B;
-      for (let b = 0; b < B; b++) {
-        const shift = Math.log(Math.expm1(sigma[b])) + Math.log(V - 1);
-        for (let i = b * n; i < (b + 1) * n; i++) out[i] += shift;
-      }
-    }
+    backend ??= resolveBackend(options.backend ?? "auto", blas).backend;
+    // the float32 pass on the CPU kernels; its output is a view, read before the next call
+    const out = ditForwardFast(dit, ids, { batch: B, sigma: sig, raw: true, backend, blas });
+    if (addShift) addSigmaShift(out, sigma, dit.config.vocabSize);
     return out;
   };
 }

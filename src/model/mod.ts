@@ -82,12 +82,28 @@ export {
   createDitRunner,
   ditForwardFast,
   type DitForwardFastOptions,
+  type DitPart,
   type DitRunner,
   ditRunnerBytes,
   type DitRunnerOptions,
   type DitRunOptions,
+  type DitWeights,
   geluTanhInPlace,
 } from "./dit_fast.ts";
+export {
+  createDitPool,
+  DIT_SPLITS,
+  ditPartRows,
+  type DitPool,
+  type DitPoolFault,
+  type DitPoolOptions,
+  type DitSplit,
+  type DitWorkerApi,
+  ditWorkerApi,
+  type DitWorkerCall,
+  DitWorkerError,
+  type DitWorkerSetup,
+} from "./dit_pool.ts";
 export type { BackendChoice, BackendName, ResolvedBackend } from "../nn/backend.ts";
 export { BACKEND_CHOICES, resolveBackend } from "../nn/backend.ts";
 export type { BlasOptions } from "../kernels/blas.ts";

@@ -2,8 +2,9 @@
  * Samplers for discrete diffusion language models: the notebook's confidence sampler, SEDD's
  * Euler and Tweedie predictors (absorb and uniform graphs), and MDLM's ancestral sampler with
  * caching; over any denoiser ({@linkcode sampleIds}) or over a model and tokenizer with prompts,
- * suffixes and infill templates ({@linkcode sample}; {@linkcode sampleAsync} for every backend,
- * the GPU's included).
+ * suffixes and infill templates ({@linkcode sample}); {@linkcode sampleIdsAsync} and
+ * {@linkcode sampleAsync} take a denoiser that answers asynchronously, such as a DiT on worker
+ * threads, and {@linkcode sampleAsync} runs every backend, the GPU's included.
  *
  * @example Ids from a stub denoiser
  * ```ts
@@ -21,11 +22,13 @@
  */
 
 export {
+  type AsyncDenoiser,
   type Denoiser,
   type DenoiserOutput,
   type FixedTokens,
   type Graph,
   sampleIds,
+  sampleIdsAsync,
   type SampleMethod,
   type SampleOptions,
   type SampleResult,

@@ -13,15 +13,20 @@ import type { NoiseSchedule, ScheduleName } from "../diffusion/schedule.ts";
 import type { Rng } from "../rng.ts";
 import { conditioning } from "./template.ts";
 import {
+  type AsyncDenoiser,
   type Denoiser,
   type DenoiserOutput,
   sampleIds,
+  sampleIdsAsync,
   type SampleMethod,
   type SampleOptions,
   type SampleResult,
 } from "./sample_ids.ts";
 import type { GpuContext } from "../kernels/webgpu/context.ts";
 import { sampleIdsOnGpu } from "./sample_gpu.ts";
+import { createDitPool, type DitSplit } from "../model/dit_pool.ts";
+import type { DitWeights } from "../model/dit_fast.ts";
+import { checkInt } from "../check.ts";
 
 /** Options of {@linkcode sample}. */
 export interface SampleTextOptions {
@@ -141,8 +146,18 @@ function sampleInProcess(
   return plan.finish(sampleIds(denoise, model.config.vocabSize, tokenizer.maskId, plan.options));
 }
 
-/** Options of {@linkcode sampleAsync}: those of {@linkcode sample}, and the GPU's context. */
+/** Options of {@linkcode sampleAsync}: those of {@linkcode sample}, the workers and the GPU. */
 export interface SampleAsyncOptions extends SampleTextOptions {
+  /**
+   * A DiT only: run its forward passes on this many workers (`createDitPool`, started for the
+   * call and stopped at its end); 0 or 1 runs them in-process. The transformer kind always runs
+   * in-process. Default 0.
+   */
+  workers?: number;
+  /** How the pool cuts the rows (see `createDitPool`). Default `"auto"`. */
+  split?: DitSplit;
+  /** How the pool's workers read the weights (see `createDitPool`). Default `"copy"`. */
+  weights?: DitWeights;
   /**
    * `backend: "webgpu"` only: the context to sample on, left open (its device is the caller's).
    * Default: a device of its own (`resolveAnyBackend("webgpu")`: any adapter that passes the
@@ -152,19 +167,26 @@ export interface SampleAsyncOptions extends SampleTextOptions {
 }
 
 /**
- * {@linkcode sample} for every backend, `"webgpu"` included: with `backend: "webgpu"` the
- * network's forward passes and every per-position update run on the GPU (`sampleIdsGpu`), the
- * ids staying in a GPU buffer from the first step to the last; any other backend is
- * {@linkcode sample}'s. Same options, same result, and for the same seed the same text as
- * `sample` on a CPU backend, except where float32 decides a near-tie differently from float64
- * (`src/kernels/webgpu/sampler.ts` lists the cases). `"auto"` is `sample`'s choice (a CPU
- * backend). The transformer kind only: a DiT on `"webgpu"` is an error.
+ * {@linkcode sample} for every backend, `"webgpu"` included, and with a DiT's forward passes on
+ * a worker pool (`options.workers`).
  *
- * @param model The model: the transformer kind, or a DiT on a CPU backend.
+ * With `backend: "webgpu"` the network's forward passes and every per-position update run on
+ * the GPU (`sampleIdsGpu`), the ids staying in a GPU buffer from the first step to the last:
+ * for the same seed the same text as `sample` on a CPU backend, except where float32 decides a
+ * near-tie differently from float64 (`src/kernels/webgpu/sampler.ts` lists the cases). The
+ * transformer kind only: a DiT on `"webgpu"` is an error. `"auto"` is `sample`'s choice (a CPU
+ * backend).
+ *
+ * A DiT with `workers` > 1 runs on a worker pool: the same ids for the same seed as `sample`,
+ * since the pool's outputs equal the one-thread pass's bit for bit, and the same steps
+ * (`sampleIdsAsync`). The pool runs on the default backend, as `sample` runs a DiT.
+ *
+ * @param model The model: the transformer kind or a DiT.
  * @param tokenizer Its tokenizer (its `maskId` is MASK).
- * @param options As {@linkcode sample}'s, and `gpu`.
+ * @param options As {@linkcode sample}'s, and `workers`, `split`, `weights`, `gpu`.
  * @returns The text, ids and evaluation counts.
- * @throws Error (rejects) for `"webgpu"` without an adapter, or with a DiT.
+ * @throws Error (rejects) for `"webgpu"` without an adapter, or with a DiT; DitWorkerError when
+ *   a worker fails (the pool is stopped).
  *
  * @example The CPU path, as `sample` (give `backend: "webgpu"` to run it on the GPU)
  * ```ts
@@ -186,11 +208,29 @@ export async function sampleAsync(
   options: SampleAsyncOptions = {},
 ): Promise<SampleTextResult> {
   const plan = prepare(model, tokenizer, options);
-  if (options.backend !== "webgpu") return sampleInProcess(plan, model, tokenizer);
   const V = model.config.vocabSize;
-  return plan.finish(
-    await sampleIdsOnGpu(model, V, tokenizer.maskId, plan.options, { gpu: options.gpu }),
-  );
+  if (options.backend === "webgpu") {
+    return plan.finish(
+      await sampleIdsOnGpu(model, V, tokenizer.maskId, plan.options, { gpu: options.gpu }),
+    );
+  }
+  const workers = checkInt("workers", options.workers ?? 0, 0);
+  const dit = plan.dit;
+  if (dit === undefined || workers <= 1) return sampleInProcess(plan, model, tokenizer);
+  const pool = await createDitPool(dit, {
+    workers,
+    batch: plan.B,
+    length: plan.options.length,
+    split: options.split,
+    weights: options.weights,
+  });
+  try {
+    const denoise: AsyncDenoiser = (ids, sigma) =>
+      pool.forward(ids, { batch: plan.B, sigma: plan.ditSigma(sigma) });
+    return plan.finish(await sampleIdsAsync(denoise, V, tokenizer.maskId, plan.options));
+  } finally {
+    pool.terminate();
+  }
 }
 
 /** What {@linkcode prepare} works out for one sampling call. */

@@ -45,6 +45,15 @@ export type { DenoiserOutput, Graph } from "./updates.ts";
  */
 export type Denoiser = (ids: Int32Array, sigma: Float32Array) => Float32Array;
 
+/**
+ * A {@linkcode Denoiser} that may answer with a promise (for {@linkcode sampleIdsAsync}). `ids`
+ * must not be modified and is not changed by the sampler until the answer has come.
+ */
+export type AsyncDenoiser = (
+  ids: Int32Array,
+  sigma: Float32Array,
+) => Float32Array | Promise<Float32Array>;
+
 /** The sampling methods. */
 export type SampleMethod = "confidence" | "euler" | "tweedie" | "ancestral";
 
@@ -287,18 +296,84 @@ export function sampleIds(
   maskId: number,
   options: SampleOptions,
 ): SampleResult {
+  checkDenoiser(denoise);
+  const run = sampling(V, maskId, options);
+  let r = run.next();
+  while (!r.done) r = run.next(denoise(r.value.ids, r.value.sigma));
+  return r.value;
+}
+
+/**
+ * {@linkcode sampleIds} with a denoiser that may answer asynchronously (a worker pool,
+ * `createDitPool`): the same steps and draws, so the same seed and the same network outputs give
+ * the same ids.
+ *
+ * @param denoise The network: `(ids (B,T), sigma (B)) -> output (B,T,V)`, or a promise of it.
+ * @param V Vocabulary size including MASK.
+ * @param maskId Id of MASK.
+ * @param options As {@linkcode sampleIds}'s.
+ * @returns The ids and the evaluation counts.
+ *
+ * @example The stub of `sampleIds`' example, answering through a promise
+ * ```ts
+ * import { sampleIds, sampleIdsAsync } from "./sample_ids.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const V = 4, maskId = 3;
+ * const denoise = (ids: Int32Array) => {
+ *   const out = new Float32Array(ids.length * V);
+ *   for (let i = 0; i < ids.length; i++) out[i * V + (i % 3)] = 2;
+ *   return out;
+ * };
+ * const options = { method: "euler", steps: 8, length: 6, seed: 3 } as const;
+ * const got = await sampleIdsAsync((ids) => Promise.resolve(denoise(ids)), V, maskId, options);
+ * assert.deepEqual(got, sampleIds(denoise, V, maskId, options));
+ * ```
+ */
+export async function sampleIdsAsync(
+  denoise: AsyncDenoiser,
+  V: number,
+  maskId: number,
+  options: SampleOptions,
+): Promise<SampleResult> {
+  checkDenoiser(denoise);
+  const run = sampling(V, maskId, options);
+  let r = run.next();
+  while (!r.done) r = run.next(await denoise(r.value.ids, r.value.sigma));
+  return r.value;
+}
+
+function checkDenoiser(denoise: unknown): void {
   if (typeof denoise !== "function") {
     throw new TypeError(`Invalid denoiser: expected a function, got ${typeof denoise}`);
   }
+}
+
+/** One call of the denoiser the sampler asks for: the current ids and noise levels. */
+interface DenoiserCall {
+  ids: Int32Array;
+  sigma: Float32Array;
+}
+
+/**
+ * The sampler as a generator: it yields each denoiser call it needs and is resumed with the
+ * output, so the synchronous and the asynchronous entry points share every step.
+ */
+function* sampling(
+  V: number,
+  maskId: number,
+  options: SampleOptions,
+): Generator<DenoiserCall, SampleResult, Float32Array> {
   const { method, steps, T, B, graph, output, rng, schedule, fixed, fmask, onStep, ids } =
     prepareSample(V, maskId, options);
 
   const sigmaB = new Float32Array(B);
   let evaluations = 0;
   let savedEvaluations = 0;
-  const call = (): Float32Array => {
+  const request: DenoiserCall = { ids, sigma: sigmaB };
+  function* call(): Generator<DenoiserCall, Float32Array, Float32Array> {
     evaluations++;
-    const out = denoise(ids, sigmaB);
+    const out = yield request;
     if (!(out instanceof Float32Array) || out.length !== B * T * V) {
       throw new TypeError(
         `Invalid denoiser output: expected a Float32Array of length B*T*V = ${B * T * V}, got ${
@@ -307,7 +382,7 @@ export function sampleIds(
       );
     }
     return out;
-  };
+  }
   const report = (step: number) => onStep?.(ids.slice(), step);
 
   if (method === "confidence") {
@@ -327,7 +402,7 @@ export function sampleIds(
         sigmaB[b] = -Math.log1p(-Math.min(m / T, MAX_MASK_FRACTION));
       }
       if (!anyMasked) break;
-      const out = call();
+      const out = yield* call();
       confidenceStep(ids, out, fmask, B, T, V, maskId, step === steps - 1 ? T : k, allowMask, rng);
       impose(ids, fixed, B, T);
       report(step + 1);
@@ -358,7 +433,7 @@ export function sampleIds(
     if (cached !== null) {
       out = cached;
       savedEvaluations++;
-    } else out = call();
+    } else out = yield* call();
     let changed: boolean;
     if (method === "euler") {
       const rule = { kind: "euler" as const, rate: dt * schedule.dsigma(t) };
@@ -386,10 +461,10 @@ export function sampleIds(
     if (cached !== null) {
       out = cached;
       savedEvaluations++;
-    } else out = call();
+    } else out = yield* call();
     argmaxUpdate(ids, out, fmask, B, T, V, maskId);
   } else {
-    const out = call();
+    const out = yield* call();
     seddUpdate(ids, out, fmask, B, T, sigma, { kind: "denoise", sigma }, ctx, rng, scratch);
   }
   impose(ids, fixed, B, T);

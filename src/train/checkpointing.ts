@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Model } from "../model/model.ts";
+import type { AnyModel } from "./net.ts";
 import type { AdamWState } from "../optim/adamw.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 import { metricsRecord } from "./report.ts";
@@ -22,7 +22,7 @@ export interface CheckpointTarget {
   /** The run directory; `undefined`: nothing is written. */
   out: string | undefined;
   /** The live model (the pool's shared parameters). */
-  model: Model;
+  model: AnyModel;
   /** Its tokenizer. */
   tokenizer: Tokenizer;
   /** AdamW state; its `step` is the step a checkpoint records. */

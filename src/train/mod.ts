@@ -9,6 +9,7 @@
 export {
   CheckpointError,
   clipGradNorm,
+  type DitSpec,
   learningRate,
   NonFiniteError,
   type StepInfo,
@@ -18,6 +19,7 @@ export {
 } from "./train.ts";
 export type { FaultInjection } from "./shard.ts";
 export { resolveTrainBackend, type TrainBackend } from "./setup.ts";
+export type { AnyModel } from "./net.ts";
 export type { WriteFault } from "./checkpointing.ts";
 export { TRAIN_DEFAULTS, type TrainDefaults } from "./defaults.ts";
 export { joinDocuments, splitTokens, type TokenSplit } from "./data.ts";

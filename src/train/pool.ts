@@ -18,13 +18,12 @@
  * @module
  */
 
-import * as Comlink from "comlink";
+import { startWorkers } from "../worker_group.ts";
 import { checkInt } from "../check.ts";
-import type { ModelConfig } from "../model/config.ts";
 import type { BackendName } from "../nn/backend.ts";
-import { createModel, type Model } from "../model/model.ts";
 import type { AdamWState } from "../optim/adamw.ts";
 import type { Settings } from "./setup.ts";
+import { type AnyConfig, type AnyModel, modelOver } from "./net.ts";
 import {
   type BatchBuffers,
   type BatchMemory,
@@ -44,8 +43,8 @@ import {
 
 /** Options of {@linkcode createPool}. */
 export interface PoolOptions {
-  /** The model's config. */
-  config: ModelConfig;
+  /** The model's config (a transformer's or a DiT's). */
+  config: AnyConfig;
   /** Initial parameter values (copied into the pool's buffer). */
   params: Float32Array;
   /** Sequences per batch. */
@@ -69,6 +68,8 @@ export interface PoolOptions {
   backend?: BackendName;
   /** The BLAS library of the `"blas"` backend. */
   blasPath?: string;
+  /** A DiT only: whether the network reads sigma (false: it is given 0). Default true. */
+  timeConditioned?: boolean;
   /** Test-only: make one worker fail at one step. */
   fault?: FaultInjection;
   /** The worker module (default: `workers/grad_worker.ts` beside this package). */
@@ -87,7 +88,7 @@ export interface GradientPool {
   /** Workers running (0 when in-process). */
   readonly workers: number;
   /** The model whose parameters the workers read; the optimizer updates `model.params` in place. */
-  readonly model: Model;
+  readonly model: AnyModel;
   /** The batch the main thread fills before each call. */
   readonly batch: BatchBuffers;
   /** The summed gradient of the last {@linkcode GradientPool.gradient} call, `(P)`. */
@@ -184,66 +185,25 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
   if (W <= 1) return inProcessPool(options);
 
   const paramsMem = new SharedArrayBuffer(P * 4);
-  const model = createModel(config, { params: new Float32Array(paramsMem) });
+  const model = modelOver(config, new Float32Array(paramsMem));
   model.params.set(options.params);
   const batchMem: BatchMemory = createBatchMemory(B, T);
   const batch = batchViews(batchMem);
   const grads = new Float32Array(P);
   const gradMems: SharedArrayBuffer[] = [];
   const gradViews: Float32Array[] = [];
-  const workers: Worker[] = [];
-  const apis: Comlink.Remote<ShardWorkerApi>[] = [];
-  let current = -1; // the step being computed, for messages
-  let failure: WorkerError | undefined;
-  let rejectDeath: (e: WorkerError) => void = () => {};
-  const death = new Promise<never>((_, reject) => {
-    rejectDeath = reject;
-  });
-  death.catch(() => {}); // observed through Promise.race below
-  let terminated = false;
-  const terminate = () => {
-    if (terminated) return;
-    terminated = true;
-    for (const w of workers) w.terminate();
-  };
-  const url = options.workerUrl ?? new URL("../../workers/grad_worker.ts", import.meta.url);
-
   for (let k = 0; k < W; k++) {
-    const worker = new Worker(url, { type: "module" });
-    const onError = (e: Event) => {
-      e.preventDefault(); // keep the worker's error from taking down the main thread
-      const msg = (e as ErrorEvent).message ?? "the worker stopped";
-      failure ??= new WorkerError(k, current, `worker died (${msg})`);
-      rejectDeath(failure);
-    };
-    worker.addEventListener("error", onError);
-    worker.addEventListener("messageerror", onError);
-    workers.push(worker);
-    apis.push(Comlink.wrap<ShardWorkerApi>(worker));
     const mem = new SharedArrayBuffer(P * 4);
     gradMems.push(mem);
     gradViews.push(new Float32Array(mem));
   }
-
-  const call = async <R>(
-    step: number,
-    f: (api: Comlink.Remote<ShardWorkerApi>, k: number) => Promise<R>,
-  ) => {
-    if (terminated) throw new Error("Gradient pool terminated: expected a live pool");
-    current = step;
-    const calls = apis.map((api, k) =>
-      f(api, k).catch((e) => {
-        const detail = e instanceof Error ? e.message : String(e);
-        throw failure ??= new WorkerError(k, step, detail, e);
-      })
-    );
-    try {
-      return await Promise.race([Promise.all(calls), death]);
-    } catch (e) {
-      terminate();
-      throw e;
-    }
-  };
+  const url = options.workerUrl ?? new URL("../../workers/grad_worker.ts", import.meta.url);
+  const group = startWorkers<ShardWorkerApi>(url, W, {
+    fail: (k, step, detail, cause) => new WorkerError(k, step, detail, cause),
+    terminatedMessage: "Gradient pool terminated: expected a live pool",
+  });
+  const call = group.run;
+  const terminate = group.terminate;
 
   await call(0, (api, k) => {
     const setup: ShardSetup = {
@@ -294,12 +254,13 @@ function shardOptions(options: PoolOptions, maxRows: number): ShardOptions {
     microBatch: options.microBatch ?? DEFAULT_MICRO_BATCH,
     backend: options.backend,
     blasPath: options.blasPath,
+    timeConditioned: options.timeConditioned,
   };
 }
 
 function inProcessPool(options: PoolOptions): GradientPool {
   const { config, batch: B, context: T } = options;
-  const model = createModel(config, { params: options.params.slice() });
+  const model = modelOver(config, options.params.slice());
   const batch = createBatch(B, T);
   const grads = new Float32Array(model.params.length);
   const shard = new Shard(model, grads, batch, shardOptions(options, B));

@@ -9,7 +9,7 @@
  */
 
 import { countCharacters } from "../eval/elbo.ts";
-import type { Model } from "../model/model.ts";
+import type { AnyModel } from "./net.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 import { fillBatch } from "./batch.ts";
 import type { GradientPool } from "./pool.ts";
@@ -60,7 +60,7 @@ export function charsPerToken(tokenizer: Tokenizer, tokens: Int32Array): number 
  * @param s The settings.
  * @returns E.g. `"64d x 2 layers, elbo loss"`.
  */
-export function chartTitle(model: Model, s: Settings): string {
+export function chartTitle(model: AnyModel, s: Settings): string {
   return `${model.config.dModel}d x ${model.config.nLayers} layers, ${s.loss} loss`;
 }
 
@@ -144,9 +144,9 @@ export class Reporter {
    * @param model The live model.
    */
   async callOnStep(
-    onStep: TrainOptions["onStep"],
+    onStep: TrainOptions<AnyModel>["onStep"],
     info: StepInfo,
-    model: Model,
+    model: AnyModel,
   ): Promise<void> {
     if (!onStep) return;
     const p0 = performance.now();

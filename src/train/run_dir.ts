@@ -50,7 +50,7 @@ import {
   writeFileAtomic,
   writeFilesAtomic,
 } from "../io.ts";
-import type { Model } from "../model/model.ts";
+import type { AnyModel } from "./net.ts";
 import type { AdamWState } from "../optim/adamw.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 import { lossChartSvg } from "./plot.ts";
@@ -81,7 +81,7 @@ export type MetricsRecord = Omit<StepInfo, "steps">;
  */
 export async function saveCheckpoint(
   dir: string,
-  model: Model,
+  model: AnyModel,
   tokenizer: Tokenizer,
   optimizer: AdamWState,
   settings: Record<string, unknown>,
@@ -95,6 +95,7 @@ export async function saveCheckpoint(
         ...extra,
         loss: String(settings.loss ?? "seed"),
         graph: String(settings.graph ?? "absorb"),
+        ...ditMetadata(model, settings),
       }),
     },
     {
@@ -102,6 +103,20 @@ export async function saveCheckpoint(
       data: optimizerBytes(model, tokenizer, optimizer, settings, extra),
     },
   ], { beforeRename: options.beforeRename });
+}
+
+/**
+ * What a sampler needs beyond `loss` and `graph` to read a fine-tuned DiT as it was trained, under
+ * the keys of a converted checkpoint's metadata: `timeConditioning` (`"false"`: the network was
+ * given sigma 0) and `schedule` (the trainer's loglinear noise). Nothing for the transformer.
+ */
+function ditMetadata(model: AnyModel, settings: Record<string, unknown>): Record<string, string> {
+  if ((model.config as { kind?: string }).kind !== "dit") return {};
+  return {
+    timeConditioning: String(settings.timeConditioned !== false),
+    // createSchedule("loglinear")'s default eps, the schedule fillBatch draws sigma from
+    schedule: JSON.stringify({ type: "loglinear", eps: 1e-3 }),
+  };
 }
 
 /** A run-directory file that exists but cannot be read as what it should be. */

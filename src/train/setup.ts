@@ -9,7 +9,8 @@
  */
 
 import { type ModelConfig, type PresetName, resolveConfig } from "../model/config.ts";
-import { createModel, type Model, validateTokens } from "../model/model.ts";
+import { createModel, validateTokens } from "../model/model.ts";
+import { createDit, type DitConfigInput } from "../model/dit.ts";
 import { workspaceBytes } from "../model/workspace.ts";
 import { type AdamWState, createAdamW } from "../optim/adamw.ts";
 import { encode, type Tokenizer, tokenizerHash, trainTokenizer } from "../tokenizer/mod.ts";
@@ -24,6 +25,7 @@ import type { BackendChoice, BackendName } from "../nn/backend.ts";
 import { resolveAnyBackend } from "../kernels/webgpu/select.ts";
 import { createGpuPool } from "./gpu_pool.ts";
 import type { TrainOptions } from "./train.ts";
+import { type AnyModel, checkDitObjective, ditLoss, isDitModel } from "./net.ts";
 
 /** The run-directory module, loaded only when a run touches the file system. */
 export type RunDir = typeof import("./run_dir.ts");
@@ -48,6 +50,11 @@ export interface Settings {
   workers: number;
   data: string | null;
   dataHash: string;
+  /**
+   * A DiT only: whether the network reads sigma (false: it is given 0, MDLM's
+   * `time_conditioning: False`). True for the transformer kind, whose config says.
+   */
+  timeConditioned: boolean;
 }
 
 /** Everything a run needs before its first step. */
@@ -60,8 +67,8 @@ export interface RunSetup {
   resumed: LoadedRun | undefined;
   /** The tokenizer. */
   tokenizer: Tokenizer;
-  /** The model to train (its parameters are copied into the pool). */
-  model: Model;
+  /** The model to train, a transformer or a DiT (its parameters are copied into the pool). */
+  model: AnyModel;
   /** The resolved settings (saved with every checkpoint). */
   settings: Settings;
   /** The step budget (`Infinity` with only a time budget). */
@@ -88,7 +95,7 @@ function checkNumber(name: string, v: number, ok: (v: number) => boolean, what: 
 
 /** The documents of the run: `text`, else the `data` path (a resumed run's own by default). */
 async function readDocuments(
-  options: TrainOptions,
+  options: TrainOptions<AnyModel>,
   saved: Partial<Settings>,
 ): Promise<{ docs: string[] | undefined; dataPath: string | undefined }> {
   // A resumed run without data of its own reads the path it was trained on.
@@ -128,15 +135,26 @@ async function tokenStream(
 
 /** The model: a resumed run's, the caller's, or a fresh one of the preset or config. */
 function chooseModel(
-  options: TrainOptions,
+  options: TrainOptions<AnyModel>,
   resumed: LoadedRun | undefined,
   tokenizer: Tokenizer,
-): Model {
-  let model: Model;
+): AnyModel {
+  let model: AnyModel;
   if (resumed) {
     model = resumed.model;
   } else if (options.model && typeof options.model === "object" && "params" in options.model) {
-    model = options.model as Model;
+    model = options.model as AnyModel;
+  } else if (isDitSpec(options.model)) {
+    // A fresh DiT: the vocabulary is the tokenizer's, the context the run's unless given.
+    const { kind: _, ...spec } = options.model;
+    model = createDit(
+      {
+        ...spec,
+        vocabSize: tokenizer.vocabSize,
+        context: spec.context ?? options.context ?? D.context,
+      } as DitConfigInput,
+      { seed: options.seed ?? D.seed },
+    );
   } else {
     const spec = (options.model ?? D.model) as PresetName | Partial<ModelConfig>;
     const cfg = resolveConfig(spec, { vocabSize: tokenizer.vocabSize, context: options.context });
@@ -150,11 +168,38 @@ function chooseModel(
   return model;
 }
 
+/**
+ * The kind of model a run trains must be the kind its `model` option says (so that `train()`'s
+ * result is typed as what it holds): resuming a DiT's run takes `model: { kind: "dit" }`.
+ */
+function checkModelKind(options: TrainOptions<AnyModel>, model: AnyModel, resumed: boolean): void {
+  const asked = isDitSpec(options.model) ||
+    (typeof options.model === "object" && "params" in options.model && isDitModel(options.model));
+  if (asked === isDitModel(model)) return;
+  throw new RangeError(
+    asked
+      ? `Invalid model: expected a transformer's options for this run (it resumes a ` +
+        `transformer), got a DiT`
+      : `Invalid model: expected model: { kind: "dit" } ${
+        resumed ? "to resume a DiT's run" : "for a DiT"
+      }, got ${JSON.stringify(options.model ?? null)}`,
+  );
+}
+
+/** Whether a `model` option is a DiT config (`kind: "dit"`) rather than a model or preset. */
+function isDitSpec(spec: TrainOptions<AnyModel>["model"]): spec is Extract<
+  TrainOptions<AnyModel>["model"],
+  { kind: "dit" }
+> {
+  return typeof spec === "object" && !("params" in spec) &&
+    (spec as { kind?: string }).kind === "dit";
+}
+
 /** Settings: explicit options, then the resumed run's, then defaults; checked. */
 function resolveSettings(
-  options: TrainOptions,
+  options: TrainOptions<AnyModel>,
   saved: Partial<Settings>,
-  model: Model,
+  model: AnyModel,
   data: { dataPath: string | undefined; dataHash: string },
 ): { settings: Settings; steps: number } {
   const stepsOpt = options.steps ?? (saved.steps ?? undefined);
@@ -171,7 +216,8 @@ function resolveSettings(
     minLr: 0,
     clip: options.clip ?? saved.clip ?? D.clip,
     weightDecay: options.weightDecay ?? saved.weightDecay ?? D.weightDecay,
-    loss: options.loss ?? saved.loss ?? D.loss,
+    // A DiT's objective is its output's (SEDD's score entropy, MDLM's SUBS ELBO).
+    loss: options.loss ?? saved.loss ?? (isDitModel(model) ? ditLoss(model.config) : D.loss),
     graph: options.graph ?? saved.graph ?? D.graph,
     antithetic: options.antithetic ?? saved.antithetic ?? D.antithetic,
     heldOutFraction: options.heldOutFraction ?? saved.heldOutFraction ?? D.heldOutFraction,
@@ -181,6 +227,7 @@ function resolveSettings(
     workers: options.workers ?? saved.workers ?? (globalThis.navigator?.hardwareConcurrency ?? 1),
     data: data.dataPath ?? null,
     dataHash: data.dataHash,
+    timeConditioned: options.timeConditioned ?? saved.timeConditioned ?? true,
   };
   s.minLr = options.minLr ?? saved.minLr ?? s.lr * D.minLrFraction;
   checkInt("seed", s.seed, 0);
@@ -206,6 +253,17 @@ function resolveSettings(
     );
   }
   oneOf("schedule", s.schedule, ["constant", "cosine"]);
+  if (typeof s.timeConditioned !== "boolean") {
+    throw new TypeError(`Invalid timeConditioned: expected a boolean, got ${s.timeConditioned}`);
+  }
+  if (isDitModel(model)) {
+    checkDitObjective(model.config, s.loss, s.graph);
+  } else if (options.timeConditioned !== undefined) {
+    throw new RangeError(
+      "Invalid timeConditioned: expected it only with a DiT (a transformer's config says " +
+        `timeConditioning), got ${options.timeConditioned} for a transformer`,
+    );
+  }
   checkInt("evalBatches", s.evalBatches, 1);
   checkInt("workers", s.workers, 0);
   return { settings: s, steps };
@@ -284,9 +342,12 @@ function checkWorkspaceFits(
  * explicit `context` must fit, with the smallest vocabulary a tokenizer can have (the estimate
  * only grows with it). Invalid sizes are left to the full checks, which name them properly.
  */
-function earlyWorkspaceCheck(options: TrainOptions): void {
+function earlyWorkspaceCheck(options: TrainOptions<AnyModel>): void {
   const spec = options.model ?? D.model;
-  if (options.context === undefined || (typeof spec === "object" && "params" in spec)) return;
+  if (
+    options.context === undefined || (typeof spec === "object" && "params" in spec) ||
+    isDitSpec(spec)
+  ) return;
   const batch = options.batch ?? D.batch;
   const workers = options.workers ?? (globalThis.navigator?.hardwareConcurrency ?? 1);
   const sizes = [options.context, batch, workers + 1, options.microBatch ?? 1];
@@ -324,7 +385,7 @@ function checkContextFits(N: number, T: number, heldOutFraction: number): void {
  * @param options The caller's options.
  * @returns The run's setup.
  */
-export async function setupRun(options: TrainOptions): Promise<RunSetup> {
+export async function setupRun(options: TrainOptions<AnyModel>): Promise<RunSetup> {
   const resumeDir = typeof options.resume === "string"
     ? options.resume
     : options.resume
@@ -369,6 +430,7 @@ export async function setupRun(options: TrainOptions): Promise<RunSetup> {
   validateTokens(stream, tokenizer.vocabSize, "tokens");
 
   const model = chooseModel(options, resumed, tokenizer);
+  checkModelKind(options, model, resumed !== undefined);
   const { settings, steps } = resolveSettings(options, saved, model, { dataPath, dataHash });
   const evalEvery = options.evalEvery ?? 100;
   const checkpointEvery = options.checkpointEvery ?? 200;
@@ -460,36 +522,43 @@ export async function resolveTrainBackend(
  */
 export async function openPool(
   run: RunSetup,
-  options: TrainOptions,
+  options: TrainOptions<AnyModel>,
 ): Promise<{ pool: GradientPool; backend: TrainBackend }> {
   const s = run.settings;
-  const resolved = await resolveAnyBackend(options.backend ?? "auto", {
-    path: options.blasPath,
-    cpuOnly: cpuOnly(options),
-  });
-  if (resolved.backend === "webgpu") {
-    // the whole step on the device, on this thread: no workers, no wasm arena
-    const note = `${resolved.note}; the whole step on the GPU, no workers`;
-    try {
-      const pool = createGpuPool({
-        gpu: resolved.gpu,
-        config: run.model.config,
-        params: run.model.params,
-        optimizer: run.optimizer,
-        batch: s.batch,
-        context: s.context,
-        seed: s.seed,
-        loss: s.loss,
-        graph: s.graph,
-      });
-      return { pool, backend: { backend: "webgpu", note } };
-    } catch (e) {
-      await resolved.gpu.destroy().catch(() => {});
-      throw e;
+  let backend: TrainBackend & { backend: BackendName }; // a CPU backend past the webgpu branch
+  if (isDitModel(run.model)) {
+    // A DiT's float64 pass keeps its activations in ordinary arrays, not in the wasm arena.
+    backend = ditBackend(options.backend);
+  } else {
+    const config = run.model.config;
+    const resolved = await resolveAnyBackend(options.backend ?? "auto", {
+      path: options.blasPath,
+      cpuOnly: cpuOnly(options),
+    });
+    if (resolved.backend === "webgpu") {
+      // the whole step on the device, on this thread: no workers, no wasm arena
+      const note = `${resolved.note}; the whole step on the GPU, no workers`;
+      try {
+        const pool = createGpuPool({
+          gpu: resolved.gpu,
+          config,
+          params: run.model.params,
+          optimizer: run.optimizer,
+          batch: s.batch,
+          context: s.context,
+          seed: s.seed,
+          loss: s.loss,
+          graph: s.graph,
+        });
+        return { pool, backend: { backend: "webgpu", note } };
+      } catch (e) {
+        await resolved.gpu.destroy().catch(() => {});
+        throw e;
+      }
     }
+    backend = { backend: resolved.backend, note: resolved.note };
+    checkWorkspaceFits(config, s, options.microBatch);
   }
-  const backend = { backend: resolved.backend, note: resolved.note };
-  checkWorkspaceFits(run.model.config, s, options.microBatch);
   const pool = await createPool({
     config: run.model.config,
     params: run.model.params,
@@ -502,8 +571,29 @@ export async function openPool(
     microBatch: options.microBatch,
     backend: backend.backend,
     blasPath: options.blasPath,
+    timeConditioned: s.timeConditioned,
     fault: options.fault,
     workerUrl: options.workerUrl,
   });
   return { pool, backend };
+}
+
+/**
+ * The backend of a DiT run: its gradient comes from the float64 reference pass of
+ * `src/model/dit.ts` in plain TypeScript, so only `"auto"` and `"ts"` are accepted.
+ */
+function ditBackend(choice: string | undefined): TrainBackend & { backend: "ts" } {
+  if (choice === "webgpu") {
+    throw new RangeError(
+      'Unsupported backend for a DiT: training a DiT on "webgpu" is not supported yet, ' +
+        'expected "auto" or "ts"',
+    );
+  }
+  if (choice !== undefined && choice !== "auto" && choice !== "ts") {
+    throw new RangeError(
+      'Unsupported backend for a DiT: expected "auto" or "ts" (a DiT trains on its float64 ' +
+        `TypeScript pass), got ${JSON.stringify(choice)}`,
+    );
+  }
+  return { backend: "ts", note: "ts: a DiT trains on its float64 reference pass" };
 }

@@ -11,18 +11,9 @@
  * @module
  */
 
-import type { ModelConfig } from "../model/config.ts";
 import type { BackendName } from "../nn/backend.ts";
 import { lossBackward, lossForward, type LossInputs } from "../diffusion/losses.ts";
-import {
-  createModel,
-  createWorkspace,
-  lossAndGrad,
-  type Model,
-  modelBackward,
-  modelForward,
-  type Workspace,
-} from "../model/model.ts";
+import { lossAndGrad, type Model, type Workspace } from "../model/model.ts";
 import { crossEntropyForward } from "../nn/cross_entropy.ts";
 import {
   type BatchBuffers,
@@ -31,6 +22,15 @@ import {
   type GraphName,
   type LossName,
 } from "./batch.ts";
+import {
+  type AnyConfig,
+  type AnyModel,
+  checkDitObjective,
+  createShardNet,
+  isDitModel,
+  modelOver,
+  type ShardNet,
+} from "./net.ts";
 
 /** A deliberate failure, for tests of the trainer's error handling. */
 export interface FaultInjection {
@@ -46,8 +46,8 @@ export interface FaultInjection {
 export interface ShardSetup {
   /** The worker's index in the pool (for messages and fault injection). */
   index: number;
-  /** The model's config. */
-  config: ModelConfig;
+  /** The model's config (either kind). */
+  config: AnyConfig;
   /** The parameters, shared with the main thread. */
   params: SharedArrayBuffer;
   /** This worker's own gradient buffer (parameters' layout). */
@@ -68,6 +68,11 @@ export interface ShardSetup {
   backend?: BackendName;
   /** The BLAS library of the `"blas"` backend (default: see `loadBlas`). */
   blasPath?: string;
+  /**
+   * A DiT only: whether the network reads sigma (false: it is given 0, MDLM's
+   * `time_conditioning: False`). Default true.
+   */
+  timeConditioned?: boolean;
   /** Test-only failure. */
   fault?: FaultInjection;
 }
@@ -75,19 +80,21 @@ export interface ShardSetup {
 /** The settings of a {@linkcode Shard} beyond its buffers. */
 export type ShardOptions = Pick<
   ShardSetup,
-  "maxRows" | "seed" | "loss" | "graph" | "microBatch" | "backend" | "blasPath"
+  "maxRows" | "seed" | "loss" | "graph" | "microBatch" | "backend" | "blasPath" | "timeConditioned"
 >;
 
-/** One shard's model view, gradient buffer, batch view and workspace. */
+/** One shard's model view, gradient buffer, batch view and network. */
 export class Shard {
-  /** The model over the (possibly shared) parameter buffer. */
-  readonly model: Model;
+  /** The model over the (possibly shared) parameter buffer: a transformer or a DiT. */
+  readonly model: AnyModel;
   /** Gradient buffer, zeroed and filled by {@linkcode Shard.gradient}. */
   readonly grads: Float32Array;
   /** The batch. */
   readonly batch: BatchBuffers;
-  /** Activations for up to `maxRows` sequences. */
-  readonly workspace: Workspace;
+  /** The forward/backward pass of the model's kind, for up to `microBatch` rows. */
+  readonly net: ShardNet;
+  /** The transformer's activations (its `seed` loss runs on them); undefined for a DiT. */
+  readonly workspace: Workspace | undefined;
   /** Run seed. */
   readonly seed: number;
   /** The objective. */
@@ -100,13 +107,14 @@ export class Shard {
   /**
    * Wraps existing buffers; nothing is copied.
    *
-   * @param model The model (parameters are read, never written).
+   * @param model The model of either kind (parameters are read, never written).
    * @param grads Gradient buffer with the parameters' length.
    * @param batch The batch buffers.
-   * @param options `maxRows`, `seed`, `loss`, `graph`, `microBatch`, `backend`, `blasPath`.
+   * @param options `maxRows`, `seed`, `loss`, `graph`, `microBatch`, `backend`, `blasPath`,
+   *   `timeConditioned`.
    */
   constructor(
-    model: Model,
+    model: AnyModel,
     grads: Float32Array,
     batch: BatchBuffers,
     options: ShardOptions,
@@ -118,15 +126,17 @@ export class Shard {
     this.loss = options.loss;
     this.graph = options.graph;
     this.microBatch = options.microBatch ?? options.maxRows;
-    this.workspace = createWorkspace(
-      model.config,
-      Math.min(options.maxRows, this.microBatch),
-      batch.T,
-      {
-        backend: options.backend,
-        blas: options.blasPath === undefined ? undefined : { path: options.blasPath },
-      },
-    );
+    if (isDitModel(model)) checkDitObjective(model.config, this.loss, this.graph);
+    const net = createShardNet(model, {
+      rows: Math.min(options.maxRows, this.microBatch),
+      T: batch.T,
+      graph: this.graph,
+      timeConditioned: options.timeConditioned,
+      backend: options.backend,
+      blasPath: options.blasPath,
+    });
+    this.net = net;
+    this.workspace = (net as { workspace?: Workspace }).workspace;
   }
 
   /**
@@ -161,41 +171,39 @@ export class Shard {
 
   /** Adds the gradient of rows `[rowStart, rowEnd)` (at most `microBatch`) into `grads`. */
   private chunkGradient(step: number, rowStart: number, rowEnd: number): number {
-    const { T, input, target, weight } = this.batch;
+    const { T, input, target, weight, sigma } = this.batch;
     const rows = rowEnd - rowStart;
     const a = rowStart * T, b = rowEnd * T;
-    const dropout = this.model.config.dropout > 0
+    const dropout = (this.model.config as { dropout?: number }).dropout! > 0
       ? { seed: this.seed, step, firstRow: rowStart }
       : undefined;
-    const sigma = this.sigma(rowStart, rowEnd);
+    const sig = sigma.subarray(rowStart, rowEnd);
     if (this.loss === "seed") {
-      // The notebook's masked cross-entropy is the model's weighted cross-entropy.
+      // The notebook's masked cross-entropy is the transformer's weighted cross-entropy.
+      const model = this.model as Model;
       return lossAndGrad(
-        this.model,
+        model,
         {
           input: input.subarray(a, b),
           target: target.subarray(a, b),
           weight: weight.subarray(a, b),
         },
-        { batch: rows, grads: this.grads, workspace: this.workspace, dropout, sigma },
+        {
+          batch: rows,
+          grads: this.grads,
+          workspace: this.workspace,
+          dropout,
+          sigma: model.config.timeConditioning ? sig : undefined,
+        },
       ).loss;
     }
-    const ws = this.workspace;
-    const logits = modelForward(this.model, ws, input.subarray(a, b), rows, T, { dropout, sigma });
+    const logits = this.net.forward(input.subarray(a, b), rows, T, sig, dropout);
     const inputs = this.lossInputs(rowStart, rowEnd);
     const loss = lossForward(logits, inputs);
-    const dlogits = ws.dlogits.subarray(0, logits.length);
-    dlogits.fill(0);
+    const dlogits = this.net.dlogits(logits.length);
     lossBackward(dlogits, logits, inputs);
-    modelBackward(this.model, ws, dlogits, this.grads);
+    this.net.backward(dlogits, this.grads);
     return loss;
-  }
-
-  /** Noise levels of the rows, for a time-conditioned model (undefined otherwise). */
-  private sigma(rowStart: number, rowEnd: number): Float64Array | undefined {
-    return this.model.config.timeConditioning
-      ? this.batch.sigma.subarray(rowStart, rowEnd)
-      : undefined;
   }
 
   private lossInputs(rowStart: number, rowEnd: number): LossInputs {
@@ -228,14 +236,17 @@ export class Shard {
   }
 
   private chunkLoss(rowStart: number, rowEnd: number): number {
-    const { T, input, target, weight } = this.batch;
+    const { T, input, target, weight, sigma } = this.batch;
     const rows = rowEnd - rowStart;
     const a = rowStart * T, b = rowEnd * T;
-    const ws = this.workspace;
-    const logits = modelForward(this.model, ws, input.subarray(a, b), rows, T, {
-      sigma: this.sigma(rowStart, rowEnd),
-    });
+    const logits = this.net.forward(
+      input.subarray(a, b),
+      rows,
+      T,
+      sigma.subarray(rowStart, rowEnd),
+    );
     if (this.loss !== "seed") return lossForward(logits, this.lossInputs(rowStart, rowEnd));
+    const ws = this.workspace!;
     return crossEntropyForward(
       ws.losses,
       ws.lse,
@@ -255,7 +266,7 @@ export class Shard {
  * @returns The shard.
  */
 export function openShard(setup: ShardSetup): Shard {
-  const model = createModel(setup.config, { params: new Float32Array(setup.params) });
+  const model = modelOver(setup.config, new Float32Array(setup.params));
   return new Shard(model, new Float32Array(setup.grads), batchViews(setup.batch), setup);
 }
 

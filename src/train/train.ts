@@ -22,7 +22,9 @@
  */
 
 import type { ModelConfig, PresetName } from "../model/config.ts";
-import { createModel, type Model } from "../model/model.ts";
+import type { Model } from "../model/model.ts";
+import type { DitConfigInput, DitModel } from "../model/dit.ts";
+import { type AnyModel, modelOver } from "./net.ts";
 import type { AdamWState } from "../optim/adamw.ts";
 import type { Tokenizer } from "../tokenizer/mod.ts";
 import type { GraphName, LossName } from "./batch.ts";
@@ -57,8 +59,15 @@ export interface StepInfo {
   steps: number;
 }
 
-/** Options of {@linkcode train}. Only a data source is required. */
-export interface TrainOptions {
+/** A fresh DiT's config for {@linkcode TrainOptions.model}: `vocabSize` and `context` may be left out. */
+export type DitSpec = Partial<DitConfigInput> & { kind: "dit" };
+
+/**
+ * Options of {@linkcode train}. Only a data source is required. `M` is the kind of model the run
+ * trains (what `onStep` and the result hold): the transformer by default, a `DitModel` when
+ * `model` is a DiT or a {@linkcode DitSpec}.
+ */
+export interface TrainOptions<M extends AnyModel = Model> {
   /** Training text: one document or several (joined with EOT). */
   text?: string | string[];
   /** A file or a folder of `.txt` files (needs file-system access); a resumed run's own by default. */
@@ -76,8 +85,17 @@ export interface TrainOptions {
    * RangeError.
    */
   tokenizerVocabSize?: number;
-  /** A preset name, a (partial) config, or a model to continue training. Default: `TRAIN_DEFAULTS.model`. */
-  model?: PresetName | Partial<ModelConfig> | Model;
+  /**
+   * A preset name, a (partial) config, or a model to continue training. Default:
+   * `TRAIN_DEFAULTS.model`. A DiT (`src/model/dit.ts`, e.g. a checkpoint converted from SEDD or
+   * MDLM) is fine-tuned, and so is a fresh one from a config with `kind: "dit"` (its vocabulary
+   * is the tokenizer's, its context the run's unless given): its gradient comes from the float64
+   * pass (`ditForwardCached` with `raw: true`, `ditBackward`), on the backend `"auto"` or
+   * `"ts"`, and its loss follows its output (`"sedd"`: `score-entropy`, `"logits"`: `elbo`).
+   * Resuming a DiT's run takes `model: { kind: "dit" }` (the run's own model is trained; the
+   * option says which kind the result holds), and a transformer's run refuses it.
+   */
+  model?: M extends DitModel ? DitModel | DitSpec : PresetName | Partial<ModelConfig> | Model;
   /** Steps to take (total, counting resumed ones). Default 1000, or unbounded with `minutes`. */
   steps?: number;
   /** Wall-clock budget in minutes; the run stops at whichever of `steps` and `minutes` comes first. */
@@ -153,8 +171,8 @@ export interface TrainOptions {
    * something else, like `(i) => losses.push(i.loss)`, still type-check.)
    */
   onStep?:
-    | ((info: StepInfo, model: Model) => void)
-    | ((info: StepInfo, model: Model) => Promise<void>);
+    | ((info: StepInfo, model: M) => void)
+    | ((info: StepInfo, model: M) => Promise<void>);
   /**
    * Rows per forward/backward pass inside a worker's shard: less activation memory, the same
    * gradient up to summation order. Default 4.
@@ -178,6 +196,12 @@ export interface TrainOptions {
    * script from `workers/grad_worker.ts`. Not used with `workers` 0 or 1 (no Worker is started).
    */
   workerUrl?: string | URL;
+  /**
+   * A DiT only: whether the network reads the noise level (false: it is given 0, as MDLM's
+   * `time_conditioning: False` does; the loss still reads the real one). Default true, or a
+   * resumed run's own; a converted checkpoint's metadata says which (`timeConditioning`).
+   */
+  timeConditioned?: boolean;
   /** Test-only: make one worker fail at one step. */
   fault?: FaultInjection;
   /**
@@ -187,10 +211,10 @@ export interface TrainOptions {
   writeFault?: WriteFault;
 }
 
-/** What {@linkcode train} resolves to. */
-export interface TrainResult {
-  /** The trained model (a fresh, unshared parameter buffer). */
-  model: Model;
+/** What {@linkcode train} resolves to; `M` as in {@linkcode TrainOptions}. */
+export interface TrainResult<M extends AnyModel = Model> {
+  /** The trained model, a transformer or a DiT (a fresh, unshared parameter buffer). */
+  model: M;
   /** Its tokenizer. */
   tokenizer: Tokenizer;
   /** One record per step of this call. */
@@ -215,6 +239,17 @@ export interface TrainResult {
 }
 
 /**
+ * Fine-tunes a DiT (SEDD's or MDLM's denoiser: a converted checkpoint, or a fresh one from a
+ * {@linkcode DitSpec}); resuming a DiT's run passes `model: { kind: "dit" }`. Everything else is
+ * as for the transformer below; the gradient comes from the DiT's float64 pass.
+ *
+ * @param options As for the transformer, with `model` a DiT; `timeConditioned` for MDLM.
+ * @returns The fine-tuned DiT, tokenizer, per-step history, and why the run stopped.
+ */
+export function train(
+  options: TrainOptions<DitModel> & { model: DitModel | DitSpec },
+): Promise<TrainResult<DitModel>>;
+/**
  * Trains a diffusion language model.
  *
  * @param options Data (`text`, `data` or `tokens`), model, budget, optimisation, workers, run
@@ -234,7 +269,20 @@ export interface TrainResult {
  * assert.ok(history.every((h) => Number.isFinite(h.loss)));
  * ```
  */
-export async function train(options: TrainOptions): Promise<TrainResult> {
+export function train(options: TrainOptions): Promise<TrainResult>;
+/**
+ * Trains a model of either kind, when the caller's `model` option may be either (the CLI's).
+ *
+ * @param options See {@linkcode TrainOptions}.
+ * @returns The model (a transformer or a DiT), tokenizer, history, and why the run stopped.
+ */
+export function train(options: TrainOptions<AnyModel>): Promise<TrainResult<AnyModel>>;
+export async function train(
+  given: TrainOptions<DitModel> | TrainOptions | TrainOptions<AnyModel>,
+): Promise<TrainResult<AnyModel>> {
+  // setupRun checks that the model trained is of the kind the overload promised, so onStep is
+  // only ever called with the model its signature names.
+  const options = given as TrainOptions<AnyModel>;
   const started = performance.now();
   const run = await setupRun(options);
   const { settings: s, steps, optimizer, tokenizer } = run;
@@ -315,7 +363,7 @@ export async function train(options: TrainOptions): Promise<TrainResult> {
     pool.terminate();
   }
   return {
-    model: createModel(live.config, { params: live.params.slice() }),
+    model: modelOver(live.config, live.params.slice()),
     tokenizer,
     history,
     step: optimizer.step,

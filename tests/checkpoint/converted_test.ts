@@ -19,6 +19,7 @@ import {
   type LoadedDit,
 } from "../../src/files/mod.ts";
 import { ditForward, type DitModel } from "../../src/model/dit.ts";
+import { ditForwardFast } from "../../src/model/dit_fast.ts";
 import { makeTempDir, removeDir } from "../../src/io.ts";
 
 const DIR = new URL("../fixtures/dit/converted/", import.meta.url).pathname;
@@ -134,25 +135,38 @@ Deno.test("converted checkpoints: the bound scores what the network returns", as
     const { model, tokenizer, metadata } = await loadConverted(DIR + name);
     const tokens = encode(tokenizer, text, { eot: false });
     const { graph, schedule, timeConditioned } = convertedSampling(metadata);
-    const opts = { samples: 4, seed: 3, graph, schedule, timeConditioned, tokenizer };
+    const backend = "wasm" as const;
+    const opts = { samples: 4, seed: 3, graph, schedule, timeConditioned, tokenizer, backend };
     const r = evaluate(model, tokens, opts);
     assert.ok(Number.isFinite(r.natsPerToken) && r.natsPerToken > 0, name);
     assert.equal(r.loss, name === "mdlm" ? "elbo" : "score-entropy");
     assert.ok(r.bitsPerChar! > 0);
-    // The same bound from the network as a function: MDLM's logits at sigma 0, SEDD's raw logits.
-    const fn = (ids: Int32Array, sigma: Float32Array) =>
-      Float32Array.from(ditForward(model, ids, {
-        batch: sigma.length,
-        sigma: timeConditioned ? sigma : new Float32Array(sigma.length),
-        raw: true,
-      }));
-    const ref = evaluate(fn, tokens, {
-      ...opts,
-      loss: r.loss,
-      vocabSize: model.config.vocabSize,
-      context: model.config.context,
-    });
-    assert.equal(r.natsPerToken, ref.natsPerToken, name);
+    // The same bound from the network as a function: MDLM's logits at sigma 0, SEDD's raw logits,
+    // through the float32 pass evaluate() runs (exactly), and through the float64 reference (to
+    // float32 rounding).
+    const bound = (pass: "fast" | "f64") =>
+      evaluate(
+        (ids: Int32Array, sigma: Float32Array) => {
+          const o = {
+            batch: sigma.length,
+            sigma: timeConditioned ? sigma : new Float32Array(sigma.length),
+            raw: true,
+          };
+          return pass === "fast"
+            ? Float32Array.from(ditForwardFast(model, ids, { ...o, backend }))
+            : Float32Array.from(ditForward(model, ids, o));
+        },
+        tokens,
+        {
+          ...opts,
+          loss: r.loss,
+          vocabSize: model.config.vocabSize,
+          context: model.config.context,
+        },
+      ).natsPerToken;
+    assert.equal(r.natsPerToken, bound("fast"), name);
+    const f64 = bound("f64");
+    assert.ok(Math.abs(r.natsPerToken - f64) <= 1e-5 * f64, `${name}: ${r.natsPerToken} vs ${f64}`);
   }
 });
 

@@ -7,14 +7,7 @@
 import assert from "node:assert/strict";
 import { parseSafetensors, serializeSafetensors } from "../../src/checkpoint/safetensors.ts";
 import { ditFromSafetensors } from "../../src/checkpoint/model_io.ts";
-import {
-  createDit,
-  type DitConfig,
-  type DitConfigInput,
-  ditForward,
-  type DitModel,
-  geluTanh,
-} from "../../src/model/dit.ts";
+import { createDit, type DitConfig, ditForward, geluTanh } from "../../src/model/dit.ts";
 import {
   createDitRunner,
   ditForwardFast,
@@ -25,6 +18,7 @@ import { forward } from "../../src/model/model.ts";
 import type { BackendName } from "../../src/nn/backend.ts";
 import { ignoreBlas } from "../kernels/blas_available.ts";
 import { maxRelErr } from "../rel_err.ts";
+import { randomDit, randomTokens } from "./random_dit.ts";
 
 const BACKENDS: [BackendName, boolean][] = [["ts", false], ["wasm", false], ["blas", ignoreBlas]];
 
@@ -59,37 +53,6 @@ for (const [backend, ignore] of BACKENDS) {
       },
     });
   }
-}
-
-/**
- * A mid-size DiT with every weight random and nonzero (adaLN and output layers too, which a fresh
- * model has at zero).
- */
-function randomDit(config: Partial<DitConfigInput>, seed: number): DitModel {
-  const model = createDit({
-    vocabSize: 301,
-    context: 48,
-    dModel: 64,
-    nHeads: 4,
-    nLayers: 2,
-    condDim: 32,
-    ...config,
-  }, { seed });
-  let s = seed * 7919 + 1;
-  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
-  for (const [n, { offset, shape }] of Object.entries(model.layout)) {
-    const size = shape.reduce((a, b) => a * b, 1);
-    const amp = n.includes("adaLN") || n.startsWith("output_layer.linear") ? 0.1 : 0.02;
-    for (let i = 0; i < size; i++) model.params[offset + i] += amp * rand();
-  }
-  return model;
-}
-
-function randomTokens(n: number, V: number, seed: number): Int32Array {
-  const t = new Int32Array(n);
-  for (let i = 0; i < n; i++) t[i] = ((Math.imul(i + 1, 2654435761) ^ seed) >>> 0) % V;
-  for (let i = 0; i < n; i += 3) t[i] = V - 1; // masks
-  return t;
 }
 
 for (const [backend, ignore] of BACKENDS) {
@@ -227,4 +190,41 @@ Deno.test("dit_fast: geluTanhInPlace matches geluTanh, including the tails and N
   const nan = new Float32Array([NaN]);
   geluTanhInPlace(nan, 1);
   assert.ok(Number.isNaN(nan[0]));
+});
+
+for (const [backend, ignore] of [["wasm", false], ["blas", ignoreBlas]] as const) {
+  Deno.test({
+    name: `dit_fast: ${backend}: weights "stage" gives the floats of "copy" and reads params live`,
+    ignore,
+    fn() {
+      const model = randomDit({ vocabSize: 301, output: "sedd" }, 5);
+      const B = 2, T = 40, V = model.config.vocabSize;
+      const tokens = randomTokens(B * T, V, 4);
+      const sigma = new Float64Array([0.3, 2.2]);
+      const copy = createDitRunner(model, { batch: B, length: 48, backend });
+      const stage = createDitRunner(model, { batch: B, length: 48, backend, weights: "stage" });
+      assert.ok(stage.arenaBytes < copy.arenaBytes, `${stage.arenaBytes} vs ${copy.arenaBytes}`);
+      for (const raw of [false, true]) {
+        const want = copy.forward(tokens, { batch: B, sigma, raw }).slice();
+        const got = stage.forward(tokens, { batch: B, sigma, raw });
+        assert.deepEqual(got, want, `raw ${raw}`);
+      }
+      // a parameter change is seen at the next call, with no syncParams
+      const before = stage.forward(tokens, { batch: B, sigma }).slice();
+      const { offset } = model.layout["output_layer.linear.weight"];
+      model.params[offset] += 0.5;
+      const after = stage.forward(tokens, { batch: B, sigma }).slice();
+      copy.syncParams();
+      assert.deepEqual(after, copy.forward(tokens, { batch: B, sigma }));
+      assert.notDeepEqual(after, before);
+    },
+  });
+}
+
+Deno.test("dit_fast: an unknown weights mode gets a clear error", () => {
+  const model = randomDit({ nLayers: 1 }, 1);
+  assert.throws(
+    () => createDitRunner(model, { length: 8, weights: "share" as never }),
+    /Invalid weights: expected "copy" or "stage", got share/,
+  );
 });

@@ -6,6 +6,7 @@ import { sample } from "../../src/sampler/mod.ts";
 import { encode } from "../../src/tokenizer/mod.ts";
 import { joinDocuments, splitTokens } from "../../src/train/data.ts";
 import { loadCheckpoint } from "../../src/train/run_dir.ts";
+import type { ModelConfig } from "../../src/model/config.ts";
 
 const run = runCli;
 
@@ -188,7 +189,8 @@ Deno.test("cli eval scores a checkpoint with the bound of its loss and graph; tr
     // then resumed, whose samples must read it as uniform.
     const u = await run(["train", ...trainFlags, "--out", `${dir}/uniform`, "--graph", "uniform"]);
     assert.equal(u.code, 0, u.err);
-    assert.equal((await loadCheckpoint(`${dir}/uniform`)).model.config.timeConditioning, true);
+    const uniformConfig = (await loadCheckpoint(`${dir}/uniform`)).model.config as ModelConfig;
+    assert.equal(uniformConfig.timeConditioning, true);
     const r = await run(["train", "--resume", `${dir}/uniform`, "--steps", "3", "--samples", "1"]);
     assert.equal(r.code, 0, r.err);
     const printed = r.out.match(/--- sample 1 \(prompt "Call me Ishmael\."\) ---\n([^]*)\n\nNext:/);

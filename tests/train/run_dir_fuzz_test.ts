@@ -18,7 +18,7 @@ import {
   writeTokenCache,
 } from "../../src/train/run_dir.ts";
 import { train } from "../../src/train/train.ts";
-import { presets } from "../../src/model/config.ts";
+import { type ModelConfig, presets } from "../../src/model/config.ts";
 import { tinyRun } from "./fixture.ts";
 
 const CASES = 60; // per file and mutation kind
@@ -33,7 +33,7 @@ type Loaded = Awaited<ReturnType<typeof loadCheckpoint>>;
 
 /** A loaded checkpoint is whole: parameters of the config's size, matching vocabularies. */
 function assertConsistent(c: Loaded, what: string): void {
-  assert.equal(c.model.params.length, buildLayout(c.model.config).size, what);
+  assert.equal(c.model.params.length, buildLayout(c.model.config as ModelConfig).size, what);
   assert.equal(c.tokenizer.vocabSize, c.model.config.vocabSize, what);
   assert.ok(Number.isInteger(c.step) && c.step >= 0, what);
 }

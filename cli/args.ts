@@ -138,7 +138,7 @@ export function backendOf(v: string | boolean | undefined): ResolvedBackend {
   const c = choice<BackendChoice>("backend", v, BACKEND_CHOICES) ?? "auto";
   if (c === "webgpu") {
     throw new InputError(
-      "Invalid --backend: expected auto, blas, wasm or ts here (webgpu is for train and eval), got webgpu",
+      "Invalid --backend: expected auto, blas, wasm or ts here (webgpu is for train, eval and sample), got webgpu",
     );
   }
   const r = resolveBackend(c);
@@ -167,8 +167,8 @@ export async function trainBackendOf(
 }
 
 /**
- * `--backend` of `eval`: {@linkcode backendOf}'s choices, and `webgpu` (checked here, then
- * opened again by `evaluateAsync`).
+ * `--backend` of `eval` and `sample`: {@linkcode backendOf}'s choices, and `webgpu` (checked
+ * here, then opened again by `evaluateAsync` or `sampleAsync`).
  *
  * @param v The flag's value, if given (default `auto`: a CPU backend).
  * @returns The backend.
@@ -191,7 +191,7 @@ export function commonHelp(col: number): string {
   return [
     `${flag("--backend <name>")}${BACKEND_CHOICES.join(" | ")} (default: auto: the system's BLAS`,
     `${pad}where it loads and passes its self-check, else wasm; for train, first a real GPU`,
-    `${pad}through WebGPU; webgpu: train and eval, any adapter, everything on the GPU)`,
+    `${pad}through WebGPU; webgpu: any adapter, everything on the GPU; not for a DiT)`,
     `${flag("--verbose")}print the stack trace of an error as well`,
     `${flag("--help")}this text`,
   ].join("\n");

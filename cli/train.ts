@@ -13,7 +13,7 @@ import {
   type ModelConfig,
   type PresetName,
   presets,
-  sample,
+  sampleAsync,
   type StepInfo,
   train,
   TRAIN_DEFAULTS as D,
@@ -434,14 +434,14 @@ export async function trainCommand(args: string[]): Promise<number> {
     ...(init?.timeConditioned === false ? { timeConditioning: "false" } : {}),
   });
   for (let k = 0; k < Math.min(nSamples, PROMPTS.length); k++) {
-    const s = sample(result.model, result.tokenizer, {
+    const s = await sampleAsync(result.model, result.tokenizer, {
       prompt: PROMPTS[k],
       length: Math.min(END_SAMPLE.length, result.model.config.context),
       steps: END_SAMPLE.steps,
       seed: k,
-      // a DiT samples on its float32 pass with the default backend; sampling runs on the CPU
-      // (auto) after a run on the GPU
-      backend: dit || backend === "webgpu" ? undefined : backend as Exclude<BackendChoice, "auto">,
+      // a DiT samples on its float32 pass with the default backend; after a run on the GPU,
+      // a transformer samples there too
+      backend: dit ? undefined : backend,
       // The uniform graph has no masks to unmask: SEDD's Euler sampler instead of ancestral.
       method: result.graph === "uniform" ? "euler" : undefined,
       ...output,

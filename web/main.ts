@@ -1,12 +1,16 @@
 /**
  * The page: wires the Train, Sample and Models tabs to the library. Training runs `train()` on
- * the page's thread with the gradient pool's module workers; sampling runs in its own worker
- * (`sample_worker.ts`) and posts every step to the denoising view.
+ * the page's thread with the gradient pool's module workers, or the whole step on WebGPU;
+ * sampling runs in its own worker (`sample_worker.ts`, on the CPU or on WebGPU) and posts every
+ * step to the denoising view. WebGPU is offered where the browser gives an adapter that passes
+ * the backend's self-check; otherwise the page says why, in one line, and stays on the CPU.
  *
  * @module
  */
 
 import { train } from "../src/train/mod.ts";
+import type { BackendChoice } from "../src/nn/backend.ts";
+import { resolveAnyBackend } from "../src/kernels/webgpu/select.ts";
 import { conditioning, type SampleMethod } from "../src/sampler/mod.ts";
 import { tokenizerToJSON } from "../src/tokenizer/mod.ts";
 import type { LossName } from "../src/diffusion/mod.ts";
@@ -24,6 +28,7 @@ import {
   initialIds,
   type LossPoint,
   type PageModel,
+  probeWebGpu,
   progressLine,
   samplerReading,
 } from "./view.ts";
@@ -178,6 +183,7 @@ async function startTraining(): Promise<void> {
       loss: $<HTMLSelectElement>("loss").value as LossName,
       evalEvery: numberField("eval-every", "held-out interval"),
       workers,
+      backend: $<HTMLSelectElement>("train-backend").value as BackendChoice,
       // The bundle builds workers/grad_worker.ts as grad_worker.js beside this script.
       workerUrl: new URL("./grad_worker.js", import.meta.url),
       seed: numberField("seed", "seed"),
@@ -299,6 +305,7 @@ function runSample(): void {
       steps: numberField("sample-steps", "steps"),
       seed: numberField("sample-seed", "seed"),
       method: $<HTMLSelectElement>("method").value as SampleMethod,
+      backend: $<HTMLSelectElement>("sample-backend").value as BackendChoice,
       ...samplerReading(m.loss, m.graph),
     };
     fixedPositions = new Set(fixed.positions);
@@ -310,6 +317,7 @@ function runSample(): void {
     const worker = new Worker(new URL("./sample_worker.js", import.meta.url), { type: "module" });
     sampler = worker;
     panel.dataset.state = "running";
+    delete panel.dataset.backend;
     $<HTMLButtonElement>("sample-run").disabled = true;
     const finish = () => {
       worker.terminate();
@@ -330,6 +338,7 @@ function runSample(): void {
         input("replay").max = String(snapshots.length - 1);
         drawCells(snapshots.length - 1);
         $("sample-text").textContent = msg.text;
+        panel.dataset.backend = msg.backend;
         panel.dataset.state = "done";
         finish();
       } else {
@@ -402,6 +411,23 @@ function downloadModel(): void {
 
 // ---- start-up ----
 
+/** Looks for WebGPU once: offers it where it passes the self-check, else says why. */
+async function findWebGpu(): Promise<void> {
+  const status = await probeWebGpu(async () => {
+    const r = await resolveAnyBackend("webgpu");
+    await r.gpu?.destroy();
+    return r.note;
+  });
+  $("webgpu-info").textContent = status.text;
+  for (const id of ["train-backend", "sample-backend"]) {
+    const select = $<HTMLSelectElement>(id);
+    const option = select.querySelector<HTMLOptionElement>('option[value="webgpu"]')!;
+    option.disabled = !status.available;
+    if (!status.available) select.value = "auto";
+  }
+  document.body.dataset.webgpu = status.available ? "available" : "unavailable";
+}
+
 async function useCorpusFile(f: File): Promise<void> {
   clearError();
   try {
@@ -455,6 +481,7 @@ function init(): void {
   addEventListener("dragover", (e) => e.preventDefault());
   addEventListener("drop", (e) => e.preventDefault());
   document.body.dataset.ready = "true";
+  void findWebGpu();
 }
 
 init();

@@ -1,15 +1,16 @@
 /**
- * The page's sampling worker: runs `sample()` off the main thread and posts the sequence after
+ * The page's sampling worker: runs `sampleAsync()` off the main thread, on a CPU backend or on
+ * WebGPU (`options.backend: "webgpu"`, the worker's own device), and posts the sequence after
  * every step, so the denoising view fills in live while the page stays responsive.
  *
  * In: {@linkcode SampleRequest}. Out: `{ type: "step", step, ids }` per step, then
- * `{ type: "done", text, ids, evaluations }`, or `{ type: "error", message }`.
+ * `{ type: "done", text, ids, evaluations, backend }`, or `{ type: "error", message }`.
  *
  * @module
  */
 
 import { createModel, type DitConfig, type ModelConfig } from "../src/model/mod.ts";
-import { sample, type SampleTextOptions } from "../src/sampler/mod.ts";
+import { sampleAsync, type SampleTextOptions } from "../src/sampler/mod.ts";
 import { convertedSampling } from "../src/checkpoint/mod.ts";
 import { tokenizerFromJSON } from "../src/tokenizer/mod.ts";
 
@@ -21,7 +22,7 @@ export interface SampleRequest {
   params: Float32Array;
   /** The tokenizer as JSON. */
   tokenizer: string;
-  /** Prompt, suffix or infill, length, steps, seed, method, and how to read the output. */
+  /** Prompt, suffix or infill, length, steps, seed, method, backend, how to read the output. */
   options: Omit<SampleTextOptions, "onStep" | "rng">;
   /** Post every step (the live view), or only the result. */
   live: boolean;
@@ -32,24 +33,25 @@ export interface SampleRequest {
 /** What the worker posts back. */
 export type SampleMessage =
   | { type: "step"; step: number; ids: Int32Array }
-  | { type: "done"; text: string; ids: Int32Array; evaluations: number }
+  | { type: "done"; text: string; ids: Int32Array; evaluations: number; backend: string }
   | { type: "error"; message: string };
 
 const post = (m: SampleMessage) => (self as unknown as Worker).postMessage(m);
 
-self.onmessage = (e: MessageEvent<SampleRequest>) => {
+self.onmessage = async (e: MessageEvent<SampleRequest>) => {
   try {
     const { config, params, tokenizer: json, options, live, converted } = e.data;
     const model = (config as { kind?: string }).kind === "dit"
       ? createModel(config as DitConfig, { params })
       : createModel(config as ModelConfig, { params });
     const tokenizer = tokenizerFromJSON(json);
-    const out = sample(model, tokenizer, {
+    const out = await sampleAsync(model, tokenizer, {
       ...options,
       ...(converted ? convertedSampling(converted) : {}),
       onStep: live ? (ids, step) => post({ type: "step", step, ids }) : undefined,
     });
-    post({ type: "done", text: out.text, ids: out.ids, evaluations: out.evaluations });
+    const backend = options.backend === "webgpu" ? "webgpu" : "cpu";
+    post({ type: "done", text: out.text, ids: out.ids, evaluations: out.evaluations, backend });
   } catch (err) {
     post({ type: "error", message: err instanceof Error ? err.message : String(err) });
   }

@@ -321,3 +321,41 @@ export function convertedFromFiles(files: { name: string; bytes: Uint8Array }[])
     converted: loaded.metadata,
   };
 }
+
+/** What the page says about WebGPU: whether it may be chosen, and the line shown. */
+export interface WebGpuStatus {
+  /** True when an adapter passed the backend's self-check. */
+  available: boolean;
+  /** One line: the adapter, or why there is none and that the CPU is used. */
+  text: string;
+}
+
+/**
+ * Asks for the WebGPU backend once, as training and sampling would (`resolveAnyBackend`), and
+ * turns the answer into the page's line: the adapter found, or the one-line reason there is
+ * none (the CLI's own message) and that training and sampling stay on the CPU.
+ *
+ * @param open Opens the backend, releases it, and returns its note; throws without an adapter.
+ * @returns Whether WebGPU may be chosen, and the line to show.
+ *
+ * @example
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { probeWebGpu } from "./view.ts";
+ *
+ * const none = await probeWebGpu(() => Promise.reject(new Error("no adapter\nmore")));
+ * assert.deepEqual(none, {
+ *   available: false,
+ *   text: "no adapter; training and sampling run on the CPU",
+ * });
+ * ```
+ */
+export async function probeWebGpu(open: () => Promise<string>): Promise<WebGpuStatus> {
+  try {
+    const note = await open();
+    return { available: true, text: `Backend ${note}: training and sampling may run on it` };
+  } catch (e) {
+    const why = (e instanceof Error ? e.message : String(e)).split("\n")[0];
+    return { available: false, text: `${why}; training and sampling run on the CPU` };
+  }
+}

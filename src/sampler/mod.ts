@@ -4,7 +4,7 @@
  * caching; over any denoiser ({@linkcode sampleIds}) or over a model and tokenizer with prompts,
  * suffixes and infill templates ({@linkcode sample}); {@linkcode sampleIdsAsync} and
  * {@linkcode sampleAsync} take a denoiser that answers asynchronously, such as a DiT on worker
- * threads.
+ * threads, and {@linkcode sampleAsync} runs every backend, the GPU's included.
  *
  * @example Ids from a stub denoiser
  * ```ts
@@ -60,3 +60,5 @@ export {
   subsProbs,
   type UpdateContext,
 } from "./updates.ts";
+/** The WebGPU context `sampleAsync`'s `gpu` option takes (`new GpuContext(device)`), and its tensors. */
+export { GpuContext, type GpuDtype, GpuTensor } from "../kernels/webgpu/context.ts";

@@ -22,13 +22,18 @@ import {
   type SampleOptions,
   type SampleResult,
 } from "./sample_ids.ts";
+import type { GpuContext } from "../kernels/webgpu/context.ts";
+import { sampleIdsOnGpu } from "./sample_gpu.ts";
 import { createDitPool, type DitSplit } from "../model/dit_pool.ts";
 import type { DitWeights } from "../model/dit_fast.ts";
 import { checkInt } from "../check.ts";
 
 /** Options of {@linkcode sample}. */
 export interface SampleTextOptions {
-  /** The compute backend: `"auto"` (default; see `resolveBackend`), `"blas"`, `"wasm"`, `"ts"`. */
+  /**
+   * The compute backend: `"auto"` (default; see `resolveBackend`), `"blas"`, `"wasm"`, `"ts"`,
+   * or `"webgpu"` ({@linkcode sampleAsync} only).
+   */
   backend?: BackendChoice;
   /** The BLAS library of the `"blas"` backend (default: see `loadBlas`). */
   blasPath?: string;
@@ -119,6 +124,12 @@ export function sample(
   tokenizer: Tokenizer,
   options: SampleTextOptions = {},
 ): SampleTextResult {
+  if (options.backend === "webgpu") {
+    throw new RangeError(
+      "Invalid backend for sample(): expected auto, blas, wasm or ts (webgpu reads its results " +
+        'back from the GPU: use sampleAsync), got "webgpu"',
+    );
+  }
   return sampleInProcess(prepare(model, tokenizer, options), model, tokenizer);
 }
 
@@ -135,7 +146,7 @@ function sampleInProcess(
   return plan.finish(sampleIds(denoise, model.config.vocabSize, tokenizer.maskId, plan.options));
 }
 
-/** Options of {@linkcode sampleAsync}: those of {@linkcode sample}, and the workers. */
+/** Options of {@linkcode sampleAsync}: those of {@linkcode sample}, the workers and the GPU. */
 export interface SampleAsyncOptions extends SampleTextOptions {
   /**
    * A DiT only: run its forward passes on this many workers (`createDitPool`, started for the
@@ -147,19 +158,49 @@ export interface SampleAsyncOptions extends SampleTextOptions {
   split?: DitSplit;
   /** How the pool's workers read the weights (see `createDitPool`). Default `"copy"`. */
   weights?: DitWeights;
+  /**
+   * `backend: "webgpu"` only: the context to sample on, left open (its device is the caller's).
+   * Default: a device of its own (`resolveAnyBackend("webgpu")`: any adapter that passes the
+   * self-check), destroyed at the end of the call.
+   */
+  gpu?: GpuContext;
 }
 
 /**
- * {@linkcode sample} with the DiT's forward passes on a worker pool (`options.workers`): the same
- * ids for the same seed as `sample`, since the pool's outputs equal the one-thread pass's bit for
- * bit, and the same steps (`sampleIdsAsync`). The pool runs on the default backend, as `sample`
- * runs a DiT.
+ * {@linkcode sample} for every backend, `"webgpu"` included, and with a DiT's forward passes on
+ * a worker pool (`options.workers`).
+ *
+ * With `backend: "webgpu"` the network's forward passes and every per-position update run on
+ * the GPU (`sampleIdsGpu`), the ids staying in a GPU buffer from the first step to the last:
+ * for the same seed the same text as `sample` on a CPU backend, except where float32 decides a
+ * near-tie differently from float64 (`src/kernels/webgpu/sampler.ts` lists the cases). The
+ * transformer kind only: a DiT on `"webgpu"` is an error. `"auto"` is `sample`'s choice (a CPU
+ * backend).
+ *
+ * A DiT with `workers` > 1 runs on a worker pool: the same ids for the same seed as `sample`,
+ * since the pool's outputs equal the one-thread pass's bit for bit, and the same steps
+ * (`sampleIdsAsync`). The pool runs on the default backend, as `sample` runs a DiT.
  *
  * @param model The model: the transformer kind or a DiT.
- * @param tokenizer Its tokenizer.
- * @param options As {@linkcode sample}'s, and `workers`, `split`, `weights`.
+ * @param tokenizer Its tokenizer (its `maskId` is MASK).
+ * @param options As {@linkcode sample}'s, and `workers`, `split`, `weights`, `gpu`.
  * @returns The text, ids and evaluation counts.
- * @throws DitWorkerError (rejects) when a worker fails; the pool is stopped.
+ * @throws Error (rejects) for `"webgpu"` without an adapter, or with a DiT; DitWorkerError when
+ *   a worker fails (the pool is stopped).
+ *
+ * @example The CPU path, as `sample` (give `backend: "webgpu"` to run it on the GPU)
+ * ```ts
+ * import assert from "node:assert/strict";
+ * import { sample, sampleAsync } from "./sample.ts";
+ * import { createModel } from "../model/model.ts";
+ * import { trainTokenizer } from "../tokenizer/mod.ts";
+ *
+ * const tokenizer = trainTokenizer(["the whale and the sea"], { kind: "seed", numMerges: 2 });
+ * const model = createModel("tiny", { vocabSize: tokenizer.vocabSize, seed: 1 });
+ * const options = { prompt: "the", length: 8, steps: 4, seed: 3, backend: "ts" } as const;
+ * const a = await sampleAsync(model, tokenizer, options);
+ * assert.equal(a.text, sample(model, tokenizer, options).text);
+ * ```
  */
 export async function sampleAsync(
   model: Model | DitModel,
@@ -167,6 +208,12 @@ export async function sampleAsync(
   options: SampleAsyncOptions = {},
 ): Promise<SampleTextResult> {
   const plan = prepare(model, tokenizer, options);
+  const V = model.config.vocabSize;
+  if (options.backend === "webgpu") {
+    return plan.finish(
+      await sampleIdsOnGpu(model, V, tokenizer.maskId, plan.options, { gpu: options.gpu }),
+    );
+  }
   const workers = checkInt("workers", options.workers ?? 0, 0);
   const dit = plan.dit;
   if (dit === undefined || workers <= 1) return sampleInProcess(plan, model, tokenizer);
@@ -180,7 +227,6 @@ export async function sampleAsync(
   try {
     const denoise: AsyncDenoiser = (ids, sigma) =>
       pool.forward(ids, { batch: plan.B, sigma: plan.ditSigma(sigma) });
-    const V = model.config.vocabSize;
     return plan.finish(await sampleIdsAsync(denoise, V, tokenizer.maskId, plan.options));
   } finally {
     pool.terminate();
@@ -197,7 +243,7 @@ interface Plan {
   dit?: DitModel;
   /** The noise levels a DiT reads: the sampler's, or zeros without time conditioning. */
   ditSigma: (sigma: Float32Array) => Float32Array;
-  /** The transformer kind's denoiser. */
+  /** The transformer kind's denoiser on a CPU backend (absent for `"webgpu"`). */
   denoise?: Denoiser;
   /** The sampled ids to the result. */
   finish: (result: SampleResult) => SampleTextResult;
@@ -246,9 +292,11 @@ function prepare(model: Model | DitModel, tokenizer: Tokenizer, options: SampleT
   } else {
     const net = model as Model;
     timeConditioned = net.config.timeConditioning === true;
-    const blas = options.blasPath === undefined ? undefined : { path: options.blasPath };
-    const { backend } = resolveBackend(options.backend ?? "auto", blas);
-    denoise = (ids, sigma) => forward(net, ids, { batch: B, sigma, backend, blas });
+    if (options.backend !== "webgpu") {
+      const blas = options.blasPath === undefined ? undefined : { path: options.blasPath };
+      const { backend } = resolveBackend(options.backend ?? "auto", blas);
+      denoise = (ids, sigma) => forward(net, ids, { batch: B, sigma, backend, blas });
+    }
   }
   const sampleOptions: SampleOptions = {
     method: options.method ?? "ancestral",

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { main } from "../../cli.ts";
+import { runCli } from "../cli_run.ts";
 import { exists, makeTempDir, removeDir, writeFileAtomic } from "../../src/io.ts";
 import { evaluate, type EvaluateOptions } from "../../src/eval/mod.ts";
 import { sample } from "../../src/sampler/mod.ts";
@@ -8,20 +8,7 @@ import { joinDocuments, splitTokens } from "../../src/train/data.ts";
 import { loadCheckpoint } from "../../src/train/run_dir.ts";
 import type { ModelConfig } from "../../src/model/config.ts";
 
-/** Runs `main` with console output captured. */
-async function run(argv: string[]): Promise<{ code: number; out: string; err: string }> {
-  const out: string[] = [], err: string[] = [];
-  const log = console.log, error = console.error;
-  console.log = (...a: unknown[]) => out.push(a.join(" "));
-  console.error = (...a: unknown[]) => err.push(a.join(" "));
-  try {
-    const code = await main(argv);
-    return { code, out: out.join("\n"), err: err.join("\n") };
-  } finally {
-    console.log = log;
-    console.error = error;
-  }
-}
+const run = runCli;
 
 Deno.test("cli main() prints help with exit 0 for every subcommand", async () => {
   for (const cmd of ["train", "sample", "eval"]) {

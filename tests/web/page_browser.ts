@@ -14,7 +14,12 @@ import assert from "node:assert/strict";
 import { chromium, type Page } from "playwright-core";
 import { modelFromSafetensors } from "../../src/checkpoint/mod.ts";
 import { serializeSafetensors } from "../../src/checkpoint/mod.ts";
+import { modelCheckpointBytes } from "../../src/checkpoint/mod.ts";
+import { createModel } from "../../src/model/mod.ts";
+import { sample, type SampleMethod } from "../../src/sampler/mod.ts";
+import { trainTokenizer } from "../../src/tokenizer/mod.ts";
 import { corpusText } from "../../web/build.ts";
+import { samplerReading } from "../../web/view.ts";
 
 const CHROMIUM = Deno.env.get("SEDD_CHROMIUM") ?? "/usr/bin/chromium";
 const SCREENSHOT = Deno.env.get("SEDD_WEB_SCREENSHOT");
@@ -168,6 +173,9 @@ async function dropFile(page: Page, zone: string, name: string, bytes: Uint8Arra
     );
   }, { zone, name, data: [...bytes] });
 }
+
+/** The Train tab's fields for a 3-step run of `tiny`. */
+const TINY_3_STEPS = { preset: "tiny", steps: "3", batch: "2", context: "16", vocab: "270" };
 
 const PAGE_RUN = { steps: 30, workers: 2, batch: 8, context: 16, vocab: 300, evalEvery: 10 };
 
@@ -431,11 +439,7 @@ Deno.test({
       );
       assert.equal(await page.inputValue("#workers"), "0");
       await setFields(page, {
-        preset: "tiny",
-        steps: "3",
-        batch: "2",
-        context: "16",
-        vocab: "270",
+        ...TINY_3_STEPS,
         workers: "2",
       });
       await page.click("#start");
@@ -465,6 +469,153 @@ Deno.test({
     } finally {
       await browser.close();
       await server.stop();
+    }
+  },
+});
+
+/** Samples in the page on `backend`; the text and the backend the worker reports. */
+async function sampleOn(
+  page: Page,
+  backend: string,
+  s: SampleSettings,
+): Promise<{ text: string; ran: string | null }> {
+  await page.click('nav [data-tab="sample"]');
+  await setFields(page, { "sample-backend": backend });
+  const { text } = await samplePage(page, s);
+  assert.equal(await errorText(page), "", `sampling on ${backend}`);
+  return { text, ran: await page.getAttribute("#sample", "data-backend") };
+}
+
+Deno.test({
+  name:
+    "the page trains and samples on WebGPU where Chromium gives an adapter (SwiftShader, --enable-unsafe-webgpu), the CPU's text; without one it shows why and stays on the CPU",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  async fn(t) {
+    const tmp = await Deno.makeTempDir({ prefix: "sedd-web-gpu-" });
+    const server = await startServer();
+    const plain = await chromium.launch(LAUNCH);
+    const gpu = await chromium.launch({
+      ...LAUNCH,
+      args: [...LAUNCH.args, "--enable-unsafe-webgpu"],
+    });
+    try {
+      const tokenizer = trainTokenizer([await corpusText()], { vocabSize: 300 });
+      const model = createModel("tiny", { vocabSize: tokenizer.vocabSize, context: 16, seed: 2 });
+      const file = `${tmp}/model.safetensors`;
+      await Deno.writeFile(file, modelCheckpointBytes(model, tokenizer, 0, { loss: "elbo" }));
+      const runs: SampleSettings[] = [
+        { prompt: "The whale", length: 16, steps: 12, seed: 3, method: "ancestral" },
+        { prompt: "The", suffix: " sea.", length: 16, steps: 8, seed: 4, method: "euler" },
+        {
+          infill: "The [MASK:5] whale [MASK:3].",
+          length: 16,
+          steps: 6,
+          seed: 5,
+          method: "confidence",
+        },
+      ];
+      // what sample() gives on the CPU (the page's CPU backend is wasm)
+      const want = runs.map((s) =>
+        sample(model, tokenizer, {
+          ...s,
+          method: s.method as SampleMethod,
+          backend: "wasm",
+          ...samplerReading("elbo", "absorb"),
+        })
+          .text
+      );
+      const open = async (browser: typeof plain) => {
+        const page = await browser.newPage();
+        await page.goto(server.url);
+        await page.waitForSelector("body[data-webgpu]");
+        await page.setInputFiles("#model-file", file);
+        await waitState(page, "models", ["loaded", "error"]);
+        assert.equal(await errorText(page), "");
+        return page;
+      };
+
+      await t.step(
+        "without an adapter: the reason in one line, WebGPU not offered, CPU used",
+        async () => {
+          const page = await open(plain);
+          assert.equal(await page.getAttribute("body", "data-webgpu"), "unavailable");
+          const info = (await page.textContent("#webgpu-info")) ?? "";
+          assert.match(
+            info,
+            /^WebGPU backend unavailable: expected an adapter, got .*; training and sampling run on the CPU$/,
+          );
+          for (const id of ["sample-backend", "train-backend"]) {
+            assert.equal(await page.inputValue(`#${id}`), "auto");
+            assert.equal(
+              await page.$eval(
+                `#${id} option[value="webgpu"]`,
+                (o) => (o as HTMLOptionElement).disabled,
+              ),
+              true,
+            );
+          }
+          const { text, ran } = await sampleOn(page, "auto", runs[0]);
+          assert.equal(ran, "cpu");
+          assert.equal(text, want[0]);
+          await page.close();
+        },
+      );
+
+      await t.step(
+        "with SwiftShader: samples on WebGPU the CPU's text, trains on WebGPU",
+        async () => {
+          const page = await open(gpu);
+          const pageErrors: string[] = [];
+          page.on("pageerror", (e) => pageErrors.push(e.message));
+          assert.equal(
+            await page.getAttribute("body", "data-webgpu"),
+            "available",
+            (await page.textContent("#webgpu-info")) ?? "",
+          );
+          assert.match(
+            (await page.textContent("#webgpu-info")) ?? "",
+            /^Backend webgpu: .*swiftshader/i,
+          );
+          for (const [k, s] of runs.entries()) {
+            const { text, ran } = await sampleOn(page, "webgpu", s);
+            assert.equal(ran, "webgpu");
+            assert.equal(
+              text,
+              want[k],
+              `${s.method}: WebGPU in the page and sample() on the CPU differ`,
+            );
+          }
+          await page.click('nav [data-tab="train"]');
+          await page.check('input[name="corpus"][value="bundled"]');
+          await setFields(page, { ...TINY_3_STEPS, "train-backend": "webgpu" });
+          await page.click("#start");
+          assert.equal(
+            await waitState(page, "train", ["done", "error"]),
+            "done",
+            await errorText(page),
+          );
+          assert.match(
+            (await page.textContent("#progress-text")) ?? "",
+            /done: 3 steps, .*webgpu backend/,
+          );
+          const onGpu = await sampleOn(page, "webgpu", runs[0]);
+          const onCpu = await sampleOn(page, "auto", runs[0]);
+          assert.deepEqual([onGpu.ran, onCpu.ran], ["webgpu", "cpu"]);
+          assert.equal(
+            onGpu.text,
+            onCpu.text,
+            "the page-trained model: WebGPU and CPU samples differ",
+          );
+          assert.deepEqual(pageErrors, [], "uncaught errors in the page");
+          await page.close();
+        },
+      );
+    } finally {
+      await plain.close();
+      await gpu.close();
+      await server.stop();
+      await Deno.remove(tmp, { recursive: true });
     }
   },
 });

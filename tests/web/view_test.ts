@@ -17,6 +17,7 @@ import {
   defaultWorkers,
   initialIds,
   MAX_WORKERS,
+  probeWebGpu,
   progressLine,
   samplerReading,
 } from "../../web/view.ts";
@@ -185,5 +186,21 @@ Deno.test("convertedFromFiles: a converted directory's files chosen together, or
   assert.throws(
     () => convertedFromFiles(files.filter((f) => f.name !== "merges.txt")),
     /Cannot load the converted checkpoint: Missing tokenizer file: expected merges.txt/,
+  );
+});
+
+Deno.test("probeWebGpu() offers the adapter the backend found, or shows the first line of why not", async () => {
+  const found = await probeWebGpu(() => Promise.resolve("webgpu: swiftshader (fallback)"));
+  assert.deepEqual(found, {
+    available: true,
+    text: "Backend webgpu: swiftshader (fallback): training and sampling may run on it",
+  });
+  const none = await probeWebGpu(() =>
+    Promise.reject(new Error("WebGPU backend unavailable: expected an adapter, got none\nstack"))
+  );
+  assert.equal(none.available, false);
+  assert.equal(
+    none.text,
+    "WebGPU backend unavailable: expected an adapter, got none; training and sampling run on the CPU",
   );
 });

@@ -1,0 +1,204 @@
+// sampleAsync on the webgpu backend (src/sampler/sample_gpu.ts: the model's forward pass and
+// every update on the GPU) against sample() on the ts backend, from the same seed: the same
+// text, ids and evaluation counts, and the same final generator state, for every method, with
+// a prompt and suffix, with an infill template, on the PyTorch fixtures' models (plain and
+// time-conditioned) and a freshly initialised one; and the CLI's `sample --backend webgpu`.
+// The float32 near-ties that may make the two disagree (src/kernels/webgpu/sampler.ts) do not
+// arise at these seeds.
+//
+// Ignored without an adapter, except in CI (CI=true), where a missing adapter fails the tests.
+
+import assert from "node:assert/strict";
+import { runCli } from "../cli_run.ts";
+import { makeTempDir, removeDir, writeFileAtomic } from "../../src/io.ts";
+import { modelCheckpointBytes } from "../../src/checkpoint/run_files.ts";
+import { createDit } from "../../src/model/dit.ts";
+import { createModel, type Model } from "../../src/model/model.ts";
+import { Rng } from "../../src/rng.ts";
+import {
+  sample,
+  sampleAsync,
+  type SampleMethod,
+  type SampleTextOptions,
+} from "../../src/sampler/mod.ts";
+import { type Tokenizer, trainTokenizer } from "../../src/tokenizer/mod.ts";
+import { loadCase } from "../model/pytorch_fixtures.ts";
+import { gpuContext, ignoreGpu } from "../kernels/webgpu_available.ts";
+
+const METHODS: SampleMethod[] = ["confidence", "euler", "tweedie", "ancestral"];
+
+/** A seed tokenizer of exactly `V` ids (characters of the text, merges, two specials). */
+function tokenizerOf(V: number): Tokenizer {
+  for (const text of ["the whale and the sea", "the sea"]) {
+    for (let m = 0; m < 8; m++) {
+      const tok = trainTokenizer([text], { kind: "seed", numMerges: m });
+      if (tok.vocabSize === V) return tok;
+    }
+  }
+  throw new Error(`no seed tokenizer of ${V} ids`);
+}
+
+/** sampleAsync on webgpu equals sample on ts: text, ids, counts and the generator's end. */
+async function expectSame(
+  label: string,
+  model: Model,
+  tokenizer: Tokenizer,
+  options: SampleTextOptions,
+): Promise<void> {
+  const cpuRng = new Rng(options.seed ?? 0, 4), gpuRng = new Rng(options.seed ?? 0, 4);
+  const cpuSteps: Int32Array[] = [], gpuSteps: Int32Array[] = [];
+  const want = sample(model, tokenizer, {
+    ...options,
+    backend: "ts",
+    rng: cpuRng,
+    onStep: (ids) => cpuSteps.push(ids.slice()),
+  });
+  const got = await sampleAsync(model, tokenizer, {
+    ...options,
+    backend: "webgpu",
+    gpu: gpuContext(),
+    rng: gpuRng,
+    onStep: (ids) => gpuSteps.push(ids.slice()),
+  });
+  assert.deepEqual(got.texts, want.texts, label);
+  assert.equal(got.text, want.text, label);
+  assert.deepEqual(got.ids, want.ids, label);
+  assert.equal(got.evaluations, want.evaluations, label);
+  assert.equal(got.savedEvaluations, want.savedEvaluations, label);
+  assert.deepEqual(gpuSteps, cpuSteps, `${label}: the ids after every step`);
+  assert.equal(gpuRng.nextU32(), cpuRng.nextU32(), `${label}: the generator's state after`);
+  if (!options.allowMask) assert.ok(!got.ids.includes(tokenizer.maskId), `${label}: a MASK left`);
+}
+
+Deno.test({
+  name:
+    "sampleAsync on webgpu gives sample()'s text on ts for every method, prompt and infill, on the fixtures' models (plain and time-conditioned)",
+  ignore: ignoreGpu,
+  async fn() {
+    for (const c of ["tiny", "tc_rotary_pre_gelu"]) {
+      const { model, config } = loadCase(c);
+      const tokenizer = tokenizerOf(config.vocabSize);
+      const T = config.context;
+      for (const method of METHODS) {
+        const common = { method, steps: Math.max(2, T - 2), batch: 2 };
+        await expectSame(`${c} ${method} prompt`, model, tokenizer, {
+          ...common,
+          prompt: "th",
+          suffix: "a",
+          length: T,
+          seed: 3,
+        });
+        await expectSame(`${c} ${method} infill`, model, tokenizer, {
+          ...common,
+          infill: T >= 8 ? "the[MASK:3] sea" : "t[MASK:3]",
+          seed: 11,
+        });
+      }
+      // the score-based samplers reading the outputs as log-scores (score-entropy models)
+      for (const method of ["euler", "tweedie"] as const) {
+        await expectSame(`${c} ${method} logScore`, model, tokenizer, {
+          method,
+          steps: 4,
+          length: T,
+          output: "logScore",
+          seed: 5,
+        });
+      }
+    }
+  },
+});
+
+Deno.test({
+  name:
+    "sampleAsync on webgpu gives sample()'s text on ts for a fresh tiny model over 32 tokens (confidence with allowMask, ancestral cached), and opens its own device without a context",
+  ignore: ignoreGpu,
+  async fn() {
+    const tokenizer = tokenizerOf(13);
+    const model = createModel("tiny", { vocabSize: 13, context: 32, seed: 4 });
+    await expectSame("fresh confidence allowMask", model, tokenizer, {
+      method: "confidence",
+      allowMask: true,
+      steps: 8,
+      length: 32,
+      prompt: "the whale",
+      seed: 2,
+    });
+    await expectSame("fresh ancestral", model, tokenizer, {
+      method: "ancestral",
+      steps: 12,
+      batch: 3,
+      length: 32,
+      suffix: " sea",
+      seed: 9,
+    });
+    const options = { infill: "the [MASK:10] sea", steps: 6, seed: 1 };
+    const own = await sampleAsync(model, tokenizer, { ...options, backend: "webgpu" });
+    assert.equal(own.text, sample(model, tokenizer, { ...options, backend: "ts" }).text);
+  },
+});
+
+Deno.test("sample() refuses webgpu, and sampleAsync a DiT on webgpu, each in one line", async () => {
+  const tokenizer = tokenizerOf(13);
+  const model = createModel("tiny", { vocabSize: 13, context: 8, seed: 1 });
+  assert.throws(() => sample(model, tokenizer, { backend: "webgpu" }), {
+    name: "RangeError",
+    message: /^Invalid backend for sample\(\): .*use sampleAsync\), got "webgpu"$/,
+  });
+  const dit = createDit({
+    vocabSize: 13,
+    context: 4,
+    dModel: 4,
+    nHeads: 1,
+    nLayers: 1,
+    condDim: 2,
+  });
+  await assert.rejects(() => sampleAsync(dit, tokenizer, { backend: "webgpu", steps: 2 }), {
+    name: "TypeError",
+    message: /^Invalid model for the webgpu backend: expected a transformer, got a DiT .*CPU/,
+  });
+  // every other backend is sample()'s, on any machine
+  const options = { prompt: "the", length: 8, steps: 3, seed: 4, backend: "ts" } as const;
+  assert.deepEqual(
+    (await sampleAsync(model, tokenizer, options)).ids,
+    sample(model, tokenizer, options).ids,
+  );
+});
+
+Deno.test({
+  name: "cli sample --backend webgpu prints the text of --backend ts for a tiny checkpoint",
+  ignore: ignoreGpu,
+  async fn() {
+    const dir = await makeTempDir();
+    try {
+      const tokenizer = tokenizerOf(13);
+      const model = createModel("tiny", { vocabSize: 13, context: 24, seed: 6 });
+      await writeFileAtomic(`${dir}/model.safetensors`, modelCheckpointBytes(model, tokenizer, 7));
+      const texts: string[] = [];
+      for (const backend of ["webgpu", "ts"]) {
+        const r = await runCli([
+          "sample",
+          ...["--checkpoint", `${dir}/model.safetensors`, "--prompt", "the", "--length", "20"],
+          ...["--steps", "6", "--seed", "3", "--method", "euler", "--backend", backend],
+        ]);
+        assert.equal(r.code, 0, r.err);
+        assert.match(r.err, new RegExp(`^Backend: ${backend}`, "m"));
+        texts.push(r.out);
+      }
+      assert.ok(texts[0].startsWith("the"), texts[0]);
+      assert.equal(texts[0], texts[1]);
+    } finally {
+      await removeDir(dir);
+    }
+  },
+});
+
+Deno.test("cli sample --backend webgpu refuses a converted DiT in one line, before any device", async () => {
+  const dir = new URL("../fixtures/dit/converted/mdlm", import.meta.url).pathname;
+  const r = await runCli(["sample", "--checkpoint", dir, "--backend", "webgpu", "--steps", "2"]);
+  assert.equal(r.code, 1);
+  assert.match(
+    r.err.split("\n").at(-1)!,
+    /^error: Invalid --backend: expected auto, blas, wasm or ts for a DiT checkpoint \(a DiT is not on webgpu\), got webgpu$/,
+  );
+  assert.doesNotMatch(r.err, /^Backend:/m);
+});

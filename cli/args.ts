@@ -167,15 +167,20 @@ export async function trainBackendOf(
 }
 
 /**
- * `--backend` of `eval` and `sample`: {@linkcode backendOf}'s choices, and `webgpu` (checked
- * here, then opened again by `evaluateAsync` or `sampleAsync`).
+ * `--backend` of `eval` and `sample`: for a transformer checkpoint, {@linkcode trainBackendOf}'s
+ * choice (`auto` takes a real GPU through WebGPU first, never a software adapter; `webgpu` any
+ * adapter), checked here and opened again by `evaluateAsync` or `sampleAsync`; for a DiT,
+ * {@linkcode backendOf}'s CPU choices.
  *
- * @param v The flag's value, if given (default `auto`: a CPU backend).
+ * @param v The flag's value, if given (default `auto`).
+ * @param dit Whether the checkpoint is a DiT (CPU backends only).
  * @returns The backend.
  */
-export async function evalBackendOf(v: string | boolean | undefined): Promise<TrainBackend> {
-  if (v === "webgpu") return await trainBackendOf(v);
-  return backendOf(v);
+export async function evalBackendOf(
+  v: string | boolean | undefined,
+  dit = false,
+): Promise<TrainBackend> {
+  return dit ? backendOf(v) : await trainBackendOf(v);
 }
 
 /**
@@ -190,8 +195,8 @@ export function commonHelp(col: number): string {
   const flag = (f: string) => `  ${f}`.padEnd(col);
   return [
     `${flag("--backend <name>")}${BACKEND_CHOICES.join(" | ")} (default: auto: the system's BLAS`,
-    `${pad}where it loads and passes its self-check, else wasm; for train, first a real GPU`,
-    `${pad}through WebGPU; webgpu: any adapter, everything on the GPU; not for a DiT)`,
+    `${pad}where it loads and passes its self-check, else wasm; before those, a real GPU`,
+    `${pad}through WebGPU; webgpu: any adapter, everything on the GPU; a DiT: CPU only)`,
     `${flag("--verbose")}print the stack trace of an error as well`,
     `${flag("--help")}this text`,
   ].join("\n");

@@ -154,7 +154,8 @@ export async function evalCommand(args: string[]): Promise<number> {
     }, ${samples} draws per window, with the ${bound.loss} bound...`,
   );
   if (bound.note) console.error(`Note: ${bound.note}.`);
-  const { backend } = await evalBackendOf(v.backend);
+  const dit = (model.config as { kind?: string }).kind === "dit";
+  const { backend } = await evalBackendOf(v.backend, dit);
   const r = await evaluateAsync(model, heldOut, {
     samples,
     seed,

@@ -104,7 +104,7 @@ export async function sampleCommand(args: string[]): Promise<number> {
         "webgpu), got webgpu",
     );
   }
-  const { backend } = await evalBackendOf(v.backend);
+  const { backend } = await evalBackendOf(v.backend, dit);
   if (workers > 1) {
     console.error(
       dit

@@ -1,0 +1,244 @@
+// The DiT on the GPU (src/kernels/webgpu/dit.ts) against the float64 reference (ditForward), the
+// PyTorch fixtures of tests/fixtures/dit and the converted checkpoints of
+// tests/fixtures/dit/converted, each within 1e-4 of the output's largest magnitude; and
+// sampleIdsGpu over it against sampleIds over the CPU DiT denoiser (the same tokens for the same
+// seed).
+//
+// Ignored without an adapter, except in CI (CI=true), where a missing adapter fails the tests.
+
+import assert from "node:assert/strict";
+import { parseSafetensors, serializeSafetensors } from "../../src/checkpoint/safetensors.ts";
+import { ditFromSafetensors } from "../../src/checkpoint/model_io.ts";
+import { convertedSampling } from "../../src/checkpoint/converted.ts";
+import { loadConverted } from "../../src/files/mod.ts";
+import { createDit, type DitConfigInput, ditForward, type DitModel } from "../../src/model/dit.ts";
+import { forward } from "../../src/model/model.ts";
+import { sampleIds, type SampleOptions } from "../../src/sampler/sample_ids.ts";
+import type { GpuContext } from "../../src/kernels/webgpu/context.ts";
+import {
+  createGpuDit,
+  createGpuDitDenoiser,
+  gpuDitAttention,
+} from "../../src/kernels/webgpu/dit.ts";
+import { sampleIdsGpu } from "../../src/kernels/webgpu/sampler.ts";
+import { attentionForward } from "../../src/nn/attention.ts";
+import { maxRelErr } from "../rel_err.ts";
+import { gpuContext, ignoreGpu } from "./webgpu_available.ts";
+
+function gpuTest(name: string, fn: (ctx: GpuContext) => Promise<void>): void {
+  Deno.test({ name, ignore: ignoreGpu, fn: () => fn(gpuContext()) });
+}
+
+const DIR = new URL("../fixtures/dit/", import.meta.url);
+
+/** A DiT with every weight random and nonzero (adaLN and output layers too). */
+function randomDit(config: Partial<DitConfigInput>, seed: number): DitModel {
+  const model = createDit({
+    vocabSize: 53,
+    context: 80,
+    dModel: 32,
+    nHeads: 2,
+    nLayers: 2,
+    condDim: 16,
+    ...config,
+  }, { seed });
+  let s = seed * 7919 + 1;
+  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
+  for (const [n, { offset, shape }] of Object.entries(model.layout)) {
+    const size = shape.reduce((a, b) => a * b, 1);
+    const amp = n.includes("adaLN") || n.startsWith("output_layer.linear") ? 0.1 : 0.05;
+    for (let i = 0; i < size; i++) model.params[offset + i] += amp * rand();
+  }
+  return model;
+}
+
+function randomTokens(n: number, V: number, seed: number): Int32Array {
+  const t = new Int32Array(n);
+  for (let i = 0; i < n; i++) t[i] = ((Math.imul(i + 1, 2654435761) ^ seed) >>> 0) % V;
+  for (let i = 0; i < n; i += 3) t[i] = V - 1; // masks
+  return t;
+}
+
+gpuTest(
+  "gpuDitAttention matches attentionForward for T past the chunk and heads past the workgroup",
+  async (ctx) => {
+    // HS 8 (one channel each), HS 96 (two per invocation, the second partly idle); T 1, 63, 64,
+    // 65, 150 around the 64-key chunks
+    for (const [C, NH] of [[16, 2], [96, 1]]) {
+      for (const [B, T] of [[1, 1], [2, 63], [1, 64], [2, 65], [1, 150]]) {
+        const qkv = new Float32Array(B * T * 3 * C);
+        let s = 12345 + T;
+        for (let i = 0; i < qkv.length; i++) {
+          s = (s * 1103515245 + 12345) % 2147483648;
+          qkv[i] = (s / 2147483648) * 4 - 2;
+        }
+        const want = new Float32Array(B * T * C);
+        attentionForward(want, new Float32Array(B * NH * T * T), qkv, null, B, T, C, NH);
+        const out = ctx.zeros(B * T * C);
+        gpuDitAttention(ctx, out, ctx.upload(qkv), B, T, C, NH);
+        const e = maxRelErr(await ctx.readF32(out), want, `C ${C} NH ${NH} B ${B} T ${T}`);
+        assert.ok(e <= 1e-5, `C ${C} NH ${NH} B ${B} T ${T}: rel err ${e}`);
+      }
+    }
+  },
+);
+
+gpuTest("the GPU DiT matches PyTorch on the sedd and logits fixtures to 1e-4", async (ctx) => {
+  for (const [name, output] of [["sedd", "sedd"], ["logits", "logits"]] as const) {
+    const { tensors } = parseSafetensors(Deno.readFileSync(new URL(`${name}.safetensors`, DIR)));
+    const weights = Object.fromEntries(
+      Object.entries(tensors).filter(([n]) => !/^(in|out|grad)\./.test(n)),
+    );
+    const { model } = ditFromSafetensors(serializeSafetensors(weights), {
+      config: { nHeads: 2, output },
+    });
+    const tokens = tensors["in.tokens"].data as Int32Array;
+    const sigma = tensors["in.sigma"].data as Float32Array;
+    const want = tensors["out.forward"].data as Float32Array;
+    const denoise = createGpuDitDenoiser(ctx, model);
+    const got = await ctx.readF32(denoise(ctx.upload(tokens), sigma, 2));
+    const e = maxRelErr(got, want, name);
+    assert.ok(e <= 1e-4, `${name}: rel err ${e}`);
+  }
+});
+
+gpuTest(
+  "the GPU DiT matches the float64 pass to 1e-4: SEDD with and without scale-by-sigma, MDLM logits",
+  async (ctx) => {
+    const cases: [string, Partial<DitConfigInput>][] = [
+      ["sedd", { output: "sedd" }],
+      ["sedd, no scaleBySigma", { output: "sedd", scaleBySigma: false }],
+      ["logits", { output: "logits" }],
+      ["logits, HS 80", { output: "logits", dModel: 80, nHeads: 1, nLayers: 1 }],
+    ];
+    for (const [what, config] of cases) {
+      const model = randomDit(config, 3);
+      const V = model.config.vocabSize;
+      const gd = createGpuDit(ctx, model);
+      const denoise = createGpuDitDenoiser(ctx, gd);
+      // sigma on both sides of 0.5 (SEDD's expm1 / exp - 1 switch); T past the 64-key chunk
+      for (const [B, T] of [[3, 70], [1, 5]]) {
+        const tokens = randomTokens(B * T, V, 11 + T);
+        const sigma = new Float32Array([0.05, 0.5, 3.7].slice(0, B));
+        const want = ditForward(model, tokens, { batch: B, sigma });
+        const got = await ctx.readF32(denoise(ctx.upload(tokens), sigma, B));
+        const e = maxRelErr(got, want, what);
+        assert.ok(e <= 1e-4, `${what} B ${B} T ${T}: rel err ${e}`);
+        assert.ok(e > 0, `${what}: float32 and float64 should differ somewhat`);
+        if (config.output === "sedd") {
+          for (let n = 0; n < B * T; n++) assert.equal(got[n * V + tokens[n]], 0, `${what} ${n}`);
+        }
+      }
+      gd.destroy();
+    }
+  },
+);
+
+/** The noise level the network is given: sigma, or 0 without time conditioning (MDLM). */
+function netSigma(timeConditioned: boolean, sigma: Float32Array): Float32Array {
+  return timeConditioned ? sigma : new Float32Array(sigma.length);
+}
+
+gpuTest(
+  "the GPU DiT matches PyTorch on the converted SEDD, Hub (uniform) and MDLM checkpoints",
+  async (ctx) => {
+    const dir = new URL("converted/", DIR).pathname;
+    for (const name of ["sedd", "hub", "mdlm"]) {
+      const loaded = await loadConverted(dir + name);
+      const { tensors } = parseSafetensors(
+        await Deno.readFile(`${dir}expected_${name}.safetensors`),
+      );
+      const tokens = tensors["in.tokens"].data as Int32Array;
+      const sigma = tensors["in.sigma"].data as Float32Array;
+      const want = tensors["out.forward"].data as Float32Array;
+      const [B, T, Vt] = tensors["out.forward"].shape;
+      const { timeConditioned } = convertedSampling(loaded.metadata);
+      const denoise = createGpuDitDenoiser(ctx, loaded.model, { timeConditioned });
+      const got = await ctx.readF32(denoise(ctx.upload(tokens), sigma, B));
+      // the CPU denoiser, as sample() builds it, gives the same values
+      const cpu = forward(loaded.model, tokens, {
+        batch: B,
+        sigma: netSigma(timeConditioned, sigma),
+      });
+      assert.ok(maxRelErr(got, cpu, `${name} vs cpu`) <= 1e-5, `${name}: against the CPU pass`);
+      const V = loaded.model.config.vocabSize; // Hub: PyTorch has no mask column (Vt = V - 1)
+      let err = 0, scale = 0;
+      for (let r = 0; r < B * T; r++) {
+        for (let v = 0; v < Vt; v++) {
+          err = Math.max(err, Math.abs(got[r * V + v] - want[r * Vt + v]));
+          scale = Math.max(scale, Math.abs(want[r * Vt + v]));
+        }
+      }
+      assert.ok(scale > 1, `${name}: a nontrivial output`);
+      assert.ok(err / scale <= 1e-4, `${name}: max |gpu - torch| / max |torch| = ${err / scale}`);
+    }
+  },
+);
+
+gpuTest(
+  "sampleIdsGpu over the GPU DiT gives sampleIds' tokens over the CPU DiT (euler, ancestral)",
+  async (ctx) => {
+    const cases: [string, Partial<DitConfigInput>, Partial<SampleOptions>][] = [
+      ["sedd euler", { output: "sedd" }, {
+        method: "euler",
+        output: "logScore",
+        scaleBySigma: false,
+        timeConditioned: true,
+      }],
+      ["mdlm ancestral, no time conditioning", { output: "logits" }, {
+        method: "ancestral",
+        output: "logits",
+        timeConditioned: false,
+      }],
+    ];
+    for (const [what, config, opts] of cases) {
+      const model = randomDit({ ...config, vocabSize: 23, context: 12 }, 5);
+      const V = model.config.vocabSize, B = 2, T = 12;
+      const tc = opts.timeConditioned === true;
+      const zeros = new Float32Array(B);
+      const cpu = (ids: Int32Array, sigma: Float32Array) =>
+        forward(model, ids, { batch: B, sigma: tc ? sigma : zeros });
+      const gpu = createGpuDitDenoiser(ctx, model, { timeConditioned: tc });
+      const base = { ...opts, steps: 6, length: T, batch: B } as SampleOptions;
+      const samples: string[] = [];
+      for (const seed of [1, 2]) {
+        const want = sampleIds(cpu, V, V - 1, { ...base, seed });
+        const got = await sampleIdsGpu(ctx, gpu, V, V - 1, { ...base, seed });
+        assert.deepEqual([...got.ids], [...want.ids], `${what} seed ${seed}: ids`);
+        assert.equal(got.evaluations, want.evaluations, `${what}: evaluations`);
+        assert.equal(got.savedEvaluations, want.savedEvaluations, `${what}: saved evaluations`);
+        assert.ok(!want.ids.includes(V - 1), `${what}: fully unmasked`);
+        samples.push(want.ids.join());
+      }
+      assert.notEqual(samples[0], samples[1], `${what}: two seeds, two samples`);
+    }
+  },
+);
+
+gpuTest("the GPU DiT denoiser rejects bad input with one-line messages", async (ctx) => {
+  const model = randomDit({ nLayers: 1, context: 8 }, 7);
+  const denoise = createGpuDitDenoiser(ctx, model);
+  const ids = ctx.upload(new Int32Array([1, 2, 3, 4]));
+  assert.throws(() => denoise(ids, new Float32Array([0]), 1), /Invalid sigma\[0\].*> 0.*got 0/);
+  assert.throws(
+    () => denoise(ids, new Float32Array([1]), 2),
+    /expected a Float32Array of 2.*got 1/,
+  );
+  assert.throws(() => denoise(ctx.zeros(4), new Float32Array([1]), 1), /expected an i32.*got f32/);
+  assert.throws(() => denoise(ids, new Float32Array([1]), 3), /multiple of batch 3, got 4/);
+  assert.throws(
+    () => denoise(ctx.upload(new Int32Array(9)), new Float32Array([1]), 1),
+    /expected T <= context 8, got 9/,
+  );
+  assert.throws(
+    () =>
+      createGpuDitDenoiser(ctx, model, { timeConditioned: false })(ids, new Float32Array([1]), 1),
+    /timeConditioned false.*> 0.*got 0/,
+  );
+  assert.throws(
+    // deno-lint-ignore no-explicit-any
+    () => createGpuDit(ctx, { config: { kind: "transformer" } } as any),
+    /expected a DiT.*got kind transformer/,
+  );
+  await ctx.sync();
+});

@@ -27,8 +27,7 @@
  * `--sample --backend webgpu` runs the same sampling with the DiT and the sampler on the GPU
  * (`createGpuDitDenoiser` and `sampleIdsGpu` of `src/kernels/webgpu/`), after one warm-up forward
  * pass that compiles the shaders, and prints the same JSON line plus `adapter`
- * (`deno task bench:dit --backend webgpu`; on headless Linux `deno run` with
- * `--allow-env=XDG_RUNTIME_DIR` as well silences the Vulkan driver's harmless warning).
+ * (`deno task bench:dit --backend webgpu`).
  *
  * @module
  */

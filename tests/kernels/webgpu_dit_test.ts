@@ -129,6 +129,16 @@ gpuTest(
           for (let n = 0; n < B * T; n++) assert.equal(got[n * V + tokens[n]], 0, `${what} ${n}`);
         }
       }
+      // disposing a denoiser frees its activations, not the GpuDit it was given
+      denoise.dispose();
+      const again = createGpuDitDenoiser(ctx, gd);
+      const tokens = randomTokens(4, V, 2), sigma = new Float32Array([0.8]);
+      const e = maxRelErr(
+        await ctx.readF32(again(ctx.upload(tokens), sigma, 1)),
+        ditForward(model, tokens, { batch: 1, sigma }),
+      );
+      assert.ok(e <= 1e-4, `${what}: after dispose, rel err ${e}`);
+      again.dispose();
       gd.destroy();
     }
   },
@@ -247,5 +257,7 @@ gpuTest("the GPU DiT denoiser rejects bad input with one-line messages", async (
     () => createGpuDit(ctx, { config: { kind: "transformer" } } as any),
     /expected a DiT.*got kind transformer/,
   );
+  denoise.dispose();
+  assert.throws(() => denoise(ids, new Float32Array([1]), 1), /got a disposed one/);
   await ctx.sync();
 });

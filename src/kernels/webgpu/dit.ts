@@ -1,6 +1,6 @@
 /**
  * The DiT of `src/model/dit.ts` (SEDD's and MDLM's denoiser) on the GPU: its forward pass on the
- * kernels of this directory, as a {@linkcode GpuDenoiser} for `sampleIdsGpu`, with the values
+ * kernels of this directory, as a `GpuDenoiser` (`sampler.ts`) for `sampleIdsGpu`, with the values
  * the CPU DiT denoiser gives (`forward(dit, ids, { batch, sigma })`, the float32 pass of
  * `src/model/dit_fast.ts`) up to float32 rounding.
  *
@@ -48,7 +48,6 @@ import { checkDims, checkTensor, type GpuContext, GpuTensor, grid } from "./cont
 import { gpuEmbeddingForward } from "./embedding.ts";
 import { gpuLayernormForward } from "./layernorm.ts";
 import { gpuMatmulABt } from "./matmul.ts";
-import type { GpuDenoiser } from "./sampler.ts";
 import { entry, reductions } from "./wgsl.ts";
 
 /** A DiT's parameters on the GPU: see {@linkcode createGpuDit}. */
@@ -290,6 +289,20 @@ export interface GpuDitDenoiserOptions {
   timeConditioned?: boolean;
 }
 
+/** The `GpuDenoiser` (`sampler.ts`) of {@linkcode createGpuDitDenoiser}, with a way to free it. */
+export interface GpuDitDenoiser {
+  /**
+   * The network: ids `(B*T)` i32 and sigma `(B)` in, the `(B*T*V)` output out (valid until the
+   * next call), recorded into the context's pending encoder.
+   */
+  (ids: GpuTensor, sigma: Float32Array, batch: number): GpuTensor;
+  /**
+   * Frees the activations, and the parameters where the denoiser uploaded them itself (a
+   * {@linkcode GpuDit} passed in stays for its owner to destroy). Calls afterwards throw.
+   */
+  dispose(): void;
+}
+
 /** Throws unless `sigma` holds `B` noise levels the DiT accepts; returns what the network reads. */
 function networkSigma(
   model: DitModel,
@@ -319,7 +332,7 @@ function networkSigma(
 }
 
 /**
- * A {@linkcode GpuDenoiser} running a DiT on the GPU: for ids `(B*T)` and sigma `(B)` it records
+ * A `GpuDenoiser` (`sampler.ts`) running a DiT on the GPU: for ids `(B*T)` and sigma `(B)` it records
  * the forward pass into the context's pending encoder (only the sigma embedding and SEDD's
  * per-sequence shift are written first; no read-back) and returns the `(B*T*V)` output the CPU
  * DiT denoiser of `sample()` gives: with `config.output` `"sedd"`, SEDD's log-scores (shifted by
@@ -331,7 +344,7 @@ function networkSigma(
  * @param ctx The context (the ids passed in must belong to it).
  * @param model A DiT (uploaded now), or one already on the GPU from {@linkcode createGpuDit}.
  * @param options The first workspace's shape, and `timeConditioned`.
- * @returns The denoiser, for `sampleIdsGpu`.
+ * @returns The denoiser, for `sampleIdsGpu`, with its `dispose`.
  *
  * @example SEDD's log-scores of one sequence, on the GPU
  * ```ts
@@ -356,7 +369,8 @@ export function createGpuDitDenoiser(
   ctx: GpuContext,
   model: DitModel | GpuDit,
   options: GpuDitDenoiserOptions = {},
-): GpuDenoiser {
+): GpuDitDenoiser {
+  const owned = !("ctx" in model);
   const gd = "ctx" in model ? model : createGpuDit(ctx, model);
   if (gd.ctx !== ctx) {
     throw new RangeError("createGpuDitDenoiser: expected a GpuDit of this context, got another's");
@@ -366,7 +380,9 @@ export function createGpuDitDenoiser(
   let ws: DitWorkspace | null = options.batch !== undefined && options.context !== undefined
     ? createDitWorkspace(gd, options.batch, options.context)
     : null;
-  return (ids, sigma, batch) => {
+  let disposed = false;
+  const denoise = (ids: GpuTensor, sigma: Float32Array, batch: number): GpuTensor => {
+    if (disposed) throw new Error("GPU DiT denoiser: expected a live denoiser, got a disposed one");
     if (!Number.isInteger(batch) || batch < 1) {
       throw new RangeError(`Invalid batch: expected a positive integer, got ${batch}`);
     }
@@ -393,6 +409,14 @@ export function createGpuDitDenoiser(
     }
     return ditForwardGpu(gd, ws, ids, sig);
   };
+  const dispose = () => {
+    if (disposed) return;
+    disposed = true;
+    if (ws) destroyDitWorkspace(ws);
+    ws = null;
+    if (owned) gd.destroy();
+  };
+  return Object.assign(denoise, { dispose });
 }
 
 /** Invocations per workgroup of the attention kernel, and keys per chunk. */

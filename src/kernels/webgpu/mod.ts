@@ -123,6 +123,7 @@ export {
   createGpuDitDenoiser,
   type GpuDit,
   gpuDitAttention,
+  type GpuDitDenoiser,
   type GpuDitDenoiserOptions,
   gpuGeluTanh,
   gpuSeddOutput,

@@ -232,6 +232,46 @@ gpuTest(
   },
 );
 
+gpuTest(
+  "sampleIdsGpu over the GPU DiT: one submit per step, only the end read back",
+  async (ctx) => {
+    const model = randomDit({ vocabSize: 19, context: 8, nLayers: 1 }, 8);
+    const V = model.config.vocabSize, B = 2, T = 8, steps = 4;
+    const denoise = createGpuDitDenoiser(ctx, model, { batch: B, context: T });
+    await ctx.sync();
+    const queue = ctx.device.queue;
+    const submit = queue.submit;
+    const mapAsync = GPUBuffer.prototype.mapAsync;
+    let submits = 0, maps = 0;
+    queue.submit = function (buffers: GPUCommandBuffer[]) {
+      submits++;
+      return submit.call(this, buffers);
+    };
+    GPUBuffer.prototype.mapAsync = function (...args: Parameters<GPUBuffer["mapAsync"]>) {
+      maps++;
+      return mapAsync.apply(this, args);
+    };
+    try {
+      await sampleIdsGpu(ctx, denoise, V, V - 1, {
+        method: "euler",
+        steps,
+        length: T,
+        batch: B,
+        seed: 1,
+        output: "logScore",
+        scaleBySigma: false,
+      });
+      // as for any denoiser: the final denoising step joins the ids' read, then the generator's state
+      assert.equal(submits, steps + 2, "submits");
+      assert.equal(maps, 2, "readbacks");
+    } finally {
+      queue.submit = submit;
+      GPUBuffer.prototype.mapAsync = mapAsync;
+      denoise.dispose();
+    }
+  },
+);
+
 gpuTest("the GPU DiT denoiser rejects bad input with one-line messages", async (ctx) => {
   const model = randomDit({ nLayers: 1, context: 8 }, 7);
   const denoise = createGpuDitDenoiser(ctx, model);

@@ -11,7 +11,7 @@ import { parseSafetensors, serializeSafetensors } from "../../src/checkpoint/saf
 import { ditFromSafetensors } from "../../src/checkpoint/model_io.ts";
 import { convertedSampling } from "../../src/checkpoint/converted.ts";
 import { loadConverted } from "../../src/files/mod.ts";
-import { createDit, type DitConfigInput, ditForward, type DitModel } from "../../src/model/dit.ts";
+import { type DitConfigInput, ditForward, type DitModel } from "../../src/model/dit.ts";
 import { forward } from "../../src/model/model.ts";
 import { sampleIds, type SampleOptions } from "../../src/sampler/sample_ids.ts";
 import type { GpuContext } from "../../src/kernels/webgpu/context.ts";
@@ -22,8 +22,9 @@ import {
 } from "../../src/kernels/webgpu/dit.ts";
 import { sampleIdsGpu } from "../../src/kernels/webgpu/sampler.ts";
 import { attentionForward } from "../../src/nn/attention.ts";
+import { perturbedDit, randomTokens } from "../model/random_dit.ts";
 import { maxRelErr } from "../rel_err.ts";
-import { gpuContext, ignoreGpu } from "./webgpu_available.ts";
+import { countSubmits, gpuContext, ignoreGpu } from "./webgpu_available.ts";
 
 function gpuTest(name: string, fn: (ctx: GpuContext) => Promise<void>): void {
   Deno.test({ name, ignore: ignoreGpu, fn: () => fn(gpuContext()) });
@@ -33,7 +34,7 @@ const DIR = new URL("../fixtures/dit/", import.meta.url);
 
 /** A DiT with every weight random and nonzero (adaLN and output layers too). */
 function randomDit(config: Partial<DitConfigInput>, seed: number): DitModel {
-  const model = createDit({
+  return perturbedDit({
     vocabSize: 53,
     context: 80,
     dModel: 32,
@@ -41,22 +42,7 @@ function randomDit(config: Partial<DitConfigInput>, seed: number): DitModel {
     nLayers: 2,
     condDim: 16,
     ...config,
-  }, { seed });
-  let s = seed * 7919 + 1;
-  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
-  for (const [n, { offset, shape }] of Object.entries(model.layout)) {
-    const size = shape.reduce((a, b) => a * b, 1);
-    const amp = n.includes("adaLN") || n.startsWith("output_layer.linear") ? 0.1 : 0.05;
-    for (let i = 0; i < size; i++) model.params[offset + i] += amp * rand();
-  }
-  return model;
-}
-
-function randomTokens(n: number, V: number, seed: number): Int32Array {
-  const t = new Int32Array(n);
-  for (let i = 0; i < n; i++) t[i] = ((Math.imul(i + 1, 2654435761) ^ seed) >>> 0) % V;
-  for (let i = 0; i < n; i += 3) t[i] = V - 1; // masks
-  return t;
+  }, seed, 0.05);
 }
 
 gpuTest(
@@ -239,34 +225,22 @@ gpuTest(
     const V = model.config.vocabSize, B = 2, T = 8, steps = 4;
     const denoise = createGpuDitDenoiser(ctx, model, { batch: B, context: T });
     await ctx.sync();
-    const queue = ctx.device.queue;
-    const submit = queue.submit;
-    const mapAsync = GPUBuffer.prototype.mapAsync;
-    let submits = 0, maps = 0;
-    queue.submit = function (buffers: GPUCommandBuffer[]) {
-      submits++;
-      return submit.call(this, buffers);
-    };
-    GPUBuffer.prototype.mapAsync = function (...args: Parameters<GPUBuffer["mapAsync"]>) {
-      maps++;
-      return mapAsync.apply(this, args);
-    };
     try {
-      await sampleIdsGpu(ctx, denoise, V, V - 1, {
-        method: "euler",
-        steps,
-        length: T,
-        batch: B,
-        seed: 1,
-        output: "logScore",
-        scaleBySigma: false,
-      });
-      // as for any denoiser: the final denoising step joins the ids' read, then the generator's state
+      const { submits, maps } = await countSubmits(ctx, () =>
+        sampleIdsGpu(ctx, denoise, V, V - 1, {
+          method: "euler",
+          steps,
+          length: T,
+          batch: B,
+          seed: 1,
+          output: "logScore",
+          scaleBySigma: false,
+        }));
+      // as for any denoiser: the final denoising step joins the ids' read, then the generator's
+      // state is read
       assert.equal(submits, steps + 2, "submits");
       assert.equal(maps, 2, "readbacks");
     } finally {
-      queue.submit = submit;
-      GPUBuffer.prototype.mapAsync = mapAsync;
       denoise.dispose();
     }
   },

@@ -24,6 +24,7 @@ import {
 import { forward } from "../../src/model/model.ts";
 import type { BackendName } from "../../src/nn/backend.ts";
 import { ignoreBlas } from "../kernels/blas_available.ts";
+import { perturbedDit, randomTokens } from "./random_dit.ts";
 import { maxRelErr } from "../rel_err.ts";
 
 const BACKENDS: [BackendName, boolean][] = [["ts", false], ["wasm", false], ["blas", ignoreBlas]];
@@ -66,7 +67,7 @@ for (const [backend, ignore] of BACKENDS) {
  * model has at zero).
  */
 function randomDit(config: Partial<DitConfigInput>, seed: number): DitModel {
-  const model = createDit({
+  return perturbedDit({
     vocabSize: 301,
     context: 48,
     dModel: 64,
@@ -74,22 +75,7 @@ function randomDit(config: Partial<DitConfigInput>, seed: number): DitModel {
     nLayers: 2,
     condDim: 32,
     ...config,
-  }, { seed });
-  let s = seed * 7919 + 1;
-  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
-  for (const [n, { offset, shape }] of Object.entries(model.layout)) {
-    const size = shape.reduce((a, b) => a * b, 1);
-    const amp = n.includes("adaLN") || n.startsWith("output_layer.linear") ? 0.1 : 0.02;
-    for (let i = 0; i < size; i++) model.params[offset + i] += amp * rand();
-  }
-  return model;
-}
-
-function randomTokens(n: number, V: number, seed: number): Int32Array {
-  const t = new Int32Array(n);
-  for (let i = 0; i < n; i++) t[i] = ((Math.imul(i + 1, 2654435761) ^ seed) >>> 0) % V;
-  for (let i = 0; i < n; i += 3) t[i] = V - 1; // masks
-  return t;
+  }, seed, 0.02);
 }
 
 for (const [backend, ignore] of BACKENDS) {

@@ -24,7 +24,31 @@ import { entry, reductions } from "./wgsl.ts";
 
 const WG = 64;
 
-function checkHeads(name: string, C: number, NH: number): number {
+/**
+ * WGSL: the start of a kernel with a workgroup per query row of packed `qkv` rows `(B,T,3C)`
+ * (uniforms `p.rows`, `p.T`, `p.C`, `p.NH`, `p.HS`): returns past `p.rows`, and binds `r` the
+ * row `(b * NH + h) * T + t`, `t`, `h`, `b`, `C3 = 3C`, `head` (the offset of head `h`'s channels
+ * in sequence `b`'s first row) and `q` (the query's offset).
+ */
+export const QUERY_ROW = `  let r = group; // query row ((b * NH + h) * T + t)
+  if (r >= p.rows) { return; }
+  let t = r % p.T;
+  let bh = r / p.T;
+  let h = bh % p.NH;
+  let b = bh / p.NH;
+  let C3 = 3u * p.C;
+  let head = b * p.T * C3 + h * p.HS;
+  let q = head + t * C3;`;
+
+/**
+ * Throws a RangeError unless `NH >= 1` divides `C`; returns the head size `C / NH`.
+ *
+ * @param name The kernel's name, for the message.
+ * @param C Channels.
+ * @param NH Heads.
+ * @returns `C / NH`.
+ */
+export function checkHeads(name: string, C: number, NH: number): number {
   if (NH < 1 || C % NH !== 0) {
     throw new RangeError(`${name}: expected NH >= 1 dividing C = ${C}, got NH = ${NH}`);
   }
@@ -146,15 +170,7 @@ export function gpuAttentionForward(
 @group(0) @binding(4) var<uniform> p: Params;
 ${reductions(WG)}
 ${entry(WG)}
-  let r = group; // query row ((b * NH + h) * T + t)
-  if (r >= p.rows) { return; }
-  let t = r % p.T;
-  let bh = r / p.T;
-  let h = bh % p.NH;
-  let b = bh / p.NH;
-  let C3 = 3u * p.C;
-  let head = b * p.T * C3 + h * p.HS;
-  let q = head + t * C3;
+${QUERY_ROW}
   let a = r * p.T;
   var mx = -3.402823466e38;
   for (var t2 = l; t2 < p.T; t2 += ${WG}u) {

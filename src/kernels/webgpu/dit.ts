@@ -43,11 +43,12 @@ import { TIME_EMBED_DIM } from "../../model/layout.ts";
 import { timestepEmbedding } from "../../nn/adaln.ts";
 import { ropeTables } from "../../nn/attention.ts";
 import { gpuGatedResidualForward, gpuModulateForward, gpuSiluForward } from "./adaln.ts";
-import { gpuRopeForward } from "./attention.ts";
+import { checkHeads, gpuRopeForward, QUERY_ROW } from "./attention.ts";
 import { checkDims, checkTensor, type GpuContext, GpuTensor, grid } from "./context.ts";
 import { gpuEmbeddingForward } from "./embedding.ts";
 import { gpuLayernormForward } from "./layernorm.ts";
 import { gpuMatmulABt } from "./matmul.ts";
+import { checkDenoiserIds } from "./sampler.ts";
 import { entry, reductions } from "./wgsl.ts";
 
 /** A DiT's parameters on the GPU: see {@linkcode createGpuDit}. */
@@ -383,25 +384,7 @@ export function createGpuDitDenoiser(
   let disposed = false;
   const denoise = (ids: GpuTensor, sigma: Float32Array, batch: number): GpuTensor => {
     if (disposed) throw new Error("GPU DiT denoiser: expected a live denoiser, got a disposed one");
-    if (!Number.isInteger(batch) || batch < 1) {
-      throw new RangeError(`Invalid batch: expected a positive integer, got ${batch}`);
-    }
-    if (!(ids instanceof GpuTensor) || ids.dtype !== "i32") {
-      throw new TypeError(
-        `Invalid ids: expected an i32 GpuTensor, got ${
-          ids instanceof GpuTensor ? ids.dtype : typeof ids
-        }`,
-      );
-    }
-    if (ids.length === 0 || ids.length % batch !== 0) {
-      throw new RangeError(
-        `Invalid ids length: expected a positive multiple of batch ${batch}, got ${ids.length}`,
-      );
-    }
-    const T = ids.length / batch;
-    if (T > cfg.context) {
-      throw new RangeError(`Sequence too long: expected T <= context ${cfg.context}, got ${T}`);
-    }
+    const T = checkDenoiserIds(ids, batch, cfg.context);
     const sig = networkSigma(gd.model, sigma, batch, timeConditioned);
     if (ws === null || ws.B !== batch || ws.T !== T) {
       if (ws) destroyDitWorkspace(ws);
@@ -447,10 +430,7 @@ export function gpuDitAttention(
   NH: number,
 ): void {
   checkDims("gpuDitAttention", { B, T, C, NH });
-  if (NH < 1 || C % NH !== 0) {
-    throw new RangeError(`gpuDitAttention: expected NH >= 1 dividing C = ${C}, got NH = ${NH}`);
-  }
-  const HS = C / NH;
+  const HS = checkHeads("gpuDitAttention", C, NH);
   checkTensor("gpuDitAttention out (B,T,C)", out, B * T * C);
   checkTensor("gpuDitAttention qkv (B,T,3C)", qkv, B * T * 3 * C);
   if (B * T * C === 0) return;
@@ -465,15 +445,7 @@ export function gpuDitAttention(
 var<workgroup> w: array<f32, ${ATT_WG}>;
 ${reductions(ATT_WG)}
 ${entry(ATT_WG)}
-  let r = group; // query row ((b * NH + h) * T + t)
-  if (r >= p.rows) { return; }
-  let t = r % p.T;
-  let bh = r / p.T;
-  let h = bh % p.NH;
-  let b = bh / p.NH;
-  let C3 = 3u * p.C;
-  let head = b * p.T * C3 + h * p.HS;
-  let q = head + t * C3;
+${QUERY_ROW}
   var m = -3.402823466e38;
   var s = 0.0;
   var acc: array<f32, ${K}>;

@@ -7,8 +7,7 @@
 // Ignored without an adapter, except in CI (CI=true), where a missing adapter fails the tests.
 
 import assert from "node:assert/strict";
-import { parseSafetensors, serializeSafetensors } from "../../src/checkpoint/safetensors.ts";
-import { ditFromSafetensors } from "../../src/checkpoint/model_io.ts";
+import { parseSafetensors } from "../../src/checkpoint/safetensors.ts";
 import { convertedSampling } from "../../src/checkpoint/converted.ts";
 import { loadConverted } from "../../src/files/mod.ts";
 import { type DitConfigInput, ditForward, type DitModel } from "../../src/model/dit.ts";
@@ -22,7 +21,7 @@ import {
 } from "../../src/kernels/webgpu/dit.ts";
 import { sampleIdsGpu } from "../../src/kernels/webgpu/sampler.ts";
 import { attentionForward } from "../../src/nn/attention.ts";
-import { perturbedDit, randomTokens } from "../model/random_dit.ts";
+import { loadDitFixture, perturbedDit, randomTokens } from "../model/dit_cases.ts";
 import { maxRelErr } from "../rel_err.ts";
 import { countSubmits, gpuContext, ignoreGpu } from "./webgpu_available.ts";
 
@@ -71,16 +70,7 @@ gpuTest(
 
 gpuTest("the GPU DiT matches PyTorch on the sedd and logits fixtures to 1e-4", async (ctx) => {
   for (const [name, output] of [["sedd", "sedd"], ["logits", "logits"]] as const) {
-    const { tensors } = parseSafetensors(Deno.readFileSync(new URL(`${name}.safetensors`, DIR)));
-    const weights = Object.fromEntries(
-      Object.entries(tensors).filter(([n]) => !/^(in|out|grad)\./.test(n)),
-    );
-    const { model } = ditFromSafetensors(serializeSafetensors(weights), {
-      config: { nHeads: 2, output },
-    });
-    const tokens = tensors["in.tokens"].data as Int32Array;
-    const sigma = tensors["in.sigma"].data as Float32Array;
-    const want = tensors["out.forward"].data as Float32Array;
+    const { model, tokens, sigma, want } = loadDitFixture(name, output);
     const denoise = createGpuDitDenoiser(ctx, model);
     const got = await ctx.readF32(denoise(ctx.upload(tokens), sigma, 2));
     const e = maxRelErr(got, want, name);

@@ -5,8 +5,6 @@
  */
 
 import assert from "node:assert/strict";
-import { parseSafetensors, serializeSafetensors } from "../../src/checkpoint/safetensors.ts";
-import { ditFromSafetensors } from "../../src/checkpoint/model_io.ts";
 import {
   createDit,
   type DitConfig,
@@ -24,12 +22,10 @@ import {
 import { forward } from "../../src/model/model.ts";
 import type { BackendName } from "../../src/nn/backend.ts";
 import { ignoreBlas } from "../kernels/blas_available.ts";
-import { perturbedDit, randomTokens } from "./random_dit.ts";
+import { loadDitFixture, perturbedDit, randomTokens } from "./dit_cases.ts";
 import { maxRelErr } from "../rel_err.ts";
 
 const BACKENDS: [BackendName, boolean][] = [["ts", false], ["wasm", false], ["blas", ignoreBlas]];
-
-const DIR = new URL("../fixtures/dit/", import.meta.url);
 
 for (const [backend, ignore] of BACKENDS) {
   for (const [name, output] of [["sedd", "sedd"], ["logits", "logits"]] as const) {
@@ -37,18 +33,7 @@ for (const [backend, ignore] of BACKENDS) {
       name: `dit_fast: ${backend}: the ${name} fixture's output matches PyTorch to 1e-4`,
       ignore,
       fn() {
-        const { tensors } = parseSafetensors(
-          Deno.readFileSync(new URL(`${name}.safetensors`, DIR)),
-        );
-        const weights = Object.fromEntries(
-          Object.entries(tensors).filter(([n]) => !/^(in|out|grad)\./.test(n)),
-        );
-        const { model } = ditFromSafetensors(serializeSafetensors(weights), {
-          config: { nHeads: 2, output },
-        });
-        const tokens = tensors["in.tokens"].data as Int32Array;
-        const sigma = tensors["in.sigma"].data as Float32Array;
-        const want = tensors["out.forward"].data as Float32Array;
+        const { model, tokens, sigma, want } = loadDitFixture(name, output);
         const runner = createDitRunner(model, { batch: 2, length: tokens.length / 2, backend });
         assert.equal(runner.backend, backend);
         const got = runner.forward(tokens, { batch: 2, sigma });

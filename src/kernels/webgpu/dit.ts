@@ -43,7 +43,7 @@ import { TIME_EMBED_DIM } from "../../model/layout.ts";
 import { timestepEmbedding } from "../../nn/adaln.ts";
 import { ropeTables } from "../../nn/attention.ts";
 import { gpuGatedResidualForward, gpuModulateForward, gpuSiluForward } from "./adaln.ts";
-import { checkHeads, gpuRopeForward, QUERY_ROW } from "./attention.ts";
+import { ATTENTION_ROW, checkHeads, gpuRopeForward } from "./attention.ts";
 import { checkDims, checkTensor, type GpuContext, GpuTensor, grid } from "./context.ts";
 import { gpuEmbeddingForward } from "./embedding.ts";
 import { gpuLayernormForward } from "./layernorm.ts";
@@ -445,7 +445,8 @@ export function gpuDitAttention(
 var<workgroup> w: array<f32, ${ATT_WG}>;
 ${reductions(ATT_WG)}
 ${entry(ATT_WG)}
-${QUERY_ROW}
+${ATTENTION_ROW}
+  let q = head + t * C3; // the query row
   var m = -3.402823466e38;
   var s = 0.0;
   var acc: array<f32, ${K}>;

@@ -33,15 +33,19 @@ const DIR = new URL("../fixtures/dit/", import.meta.url);
 
 /** A DiT with every weight random and nonzero (adaLN and output layers too). */
 function randomDit(config: Partial<DitConfigInput>, seed: number): DitModel {
-  return perturbedDit({
-    vocabSize: 53,
-    context: 80,
-    dModel: 32,
-    nHeads: 2,
-    nLayers: 2,
-    condDim: 16,
-    ...config,
-  }, seed, 0.05);
+  return perturbedDit(
+    {
+      vocabSize: 53,
+      context: 80,
+      dModel: 32,
+      nHeads: 2,
+      nLayers: 2,
+      condDim: 16,
+      ...config,
+    },
+    seed,
+    0.05,
+  );
 }
 
 gpuTest(

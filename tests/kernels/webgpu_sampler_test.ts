@@ -479,7 +479,8 @@ gpuTest(
         const steps = 4;
         const { submits, maps } = await countSubmits(
           ctx,
-          () => sampleIdsGpu(ctx, den.gpu, V, V - 1, { method, steps, length: T, batch: B, seed: 1 }),
+          () =>
+            sampleIdsGpu(ctx, den.gpu, V, V - 1, { method, steps, length: T, batch: B, seed: 1 }),
         );
         // the score-based methods add the final denoising step to the last submit (the ids' read);
         // every method then reads the ids and the generator's state: two maps, two submits

@@ -52,15 +52,19 @@ for (const [backend, ignore] of BACKENDS) {
  * model has at zero).
  */
 function randomDit(config: Partial<DitConfigInput>, seed: number): DitModel {
-  return perturbedDit({
-    vocabSize: 301,
-    context: 48,
-    dModel: 64,
-    nHeads: 4,
-    nLayers: 2,
-    condDim: 32,
-    ...config,
-  }, seed, 0.02);
+  return perturbedDit(
+    {
+      vocabSize: 301,
+      context: 48,
+      dModel: 64,
+      nHeads: 4,
+      nLayers: 2,
+      condDim: 32,
+      ...config,
+    },
+    seed,
+    0.02,
+  );
 }
 
 for (const [backend, ignore] of BACKENDS) {

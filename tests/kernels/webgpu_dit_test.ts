@@ -240,6 +240,26 @@ gpuTest(
   },
 );
 
+gpuTest("the GPU DiT refuses tensors past the device's binding limit, with both numbers", (ctx) => {
+  const model = randomDit({ nLayers: 1, context: 8 }, 7); // V 53, d 32, MLP 128
+  const limits = { maxStorageBufferBindingSize: 4096, maxBufferSize: 1 << 30 };
+  const small = { device: { limits } } as unknown as GpuContext;
+  assert.throws(
+    () => createGpuDit(small, model),
+    /at most 4096 bytes, got 6784 for vocab_embed\.embedding \[53, 32\]/,
+  );
+  // the parameters fit, the (B*T,4d) MLP hidden of 2 x 8 tokens does not
+  limits.maxStorageBufferBindingSize = 5000;
+  limits.maxBufferSize = 8000;
+  const fits = { ctx: small, model, params: {}, destroy() {} };
+  const denoise = createGpuDitDenoiser(small, fits);
+  assert.throws(
+    () => denoise(ctx.upload(new Int32Array(16)), new Float32Array([1, 1]), 2),
+    /at most 5000 bytes, got 8192 for the \(B\*T,4d\) MLP hidden of 2 sequences of 8 tokens/,
+  );
+  return Promise.resolve();
+});
+
 gpuTest("the GPU DiT denoiser rejects bad input with one-line messages", async (ctx) => {
   const model = randomDit({ nLayers: 1, context: 8 }, 7);
   const denoise = createGpuDitDenoiser(ctx, model);

@@ -51,10 +51,13 @@ function randomDit(config: Partial<DitConfigInput>, seed: number): DitModel {
 gpuTest(
   "gpuDitAttention matches attentionForward for T past the chunk and heads past the workgroup",
   async (ctx) => {
-    // HS 8 (one channel each), HS 96 (two per invocation, the second partly idle); T 1, 63, 64,
-    // 65, 150 around the 64-key chunks, and SEDD's context of 1024
-    for (const [C, NH] of [[16, 2], [96, 1]]) {
-      for (const [B, T] of [[1, 1], [2, 63], [1, 64], [2, 65], [1, 150], [1, 1024]]) {
+    // HS 8 (one channel each), HS 96 (two per invocation, the second partly idle), HS 64 (SEDD
+    // small's: every invocation one channel); T 1, 63, 64, 65, 150 around the 64-key chunks, and
+    // SEDD's context of 1024
+    const shapes = [[16, 2], [96, 1], [128, 2]];
+    const lengths = [[1, 1], [2, 63], [1, 64], [2, 65], [1, 150], [1, 1024]];
+    for (const [C, NH] of shapes) {
+      for (const [B, T] of C === 128 ? [[2, 65]] : lengths) {
         const qkv = new Float32Array(B * T * 3 * C);
         let s = 12345 + T;
         for (let i = 0; i < qkv.length; i++) {

@@ -26,8 +26,10 @@
  *
  * `--sample --backend webgpu` runs the same sampling with the DiT and the sampler on the GPU
  * (`createGpuDitDenoiser` and `sampleIdsGpu` of `src/kernels/webgpu/`), after one warm-up forward
- * pass that compiles the shaders, and prints the same JSON line plus `adapter`
- * (`deno task bench:dit --backend webgpu`).
+ * pass that compiles the shaders, and prints the same JSON line plus `adapter` and
+ * `sameTokensAsCpu` (`deno task bench:dit --backend webgpu`). `--check` then samples up to 64
+ * tokens in 4 steps on both the GPU and one wasm runner and says whether the tokens agree (null
+ * without it).
  *
  * @module
  */
@@ -170,8 +172,7 @@ async function gpuSampleRun(): Promise<void> {
   await ctx.sync();
   warm.destroy();
   const warmS = (performance.now() - w0) / 1000;
-  const s0 = performance.now();
-  const r = await sampleIdsGpu(ctx, denoise, V, V - 1, {
+  const euler = {
     method: "euler",
     steps,
     length: T,
@@ -180,8 +181,20 @@ async function gpuSampleRun(): Promise<void> {
     output: "logScore",
     scaleBySigma: false, // the DiT's SEDD output is already scaled by sigma
     timeConditioned: true,
-  });
+  } as const;
+  const s0 = performance.now();
+  const r = await sampleIdsGpu(ctx, denoise, V, V - 1, euler);
   const seconds = (performance.now() - s0) / 1000;
+  let sameTokensAsCpu: boolean | null = null;
+  if (Deno.args.includes("--check")) {
+    // a short run on both sides: up to 64 tokens in 4 steps, the CPU on one wasm runner
+    const check = { ...euler, steps: 4, length: Math.min(T, 64) };
+    const runner = createDitRunner(model, { batch: B, length: check.length, backend: "wasm" });
+    const cpu = (ids: Int32Array, sigma: Float32Array) => runner.forward(ids, { batch: B, sigma });
+    const want = sampleIds(cpu, V, V - 1, check);
+    const got = await sampleIdsGpu(ctx, denoise, V, V - 1, check);
+    sameTokensAsCpu = got.ids.every((v, i) => v === want.ids[i]);
+  }
   console.log(JSON.stringify({
     bench: "dit_sample",
     shape: shapeName,
@@ -201,6 +214,7 @@ async function gpuSampleRun(): Promise<void> {
     tokensPerSecond: +((B * T) / seconds).toFixed(2),
     arenaMiB: 0, // no wasm arena: the weights and activations are GPU buffers
     rssMiB: mib(Deno.memoryUsage().rss),
+    sameTokensAsCpu,
   }));
   await ctx.destroy();
 }

@@ -32,16 +32,27 @@
  * bytes into the model's float32 buffer), printing one JSON line with the file's size, the model's
  * float32 bytes and the RSS before reading, after reading and after loading.
  *
+ * `--sample --backend webgpu` runs the same sampling with the DiT and the sampler on the GPU
+ * (`createGpuDitDenoiser` and `sampleIdsGpu` of `src/kernels/webgpu/`), after one warm-up forward
+ * pass that compiles the shaders, and prints the same JSON line plus `adapter` and
+ * `sameTokensAsCpu` (`deno task bench:dit --backend webgpu`). `--check` then samples up to 64
+ * tokens in 4 steps on both the GPU and one wasm runner and says whether the tokens agree (null
+ * without it).
+ *
  * @module
  */
 
 import { createDit, type DitConfig, type DitModel, ditParamTable } from "../src/model/dit.ts";
 import { createDitRunner, type DitWeights } from "../src/model/dit_fast.ts";
 import { createDitPool, type DitSplit } from "../src/model/dit_pool.ts";
-import { sampleIdsAsync } from "../src/sampler/sample_ids.ts";
+import { sampleIds, sampleIdsAsync } from "../src/sampler/sample_ids.ts";
 import { serializeSafetensors, type TensorInput } from "../src/checkpoint/safetensors.ts";
 import { modelFromSafetensors } from "../src/checkpoint/model_io.ts";
 import type { BackendName } from "../src/nn/backend.ts";
+import { acquireGpu } from "../src/kernels/webgpu/device.ts";
+import { GpuContext } from "../src/kernels/webgpu/context.ts";
+import { createGpuDitDenoiser } from "../src/kernels/webgpu/dit.ts";
+import { sampleIdsGpu } from "../src/kernels/webgpu/sampler.ts";
 
 type Shape = Pick<DitConfig, "vocabSize" | "dModel" | "nLayers" | "nHeads" | "condDim">;
 
@@ -159,6 +170,74 @@ async function sampleRun(): Promise<void> {
   }
 }
 
+/** `--sample --backend webgpu`: the DiT's forward pass and the sampler on the GPU. */
+async function gpuSampleRun(): Promise<void> {
+  const gpu = await acquireGpu({ powerPreference: "high-performance" });
+  if (!gpu.ok) throw new Error(`--backend webgpu: no WebGPU device: ${gpu.reason}`);
+  const ctx = new GpuContext(gpu.device);
+  const shapeName = flag("--shape") ?? "small";
+  const shape = parseShape(shapeName);
+  const T = intFlag("--length", 1024), steps = intFlag("--steps", 128);
+  const B = intFlag("--batch", 1);
+  const t0 = performance.now();
+  const model = randomDit(shape, T);
+  const denoise = createGpuDitDenoiser(ctx, model, { batch: B, context: T });
+  await ctx.sync();
+  const setupS = (performance.now() - t0) / 1000;
+  const V = shape.vocabSize;
+  const w0 = performance.now();
+  const warm = ctx.upload(new Int32Array(B * T).fill(V - 1));
+  denoise(warm, new Float32Array(B).fill(1), B);
+  await ctx.sync();
+  warm.destroy();
+  const warmS = (performance.now() - w0) / 1000;
+  const euler = {
+    method: "euler",
+    steps,
+    length: T,
+    batch: B,
+    seed: 1,
+    output: "logScore",
+    scaleBySigma: false, // the DiT's SEDD output is already scaled by sigma
+    timeConditioned: true,
+  } as const;
+  const s0 = performance.now();
+  const r = await sampleIdsGpu(ctx, denoise, V, V - 1, euler);
+  const seconds = (performance.now() - s0) / 1000;
+  let sameTokensAsCpu: boolean | null = null;
+  if (Deno.args.includes("--check")) {
+    // a short run on both sides: up to 64 tokens in 4 steps, the CPU on one wasm runner
+    const check = { ...euler, steps: 4, length: Math.min(T, 64) };
+    const runner = createDitRunner(model, { batch: B, length: check.length, backend: "wasm" });
+    const cpu = (ids: Int32Array, sigma: Float32Array) => runner.forward(ids, { batch: B, sigma });
+    const want = sampleIds(cpu, V, V - 1, check);
+    const got = await sampleIdsGpu(ctx, denoise, V, V - 1, check);
+    sameTokensAsCpu = got.ids.every((v, i) => v === want.ids[i]);
+  }
+  console.log(JSON.stringify({
+    bench: "dit_sample",
+    shape: shapeName,
+    ...shape,
+    params: model.params.length,
+    backend: "webgpu",
+    adapter: gpu.adapterName,
+    threads: 1,
+    batch: B,
+    length: T,
+    steps,
+    evaluations: r.evaluations,
+    setupSeconds: +setupS.toFixed(3),
+    warmupForwardSeconds: +warmS.toFixed(3),
+    seconds: +seconds.toFixed(3),
+    secondsPerForward: +(seconds / r.evaluations).toFixed(4),
+    tokensPerSecond: +((B * T) / seconds).toFixed(2),
+    arenaMiB: 0, // no wasm arena: the weights and activations are GPU buffers
+    rssMiB: mib(Deno.memoryUsage().rss),
+    sameTokensAsCpu,
+  }));
+  await ctx.destroy();
+}
+
 /** The bits of 1 and a random value of about +-1/64 in each dtype the loader reads. */
 const FILE_DTYPES = {
   F16: { one: 0x3c00, random: (s: number) => (s & 0x8000) | 0x2000 | (s & 0x7ff) },
@@ -238,7 +317,9 @@ async function loadFileRun(): Promise<void> {
   }
 }
 
-if (import.meta.main && Deno.args.includes("--load")) {
+if (import.meta.main && Deno.args.includes("--sample") && flag("--backend") === "webgpu") {
+  await gpuSampleRun();
+} else if (import.meta.main && Deno.args.includes("--load")) {
   await loadFileRun();
 } else if (import.meta.main && Deno.args.includes("--read-file")) {
   loadRun(flag("--read-file")!, intFlag("--heads", 12));

@@ -196,7 +196,7 @@ export function commonHelp(col: number): string {
   return [
     `${flag("--backend <name>")}${BACKEND_CHOICES.join(" | ")} (default: auto: the system's BLAS`,
     `${pad}where it loads and passes its self-check, else wasm; before those, a real GPU`,
-    `${pad}through WebGPU; webgpu: any adapter, everything on the GPU; a DiT: CPU only)`,
+    `${pad}through WebGPU; webgpu: any adapter, everything on the GPU; eval of a DiT: CPU)`,
     `${flag("--verbose")}print the stack trace of an error as well`,
     `${flag("--help")}this text`,
   ].join("\n");

@@ -5,7 +5,7 @@
  */
 
 import { decode, sampleAsync, type SampleMethod } from "../mod.ts";
-import { choice, commonHelp, evalBackendOf, int, parse, str } from "./args.ts";
+import { choice, commonHelp, evalBackendOf, int, parse, str, trainBackendOf } from "./args.ts";
 import { InputError, UsageError } from "./errors.ts";
 import { readCheckpoint, samplerOutput } from "./inputs.ts";
 
@@ -98,13 +98,10 @@ export async function sampleCommand(args: string[]): Promise<number> {
   const prompt = infill !== undefined ? undefined : str(v.prompt) ?? "";
   console.error(`Loaded ${checkpoint} (step ${step}, ${model.params.length} parameters)`);
   const dit = (model.config as { kind?: string }).kind === "dit";
-  if (v.backend === "webgpu" && dit) {
-    throw new InputError(
-      "Invalid --backend: expected auto, blas, wasm or ts for a DiT checkpoint (a DiT is not on " +
-        "webgpu), got webgpu",
-    );
-  }
-  const { backend } = await evalBackendOf(v.backend, dit);
+  // A DiT given --workers samples on the CPU pool; auto looks at the GPU otherwise.
+  const { backend } = dit && workers > 1
+    ? await trainBackendOf(v.backend, workers)
+    : await evalBackendOf(v.backend);
   if (workers > 1) {
     console.error(
       dit

@@ -16,6 +16,7 @@ import {
   gpuModelForward,
 } from "../kernels/webgpu/model.ts";
 import { type GpuDenoiser, sampleIdsGpu } from "../kernels/webgpu/sampler.ts";
+import { createGpuDitDenoiser } from "../kernels/webgpu/dit.ts";
 import { resolveAnyBackend } from "../kernels/webgpu/select.ts";
 import { checkInt } from "../check.ts";
 import type { SampleOptions, SampleResult } from "./sample_ids.ts";
@@ -31,31 +32,48 @@ export interface GpuDenoiserHandle {
 /**
  * Turns a model into the {@linkcode GpuDenoiser} the GPU samplers call, for `B` sequences of
  * `T` tokens: the parameters uploaded once, one workspace of exactly that shape, each call
- * recording the forward pass into the context's pending encoder. The transformer kind only; a
- * DiT is refused here, the one place a GPU DiT would be wired in.
+ * recording the forward pass into the context's pending encoder. A transformer runs
+ * `gpuModelForward`; a DiT runs `createGpuDitDenoiser` (`src/kernels/webgpu/dit.ts`), with the
+ * values the CPU DiT denoiser of `sample()` gives (SEDD's log-scores, or MDLM's logits).
  *
  * @param ctx The context.
  * @param model The model.
  * @param B Sequences per call.
  * @param T Tokens per sequence.
+ * @param timeConditioned A DiT only: false gives the network sigma 0 (default true).
  * @returns The denoiser and its `dispose`.
- * @throws TypeError for a DiT.
  */
 export function gpuDenoiserFor(
   ctx: GpuContext,
   model: Model | DitModel,
   B: number,
   T: number,
+  timeConditioned = true,
 ): GpuDenoiserHandle {
-  refuseDit(model);
-  const gm = createGpuModel(ctx, model as Model);
-  const ws = createGpuWorkspace(gm, B, T);
-  const denoise: GpuDenoiser = (ids, sigma, batch) => {
+  const checkCall = (ids: { length: number }, batch: number) => {
     if (batch !== B || ids.length !== B * T) {
       throw new RangeError(
         `Invalid denoiser call: expected ${B} sequences of ${T} ids, got ${batch} and ${ids.length} ids`,
       );
     }
+  };
+  if ((model.config as { kind?: string }).kind === "dit") {
+    const d = createGpuDitDenoiser(ctx, model as DitModel, {
+      batch: B,
+      context: T,
+      timeConditioned,
+    });
+    const denoise: GpuDenoiser = (
+      ids,
+      sigma,
+      batch,
+    ) => (checkCall(ids, batch), d(ids, sigma, batch));
+    return { denoise, dispose: () => d.dispose() };
+  }
+  const gm = createGpuModel(ctx, model as Model);
+  const ws = createGpuWorkspace(gm, B, T);
+  const denoise: GpuDenoiser = (ids, sigma, batch) => {
+    checkCall(ids, batch);
     return gpuModelForward(gm, ws, ids, B, T, { sigma });
   };
   const dispose = () => {
@@ -63,16 +81,6 @@ export function gpuDenoiserFor(
     for (const t of gm.params.byName.values()) t.destroy();
   };
   return { denoise, dispose };
-}
-
-/** The kinds of model not on the GPU yet: a DiT. */
-function refuseDit(model: Model | DitModel): void {
-  if ((model.config as { kind?: string }).kind === "dit") {
-    throw new TypeError(
-      'Invalid model for the webgpu backend: expected a transformer, got a DiT (kind "dit" is ' +
-        "not on webgpu: sample it on a CPU backend)",
-    );
-  }
 }
 
 /** Where {@linkcode sampleIdsOnGpu} runs. */
@@ -87,13 +95,13 @@ export interface GpuSampleTarget {
  * forward pass for the same options, except where float32 decides a near-tie differently
  * (see `src/kernels/webgpu/sampler.ts`).
  *
- * @param model The model (the transformer kind).
+ * @param model The model: a transformer or a DiT.
  * @param V Vocabulary size including MASK.
  * @param maskId Id of MASK.
  * @param options The sampler's options (`length` and `batch` give the shape).
  * @param target The context, if the caller has one.
  * @returns The ids and the evaluation counts.
- * @throws Error (rejects) without an adapter, or for a DiT.
+ * @throws Error (rejects) without an adapter.
  */
 export async function sampleIdsOnGpu(
   model: Model | DitModel,
@@ -102,14 +110,13 @@ export async function sampleIdsOnGpu(
   options: SampleOptions,
   target: GpuSampleTarget = {},
 ): Promise<SampleResult> {
-  refuseDit(model); // before a device is opened
   const B = checkInt("batch", options.batch ?? 1, 1);
   const T = checkInt("length", options.length, 1);
   const own = target.gpu === undefined;
   const ctx = target.gpu ?? (await resolveAnyBackend("webgpu")).gpu!;
   let handle: GpuDenoiserHandle | undefined;
   try {
-    handle = gpuDenoiserFor(ctx, model, B, T);
+    handle = gpuDenoiserFor(ctx, model, B, T, options.timeConditioned ?? true);
     return await sampleIdsGpu(ctx, handle.denoise, V, maskId, options);
   } finally {
     if (own) await ctx.destroy().catch(() => {});

@@ -33,3 +33,32 @@ export function gpuContext(): GpuContext {
   shared ??= new GpuContext(gpu.device);
   return shared;
 }
+
+/**
+ * Runs `fn`, counting the submits to `ctx`'s queue and the buffers mapped (the readbacks) while it
+ * runs; the queue and `GPUBuffer` are restored afterwards, also when `fn` throws.
+ */
+export async function countSubmits(
+  ctx: GpuContext,
+  fn: () => Promise<unknown>,
+): Promise<{ submits: number; maps: number }> {
+  const queue = ctx.device.queue;
+  const submit = queue.submit;
+  const mapAsync = GPUBuffer.prototype.mapAsync;
+  const counts = { submits: 0, maps: 0 };
+  queue.submit = function (buffers: GPUCommandBuffer[]) {
+    counts.submits++;
+    return submit.call(this, buffers);
+  };
+  GPUBuffer.prototype.mapAsync = function (...args: Parameters<GPUBuffer["mapAsync"]>) {
+    counts.maps++;
+    return mapAsync.apply(this, args);
+  };
+  try {
+    await fn();
+  } finally {
+    queue.submit = submit;
+    GPUBuffer.prototype.mapAsync = mapAsync;
+  }
+  return counts;
+}

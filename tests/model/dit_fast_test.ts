@@ -18,7 +18,7 @@ import { forward } from "../../src/model/model.ts";
 import type { BackendName } from "../../src/nn/backend.ts";
 import { ignoreBlas } from "../kernels/blas_available.ts";
 import { maxRelErr } from "../rel_err.ts";
-import { randomDit, randomTokens } from "./random_dit.ts";
+import { randomDit, randomTokens } from "./dit_cases.ts";
 
 const BACKENDS: [BackendName, boolean][] = [["ts", false], ["wasm", false], ["blas", ignoreBlas]];
 

@@ -11,7 +11,7 @@ import type { DitModel } from "../../src/model/dit.ts";
 import { createDitRunner, type DitWeights } from "../../src/model/dit_fast.ts";
 import { createDitPool, type DitSplit, DitWorkerError } from "../../src/model/dit_pool.ts";
 import type { BackendName } from "../../src/nn/backend.ts";
-import { randomDit, randomTokens } from "./random_dit.ts";
+import { randomDit, randomTokens } from "./dit_cases.ts";
 import { ignoreBlas } from "../kernels/blas_available.ts";
 import { maxRelErr } from "../rel_err.ts";
 

@@ -13,7 +13,7 @@ import {
   type SampleOptions,
 } from "../../src/sampler/mod.ts";
 import { trainTokenizer } from "../../src/tokenizer/mod.ts";
-import { randomDit } from "../model/random_dit.ts";
+import { randomDit } from "../model/dit_cases.ts";
 
 /** A stub whose output depends on the ids and sigma, so every step's input matters. */
 function stub(V: number): Denoiser {

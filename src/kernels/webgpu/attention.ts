@@ -24,7 +24,30 @@ import { entry, reductions } from "./wgsl.ts";
 
 const WG = 64;
 
-function checkHeads(name: string, C: number, NH: number): number {
+/**
+ * WGSL: the start of a kernel with a workgroup per row `(b * NH + h) * T + t` of the attention
+ * matrix over packed `qkv` rows `(B,T,3C)` (uniforms `p.rows`, `p.T`, `p.C`, `p.NH`, `p.HS`):
+ * returns past `p.rows`, and binds `r` the row, `t`, `h`, `b`, `C3 = 3C` and `head` (the offset
+ * of head `h`'s channels in sequence `b`'s first row).
+ */
+export const ATTENTION_ROW = `  let r = group; // row (b * NH + h) * T + t
+  if (r >= p.rows) { return; }
+  let t = r % p.T;
+  let bh = r / p.T;
+  let h = bh % p.NH;
+  let b = bh / p.NH;
+  let C3 = 3u * p.C;
+  let head = b * p.T * C3 + h * p.HS;`;
+
+/**
+ * Throws a RangeError unless `NH >= 1` divides `C`; returns the head size `C / NH`.
+ *
+ * @param name The kernel's name, for the message.
+ * @param C Channels.
+ * @param NH Heads.
+ * @returns `C / NH`.
+ */
+export function checkHeads(name: string, C: number, NH: number): number {
   if (NH < 1 || C % NH !== 0) {
     throw new RangeError(`${name}: expected NH >= 1 dividing C = ${C}, got NH = ${NH}`);
   }
@@ -146,15 +169,8 @@ export function gpuAttentionForward(
 @group(0) @binding(4) var<uniform> p: Params;
 ${reductions(WG)}
 ${entry(WG)}
-  let r = group; // query row ((b * NH + h) * T + t)
-  if (r >= p.rows) { return; }
-  let t = r % p.T;
-  let bh = r / p.T;
-  let h = bh % p.NH;
-  let b = bh / p.NH;
-  let C3 = 3u * p.C;
-  let head = b * p.T * C3 + h * p.HS;
-  let q = head + t * C3;
+${ATTENTION_ROW}
+  let q = head + t * C3; // the query row
   let a = r * p.T;
   var mx = -3.402823466e38;
   for (var t2 = l; t2 < p.T; t2 += ${WG}u) {
@@ -253,14 +269,7 @@ fn maskAt(i: u32) -> f32 {
   return 1.0;
 }
 ${entry(WG)}
-  let r = group; // row ((b * NH + h) * T + t) of att: a query, or a key below
-  if (r >= p.rows) { return; }
-  let t = r % p.T;
-  let bh = r / p.T;
-  let h = bh % p.NH;
-  let b = bh / p.NH;
-  let C3 = 3u * p.C;
-  let head = b * p.T * C3 + h * p.HS;`;
+${ATTENTION_ROW} // of att: a query, or a key below`;
   const queries = ctx.pipeline("attentionBackwardQueries", () =>
     `${header}
   let q = head + t * C3;

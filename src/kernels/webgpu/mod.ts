@@ -31,7 +31,10 @@
  *
  * On these kernels, the whole model (`model.ts`: {@linkcode createGpuModel},
  * {@linkcode gpuModelForward}, {@linkcode gpuModelBackward}, {@linkcode createGpuDenoiser}), a
- * whole training step (`train_step.ts`: {@linkcode createGpuTrainer}, {@linkcode gpuTrainStep})
+ * whole training step (`train_step.ts`: {@linkcode createGpuTrainer}, {@linkcode gpuTrainStep}),
+ * the DiT's forward pass as a sampler's denoiser (`dit.ts`: {@linkcode createGpuDit},
+ * {@linkcode createGpuDitDenoiser}, with its own {@linkcode gpuDitAttention},
+ * {@linkcode gpuGeluTanh} and {@linkcode gpuSeddOutput})
  * and the backend's choice (`select.ts`: {@linkcode resolveAnyBackend}): `train()` and
  * `evaluateAsync()` run on them with `backend: "webgpu"`.
  *
@@ -116,6 +119,16 @@ export {
 } from "./adaln.ts";
 export { gpuCopy, gpuDropoutBackward, gpuDropoutInPlace } from "./elementwise.ts";
 export {
+  createGpuDit,
+  createGpuDitDenoiser,
+  type GpuDit,
+  gpuDitAttention,
+  type GpuDitDenoiser,
+  type GpuDitDenoiserOptions,
+  gpuGeluTanh,
+  gpuSeddOutput,
+} from "./dit.ts";
+export {
   clearGpuParamSet,
   createGpuDenoiser,
   createGpuModel,
@@ -191,3 +204,4 @@ export type {
   SampleResult,
 } from "../../sampler/sample_ids.ts";
 export type { NoiseSchedule, ScheduleName } from "../../diffusion/schedule.ts";
+export type { DitConfig, DitModel } from "../../model/dit.ts";

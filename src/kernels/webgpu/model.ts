@@ -47,7 +47,7 @@ import {
   gpuSiluForward,
 } from "./adaln.ts";
 import { gpuCopy, gpuDropoutBackward, gpuDropoutInPlace } from "./elementwise.ts";
-import type { GpuDenoiser } from "./sampler.ts";
+import { checkDenoiserIds, type GpuDenoiser } from "./sampler.ts";
 
 /** `T` with every typed array replaced by a {@linkcode GpuTensor} (arrays and objects mapped). */
 export type OnGpu<T> = T extends Float32Array | Float64Array | Int32Array ? GpuTensor
@@ -909,25 +909,7 @@ export function createGpuDenoiser(
     ? createGpuWorkspace(gm, config.batch, config.context)
     : null;
   return (ids, sigma, batch) => {
-    if (!Number.isInteger(batch) || batch < 1) {
-      throw new RangeError(`Invalid batch: expected a positive integer, got ${batch}`);
-    }
-    if (!(ids instanceof GpuTensor) || ids.dtype !== "i32") {
-      throw new TypeError(
-        `Invalid ids: expected an i32 GpuTensor, got ${
-          ids instanceof GpuTensor ? ids.dtype : typeof ids
-        }`,
-      );
-    }
-    if (ids.length === 0 || ids.length % batch !== 0) {
-      throw new RangeError(
-        `Invalid ids length: expected a positive multiple of batch ${batch}, got ${ids.length}`,
-      );
-    }
-    const T = ids.length / batch;
-    if (T > cfg.context) {
-      throw new RangeError(`Sequence too long: expected T <= context ${cfg.context}, got ${T}`);
-    }
+    const T = checkDenoiserIds(ids, batch, cfg.context);
     if (
       cfg.timeConditioning === true && !(sigma instanceof Float32Array && sigma.length === batch)
     ) {

@@ -42,7 +42,7 @@ import {
   T_EPS,
 } from "../../sampler/sample_ids.ts";
 import type { UpdateContext } from "../../sampler/updates.ts";
-import { checkTensor, GpuContext, type GpuTensor } from "./context.ts";
+import { checkTensor, GpuContext, GpuTensor } from "./context.ts";
 import {
   createGpuSampleWorkspace,
   destroyGpuSampleWorkspace,
@@ -63,6 +63,38 @@ import { gpuCopy } from "./elementwise.ts";
  * tensor is read before the next call and may be reused by the callee.
  */
 export type GpuDenoiser = (ids: GpuTensor, sigma: Float32Array, batch: number) => GpuTensor;
+
+/**
+ * Checks a {@linkcode GpuDenoiser} call's `ids` and `batch` against a model's context, with
+ * one-line errors, and returns the sequence length.
+ *
+ * @param ids The call's ids: an i32 tensor of `batch` whole sequences.
+ * @param batch Sequences (a positive integer).
+ * @param context The model's longest sequence.
+ * @returns `T = ids.length / batch`.
+ */
+export function checkDenoiserIds(ids: GpuTensor, batch: number, context: number): number {
+  if (!Number.isInteger(batch) || batch < 1) {
+    throw new RangeError(`Invalid batch: expected a positive integer, got ${batch}`);
+  }
+  if (!(ids instanceof GpuTensor) || ids.dtype !== "i32") {
+    throw new TypeError(
+      `Invalid ids: expected an i32 GpuTensor, got ${
+        ids instanceof GpuTensor ? ids.dtype : typeof ids
+      }`,
+    );
+  }
+  if (ids.length === 0 || ids.length % batch !== 0) {
+    throw new RangeError(
+      `Invalid ids length: expected a positive multiple of batch ${batch}, got ${ids.length}`,
+    );
+  }
+  const T = ids.length / batch;
+  if (T > context) {
+    throw new RangeError(`Sequence too long: expected T <= context ${context}, got ${T}`);
+  }
+  return T;
+}
 
 /**
  * {@linkcode sampleIds} of `src/sampler/sample_ids.ts` on the GPU: the same options, the same

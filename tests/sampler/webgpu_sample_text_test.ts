@@ -213,7 +213,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "cli sample --backend webgpu prints what --backend ts prints for a converted DiT (SEDD, MDLM)",
+  name:
+    "cli sample --backend webgpu prints what --backend ts prints for a converted DiT (SEDD, MDLM)",
   ignore: ignoreGpu,
   fn: async () => {
     for (const name of ["sedd", "mdlm"]) {

@@ -380,7 +380,7 @@ export async function trainCommand(args: string[]): Promise<number> {
       steps !== undefined && minutes !== undefined ? " or " : ""
     }${minutes !== undefined ? `${minutes} minutes` : ""}; run directory ${out}`,
   );
-  // A DiT trains on its float64 TypeScript pass: train() takes "auto" or "ts" and says so.
+  // A DiT's backend is resolved by train() (CPU backends only: no webgpu), which says which pass.
   const backend = dit
     ? choice<BackendChoice>("backend", v.backend, BACKEND_CHOICES) ?? "auto"
     : (await trainBackendOf(v.backend, workers)).backend;

@@ -163,16 +163,55 @@ const ALIGN_FLOATS = 16;
  * ```
  */
 export function ditRunnerBytes(model: DitModel, B: number, T: number): number {
+  return ditArenaBytes(model, Object.values(bufferSizes(model, B, T)), T);
+}
+
+/**
+ * The bytes that buffers of the given float counts take in the wasm arena, each aligned as the
+ * arena aligns it, with the scratch of the wasm attention for sequences of `T` tokens (shared by
+ * the DiT's forward and training passes).
+ *
+ * @param model The DiT (its head size).
+ * @param counts Float counts of the pass's own buffers.
+ * @param T Longest sequence.
+ * @returns Bytes.
+ */
+export function ditArenaBytes(model: DitModel, counts: number[], T: number): number {
   const HS = model.config.dModel / model.config.nHeads;
-  const counts = [
-    ...Object.values(bufferSizes(model, B, T)),
-    ...Array(8).fill(T * HS), // the wasm attention's head scratch
-    T * T,
-    T * T,
-  ];
+  const all = [...counts, ...Array(8).fill(T * HS), T * T, T * T]; // the attention's scratch
   let floats = 0;
-  for (const n of counts) floats += Math.ceil(n / ALIGN_FLOATS) * ALIGN_FLOATS;
+  for (const n of all) floats += Math.ceil(n / ALIGN_FLOATS) * ALIGN_FLOATS;
   return 4 * floats;
+}
+
+/**
+ * Checks the size and backend of a DiT pass (a runner's `batch` and `length`, a trainer's `rows`
+ * and `length`) with a one-line error, and returns the backend (default: `defaultBackend()`).
+ *
+ * @param model The DiT.
+ * @param sizes The two sizes under their option names: sequences, then tokens.
+ * @param backend The backend asked for.
+ * @returns The backend.
+ */
+export function checkDitPass(
+  model: DitModel,
+  sizes: [[string, number], [string, number]],
+  backend: BackendName | undefined,
+): BackendName {
+  for (const [name, v] of sizes) {
+    if (!Number.isInteger(v) || v < 1) {
+      throw new RangeError(`Invalid ${name}: expected a positive integer, got ${v}`);
+    }
+  }
+  const T = sizes[1][1], context = model.config.context;
+  if (T > context) {
+    throw new RangeError(`Invalid ${sizes[1][0]}: expected at most context ${context}, got ${T}`);
+  }
+  const b = backend ?? defaultBackend();
+  if (b !== "ts" && b !== "wasm" && b !== "blas") {
+    throw new TypeError(`Invalid backend: expected "blas", "wasm" or "ts", got ${b}`);
+  }
+  return b;
 }
 
 /**
@@ -205,18 +244,7 @@ export function ditRunnerBytes(model: DitModel, B: number, T: number): number {
 export function createDitRunner(model: DitModel, options: DitRunnerOptions = {}): DitRunner {
   const cfg = model.config;
   const B = options.batch ?? 1, T = options.length ?? cfg.context;
-  for (const [name, v] of [["batch", B], ["length", T]] as const) {
-    if (!Number.isInteger(v) || v < 1) {
-      throw new RangeError(`Invalid ${name}: expected a positive integer, got ${v}`);
-    }
-  }
-  if (T > cfg.context) {
-    throw new RangeError(`Invalid length: expected at most context ${cfg.context}, got ${T}`);
-  }
-  const backend = options.backend ?? defaultBackend();
-  if (backend !== "ts" && backend !== "wasm" && backend !== "blas") {
-    throw new TypeError(`Invalid backend: expected "blas", "wasm" or "ts", got ${backend}`);
-  }
+  const backend = checkDitPass(model, [["batch", B], ["length", T]], options.backend);
   const { vocabSize: V, dModel: d, nHeads: NH } = cfg;
   const HS = d / NH;
   const sizes = bufferSizes(model, B, T);

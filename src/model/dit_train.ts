@@ -34,7 +34,7 @@
  */
 
 import type { BackendName, NNBackend } from "../nn/backend.ts";
-import { defaultBackend, tsBackend, wasmBackend } from "../nn/backend.ts";
+import { tsBackend, wasmBackend } from "../nn/backend.ts";
 import type { BlasOptions } from "../kernels/blas.ts";
 import { arenaKernels } from "./workspace.ts";
 import {
@@ -50,6 +50,7 @@ import { embeddingBackward, embeddingForward } from "../nn/embedding.ts";
 import { layernormBackward, layernormForward } from "../nn/layernorm.ts";
 import { TIME_EMBED_DIM } from "./layout.ts";
 import { checkDitInputs, type DitModel, esigm1Log } from "./dit.ts";
+import { checkDitPass, ditArenaBytes } from "./dit_fast.ts";
 
 /** Options of {@linkcode createDitTrainer}. */
 export interface DitTrainerOptions {
@@ -155,9 +156,6 @@ function bufferSizes(model: DitModel, B: number, T: number): Record<string, numb
   };
 }
 
-/** Alignment of the wasm arena's buffers, in floats (64 bytes). */
-const ALIGN_FLOATS = 16;
-
 /**
  * The bytes a trainer's buffers take in the kernels' memory on `wasm` and `blas`, computed
  * without allocating: the parameter copy (all but the embedding), the gradient accumulator, the
@@ -182,16 +180,7 @@ const ALIGN_FLOATS = 16;
  * ```
  */
 export function ditTrainBytes(model: DitModel, B: number, T: number): number {
-  const HS = model.config.dModel / model.config.nHeads;
-  const counts = [
-    ...Object.values(bufferSizes(model, B, T)),
-    ...Array(8).fill(T * HS), // the wasm attention's head scratch
-    T * T,
-    T * T,
-  ];
-  let floats = 0;
-  for (const n of counts) floats += Math.ceil(n / ALIGN_FLOATS) * ALIGN_FLOATS;
-  return 4 * floats;
+  return ditArenaBytes(model, Object.values(bufferSizes(model, B, T)), T);
 }
 
 /**
@@ -224,18 +213,7 @@ export function ditTrainBytes(model: DitModel, B: number, T: number): number {
 export function createDitTrainer(model: DitModel, options: DitTrainerOptions = {}): DitTrainer {
   const cfg = model.config;
   const B = options.rows ?? 1, T = options.length ?? cfg.context;
-  for (const [name, v] of [["rows", B], ["length", T]] as const) {
-    if (!Number.isInteger(v) || v < 1) {
-      throw new RangeError(`Invalid ${name}: expected a positive integer, got ${v}`);
-    }
-  }
-  if (T > cfg.context) {
-    throw new RangeError(`Invalid length: expected at most context ${cfg.context}, got ${T}`);
-  }
-  const backend = options.backend ?? defaultBackend();
-  if (backend !== "ts" && backend !== "wasm" && backend !== "blas") {
-    throw new TypeError(`Invalid backend: expected "blas", "wasm" or "ts", got ${backend}`);
-  }
+  const backend = checkDitPass(model, [["rows", B], ["length", T]], options.backend);
   const { vocabSize: V, dModel: d, nHeads: NH } = cfg;
   const HS = d / NH;
   const sizes = bufferSizes(model, B, T);

@@ -88,6 +88,13 @@ export {
   type DitRunOptions,
   geluTanhInPlace,
 } from "./dit_fast.ts";
+export {
+  createDitTrainer,
+  ditTrainBytes,
+  type DitTrainer,
+  type DitTrainerOptions,
+  type DitTrainRunOptions,
+} from "./dit_train.ts";
 export type { BackendChoice, BackendName, ResolvedBackend } from "../nn/backend.ts";
 export { BACKEND_CHOICES, resolveBackend } from "../nn/backend.ts";
 export type { BlasOptions } from "../kernels/blas.ts";

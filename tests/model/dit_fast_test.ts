@@ -5,16 +5,7 @@
  */
 
 import assert from "node:assert/strict";
-import { parseSafetensors, serializeSafetensors } from "../../src/checkpoint/safetensors.ts";
-import { ditFromSafetensors } from "../../src/checkpoint/model_io.ts";
-import {
-  createDit,
-  type DitConfig,
-  type DitConfigInput,
-  ditForward,
-  type DitModel,
-  geluTanh,
-} from "../../src/model/dit.ts";
+import { createDit, type DitConfig, ditForward, geluTanh } from "../../src/model/dit.ts";
 import {
   createDitRunner,
   ditForwardFast,
@@ -25,10 +16,9 @@ import { forward } from "../../src/model/model.ts";
 import type { BackendName } from "../../src/nn/backend.ts";
 import { ignoreBlas } from "../kernels/blas_available.ts";
 import { maxRelErr } from "../rel_err.ts";
+import { loadDitFixture, randomDit } from "./dit_fixture.ts";
 
 const BACKENDS: [BackendName, boolean][] = [["ts", false], ["wasm", false], ["blas", ignoreBlas]];
-
-const DIR = new URL("../fixtures/dit/", import.meta.url);
 
 for (const [backend, ignore] of BACKENDS) {
   for (const [name, output] of [["sedd", "sedd"], ["logits", "logits"]] as const) {
@@ -36,17 +26,7 @@ for (const [backend, ignore] of BACKENDS) {
       name: `dit_fast: ${backend}: the ${name} fixture's output matches PyTorch to 1e-4`,
       ignore,
       fn() {
-        const { tensors } = parseSafetensors(
-          Deno.readFileSync(new URL(`${name}.safetensors`, DIR)),
-        );
-        const weights = Object.fromEntries(
-          Object.entries(tensors).filter(([n]) => !/^(in|out|grad)\./.test(n)),
-        );
-        const { model } = ditFromSafetensors(serializeSafetensors(weights), {
-          config: { nHeads: 2, output },
-        });
-        const tokens = tensors["in.tokens"].data as Int32Array;
-        const sigma = tensors["in.sigma"].data as Float32Array;
+        const { model, tensors, tokens, sigma } = loadDitFixture(name, output);
         const want = tensors["out.forward"].data as Float32Array;
         const runner = createDitRunner(model, { batch: 2, length: tokens.length / 2, backend });
         assert.equal(runner.backend, backend);
@@ -59,30 +39,6 @@ for (const [backend, ignore] of BACKENDS) {
       },
     });
   }
-}
-
-/**
- * A mid-size DiT with every weight random and nonzero (adaLN and output layers too, which a fresh
- * model has at zero).
- */
-function randomDit(config: Partial<DitConfigInput>, seed: number): DitModel {
-  const model = createDit({
-    vocabSize: 301,
-    context: 48,
-    dModel: 64,
-    nHeads: 4,
-    nLayers: 2,
-    condDim: 32,
-    ...config,
-  }, { seed });
-  let s = seed * 7919 + 1;
-  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
-  for (const [n, { offset, shape }] of Object.entries(model.layout)) {
-    const size = shape.reduce((a, b) => a * b, 1);
-    const amp = n.includes("adaLN") || n.startsWith("output_layer.linear") ? 0.1 : 0.02;
-    for (let i = 0; i < size; i++) model.params[offset + i] += amp * rand();
-  }
-  return model;
 }
 
 function randomTokens(n: number, V: number, seed: number): Int32Array {

@@ -6,8 +6,6 @@
  */
 
 import assert from "node:assert/strict";
-import { parseSafetensors, serializeSafetensors } from "../../src/checkpoint/safetensors.ts";
-import { ditFromSafetensors } from "../../src/checkpoint/model_io.ts";
 import { lossBackward, lossForward, type LossInputs } from "../../src/diffusion/losses.ts";
 import {
   createDit,
@@ -21,9 +19,9 @@ import { createDitTrainer, ditTrainBytes } from "../../src/model/dit_train.ts";
 import type { BackendName } from "../../src/nn/backend.ts";
 import { ignoreBlas } from "../kernels/blas_available.ts";
 import { maxRelErr } from "../rel_err.ts";
+import { loadDitFixture, randomDit } from "./dit_fixture.ts";
 
 const BACKENDS: [BackendName, boolean][] = [["ts", false], ["wasm", false], ["blas", ignoreBlas]];
-const DIR = new URL("../fixtures/dit/", import.meta.url);
 
 /** Fails naming the first tensor whose gradient is off by more than `tol` relative. */
 function assertGradsClose(
@@ -51,17 +49,7 @@ for (const [backend, ignore] of BACKENDS) {
         "PyTorch to 1e-4",
       ignore,
       fn() {
-        const { tensors } = parseSafetensors(
-          Deno.readFileSync(new URL(`${name}.safetensors`, DIR)),
-        );
-        const weights = Object.fromEntries(
-          Object.entries(tensors).filter(([n]) => !/^(in|out|grad)\./.test(n)),
-        );
-        const { model } = ditFromSafetensors(serializeSafetensors(weights), {
-          config: { nHeads: 2, output },
-        });
-        const tokens = tensors["in.tokens"].data as Int32Array;
-        const sigma = tensors["in.sigma"].data as Float32Array;
+        const { model, tensors, tokens, sigma } = loadDitFixture(name, output);
         const r = tensors["in.r"].data as Float32Array;
         const T = tokens.length / 2;
         const trainer = createDitTrainer(model, { rows: 2, length: T, backend });
@@ -93,30 +81,6 @@ for (const [backend, ignore] of BACKENDS) {
       },
     });
   }
-}
-
-/**
- * A mid-size DiT with every weight random and nonzero (adaLN and output layers too, which a fresh
- * model has at zero).
- */
-function randomDit(config: Partial<DitConfig>, seed: number): DitModel {
-  const model = createDit({
-    vocabSize: 301,
-    context: 48,
-    dModel: 64,
-    nHeads: 4,
-    nLayers: 2,
-    condDim: 32,
-    ...config,
-  }, { seed });
-  let s = seed * 7919 + 1;
-  const rand = () => ((s = (s * 1103515245 + 12345) % 2147483648) / 2147483648) * 2 - 1;
-  for (const [n, { offset, shape }] of Object.entries(model.layout)) {
-    const size = shape.reduce((a, b) => a * b, 1);
-    const amp = n.includes("adaLN") || n.startsWith("output_layer.linear") ? 0.1 : 0.02;
-    for (let i = 0; i < size; i++) model.params[offset + i] += amp * rand();
-  }
-  return model;
 }
 
 /** A noised batch of `B` rows of `T`: clean ids, about a third of them masked, and the noise. */

@@ -360,3 +360,32 @@ Deno.test("train(): a fresh DiT from a config, and a DiT's bad options get one-l
     { message: /^Invalid timeConditioned: expected it only with a DiT/ },
   );
 });
+
+Deno.test("train(): a DiT whose float32 pass would not fit in the wasm32 memory is refused first", async () => {
+  const f = await fixture("sedd");
+  const tokens = Int32Array.from({ length: 80000 }, (_, i) => (i * 7919) % 260);
+  // one head of 16384^2 float32 probabilities is 1 GiB per row: 4 rows per pass do not fit
+  const big = (extra: Partial<TrainOptions<DitModel>>) =>
+    train({
+      tokens,
+      tokenizer: f.tokenizer,
+      model: { kind: "dit", dModel: 8, nHeads: 1, nLayers: 1, condDim: 4 },
+      context: 16384,
+      batch: 4,
+      steps: 1,
+      evalEvery: 0,
+      workers: 0,
+      backend: "wasm",
+      ...extra,
+    });
+  await assert.rejects(big({}), {
+    name: "RangeError",
+    message:
+      /^Invalid --batch: expected sequences per pass whose workspace fits in 4\.00 GiB .*--batch 4 at --context 16384 \(4 per pass/,
+  });
+  await assert.rejects(big({ context: 32768, batch: 1 }), {
+    name: "RangeError",
+    message:
+      /^Invalid --context: expected a context whose workspace fits in .*, at most \d+, got 32768/,
+  });
+});

@@ -3,7 +3,7 @@
  * computation as `ditForward`, on the compute backends of the transformer kind (the WebAssembly
  * SIMD matmuls, the system's BLAS on the same memory, or the plain TypeScript reference), over
  * buffers allocated once per runner and reused by every call. No cache is kept for a backward
- * pass (fine-tuning runs the float64 `ditForwardCached` / `ditBackward`).
+ * pass (fine-tuning runs the training pass of `dit_train.ts`, which keeps one).
  *
  * Per call, for `B` sequences of `T` tokens (`N = B T`), with `d`, `c`, `V`, `L`, `NH` as in
  * `dit.ts`:

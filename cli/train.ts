@@ -85,7 +85,7 @@ Options:
   --resume <dir>     continue the run in <dir> (e.g. runs/latest) with its settings
   --init <dir>       fine-tune the weights of a checkpoint: a directory converted from SEDD or
                      MDLM by tools/convert_checkpoint.py, or a run directory; its tokenizer,
-                     loss, graph and time conditioning are kept (a DiT trains on the ts backend)
+                     loss, graph and time conditioning are kept (a DiT: not on webgpu)
   --seed <n>         run seed (default: ${D.seed})
   --batch <n>        sequences per step (default: ${D.batch})
   --context <n>      tokens per sequence (default: ${D.context}, at most the preset's)
@@ -380,7 +380,7 @@ export async function trainCommand(args: string[]): Promise<number> {
       steps !== undefined && minutes !== undefined ? " or " : ""
     }${minutes !== undefined ? `${minutes} minutes` : ""}; run directory ${out}`,
   );
-  // A DiT trains on its float64 TypeScript pass: train() takes "auto" or "ts" and says so.
+  // A DiT's backend is resolved by train() (CPU backends only: no webgpu), which says which pass.
   const backend = dit
     ? choice<BackendChoice>("backend", v.backend, BACKEND_CHOICES) ?? "auto"
     : (await trainBackendOf(v.backend, workers)).backend;

@@ -38,7 +38,8 @@ Deno.test("cli train --init: a converted MDLM directory fine-tunes, then samples
     ], TRAIN);
     assert.equal(r.code, 0, r.err);
     assert.match(r.err, /^Fine-tuning .*mdlm \(step 500, \d+ parameters\) on /m);
-    assert.match(r.err, /^Backend: ts: a DiT trains on its float64 reference pass$/m);
+    // "auto": the float32 pass on blas or wasm (this runtime validates WebAssembly SIMD)
+    assert.match(r.err, /^Backend: (blas|wasm)\b.*; a DiT trains on its float32 pass$/m);
     assert.match(r.err, /^Done \(steps\): 2 steps, final loss \d/m);
     const ckpt = await loadCheckpoint(out);
     const base = await loadConverted(FIX + "mdlm");
@@ -63,12 +64,31 @@ Deno.test("cli train --init: a converted MDLM directory fine-tunes, then samples
     const clash = await cli(["train", "--init", FIX + "sedd", "--preset", "tiny", ...flags], TRAIN);
     assert.equal(clash.code, 1);
     assert.match(clash.err, /^error: Invalid flags: expected --init without --preset/);
-    const wasm = await cli(
-      ["train", "--init", FIX + "sedd", "--backend", "wasm", ...flags],
+    // SEDD on wasm with 2 gradient workers
+    const wasm = await cli([
+      "train",
+      "--init",
+      FIX + "sedd",
+      "--backend",
+      "wasm",
+      "--workers",
+      "2",
+      ...flags,
+      "--samples",
+      "0",
+      "--out",
+      `${dir}/sedd`,
+    ], TRAIN);
+    assert.equal(wasm.code, 0, wasm.err);
+    assert.match(wasm.err, /^Backend: wasm; a DiT trains on its float32 pass$/m);
+    assert.match(wasm.err, /^Done \(steps\): 2 steps, final loss \d/m);
+    assert.equal((await loadCheckpoint(`${dir}/sedd`)).step, 2);
+    const gpu = await cli(
+      ["train", "--init", FIX + "sedd", "--backend", "webgpu", ...flags],
       TRAIN,
     );
-    assert.equal(wasm.code, 1);
-    assert.match(wasm.err, /^error: Unsupported backend for a DiT: expected "auto" or "ts"/m);
+    assert.equal(gpu.code, 1);
+    assert.match(gpu.err, /^error: Unsupported backend for a DiT: training a DiT on "webgpu"/m);
   } finally {
     await removeDir(dir);
   }

@@ -50,8 +50,9 @@
  * The passes are built from the ops of `src/nn/` (linear, LayerNorm with a zero bias, adaLN
  * modulation and gated residuals, rotary attention, SiLU, embedding) run on float64 buffers with
  * the plain reference matmul, plus the tanh GELU here; parameters may be a `Float32Array` (a
- * model) or a `Float64Array` (for finite-difference checks). The wasm and BLAS kernels of the
- * transformer kind are not used yet.
+ * model) or a `Float64Array` (for finite-difference checks). The float32 passes on the wasm and
+ * BLAS kernels of the transformer kind are in `dit_fast.ts` (forward) and `dit_train.ts`
+ * (training), both checked against these.
  *
  * @module
  */

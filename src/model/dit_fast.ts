@@ -3,7 +3,7 @@
  * computation as `ditForward`, on the compute backends of the transformer kind (the WebAssembly
  * SIMD matmuls, the system's BLAS on the same memory, or the plain TypeScript reference), over
  * buffers allocated once per runner and reused by every call. No cache is kept for a backward
- * pass (fine-tuning runs the float64 `ditForwardCached` / `ditBackward`).
+ * pass (fine-tuning runs the training pass of `dit_train.ts`, which keeps one).
  *
  * Per call, for `B` sequences of `T` tokens (`N = B T`), with `d`, `c`, `V`, `L`, `NH` as in
  * `dit.ts`:
@@ -269,6 +269,54 @@ export function ditRunnerBytes(
 }
 
 /**
+ * The bytes that buffers of the given float counts take in the wasm arena, each aligned as the
+ * arena aligns it, with the scratch of the wasm attention for sequences of `T` tokens (shared by
+ * the DiT's forward and training passes).
+ *
+ * @param model The DiT (its head size).
+ * @param counts Float counts of the pass's own buffers.
+ * @param T Longest sequence.
+ * @returns Bytes.
+ */
+export function ditArenaBytes(model: DitModel, counts: number[], T: number): number {
+  const HS = model.config.dModel / model.config.nHeads;
+  const all = [...counts, ...Array(8).fill(T * HS), T * T, T * T]; // the attention's scratch
+  let floats = 0;
+  for (const n of all) floats += Math.ceil(n / ALIGN_FLOATS) * ALIGN_FLOATS;
+  return 4 * floats;
+}
+
+/**
+ * Checks the size and backend of a DiT pass (a runner's `batch` and `length`, a trainer's `rows`
+ * and `length`) with a one-line error, and returns the backend (default: `defaultBackend()`).
+ *
+ * @param model The DiT.
+ * @param sizes The two sizes under their option names: sequences, then tokens.
+ * @param backend The backend asked for.
+ * @returns The backend.
+ */
+export function checkDitPass(
+  model: DitModel,
+  sizes: [[string, number], [string, number]],
+  backend: BackendName | undefined,
+): BackendName {
+  for (const [name, v] of sizes) {
+    if (!Number.isInteger(v) || v < 1) {
+      throw new RangeError(`Invalid ${name}: expected a positive integer, got ${v}`);
+    }
+  }
+  const T = sizes[1][1], context = model.config.context;
+  if (T > context) {
+    throw new RangeError(`Invalid ${sizes[1][0]}: expected at most context ${context}, got ${T}`);
+  }
+  const b = backend ?? defaultBackend();
+  if (b !== "ts" && b !== "wasm" && b !== "blas") {
+    throw new TypeError(`Invalid backend: expected "blas", "wasm" or "ts", got ${b}`);
+  }
+  return b;
+}
+
+/**
  * Makes a float32 forward pass of `model` for up to `batch` sequences of up to `length` tokens,
  * allocating every buffer now; each {@linkcode DitRunner.forward} then allocates nothing of the
  * batch's size. On `wasm` and `blas` the parameters are copied in now (see
@@ -299,20 +347,12 @@ export function createDitRunner(model: DitModel, options: DitRunnerOptions = {})
   const cfg = model.config;
   const B = options.batch ?? 1, T = options.length ?? cfg.context;
   const R = options.rows ?? B * T;
-  for (const [name, v] of [["batch", B], ["length", T], ["rows", R]] as const) {
-    if (!Number.isInteger(v) || v < 1) {
-      throw new RangeError(`Invalid ${name}: expected a positive integer, got ${v}`);
-    }
-  }
-  if (T > cfg.context) {
-    throw new RangeError(`Invalid length: expected at most context ${cfg.context}, got ${T}`);
+  const backend = checkDitPass(model, [["batch", B], ["length", T]], options.backend);
+  if (!Number.isInteger(R) || R < 1) {
+    throw new RangeError(`Invalid rows: expected a positive integer, got ${R}`);
   }
   if (R > B * T) {
     throw new RangeError(`Invalid rows: expected at most batch * length = ${B * T}, got ${R}`);
-  }
-  const backend = options.backend ?? defaultBackend();
-  if (backend !== "ts" && backend !== "wasm" && backend !== "blas") {
-    throw new TypeError(`Invalid backend: expected "blas", "wasm" or "ts", got ${backend}`);
   }
   const weights = options.weights ?? "copy";
   if (weights !== "copy" && weights !== "stage") {

@@ -104,6 +104,13 @@ export {
   DitWorkerError,
   type DitWorkerSetup,
 } from "./dit_pool.ts";
+export {
+  createDitTrainer,
+  ditTrainBytes,
+  type DitTrainer,
+  type DitTrainerOptions,
+  type DitTrainRunOptions,
+} from "./dit_train.ts";
 export type { BackendChoice, BackendName, ResolvedBackend } from "../nn/backend.ts";
 export { BACKEND_CHOICES, resolveBackend } from "../nn/backend.ts";
 export type { BlasOptions } from "../kernels/blas.ts";

@@ -1,10 +1,13 @@
 /**
  * Feed-forward activations: ReLU and GELU in its exact form, `x * Phi(x)` with
  * `Phi(x) = (1 + erf(x / sqrt(2))) / 2` (PyTorch's `activation="gelu"`), plus the error
- * function it needs, accurate to double precision.
+ * function it needs, accurate to double precision; the tanh-approximated GELU of the DiT
+ * (`nn.GELU(approximate="tanh")`); SiLU.
  *
  * @module
  */
+
+import { expFast } from "./fast_exp.ts";
 
 const TWO_OVER_SQRT_PI = 2 / Math.sqrt(Math.PI);
 const INV_SQRT_PI = 1 / Math.sqrt(Math.PI);
@@ -308,5 +311,71 @@ export function siluBackward(
     const x = inp[i];
     const s = 1 / (1 + Math.exp(-x));
     dinp[i] += dout[i] * s * (1 + x * (1 - s));
+  }
+}
+
+const GELU_TANH_K2 = 2 * Math.sqrt(2 / Math.PI);
+
+/**
+ * GELU with the tanh approximation, `out = 0.5 x (1 + tanh(u))` with
+ * `u = sqrt(2/pi) (x + 0.044715 x^3)`, computed as `x * s` with `s = 1 / (1 + exp(-2u))` (the
+ * same value; the exponential by `expFast`, within 1e-8 relative). `out` may alias `inp`.
+ *
+ * @param out Output, `(N)`.
+ * @param inp Input, `(N)`.
+ * @param N Elements.
+ *
+ * @example
+ * ```ts
+ * import { geluTanhForward } from "./activations.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const out = new Float32Array(2);
+ * geluTanhForward(out, new Float32Array([0, 1]), 2);
+ * assert.equal(out[0], 0);
+ * assert.ok(Math.abs(out[1] - 0.8411919906) < 1e-6);
+ * ```
+ */
+export function geluTanhForward(out: Float32Array, inp: Float32Array, N: number): void {
+  for (let i = 0; i < N; i++) {
+    const x = inp[i];
+    out[i] = x / (1 + expFast(-GELU_TANH_K2 * (x + 0.044715 * x * x * x)));
+  }
+}
+
+/**
+ * Backward of {@linkcode geluTanhForward}. ADDS into `dinp`.
+ *
+ * With `s = 1 / (1 + exp(-2u))` (so `0.5 (1 + tanh(u)) = s` and `1 - tanh(u)^2 = 4 s (1 - s)`):
+ * `d/dx [x s] = s + x s (1 - s) 2 sqrt(2/pi) (1 + 3 * 0.044715 x^2)`.
+ *
+ * @param dinp Gradient of the input, `(N)`.
+ * @param dout Upstream gradient, `(N)`.
+ * @param inp The forward input, `(N)`.
+ * @param N Elements.
+ *
+ * @example Against a central difference
+ * ```ts
+ * import { geluTanhBackward, geluTanhForward } from "./activations.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const x = 0.7, h = 1e-4;
+ * const y = new Float64Array(2) as unknown as Float32Array;
+ * geluTanhForward(y, new Float64Array([x + h, x - h]) as unknown as Float32Array, 2);
+ * const d = new Float32Array(1);
+ * geluTanhBackward(d, new Float32Array([1]), new Float32Array([x]), 1);
+ * assert.ok(Math.abs(d[0] - (y[0] - y[1]) / (2 * h)) < 1e-5);
+ * ```
+ */
+export function geluTanhBackward(
+  dinp: Float32Array, // (N)
+  dout: Float32Array, // (N)
+  inp: Float32Array, // (N)
+  N: number,
+): void {
+  for (let i = 0; i < N; i++) {
+    const x = inp[i];
+    const s = 1 / (1 + expFast(-GELU_TANH_K2 * (x + 0.044715 * x * x * x)));
+    dinp[i] += dout[i] * (s + x * s * (1 - s) * GELU_TANH_K2 * (1 + 3 * 0.044715 * x * x));
   }
 }

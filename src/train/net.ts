@@ -3,8 +3,10 @@
  * losses, gradient accumulation) is the same for both model kinds:
  *
  * - the transformer of `src/model/model.ts` on its workspace and backend;
- * - the DiT of `src/model/dit.ts` (SEDD's and MDLM's denoiser) on its float64 reference pass
- *   (`ditForwardCached` with `raw: true`, then `ditBackward`).
+ * - the DiT of `src/model/dit.ts` (SEDD's and MDLM's denoiser): on `wasm` and `blas` its float32
+ *   training pass of `src/model/dit_train.ts` on the backend's kernels; on `ts` its float64
+ *   reference pass (`ditForwardCached` with `raw: true`, then `ditBackward`), exact and slow, for
+ *   small models and the tests.
  *
  * A net returns the logits the losses of `src/diffusion/losses.ts` read, `(B,T,V)` float32, and
  * backpropagates a gradient on them into a parameter-layout buffer.
@@ -22,6 +24,7 @@ import {
   ditForwardCached,
   type DitModel,
 } from "../model/dit.ts";
+import { createDitTrainer } from "../model/dit_train.ts";
 import type { ModelConfig } from "../model/config.ts";
 import {
   createModel,
@@ -32,7 +35,7 @@ import {
   modelForward,
   type Workspace,
 } from "../model/model.ts";
-import type { BackendName } from "../nn/backend.ts";
+import { type BackendName, defaultBackend } from "../nn/backend.ts";
 import type { GraphName, LossName } from "./batch.ts";
 import { addSigmaShift, ditNeedsShift } from "../diffusion/dit_logits.ts";
 
@@ -137,7 +140,7 @@ export interface ShardNetOptions {
    * `time_conditioning: False` does (the loss still reads the real sigma). Default true.
    */
   timeConditioned?: boolean;
-  /** The transformer's backend (already resolved). */
+  /** The backend (already resolved; default `defaultBackend()`). A DiT runs its float64 pass on `"ts"`. */
   backend?: BackendName;
   /** The BLAS library of the `"blas"` backend. */
   blasPath?: string;
@@ -173,17 +176,40 @@ function transformerNet(model: Model, options: ShardNetOptions): ShardNet & {
 }
 
 /**
- * The DiT on its float64 pass, its raw logits read by the losses as `src/diffusion/dit_logits.ts`
- * says (the bound reads them the same way): shifted by scale-by-sigma's term for a SEDD network
- * without it on the absorb graph, as they are otherwise.
+ * The DiT, its raw logits read by the losses as `src/diffusion/dit_logits.ts` says (the bound
+ * reads them the same way): shifted by scale-by-sigma's term for a SEDD network without it on the
+ * absorb graph, as they are otherwise. On `wasm` and `blas` the float32 training pass, on `ts`
+ * the float64 reference pass.
  */
 function ditNet(model: DitModel, options: ShardNetOptions): ShardNet {
   const V = model.config.vocabSize;
   const addShift = ditNeedsShift(model.config, options.graph);
   const timed = options.timeConditioned ?? true;
+  const zeros = new Float64Array(options.rows);
+  const backend = options.backend ?? defaultBackend();
+  if (backend !== "ts") {
+    const trainer = createDitTrainer(model, {
+      rows: options.rows,
+      length: options.T,
+      backend,
+      blas: options.blasPath === undefined ? undefined : { path: options.blasPath },
+    });
+    return {
+      forward(input, rows, _T, sigma) {
+        const out = trainer.forward(input, {
+          batch: rows,
+          sigma: timed ? sigma.subarray(0, rows) : zeros.subarray(0, rows),
+          raw: true,
+        });
+        if (addShift) addSigmaShift(out, sigma.subarray(0, rows), V);
+        return out;
+      },
+      dlogits: (n) => trainer.dlogits(n),
+      backward: (d, grads) => trainer.backward(d, grads),
+    };
+  }
   const logits = new Float32Array(options.rows * options.T * V);
   const dlogits = new Float32Array(logits.length);
-  const zeros = new Float64Array(options.rows);
   let cache: DitCache | undefined;
   return {
     forward(input, rows, _T, sigma) {

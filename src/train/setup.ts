@@ -10,7 +10,8 @@
 
 import { type ModelConfig, type PresetName, resolveConfig } from "../model/config.ts";
 import { createModel, validateTokens } from "../model/model.ts";
-import { createDit, type DitConfigInput } from "../model/dit.ts";
+import { createDit, type DitConfigInput, type DitModel } from "../model/dit.ts";
+import { ditTrainBytes } from "../model/dit_train.ts";
 import { workspaceBytes } from "../model/workspace.ts";
 import { type AdamWState, createAdamW } from "../optim/adamw.ts";
 import { encode, type Tokenizer, tokenizerHash, trainTokenizer } from "../tokenizer/mod.ts";
@@ -21,7 +22,7 @@ import { hashText, joinDocuments, splitTokens, tokenizerDocuments } from "./data
 import { createPool, DEFAULT_MICRO_BATCH, type GradientPool } from "./pool.ts";
 import { TRAIN_DEFAULTS as D } from "./defaults.ts";
 import type { LoadedRun } from "./run_dir.ts";
-import type { BackendChoice, BackendName } from "../nn/backend.ts";
+import { type BackendChoice, type BackendName, resolveBackend } from "../nn/backend.ts";
 import { resolveAnyBackend } from "../kernels/webgpu/select.ts";
 import { createGpuPool } from "./gpu_pool.ts";
 import type { TrainOptions } from "./train.ts";
@@ -325,6 +326,15 @@ function checkWorkspaceFits(
   s: { batch: number; context: number; workers: number },
   microBatch: number | undefined,
 ): void {
+  checkShardFits(s, microBatch, (rows, T) => workspaceBytes(config, rows, T, { backend: "wasm" }));
+}
+
+/** {@linkcode checkWorkspaceSize} for the rows one shard's pass holds under the pool's sharding. */
+function checkShardFits(
+  s: { batch: number; context: number; workers: number },
+  microBatch: number | undefined,
+  bytes: (rows: number, T: number) => number,
+): void {
   const W = Math.min(s.workers, s.batch);
   const shardRows = W <= 1 ? s.batch : Math.ceil(s.batch / W);
   checkWorkspaceSize(
@@ -333,7 +343,7 @@ function checkWorkspaceFits(
       context: s.context,
       batch: s.batch,
     },
-    (rows, T) => workspaceBytes(config, rows, T, { backend: "wasm" }),
+    bytes,
   );
 }
 
@@ -527,8 +537,8 @@ export async function openPool(
   const s = run.settings;
   let backend: TrainBackend & { backend: BackendName }; // a CPU backend past the webgpu branch
   if (isDitModel(run.model)) {
-    // A DiT's float64 pass keeps its activations in ordinary arrays, not in the wasm arena.
-    backend = ditBackend(options.backend);
+    backend = ditBackend(options.backend, options.blasPath);
+    if (backend.backend !== "ts") checkDitTrainerFits(run.model, s, options.microBatch);
   } else {
     const config = run.model.config;
     const resolved = await resolveAnyBackend(options.backend ?? "auto", {
@@ -579,21 +589,37 @@ export async function openPool(
 }
 
 /**
- * The backend of a DiT run: its gradient comes from the float64 reference pass of
- * `src/model/dit.ts` in plain TypeScript, so only `"auto"` and `"ts"` are accepted.
+ * The backend of a DiT run: `"wasm"` and `"blas"` run its float32 training pass
+ * (`src/model/dit_train.ts`), `"ts"` its float64 reference pass; `"auto"` picks as for the
+ * transformer among the CPU backends (BLAS where a library loads, else wasm where WebAssembly SIMD
+ * validates, else ts). `"webgpu"` is refused.
  */
-function ditBackend(choice: string | undefined): TrainBackend & { backend: "ts" } {
+function ditBackend(
+  choice: string | undefined,
+  blasPath: string | undefined,
+): TrainBackend & { backend: BackendName } {
   if (choice === "webgpu") {
     throw new RangeError(
       'Unsupported backend for a DiT: training a DiT on "webgpu" is not supported yet, ' +
-        'expected "auto" or "ts"',
+        'expected "auto", "blas", "wasm" or "ts"',
     );
   }
-  if (choice !== undefined && choice !== "auto" && choice !== "ts") {
-    throw new RangeError(
-      'Unsupported backend for a DiT: expected "auto" or "ts" (a DiT trains on its float64 ' +
-        `TypeScript pass), got ${JSON.stringify(choice)}`,
-    );
-  }
-  return { backend: "ts", note: "ts: a DiT trains on its float64 reference pass" };
+  const resolved = resolveBackend((choice ?? "auto") as BackendChoice, { path: blasPath });
+  const pass = resolved.backend === "ts"
+    ? "a DiT trains on its float64 reference pass"
+    : "a DiT trains on its float32 pass";
+  return { backend: resolved.backend, note: `${resolved.note}; ${pass}` };
+}
+
+/**
+ * {@linkcode checkWorkspaceSize} for a DiT's float32 training pass on wasm or blas: each shard's
+ * trainer keeps the activations of `microBatch` rows (at most its share of the batch) in the
+ * wasm arena, with a copy of the parameters and a gradient accumulator.
+ */
+function checkDitTrainerFits(
+  model: DitModel,
+  s: { batch: number; context: number; workers: number },
+  microBatch: number | undefined,
+): void {
+  checkShardFits(s, microBatch, (rows, T) => ditTrainBytes(model, rows, T));
 }

@@ -89,9 +89,11 @@ export interface TrainOptions<M extends AnyModel = Model> {
    * A preset name, a (partial) config, or a model to continue training. Default:
    * `TRAIN_DEFAULTS.model`. A DiT (`src/model/dit.ts`, e.g. a checkpoint converted from SEDD or
    * MDLM) is fine-tuned, and so is a fresh one from a config with `kind: "dit"` (its vocabulary
-   * is the tokenizer's, its context the run's unless given): its gradient comes from the float64
-   * pass (`ditForwardCached` with `raw: true`, `ditBackward`), on the backend `"auto"` or
-   * `"ts"`, and its loss follows its output (`"sedd"`: `score-entropy`, `"logits"`: `elbo`).
+   * is the tokenizer's, its context the run's unless given): on `"wasm"` and `"blas"` (what
+   * `"auto"` picks where it can) its gradient comes from the float32 training pass of
+   * `src/model/dit_train.ts`, on `"ts"` from the float64 reference pass (`ditForwardCached` with
+   * `raw: true`, `ditBackward`); `"webgpu"` is refused. Its loss follows its output (`"sedd"`:
+   * `score-entropy`, `"logits"`: `elbo`).
    * Resuming a DiT's run takes `model: { kind: "dit" }` (the run's own model is trained; the
    * option says which kind the result holds), and a transformer's run refuses it.
    */
@@ -241,7 +243,8 @@ export interface TrainResult<M extends AnyModel = Model> {
 /**
  * Fine-tunes a DiT (SEDD's or MDLM's denoiser: a converted checkpoint, or a fresh one from a
  * {@linkcode DitSpec}); resuming a DiT's run passes `model: { kind: "dit" }`. Everything else is
- * as for the transformer below; the gradient comes from the DiT's float64 pass.
+ * as for the transformer below; the gradient comes from the DiT's float32 pass on wasm and blas,
+ * its float64 pass on ts.
  *
  * @param options As for the transformer, with `model` a DiT; `timeConditioned` for MDLM.
  * @returns The fine-tuned DiT, tokenizer, per-step history, and why the run stopped.

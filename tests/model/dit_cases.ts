@@ -7,13 +7,15 @@ import { createDit, type DitConfigInput, type DitModel } from "../../src/model/d
 
 /**
  * The PyTorch fixture `tests/fixtures/dit/<name>.safetensors` (`sedd` or `logits`): its DiT (2
- * heads, `output` as given), the inputs of its 2 sequences and PyTorch's output.
+ * heads, `output` as given), the inputs of its 2 sequences, PyTorch's output and every stored
+ * tensor (`out.forward`, `grad.<name>`, ...).
  */
 export function loadDitFixture(name: string, output: "sedd" | "logits"): {
   model: DitModel;
   tokens: Int32Array;
   sigma: Float32Array;
   want: Float32Array;
+  tensors: ReturnType<typeof parseSafetensors>["tensors"];
 } {
   const url = new URL(`../fixtures/dit/${name}.safetensors`, import.meta.url);
   const { tensors } = parseSafetensors(Deno.readFileSync(url));
@@ -28,6 +30,7 @@ export function loadDitFixture(name: string, output: "sedd" | "logits"): {
     tokens: tensors["in.tokens"].data as Int32Array,
     sigma: tensors["in.sigma"].data as Float32Array,
     want: tensors["out.forward"].data as Float32Array,
+    tensors,
   };
 }
 

@@ -5,8 +5,6 @@
  */
 
 import assert from "node:assert/strict";
-import { parseSafetensors, serializeSafetensors } from "../../src/checkpoint/safetensors.ts";
-import { ditFromSafetensors } from "../../src/checkpoint/model_io.ts";
 import { createDit, type DitConfig, ditForward, geluTanh } from "../../src/model/dit.ts";
 import {
   createDitRunner,
@@ -18,11 +16,9 @@ import { forward } from "../../src/model/model.ts";
 import type { BackendName } from "../../src/nn/backend.ts";
 import { ignoreBlas } from "../kernels/blas_available.ts";
 import { maxRelErr } from "../rel_err.ts";
-import { randomDit, randomTokens } from "./dit_cases.ts";
+import { loadDitFixture, randomDit, randomTokens } from "./dit_cases.ts";
 
 const BACKENDS: [BackendName, boolean][] = [["ts", false], ["wasm", false], ["blas", ignoreBlas]];
-
-const DIR = new URL("../fixtures/dit/", import.meta.url);
 
 for (const [backend, ignore] of BACKENDS) {
   for (const [name, output] of [["sedd", "sedd"], ["logits", "logits"]] as const) {
@@ -30,17 +26,7 @@ for (const [backend, ignore] of BACKENDS) {
       name: `dit_fast: ${backend}: the ${name} fixture's output matches PyTorch to 1e-4`,
       ignore,
       fn() {
-        const { tensors } = parseSafetensors(
-          Deno.readFileSync(new URL(`${name}.safetensors`, DIR)),
-        );
-        const weights = Object.fromEntries(
-          Object.entries(tensors).filter(([n]) => !/^(in|out|grad)\./.test(n)),
-        );
-        const { model } = ditFromSafetensors(serializeSafetensors(weights), {
-          config: { nHeads: 2, output },
-        });
-        const tokens = tensors["in.tokens"].data as Int32Array;
-        const sigma = tensors["in.sigma"].data as Float32Array;
+        const { model, tensors, tokens, sigma } = loadDitFixture(name, output);
         const want = tensors["out.forward"].data as Float32Array;
         const runner = createDitRunner(model, { batch: 2, length: tokens.length / 2, backend });
         assert.equal(runner.backend, backend);

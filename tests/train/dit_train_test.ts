@@ -1,6 +1,7 @@
 // Fine-tuning a DiT through train(): the converted SEDD and MDLM fixtures (tests/fixtures/dit/
 // converted/) trained on a short text with their own tokenizers, checked against a reference step
-// computed here directly from ditForwardCached / the losses / ditBackward / AdamW.
+// computed here directly from the DiT's passes (the float64 ditForwardCached / ditBackward on ts,
+// the float32 training pass of dit_train.ts on wasm and blas) / the losses / AdamW.
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
@@ -13,7 +14,9 @@ import {
   ditForwardCached,
   type DitModel,
 } from "../../src/model/dit.ts";
+import { createDitTrainer } from "../../src/model/dit_train.ts";
 import { createModel } from "../../src/model/model.ts";
+import { type BackendName, defaultBackend } from "../../src/nn/backend.ts";
 import { adamwStep, createAdamW } from "../../src/optim/adamw.ts";
 import { parseSafetensors } from "../../src/checkpoint/safetensors.ts";
 import { modelFromSafetensors } from "../../src/checkpoint/model_io.ts";
@@ -45,13 +48,15 @@ async function fixture(name: "sedd" | "mdlm" | "hub") {
 
 /**
  * The loss and gradient of step `step`'s whole batch, computed in one pass straight from the
- * DiT's float64 functions: the batch train() draws, the network's raw logits (sigma 0 without time
- * conditioning), the loss on them, and ditBackward.
+ * DiT's functions on `backend` (the float64 pass on ts, the float32 trainer otherwise): the batch
+ * train() draws, the network's raw logits (sigma 0 without time conditioning), the loss on them,
+ * and the backward pass.
  */
 function reference(
   model: DitModel,
   trainTokens: Int32Array,
   o: { step: number; loss: LossName; graph: GraphName; timeConditioned: boolean },
+  backend: BackendName = "ts",
 ): { loss: number; grads: Float32Array } {
   const V = model.config.vocabSize;
   const batch = createBatch(B, T);
@@ -64,8 +69,17 @@ function reference(
     antithetic: true,
   });
   const sigma = o.timeConditioned ? batch.sigma : new Float64Array(B);
-  const { out, cache } = ditForwardCached(model, batch.input, { batch: B, sigma, raw: true });
-  const logits = Float32Array.from(out);
+  const grads = new Float32Array(model.params.length);
+  let logits: Float32Array, backward: (dlogits: Float32Array) => void;
+  if (backend === "ts") {
+    const { out, cache } = ditForwardCached(model, batch.input, { batch: B, sigma, raw: true });
+    logits = Float32Array.from(out);
+    backward = (d) => ditBackward(model, cache, d, grads);
+  } else {
+    const trainer = createDitTrainer(model, { rows: B, length: T, backend });
+    logits = trainer.forward(batch.input, { batch: B, sigma, raw: true });
+    backward = (d) => trainer.backward(d, grads);
+  }
   const inputs = {
     loss: o.loss,
     graph: o.graph,
@@ -81,8 +95,7 @@ function reference(
   const loss = lossForward(logits, inputs);
   const dlogits = new Float32Array(logits.length);
   lossBackward(dlogits, logits, inputs);
-  const grads = new Float32Array(model.params.length);
-  ditBackward(model, cache, dlogits, grads);
+  backward(dlogits);
   return { loss, grads };
 }
 
@@ -108,14 +121,31 @@ function runOptions(
 }
 
 Deno.test("DiT shards: 2 workers sum to the full-batch gradient, in-process equals it bitwise", async () => {
-  // SEDD on absorb, MDLM's SUBS without time conditioning, SEDD's uniform graph (the Hub fixture)
-  for (const name of ["sedd", "mdlm", "hub"] as const) {
+  // SEDD on absorb, MDLM's SUBS without time conditioning, SEDD's uniform graph (the Hub fixture);
+  // on ts (the float64 pass) and wasm (the float32 one), each against its own reference
+  for (
+    const [name, backend] of [
+      ["sedd", "ts"],
+      ["mdlm", "ts"],
+      ["hub", "ts"],
+      ["sedd", "wasm"],
+      ["mdlm", "wasm"],
+    ] as const
+  ) {
     const f = await fixture(name);
     const o = f.step0;
-    const ref = reference(f.model, f.trainTokens, o);
+    const ref = reference(f.model, f.trainTokens, o, backend);
     assert.ok(ref.grads.some((g) => g !== 0) && Number.isFinite(ref.loss), name);
+    if (backend !== "ts") {
+      // the float32 pass agrees with the float64 one
+      const ref64 = reference(f.model, f.trainTokens, o, "ts");
+      assert.ok(Math.abs(ref.loss - ref64.loss) <= 1e-5 * Math.abs(ref64.loss), name);
+      const e = maxRelErr(ref.grads, ref64.grads, name);
+      assert.ok(e <= 1e-4, `${name}: float32 vs float64 gradient: relative error ${e}`);
+    }
     for (const workers of name === "sedd" ? [0, 2] : [0]) {
       const pool = await createPool({
+        backend,
         config: f.model.config,
         params: f.model.params,
         batch: B,
@@ -138,15 +168,15 @@ Deno.test("DiT shards: 2 workers sum to the full-batch gradient, in-process equa
         const loss = await pool.gradient(0);
         assert.equal(pool.workers, workers);
         if (workers === 0) {
-          assert.equal(loss, ref.loss, name);
-          assert.deepEqual(pool.grads, ref.grads, name);
+          assert.equal(loss, ref.loss, `${name} on ${backend}`);
+          assert.deepEqual(pool.grads, ref.grads, `${name} on ${backend}`);
         } else {
           assert.ok(
             Math.abs(loss - ref.loss) <= 1e-6 * Math.abs(ref.loss),
             `${loss} vs ${ref.loss}`,
           );
           const e = maxRelErr(pool.grads, ref.grads, name);
-          assert.ok(e <= 1e-6, `${name}, 2 workers: relative gradient error ${e}`);
+          assert.ok(e <= 1e-6, `${name} on ${backend}, 2 workers: relative gradient error ${e}`);
         }
       } finally {
         pool.terminate();
@@ -156,15 +186,24 @@ Deno.test("DiT shards: 2 workers sum to the full-batch gradient, in-process equa
 });
 
 Deno.test("train() on a converted DiT: step 1 is the reference AdamW step, and the loss falls", async () => {
-  for (const name of ["sedd", "mdlm"] as const) {
+  // "auto" picks the float32 pass (blas or wasm) where WebAssembly SIMD validates; "ts" the float64
+  for (const [name, backend] of [["sedd", "auto"], ["mdlm", "auto"], ["sedd", "ts"]] as const) {
     const f = await fixture(name);
     const before = f.model.params.slice();
-    const one = await train(runOptions(f, { steps: 1 }));
+    const one = await train(runOptions(f, { steps: 1, backend }));
     assert.deepEqual(f.model.params, before, "train() must not write the caller's model");
     assert.equal(one.loss, f.loss);
-    assert.equal(one.backend.backend, "ts");
+    const ran = one.backend.backend as BackendName;
+    if (backend === "ts" || defaultBackend() === "ts") assert.equal(ran, "ts");
+    else assert.ok(ran === "wasm" || ran === "blas", `auto ran ${ran}`);
+    assert.match(
+      one.backend.note,
+      ran === "ts"
+        ? /a DiT trains on its float64 reference pass$/
+        : /a DiT trains on its float32 pass$/,
+    );
     const o = f.step0;
-    const ref = reference(f.model, f.trainTokens, o);
+    const ref = reference(f.model, f.trainTokens, o, ran);
     assert.equal(one.history[0].loss, ref.loss, name);
     const gradNorm = clipGradNorm(ref.grads, 1);
     assert.equal(one.history[0].gradNorm, gradNorm, name);
@@ -174,7 +213,8 @@ Deno.test("train() on a converted DiT: step 1 is the reference AdamW step, and t
     assert.equal((one.model.config as { kind?: string }).kind, "dit");
 
     // A dozen steps lower the loss of the first step's batch.
-    const many = await train(runOptions(f, { steps: 12 }));
+    if (backend === "ts") continue; // the float64 pass is slow: one step is enough there
+    const many = await train(runOptions(f, { steps: 12, backend }));
     const after = reference(many.model, f.trainTokens, o).loss;
     assert.ok(after < ref.loss * 0.9, `${name}: loss ${ref.loss} -> ${after}`);
   }
@@ -294,7 +334,6 @@ Deno.test("train(): a fresh DiT from a config, and a DiT's bad options get one-l
     [{ loss: "elbo" }, /^Invalid loss for this DiT: expected "score-entropy" .*got "elbo"$/],
     [{ loss: "seed" }, /^Invalid loss for this DiT/],
     [{ graph: "uniform" }, /^Unsupported DiT: expected scaleBySigma false with the uniform graph/],
-    [{ backend: "wasm" }, /^Unsupported backend for a DiT: expected "auto" or "ts" .*got "wasm"$/],
     [
       { backend: "webgpu" as unknown as "ts" },
       /^Unsupported backend for a DiT: training a DiT on "webgpu" is not supported yet/,
@@ -320,4 +359,33 @@ Deno.test("train(): a fresh DiT from a config, and a DiT's bad options get one-l
     }),
     { message: /^Invalid timeConditioned: expected it only with a DiT/ },
   );
+});
+
+Deno.test("train(): a DiT whose float32 pass would not fit in the wasm32 memory is refused first", async () => {
+  const f = await fixture("sedd");
+  const tokens = Int32Array.from({ length: 80000 }, (_, i) => (i * 7919) % 260);
+  // one head of 16384^2 float32 probabilities is 1 GiB per row: 4 rows per pass do not fit
+  const big = (extra: Partial<TrainOptions<DitModel>>) =>
+    train({
+      tokens,
+      tokenizer: f.tokenizer,
+      model: { kind: "dit", dModel: 8, nHeads: 1, nLayers: 1, condDim: 4 },
+      context: 16384,
+      batch: 4,
+      steps: 1,
+      evalEvery: 0,
+      workers: 0,
+      backend: "wasm",
+      ...extra,
+    });
+  await assert.rejects(big({}), {
+    name: "RangeError",
+    message:
+      /^Invalid --batch: expected sequences per pass whose workspace fits in 4\.00 GiB .*--batch 4 at --context 16384 \(4 per pass/,
+  });
+  await assert.rejects(big({ context: 32768, batch: 1 }), {
+    name: "RangeError",
+    message:
+      /^Invalid --context: expected a context whose workspace fits in .*, at most \d+, got 32768/,
+  });
 });

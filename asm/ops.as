@@ -529,53 +529,41 @@ export function addScaledExpRow(dl: usize, l: usize, n: i32, lse: f32, g: f32): 
 }
 
 // ---------------------------------------------------------------------------------------
-// AdamW (src/optim/adamw.ts), in double lanes with the reference's operation order, and the
-// moments rounded to float32 and read back as the reference stores them: the same bits.
+// AdamW (src/optim/adamw.ts): float32 lanes, the reference's operations in its order, each
+// rounded once (no fused multiply-add): the same bits.
 
-/** One AdamW update of n parameters at p with gradients g and moments m, v. */
+/**
+ * One AdamW update of n parameters at p with gradients g and moments m, v, in float32:
+ * m = b1 m + c1 g, v = b2 v + (c2 g) g, p = p decay - (st m) / (sqrt(v) ib + eps).
+ */
 export function adamw(
   p: usize, g: usize, m: usize, v: usize, n: i32,
-  beta1: f64, beta2: f64, stepSize: f64, bc2Sqrt: f64, eps: f64, decay: f64,
+  beta1: f32, c1: f32, beta2: f32, c2: f32, stepSize: f32, invBc: f32, eps: f32, decay: f32,
 ): void {
-  const b1 = f64x2.splat(beta1), c1 = f64x2.splat(1 - beta1);
-  const b2 = f64x2.splat(beta2), c2 = f64x2.splat(1 - beta2);
-  const st = f64x2.splat(stepSize), bc = f64x2.splat(bc2Sqrt), ep = f64x2.splat(eps);
-  const de = f64x2.splat(decay);
+  const b1 = f32x4.splat(beta1), k1 = f32x4.splat(c1);
+  const b2 = f32x4.splat(beta2), k2 = f32x4.splat(c2);
+  const st = f32x4.splat(stepSize), ib = f32x4.splat(invBc), ep = f32x4.splat(eps);
+  const de = f32x4.splat(decay);
   let i = 0;
   for (; i + 4 <= n; i += 4) {
     const o = <usize>(i << 2);
-    const gv = v128.load(g + o), mv = v128.load(m + o), vv = v128.load(v + o), pv = v128.load(p + o);
-    const g0 = lo64(gv), g1 = hi64(gv);
-    const m32 = to32(
-      f64x2.add(f64x2.mul(b1, lo64(mv)), f64x2.mul(c1, g0)),
-      f64x2.add(f64x2.mul(b1, hi64(mv)), f64x2.mul(c1, g1)),
-    );
-    const v32 = to32(
-      f64x2.add(f64x2.mul(b2, lo64(vv)), f64x2.mul(f64x2.mul(c2, g0), g0)),
-      f64x2.add(f64x2.mul(b2, hi64(vv)), f64x2.mul(f64x2.mul(c2, g1), g1)),
-    );
-    v128.store(m + o, m32);
-    v128.store(v + o, v32);
-    const p0 = f64x2.sub(
-      f64x2.mul(lo64(pv), de),
-      f64x2.div(f64x2.mul(st, lo64(m32)), f64x2.add(f64x2.div(f64x2.sqrt(lo64(v32)), bc), ep)),
-    );
-    const p1 = f64x2.sub(
-      f64x2.mul(hi64(pv), de),
-      f64x2.div(f64x2.mul(st, hi64(m32)), f64x2.add(f64x2.div(f64x2.sqrt(hi64(v32)), bc), ep)),
-    );
-    v128.store(p + o, to32(p0, p1));
+    const gv = v128.load(g + o);
+    const mv = f32x4.add(f32x4.mul(b1, v128.load(m + o)), f32x4.mul(k1, gv));
+    const vv = f32x4.add(f32x4.mul(b2, v128.load(v + o)), f32x4.mul(f32x4.mul(k2, gv), gv));
+    v128.store(m + o, mv);
+    v128.store(v + o, vv);
+    const den = f32x4.add(f32x4.mul(f32x4.sqrt(vv), ib), ep);
+    v128.store(p + o, f32x4.sub(f32x4.mul(v128.load(p + o), de), f32x4.div(f32x4.mul(st, mv), den)));
   }
   for (; i < n; i++) {
     const o = <usize>(i << 2);
-    const gi = <f64>load<f32>(g + o);
-    const mi = <f32>(beta1 * <f64>load<f32>(m + o) + (1 - beta1) * gi);
-    const vi = <f32>(beta2 * <f64>load<f32>(v + o) + (1 - beta2) * gi * gi);
+    const gi = load<f32>(g + o);
+    const mi: f32 = beta1 * load<f32>(m + o) + c1 * gi;
+    const vi: f32 = beta2 * load<f32>(v + o) + (c2 * gi) * gi;
     store<f32>(m + o, mi);
     store<f32>(v + o, vi);
-    const pi = <f64>load<f32>(p + o) * decay -
-      stepSize * <f64>mi / (Math.sqrt(<f64>vi) / bc2Sqrt + eps);
-    store<f32>(p + o, <f32>pi);
+    const den: f32 = Mathf.sqrt(vi) * invBc + eps;
+    store<f32>(p + o, load<f32>(p + o) * decay - (stepSize * mi) / den);
   }
 }
 

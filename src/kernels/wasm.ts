@@ -150,7 +150,7 @@ export interface WasmOps {
   logSumExpRow(p: number, n: number): number;
   /** `dl += g e^(l - lse)` over one row (`addScaledExp`). */
   addScaledExpRow(dl: number, l: number, n: number, lse: number, g: number): void;
-  /** One AdamW update of `n` parameters (`adamwStep`'s loop, the same bits). */
+  /** One AdamW update of `n` parameters in float32 (`adamwStep`'s loop, the same bits). */
   adamw(
     p: number,
     g: number,
@@ -158,9 +158,11 @@ export interface WasmOps {
     v: number,
     n: number,
     beta1: number,
+    oneMinusBeta1: number,
     beta2: number,
+    oneMinusBeta2: number,
     stepSize: number,
-    bc2Sqrt: number,
+    invBc2Sqrt: number,
     eps: number,
     decay: number,
   ): void;

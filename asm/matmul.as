@@ -357,6 +357,166 @@ function microEdge(
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// Narrow outputs, N = 4 (a 4-wide model's projections, the gradients into it): no packing.
+// Each output element is a dot product; the lanes of one accumulator hold four partial sums
+// (every fourth k), added at the end, so the order differs from the reference's but stays
+// within the same summation bound.
+
+/** [sum(x0), sum(x1), sum(x2), sum(x3)]: the four accumulators' lanes added, transposed. */
+// @ts-ignore: decorator
+@inline function hsum4(x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  const t0 = f32x4.add(i32x4.shuffle(x0, x1, 0, 4, 1, 5), i32x4.shuffle(x0, x1, 2, 6, 3, 7));
+  const t1 = f32x4.add(i32x4.shuffle(x2, x3, 0, 4, 1, 5), i32x4.shuffle(x2, x3, 2, 6, 3, 7));
+  return f32x4.add(i64x2.shuffle(t0, t1, 0, 2), i64x2.shuffle(t0, t1, 1, 3));
+}
+
+/** One row of C (4 floats at c): r plus the bias and the old row where asked. */
+// @ts-ignore: decorator
+@inline function narrowStore(c: usize, r: v128, bias: usize, loadC: bool): void {
+  let x = r;
+  if (bias != 0) x = f32x4.add(x, v128.load(bias));
+  if (loadC) x = f32x4.add(v128.load(c), x);
+  v128.store(c, x);
+}
+
+/** C(M,4) (+)= A(M,K) B(4,K)^T (+ bias): two rows of A at a time against the four rows of B. */
+function narrowABt(c: usize, a: usize, b: usize, bias: usize, M: i32, K: i32, loadC: bool): void {
+  const ld = <usize>(K << 2);
+  const b0 = b, b1 = b0 + ld, b2 = b1 + ld, b3 = b2 + ld;
+  const K4 = K & ~3;
+  let i = 0;
+  for (; i + 2 <= M; i += 2) {
+    const a0 = a + <usize>i * ld, a1 = a0 + ld;
+    let x00 = f32x4.splat(0), x01 = f32x4.splat(0), x02 = f32x4.splat(0), x03 = f32x4.splat(0);
+    let x10 = f32x4.splat(0), x11 = f32x4.splat(0), x12 = f32x4.splat(0), x13 = f32x4.splat(0);
+    for (let k = 0; k < K4; k += 4) {
+      const o = <usize>(k << 2);
+      const y0 = v128.load(b0 + o), y1 = v128.load(b1 + o);
+      const y2 = v128.load(b2 + o), y3 = v128.load(b3 + o);
+      const u = v128.load(a0 + o), w = v128.load(a1 + o);
+      x00 = madd(u, y0, x00); x01 = madd(u, y1, x01); x02 = madd(u, y2, x02); x03 = madd(u, y3, x03);
+      x10 = madd(w, y0, x10); x11 = madd(w, y1, x11); x12 = madd(w, y2, x12); x13 = madd(w, y3, x13);
+    }
+    let r0 = hsum4(x00, x01, x02, x03), r1 = hsum4(x10, x11, x12, x13);
+    for (let k = K4; k < K; k++) {
+      const o = <usize>(k << 2);
+      const y = narrowColumn(b0, b1, b2, b3, o);
+      r0 = madd(v128.load32_splat(a0 + o), y, r0);
+      r1 = madd(v128.load32_splat(a1 + o), y, r1);
+    }
+    narrowStore(c + <usize>(i << 4), r0, bias, loadC);
+    narrowStore(c + <usize>((i + 1) << 4), r1, bias, loadC);
+  }
+  if (i < M) {
+    const a0 = a + <usize>i * ld;
+    let x0 = f32x4.splat(0), x1 = f32x4.splat(0), x2 = f32x4.splat(0), x3 = f32x4.splat(0);
+    for (let k = 0; k < K4; k += 4) {
+      const o = <usize>(k << 2);
+      const u = v128.load(a0 + o);
+      x0 = madd(u, v128.load(b0 + o), x0); x1 = madd(u, v128.load(b1 + o), x1);
+      x2 = madd(u, v128.load(b2 + o), x2); x3 = madd(u, v128.load(b3 + o), x3);
+    }
+    let r = hsum4(x0, x1, x2, x3);
+    for (let k = K4; k < K; k++) {
+      const o = <usize>(k << 2);
+      r = madd(v128.load32_splat(a0 + o), narrowColumn(b0, b1, b2, b3, o), r);
+    }
+    narrowStore(c + <usize>(i << 4), r, bias, loadC);
+  }
+}
+
+/** [B0[k], B1[k], B2[k], B3[k]] of four rows at byte offset o. */
+// @ts-ignore: decorator
+@inline function narrowColumn(b0: usize, b1: usize, b2: usize, b3: usize, o: usize): v128 {
+  let y = v128.load32_splat(b0 + o);
+  y = f32x4.replace_lane(y, 1, load<f32>(b1 + o));
+  y = f32x4.replace_lane(y, 2, load<f32>(b2 + o));
+  return f32x4.replace_lane(y, 3, load<f32>(b3 + o));
+}
+
+/** B(K,4) transposed into dst (4,K): 4x4 blocks through shuffles. */
+function transposeNarrow(dst: usize, b: usize, K: i32): void {
+  const ld = <usize>(K << 2);
+  let k = 0;
+  for (; k + 4 <= K; k += 4) {
+    const s = b + <usize>(k << 4);
+    const x0 = v128.load(s), x1 = v128.load(s, 16), x2 = v128.load(s, 32), x3 = v128.load(s, 48);
+    const t0 = i32x4.shuffle(x0, x1, 0, 4, 1, 5);
+    const t1 = i32x4.shuffle(x2, x3, 0, 4, 1, 5);
+    const t2 = i32x4.shuffle(x0, x1, 2, 6, 3, 7);
+    const t3 = i32x4.shuffle(x2, x3, 2, 6, 3, 7);
+    const d = dst + <usize>(k << 2);
+    v128.store(d, i64x2.shuffle(t0, t1, 0, 2));
+    v128.store(d + ld, i64x2.shuffle(t0, t1, 1, 3));
+    v128.store(d + 2 * ld, i64x2.shuffle(t2, t3, 0, 2));
+    v128.store(d + 3 * ld, i64x2.shuffle(t2, t3, 1, 3));
+  }
+  for (; k < K; k++) {
+    for (let j = 0; j < 4; j++) {
+      store<f32>(dst + <usize>j * ld + <usize>(k << 2), load<f32>(b + <usize>((k * 4 + j) << 2)));
+    }
+  }
+}
+
+/** C(M,4) (+)= A(K,M)^T B(K,4): eight columns of A (rows of C) at a time, then four, then one. */
+function narrowAtB(c: usize, a: usize, b: usize, M: i32, K: i32, loadC: bool): void {
+  const lda = <usize>(M << 2);
+  let i = 0;
+  for (; i + 8 <= M; i += 8) {
+    let x0 = f32x4.splat(0), x1 = f32x4.splat(0), x2 = f32x4.splat(0), x3 = f32x4.splat(0);
+    let x4 = f32x4.splat(0), x5 = f32x4.splat(0), x6 = f32x4.splat(0), x7 = f32x4.splat(0);
+    let pa = a + <usize>(i << 2);
+    for (let k = 0; k < K; k++) {
+      const u = v128.load(pa), w = v128.load(pa, 16);
+      const y = v128.load(b + <usize>(k << 4));
+      x0 = madd(i32x4.shuffle(u, u, 0, 0, 0, 0), y, x0);
+      x1 = madd(i32x4.shuffle(u, u, 1, 1, 1, 1), y, x1);
+      x2 = madd(i32x4.shuffle(u, u, 2, 2, 2, 2), y, x2);
+      x3 = madd(i32x4.shuffle(u, u, 3, 3, 3, 3), y, x3);
+      x4 = madd(i32x4.shuffle(w, w, 0, 0, 0, 0), y, x4);
+      x5 = madd(i32x4.shuffle(w, w, 1, 1, 1, 1), y, x5);
+      x6 = madd(i32x4.shuffle(w, w, 2, 2, 2, 2), y, x6);
+      x7 = madd(i32x4.shuffle(w, w, 3, 3, 3, 3), y, x7);
+      pa += lda;
+    }
+    const ci = c + <usize>(i << 4);
+    narrowStore(ci, x0, 0, loadC);
+    narrowStore(ci + 16, x1, 0, loadC);
+    narrowStore(ci + 32, x2, 0, loadC);
+    narrowStore(ci + 48, x3, 0, loadC);
+    narrowStore(ci + 64, x4, 0, loadC);
+    narrowStore(ci + 80, x5, 0, loadC);
+    narrowStore(ci + 96, x6, 0, loadC);
+    narrowStore(ci + 112, x7, 0, loadC);
+  }
+  for (; i + 4 <= M; i += 4) {
+    let x0 = f32x4.splat(0), x1 = f32x4.splat(0), x2 = f32x4.splat(0), x3 = f32x4.splat(0);
+    let pa = a + <usize>(i << 2);
+    for (let k = 0; k < K; k++) {
+      const u = v128.load(pa);
+      const y = v128.load(b + <usize>(k << 4));
+      x0 = madd(i32x4.shuffle(u, u, 0, 0, 0, 0), y, x0);
+      x1 = madd(i32x4.shuffle(u, u, 1, 1, 1, 1), y, x1);
+      x2 = madd(i32x4.shuffle(u, u, 2, 2, 2, 2), y, x2);
+      x3 = madd(i32x4.shuffle(u, u, 3, 3, 3, 3), y, x3);
+      pa += lda;
+    }
+    const ci = c + <usize>(i << 4);
+    narrowStore(ci, x0, 0, loadC);
+    narrowStore(ci + 16, x1, 0, loadC);
+    narrowStore(ci + 32, x2, 0, loadC);
+    narrowStore(ci + 48, x3, 0, loadC);
+  }
+  for (; i < M; i++) {
+    let x = f32x4.splat(0);
+    for (let k = 0; k < K; k++) {
+      x = madd(v128.load32_splat(a + <usize>k * lda + <usize>(i << 2)), v128.load(b + <usize>(k << 4)), x);
+    }
+    narrowStore(c + <usize>(i << 4), x, 0, loadC);
+  }
+}
+
 // Which operand is transposed: 0 = A B, 1 = A B^T, 2 = A^T B.
 const AB: i32 = 0;
 const ABT: i32 = 1;
@@ -379,6 +539,22 @@ function gemm(
       }
     }
     return;
+  }
+  if (N == 4) {
+    // narrow outputs: straight dot products (AB through B transposed into the workspace)
+    if (kind == ABT) {
+      narrowABt(c, a, b, bias, M, K, accumulate);
+      return;
+    }
+    if (kind == ATB) {
+      narrowAtB(c, a, b, M, K, accumulate);
+      return;
+    }
+    if (<usize>K * 16 <= <usize>(KC * NC * 4)) {
+      transposeNarrow(ws + WS_B, b, K);
+      narrowABt(c, a, ws + WS_B, 0, M, K, accumulate);
+      return;
+    }
   }
   const pa = ws + WS_A;
   const pb = ws + WS_B;

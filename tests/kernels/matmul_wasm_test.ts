@@ -41,6 +41,12 @@ function shapes(rand: () => number, count: number): [number, number, number][] {
     [5, 300, 9],
     [130, 16, 4],
     [16, 300, 12],
+    // N = 4, the narrow path: every row and k remainder, and a seed model's shapes
+    [1, 1, 4],
+    [3, 7, 4],
+    [13, 2050, 4],
+    [2051, 17, 4],
+    [16, 4, 4],
   ];
   while (out.length < count) {
     const pick = () => SIZES[Math.floor(rand() * SIZES.length)];
@@ -56,7 +62,7 @@ for (const variant of variants) {
   for (const kind of ["AB", "ABt", "AtB"] as const) {
     Deno.test(`wasm matmul${kind}() (${name}) matches the reference on random odd shapes, overwrite and accumulate${kind === "ABt" ? ", with and without bias" : ""}`, () => {
       const rand = seeded(kind.length * 1000 + variant.length);
-      for (const [M, K, N] of shapes(rand, 24)) {
+      for (const [M, K, N] of shapes(rand, 29)) {
         for (const accumulate of [false, true]) {
           for (const withBias of kind === "ABt" ? [false, true] : [false]) {
             const a = randomArray(M * K, rand);

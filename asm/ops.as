@@ -594,6 +594,74 @@ export function dropoutMask(mask: usize, n: i32, limit: f64, scale: f32, state: 
   store<u32>(state, s3, 12);
 }
 
+/** The 128-bit state x (four words in lanes) times the GF(2) matrix at jump: 128 columns of 16 bytes. */
+// @ts-ignore: decorator
+@inline function jumpState(jump: usize, x: v128): v128 {
+  let acc = i32x4.splat(0);
+  for (let w = 0; w < 4; w++) {
+    const word = i32x4.extract_lane(x, 0);
+    x = i32x4.shuffle(x, x, 1, 2, 3, 0);
+    const col = jump + <usize>(w << 9);
+    for (let b = 0; b < 32; b++) {
+      const bit = i32x4.splat(-((word >>> b) & 1));
+      acc = v128.xor(acc, v128.and(v128.load(col + <usize>(b << 4)), bit));
+    }
+  }
+  return acc;
+}
+
+/**
+ * dropoutMask's draws (the same words, the same bits, the generator left in the same state) in
+ * four lanes: the n draws cut into four runs of q = n / 4, the generator of run j started at
+ * J^j s (J the transition matrix to the power q, at `jump`: column c is where bit c of the
+ * state goes), the last n - 4q drawn on from where run 3 ends.
+ */
+export function dropoutMaskLanes(
+  mask: usize, n: i32, limit: f64, scale: f32, state: usize, jump: usize,
+): void {
+  const q = n >> 2;
+  const l0 = v128.load(state);
+  const l1 = jumpState(jump, l0);
+  const l2 = jumpState(jump, l1);
+  const l3 = jumpState(jump, l2);
+  // word w of the four lanes' generators in one vector
+  const t0 = i32x4.shuffle(l0, l1, 0, 4, 1, 5), t1 = i32x4.shuffle(l2, l3, 0, 4, 1, 5);
+  const t2 = i32x4.shuffle(l0, l1, 2, 6, 3, 7), t3 = i32x4.shuffle(l2, l3, 2, 6, 3, 7);
+  let s0 = i64x2.shuffle(t0, t1, 0, 2), s1 = i64x2.shuffle(t0, t1, 1, 3);
+  let s2 = i64x2.shuffle(t2, t3, 0, 2), s3 = i64x2.shuffle(t2, t3, 1, 3);
+  // r < limit for a whole number r is r < ceil(limit); ceil(limit) = 2^32 drops every element
+  const lim = Math.ceil(limit);
+  const all = lim >= 4294967296.0;
+  const L = i32x4.splat(all ? 0 : <i32><u32>lim);
+  const ones = i32x4.splat(-1);
+  const keep = f32x4.splat(scale);
+  const stride = <usize>(q << 2);
+  for (let i = 0; i < q; i++) {
+    const x5 = i32x4.add(s1, i32x4.shl(s1, 2));
+    const rr = v128.or(i32x4.shl(x5, 7), i32x4.shr_u(x5, 25));
+    const r = i32x4.add(rr, i32x4.shl(rr, 3));
+    const t = i32x4.shl(s1, 9);
+    s2 = v128.xor(s2, s0);
+    s3 = v128.xor(s3, s1);
+    s1 = v128.xor(s1, s2);
+    s0 = v128.xor(s0, s3);
+    s2 = v128.xor(s2, t);
+    s3 = v128.or(i32x4.shl(s3, 11), i32x4.shr_u(s3, 21));
+    const drop = all ? ones : i32x4.lt_u(r, L);
+    const out = v128.andnot(keep, drop);
+    const p = mask + <usize>(i << 2);
+    v128.store32_lane(p, out, 0);
+    v128.store32_lane(p + stride, out, 1);
+    v128.store32_lane(p + 2 * stride, out, 2);
+    v128.store32_lane(p + 3 * stride, out, 3);
+  }
+  store<u32>(state, i32x4.extract_lane(s0, 3));
+  store<u32>(state, i32x4.extract_lane(s1, 3), 4);
+  store<u32>(state, i32x4.extract_lane(s2, 3), 8);
+  store<u32>(state, i32x4.extract_lane(s3, 3), 12);
+  dropoutMask(mask + 4 * stride, n - (q << 2), limit, scale, state);
+}
+
 /**
  * db[o] += sum_n dout[n, o] over N rows of OC, the column sums in double (row by row, as the
  * reference in src/nn/linear.ts: the same bits) in the scratch at ws (8 OC bytes).

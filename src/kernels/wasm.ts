@@ -168,6 +168,18 @@ export interface WasmOps {
   ): void;
   /** `dropoutMask`'s draws from the four xoshiro128** words at `state` (updated in place). */
   dropoutMask(mask: number, n: number, limit: number, scale: number, state: number): void;
+  /**
+   * The same draws in four lanes: runs of `n / 4` started by the jump matrix at `jump` (that of
+   * `xoshiroJump(n >> 2)`, 512 words), the remainder after them.
+   */
+  dropoutMaskLanes(
+    mask: number,
+    n: number,
+    limit: number,
+    scale: number,
+    state: number,
+    jump: number,
+  ): void;
   /** `db += sum_n dout[n]` over `N` rows of `OC` (a linear layer's bias gradient); `ws`: 8 OC bytes. */
   biasBackward(db: number, dout: number, N: number, OC: number, ws: number): void;
   /** `T` rows of `HS` floats, `dst[t dLD + i] = src[t sLD + i]` (`add` 1: `+=`), leading dimensions in floats. */

@@ -41,7 +41,7 @@ import {
   reluForward,
   scaleBackward,
 } from "./activations.ts";
-import { dropoutBackward, dropoutForward, dropoutMask } from "./dropout.ts";
+import { dropoutBackward, dropoutForward, dropoutMask, xoshiroJump } from "./dropout.ts";
 import { residualForward } from "./residual.ts";
 import { embeddingBackward, embeddingForward } from "./embedding.ts";
 import {
@@ -254,7 +254,8 @@ export function resolveBackend(choice: BackendChoice, options: BlasOptions = {})
 /**
  * Floats the wasm backend allocates in its kernels' memory (see {@linkcode wasmBackend}): the
  * attention scratch `8 T HS + 2 T T`; with `rows > 0` also the GELU tables, `rows` token ids,
- * a generator's state and the RoPE tables (`T HS / 2` doubles each).
+ * a generator's state and its jump matrix (512 words, for the dropout masks' four lanes), and
+ * the RoPE tables (`T HS / 2` doubles each).
  *
  * @param T Longest sequence.
  * @param HS Head size.
@@ -264,7 +265,7 @@ export function resolveBackend(choice: BackendChoice, options: BlasOptions = {})
 export function wasmBackendBuffers(T: number, HS: number, rows: number): number[] {
   const TH = T * HS;
   const attention = [...Array(8).fill(TH), T * T, T * T];
-  const elementOps = [4 * geluTables().value.length, rows, 4, TH, TH];
+  const elementOps = [4 * geluTables().value.length, rows, 4, 512, TH, TH];
   return rows > 0 ? [...attention, ...elementOps] : attention;
 }
 
@@ -492,6 +493,9 @@ function softmaxBackwardRowsTs(
   }
 }
 
+/** Draws from which a wasm dropout mask runs in four lanes (below, the jumps cost more). */
+const LANE_DRAWS = 256;
+
 /**
  * The element-wise and row ops on `k`'s module (`asm/ops.as`), each falling back to its
  * TypeScript reference when a buffer is outside `k`'s memory or shorter than the shape (or, for
@@ -504,6 +508,8 @@ function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): Element
   const { value, derivative } = geluTables();
   let tab = 0;
   let ids: Int32Array = new Int32Array(0), state: Uint32Array = new Uint32Array(0);
+  // the jump matrix of the draws per lane loaded there (-1: none yet)
+  let jump: Uint32Array = new Uint32Array(0), jumpDraws = -1;
   let ropeCos: Float64Array = new Float64Array(0), ropeSin: Float64Array = new Float64Array(0);
   if (rows > 0) {
     const tabFloats = k.alloc(2 * (value.length + derivative.length));
@@ -514,6 +520,8 @@ function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): Element
     ids = new Int32Array(idFloats.buffer, idFloats.byteOffset, rows);
     const stateFloats = k.alloc(4);
     state = new Uint32Array(stateFloats.buffer, stateFloats.byteOffset, 4);
+    const jumpFloats = k.alloc(512);
+    jump = new Uint32Array(jumpFloats.buffer, jumpFloats.byteOffset, 512);
     const c = k.alloc(2 * ropeSize), sn = k.alloc(2 * ropeSize);
     ropeCos = new Float64Array(c.buffer, c.byteOffset, ropeSize);
     ropeSin = new Float64Array(sn.buffer, sn.byteOffset, ropeSize);
@@ -609,7 +617,13 @@ function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): Element
     dropoutMask(mask, rng, p, N, offset = 0) {
       if (state.length === 4 && fits(mask, offset + N)) {
         state.set(rng.s);
-        ops.dropoutMask(at(mask) + 4 * offset, N, p * 4294967296, 1 / (1 - p), state.byteOffset);
+        const m = at(mask) + 4 * offset, limit = p * 4294967296, scale = 1 / (1 - p);
+        if (N >= LANE_DRAWS) {
+          // four runs of one stream at once, each started by the jump to its first draw
+          const q = N >> 2;
+          if (q !== jumpDraws) jump.set(xoshiroJump(q)), jumpDraws = q;
+          ops.dropoutMaskLanes(m, N, limit, scale, state.byteOffset, jump.byteOffset);
+        } else ops.dropoutMask(m, N, limit, scale, state.byteOffset);
         rng.s.set(state);
       } else dropoutMask(mask, rng, p, N, offset);
     },

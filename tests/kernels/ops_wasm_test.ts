@@ -401,14 +401,21 @@ for (const n of [1, 3, 4, 37, 16384 + 5]) {
   });
 }
 
-for (const [n, offset, p] of [[1, 0, 0.5], [7, 3, 0.1], [1001, 5, 0.9]] as const) {
+// from 256 draws on in four lanes (dropoutMaskLanes): with no remainder, remainders 1 and 3, and
+// a p whose limit p 2^32 rounds up to 2^32 (every element dropped)
+const MASKS = [[1, 0, 0.5], [7, 3, 0.1], [255, 0, 0.1], [256, 0, 0.1], [1001, 5, 0.9], [
+  16387,
+  1,
+  0.1,
+], [512, 2, 1 - 2 ** -33]] as const;
+for (const [n, offset, p] of MASKS) {
   Deno.test(`wasm dropoutMask draws the TS reference's masks and leaves the generator where it does (n ${n}, offset ${offset}, p ${p})`, () => {
     const { nn, calls, put } = setup();
     const mask = put(new Float32Array(offset + n + 2).fill(-1));
     const want = new Float32Array(offset + n + 2).fill(-1);
     const r1 = new Rng(29, n), r2 = new Rng(29, n);
     nn.dropoutMask(mask, r1, p, n, offset);
-    assertRan(calls, "dropoutMask");
+    assertRan(calls, n >= 256 ? "dropoutMaskLanes" : "dropoutMask");
     tsBackend.dropoutMask(want, r2, p, n, offset);
     assert.deepEqual(mask, want);
     assert.deepEqual(r1.getState(), r2.getState());

@@ -21,6 +21,10 @@
 // three products differ only in how A and B are packed. Panels are zero-padded, so any
 // M, N, K works; a 4x4 right-edge tile has its own kernel (narrow outputs, N = 4), other
 // tiles on the right and bottom edges go through a 4x8 scratch tile.
+//
+// Two small shapes skip the packing, whose cost there is that of the products themselves:
+// N = 4 (narrowABt / narrowAtB: dot products, AB through B transposed into the workspace) and
+// K = 4 (smallK4: A's four values per row splat once against B's four rows).
 
 // Microkernel tile: MR rows x NR columns of C.
 const MR: i32 = 4;
@@ -517,6 +521,59 @@ function narrowAtB(c: usize, a: usize, b: usize, M: i32, K: i32, loadC: bool): v
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// K = 4 (a 4-wide model's inputs into its wide layers): C(M,N) (+)= A B with B (4,N) rows,
+// no packing. A's element (i, k) at a + i ai + k ak bytes, so A and A^T share the kernel.
+
+/** C(M,N) (+)= A(M,4) B(4,N) (+ bias): two rows of C at a time, four columns per vector. */
+function smallK4(
+  c: usize, a: usize, ai: usize, ak: usize, b: usize, bias: usize, M: i32, N: i32, loadC: bool,
+): void {
+  const ld = <usize>(N << 2);
+  const b0 = b, b1 = b0 + ld, b2 = b1 + ld, b3 = b2 + ld;
+  const N4 = N & ~3;
+  for (let i = 0; i < M; i += 2) {
+    const two = i + 1 < M;
+    const p0 = a + <usize>i * ai, p1 = two ? p0 + ai : p0;
+    const u0 = v128.load32_splat(p0), u1 = v128.load32_splat(p0 + ak);
+    const u2 = v128.load32_splat(p0 + 2 * ak), u3 = v128.load32_splat(p0 + 3 * ak);
+    const w0 = v128.load32_splat(p1), w1 = v128.load32_splat(p1 + ak);
+    const w2 = v128.load32_splat(p1 + 2 * ak), w3 = v128.load32_splat(p1 + 3 * ak);
+    const c0 = c + <usize>i * ld, c1 = c0 + ld;
+    for (let j = 0; j < N4; j += 4) {
+      const o = <usize>(j << 2);
+      const y0 = v128.load(b0 + o), y1 = v128.load(b1 + o);
+      const y2 = v128.load(b2 + o), y3 = v128.load(b3 + o);
+      let r0 = madd(u3, y3, madd(u2, y2, madd(u1, y1, f32x4.mul(u0, y0))));
+      let r1 = madd(w3, y3, madd(w2, y2, madd(w1, y1, f32x4.mul(w0, y0))));
+      if (bias != 0) {
+        const z = v128.load(bias + o);
+        r0 = f32x4.add(r0, z);
+        r1 = f32x4.add(r1, z);
+      }
+      if (loadC) {
+        r0 = f32x4.add(v128.load(c0 + o), r0);
+        r1 = f32x4.add(v128.load(c1 + o), r1);
+      }
+      v128.store(c0 + o, r0);
+      if (two) v128.store(c1 + o, r1);
+    }
+    for (let j = N4; j < N; j++) {
+      const o = <usize>(j << 2);
+      const rows: i32 = two ? 2 : 1;
+      for (let r = 0; r < rows; r++) {
+        const pr = r == 0 ? p0 : p1;
+        let x: f32 = load<f32>(pr) * load<f32>(b0 + o) + load<f32>(pr + ak) * load<f32>(b1 + o) +
+          load<f32>(pr + 2 * ak) * load<f32>(b2 + o) + load<f32>(pr + 3 * ak) * load<f32>(b3 + o);
+        if (bias != 0) x += load<f32>(bias + o);
+        const cr = r == 0 ? c0 : c1;
+        if (loadC) x = load<f32>(cr + o) + x;
+        store<f32>(cr + o, x);
+      }
+    }
+  }
+}
+
 // Which operand is transposed: 0 = A B, 1 = A B^T, 2 = A^T B.
 const AB: i32 = 0;
 const ABT: i32 = 1;
@@ -555,6 +612,16 @@ function gemm(
       narrowABt(c, a, ws + WS_B, 0, M, K, accumulate);
       return;
     }
+  }
+  if (K == 4 && <usize>N * 16 <= <usize>(KC * NC * 4)) {
+    // four inputs: A's rows (or columns) splat once, B's four rows (B^T transposed first)
+    if (kind == AB) smallK4(c, a, 16, 4, b, bias, M, N, accumulate);
+    else if (kind == ATB) smallK4(c, a, 4, <usize>(M << 2), b, bias, M, N, accumulate);
+    else {
+      transposeNarrow(ws + WS_B, b, N);
+      smallK4(c, a, 16, 4, ws + WS_B, bias, M, N, accumulate);
+    }
+    return;
   }
   const pa = ws + WS_A;
   const pb = ws + WS_B;

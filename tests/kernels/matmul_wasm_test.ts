@@ -47,6 +47,10 @@ function shapes(rand: () => number, count: number): [number, number, number][] {
     [13, 2050, 4],
     [2051, 17, 4],
     [16, 4, 4],
+    // K = 4, the small-K path: odd rows and column remainders, and a seed model's shapes
+    [1, 4, 9],
+    [7, 4, 13],
+    [16, 4, 2048],
   ];
   while (out.length < count) {
     const pick = () => SIZES[Math.floor(rand() * SIZES.length)];
@@ -62,7 +66,7 @@ for (const variant of variants) {
   for (const kind of ["AB", "ABt", "AtB"] as const) {
     Deno.test(`wasm matmul${kind}() (${name}) matches the reference on random odd shapes, overwrite and accumulate${kind === "ABt" ? ", with and without bias" : ""}`, () => {
       const rand = seeded(kind.length * 1000 + variant.length);
-      for (const [M, K, N] of shapes(rand, 29)) {
+      for (const [M, K, N] of shapes(rand, 32)) {
         for (const accumulate of [false, true]) {
           for (const withBias of kind === "ABt" ? [false, true] : [false]) {
             const a = randomArray(M * K, rand);
@@ -84,6 +88,10 @@ for (const variant of variants) {
       const rand = seeded(99 + kind.length);
       for (
         const [M, K, N] of [[37, 300, 21], [4, 513, 8], [130, 17, 70], [5, 9, 2053], [64, 20, 4], [
+          9,
+          4,
+          2053,
+        ], [
           8,
           300,
           12,

@@ -534,15 +534,16 @@ export function addScaledExpRow(dl: usize, l: usize, n: i32, lse: f32, g: f32): 
 
 /**
  * One AdamW update of n parameters at p with gradients g and moments m, v, in float32:
- * m = b1 m + c1 g, v = b2 v + (c2 g) g, p = p decay - (st m) / (sqrt(v) ib + eps).
+ * m = b1 m + c1 g, v = b2 v + (c2 g) g, p = p decay - lr (m / ((sqrt(v) ib + eps) bc1)).
  */
 export function adamw(
   p: usize, g: usize, m: usize, v: usize, n: i32,
-  beta1: f32, c1: f32, beta2: f32, c2: f32, stepSize: f32, invBc: f32, eps: f32, decay: f32,
+  beta1: f32, c1: f32, beta2: f32, c2: f32, lr: f32, bc1: f32, invBc: f32, eps: f32, decay: f32,
 ): void {
   const b1 = f32x4.splat(beta1), k1 = f32x4.splat(c1);
   const b2 = f32x4.splat(beta2), k2 = f32x4.splat(c2);
-  const st = f32x4.splat(stepSize), ib = f32x4.splat(invBc), ep = f32x4.splat(eps);
+  const lv = f32x4.splat(lr), b1c = f32x4.splat(bc1);
+  const ib = f32x4.splat(invBc), ep = f32x4.splat(eps);
   const de = f32x4.splat(decay);
   let i = 0;
   for (; i + 4 <= n; i += 4) {
@@ -553,7 +554,8 @@ export function adamw(
     v128.store(m + o, mv);
     v128.store(v + o, vv);
     const den = f32x4.add(f32x4.mul(f32x4.sqrt(vv), ib), ep);
-    v128.store(p + o, f32x4.sub(f32x4.mul(v128.load(p + o), de), f32x4.div(f32x4.mul(st, mv), den)));
+    const u = f32x4.mul(lv, f32x4.div(mv, f32x4.mul(den, b1c)));
+    v128.store(p + o, f32x4.sub(f32x4.mul(v128.load(p + o), de), u));
   }
   for (; i < n; i++) {
     const o = <usize>(i << 2);
@@ -563,7 +565,7 @@ export function adamw(
     store<f32>(m + o, mi);
     store<f32>(v + o, vi);
     const den: f32 = Mathf.sqrt(vi) * invBc + eps;
-    store<f32>(p + o, load<f32>(p + o) * decay - (stepSize * mi) / den);
+    store<f32>(p + o, load<f32>(p + o) * decay - lr * (mi / (den * bc1)));
   }
 }
 

@@ -49,8 +49,9 @@ export function createAdamW(n: number): AdamWState {
  * In float32, as PyTorch's float32 parameters and moments are updated (each operation rounded
  * once, in this order, the step's scalars rounded to float32 first):
  * `m = b1 m + (1 - b1) g`, `v = b2 v + ((1 - b2) g) g`,
- * `p = p (1 - lr wd) - (s m) / (sqrt(v) r + eps)` with `s = lr / (1 - b1^t)` and
- * `r = 1 / sqrt(1 - b2^t)`.
+ * `p = p (1 - lr wd) - lr (m / ((sqrt(v) r + eps) c))` with `c = 1 - b1^t` and
+ * `r = 1 / sqrt(1 - b2^t)` (`lr` multiplies last, so a learning rate near float32's largest
+ * value still gives finite steps).
  *
  * @param params Parameters, updated in place.
  * @param grads Gradients with the same layout (read only).
@@ -77,7 +78,7 @@ export function adamwStep(
 ): void {
   const c = adamwCoefficients(params, grads, state, options);
   const { m, v } = state;
-  const { beta1, c1, beta2, c2, stepSize, invBc, eps, decay } = c;
+  const { beta1, c1, beta2, c2, lr, bc1, invBc, eps, decay } = c;
   const f = Math.fround;
   // Float32 arithmetic, each operation rounded once: a product or sum of two float32 values is
   // exact in double before its fround, and a double square root or quotient of float32 values
@@ -88,7 +89,7 @@ export function adamwStep(
     m[i] = f(beta1 * m[i]) + f(c1 * g);
     v[i] = f(beta2 * v[i]) + f(f(c2 * g) * g);
     const den = f(f(f(Math.sqrt(v[i])) * invBc) + eps);
-    params[i] = f(params[i] * decay) - f(f(stepSize * m[i]) / den);
+    params[i] = f(params[i] * decay) - f(lr * f(m[i] / f(den * bc1)));
   }
 }
 
@@ -100,8 +101,9 @@ interface AdamWCoefficients {
   beta2: number;
   /** `1 - beta2`. */
   c2: number;
-  /** `lr / (1 - beta1^t)`. */
-  stepSize: number;
+  lr: number;
+  /** `1 - beta1^t`. */
+  bc1: number;
   /** `1 / sqrt(1 - beta2^t)`. */
   invBc: number;
   eps: number;
@@ -131,7 +133,8 @@ function adamwCoefficients(
     c1: f(1 - beta1),
     beta2: f(beta2),
     c2: f(1 - beta2),
-    stepSize: f(lr / (1 - Math.pow(beta1, state.step))),
+    lr: f(lr),
+    bc1: f(1 - Math.pow(beta1, state.step)),
     invBc: f(1 / Math.sqrt(1 - Math.pow(beta2, state.step))),
     eps: f(eps),
     decay: f(1 - lr * weightDecay),
@@ -208,7 +211,8 @@ export function createWasmAdamW(): (
         c.c1,
         c.beta2,
         c.c2,
-        c.stepSize,
+        c.lr,
+        c.bc1,
         c.invBc,
         c.eps,
         c.decay,

@@ -42,7 +42,7 @@ import {
   scaleBackward,
 } from "./activations.ts";
 import { dropoutBackward, dropoutForward, dropoutMask, xoshiroJump } from "./dropout.ts";
-import { residualForward } from "./residual.ts";
+import { accumulate, residualForward } from "./residual.ts";
 import { embeddingBackward, embeddingForward } from "./embedding.ts";
 import {
   crossEntropyBackward,
@@ -119,6 +119,8 @@ export interface ElementOps {
   dropoutBackward: typeof dropoutBackward;
   /** See {@linkcode residualForward}. */
   residualForward: typeof residualForward;
+  /** See {@linkcode accumulate}. ADDS. */
+  accumulate: typeof accumulate;
   /** See {@linkcode embeddingForward}. */
   embeddingForward: typeof embeddingForward;
   /** See {@linkcode embeddingBackward}. ADDS. */
@@ -143,6 +145,7 @@ const tsElementOps: ElementOps = {
   dropoutForward,
   dropoutBackward,
   residualForward,
+  accumulate,
   embeddingForward,
   embeddingBackward,
   crossEntropyForward,
@@ -539,6 +542,9 @@ function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): Element
       ops.ropeForward(at(qkv), ropeCos.byteOffset, ropeSin.byteOffset, B, T, C, NH, sign);
     } else (inverse ? ropeBackward : ropeForward)(qkv, cos, sin, B, T, C, NH);
   };
+  // accumulate's chunk buffer: the matmuls' scratch, free between kernel calls
+  const chunk = Math.min(16384, k.scratchBytes >> 2);
+  const sum = k.floats(k.scratch, chunk);
   /** Whether the module may read or write `x` as `n` values: in `k`'s memory, long enough. */
   const fits = (x: Float32Array, n: number) => x.length >= n && k.inMemory(x);
   /** As `fits`, for an optional operand (`null`: absent). */
@@ -640,6 +646,19 @@ function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): Element
     residualForward(out, a, b, N) {
       if (fits(out, N) && fits(a, N) && fits(b, N)) ops.addForward(at(out), at(a), at(b), N);
       else residualForward(out, a, b, N);
+    },
+    accumulate(dst, src, N) {
+      if (!fits(src, N) || dst.length < N) accumulate(dst, src, N);
+      else if (k.inMemory(dst)) ops.addForward(at(dst), at(dst), at(src), N);
+      else {
+        // dst outside the memory (the caller's gradient): through the matmul scratch, by chunks
+        for (let i = 0; i < N; i += chunk) {
+          const n = Math.min(chunk, N - i);
+          sum.set(dst.subarray(i, i + n));
+          ops.addForward(sum.byteOffset, sum.byteOffset, src.byteOffset + 4 * i, n);
+          dst.set(sum.subarray(0, n), i);
+        }
+      }
     },
     embeddingForward(out, inp, wte, wpe, B, T, C) {
       const n = B * T;

@@ -492,3 +492,23 @@ for (const [B, T, C, NH] of [[1, 1, 2, 1], [2, 5, 12, 2], [3, 7, 24, 3]]) {
     }
   });
 }
+
+for (const n of [1, 7, 16384 * 2 + 5]) {
+  Deno.test(`wasm accumulate adds into buffers in and out of the kernels' memory with the TS reference's bits (n ${n})`, () => {
+    const rng = new Rng(41, n);
+    const { nn, calls, put } = setup();
+    const src = uniform(n, rng), dst0 = uniform(n + 1, rng);
+    const want = dst0.slice();
+    tsBackend.accumulate(want, src, n);
+    const inside = put(dst0);
+    nn.accumulate(inside, put(src), n);
+    assertRan(calls, "addForward");
+    assert.deepEqual(inside, want);
+    // outside: by chunks of the scratch, the element past n untouched
+    const outside = dst0.slice();
+    nn.accumulate(outside, put(src), n);
+    assertRan(calls, "addForward", Math.ceil(n / 16384));
+    assert.deepEqual(outside, want);
+    assert.equal(outside[n], dst0[n]);
+  });
+}

@@ -746,3 +746,137 @@ export function ropeForward(
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------
+// adaLN (src/nn/adaln.ts): modulation x (1 + scale) + shift and the gated residual x + gate y,
+// per position of B sequences of T, the chunks of row b of mod (K chunks of C). Every expression
+// of the reference in double, rounded once to float32 as its store rounds: the same bits.
+
+/** out = inp (1 + mod[scale]) + mod[shift] (modulateForward). */
+export function modulateForward(
+  out: usize, inp: usize, mod: usize, sh: i32, sc: i32, K: i32, B: i32, T: i32, C: i32,
+): void {
+  const one = f64x2.splat(1);
+  for (let b = 0; b < B; b++) {
+    const row = mod + <usize>(b * K * C) * 4;
+    const ps = row + <usize>(sh * C) * 4, pc = row + <usize>(sc * C) * 4;
+    for (let t = 0; t < T; t++) {
+      const o = <usize>((b * T + t) * C) * 4;
+      let c = 0;
+      for (; c + 4 <= C; c += 4) {
+        const q = <usize>(c << 2);
+        const x = v128.load(inp + o + q), s = v128.load(pc + q), h = v128.load(ps + q);
+        const y0 = f64x2.add(f64x2.mul(lo64(x), f64x2.add(one, lo64(s))), lo64(h));
+        const y1 = f64x2.add(f64x2.mul(hi64(x), f64x2.add(one, hi64(s))), hi64(h));
+        v128.store(out + o + q, to32(y0, y1));
+      }
+      for (; c < C; c++) {
+        const q = <usize>(c << 2);
+        const y = <f64>load<f32>(inp + o + q) * (1 + <f64>load<f32>(pc + q)) + <f64>load<f32>(ps + q);
+        store<f32>(out + o + q, <f32>y);
+      }
+    }
+  }
+}
+
+/** modulateBackward: dinp += dout (1 + scale), dmod[shift] += dout, dmod[scale] += dout inp. */
+export function modulateBackward(
+  dinp: usize, dmod: usize, dout: usize, inp: usize, mod: usize,
+  sh: i32, sc: i32, K: i32, B: i32, T: i32, C: i32,
+): void {
+  const one = f64x2.splat(1);
+  for (let b = 0; b < B; b++) {
+    const row = <usize>(b * K * C) * 4;
+    const ms = mod + row + <usize>(sc * C) * 4;
+    const ds = dmod + row + <usize>(sh * C) * 4, dc = dmod + row + <usize>(sc * C) * 4;
+    for (let t = 0; t < T; t++) {
+      const o = <usize>((b * T + t) * C) * 4;
+      let c = 0;
+      for (; c + 4 <= C; c += 4) {
+        const q = <usize>(c << 2);
+        const d = v128.load(dout + o + q), s = v128.load(ms + q), x = v128.load(inp + o + q);
+        const di = v128.load(dinp + o + q), dv = v128.load(dc + q);
+        const d0 = lo64(d), d1 = hi64(d);
+        v128.store(dinp + o + q, to32(
+          f64x2.add(lo64(di), f64x2.mul(d0, f64x2.add(one, lo64(s)))),
+          f64x2.add(hi64(di), f64x2.mul(d1, f64x2.add(one, hi64(s)))),
+        ));
+        v128.store(ds + q, f32x4.add(v128.load(ds + q), d));
+        v128.store(dc + q, to32(
+          f64x2.add(lo64(dv), f64x2.mul(d0, lo64(x))),
+          f64x2.add(hi64(dv), f64x2.mul(d1, hi64(x))),
+        ));
+      }
+      for (; c < C; c++) {
+        const q = <usize>(c << 2);
+        const d = <f64>load<f32>(dout + o + q);
+        store<f32>(dinp + o + q, <f32>(<f64>load<f32>(dinp + o + q) + d * (1 + <f64>load<f32>(ms + q))));
+        store<f32>(ds + q, load<f32>(ds + q) + load<f32>(dout + o + q));
+        store<f32>(dc + q, <f32>(<f64>load<f32>(dc + q) + d * <f64>load<f32>(inp + o + q)));
+      }
+    }
+  }
+}
+
+/** out = x + mod[gate] y (gatedResidualForward). */
+export function gatedResidualForward(
+  out: usize, x: usize, y: usize, mod: usize, g: i32, K: i32, B: i32, T: i32, C: i32,
+): void {
+  for (let b = 0; b < B; b++) {
+    const pg = mod + <usize>(b * K * C + g * C) * 4;
+    for (let t = 0; t < T; t++) {
+      const o = <usize>((b * T + t) * C) * 4;
+      let c = 0;
+      for (; c + 4 <= C; c += 4) {
+        const q = <usize>(c << 2);
+        const xv = v128.load(x + o + q), m = v128.load(pg + q), yv = v128.load(y + o + q);
+        v128.store(out + o + q, to32(
+          f64x2.add(lo64(xv), f64x2.mul(lo64(m), lo64(yv))),
+          f64x2.add(hi64(xv), f64x2.mul(hi64(m), hi64(yv))),
+        ));
+      }
+      for (; c < C; c++) {
+        const q = <usize>(c << 2);
+        const r = <f64>load<f32>(x + o + q) + <f64>load<f32>(pg + q) * <f64>load<f32>(y + o + q);
+        store<f32>(out + o + q, <f32>r);
+      }
+    }
+  }
+}
+
+/** gatedResidualBackward: dx += dout (dx 0: none), dy += gate dout, dmod[gate] += dout y. */
+export function gatedResidualBackward(
+  dx: usize, dy: usize, dmod: usize, dout: usize, y: usize, mod: usize,
+  g: i32, K: i32, B: i32, T: i32, C: i32,
+): void {
+  for (let b = 0; b < B; b++) {
+    const off = <usize>(b * K * C + g * C) * 4;
+    const pg = mod + off, dg = dmod + off;
+    for (let t = 0; t < T; t++) {
+      const o = <usize>((b * T + t) * C) * 4;
+      let c = 0;
+      for (; c + 4 <= C; c += 4) {
+        const q = <usize>(c << 2);
+        const d = v128.load(dout + o + q), m = v128.load(pg + q), yv = v128.load(y + o + q);
+        const dyv = v128.load(dy + o + q), dm = v128.load(dg + q);
+        const d0 = lo64(d), d1 = hi64(d);
+        if (dx != 0) v128.store(dx + o + q, f32x4.add(v128.load(dx + o + q), d));
+        v128.store(dy + o + q, to32(
+          f64x2.add(lo64(dyv), f64x2.mul(lo64(m), d0)),
+          f64x2.add(hi64(dyv), f64x2.mul(hi64(m), d1)),
+        ));
+        v128.store(dg + q, to32(
+          f64x2.add(lo64(dm), f64x2.mul(d0, lo64(yv))),
+          f64x2.add(hi64(dm), f64x2.mul(d1, hi64(yv))),
+        ));
+      }
+      for (; c < C; c++) {
+        const q = <usize>(c << 2);
+        const d = <f64>load<f32>(dout + o + q);
+        if (dx != 0) store<f32>(dx + o + q, load<f32>(dx + o + q) + load<f32>(dout + o + q));
+        store<f32>(dy + o + q, <f32>(<f64>load<f32>(dy + o + q) + <f64>load<f32>(pg + q) * d));
+        store<f32>(dg + q, <f32>(<f64>load<f32>(dg + q) + d * <f64>load<f32>(y + o + q)));
+      }
+    }
+  }
+}

@@ -167,6 +167,58 @@ export interface WasmOps {
     eps: number,
     decay: number,
   ): void;
+  /** `modulateForward` (adaLN): `out = inp (1 + mod[sc]) + mod[sh]`, chunks of `K C` rows of `mod`. */
+  modulateForward(
+    out: number,
+    inp: number,
+    mod: number,
+    sh: number,
+    sc: number,
+    K: number,
+    B: number,
+    T: number,
+    C: number,
+  ): void;
+  /** `modulateBackward` (ADDS into `dinp` and `dmod`). */
+  modulateBackward(
+    dinp: number,
+    dmod: number,
+    dout: number,
+    inp: number,
+    mod: number,
+    sh: number,
+    sc: number,
+    K: number,
+    B: number,
+    T: number,
+    C: number,
+  ): void;
+  /** `gatedResidualForward`: `out = x + mod[g] y`. */
+  gatedResidualForward(
+    out: number,
+    x: number,
+    y: number,
+    mod: number,
+    g: number,
+    K: number,
+    B: number,
+    T: number,
+    C: number,
+  ): void;
+  /** `gatedResidualBackward` (ADDS into `dx` (0: none), `dy`, `dmod`). */
+  gatedResidualBackward(
+    dx: number,
+    dy: number,
+    dmod: number,
+    dout: number,
+    y: number,
+    mod: number,
+    g: number,
+    K: number,
+    B: number,
+    T: number,
+    C: number,
+  ): void;
   /** `dropoutMask`'s draws from the four xoshiro128** words at `state` (updated in place). */
   dropoutMask(mask: number, n: number, limit: number, scale: number, state: number): void;
   /**

@@ -43,6 +43,12 @@ import {
 } from "./activations.ts";
 import { dropoutBackward, dropoutForward, dropoutMask, xoshiroJump } from "./dropout.ts";
 import { accumulate, residualForward } from "./residual.ts";
+import {
+  gatedResidualBackward,
+  gatedResidualForward,
+  modulateBackward,
+  modulateForward,
+} from "./adaln.ts";
 import { embeddingBackward, embeddingForward } from "./embedding.ts";
 import {
   crossEntropyBackward,
@@ -91,7 +97,8 @@ export interface NNBackend extends ElementOps {
 }
 
 /**
- * The element-wise and row ops of a backend, with the signatures (and the ADD-into contracts) of
+ * The element-wise and row ops of a backend (adaLN's modulation and gated residual among them),
+ * with the signatures (and the ADD-into contracts) of
  * their TypeScript references in `src/nn/`.
  */
 export interface ElementOps {
@@ -121,6 +128,14 @@ export interface ElementOps {
   residualForward: typeof residualForward;
   /** See {@linkcode accumulate}. ADDS. */
   accumulate: typeof accumulate;
+  /** See {@linkcode modulateForward}. */
+  modulateForward: typeof modulateForward;
+  /** See {@linkcode modulateBackward}. ADDS. */
+  modulateBackward: typeof modulateBackward;
+  /** See {@linkcode gatedResidualForward}. */
+  gatedResidualForward: typeof gatedResidualForward;
+  /** See {@linkcode gatedResidualBackward}. ADDS. */
+  gatedResidualBackward: typeof gatedResidualBackward;
   /** See {@linkcode embeddingForward}. */
   embeddingForward: typeof embeddingForward;
   /** See {@linkcode embeddingBackward}. ADDS. */
@@ -146,6 +161,10 @@ const tsElementOps: ElementOps = {
   dropoutBackward,
   residualForward,
   accumulate,
+  modulateForward,
+  modulateBackward,
+  gatedResidualForward,
+  gatedResidualBackward,
   embeddingForward,
   embeddingBackward,
   crossEntropyForward,
@@ -545,6 +564,9 @@ function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): Element
   // accumulate's chunk buffer: the matmuls' scratch, free between kernel calls
   const chunk = Math.min(16384, k.scratchBytes >> 2);
   const sum = k.floats(k.scratch, chunk);
+  /** Whether chunks `i` and `j` are among a modulation row's `K` (the module reads no further). */
+  const chunks = (K: number, i: number, j: number) =>
+    Number.isInteger(i) && Number.isInteger(j) && i >= 0 && j >= 0 && i < K && j < K;
   /** Whether the module may read or write `x` as `n` values: in `k`'s memory, long enough. */
   const fits = (x: Float32Array, n: number) => x.length >= n && k.inMemory(x);
   /** As `fits`, for an optional operand (`null`: absent). */
@@ -659,6 +681,48 @@ function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): Element
           dst.set(sum.subarray(0, n), i);
         }
       }
+    },
+    modulateForward(out, inp, mod, sh, sc, shape) {
+      const { K, B, T, C } = shape, NC = B * T * C;
+      if (fits(out, NC) && fits(inp, NC) && fits(mod, B * K * C) && chunks(K, sh, sc)) {
+        ops.modulateForward(at(out), at(inp), at(mod), sh, sc, K, B, T, C);
+      } else modulateForward(out, inp, mod, sh, sc, shape);
+    },
+    modulateBackward(dinp, dmod, dout, inp, mod, sh, sc, shape) {
+      const { K, B, T, C } = shape, NC = B * T * C, KC = B * K * C;
+      if (
+        fits(dinp, NC) && fits(dmod, KC) && fits(dout, NC) && fits(inp, NC) && fits(mod, KC) &&
+        chunks(K, sh, sc)
+      ) {
+        ops.modulateBackward(at(dinp), at(dmod), at(dout), at(inp), at(mod), sh, sc, K, B, T, C);
+      } else modulateBackward(dinp, dmod, dout, inp, mod, sh, sc, shape);
+    },
+    gatedResidualForward(out, x, y, mod, g, shape) {
+      const { K, B, T, C } = shape, NC = B * T * C;
+      if (fits(out, NC) && fits(x, NC) && fits(y, NC) && fits(mod, B * K * C) && chunks(K, g, g)) {
+        ops.gatedResidualForward(at(out), at(x), at(y), at(mod), g, K, B, T, C);
+      } else gatedResidualForward(out, x, y, mod, g, shape);
+    },
+    gatedResidualBackward(dx, dy, dmod, dout, y, mod, g, shape) {
+      const { K, B, T, C } = shape, NC = B * T * C, KC = B * K * C;
+      if (
+        fitsOpt(dx, NC) && fits(dy, NC) && fits(dmod, KC) && fits(dout, NC) && fits(y, NC) &&
+        fits(mod, KC) && chunks(K, g, g)
+      ) {
+        ops.gatedResidualBackward(
+          at(dx),
+          at(dy),
+          at(dmod),
+          at(dout),
+          at(y),
+          at(mod),
+          g,
+          K,
+          B,
+          T,
+          C,
+        );
+      } else gatedResidualBackward(dx, dy, dmod, dout, y, mod, g, shape);
     },
     embeddingForward(out, inp, wte, wpe, B, T, C) {
       const n = B * T;

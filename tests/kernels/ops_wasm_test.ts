@@ -512,3 +512,47 @@ for (const n of [1, 7, 16384 * 2 + 5]) {
     assert.equal(outside[n], dst0[n]);
   });
 }
+
+for (const [K, B, T, C] of [[2, 1, 1, 1], [6, 2, 3, 5], [6, 3, 2, 8], [2, 2, 5, 33]]) {
+  Deno.test(`wasm adaLN modulation and gated residual give the TS reference's bits (K ${K}, B ${B}, T ${T}, C ${C})`, () => {
+    const rng = new Rng(43, K, C);
+    const { nn, calls, put } = setup();
+    const shape = { K, B, T, C }, NC = B * T * C, KC = B * K * C;
+    const inp = uniform(NC, rng, -3, 3), y = uniform(NC, rng), dout = uniform(NC, rng);
+    const mod = uniform(KC, rng, -2, 2);
+    const [sh, sc, g] = [K - 2, K - 1, K > 2 ? 2 : 0];
+
+    const out = put(new Float32Array(NC)), want = new Float32Array(NC);
+    nn.modulateForward(out, put(inp), put(mod), sh, sc, shape);
+    assertRan(calls, "modulateForward");
+    tsBackend.modulateForward(want, inp, mod, sh, sc, shape);
+    assert.deepEqual(out, want, "modulateForward");
+
+    const dinp0 = uniform(NC, rng), dmod0 = uniform(KC, rng);
+    const dinp = put(dinp0), dmod = put(dmod0);
+    const wdinp = dinp0.slice(), wdmod = dmod0.slice();
+    nn.modulateBackward(dinp, dmod, put(dout), put(inp), put(mod), sh, sc, shape);
+    assertRan(calls, "modulateBackward");
+    tsBackend.modulateBackward(wdinp, wdmod, dout, inp, mod, sh, sc, shape);
+    assert.deepEqual(dinp, wdinp, "modulateBackward dinp");
+    assert.deepEqual(dmod, wdmod, "modulateBackward dmod");
+
+    const r = put(new Float32Array(NC)), wr = new Float32Array(NC);
+    nn.gatedResidualForward(r, put(inp), put(y), put(mod), g, shape);
+    assertRan(calls, "gatedResidualForward");
+    tsBackend.gatedResidualForward(wr, inp, y, mod, g, shape);
+    assert.deepEqual(r, wr, "gatedResidualForward");
+
+    for (const withDx of [true, false]) {
+      const dx0 = uniform(NC, rng), dy0 = uniform(NC, rng), dm0 = uniform(KC, rng);
+      const dx = withDx ? put(dx0) : null, dy = put(dy0), dm = put(dm0);
+      const wdx = withDx ? dx0.slice() : null, wdy = dy0.slice(), wdm = dm0.slice();
+      nn.gatedResidualBackward(dx, dy, dm, put(dout), put(y), put(mod), g, shape);
+      assertRan(calls, "gatedResidualBackward");
+      tsBackend.gatedResidualBackward(wdx, wdy, wdm, dout, y, mod, g, shape);
+      if (withDx) assert.deepEqual(dx, wdx, "gatedResidualBackward dx");
+      assert.deepEqual(dy, wdy, "gatedResidualBackward dy");
+      assert.deepEqual(dm, wdm, "gatedResidualBackward dmod");
+    }
+  });
+}

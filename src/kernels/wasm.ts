@@ -527,7 +527,9 @@ function buildKernels(
     return arr.byteOffset >= heapBase && arr.buffer === mem.buffer;
   }
 
-  const allIn = (...xs: (Float32Array | null)[]) => xs.every((x) => x === null || inMemory(x));
+  /** Whether every operand (a null bias counts) is in this memory. */
+  const allIn = (c: Float32Array, a: Float32Array, b: Float32Array, bias: Float32Array | null) =>
+    inMemory(c) && inMemory(a) && inMemory(b) && (bias === null || inMemory(bias));
 
   // Convenience calls copy through a private scratch instance with its own memory, so this
   // memory never grows behind the caller's back (growth would detach the caller's views).
@@ -581,7 +583,7 @@ function buildKernels(
     scratchBytes: ex.workspaceBytes(),
     matmulAB(c, a, b, M, K, N, accumulate = false) {
       checkMatmulArgs("AB", c, a, b, null, M, K, N);
-      if (allIn(c, a, b)) {
+      if (allIn(c, a, b, null)) {
         ex.matmulAB(c.byteOffset, a.byteOffset, b.byteOffset, M, K, N, accumulate ? 1 : 0, ws);
       } else {
         viaScratch([[c, M * N], [a, M * K], [b, K * N]], (s, [c2, a2, b2]) => {
@@ -612,7 +614,7 @@ function buildKernels(
     },
     matmulAtB(c, a, b, M, K, N, accumulate = false) {
       checkMatmulArgs("AtB", c, a, b, null, M, K, N);
-      if (allIn(c, a, b)) {
+      if (allIn(c, a, b, null)) {
         ex.matmulAtB(c.byteOffset, a.byteOffset, b.byteOffset, M, K, N, accumulate ? 1 : 0, ws);
       } else {
         viaScratch([[c, M * N], [a, M * K], [b, K * N]], (s, [c2, a2, b2]) => {

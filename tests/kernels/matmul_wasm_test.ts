@@ -216,6 +216,25 @@ Deno.test("wasm kernels: a view detached by growth is refused with a RangeError,
   );
 });
 
+Deno.test("wasm kernels: fractional, negative or NaN dimensions and a short bias are refused with their messages", () => {
+  const k = createWasmKernels({ variant: "simd" });
+  const x = new Float32Array(16);
+  for (const [M, K, N, name] of [[1.5, 2, 2, "M"], [2, -1, 2, "K"], [2, 2, NaN, "N"]] as const) {
+    assert.throws(
+      () => k.matmulAB(x, x, x, M, K, N),
+      new RegExp(
+        `Matmul dimension ${name}: expected an integer >= 0, got ${
+          M === 1.5 ? 1.5 : K === -1 ? -1 : NaN
+        }`,
+      ),
+    );
+  }
+  assert.throws(
+    () => k.matmulABt(x, x, x, new Float32Array(3), 2, 2, 4),
+    /buffer bias too short: expected at least 4 floats \(bias is \(4\)\), got 3/,
+  );
+});
+
 Deno.test("assertClose() (the tolerance used above) rejects a result that drops one product term", () => {
   const rand = seeded(3);
   const [M, K, N] = [7, 129, 9];

@@ -80,16 +80,18 @@ export function adamwStep(
   const { m, v } = state;
   const { beta1, c1, beta2, c2, lr, bc1, invBc, eps, decay } = c;
   const f = Math.fround;
-  // Float32 arithmetic, each operation rounded once: a product or sum of two float32 values is
-  // exact in double before its fround, and a double square root or quotient of float32 values
-  // rounded to float32 is the correctly rounded float32 result (so the wasm lanes give the same
-  // bits). The moments and parameters round on their stores into the Float32Arrays.
+  // Float32 arithmetic, each operation rounded once: an operation (+, -, *, /, sqrt) on float32
+  // values done in double and rounded to float32 is the correctly rounded float32 result
+  // (double has more than twice float32's precision, so the double rounding is harmless), which
+  // is what the wasm lanes compute: the same bits.
   for (let i = 0; i < params.length; i++) {
     const g = grads[i];
-    m[i] = f(beta1 * m[i]) + f(c1 * g);
-    v[i] = f(beta2 * v[i]) + f(f(c2 * g) * g);
-    const den = f(f(f(Math.sqrt(v[i])) * invBc) + eps);
-    params[i] = f(params[i] * decay) - f(lr * f(m[i] / f(den * bc1)));
+    const mi = f(f(beta1 * m[i]) + f(c1 * g));
+    const vi = f(f(beta2 * v[i]) + f(f(c2 * g) * g));
+    m[i] = mi;
+    v[i] = vi;
+    const den = f(f(f(Math.sqrt(vi)) * invBc) + eps);
+    params[i] = f(params[i] * decay) - f(lr * f(mi / f(den * bc1)));
   }
 }
 

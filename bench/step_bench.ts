@@ -7,7 +7,13 @@
  * deno bench --allow-read bench/step_bench.ts           # deno bench groups (averages)
  * deno run --allow-read --allow-sys bench/step_bench.ts --medians   # medians of wall and CPU time
  * deno run --allow-read --allow-sys bench/step_bench.ts --medians --preset small --backend wasm
+ * deno run --allow-read bench/step_bench.ts --profile --preset seed --backend wasm   # µs per op
  * ```
+ *
+ * `--profile` wraps every op of the workspace's backend in a timer and prints µs per step for
+ * each, AdamW, the whole `lossAndGrad` and what of it ran outside the backend's ops (2,000 steps
+ * of `seed`, 5 of `small`, after as many to warm up). The timers add their own cost, and an op
+ * called inside another (none today) would count in both.
  *
  * `--medians` times each step on its own after warm-up and prints, per preset and backend, the
  * median wall-clock and CPU time (this process; one thread), tokens/s and steps/s, then one

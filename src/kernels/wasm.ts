@@ -70,6 +70,9 @@ export interface WasmKernelOptions {
   limit?: number;
 }
 
+/** adaLN's modulation shape in the module's calls: `K` chunks of `C` per row of `mod`, `B` sequences of `T`. */
+type Mod = [K: number, B: number, T: number, C: number];
+
 /**
  * The element-wise and row ops of `asm/ops.as`, as the module exports them: every pointer is a
  * byte address in the kernels' memory (0 for an absent optional operand: `mask`, `wpe`), every
@@ -168,17 +171,7 @@ export interface WasmOps {
     decay: number,
   ): void;
   /** `modulateForward` (adaLN): `out = inp (1 + mod[sc]) + mod[sh]`, chunks of `K C` rows of `mod`. */
-  modulateForward(
-    out: number,
-    inp: number,
-    mod: number,
-    sh: number,
-    sc: number,
-    K: number,
-    B: number,
-    T: number,
-    C: number,
-  ): void;
+  modulateForward(out: number, inp: number, mod: number, sh: number, sc: number, ...s: Mod): void;
   /** `modulateBackward` (ADDS into `dinp` and `dmod`). */
   modulateBackward(
     dinp: number,
@@ -188,23 +181,10 @@ export interface WasmOps {
     mod: number,
     sh: number,
     sc: number,
-    K: number,
-    B: number,
-    T: number,
-    C: number,
+    ...s: Mod
   ): void;
   /** `gatedResidualForward`: `out = x + mod[g] y`. */
-  gatedResidualForward(
-    out: number,
-    x: number,
-    y: number,
-    mod: number,
-    g: number,
-    K: number,
-    B: number,
-    T: number,
-    C: number,
-  ): void;
+  gatedResidualForward(out: number, x: number, y: number, mod: number, g: number, ...s: Mod): void;
   /** `gatedResidualBackward` (ADDS into `dx` (0: none), `dy`, `dmod`). */
   gatedResidualBackward(
     dx: number,
@@ -214,10 +194,7 @@ export interface WasmOps {
     y: number,
     mod: number,
     g: number,
-    K: number,
-    B: number,
-    T: number,
-    C: number,
+    ...s: Mod
   ): void;
   /** `dropoutMask`'s draws from the four xoshiro128** words at `state` (updated in place). */
   dropoutMask(mask: number, n: number, limit: number, scale: number, state: number): void;

@@ -8,7 +8,7 @@
  * @module
  */
 
-import type { Rng } from "../rng.ts";
+import { Rng } from "../rng.ts";
 
 /**
  * Fills `mask` with `0` (dropped, probability `p`) or `1 / (1 - p)` (kept), drawing one uniform
@@ -152,20 +152,15 @@ export function jumpState(jump: Uint32Array, x: ArrayLike<number>): Uint32Array 
   return out;
 }
 
-/** One draw's state change of xoshiro128** (that of `Rng.nextU32`), as a matrix. */
+/** One draw's state change of xoshiro128**, as a matrix: `Rng.nextU32` run on each unit state. */
 function transition(): Uint32Array {
   const m = new Uint32Array(512);
+  const rng = new Rng(0);
   for (let c = 0; c < 128; c++) {
-    const s = new Uint32Array(4);
-    s[c >> 5] = 1 << (c & 31);
-    const t = s[1] << 9;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = (s[3] << 11) | (s[3] >>> 21);
-    m.set(s, 4 * c);
+    rng.s.fill(0);
+    rng.s[c >> 5] = 1 << (c & 31);
+    rng.nextU32();
+    m.set(rng.s, 4 * c);
   }
   return m;
 }

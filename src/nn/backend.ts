@@ -1,7 +1,8 @@
 /**
  * Compute backends of the model's ops: the two heavy ones, linear and attention, and the
- * element-wise and row ops around them (RoPE, layer norm, GELU, ReLU, dropout, residual, embedding
- * gather/scatter, the cross-entropy rows). The plain TypeScript reference (`ts`, the functions
+ * element-wise and row ops around them (RoPE, layer norm, GELU, ReLU, dropout, residual, adaLN
+ * modulation and gated residual, embedding gather/scatter, the cross-entropy rows, a gradient
+ * added into another). The plain TypeScript reference (`ts`, the functions
  * of `linear.ts`, `attention.ts`, `layernorm.ts`, ...) and the WebAssembly SIMD kernels of
  * `src/kernels/wasm.ts` (`wasm`: the matmuls of `asm/matmul.as`, the other ops of `asm/ops.as`;
  * `blas` is the same with its matmuls on the system's BLAS). Both compute the same math; the
@@ -98,8 +99,7 @@ export interface NNBackend extends ElementOps {
 
 /**
  * The element-wise and row ops of a backend (adaLN's modulation and gated residual among them),
- * with the signatures (and the ADD-into contracts) of
- * their TypeScript references in `src/nn/`.
+ * with the signatures (and the ADD-into contracts) of their TypeScript references in `src/nn/`.
  */
 export interface ElementOps {
   /** See {@linkcode ropeForward}. */
@@ -515,7 +515,7 @@ function softmaxBackwardRowsTs(
   }
 }
 
-/** Draws from which a wasm dropout mask runs in four lanes (below, the jumps cost more). */
+/** Draws from which a wasm dropout mask runs in four lanes (below, its three jumps cost more). */
 const LANE_DRAWS = 256;
 
 /**
@@ -649,7 +649,10 @@ function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): Element
         if (N >= LANE_DRAWS) {
           // four runs of one stream at once, each started by the jump to its first draw
           const q = N >> 2;
-          if (q !== jumpDraws) jump.set(xoshiroJump(q)), jumpDraws = q;
+          if (q !== jumpDraws) {
+            jump.set(xoshiroJump(q));
+            jumpDraws = q;
+          }
           ops.dropoutMaskLanes(m, N, limit, scale, state.byteOffset, jump.byteOffset);
         } else ops.dropoutMask(m, N, limit, scale, state.byteOffset);
         rng.s.set(state);

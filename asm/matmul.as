@@ -24,7 +24,8 @@
 //
 // Two small shapes skip the packing, whose cost there is that of the products themselves:
 // N = 4 (narrowABt / narrowAtB: dot products, AB through B transposed into the workspace) and
-// K = 4 (smallK4: A's four values per row splat once against B's four rows).
+// K = 4 (smallK4: A's four values per row splat once against B's four rows), and M = 4 for AB
+// and AtB (smallM4: A's four values per k splat against B's rows).
 
 // Microkernel tile: MR rows x NR columns of C.
 const MR: i32 = 4;
@@ -574,6 +575,58 @@ function smallK4(
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// M = 4 (the weight gradient of a layer out of a 4-wide input, dW = dy^T x with dy (K,4)):
+// C(4,N) (+)= A B with B (K,N) rows, no packing; A's element (i, k) at a + i ai + k ak bytes.
+
+/** C(4,N) (+)= A(4,K) B(K,N): eight columns of C at a time, then four, then one. */
+function smallM4(c: usize, a: usize, ai: usize, ak: usize, b: usize, K: i32, N: i32, loadC: bool): void {
+  const ld = <usize>(N << 2);
+  const a1 = a + ai, a2 = a1 + ai, a3 = a2 + ai;
+  let j = 0;
+  for (; j + 8 <= N; j += 8) {
+    let x00 = f32x4.splat(0), x01 = f32x4.splat(0), x10 = f32x4.splat(0), x11 = f32x4.splat(0);
+    let x20 = f32x4.splat(0), x21 = f32x4.splat(0), x30 = f32x4.splat(0), x31 = f32x4.splat(0);
+    let pb = b + <usize>(j << 2);
+    for (let k = 0; k < K; k++) {
+      const o = <usize>k * ak;
+      const y0 = v128.load(pb), y1 = v128.load(pb, 16);
+      let u = v128.load32_splat(a + o);
+      x00 = madd(u, y0, x00); x01 = madd(u, y1, x01);
+      u = v128.load32_splat(a1 + o);
+      x10 = madd(u, y0, x10); x11 = madd(u, y1, x11);
+      u = v128.load32_splat(a2 + o);
+      x20 = madd(u, y0, x20); x21 = madd(u, y1, x21);
+      u = v128.load32_splat(a3 + o);
+      x30 = madd(u, y0, x30); x31 = madd(u, y1, x31);
+      pb += ld;
+    }
+    const cj = c + <usize>(j << 2);
+    narrowStore(cj, x00, 0, loadC); narrowStore(cj + 16, x01, 0, loadC);
+    narrowStore(cj + ld, x10, 0, loadC); narrowStore(cj + ld + 16, x11, 0, loadC);
+    narrowStore(cj + 2 * ld, x20, 0, loadC); narrowStore(cj + 2 * ld + 16, x21, 0, loadC);
+    narrowStore(cj + 3 * ld, x30, 0, loadC); narrowStore(cj + 3 * ld + 16, x31, 0, loadC);
+  }
+  for (; j < N; j++) {
+    // the last columns one at a time, the four rows of C in the lanes
+    let x = f32x4.splat(0);
+    for (let k = 0; k < K; k++) {
+      const o = <usize>k * ak;
+      let u = v128.load32_splat(a + o);
+      u = f32x4.replace_lane(u, 1, load<f32>(a1 + o));
+      u = f32x4.replace_lane(u, 2, load<f32>(a2 + o));
+      u = f32x4.replace_lane(u, 3, load<f32>(a3 + o));
+      x = madd(u, v128.load32_splat(b + <usize>k * ld + <usize>(j << 2)), x);
+    }
+    for (let r = 0; r < 4; r++) {
+      const p = c + <usize>r * ld + <usize>(j << 2);
+      const v = f32x4.extract_lane(x, 0);
+      x = i32x4.shuffle(x, x, 1, 2, 3, 0);
+      store<f32>(p, loadC ? load<f32>(p) + v : v);
+    }
+  }
+}
+
 // Which operand is transposed: 0 = A B, 1 = A B^T, 2 = A^T B.
 const AB: i32 = 0;
 const ABT: i32 = 1;
@@ -621,6 +674,12 @@ function gemm(
       transposeNarrow(ws + WS_B, b, N);
       smallK4(c, a, 16, 4, ws + WS_B, bias, M, N, accumulate);
     }
+    return;
+  }
+  if (M == 4 && kind != ABT) {
+    // four rows of C: A's four values per k splat against B's rows, no packing
+    if (kind == AB) smallM4(c, a, <usize>(K << 2), 4, b, K, N, accumulate);
+    else smallM4(c, a, 4, 16, b, K, N, accumulate);
     return;
   }
   const pa = ws + WS_A;

@@ -51,6 +51,10 @@ function shapes(rand: () => number, count: number): [number, number, number][] {
     [1, 4, 9],
     [7, 4, 13],
     [16, 4, 2048],
+    // M = 4 (AB, AtB), the small-M path: column remainders past the blocks of 8, and a seed shape
+    [4, 9, 13],
+    [4, 7, 1],
+    [4, 16, 2048],
   ];
   while (out.length < count) {
     const pick = () => SIZES[Math.floor(rand() * SIZES.length)];
@@ -66,7 +70,7 @@ for (const variant of variants) {
   for (const kind of ["AB", "ABt", "AtB"] as const) {
     Deno.test(`wasm matmul${kind}() (${name}) matches the reference on random odd shapes, overwrite and accumulate${kind === "ABt" ? ", with and without bias" : ""}`, () => {
       const rand = seeded(kind.length * 1000 + variant.length);
-      for (const [M, K, N] of shapes(rand, 32)) {
+      for (const [M, K, N] of shapes(rand, 35)) {
         for (const accumulate of [false, true]) {
           for (const withBias of kind === "ABt" ? [false, true] : [false]) {
             const a = randomArray(M * K, rand);

@@ -21,6 +21,11 @@
 // three products differ only in how A and B are packed. Panels are zero-padded, so any
 // M, N, K works; a 4x4 right-edge tile has its own kernel (narrow outputs, N = 4), other
 // tiles on the right and bottom edges go through a 4x8 scratch tile.
+//
+// Two small shapes skip the packing, whose cost there is that of the products themselves:
+// N = 4 (narrowABt / narrowAtB: dot products, AB through B transposed into the workspace) and
+// K = 4 (smallK4: A's four values per row splat once against B's four rows), and M = 4 for AB
+// and AtB (smallM4: A's four values per k splat against B's rows).
 
 // Microkernel tile: MR rows x NR columns of C.
 const MR: i32 = 4;
@@ -357,6 +362,271 @@ function microEdge(
   }
 }
 
+// ---------------------------------------------------------------------------------------
+// Narrow outputs, N = 4 (a 4-wide model's projections, the gradients into it): no packing.
+// Each output element is a dot product; the lanes of one accumulator hold four partial sums
+// (every fourth k), added at the end, so the order differs from the reference's but stays
+// within the same summation bound.
+
+/** [sum(x0), sum(x1), sum(x2), sum(x3)]: the four accumulators' lanes added, transposed. */
+// @ts-ignore: decorator
+@inline function hsum4(x0: v128, x1: v128, x2: v128, x3: v128): v128 {
+  const t0 = f32x4.add(i32x4.shuffle(x0, x1, 0, 4, 1, 5), i32x4.shuffle(x0, x1, 2, 6, 3, 7));
+  const t1 = f32x4.add(i32x4.shuffle(x2, x3, 0, 4, 1, 5), i32x4.shuffle(x2, x3, 2, 6, 3, 7));
+  return f32x4.add(i64x2.shuffle(t0, t1, 0, 2), i64x2.shuffle(t0, t1, 1, 3));
+}
+
+/** One row of C (4 floats at c): r plus the bias and the old row where asked. */
+// @ts-ignore: decorator
+@inline function narrowStore(c: usize, r: v128, bias: usize, loadC: bool): void {
+  let x = r;
+  if (bias != 0) x = f32x4.add(x, v128.load(bias));
+  if (loadC) x = f32x4.add(v128.load(c), x);
+  v128.store(c, x);
+}
+
+/** C(M,4) (+)= A(M,K) B(4,K)^T (+ bias): two rows of A at a time against the four rows of B. */
+function narrowABt(c: usize, a: usize, b: usize, bias: usize, M: i32, K: i32, loadC: bool): void {
+  const ld = <usize>(K << 2);
+  const b0 = b, b1 = b0 + ld, b2 = b1 + ld, b3 = b2 + ld;
+  const K4 = K & ~3;
+  let i = 0;
+  for (; i + 2 <= M; i += 2) {
+    const a0 = a + <usize>i * ld, a1 = a0 + ld;
+    let x00 = f32x4.splat(0), x01 = f32x4.splat(0), x02 = f32x4.splat(0), x03 = f32x4.splat(0);
+    let x10 = f32x4.splat(0), x11 = f32x4.splat(0), x12 = f32x4.splat(0), x13 = f32x4.splat(0);
+    for (let k = 0; k < K4; k += 4) {
+      const o = <usize>(k << 2);
+      const y0 = v128.load(b0 + o), y1 = v128.load(b1 + o);
+      const y2 = v128.load(b2 + o), y3 = v128.load(b3 + o);
+      const u = v128.load(a0 + o), w = v128.load(a1 + o);
+      x00 = madd(u, y0, x00); x01 = madd(u, y1, x01); x02 = madd(u, y2, x02); x03 = madd(u, y3, x03);
+      x10 = madd(w, y0, x10); x11 = madd(w, y1, x11); x12 = madd(w, y2, x12); x13 = madd(w, y3, x13);
+    }
+    let r0 = hsum4(x00, x01, x02, x03), r1 = hsum4(x10, x11, x12, x13);
+    for (let k = K4; k < K; k++) {
+      const o = <usize>(k << 2);
+      const y = narrowColumn(b0, b1, b2, b3, o);
+      r0 = madd(v128.load32_splat(a0 + o), y, r0);
+      r1 = madd(v128.load32_splat(a1 + o), y, r1);
+    }
+    narrowStore(c + <usize>(i << 4), r0, bias, loadC);
+    narrowStore(c + <usize>((i + 1) << 4), r1, bias, loadC);
+  }
+  if (i < M) {
+    const a0 = a + <usize>i * ld;
+    let x0 = f32x4.splat(0), x1 = f32x4.splat(0), x2 = f32x4.splat(0), x3 = f32x4.splat(0);
+    for (let k = 0; k < K4; k += 4) {
+      const o = <usize>(k << 2);
+      const u = v128.load(a0 + o);
+      x0 = madd(u, v128.load(b0 + o), x0); x1 = madd(u, v128.load(b1 + o), x1);
+      x2 = madd(u, v128.load(b2 + o), x2); x3 = madd(u, v128.load(b3 + o), x3);
+    }
+    let r = hsum4(x0, x1, x2, x3);
+    for (let k = K4; k < K; k++) {
+      const o = <usize>(k << 2);
+      r = madd(v128.load32_splat(a0 + o), narrowColumn(b0, b1, b2, b3, o), r);
+    }
+    narrowStore(c + <usize>(i << 4), r, bias, loadC);
+  }
+}
+
+/** [B0[k], B1[k], B2[k], B3[k]] of four rows at byte offset o. */
+// @ts-ignore: decorator
+@inline function narrowColumn(b0: usize, b1: usize, b2: usize, b3: usize, o: usize): v128 {
+  let y = v128.load32_splat(b0 + o);
+  y = f32x4.replace_lane(y, 1, load<f32>(b1 + o));
+  y = f32x4.replace_lane(y, 2, load<f32>(b2 + o));
+  return f32x4.replace_lane(y, 3, load<f32>(b3 + o));
+}
+
+/** B(K,4) transposed into dst (4,K): 4x4 blocks through shuffles. */
+function transposeNarrow(dst: usize, b: usize, K: i32): void {
+  const ld = <usize>(K << 2);
+  let k = 0;
+  for (; k + 4 <= K; k += 4) {
+    const s = b + <usize>(k << 4);
+    const x0 = v128.load(s), x1 = v128.load(s, 16), x2 = v128.load(s, 32), x3 = v128.load(s, 48);
+    const t0 = i32x4.shuffle(x0, x1, 0, 4, 1, 5);
+    const t1 = i32x4.shuffle(x2, x3, 0, 4, 1, 5);
+    const t2 = i32x4.shuffle(x0, x1, 2, 6, 3, 7);
+    const t3 = i32x4.shuffle(x2, x3, 2, 6, 3, 7);
+    const d = dst + <usize>(k << 2);
+    v128.store(d, i64x2.shuffle(t0, t1, 0, 2));
+    v128.store(d + ld, i64x2.shuffle(t0, t1, 1, 3));
+    v128.store(d + 2 * ld, i64x2.shuffle(t2, t3, 0, 2));
+    v128.store(d + 3 * ld, i64x2.shuffle(t2, t3, 1, 3));
+  }
+  for (; k < K; k++) {
+    for (let j = 0; j < 4; j++) {
+      store<f32>(dst + <usize>j * ld + <usize>(k << 2), load<f32>(b + <usize>((k * 4 + j) << 2)));
+    }
+  }
+}
+
+/** C(M,4) (+)= A(K,M)^T B(K,4): eight columns of A (rows of C) at a time, then four, then one. */
+function narrowAtB(c: usize, a: usize, b: usize, M: i32, K: i32, loadC: bool): void {
+  const lda = <usize>(M << 2);
+  let i = 0;
+  for (; i + 8 <= M; i += 8) {
+    let x0 = f32x4.splat(0), x1 = f32x4.splat(0), x2 = f32x4.splat(0), x3 = f32x4.splat(0);
+    let x4 = f32x4.splat(0), x5 = f32x4.splat(0), x6 = f32x4.splat(0), x7 = f32x4.splat(0);
+    let pa = a + <usize>(i << 2);
+    for (let k = 0; k < K; k++) {
+      const u = v128.load(pa), w = v128.load(pa, 16);
+      const y = v128.load(b + <usize>(k << 4));
+      x0 = madd(i32x4.shuffle(u, u, 0, 0, 0, 0), y, x0);
+      x1 = madd(i32x4.shuffle(u, u, 1, 1, 1, 1), y, x1);
+      x2 = madd(i32x4.shuffle(u, u, 2, 2, 2, 2), y, x2);
+      x3 = madd(i32x4.shuffle(u, u, 3, 3, 3, 3), y, x3);
+      x4 = madd(i32x4.shuffle(w, w, 0, 0, 0, 0), y, x4);
+      x5 = madd(i32x4.shuffle(w, w, 1, 1, 1, 1), y, x5);
+      x6 = madd(i32x4.shuffle(w, w, 2, 2, 2, 2), y, x6);
+      x7 = madd(i32x4.shuffle(w, w, 3, 3, 3, 3), y, x7);
+      pa += lda;
+    }
+    const ci = c + <usize>(i << 4);
+    narrowStore(ci, x0, 0, loadC);
+    narrowStore(ci + 16, x1, 0, loadC);
+    narrowStore(ci + 32, x2, 0, loadC);
+    narrowStore(ci + 48, x3, 0, loadC);
+    narrowStore(ci + 64, x4, 0, loadC);
+    narrowStore(ci + 80, x5, 0, loadC);
+    narrowStore(ci + 96, x6, 0, loadC);
+    narrowStore(ci + 112, x7, 0, loadC);
+  }
+  for (; i + 4 <= M; i += 4) {
+    let x0 = f32x4.splat(0), x1 = f32x4.splat(0), x2 = f32x4.splat(0), x3 = f32x4.splat(0);
+    let pa = a + <usize>(i << 2);
+    for (let k = 0; k < K; k++) {
+      const u = v128.load(pa);
+      const y = v128.load(b + <usize>(k << 4));
+      x0 = madd(i32x4.shuffle(u, u, 0, 0, 0, 0), y, x0);
+      x1 = madd(i32x4.shuffle(u, u, 1, 1, 1, 1), y, x1);
+      x2 = madd(i32x4.shuffle(u, u, 2, 2, 2, 2), y, x2);
+      x3 = madd(i32x4.shuffle(u, u, 3, 3, 3, 3), y, x3);
+      pa += lda;
+    }
+    const ci = c + <usize>(i << 4);
+    narrowStore(ci, x0, 0, loadC);
+    narrowStore(ci + 16, x1, 0, loadC);
+    narrowStore(ci + 32, x2, 0, loadC);
+    narrowStore(ci + 48, x3, 0, loadC);
+  }
+  for (; i < M; i++) {
+    let x = f32x4.splat(0);
+    for (let k = 0; k < K; k++) {
+      x = madd(v128.load32_splat(a + <usize>k * lda + <usize>(i << 2)), v128.load(b + <usize>(k << 4)), x);
+    }
+    narrowStore(c + <usize>(i << 4), x, 0, loadC);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// K = 4 (a 4-wide model's inputs into its wide layers): C(M,N) (+)= A B with B (4,N) rows,
+// no packing. A's element (i, k) at a + i ai + k ak bytes, so A and A^T share the kernel.
+
+/** C(M,N) (+)= A(M,4) B(4,N) (+ bias): two rows of C at a time, four columns per vector. */
+function smallK4(
+  c: usize, a: usize, ai: usize, ak: usize, b: usize, bias: usize, M: i32, N: i32, loadC: bool,
+): void {
+  const ld = <usize>(N << 2);
+  const b0 = b, b1 = b0 + ld, b2 = b1 + ld, b3 = b2 + ld;
+  const N4 = N & ~3;
+  for (let i = 0; i < M; i += 2) {
+    const two = i + 1 < M;
+    const p0 = a + <usize>i * ai, p1 = two ? p0 + ai : p0;
+    const u0 = v128.load32_splat(p0), u1 = v128.load32_splat(p0 + ak);
+    const u2 = v128.load32_splat(p0 + 2 * ak), u3 = v128.load32_splat(p0 + 3 * ak);
+    const w0 = v128.load32_splat(p1), w1 = v128.load32_splat(p1 + ak);
+    const w2 = v128.load32_splat(p1 + 2 * ak), w3 = v128.load32_splat(p1 + 3 * ak);
+    const c0 = c + <usize>i * ld, c1 = c0 + ld;
+    for (let j = 0; j < N4; j += 4) {
+      const o = <usize>(j << 2);
+      const y0 = v128.load(b0 + o), y1 = v128.load(b1 + o);
+      const y2 = v128.load(b2 + o), y3 = v128.load(b3 + o);
+      let r0 = madd(u3, y3, madd(u2, y2, madd(u1, y1, f32x4.mul(u0, y0))));
+      let r1 = madd(w3, y3, madd(w2, y2, madd(w1, y1, f32x4.mul(w0, y0))));
+      if (bias != 0) {
+        const z = v128.load(bias + o);
+        r0 = f32x4.add(r0, z);
+        r1 = f32x4.add(r1, z);
+      }
+      if (loadC) {
+        r0 = f32x4.add(v128.load(c0 + o), r0);
+        r1 = f32x4.add(v128.load(c1 + o), r1);
+      }
+      v128.store(c0 + o, r0);
+      if (two) v128.store(c1 + o, r1);
+    }
+    for (let j = N4; j < N; j++) {
+      const o = <usize>(j << 2);
+      const rows: i32 = two ? 2 : 1;
+      for (let r = 0; r < rows; r++) {
+        const pr = r == 0 ? p0 : p1;
+        let x: f32 = load<f32>(pr) * load<f32>(b0 + o) + load<f32>(pr + ak) * load<f32>(b1 + o) +
+          load<f32>(pr + 2 * ak) * load<f32>(b2 + o) + load<f32>(pr + 3 * ak) * load<f32>(b3 + o);
+        if (bias != 0) x += load<f32>(bias + o);
+        const cr = r == 0 ? c0 : c1;
+        if (loadC) x = load<f32>(cr + o) + x;
+        store<f32>(cr + o, x);
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// M = 4 (the weight gradient of a layer out of a 4-wide input, dW = dy^T x with dy (K,4)):
+// C(4,N) (+)= A B with B (K,N) rows, no packing; A's element (i, k) at a + i ai + k ak bytes.
+
+/** C(4,N) (+)= A(4,K) B(K,N): eight columns of C at a time, then four, then one. */
+function smallM4(c: usize, a: usize, ai: usize, ak: usize, b: usize, K: i32, N: i32, loadC: bool): void {
+  const ld = <usize>(N << 2);
+  const a1 = a + ai, a2 = a1 + ai, a3 = a2 + ai;
+  let j = 0;
+  for (; j + 8 <= N; j += 8) {
+    let x00 = f32x4.splat(0), x01 = f32x4.splat(0), x10 = f32x4.splat(0), x11 = f32x4.splat(0);
+    let x20 = f32x4.splat(0), x21 = f32x4.splat(0), x30 = f32x4.splat(0), x31 = f32x4.splat(0);
+    let pb = b + <usize>(j << 2);
+    for (let k = 0; k < K; k++) {
+      const o = <usize>k * ak;
+      const y0 = v128.load(pb), y1 = v128.load(pb, 16);
+      let u = v128.load32_splat(a + o);
+      x00 = madd(u, y0, x00); x01 = madd(u, y1, x01);
+      u = v128.load32_splat(a1 + o);
+      x10 = madd(u, y0, x10); x11 = madd(u, y1, x11);
+      u = v128.load32_splat(a2 + o);
+      x20 = madd(u, y0, x20); x21 = madd(u, y1, x21);
+      u = v128.load32_splat(a3 + o);
+      x30 = madd(u, y0, x30); x31 = madd(u, y1, x31);
+      pb += ld;
+    }
+    const cj = c + <usize>(j << 2);
+    narrowStore(cj, x00, 0, loadC); narrowStore(cj + 16, x01, 0, loadC);
+    narrowStore(cj + ld, x10, 0, loadC); narrowStore(cj + ld + 16, x11, 0, loadC);
+    narrowStore(cj + 2 * ld, x20, 0, loadC); narrowStore(cj + 2 * ld + 16, x21, 0, loadC);
+    narrowStore(cj + 3 * ld, x30, 0, loadC); narrowStore(cj + 3 * ld + 16, x31, 0, loadC);
+  }
+  for (; j < N; j++) {
+    // the last columns one at a time, the four rows of C in the lanes
+    let x = f32x4.splat(0);
+    for (let k = 0; k < K; k++) {
+      const o = <usize>k * ak;
+      let u = v128.load32_splat(a + o);
+      u = f32x4.replace_lane(u, 1, load<f32>(a1 + o));
+      u = f32x4.replace_lane(u, 2, load<f32>(a2 + o));
+      u = f32x4.replace_lane(u, 3, load<f32>(a3 + o));
+      x = madd(u, v128.load32_splat(b + <usize>k * ld + <usize>(j << 2)), x);
+    }
+    for (let r = 0; r < 4; r++) {
+      const p = c + <usize>r * ld + <usize>(j << 2);
+      const v = f32x4.extract_lane(x, 0);
+      x = i32x4.shuffle(x, x, 1, 2, 3, 0);
+      store<f32>(p, loadC ? load<f32>(p) + v : v);
+    }
+  }
+}
+
 // Which operand is transposed: 0 = A B, 1 = A B^T, 2 = A^T B.
 const AB: i32 = 0;
 const ABT: i32 = 1;
@@ -378,6 +648,38 @@ function gemm(
         store<f32>(p, v);
       }
     }
+    return;
+  }
+  if (N == 4) {
+    // narrow outputs: straight dot products (AB through B transposed into the workspace)
+    if (kind == ABT) {
+      narrowABt(c, a, b, bias, M, K, accumulate);
+      return;
+    }
+    if (kind == ATB) {
+      narrowAtB(c, a, b, M, K, accumulate);
+      return;
+    }
+    if (<usize>K * 16 <= <usize>(KC * NC * 4)) {
+      transposeNarrow(ws + WS_B, b, K);
+      narrowABt(c, a, ws + WS_B, 0, M, K, accumulate);
+      return;
+    }
+  }
+  if (K == 4 && <usize>N * 16 <= <usize>(KC * NC * 4)) {
+    // four inputs: A's rows (or columns) splat once, B's four rows (B^T transposed first)
+    if (kind == AB) smallK4(c, a, 16, 4, b, bias, M, N, accumulate);
+    else if (kind == ATB) smallK4(c, a, 4, <usize>(M << 2), b, bias, M, N, accumulate);
+    else {
+      transposeNarrow(ws + WS_B, b, N);
+      smallK4(c, a, 16, 4, ws + WS_B, bias, M, N, accumulate);
+    }
+    return;
+  }
+  if (M == 4 && kind != ABT) {
+    // four rows of C: A's four values per k splat against B's rows, no packing
+    if (kind == AB) smallM4(c, a, <usize>(K << 2), 4, b, K, N, accumulate);
+    else smallM4(c, a, 4, 16, b, K, N, accumulate);
     return;
   }
   const pa = ws + WS_A;

@@ -529,53 +529,43 @@ export function addScaledExpRow(dl: usize, l: usize, n: i32, lse: f32, g: f32): 
 }
 
 // ---------------------------------------------------------------------------------------
-// AdamW (src/optim/adamw.ts), in double lanes with the reference's operation order, and the
-// moments rounded to float32 and read back as the reference stores them: the same bits.
+// AdamW (src/optim/adamw.ts): float32 lanes, the reference's operations in its order, each
+// rounded once (no fused multiply-add): the same bits.
 
-/** One AdamW update of n parameters at p with gradients g and moments m, v. */
+/**
+ * One AdamW update of n parameters at p with gradients g and moments m, v, in float32:
+ * m = b1 m + c1 g, v = b2 v + (c2 g) g, p = p decay - lr (m / ((sqrt(v) ib + eps) bc1)).
+ */
 export function adamw(
   p: usize, g: usize, m: usize, v: usize, n: i32,
-  beta1: f64, beta2: f64, stepSize: f64, bc2Sqrt: f64, eps: f64, decay: f64,
+  beta1: f32, c1: f32, beta2: f32, c2: f32, lr: f32, bc1: f32, invBc: f32, eps: f32, decay: f32,
 ): void {
-  const b1 = f64x2.splat(beta1), c1 = f64x2.splat(1 - beta1);
-  const b2 = f64x2.splat(beta2), c2 = f64x2.splat(1 - beta2);
-  const st = f64x2.splat(stepSize), bc = f64x2.splat(bc2Sqrt), ep = f64x2.splat(eps);
-  const de = f64x2.splat(decay);
+  const b1 = f32x4.splat(beta1), k1 = f32x4.splat(c1);
+  const b2 = f32x4.splat(beta2), k2 = f32x4.splat(c2);
+  const lv = f32x4.splat(lr), b1c = f32x4.splat(bc1);
+  const ib = f32x4.splat(invBc), ep = f32x4.splat(eps);
+  const de = f32x4.splat(decay);
   let i = 0;
   for (; i + 4 <= n; i += 4) {
     const o = <usize>(i << 2);
-    const gv = v128.load(g + o), mv = v128.load(m + o), vv = v128.load(v + o), pv = v128.load(p + o);
-    const g0 = lo64(gv), g1 = hi64(gv);
-    const m32 = to32(
-      f64x2.add(f64x2.mul(b1, lo64(mv)), f64x2.mul(c1, g0)),
-      f64x2.add(f64x2.mul(b1, hi64(mv)), f64x2.mul(c1, g1)),
-    );
-    const v32 = to32(
-      f64x2.add(f64x2.mul(b2, lo64(vv)), f64x2.mul(f64x2.mul(c2, g0), g0)),
-      f64x2.add(f64x2.mul(b2, hi64(vv)), f64x2.mul(f64x2.mul(c2, g1), g1)),
-    );
-    v128.store(m + o, m32);
-    v128.store(v + o, v32);
-    const p0 = f64x2.sub(
-      f64x2.mul(lo64(pv), de),
-      f64x2.div(f64x2.mul(st, lo64(m32)), f64x2.add(f64x2.div(f64x2.sqrt(lo64(v32)), bc), ep)),
-    );
-    const p1 = f64x2.sub(
-      f64x2.mul(hi64(pv), de),
-      f64x2.div(f64x2.mul(st, hi64(m32)), f64x2.add(f64x2.div(f64x2.sqrt(hi64(v32)), bc), ep)),
-    );
-    v128.store(p + o, to32(p0, p1));
+    const gv = v128.load(g + o);
+    const mv = f32x4.add(f32x4.mul(b1, v128.load(m + o)), f32x4.mul(k1, gv));
+    const vv = f32x4.add(f32x4.mul(b2, v128.load(v + o)), f32x4.mul(f32x4.mul(k2, gv), gv));
+    v128.store(m + o, mv);
+    v128.store(v + o, vv);
+    const den = f32x4.add(f32x4.mul(f32x4.sqrt(vv), ib), ep);
+    const u = f32x4.mul(lv, f32x4.div(mv, f32x4.mul(den, b1c)));
+    v128.store(p + o, f32x4.sub(f32x4.mul(v128.load(p + o), de), u));
   }
   for (; i < n; i++) {
     const o = <usize>(i << 2);
-    const gi = <f64>load<f32>(g + o);
-    const mi = <f32>(beta1 * <f64>load<f32>(m + o) + (1 - beta1) * gi);
-    const vi = <f32>(beta2 * <f64>load<f32>(v + o) + (1 - beta2) * gi * gi);
+    const gi = load<f32>(g + o);
+    const mi: f32 = beta1 * load<f32>(m + o) + c1 * gi;
+    const vi: f32 = beta2 * load<f32>(v + o) + (c2 * gi) * gi;
     store<f32>(m + o, mi);
     store<f32>(v + o, vi);
-    const pi = <f64>load<f32>(p + o) * decay -
-      stepSize * <f64>mi / (Math.sqrt(<f64>vi) / bc2Sqrt + eps);
-    store<f32>(p + o, <f32>pi);
+    const den: f32 = Mathf.sqrt(vi) * invBc + eps;
+    store<f32>(p + o, load<f32>(p + o) * decay - lr * (mi / (den * bc1)));
   }
 }
 
@@ -604,6 +594,74 @@ export function dropoutMask(mask: usize, n: i32, limit: f64, scale: f32, state: 
   store<u32>(state, s1, 4);
   store<u32>(state, s2, 8);
   store<u32>(state, s3, 12);
+}
+
+/** The 128-bit state x (four words in lanes) times the GF(2) matrix at jump: 128 columns of 16 bytes. */
+// @ts-ignore: decorator
+@inline function jumpState(jump: usize, x: v128): v128 {
+  let acc = i32x4.splat(0);
+  for (let w = 0; w < 4; w++) {
+    const word = i32x4.extract_lane(x, 0);
+    x = i32x4.shuffle(x, x, 1, 2, 3, 0);
+    const col = jump + <usize>(w << 9);
+    for (let b = 0; b < 32; b++) {
+      const bit = i32x4.splat(-((word >>> b) & 1));
+      acc = v128.xor(acc, v128.and(v128.load(col + <usize>(b << 4)), bit));
+    }
+  }
+  return acc;
+}
+
+/**
+ * dropoutMask's draws (the same words, the same bits, the generator left in the same state) in
+ * four lanes: the n draws cut into four runs of q = n / 4, the generator of run j started at
+ * J^j s (J the transition matrix to the power q, at `jump`: column c is where bit c of the
+ * state goes), the last n - 4q drawn on from where run 3 ends.
+ */
+export function dropoutMaskLanes(
+  mask: usize, n: i32, limit: f64, scale: f32, state: usize, jump: usize,
+): void {
+  const q = n >> 2;
+  const l0 = v128.load(state);
+  const l1 = jumpState(jump, l0);
+  const l2 = jumpState(jump, l1);
+  const l3 = jumpState(jump, l2);
+  // word w of the four lanes' generators in one vector
+  const t0 = i32x4.shuffle(l0, l1, 0, 4, 1, 5), t1 = i32x4.shuffle(l2, l3, 0, 4, 1, 5);
+  const t2 = i32x4.shuffle(l0, l1, 2, 6, 3, 7), t3 = i32x4.shuffle(l2, l3, 2, 6, 3, 7);
+  let s0 = i64x2.shuffle(t0, t1, 0, 2), s1 = i64x2.shuffle(t0, t1, 1, 3);
+  let s2 = i64x2.shuffle(t2, t3, 0, 2), s3 = i64x2.shuffle(t2, t3, 1, 3);
+  // r < limit for a whole number r is r < ceil(limit); ceil(limit) = 2^32 drops every element
+  const lim = Math.ceil(limit);
+  const all = lim >= 4294967296.0;
+  const L = i32x4.splat(all ? 0 : <i32><u32>lim);
+  const ones = i32x4.splat(-1);
+  const keep = f32x4.splat(scale);
+  const stride = <usize>(q << 2);
+  for (let i = 0; i < q; i++) {
+    const x5 = i32x4.add(s1, i32x4.shl(s1, 2));
+    const rr = v128.or(i32x4.shl(x5, 7), i32x4.shr_u(x5, 25));
+    const r = i32x4.add(rr, i32x4.shl(rr, 3));
+    const t = i32x4.shl(s1, 9);
+    s2 = v128.xor(s2, s0);
+    s3 = v128.xor(s3, s1);
+    s1 = v128.xor(s1, s2);
+    s0 = v128.xor(s0, s3);
+    s2 = v128.xor(s2, t);
+    s3 = v128.or(i32x4.shl(s3, 11), i32x4.shr_u(s3, 21));
+    const drop = all ? ones : i32x4.lt_u(r, L);
+    const out = v128.andnot(keep, drop);
+    const p = mask + <usize>(i << 2);
+    v128.store32_lane(p, out, 0);
+    v128.store32_lane(p + stride, out, 1);
+    v128.store32_lane(p + 2 * stride, out, 2);
+    v128.store32_lane(p + 3 * stride, out, 3);
+  }
+  store<u32>(state, i32x4.extract_lane(s0, 3));
+  store<u32>(state, i32x4.extract_lane(s1, 3), 4);
+  store<u32>(state, i32x4.extract_lane(s2, 3), 8);
+  store<u32>(state, i32x4.extract_lane(s3, 3), 12);
+  dropoutMask(mask + 4 * stride, n - (q << 2), limit, scale, state);
 }
 
 /**
@@ -684,6 +742,140 @@ export function ropeForward(
             store<f32>(o2 + <usize>(i << 2), <f32>(z2 * c + z1 * s));
           }
         }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// adaLN (src/nn/adaln.ts): modulation x (1 + scale) + shift and the gated residual x + gate y,
+// per position of B sequences of T, the chunks of row b of mod (K chunks of C). Every expression
+// of the reference in double, rounded once to float32 as its store rounds: the same bits.
+
+/** out = inp (1 + mod[scale]) + mod[shift] (modulateForward). */
+export function modulateForward(
+  out: usize, inp: usize, mod: usize, sh: i32, sc: i32, K: i32, B: i32, T: i32, C: i32,
+): void {
+  const one = f64x2.splat(1);
+  for (let b = 0; b < B; b++) {
+    const row = mod + <usize>(b * K * C) * 4;
+    const ps = row + <usize>(sh * C) * 4, pc = row + <usize>(sc * C) * 4;
+    for (let t = 0; t < T; t++) {
+      const o = <usize>((b * T + t) * C) * 4;
+      let c = 0;
+      for (; c + 4 <= C; c += 4) {
+        const q = <usize>(c << 2);
+        const x = v128.load(inp + o + q), s = v128.load(pc + q), h = v128.load(ps + q);
+        const y0 = f64x2.add(f64x2.mul(lo64(x), f64x2.add(one, lo64(s))), lo64(h));
+        const y1 = f64x2.add(f64x2.mul(hi64(x), f64x2.add(one, hi64(s))), hi64(h));
+        v128.store(out + o + q, to32(y0, y1));
+      }
+      for (; c < C; c++) {
+        const q = <usize>(c << 2);
+        const y = <f64>load<f32>(inp + o + q) * (1 + <f64>load<f32>(pc + q)) + <f64>load<f32>(ps + q);
+        store<f32>(out + o + q, <f32>y);
+      }
+    }
+  }
+}
+
+/** modulateBackward: dinp += dout (1 + scale), dmod[shift] += dout, dmod[scale] += dout inp. */
+export function modulateBackward(
+  dinp: usize, dmod: usize, dout: usize, inp: usize, mod: usize,
+  sh: i32, sc: i32, K: i32, B: i32, T: i32, C: i32,
+): void {
+  const one = f64x2.splat(1);
+  for (let b = 0; b < B; b++) {
+    const row = <usize>(b * K * C) * 4;
+    const ms = mod + row + <usize>(sc * C) * 4;
+    const ds = dmod + row + <usize>(sh * C) * 4, dc = dmod + row + <usize>(sc * C) * 4;
+    for (let t = 0; t < T; t++) {
+      const o = <usize>((b * T + t) * C) * 4;
+      let c = 0;
+      for (; c + 4 <= C; c += 4) {
+        const q = <usize>(c << 2);
+        const d = v128.load(dout + o + q), s = v128.load(ms + q), x = v128.load(inp + o + q);
+        const di = v128.load(dinp + o + q), dv = v128.load(dc + q);
+        const d0 = lo64(d), d1 = hi64(d);
+        v128.store(dinp + o + q, to32(
+          f64x2.add(lo64(di), f64x2.mul(d0, f64x2.add(one, lo64(s)))),
+          f64x2.add(hi64(di), f64x2.mul(d1, f64x2.add(one, hi64(s)))),
+        ));
+        v128.store(ds + q, f32x4.add(v128.load(ds + q), d));
+        v128.store(dc + q, to32(
+          f64x2.add(lo64(dv), f64x2.mul(d0, lo64(x))),
+          f64x2.add(hi64(dv), f64x2.mul(d1, hi64(x))),
+        ));
+      }
+      for (; c < C; c++) {
+        const q = <usize>(c << 2);
+        const d = <f64>load<f32>(dout + o + q);
+        store<f32>(dinp + o + q, <f32>(<f64>load<f32>(dinp + o + q) + d * (1 + <f64>load<f32>(ms + q))));
+        store<f32>(ds + q, load<f32>(ds + q) + load<f32>(dout + o + q));
+        store<f32>(dc + q, <f32>(<f64>load<f32>(dc + q) + d * <f64>load<f32>(inp + o + q)));
+      }
+    }
+  }
+}
+
+/** out = x + mod[gate] y (gatedResidualForward). */
+export function gatedResidualForward(
+  out: usize, x: usize, y: usize, mod: usize, g: i32, K: i32, B: i32, T: i32, C: i32,
+): void {
+  for (let b = 0; b < B; b++) {
+    const pg = mod + <usize>(b * K * C + g * C) * 4;
+    for (let t = 0; t < T; t++) {
+      const o = <usize>((b * T + t) * C) * 4;
+      let c = 0;
+      for (; c + 4 <= C; c += 4) {
+        const q = <usize>(c << 2);
+        const xv = v128.load(x + o + q), m = v128.load(pg + q), yv = v128.load(y + o + q);
+        v128.store(out + o + q, to32(
+          f64x2.add(lo64(xv), f64x2.mul(lo64(m), lo64(yv))),
+          f64x2.add(hi64(xv), f64x2.mul(hi64(m), hi64(yv))),
+        ));
+      }
+      for (; c < C; c++) {
+        const q = <usize>(c << 2);
+        const r = <f64>load<f32>(x + o + q) + <f64>load<f32>(pg + q) * <f64>load<f32>(y + o + q);
+        store<f32>(out + o + q, <f32>r);
+      }
+    }
+  }
+}
+
+/** gatedResidualBackward: dx += dout (dx 0: none), dy += gate dout, dmod[gate] += dout y. */
+export function gatedResidualBackward(
+  dx: usize, dy: usize, dmod: usize, dout: usize, y: usize, mod: usize,
+  g: i32, K: i32, B: i32, T: i32, C: i32,
+): void {
+  for (let b = 0; b < B; b++) {
+    const off = <usize>(b * K * C + g * C) * 4;
+    const pg = mod + off, dg = dmod + off;
+    for (let t = 0; t < T; t++) {
+      const o = <usize>((b * T + t) * C) * 4;
+      let c = 0;
+      for (; c + 4 <= C; c += 4) {
+        const q = <usize>(c << 2);
+        const d = v128.load(dout + o + q), m = v128.load(pg + q), yv = v128.load(y + o + q);
+        const dyv = v128.load(dy + o + q), dm = v128.load(dg + q);
+        const d0 = lo64(d), d1 = hi64(d);
+        if (dx != 0) v128.store(dx + o + q, f32x4.add(v128.load(dx + o + q), d));
+        v128.store(dy + o + q, to32(
+          f64x2.add(lo64(dyv), f64x2.mul(lo64(m), d0)),
+          f64x2.add(hi64(dyv), f64x2.mul(hi64(m), d1)),
+        ));
+        v128.store(dg + q, to32(
+          f64x2.add(lo64(dm), f64x2.mul(d0, lo64(yv))),
+          f64x2.add(hi64(dm), f64x2.mul(d1, hi64(yv))),
+        ));
+      }
+      for (; c < C; c++) {
+        const q = <usize>(c << 2);
+        const d = <f64>load<f32>(dout + o + q);
+        if (dx != 0) store<f32>(dx + o + q, load<f32>(dx + o + q) + load<f32>(dout + o + q));
+        store<f32>(dy + o + q, <f32>(<f64>load<f32>(dy + o + q) + <f64>load<f32>(pg + q) * d));
+        store<f32>(dg + q, <f32>(<f64>load<f32>(dg + q) + d * <f64>load<f32>(y + o + q)));
       }
     }
   }

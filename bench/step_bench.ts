@@ -7,7 +7,13 @@
  * deno bench --allow-read bench/step_bench.ts           # deno bench groups (averages)
  * deno run --allow-read --allow-sys bench/step_bench.ts --medians   # medians of wall and CPU time
  * deno run --allow-read --allow-sys bench/step_bench.ts --medians --preset small --backend wasm
+ * deno run --allow-read bench/step_bench.ts --profile --preset seed --backend wasm   # µs per op
  * ```
+ *
+ * `--profile` wraps every op of the workspace's backend in a timer and prints µs per step for
+ * each, AdamW, the whole `lossAndGrad` and what of it ran outside the backend's ops (2,000 steps
+ * of `seed`, 5 of `small`, after as many to warm up). The timers add their own cost, and an op
+ * called inside another (none today) would count in both.
  *
  * `--medians` times each step on its own after warm-up and prints, per preset and backend, the
  * median wall-clock and CPU time (this process; one thread), tokens/s and steps/s, then one
@@ -31,10 +37,11 @@ const SHAPES: Record<Preset, { V: number; B: number; T: number }> = {
   small: { V: 512, B: 16, T: 128 }, // the default training run
 };
 
-function setup(preset: Preset, backend: BackendName) {
+function setup(preset: Preset, backend: BackendName, timers?: Map<string, number>) {
   const { V, B, T } = SHAPES[preset];
   const model = createModel(preset, { vocabSize: V, seed: 1 });
   const ws = createWorkspace(model.config, B, T, { backend });
+  if (timers) timeOps(ws.nn as unknown as Record<string, unknown>, timers);
   const grads = new Float32Array(model.params.length);
   const opt = createAdamW(model.params.length);
   // the trainer's main-thread AdamW: in the wasm module where the backend runs wasm kernels
@@ -45,13 +52,62 @@ function setup(preset: Preset, backend: BackendName) {
   const input = target.map((t) => (rng.uniform() < 0.5 ? V - 1 : t));
   const weight = Float32Array.from(input, (t) => (t === V - 1 ? 1 : 0));
   let step = 0;
+  const time = timers ? timed(timers) : (_: string, f: () => void) => f();
   return () => {
-    grads.fill(0);
+    time("grads.fill (bench)", () => grads.fill(0));
     const dropout = model.config.dropout > 0 ? { seed: 1, step, firstRow: 0 } : undefined;
-    lossAndGrad(model, { input, target, weight }, { batch: B, grads, workspace: ws, dropout });
-    adamw(model.params, grads, opt);
+    time(
+      "lossAndGrad (all of it)",
+      () =>
+        lossAndGrad(model, { input, target, weight }, { batch: B, grads, workspace: ws, dropout }),
+    );
+    time("AdamW", () => adamw(model.params, grads, opt));
     step++;
   };
+}
+
+/** `time(name, f)` runs `f` and adds its milliseconds to `timers[name]`. */
+function timed(timers: Map<string, number>) {
+  return (name: string, f: () => void) => {
+    const t0 = performance.now();
+    f();
+    timers.set(name, (timers.get(name) ?? 0) + performance.now() - t0);
+  };
+}
+
+/** Replaces every method of `nn` by a timed call of itself (nested calls count in both). */
+function timeOps(nn: Record<string, unknown>, timers: Map<string, number>) {
+  for (const [name, f] of Object.entries(nn)) {
+    if (typeof f !== "function") continue;
+    nn[name] = (...args: unknown[]) => {
+      const t0 = performance.now();
+      const r = f(...args);
+      timers.set(`  nn.${name}`, (timers.get(`  nn.${name}`) ?? 0) + performance.now() - t0);
+      return r;
+    };
+  }
+}
+
+/** Prints where a step's time goes: µs per step for each timed part, sorted. */
+function profile(preset: Preset, backend: BackendName, steps: number) {
+  const timers = new Map<string, number>();
+  const run = setup(preset, backend, timers);
+  for (let i = 0; i < steps; i++) run();
+  timers.clear();
+  const t0 = performance.now();
+  for (let i = 0; i < steps; i++) run();
+  const total = (performance.now() - t0) / steps * 1000;
+  const ops = [...timers.entries()].filter(([k]) => k.startsWith("  nn."));
+  const inOps = ops.reduce((s, [, v]) => s + v, 0) / steps * 1000;
+  const lag = (timers.get("lossAndGrad (all of it)") ?? 0) / steps * 1000;
+  console.log(`${preset} ${backend}: ${total.toFixed(1)} µs/step with timers (${steps} steps)`);
+  const rows = [...timers.entries(), [
+    `  lossAndGrad outside the nn ops`,
+    (lag - inOps) * steps / 1000,
+  ]];
+  for (const [name, ms] of rows.sort((a, b) => (b[1] as number) - (a[1] as number))) {
+    console.log(`${(ms as number / steps * 1000).toFixed(1).padStart(9)} µs  ${name}`);
+  }
 }
 
 function median(xs: number[]): number {
@@ -75,7 +131,16 @@ function measure(run: () => void, samples: number, inner: number) {
   return { wallMs: median(wall), cpuMs: median(cpu) };
 }
 
-if (import.meta.main && Deno.args.includes("--medians")) {
+if (import.meta.main && Deno.args.includes("--profile")) {
+  const i = Deno.args.indexOf("--preset");
+  const preset = (i >= 0 ? Deno.args[i + 1] : "seed") as Preset;
+  const j = Deno.args.indexOf("--backend");
+  profile(
+    preset,
+    (j >= 0 ? Deno.args[j + 1] : "wasm") as BackendName,
+    preset === "seed" ? 2000 : 5,
+  );
+} else if (import.meta.main && Deno.args.includes("--medians")) {
   const arg = (name: string) => {
     const i = Deno.args.indexOf(name);
     return i >= 0 ? Deno.args[i + 1] : undefined;

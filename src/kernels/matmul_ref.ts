@@ -92,6 +92,11 @@ export function checkMatmulArgs(
   K: number,
   N: number,
 ): void {
+  // the common case without building a message: whole dimensions, long enough buffers
+  if (
+    (M >>> 0) === M && (K >>> 0) === K && (N >>> 0) === N && c.length >= M * N &&
+    a.length >= M * K && b.length >= K * N && (bias === null || bias.length >= N)
+  ) return;
   checkDims(M, K, N);
   checkLength("c", c, M * N, `C is (${M},${N})`);
   checkLength("a", a, M * K, kind === "AtB" ? `A is (${K},${M})` : `A is (${M},${K})`);

@@ -70,6 +70,9 @@ export interface WasmKernelOptions {
   limit?: number;
 }
 
+/** adaLN's modulation shape in the module's calls: `K` chunks of `C` per row of `mod`, `B` sequences of `T`. */
+type Mod = [K: number, B: number, T: number, C: number];
+
 /**
  * The element-wise and row ops of `asm/ops.as`, as the module exports them: every pointer is a
  * byte address in the kernels' memory (0 for an absent optional operand: `mask`, `wpe`), every
@@ -150,7 +153,7 @@ export interface WasmOps {
   logSumExpRow(p: number, n: number): number;
   /** `dl += g e^(l - lse)` over one row (`addScaledExp`). */
   addScaledExpRow(dl: number, l: number, n: number, lse: number, g: number): void;
-  /** One AdamW update of `n` parameters (`adamwStep`'s loop, the same bits). */
+  /** One AdamW update of `n` parameters in float32 (`adamwStep`'s loop, the same bits). */
   adamw(
     p: number,
     g: number,
@@ -158,14 +161,55 @@ export interface WasmOps {
     v: number,
     n: number,
     beta1: number,
+    oneMinusBeta1: number,
     beta2: number,
-    stepSize: number,
-    bc2Sqrt: number,
+    oneMinusBeta2: number,
+    lr: number,
+    bc1: number,
+    invBc2Sqrt: number,
     eps: number,
     decay: number,
   ): void;
+  /** `modulateForward` (adaLN): `out = inp (1 + mod[sc]) + mod[sh]`, chunks of `K C` rows of `mod`. */
+  modulateForward(out: number, inp: number, mod: number, sh: number, sc: number, ...s: Mod): void;
+  /** `modulateBackward` (ADDS into `dinp` and `dmod`). */
+  modulateBackward(
+    dinp: number,
+    dmod: number,
+    dout: number,
+    inp: number,
+    mod: number,
+    sh: number,
+    sc: number,
+    ...s: Mod
+  ): void;
+  /** `gatedResidualForward`: `out = x + mod[g] y`. */
+  gatedResidualForward(out: number, x: number, y: number, mod: number, g: number, ...s: Mod): void;
+  /** `gatedResidualBackward` (ADDS into `dx` (0: none), `dy`, `dmod`). */
+  gatedResidualBackward(
+    dx: number,
+    dy: number,
+    dmod: number,
+    dout: number,
+    y: number,
+    mod: number,
+    g: number,
+    ...s: Mod
+  ): void;
   /** `dropoutMask`'s draws from the four xoshiro128** words at `state` (updated in place). */
   dropoutMask(mask: number, n: number, limit: number, scale: number, state: number): void;
+  /**
+   * The same draws in four lanes: runs of `n / 4` started by the jump matrix at `jump` (that of
+   * `xoshiroJump(n >> 2)`, 512 words), the remainder after them.
+   */
+  dropoutMaskLanes(
+    mask: number,
+    n: number,
+    limit: number,
+    scale: number,
+    state: number,
+    jump: number,
+  ): void;
   /** `db += sum_n dout[n]` over `N` rows of `OC` (a linear layer's bias gradient); `ws`: 8 OC bytes. */
   biasBackward(db: number, dout: number, N: number, OC: number, ws: number): void;
   /** `T` rows of `HS` floats, `dst[t dLD + i] = src[t sLD + i]` (`add` 1: `+=`), leading dimensions in floats. */
@@ -460,7 +504,9 @@ function buildKernels(
     return arr.byteOffset >= heapBase && arr.buffer === mem.buffer;
   }
 
-  const allIn = (...xs: (Float32Array | null)[]) => xs.every((x) => x === null || inMemory(x));
+  /** Whether every operand (a null bias counts) is in this memory. */
+  const allIn = (c: Float32Array, a: Float32Array, b: Float32Array, bias: Float32Array | null) =>
+    inMemory(c) && inMemory(a) && inMemory(b) && (bias === null || inMemory(bias));
 
   // Convenience calls copy through a private scratch instance with its own memory, so this
   // memory never grows behind the caller's back (growth would detach the caller's views).
@@ -514,7 +560,7 @@ function buildKernels(
     scratchBytes: ex.workspaceBytes(),
     matmulAB(c, a, b, M, K, N, accumulate = false) {
       checkMatmulArgs("AB", c, a, b, null, M, K, N);
-      if (allIn(c, a, b)) {
+      if (allIn(c, a, b, null)) {
         ex.matmulAB(c.byteOffset, a.byteOffset, b.byteOffset, M, K, N, accumulate ? 1 : 0, ws);
       } else {
         viaScratch([[c, M * N], [a, M * K], [b, K * N]], (s, [c2, a2, b2]) => {
@@ -545,7 +591,7 @@ function buildKernels(
     },
     matmulAtB(c, a, b, M, K, N, accumulate = false) {
       checkMatmulArgs("AtB", c, a, b, null, M, K, N);
-      if (allIn(c, a, b)) {
+      if (allIn(c, a, b, null)) {
         ex.matmulAtB(c.byteOffset, a.byteOffset, b.byteOffset, M, K, N, accumulate ? 1 : 0, ws);
       } else {
         viaScratch([[c, M * N], [a, M * K], [b, K * N]], (s, [c2, a2, b2]) => {

@@ -10,12 +10,6 @@ import type { ModelTensors } from "./layout.ts";
 import type { LayerActs, Workspace } from "./workspace.ts";
 import type { DropoutKeys } from "./model.ts";
 import { Rng } from "../rng.ts";
-import {
-  gatedResidualBackward,
-  gatedResidualForward,
-  modulateBackward,
-  modulateForward,
-} from "../nn/adaln.ts";
 import type { NNBackend } from "../nn/backend.ts";
 import { dropoutMask as drawMask } from "../nn/dropout.ts";
 
@@ -81,7 +75,7 @@ export function layerForward(ws: Workspace, P: ModelTensors, l: number): void {
     nn.layernormForward(a.ln1, a.ln1Mean, a.ln1Rstd, x, w.norm1W, w.norm1B, N, C);
     saIn = a.ln1;
     if (tm) {
-      modulateForward(a.m1, a.ln1, a.mod, 0, 1, { K: 6, B, T, C });
+      nn.modulateForward(a.m1, a.ln1, a.mod, 0, 1, { K: 6, B, T, C });
       saIn = a.m1;
     }
   }
@@ -94,7 +88,7 @@ export function layerForward(ws: Workspace, P: ModelTensors, l: number): void {
   nn.linearForward(projD, a.attY, w.outProjW, w.outProjB, N, C, C);
   if (useDrop) nn.dropoutForward(projD, projD, a.mask1!, N * C);
   // r1 = x + gate1 * projD, or x + projD
-  if (tm) gatedResidualForward(a.r1, x, projD, a.mod, 2, { K: 6, B, T, C });
+  if (tm) nn.gatedResidualForward(a.r1, x, projD, a.mod, 2, { K: 6, B, T, C });
   else nn.residualForward(a.r1, x, projD, N * C);
 
   // MLP block. ffIn: ln1 = norm1(r1) (post-norm), ln2 = norm2(r1), or m2 = modulate(ln2)
@@ -103,7 +97,7 @@ export function layerForward(ws: Workspace, P: ModelTensors, l: number): void {
     nn.layernormForward(a.ln2, a.ln2Mean, a.ln2Rstd, a.r1, w.norm2W, w.norm2B, N, C);
     ffIn = a.ln2;
     if (tm) {
-      modulateForward(a.m2, a.ln2, a.mod, 3, 4, { K: 6, B, T, C });
+      nn.modulateForward(a.m2, a.ln2, a.mod, 3, 4, { K: 6, B, T, C });
       ffIn = a.m2;
     }
   } else {
@@ -123,7 +117,7 @@ export function layerForward(ws: Workspace, P: ModelTensors, l: number): void {
   if (useDrop) nn.dropoutForward(foD, foD, a.mask2!, N * C);
   if (tm) {
     // out = r1 + gate2 * foD
-    gatedResidualForward(out, a.r1, foD, a.mod, 5, { K: 6, B, T, C });
+    nn.gatedResidualForward(out, a.r1, foD, a.mod, 5, { K: 6, B, T, C });
   } else if (pre) {
     // out = r1 + foD
     nn.residualForward(out, a.r1, foD, N * C);
@@ -160,7 +154,7 @@ export function layerBackward(ws: Workspace, P: ModelTensors, G: ModelTensors, l
   if (tm) {
     // out = r1 + gate2 * foD (the r1 term below, with dr1)
     d.dfoD.fill(0, 0, NC);
-    gatedResidualBackward(null, d.dfoD, tm.dmod, dout, a.foD, a.mod, 5, { K: 6, B, T, C });
+    nn.gatedResidualBackward(null, d.dfoD, tm.dmod, dout, a.foD, a.mod, 5, { K: 6, B, T, C });
     dfoD = d.dfoD;
   } else if (pre) {
     // out = r1 + foD
@@ -200,7 +194,7 @@ export function layerBackward(ws: Workspace, P: ModelTensors, G: ModelTensors, l
     if (tm) {
       // m2 = ln2 * (1 + scale2) + shift2
       d.dln2.fill(0, 0, NC);
-      modulateBackward(d.dln2, tm.dmod, d.dm2, a.ln2, a.mod, 3, 4, { K: 6, B, T, C });
+      nn.modulateBackward(d.dln2, tm.dmod, d.dm2, a.ln2, a.mod, 3, 4, { K: 6, B, T, C });
     }
     // ln2 = norm2(r1), plus out's r1 term
     d.dr1.set(dout.subarray(0, NC));
@@ -241,7 +235,7 @@ export function layerBackward(ws: Workspace, P: ModelTensors, G: ModelTensors, l
   if (tm) {
     // r1 = x + gate1 * projD
     d.dprojD.fill(0, 0, NC);
-    gatedResidualBackward(null, d.dprojD, tm.dmod, d.dr1, a.projD, a.mod, 2, { K: 6, B, T, C });
+    nn.gatedResidualBackward(null, d.dprojD, tm.dmod, d.dr1, a.projD, a.mod, 2, { K: 6, B, T, C });
     dprojD = d.dprojD;
   }
   // projD = drop(proj)
@@ -285,7 +279,7 @@ export function layerBackward(ws: Workspace, P: ModelTensors, G: ModelTensors, l
     if (tm) {
       // m1 = ln1 * (1 + scale1) + shift1
       d.dln1.fill(0, 0, NC);
-      modulateBackward(d.dln1, tm.dmod, d.dm1, a.ln1, a.mod, 0, 1, { K: 6, B, T, C });
+      nn.modulateBackward(d.dln1, tm.dmod, d.dm1, a.ln1, a.mod, 0, 1, { K: 6, B, T, C });
     }
     // ln1 = norm1(x), plus r1's x term
     dx.set(d.dr1.subarray(0, NC));

@@ -13,7 +13,6 @@
 
 import type { ModelTensors } from "./layout.ts";
 import type { Workspace } from "./workspace.ts";
-import { modulateBackward, modulateForward } from "../nn/adaln.ts";
 
 /** The head's input: `mf` (time conditioning), `lnf` (pre-norm) or the last residual. */
 function headInput(ws: Workspace): Float32Array {
@@ -61,7 +60,7 @@ export function finalForward(
       C,
     );
     // mf = lnf * (1 + scale) + shift
-    if (tm) modulateForward(tm.mf, ws.lnf, tm.finalMod, 0, 1, { K: 2, B, T, C });
+    if (tm) ws.nn.modulateForward(tm.mf, ws.lnf, tm.finalMod, 0, 1, { K: 2, B, T, C });
   }
   // logits = final W^T + b, on the weighted rows only where that pays
   const final = headInput(ws);
@@ -105,7 +104,12 @@ export function finalBackward(
     // mf = lnf * (1 + scale) + shift
     ws.dlnf.fill(0, 0, NC);
     tm.dfinalMod.fill(0);
-    modulateBackward(ws.dlnf, tm.dfinalMod, tm.dmf, ws.lnf, tm.finalMod, 0, 1, { K: 2, B, T, C });
+    ws.nn.modulateBackward(ws.dlnf, tm.dfinalMod, tm.dmf, ws.lnf, tm.finalMod, 0, 1, {
+      K: 2,
+      B,
+      T,
+      C,
+    });
     // finalMod = cond Wf^T + bf
     ws.nn.linearBackward(
       tm.dcond,

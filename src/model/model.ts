@@ -388,7 +388,7 @@ function backwardUnchecked(
   backwardInto(model, ws, dlogits, tensorViews(acc ?? grads, model.layout, model.config));
   // wasm: the gradients were accumulated in the kernels' memory; add them out once.
   if (acc) {
-    for (let i = 0; i < acc.length; i++) grads[i] += acc[i];
+    ws.nn.accumulate(grads, acc, acc.length);
   }
 }
 

@@ -1,7 +1,8 @@
 /**
  * Compute backends of the model's ops: the two heavy ones, linear and attention, and the
- * element-wise and row ops around them (RoPE, layer norm, GELU, ReLU, dropout, residual, embedding
- * gather/scatter, the cross-entropy rows). The plain TypeScript reference (`ts`, the functions
+ * element-wise and row ops around them (RoPE, layer norm, GELU, ReLU, dropout, residual, adaLN
+ * modulation and gated residual, embedding gather/scatter, the cross-entropy rows, a gradient
+ * added into another). The plain TypeScript reference (`ts`, the functions
  * of `linear.ts`, `attention.ts`, `layernorm.ts`, ...) and the WebAssembly SIMD kernels of
  * `src/kernels/wasm.ts` (`wasm`: the matmuls of `asm/matmul.as`, the other ops of `asm/ops.as`;
  * `blas` is the same with its matmuls on the system's BLAS). Both compute the same math; the
@@ -41,8 +42,14 @@ import {
   reluForward,
   scaleBackward,
 } from "./activations.ts";
-import { dropoutBackward, dropoutForward, dropoutMask } from "./dropout.ts";
-import { residualForward } from "./residual.ts";
+import { dropoutBackward, dropoutForward, dropoutMask, xoshiroJump } from "./dropout.ts";
+import { accumulate, residualForward } from "./residual.ts";
+import {
+  gatedResidualBackward,
+  gatedResidualForward,
+  modulateBackward,
+  modulateForward,
+} from "./adaln.ts";
 import { embeddingBackward, embeddingForward } from "./embedding.ts";
 import {
   crossEntropyBackward,
@@ -91,8 +98,8 @@ export interface NNBackend extends ElementOps {
 }
 
 /**
- * The element-wise and row ops of a backend, with the signatures (and the ADD-into contracts) of
- * their TypeScript references in `src/nn/`.
+ * The element-wise and row ops of a backend (adaLN's modulation and gated residual among them),
+ * with the signatures (and the ADD-into contracts) of their TypeScript references in `src/nn/`.
  */
 export interface ElementOps {
   /** See {@linkcode ropeForward}. */
@@ -119,6 +126,16 @@ export interface ElementOps {
   dropoutBackward: typeof dropoutBackward;
   /** See {@linkcode residualForward}. */
   residualForward: typeof residualForward;
+  /** See {@linkcode accumulate}. ADDS. */
+  accumulate: typeof accumulate;
+  /** See {@linkcode modulateForward}. */
+  modulateForward: typeof modulateForward;
+  /** See {@linkcode modulateBackward}. ADDS. */
+  modulateBackward: typeof modulateBackward;
+  /** See {@linkcode gatedResidualForward}. */
+  gatedResidualForward: typeof gatedResidualForward;
+  /** See {@linkcode gatedResidualBackward}. ADDS. */
+  gatedResidualBackward: typeof gatedResidualBackward;
   /** See {@linkcode embeddingForward}. */
   embeddingForward: typeof embeddingForward;
   /** See {@linkcode embeddingBackward}. ADDS. */
@@ -143,6 +160,11 @@ const tsElementOps: ElementOps = {
   dropoutForward,
   dropoutBackward,
   residualForward,
+  accumulate,
+  modulateForward,
+  modulateBackward,
+  gatedResidualForward,
+  gatedResidualBackward,
   embeddingForward,
   embeddingBackward,
   crossEntropyForward,
@@ -254,7 +276,8 @@ export function resolveBackend(choice: BackendChoice, options: BlasOptions = {})
 /**
  * Floats the wasm backend allocates in its kernels' memory (see {@linkcode wasmBackend}): the
  * attention scratch `8 T HS + 2 T T`; with `rows > 0` also the GELU tables, `rows` token ids,
- * a generator's state and the RoPE tables (`T HS / 2` doubles each).
+ * a generator's state and its jump matrix (512 words, for the dropout masks' four lanes), and
+ * the RoPE tables (`T HS / 2` doubles each).
  *
  * @param T Longest sequence.
  * @param HS Head size.
@@ -264,7 +287,7 @@ export function resolveBackend(choice: BackendChoice, options: BlasOptions = {})
 export function wasmBackendBuffers(T: number, HS: number, rows: number): number[] {
   const TH = T * HS;
   const attention = [...Array(8).fill(TH), T * T, T * T];
-  const elementOps = [4 * geluTables().value.length, rows, 4, TH, TH];
+  const elementOps = [4 * geluTables().value.length, rows, 4, 512, TH, TH];
   return rows > 0 ? [...attention, ...elementOps] : attention;
 }
 
@@ -492,6 +515,9 @@ function softmaxBackwardRowsTs(
   }
 }
 
+/** Draws from which a wasm dropout mask runs in four lanes (below, its three jumps cost more). */
+const LANE_DRAWS = 256;
+
 /**
  * The element-wise and row ops on `k`'s module (`asm/ops.as`), each falling back to its
  * TypeScript reference when a buffer is outside `k`'s memory or shorter than the shape (or, for
@@ -504,6 +530,8 @@ function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): Element
   const { value, derivative } = geluTables();
   let tab = 0;
   let ids: Int32Array = new Int32Array(0), state: Uint32Array = new Uint32Array(0);
+  // the jump matrix of the draws per lane loaded there (-1: none yet)
+  let jump: Uint32Array = new Uint32Array(0), jumpDraws = -1;
   let ropeCos: Float64Array = new Float64Array(0), ropeSin: Float64Array = new Float64Array(0);
   if (rows > 0) {
     const tabFloats = k.alloc(2 * (value.length + derivative.length));
@@ -514,6 +542,8 @@ function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): Element
     ids = new Int32Array(idFloats.buffer, idFloats.byteOffset, rows);
     const stateFloats = k.alloc(4);
     state = new Uint32Array(stateFloats.buffer, stateFloats.byteOffset, 4);
+    const jumpFloats = k.alloc(512);
+    jump = new Uint32Array(jumpFloats.buffer, jumpFloats.byteOffset, 512);
     const c = k.alloc(2 * ropeSize), sn = k.alloc(2 * ropeSize);
     ropeCos = new Float64Array(c.buffer, c.byteOffset, ropeSize);
     ropeSin = new Float64Array(sn.buffer, sn.byteOffset, ropeSize);
@@ -531,6 +561,12 @@ function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): Element
       ops.ropeForward(at(qkv), ropeCos.byteOffset, ropeSin.byteOffset, B, T, C, NH, sign);
     } else (inverse ? ropeBackward : ropeForward)(qkv, cos, sin, B, T, C, NH);
   };
+  // accumulate's chunk buffer: the matmuls' scratch, free between kernel calls
+  const chunk = Math.min(16384, k.scratchBytes >> 2);
+  const sum = k.floats(k.scratch, chunk);
+  /** Whether chunks `i` and `j` are among a modulation row's `K` (the module reads no further). */
+  const chunks = (K: number, i: number, j: number) =>
+    Number.isInteger(i) && Number.isInteger(j) && i >= 0 && j >= 0 && i < K && j < K;
   /** Whether the module may read or write `x` as `n` values: in `k`'s memory, long enough. */
   const fits = (x: Float32Array, n: number) => x.length >= n && k.inMemory(x);
   /** As `fits`, for an optional operand (`null`: absent). */
@@ -609,7 +645,16 @@ function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): Element
     dropoutMask(mask, rng, p, N, offset = 0) {
       if (state.length === 4 && fits(mask, offset + N)) {
         state.set(rng.s);
-        ops.dropoutMask(at(mask) + 4 * offset, N, p * 4294967296, 1 / (1 - p), state.byteOffset);
+        const m = at(mask) + 4 * offset, limit = p * 4294967296, scale = 1 / (1 - p);
+        if (N >= LANE_DRAWS) {
+          // four runs of one stream at once, each started by the jump to its first draw
+          const q = N >> 2;
+          if (q !== jumpDraws) {
+            jump.set(xoshiroJump(q));
+            jumpDraws = q;
+          }
+          ops.dropoutMaskLanes(m, N, limit, scale, state.byteOffset, jump.byteOffset);
+        } else ops.dropoutMask(m, N, limit, scale, state.byteOffset);
         rng.s.set(state);
       } else dropoutMask(mask, rng, p, N, offset);
     },
@@ -626,6 +671,61 @@ function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): Element
     residualForward(out, a, b, N) {
       if (fits(out, N) && fits(a, N) && fits(b, N)) ops.addForward(at(out), at(a), at(b), N);
       else residualForward(out, a, b, N);
+    },
+    accumulate(dst, src, N) {
+      if (!fits(src, N) || dst.length < N) accumulate(dst, src, N);
+      else if (k.inMemory(dst)) ops.addForward(at(dst), at(dst), at(src), N);
+      else {
+        // dst outside the memory (the caller's gradient): through the matmul scratch, by chunks
+        for (let i = 0; i < N; i += chunk) {
+          const n = Math.min(chunk, N - i);
+          sum.set(dst.subarray(i, i + n));
+          ops.addForward(sum.byteOffset, sum.byteOffset, src.byteOffset + 4 * i, n);
+          dst.set(sum.subarray(0, n), i);
+        }
+      }
+    },
+    modulateForward(out, inp, mod, sh, sc, shape) {
+      const { K, B, T, C } = shape, NC = B * T * C;
+      if (fits(out, NC) && fits(inp, NC) && fits(mod, B * K * C) && chunks(K, sh, sc)) {
+        ops.modulateForward(at(out), at(inp), at(mod), sh, sc, K, B, T, C);
+      } else modulateForward(out, inp, mod, sh, sc, shape);
+    },
+    modulateBackward(dinp, dmod, dout, inp, mod, sh, sc, shape) {
+      const { K, B, T, C } = shape, NC = B * T * C, KC = B * K * C;
+      if (
+        fits(dinp, NC) && fits(dmod, KC) && fits(dout, NC) && fits(inp, NC) && fits(mod, KC) &&
+        chunks(K, sh, sc)
+      ) {
+        ops.modulateBackward(at(dinp), at(dmod), at(dout), at(inp), at(mod), sh, sc, K, B, T, C);
+      } else modulateBackward(dinp, dmod, dout, inp, mod, sh, sc, shape);
+    },
+    gatedResidualForward(out, x, y, mod, g, shape) {
+      const { K, B, T, C } = shape, NC = B * T * C;
+      if (fits(out, NC) && fits(x, NC) && fits(y, NC) && fits(mod, B * K * C) && chunks(K, g, g)) {
+        ops.gatedResidualForward(at(out), at(x), at(y), at(mod), g, K, B, T, C);
+      } else gatedResidualForward(out, x, y, mod, g, shape);
+    },
+    gatedResidualBackward(dx, dy, dmod, dout, y, mod, g, shape) {
+      const { K, B, T, C } = shape, NC = B * T * C, KC = B * K * C;
+      if (
+        fitsOpt(dx, NC) && fits(dy, NC) && fits(dmod, KC) && fits(dout, NC) && fits(y, NC) &&
+        fits(mod, KC) && chunks(K, g, g)
+      ) {
+        ops.gatedResidualBackward(
+          at(dx),
+          at(dy),
+          at(dmod),
+          at(dout),
+          at(y),
+          at(mod),
+          g,
+          K,
+          B,
+          T,
+          C,
+        );
+      } else gatedResidualBackward(dx, dy, dmod, dout, y, mod, g, shape);
     },
     embeddingForward(out, inp, wte, wpe, B, T, C) {
       const n = B * T;

@@ -31,3 +31,29 @@ export function residualForward(
 ): void {
   for (let i = 0; i < N; i++) out[i] = a[i] + b[i];
 }
+
+/**
+ * `dst += src` over `N` elements: a gradient added into another (the model's gradient
+ * accumulator into the caller's buffer).
+ *
+ * @param dst Added into, `(N)`.
+ * @param src Added, `(N)`.
+ * @param N Elements.
+ *
+ * @example
+ * ```ts
+ * import { accumulate } from "./residual.ts";
+ * import assert from "node:assert/strict";
+ *
+ * const g = new Float32Array([1, 2]);
+ * accumulate(g, new Float32Array([0.5, -2]), 2);
+ * assert.deepEqual([...g], [1.5, 0]);
+ * ```
+ */
+export function accumulate(
+  dst: Float32Array, // (N)
+  src: Float32Array, // (N)
+  N: number,
+): void {
+  for (let i = 0; i < N; i++) dst[i] += src[i];
+}

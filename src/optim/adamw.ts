@@ -46,6 +46,13 @@ export function createAdamW(n: number): AdamWState {
 /**
  * Takes one AdamW step in place: `p -= lr * wd * p`, then the Adam update with bias correction.
  *
+ * In float32, as PyTorch's float32 parameters and moments are updated (each operation rounded
+ * once, in this order, the step's scalars rounded to float32 first):
+ * `m = b1 m + (1 - b1) g`, `v = b2 v + ((1 - b2) g) g`,
+ * `p = p (1 - lr wd) - lr (m / ((sqrt(v) r + eps) c))` with `c = 1 - b1^t` and
+ * `r = 1 / sqrt(1 - b2^t)` (`lr` multiplies last, so a learning rate near float32's largest
+ * value still gives finite steps).
+ *
  * @param params Parameters, updated in place.
  * @param grads Gradients with the same layout (read only).
  * @param state Moments and step, updated in place.
@@ -71,24 +78,36 @@ export function adamwStep(
 ): void {
   const c = adamwCoefficients(params, grads, state, options);
   const { m, v } = state;
-  const { beta1, beta2, stepSize, bc2Sqrt, eps, decay } = c;
+  const { beta1, c1, beta2, c2, lr, bc1, invBc, eps, decay } = c;
+  const f = Math.fround;
+  // Float32 arithmetic, each operation rounded once: an operation (+, -, *, /, sqrt) on float32
+  // values done in double and rounded to float32 is the correctly rounded float32 result
+  // (double has more than twice float32's precision, so the double rounding is harmless), which
+  // is what the wasm lanes compute: the same bits.
   for (let i = 0; i < params.length; i++) {
     const g = grads[i];
-    // Moments are stored as float32 and read back, as PyTorch's float32 state is.
-    m[i] = beta1 * m[i] + (1 - beta1) * g;
-    v[i] = beta2 * v[i] + (1 - beta2) * g * g;
-    params[i] = params[i] * decay - stepSize * m[i] / (Math.sqrt(v[i]) / bc2Sqrt + eps);
+    const mi = f(f(beta1 * m[i]) + f(c1 * g));
+    const vi = f(f(beta2 * v[i]) + f(f(c2 * g) * g));
+    m[i] = mi;
+    v[i] = vi;
+    const den = f(f(f(Math.sqrt(vi)) * invBc) + eps);
+    params[i] = f(params[i] * decay) - f(lr * f(mi / f(den * bc1)));
   }
 }
 
-/** The numbers of one AdamW step, as both loops use them. */
+/** The numbers of one AdamW step, as both loops use them, each rounded to float32. */
 interface AdamWCoefficients {
   beta1: number;
+  /** `1 - beta1`. */
+  c1: number;
   beta2: number;
-  /** `lr / (1 - beta1^t)`. */
-  stepSize: number;
-  /** `sqrt(1 - beta2^t)`. */
-  bc2Sqrt: number;
+  /** `1 - beta2`. */
+  c2: number;
+  lr: number;
+  /** `1 - beta1^t`. */
+  bc1: number;
+  /** `1 / sqrt(1 - beta2^t)`. */
+  invBc: number;
   eps: number;
   /** `1 - lr * weightDecay`. */
   decay: number;
@@ -110,13 +129,17 @@ function adamwCoefficients(
     );
   }
   state.step++;
+  const f = Math.fround;
   return {
-    beta1,
-    beta2,
-    stepSize: lr / (1 - Math.pow(beta1, state.step)),
-    bc2Sqrt: Math.sqrt(1 - Math.pow(beta2, state.step)),
-    eps,
-    decay: 1 - lr * weightDecay,
+    beta1: f(beta1),
+    c1: f(1 - beta1),
+    beta2: f(beta2),
+    c2: f(1 - beta2),
+    lr: f(lr),
+    bc1: f(1 - Math.pow(beta1, state.step)),
+    invBc: f(1 / Math.sqrt(1 - Math.pow(beta2, state.step))),
+    eps: f(eps),
+    decay: f(1 - lr * weightDecay),
   };
 }
 
@@ -125,8 +148,7 @@ export const WASM_ADAMW_CHUNK = 16384;
 
 /**
  * An AdamW step in the WebAssembly SIMD module, with {@linkcode adamwStep}'s signature and
- * bits: the same operations in double lanes, the moments rounded to float32 as the reference
- * stores them. The buffers stay where they are (the parameters may be a `SharedArrayBuffer`
+ * bits: the same float32 operations in the same order, four lanes at a time. The buffers stay where they are (the parameters may be a `SharedArrayBuffer`
  * the workers read, which a plain wasm memory cannot be): each chunk of
  * {@linkcode WASM_ADAMW_CHUNK} values is copied into the module, updated, and its parameters
  * and moments copied back. With `parts` (lists of `[start, end)` ranges that cover the buffer
@@ -188,9 +210,12 @@ export function createWasmAdamW(): (
         V.byteOffset,
         len,
         c.beta1,
+        c.c1,
         c.beta2,
-        c.stepSize,
-        c.bc2Sqrt,
+        c.c2,
+        c.lr,
+        c.bc1,
+        c.invBc,
         c.eps,
         c.decay,
       );

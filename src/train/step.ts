@@ -199,10 +199,10 @@ export async function takeStep(
   const gradNorm = clipGradNorm(pool.grads, s.clip);
   checkFinite(step, loss, gradNorm, whereKept);
   const options = { lr, weightDecay: s.weightDecay };
-  // A DiT's parameters have no transformer layout to publish part by part: plain AdamW.
-  const adamw = isDitModel(pool.model) ? null : wasmAdamWOnMainThread();
-  if (adamw === null) {
-    adamwStep(pool.model.params, pool.grads, ctx.optimizer, options);
+  // A DiT's parameters have no transformer layout to publish part by part: one whole update.
+  const adamw = wasmAdamWOnMainThread();
+  if (adamw === null || isDitModel(pool.model)) {
+    (adamw ?? adamwStep)(pool.model.params, pool.grads, ctx.optimizer, options);
     return { loss, gradNorm };
   }
   const model = pool.model as Model;

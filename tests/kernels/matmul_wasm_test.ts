@@ -41,6 +41,20 @@ function shapes(rand: () => number, count: number): [number, number, number][] {
     [5, 300, 9],
     [130, 16, 4],
     [16, 300, 12],
+    // N = 4, the narrow path: every row and k remainder, and a seed model's shapes
+    [1, 1, 4],
+    [3, 7, 4],
+    [13, 2050, 4],
+    [2051, 17, 4],
+    [16, 4, 4],
+    // K = 4, the small-K path: odd rows and column remainders, and a seed model's shapes
+    [1, 4, 9],
+    [7, 4, 13],
+    [16, 4, 2048],
+    // M = 4 (AB, AtB), the small-M path: column remainders past the blocks of 8, and a seed shape
+    [4, 9, 13],
+    [4, 7, 1],
+    [4, 16, 2048],
   ];
   while (out.length < count) {
     const pick = () => SIZES[Math.floor(rand() * SIZES.length)];
@@ -56,7 +70,7 @@ for (const variant of variants) {
   for (const kind of ["AB", "ABt", "AtB"] as const) {
     Deno.test(`wasm matmul${kind}() (${name}) matches the reference on random odd shapes, overwrite and accumulate${kind === "ABt" ? ", with and without bias" : ""}`, () => {
       const rand = seeded(kind.length * 1000 + variant.length);
-      for (const [M, K, N] of shapes(rand, 24)) {
+      for (const [M, K, N] of shapes(rand, 35)) {
         for (const accumulate of [false, true]) {
           for (const withBias of kind === "ABt" ? [false, true] : [false]) {
             const a = randomArray(M * K, rand);
@@ -78,6 +92,10 @@ for (const variant of variants) {
       const rand = seeded(99 + kind.length);
       for (
         const [M, K, N] of [[37, 300, 21], [4, 513, 8], [130, 17, 70], [5, 9, 2053], [64, 20, 4], [
+          9,
+          4,
+          2053,
+        ], [
           8,
           300,
           12,
@@ -199,6 +217,25 @@ Deno.test("wasm kernels: a view detached by growth is refused with a RangeError,
   assert.throws(
     () => k.matmulAB(c, new Float32Array(4), new Float32Array(4), 2, 2, 2),
     (e: unknown) => e instanceof RangeError && /buffer c too short.*got 0/.test(e.message),
+  );
+});
+
+Deno.test("wasm kernels: fractional, negative or NaN dimensions and a short bias are refused with their messages", () => {
+  const k = createWasmKernels({ variant: "simd" });
+  const x = new Float32Array(16);
+  for (const [M, K, N, name] of [[1.5, 2, 2, "M"], [2, -1, 2, "K"], [2, 2, NaN, "N"]] as const) {
+    assert.throws(
+      () => k.matmulAB(x, x, x, M, K, N),
+      new RegExp(
+        `Matmul dimension ${name}: expected an integer >= 0, got ${
+          M === 1.5 ? 1.5 : K === -1 ? -1 : NaN
+        }`,
+      ),
+    );
+  }
+  assert.throws(
+    () => k.matmulABt(x, x, x, new Float32Array(3), 2, 2, 4),
+    /buffer bias too short: expected at least 4 floats \(bias is \(4\)\), got 3/,
   );
 });
 

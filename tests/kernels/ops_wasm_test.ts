@@ -401,14 +401,21 @@ for (const n of [1, 3, 4, 37, 16384 + 5]) {
   });
 }
 
-for (const [n, offset, p] of [[1, 0, 0.5], [7, 3, 0.1], [1001, 5, 0.9]] as const) {
+// from 256 draws on in four lanes (dropoutMaskLanes): with no remainder, remainders 1 and 3, and
+// a p whose limit p 2^32 rounds up to 2^32 (every element dropped)
+const MASKS = [[1, 0, 0.5], [7, 3, 0.1], [255, 0, 0.1], [256, 0, 0.1], [1001, 5, 0.9], [
+  16387,
+  1,
+  0.1,
+], [512, 2, 1 - 2 ** -33]] as const;
+for (const [n, offset, p] of MASKS) {
   Deno.test(`wasm dropoutMask draws the TS reference's masks and leaves the generator where it does (n ${n}, offset ${offset}, p ${p})`, () => {
     const { nn, calls, put } = setup();
     const mask = put(new Float32Array(offset + n + 2).fill(-1));
     const want = new Float32Array(offset + n + 2).fill(-1);
     const r1 = new Rng(29, n), r2 = new Rng(29, n);
     nn.dropoutMask(mask, r1, p, n, offset);
-    assertRan(calls, "dropoutMask");
+    assertRan(calls, n >= 256 ? "dropoutMaskLanes" : "dropoutMask");
     tsBackend.dropoutMask(want, r2, p, n, offset);
     assert.deepEqual(mask, want);
     assert.deepEqual(r1.getState(), r2.getState());
@@ -482,6 +489,70 @@ for (const [B, T, C, NH] of [[1, 1, 2, 1], [2, 5, 12, 2], [3, 7, 24, 3]]) {
       assertRan(calls, "ropeForward");
       tsBackend[op](want, cos, sin, B, T, C, NH);
       assert.deepEqual(got, want, op);
+    }
+  });
+}
+
+for (const n of [1, 7, 16384 * 2 + 5]) {
+  Deno.test(`wasm accumulate adds into buffers in and out of the kernels' memory with the TS reference's bits (n ${n})`, () => {
+    const rng = new Rng(41, n);
+    const { nn, calls, put } = setup();
+    const src = uniform(n, rng), dst0 = uniform(n + 1, rng);
+    const want = dst0.slice();
+    tsBackend.accumulate(want, src, n);
+    const inside = put(dst0);
+    nn.accumulate(inside, put(src), n);
+    assertRan(calls, "addForward");
+    assert.deepEqual(inside, want);
+    // outside: by chunks of the scratch, the element past n untouched
+    const outside = dst0.slice();
+    nn.accumulate(outside, put(src), n);
+    assertRan(calls, "addForward", Math.ceil(n / 16384));
+    assert.deepEqual(outside, want);
+    assert.equal(outside[n], dst0[n]);
+  });
+}
+
+for (const [K, B, T, C] of [[2, 1, 1, 1], [6, 2, 3, 5], [6, 3, 2, 8], [2, 2, 5, 33]]) {
+  Deno.test(`wasm adaLN modulation and gated residual give the TS reference's bits (K ${K}, B ${B}, T ${T}, C ${C})`, () => {
+    const rng = new Rng(43, K, C);
+    const { nn, calls, put } = setup();
+    const shape = { K, B, T, C }, NC = B * T * C, KC = B * K * C;
+    const inp = uniform(NC, rng, -3, 3), y = uniform(NC, rng), dout = uniform(NC, rng);
+    const mod = uniform(KC, rng, -2, 2);
+    const [sh, sc, g] = [K - 2, K - 1, K > 2 ? 2 : 0];
+
+    const out = put(new Float32Array(NC)), want = new Float32Array(NC);
+    nn.modulateForward(out, put(inp), put(mod), sh, sc, shape);
+    assertRan(calls, "modulateForward");
+    tsBackend.modulateForward(want, inp, mod, sh, sc, shape);
+    assert.deepEqual(out, want, "modulateForward");
+
+    const dinp0 = uniform(NC, rng), dmod0 = uniform(KC, rng);
+    const dinp = put(dinp0), dmod = put(dmod0);
+    const wdinp = dinp0.slice(), wdmod = dmod0.slice();
+    nn.modulateBackward(dinp, dmod, put(dout), put(inp), put(mod), sh, sc, shape);
+    assertRan(calls, "modulateBackward");
+    tsBackend.modulateBackward(wdinp, wdmod, dout, inp, mod, sh, sc, shape);
+    assert.deepEqual(dinp, wdinp, "modulateBackward dinp");
+    assert.deepEqual(dmod, wdmod, "modulateBackward dmod");
+
+    const r = put(new Float32Array(NC)), wr = new Float32Array(NC);
+    nn.gatedResidualForward(r, put(inp), put(y), put(mod), g, shape);
+    assertRan(calls, "gatedResidualForward");
+    tsBackend.gatedResidualForward(wr, inp, y, mod, g, shape);
+    assert.deepEqual(r, wr, "gatedResidualForward");
+
+    for (const withDx of [true, false]) {
+      const dx0 = uniform(NC, rng), dy0 = uniform(NC, rng), dm0 = uniform(KC, rng);
+      const dx = withDx ? put(dx0) : null, dy = put(dy0), dm = put(dm0);
+      const wdx = withDx ? dx0.slice() : null, wdy = dy0.slice(), wdm = dm0.slice();
+      nn.gatedResidualBackward(dx, dy, dm, put(dout), put(y), put(mod), g, shape);
+      assertRan(calls, "gatedResidualBackward");
+      tsBackend.gatedResidualBackward(wdx, wdy, wdm, dout, y, mod, g, shape);
+      if (withDx) assert.deepEqual(dx, wdx, "gatedResidualBackward dx");
+      assert.deepEqual(dy, wdy, "gatedResidualBackward dy");
+      assert.deepEqual(dm, wdm, "gatedResidualBackward dmod");
     }
   });
 }

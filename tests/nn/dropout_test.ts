@@ -1,5 +1,11 @@
 import assert from "node:assert/strict";
-import { dropoutBackward, dropoutForward, dropoutMask } from "../../src/nn/dropout.ts";
+import {
+  dropoutBackward,
+  dropoutForward,
+  dropoutMask,
+  jumpState,
+  xoshiroJump,
+} from "../../src/nn/dropout.ts";
 import { Rng } from "../../src/rng.ts";
 import { f32, gradcheck, randn } from "../gradcheck.ts";
 
@@ -62,4 +68,15 @@ Deno.test("dropoutMask() draws exactly rng.uniform() < p per element and leaves 
     }
     assert.deepEqual(rng.getState(), ref.getState());
   }
+});
+
+Deno.test("xoshiroJump(n) takes a generator's state to where n draws leave it, for every n tried", () => {
+  for (const n of [0, 1, 2, 31, 64, 4096, 100_003]) {
+    const rng = new Rng(11, n);
+    const jumped = jumpState(xoshiroJump(n), rng.s);
+    for (let i = 0; i < n; i++) rng.nextU32();
+    assert.deepEqual(jumped, rng.s, `n ${n}`);
+  }
+  assert.throws(() => xoshiroJump(-1), /expected an integer number of draws >= 0, got -1/);
+  assert.throws(() => xoshiroJump(1.5), /got 1.5/);
 });

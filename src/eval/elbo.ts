@@ -278,8 +278,10 @@ function evaluateNet(
 /**
  * {@linkcode evaluate}, also on the `"webgpu"` backend, where each batch of draws runs on the GPU
  * (`src/kernels/webgpu/`) and only the per-position losses come back; the draws, windows and
- * report are `evaluate`'s, so the bound agrees with the CPU's up to float rounding. Any other
- * backend gives `evaluate`'s result.
+ * report are `evaluate`'s, so the bound agrees with the CPU's up to float rounding. `"auto"`
+ * (the default) runs a transformer there when a real GPU passes the self-check (never a software
+ * adapter such as llvmpipe; `resolveAnyBackend`), else it and every CPU backend give
+ * `evaluate`'s result.
  *
  * @param model The model (a transformer of `src/model/model.ts` for webgpu), or a
  *   {@linkcode DenoiseFn}.
@@ -304,21 +306,30 @@ export async function evaluateAsync(
   tokens: Int32Array,
   options: EvaluateOptions = {},
 ): Promise<EvalReport> {
-  if (options.backend !== "webgpu") return evaluate(model, tokens, options);
+  const choice = options.backend ?? "auto";
+  if (choice !== "webgpu" && choice !== "auto") return evaluate(model, tokens, options);
+  const dit = typeof model !== "function" && (model.config as { kind?: string }).kind === "dit";
+  if (choice === "auto" && (typeof model === "function" || dit)) {
+    return evaluate(model, tokens, options); // only a transformer runs on the GPU
+  }
   if (typeof model === "function") {
     throw new TypeError(
       "Invalid model for the webgpu backend: expected a transformer, got a denoiser function",
     );
   }
-  if ((model.config as { kind?: string }).kind === "dit") {
+  if (dit) {
     throw new TypeError(
       'Invalid model for the webgpu backend: expected a transformer, got a DiT (kind "dit" ' +
         "runs on the CPU backends)",
     );
   }
   const transformer = model as Model;
+  // auto: a real GPU that passes the self-check (never a software adapter), else the CPU's
+  const resolved = await resolveAnyBackend(choice, { path: options.blasPath });
+  if (resolved.backend !== "webgpu") {
+    return evaluate(model, tokens, { ...options, backend: resolved.backend });
+  }
   const run = evaluation(transformer, tokens, options);
-  const resolved = await resolveAnyBackend("webgpu");
   const ctx = resolved.gpu!;
   try {
     const losses = gpuSequenceLosses(ctx, transformer, {

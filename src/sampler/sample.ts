@@ -24,6 +24,7 @@ import {
 } from "./sample_ids.ts";
 import type { GpuContext } from "../kernels/webgpu/context.ts";
 import { sampleIdsOnGpu } from "./sample_gpu.ts";
+import { resolveAnyBackend } from "../kernels/webgpu/select.ts";
 import { createDitPool, type DitSplit } from "../model/dit_pool.ts";
 import type { DitWeights } from "../model/dit_fast.ts";
 import { checkInt } from "../check.ts";
@@ -174,8 +175,9 @@ export interface SampleAsyncOptions extends SampleTextOptions {
  * the GPU (`sampleIdsGpu`), the ids staying in a GPU buffer from the first step to the last:
  * for the same seed the same text as `sample` on a CPU backend, except where float32 decides a
  * near-tie differently from float64 (`src/kernels/webgpu/sampler.ts` lists the cases). The
- * transformer kind only: a DiT on `"webgpu"` is an error. `"auto"` is `sample`'s choice (a CPU
- * backend).
+ * transformer and the DiT alike. `"auto"` (the default) takes a real GPU the same way where one
+ * passes the self-check (`resolveAnyBackend`: never a software adapter such as llvmpipe, and not
+ * for a DiT given `workers`), else `sample`'s CPU choice.
  *
  * A DiT with `workers` > 1 runs on a worker pool: the same ids for the same seed as `sample`,
  * since the pool's outputs equal the one-thread pass's bit for bit, and the same steps
@@ -216,6 +218,23 @@ export async function sampleAsync(
   }
   const workers = checkInt("workers", options.workers ?? 0, 0);
   const dit = plan.dit;
+  if ((options.backend ?? "auto") === "auto") {
+    // auto takes a real GPU first (never a software adapter; looked at once per process), as
+    // train() does; a DiT given workers stays on its CPU pool
+    const r = await resolveAnyBackend("auto", {
+      path: options.blasPath,
+      cpuOnly: dit !== undefined && workers > 1 ? "workers given" : undefined,
+    });
+    if (r.backend === "webgpu") {
+      try {
+        return plan.finish(
+          await sampleIdsOnGpu(model, V, tokenizer.maskId, plan.options, { gpu: r.gpu }),
+        );
+      } finally {
+        await r.gpu!.destroy().catch(() => {});
+      }
+    }
+  }
   if (dit === undefined || workers <= 1) return sampleInProcess(plan, model, tokenizer);
   const pool = await createDitPool(dit, {
     workers,

@@ -10,6 +10,7 @@
 
 import assert from "node:assert/strict";
 import { runCli } from "../cli_run.ts";
+import { evaluate, evaluateAsync } from "../../src/eval/mod.ts";
 import { makeTempDir, removeDir, writeFileAtomic } from "../../src/io.ts";
 import { modelCheckpointBytes } from "../../src/checkpoint/run_files.ts";
 import { createDit } from "../../src/model/dit.ts";
@@ -137,7 +138,7 @@ Deno.test({
   },
 });
 
-Deno.test("sample() refuses webgpu in one line; every other backend is sampleAsync's", async () => {
+Deno.test("sample() refuses webgpu in one line; the other backends, and auto past a software adapter, are sampleAsync's (and evaluateAsync's)", async () => {
   const tokenizer = tokenizerOf(13);
   const model = createModel("tiny", { vocabSize: 13, context: 8, seed: 1 });
   assert.throws(() => sample(model, tokenizer, { backend: "webgpu" }), {
@@ -149,6 +150,18 @@ Deno.test("sample() refuses webgpu in one line; every other backend is sampleAsy
   assert.deepEqual(
     (await sampleAsync(model, tokenizer, options)).ids,
     sample(model, tokenizer, options).ids,
+  );
+  // auto, the default, passes over a software adapter (llvmpipe here, or none) to the CPU's
+  // choice; on a real GPU it would sample there, the same ids but for float32 near-ties
+  const plain = { prompt: "the", length: 8, steps: 3, seed: 4 } as const;
+  assert.deepEqual(
+    (await sampleAsync(model, tokenizer, plain)).ids,
+    sample(model, tokenizer, plain).ids,
+  );
+  const held = new Int32Array([1, 2, 3, 4, 5, 6, 7, 1, 2, 3]);
+  assert.deepEqual(
+    await evaluateAsync(model, held, { samples: 2, seed: 1 }),
+    evaluate(model, held, { samples: 2, seed: 1 }),
   );
 });
 

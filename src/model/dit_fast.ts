@@ -47,10 +47,10 @@ import { type MatmulKernels, refKernels } from "../kernels/matmul_ref.ts";
 import { arenaKernels } from "./workspace.ts";
 import { gatedResidualForward, modulateForward, timestepEmbedding } from "../nn/adaln.ts";
 import { ropeForward, ropeTables } from "../nn/attention.ts";
-import { siluForward } from "../nn/activations.ts";
+import { geluTanhForward, siluForward } from "../nn/activations.ts";
 import { embeddingForward } from "../nn/embedding.ts";
 import { layernormForward } from "../nn/layernorm.ts";
-import { expFast, expScaledInPlace } from "../nn/fast_exp.ts";
+import { expScaledInPlace } from "../nn/fast_exp.ts";
 import { TIME_EMBED_DIM } from "./layout.ts";
 import { checkDitInputs, type DitModel, esigm1Log } from "./dit.ts";
 
@@ -735,10 +735,8 @@ function attentionRows(
   }
 }
 
-const GELU_K2 = 2 * Math.sqrt(2 / Math.PI);
-
 /**
- * GELU with the tanh approximation IN PLACE, as `0.5 x (1 + tanh(u)) = x / (1 + exp(-2u))` with
+ * GELU with the tanh approximation IN PLACE (`geluTanhForward` of `src/nn/activations.ts`), as `0.5 x (1 + tanh(u)) = x / (1 + exp(-2u))` with
  * `u = sqrt(2/pi) (x + 0.044715 x^3)`, the exponential by `expFast` (within 1e-8 relative).
  *
  * @param a Values, overwritten with their activation.
@@ -757,10 +755,7 @@ const GELU_K2 = 2 * Math.sqrt(2 / Math.PI);
  * ```
  */
 export function geluTanhInPlace(a: Float32Array, n: number): void {
-  for (let i = 0; i < n; i++) {
-    const x = a[i];
-    a[i] = x / (1 + expFast(-GELU_K2 * (x + 0.044715 * x * x * x)));
-  }
+  geluTanhForward(a, a, n); // the training pass's op: the same expression, aliasing allowed
 }
 
 const runners = new WeakMap<DitModel, DitRunner>();

@@ -133,41 +133,75 @@ async function sampleRun(): Promise<void> {
     await forward(warm, new Float32Array(B).fill(1));
     const warmS = (performance.now() - w0) / 1000;
     const s0 = performance.now();
-    const r = await sampleIdsAsync(forward, V, V - 1, {
-      method: "euler",
-      steps,
-      length: T,
-      batch: B,
-      seed: 1,
-      output: "logScore",
-      scaleBySigma: false, // the DiT's SEDD output is already scaled by sigma
-      timeConditioned: true,
-    });
+    const r = await sampleIdsAsync(forward, V, V - 1, eulerOptions(steps, T, B));
     const seconds = (performance.now() - s0) / 1000;
-    console.log(JSON.stringify({
-      bench: "dit_sample",
-      shape: shapeName,
-      ...shape,
-      params: model.params.length,
-      backend,
-      workers,
-      split: single ? "none" : split,
-      weights,
-      batch: B,
-      length: T,
-      steps,
-      evaluations: r.evaluations,
-      setupSeconds: +setupS.toFixed(3),
-      warmupForwardSeconds: +warmS.toFixed(3),
-      seconds: +seconds.toFixed(3),
-      secondsPerForward: +(seconds / r.evaluations).toFixed(4),
-      tokensPerSecond: +((B * T) / seconds).toFixed(2),
-      arenaMiB: single ? mib(single.arenaBytes) : undefined,
-      rssMiB: mib(Deno.memoryUsage().rss),
-    }));
+    console.log(resultLine(
+      { shapeName, shape, model, B, T, steps, evaluations: r.evaluations, setupS, warmS, seconds },
+      { backend, workers, split: single ? "none" : split, weights },
+      { arenaMiB: single ? mib(single.arenaBytes) : undefined },
+    ));
   } finally {
     pool?.terminate();
   }
+}
+
+/** SEDD's Euler sampler on the absorbing graph over a DiT's own log-scores, as both runs take it. */
+function eulerOptions(steps: number, T: number, B: number) {
+  return {
+    method: "euler",
+    steps,
+    length: T,
+    batch: B,
+    seed: 1,
+    output: "logScore",
+    scaleBySigma: false, // the DiT's SEDD output is already scaled by sigma
+    timeConditioned: true,
+  } as const;
+}
+
+/** What a sampling run measured, for {@linkcode resultLine}. */
+interface RunFigures {
+  shapeName: string;
+  shape: Shape;
+  model: DitModel;
+  B: number;
+  T: number;
+  steps: number;
+  evaluations: number;
+  setupS: number;
+  warmS: number;
+  seconds: number;
+}
+
+/**
+ * The JSON line of a sampling run: the shape, then the backend's own fields, then the timings,
+ * then `tail` (the arena, and the GPU run's token check) before the RSS.
+ */
+function resultLine(
+  f: RunFigures,
+  backend: Record<string, unknown>,
+  tail: Record<string, unknown>,
+) {
+  const { arenaMiB, ...rest } = tail;
+  return JSON.stringify({
+    bench: "dit_sample",
+    shape: f.shapeName,
+    ...f.shape,
+    params: f.model.params.length,
+    ...backend,
+    batch: f.B,
+    length: f.T,
+    steps: f.steps,
+    evaluations: f.evaluations,
+    setupSeconds: +f.setupS.toFixed(3),
+    warmupForwardSeconds: +f.warmS.toFixed(3),
+    seconds: +f.seconds.toFixed(3),
+    secondsPerForward: +(f.seconds / f.evaluations).toFixed(4),
+    tokensPerSecond: +((f.B * f.T) / f.seconds).toFixed(2),
+    arenaMiB,
+    rssMiB: mib(Deno.memoryUsage().rss),
+    ...rest,
+  });
 }
 
 /** `--sample --backend webgpu`: the DiT's forward pass and the sampler on the GPU. */
@@ -191,16 +225,7 @@ async function gpuSampleRun(): Promise<void> {
   await ctx.sync();
   warm.destroy();
   const warmS = (performance.now() - w0) / 1000;
-  const euler = {
-    method: "euler",
-    steps,
-    length: T,
-    batch: B,
-    seed: 1,
-    output: "logScore",
-    scaleBySigma: false, // the DiT's SEDD output is already scaled by sigma
-    timeConditioned: true,
-  } as const;
+  const euler = eulerOptions(steps, T, B);
   const s0 = performance.now();
   const r = await sampleIdsGpu(ctx, denoise, V, V - 1, euler);
   const seconds = (performance.now() - s0) / 1000;
@@ -214,27 +239,12 @@ async function gpuSampleRun(): Promise<void> {
     const got = await sampleIdsGpu(ctx, denoise, V, V - 1, check);
     sameTokensAsCpu = got.ids.every((v, i) => v === want.ids[i]);
   }
-  console.log(JSON.stringify({
-    bench: "dit_sample",
-    shape: shapeName,
-    ...shape,
-    params: model.params.length,
-    backend: "webgpu",
-    adapter: gpu.adapterName,
-    threads: 1,
-    batch: B,
-    length: T,
-    steps,
-    evaluations: r.evaluations,
-    setupSeconds: +setupS.toFixed(3),
-    warmupForwardSeconds: +warmS.toFixed(3),
-    seconds: +seconds.toFixed(3),
-    secondsPerForward: +(seconds / r.evaluations).toFixed(4),
-    tokensPerSecond: +((B * T) / seconds).toFixed(2),
-    arenaMiB: 0, // no wasm arena: the weights and activations are GPU buffers
-    rssMiB: mib(Deno.memoryUsage().rss),
-    sameTokensAsCpu,
-  }));
+  console.log(resultLine(
+    { shapeName, shape, model, B, T, steps, evaluations: r.evaluations, setupS, warmS, seconds },
+    { backend: "webgpu", adapter: gpu.adapterName, threads: 1 },
+    // no wasm arena: the weights and activations are GPU buffers
+    { arenaMiB: 0, sameTokensAsCpu },
+  ));
   await ctx.destroy();
 }
 

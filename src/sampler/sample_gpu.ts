@@ -9,12 +9,7 @@
 import type { Model } from "../model/model.ts";
 import type { DitModel } from "../model/dit.ts";
 import type { GpuContext } from "../kernels/webgpu/context.ts";
-import {
-  createGpuModel,
-  createGpuWorkspace,
-  destroyGpuWorkspace,
-  gpuModelForward,
-} from "../kernels/webgpu/model.ts";
+import { createGpuDenoiser } from "../kernels/webgpu/model.ts";
 import { type GpuDenoiser, sampleIdsGpu } from "../kernels/webgpu/sampler.ts";
 import { createGpuDitDenoiser } from "../kernels/webgpu/dit.ts";
 import { resolveAnyBackend } from "../kernels/webgpu/select.ts";
@@ -33,7 +28,7 @@ export interface GpuDenoiserHandle {
  * Turns a model into the {@linkcode GpuDenoiser} the GPU samplers call, for `B` sequences of
  * `T` tokens: the parameters uploaded once, one workspace of exactly that shape, each call
  * recording the forward pass into the context's pending encoder. A transformer runs
- * `gpuModelForward`; a DiT runs `createGpuDitDenoiser` (`src/kernels/webgpu/dit.ts`), with the
+ * `createGpuDenoiser` (`src/kernels/webgpu/model.ts`); a DiT runs `createGpuDitDenoiser` (`src/kernels/webgpu/dit.ts`), with the
  * values the CPU DiT denoiser of `sample()` gives (SEDD's log-scores, or MDLM's logits).
  *
  * @param ctx The context.
@@ -57,30 +52,11 @@ export function gpuDenoiserFor(
       );
     }
   };
-  if ((model.config as { kind?: string }).kind === "dit") {
-    const d = createGpuDitDenoiser(ctx, model as DitModel, {
-      batch: B,
-      context: T,
-      timeConditioned,
-    });
-    const denoise: GpuDenoiser = (
-      ids,
-      sigma,
-      batch,
-    ) => (checkCall(ids, batch), d(ids, sigma, batch));
-    return { denoise, dispose: () => d.dispose() };
-  }
-  const gm = createGpuModel(ctx, model as Model);
-  const ws = createGpuWorkspace(gm, B, T);
-  const denoise: GpuDenoiser = (ids, sigma, batch) => {
-    checkCall(ids, batch);
-    return gpuModelForward(gm, ws, ids, B, T, { sigma });
-  };
-  const dispose = () => {
-    destroyGpuWorkspace(ws);
-    for (const t of gm.params.byName.values()) t.destroy();
-  };
-  return { denoise, dispose };
+  const d = (model.config as { kind?: string }).kind === "dit"
+    ? createGpuDitDenoiser(ctx, model as DitModel, { batch: B, context: T, timeConditioned })
+    : createGpuDenoiser(ctx, model as Model, { batch: B, context: T });
+  const denoise: GpuDenoiser = (ids, sigma, batch) => (checkCall(ids, batch), d(ids, sigma, batch));
+  return { denoise, dispose: () => d.dispose() };
 }
 
 /** Where {@linkcode sampleIdsOnGpu} runs. */

@@ -140,6 +140,7 @@ export {
   type GpuLayerTensors,
   type GpuModel,
   gpuModelBackward,
+  type GpuModelDenoiser,
   gpuModelForward,
   type GpuModelTensors,
   type GpuParamSet,

@@ -859,6 +859,12 @@ export function destroyGpuWorkspace(ws: GpuWorkspace): void {
   for (const [key, v] of Object.entries(ws)) if (key !== "config" && key !== "lastInput") walk(v);
 }
 
+/** The {@linkcode GpuDenoiser} of {@linkcode createGpuDenoiser}, with a way to free it. */
+export type GpuModelDenoiser = GpuDenoiser & {
+  /** Frees its parameters and workspace on the GPU (the context stays open). */
+  dispose(): void;
+};
+
 /** Options of {@linkcode createGpuDenoiser}. */
 export interface GpuDenoiserConfig {
   /** Sequences of the first workspace (default: sized by the first call). */
@@ -877,7 +883,7 @@ export interface GpuDenoiserConfig {
  * @param ctx The context (the ids passed in must belong to it).
  * @param model A transformer of `src/model/model.ts`.
  * @param config The first workspace's shape, optional.
- * @returns The denoiser.
+ * @returns The denoiser, with `dispose()` to free its parameters and workspace.
  *
  * @example Logits of two sequences, on the GPU
  * ```ts
@@ -902,13 +908,13 @@ export function createGpuDenoiser(
   ctx: GpuContext,
   model: Model,
   config: GpuDenoiserConfig = {},
-): GpuDenoiser {
+): GpuModelDenoiser {
   const gm = createGpuModel(ctx, model);
   const cfg = gm.config;
   let ws: GpuWorkspace | null = config.batch !== undefined && config.context !== undefined
     ? createGpuWorkspace(gm, config.batch, config.context)
     : null;
-  return (ids, sigma, batch) => {
+  const denoise: GpuDenoiser = (ids, sigma, batch) => {
     const T = checkDenoiserIds(ids, batch, cfg.context);
     if (
       cfg.timeConditioning === true && !(sigma instanceof Float32Array && sigma.length === batch)
@@ -925,4 +931,10 @@ export function createGpuDenoiser(
     }
     return gpuModelForward(gm, ws, ids, batch, T, { sigma });
   };
+  const dispose = () => {
+    if (ws) destroyGpuWorkspace(ws);
+    ws = null;
+    for (const t of gm.params.byName.values()) t.destroy();
+  };
+  return Object.assign(denoise, { dispose });
 }

@@ -64,27 +64,57 @@ const EXP_LN2_HI: f32 = 0.693359375; // ln2 to 10 bits: n * EXP_LN2_HI is exact 
 const EXP_LN2_LO: f32 = -2.12194440e-4; // ln2 - EXP_LN2_HI
 const EXP_MIN: f32 = -86.6;
 const EXP_MAX: f32 = 88.7;
+const EXP_ROUND: f32 = 12582912; // 1.5 2^23
+const EXP_ROUND_BITS: i32 = 0x4b400000; // its float bits
+
+// The constants as four-lane vectors in memory, read where they are used: V8 builds a
+// v128.const from immediates in several instructions each time, where a load from memory is
+// one operand of the arithmetic.
+const EXP_C: usize = memory.data<f32>([
+  EXP_MIN, EXP_MIN, EXP_MIN, EXP_MIN,
+  EXP_MAX, EXP_MAX, EXP_MAX, EXP_MAX,
+  EXP_LOG2E, EXP_LOG2E, EXP_LOG2E, EXP_LOG2E,
+  EXP_ROUND, EXP_ROUND, EXP_ROUND, EXP_ROUND,
+  EXP_LN2_HI, EXP_LN2_HI, EXP_LN2_HI, EXP_LN2_HI,
+  EXP_LN2_LO, EXP_LN2_LO, EXP_LN2_LO, EXP_LN2_LO,
+  1.9875691500e-4, 1.9875691500e-4, 1.9875691500e-4, 1.9875691500e-4,
+  1.3981999507e-3, 1.3981999507e-3, 1.3981999507e-3, 1.3981999507e-3,
+  8.3334519073e-3, 8.3334519073e-3, 8.3334519073e-3, 8.3334519073e-3,
+  4.1665795894e-2, 4.1665795894e-2, 4.1665795894e-2, 4.1665795894e-2,
+  1.6666665459e-1, 1.6666665459e-1, 1.6666665459e-1, 1.6666665459e-1,
+  5.0000001201e-1, 5.0000001201e-1, 5.0000001201e-1, 5.0000001201e-1,
+  1, 1, 1, 1,
+  2, 2, 2, 2,
+], 16);
+const EXP_BITS: usize = memory.data<i32>([
+  EXP_ROUND_BITS - 126, EXP_ROUND_BITS - 126, EXP_ROUND_BITS - 126, EXP_ROUND_BITS - 126,
+], 16);
 
 // @ts-ignore: decorator
 @inline function exp4(x: v128): v128 {
-  const under = f32x4.lt(x, f32x4.splat(EXP_MIN));
-  const xc = f32x4.min(f32x4.max(x, f32x4.splat(EXP_MIN)), f32x4.splat(EXP_MAX));
-  const n = f32x4.nearest(f32x4.mul(xc, f32x4.splat(EXP_LOG2E)));
-  let r = f32x4.sub(xc, f32x4.mul(n, f32x4.splat(EXP_LN2_HI)));
-  r = f32x4.sub(r, f32x4.mul(n, f32x4.splat(EXP_LN2_LO)));
+  const c = EXP_C;
+  const under = f32x4.lt(x, v128.load(c));
+  // pmax/pmin (x86's maxps/minps) with x first keep a NaN x, as max/min would, without their
+  // longer NaN and signed-zero sequences
+  const xc = f32x4.pmin(f32x4.pmax(x, v128.load(c)), v128.load(c, 16));
+  // n = nearest(xc log2e) by adding and subtracting 1.5 2^23 (round half to even, as
+  // f32x4.nearest): |xc log2e| < 2^22, so the sum's low mantissa bits hold n + 2^22
+  const big = f32x4.add(f32x4.mul(xc, v128.load(c, 32)), v128.load(c, 48));
+  const n = f32x4.sub(big, v128.load(c, 48));
+  let r = f32x4.sub(xc, f32x4.mul(n, v128.load(c, 64)));
+  r = f32x4.sub(r, f32x4.mul(n, v128.load(c, 80)));
   const z = f32x4.mul(r, r);
-  let p = f32x4.splat(1.9875691500e-4);
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.3981999507e-3));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(8.3334519073e-3));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(4.1665795894e-2));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(1.6666665459e-1));
-  p = f32x4.add(f32x4.mul(p, r), f32x4.splat(5.0000001201e-1));
-  p = f32x4.add(f32x4.add(f32x4.mul(p, z), r), f32x4.splat(1));
+  let p = v128.load(c, 96);
+  p = f32x4.add(f32x4.mul(p, r), v128.load(c, 112));
+  p = f32x4.add(f32x4.mul(p, r), v128.load(c, 128));
+  p = f32x4.add(f32x4.mul(p, r), v128.load(c, 144));
+  p = f32x4.add(f32x4.mul(p, r), v128.load(c, 160));
+  p = f32x4.add(f32x4.mul(p, r), v128.load(c, 176));
+  p = f32x4.add(f32x4.add(f32x4.mul(p, z), r), v128.load(c, 192));
   // 2^n as 2^(n-1) * 2, 2^(n-1) from its float bits (n + 126) << 23: n is in [-125, 128] after
-  // the clamp, and 2^128 itself is not a float.
-  const ni = i32x4.trunc_sat_f32x4_s(n);
-  const pow = i32x4.shl(i32x4.add(ni, i32x4.splat(126)), 23);
-  const e = f32x4.mul(f32x4.mul(p, pow), f32x4.splat(2));
+  // the clamp, and 2^128 itself is not a float. n + 126 is big's bits less (1.5 2^23's - 126).
+  const pow = i32x4.shl(i32x4.sub(big, v128.load(EXP_BITS)), 23);
+  const e = f32x4.mul(f32x4.mul(p, pow), v128.load(c, 208));
   return v128.andnot(e, under);
 }
 
@@ -404,13 +434,28 @@ export function embeddingBackward(
 
 /** The largest of the n floats at p (-Infinity for n = 0; NaN when one is NaN). */
 function rowMax(p: usize, n: i32): f32 {
-  let mv = f32x4.splat(-Infinity);
+  // pmax (x86's maxps) in two chains, and the NaNs seen kept aside: pmax alone can drop one
+  let m0 = f32x4.splat(-Infinity), m1 = m0;
+  let nan = i32x4.splat(0);
   let i = 0;
-  for (; i + 4 <= n; i += 4) mv = f32x4.max(mv, v128.load(p + <usize>(i << 2)));
+  for (; i + 8 <= n; i += 8) {
+    const x0 = v128.load(p + <usize>(i << 2));
+    const x1 = v128.load(p + <usize>(i << 2), 16);
+    m0 = f32x4.pmax(m0, x0);
+    m1 = f32x4.pmax(m1, x1);
+    nan = v128.or(nan, v128.or(f32x4.ne(x0, x0), f32x4.ne(x1, x1)));
+  }
+  for (; i + 4 <= n; i += 4) {
+    const x = v128.load(p + <usize>(i << 2));
+    m0 = f32x4.pmax(m0, x);
+    nan = v128.or(nan, f32x4.ne(x, x));
+  }
+  const mv = f32x4.pmax(m0, m1);
   let m = Mathf.max(
     Mathf.max(f32x4.extract_lane(mv, 0), f32x4.extract_lane(mv, 1)),
     Mathf.max(f32x4.extract_lane(mv, 2), f32x4.extract_lane(mv, 3)),
   );
+  if (v128.any_true(nan)) m = NaN;
   for (; i < n; i++) m = Mathf.max(m, load<f32>(p + <usize>(i << 2)));
   return m;
 }

@@ -16,24 +16,30 @@
 //
 // Method (GotoBLAS/BLIS): C is cut into NC-column blocks, K into KC slices, M into MC-row
 // blocks. For each (NC, KC) block the B slice is packed into 8-column panels (kc x 8,
-// contiguous), for each MC block the A slice into 4-row panels (kc x 4), then a 4x8
-// register-blocked microkernel (8 f32x4 accumulators) runs over every (4, 8) tile. The
+// contiguous), for each MC block the A slice into MR-row panels (kc x MR), then an MR x 8
+// register-blocked microkernel (2 MR f32x4 accumulators) runs over every (MR, 8) tile. The
 // three products differ only in how A and B are packed. Panels are zero-padded, so any
-// M, N, K works; a 4x4 right-edge tile has its own kernel (narrow outputs, N = 4), other
-// tiles on the right and bottom edges go through a 4x8 scratch tile.
+// M, N, K works; an MR x 4 right-edge tile has its own kernel (narrow outputs, N = 4), other
+// tiles on the right and bottom edges go through an MR x 8 scratch tile.
 //
 // Two small shapes skip the packing, whose cost there is that of the products themselves:
 // N = 4 (narrowABt / narrowAtB: dot products, AB through B transposed into the workspace) and
 // K = 4 (smallK4: A's four values per row splat once against B's four rows), and M = 4 for AB
 // and AtB (smallM4: A's four values per k splat against B's rows).
 
-// Microkernel tile: MR rows x NR columns of C.
-const MR: i32 = 4;
+// Microkernel tile: MR rows x NR columns of C. With fused multiply-adds (the relaxed build)
+// the tile is 6 x 8: twelve accumulators, two B vectors and a splat fill fifteen of the
+// sixteen SIMD registers V8 allocates on x86-64, and hide the multiply-add's latency better
+// than eight; without them a multiply needs a register of its own, and 6 x 8 spills, so the
+// plain build keeps 4 x 8.
+const MR: i32 = ASC_FEATURE_RELAXED_SIMD ? 6 : 4;
 const NR: i32 = 8;
-// Cache blocks (floats): the A block MC x KC (128 KB) stays in L2, one B panel KC x NR
-// (8 KB) in L1, the packed B block KC x NC (2 MB) in L2/L3.
+/** Bytes of one k-group of a packed A panel (MR floats). */
+const GA: i32 = MR * 4;
+// Cache blocks (floats): the A block MC x KC (120-128 KB) stays in L2, one B panel KC x NR
+// (8 KB) in L1, the packed B block KC x NC (2 MB) in L2/L3. MC is a multiple of MR.
 const KC: i32 = 256;
-const MC: i32 = 128;
+const MC: i32 = ASC_FEATURE_RELAXED_SIMD ? 120 : 128;
 const NC: i32 = 2048;
 
 // Workspace layout in bytes from `ws`: packed A, packed B, the edge tile, the edge bias.
@@ -82,8 +88,11 @@ function packARows(dst: usize, a: usize, lda: i32, i0: i32, mc: i32, k0: i32, kc
       const r1 = r0 + <usize>(lda * 4);
       const r2 = r1 + <usize>(lda * 4);
       const r3 = r2 + <usize>(lda * 4);
+      const r4 = r3 + <usize>(lda * 4); // rows 4 and 5: read only when MR is 6
+      const r5 = r4 + <usize>(lda * 4);
       let k = 0;
-      // 4x4 transposes: four row vectors in, four k-groups out.
+      // 4x4 transposes: four row vectors in, four k-groups out (their first four floats); with
+      // MR 6, rows 4 and 5 interleaved into the groups' last two.
       for (; k + 4 <= kc; k += 4) {
         const o = <usize>(k * 4);
         const x0 = v128.load(r0 + o);
@@ -94,23 +103,37 @@ function packARows(dst: usize, a: usize, lda: i32, i0: i32, mc: i32, k0: i32, kc
         const t1 = i32x4.shuffle(x2, x3, 0, 4, 1, 5); // c0 d0 c1 d1
         const t2 = i32x4.shuffle(x0, x1, 2, 6, 3, 7); // a2 b2 a3 b3
         const t3 = i32x4.shuffle(x2, x3, 2, 6, 3, 7); // c2 d2 c3 d3
-        const p = panel + <usize>(k * 16);
+        const p = panel + <usize>(k * GA);
         v128.store(p, i64x2.shuffle(t0, t1, 0, 2));
-        v128.store(p, i64x2.shuffle(t0, t1, 1, 3), 16);
-        v128.store(p, i64x2.shuffle(t2, t3, 0, 2), 32);
-        v128.store(p, i64x2.shuffle(t2, t3, 1, 3), 48);
+        v128.store(p, i64x2.shuffle(t0, t1, 1, 3), GA);
+        v128.store(p, i64x2.shuffle(t2, t3, 0, 2), 2 * GA);
+        v128.store(p, i64x2.shuffle(t2, t3, 1, 3), 3 * GA);
+        if (MR == 6) {
+          const x4 = v128.load(r4 + o);
+          const x5 = v128.load(r5 + o);
+          const u0 = i32x4.shuffle(x4, x5, 0, 4, 1, 5); // e0 f0 e1 f1
+          const u1 = i32x4.shuffle(x4, x5, 2, 6, 3, 7); // e2 f2 e3 f3
+          store<i64>(p, i64x2.extract_lane(u0, 0), 16);
+          store<i64>(p, i64x2.extract_lane(u0, 1), GA + 16);
+          store<i64>(p, i64x2.extract_lane(u1, 0), 2 * GA + 16);
+          store<i64>(p, i64x2.extract_lane(u1, 1), 3 * GA + 16);
+        }
       }
       for (; k < kc; k++) {
         const o = <usize>(k * 4);
-        const p = panel + <usize>(k * 16);
+        const p = panel + <usize>(k * GA);
         store<f32>(p, load<f32>(r0 + o));
         store<f32>(p, load<f32>(r1 + o), 4);
         store<f32>(p, load<f32>(r2 + o), 8);
         store<f32>(p, load<f32>(r3 + o), 12);
+        if (MR == 6) {
+          store<f32>(p, load<f32>(r4 + o), 16);
+          store<f32>(p, load<f32>(r5 + o), 20);
+        }
       }
     } else {
       for (let k = 0; k < kc; k++) {
-        const p = panel + <usize>(k * 16);
+        const p = panel + <usize>(k * GA);
         for (let r = 0; r < MR; r++) {
           const v: f32 = r < rows
             ? load<f32>(a + <usize>(((i0 + ir + r) * lda + k0 + k) * 4))
@@ -122,7 +145,7 @@ function packARows(dst: usize, a: usize, lda: i32, i0: i32, mc: i32, k0: i32, kc
   }
 }
 
-/** A is (K,M) row-major and we want A^T: the 4 values of a k-group are contiguous. */
+/** A is (K,M) row-major and we want A^T: the MR values of a k-group are contiguous. */
 function packACols(dst: usize, a: usize, lda: i32, i0: i32, mc: i32, k0: i32, kc: i32): void {
   for (let ir = 0; ir < mc; ir += MR) {
     const rows = min(MR, mc - ir);
@@ -131,12 +154,14 @@ function packACols(dst: usize, a: usize, lda: i32, i0: i32, mc: i32, k0: i32, kc
     const step = <usize>(lda * 4);
     if (rows == MR) {
       for (let k = 0; k < kc; k++) {
-        v128.store(panel + <usize>(k * 16), v128.load(src));
+        const p = panel + <usize>(k * GA);
+        v128.store(p, v128.load(src));
+        if (MR == 6) store<i64>(p, load<i64>(src, 16), 16);
         src += step;
       }
     } else {
       for (let k = 0; k < kc; k++) {
-        const p = panel + <usize>(k * 16);
+        const p = panel + <usize>(k * GA);
         for (let r = 0; r < MR; r++) {
           store<f32>(p + <usize>(r * 4), r < rows ? load<f32>(src + <usize>(r * 4)) : 0);
         }
@@ -299,13 +324,84 @@ function packBCols(dst: usize, b: usize, ldb: i32, j0: i32, nc: i32, k0: i32, kc
   v128.store(c3, x30); v128.store(c3, x31, 16);
 }
 
-/** A full 4x8 tile, written straight into C. Kept out of line so the loop around it is small. */
+/**
+ * The 6x8 tile of the relaxed build: micro's contract with six rows (12 accumulators), one k
+ * per iteration (unrolling it spills).
+ */
+// @ts-ignore: decorator
+@inline function micro6(kc: i32, a: usize, b: usize, c: usize, ldc: usize, loadC: bool, bias: usize): void {
+  const c0 = c;
+  const c1 = c0 + ldc;
+  const c2 = c1 + ldc;
+  const c3 = c2 + ldc;
+  const c4 = c3 + ldc;
+  const c5 = c4 + ldc;
+  let x00 = f32x4.splat(0), x01 = f32x4.splat(0);
+  let x10 = f32x4.splat(0), x11 = f32x4.splat(0);
+  let x20 = f32x4.splat(0), x21 = f32x4.splat(0);
+  let x30 = f32x4.splat(0), x31 = f32x4.splat(0);
+  let x40 = f32x4.splat(0), x41 = f32x4.splat(0);
+  let x50 = f32x4.splat(0), x51 = f32x4.splat(0);
+  if (loadC) {
+    x00 = v128.load(c0); x01 = v128.load(c0, 16);
+    x10 = v128.load(c1); x11 = v128.load(c1, 16);
+    x20 = v128.load(c2); x21 = v128.load(c2, 16);
+    x30 = v128.load(c3); x31 = v128.load(c3, 16);
+    x40 = v128.load(c4); x41 = v128.load(c4, 16);
+    x50 = v128.load(c5); x51 = v128.load(c5, 16);
+  }
+  if (bias != 0) {
+    const y0 = v128.load(bias);
+    const y1 = v128.load(bias, 16);
+    x00 = f32x4.add(x00, y0); x01 = f32x4.add(x01, y1);
+    x10 = f32x4.add(x10, y0); x11 = f32x4.add(x11, y1);
+    x20 = f32x4.add(x20, y0); x21 = f32x4.add(x21, y1);
+    x30 = f32x4.add(x30, y0); x31 = f32x4.add(x31, y1);
+    x40 = f32x4.add(x40, y0); x41 = f32x4.add(x41, y1);
+    x50 = f32x4.add(x50, y0); x51 = f32x4.add(x51, y1);
+  }
+  let pa = a;
+  let pb = b;
+  for (let k = 0; k < kc; k++) {
+    const b0 = v128.load(pb);
+    const b1 = v128.load(pb, 16);
+    let s = v128.load32_splat(pa);
+    x00 = madd(s, b0, x00); x01 = madd(s, b1, x01);
+    s = v128.load32_splat(pa, 4);
+    x10 = madd(s, b0, x10); x11 = madd(s, b1, x11);
+    s = v128.load32_splat(pa, 8);
+    x20 = madd(s, b0, x20); x21 = madd(s, b1, x21);
+    s = v128.load32_splat(pa, 12);
+    x30 = madd(s, b0, x30); x31 = madd(s, b1, x31);
+    s = v128.load32_splat(pa, 16);
+    x40 = madd(s, b0, x40); x41 = madd(s, b1, x41);
+    s = v128.load32_splat(pa, 20);
+    x50 = madd(s, b0, x50); x51 = madd(s, b1, x51);
+    pa += 24;
+    pb += 32;
+  }
+  v128.store(c0, x00); v128.store(c0, x01, 16);
+  v128.store(c1, x10); v128.store(c1, x11, 16);
+  v128.store(c2, x20); v128.store(c2, x21, 16);
+  v128.store(c3, x30); v128.store(c3, x31, 16);
+  v128.store(c4, x40); v128.store(c4, x41, 16);
+  v128.store(c5, x50); v128.store(c5, x51, 16);
+}
+
+/** An MR x 8 tile at c with row stride ldc bytes: micro6 or micro, as MR says. */
+// @ts-ignore: decorator
+@inline function microTile(kc: i32, a: usize, b: usize, c: usize, ldc: usize, loadC: bool, bias: usize): void {
+  if (MR == 6) micro6(kc, a, b, c, ldc, loadC, bias);
+  else micro(kc, a, b, c, ldc, loadC, bias);
+}
+
+/** A full MR x 8 tile, written straight into C. Kept out of line so the loop around it is small. */
 function microFull(kc: i32, a: usize, b: usize, c: usize, ldc: usize, loadC: bool, bias: usize): void {
-  micro(kc, a, b, c, ldc, loadC, bias);
+  microTile(kc, a, b, c, ldc, loadC, bias);
 }
 
 /**
- * A 4x4 tile (the left half of a B panel): narrow outputs such as N = 4 run here instead of
+ * An MR x 4 tile (the left half of a B panel): narrow outputs such as N = 4 run here instead of
  * through the scratch tile. Same contract as micro with 4 columns.
  */
 function microHalf(kc: i32, a: usize, b: usize, c: usize, ldc: usize, loadC: bool, bias: usize): void {
@@ -313,13 +409,20 @@ function microHalf(kc: i32, a: usize, b: usize, c: usize, ldc: usize, loadC: boo
   const c1 = c0 + ldc;
   const c2 = c1 + ldc;
   const c3 = c2 + ldc;
+  const c4 = c3 + ldc; // rows 4 and 5: only when MR is 6
+  const c5 = c4 + ldc;
   let x0 = f32x4.splat(0), x1 = f32x4.splat(0), x2 = f32x4.splat(0), x3 = f32x4.splat(0);
+  let x4 = f32x4.splat(0), x5 = f32x4.splat(0);
   if (loadC) {
     x0 = v128.load(c0); x1 = v128.load(c1); x2 = v128.load(c2); x3 = v128.load(c3);
+    if (MR == 6) {
+      x4 = v128.load(c4); x5 = v128.load(c5);
+    }
   }
   if (bias != 0) {
     const y = v128.load(bias);
     x0 = f32x4.add(x0, y); x1 = f32x4.add(x1, y); x2 = f32x4.add(x2, y); x3 = f32x4.add(x3, y);
+    x4 = f32x4.add(x4, y); x5 = f32x4.add(x5, y);
   }
   let pa = a;
   let pb = b;
@@ -329,13 +432,20 @@ function microHalf(kc: i32, a: usize, b: usize, c: usize, ldc: usize, loadC: boo
     x1 = madd(v128.load32_splat(pa, 4), b0, x1);
     x2 = madd(v128.load32_splat(pa, 8), b0, x2);
     x3 = madd(v128.load32_splat(pa, 12), b0, x3);
-    pa += 16;
+    if (MR == 6) {
+      x4 = madd(v128.load32_splat(pa, 16), b0, x4);
+      x5 = madd(v128.load32_splat(pa, 20), b0, x5);
+    }
+    pa += GA;
     pb += 32;
   }
   v128.store(c0, x0); v128.store(c1, x1); v128.store(c2, x2); v128.store(c3, x3);
+  if (MR == 6) {
+    v128.store(c4, x4); v128.store(c5, x5);
+  }
 }
 
-/** An edge tile of mr x nr (mr <= 4, nr <= 8): computed in the scratch tile, then copied. */
+/** An edge tile of mr x nr (mr <= MR, nr <= 8): computed in the scratch tile, then copied. */
 function microEdge(
   kc: i32, a: usize, b: usize, c: usize, ldc: usize, loadC: bool, bias: usize,
   mr: i32, nr: i32, ws: usize,
@@ -354,7 +464,7 @@ function microEdge(
       store<f32>(tileBias + <usize>(j * 4), j < nr ? load<f32>(bias + <usize>(j * 4)) : 0);
     }
   }
-  micro(kc, a, b, tile, <usize>(NR * 4), true, tileBias);
+  microTile(kc, a, b, tile, <usize>(NR * 4), true, tileBias);
   for (let r = 0; r < mr; r++) {
     for (let j = 0; j < nr; j++) {
       store<f32>(c + <usize>(r) * ldc + <usize>(j * 4), load<f32>(tile + <usize>((r * NR + j) * 4)));

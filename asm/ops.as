@@ -346,13 +346,13 @@ export function reluBackward(dinp: usize, dout: usize, inp: usize, n: i32, mask:
 }
 
 // GELU (geluForwardKeepGrad of src/nn/activations.ts): the reference's own cubic Hermite
-// tables over [-8, 8] at spacing 1/64, handed in at `tab` (the value polynomial's 4 (GELU_CELLS)
-// doubles, then the derivative's), evaluated in double exactly as the reference does; outside
+// tables over [-8, 8] at spacing 1/64, handed in at `tab` interleaved, a 64-byte cell each
+// (the value polynomial's 4 doubles, then the derivative's), evaluated in double exactly as the
+// reference does; outside
 // the table, x Phi(x) and Phi(x) + x phi(x) by the continued fraction of erfc.
 
 const GELU_STEPS: f64 = 64;
 const GELU_END: f64 = 8;
-const GELU_CELLS: i32 = 2 * 8 * 64 + 1;
 const INV_SQRT_PI: f64 = 0.5641895835477563;
 const INV_SQRT2: f64 = 0.7071067811865476;
 const INV_SQRT_2PI: f64 = 0.3989422804014327;
@@ -371,9 +371,63 @@ function normalCdfTail(x: f64): f64 {
   return x >= 0 ? 1 - 0.5 * e : 0.5 * e;
 }
 
+/** The vector constants of geluForward (as exp4's, read from memory): -8, 8 (f32), 8, 64 (f64). */
+const GELU_C: usize = memory.data<f32>([-8, -8, -8, -8, 8, 8, 8, 8], 16);
+const GELU_D: usize = memory.data<f64>([GELU_END, GELU_END, GELU_STEPS, GELU_STEPS], 16);
+
+/** The four Horner coefficients of cells j0 and j1 of the table at p, a lane each. */
+// @ts-ignore: decorator
+@inline function cellPoly(p0: usize, p1: usize, t: v128): v128 {
+  const a0 = v128.load64_lane(p1, v128.load64_zero(p0), 1);
+  const a1 = v128.load64_lane(p1, v128.load64_zero(p0, 8), 1, 8);
+  const a2 = v128.load64_lane(p1, v128.load64_zero(p0, 16), 1, 16);
+  const a3 = v128.load64_lane(p1, v128.load64_zero(p0, 24), 1, 24);
+  return f64x2.add(a0, f64x2.mul(t, f64x2.add(a1, f64x2.mul(t, f64x2.add(a2, f64x2.mul(t, a3))))));
+}
+
+/**
+ * Two cells' value and derivative at x (two doubles, both inside the table), as the scalar
+ * loop computes them: u = (x + 8) 64, j = trunc(u), t = u - j, the cubics by Horner. Returns
+ * the values demoted to float32 in the low two lanes; the derivatives go to `g`.
+ */
+// @ts-ignore: decorator
+@inline function geluPair(x: v128, tab: usize, der: usize, gOut: usize): v128 {
+  const u = f64x2.mul(f64x2.add(x, v128.load(GELU_D)), v128.load(GELU_D, 16));
+  const jv = i32x4.trunc_sat_f64x2_s_zero(u);
+  const t = f64x2.sub(u, f64x2.convert_low_i32x4_s(jv));
+  const o0 = <usize>(i32x4.extract_lane(jv, 0) << 6);
+  const o1 = <usize>(i32x4.extract_lane(jv, 1) << 6);
+  const y = cellPoly(tab + o0, tab + o1, t);
+  const g = cellPoly(der + o0, der + o1, t);
+  v128.store64_lane(gOut, f32x4.demote_f64x2_zero(g), 0);
+  return f32x4.demote_f64x2_zero(y);
+}
+
 /** out = gelu(inp) (times mask, as float32(gelu) * mask); inp becomes gelu'(inp). */
 export function geluForward(out: usize, inp: usize, n: i32, mask: usize, tab: usize): void {
-  const der = tab + <usize>(GELU_CELLS << 5);
+  const der = tab + 32;
+  let i = 0;
+  // Four at a time in two f64x2 pairs (the table reads a lane at a time) while all four are
+  // inside the table: the same double operations as the scalar loop below, so the same bits.
+  for (; i + 4 <= n; i += 4) {
+    const o = <usize>(i << 2);
+    const x4 = v128.load(inp + o);
+    const inside = v128.and(f32x4.gt(x4, v128.load(GELU_C)), f32x4.lt(x4, v128.load(GELU_C, 16)));
+    if (!i32x4.all_true(inside)) {
+      geluScalar(out + o, inp + o, 4, mask != 0 ? mask + o : 0, tab, der);
+      continue;
+    }
+    const lo = geluPair(f64x2.promote_low_f32x4(x4), tab, der, inp + o);
+    const hi = geluPair(f64x2.promote_low_f32x4(i64x2.shuffle(x4, x4, 1, 0)), tab, der, inp + o + 8);
+    let y = i64x2.shuffle(lo, hi, 0, 2);
+    if (mask != 0) y = f32x4.mul(y, v128.load(mask + o));
+    v128.store(out + o, y);
+  }
+  geluScalar(out + <usize>(i << 2), inp + <usize>(i << 2), n - i, mask != 0 ? mask + <usize>(i << 2) : 0, tab, der);
+}
+
+/** geluForward one element at a time (tails, and groups with an element outside the table). */
+function geluScalar(out: usize, inp: usize, n: i32, mask: usize, tab: usize, der: usize): void {
   for (let i = 0; i < n; i++) {
     const o = <usize>(i << 2);
     const x = <f64>load<f32>(inp + o);
@@ -382,7 +436,7 @@ export function geluForward(out: usize, inp: usize, n: i32, mask: usize, tab: us
       const u = (x + GELU_END) * GELU_STEPS;
       const j = <i32>u;
       const t = u - <f64>j;
-      const c = tab + <usize>(j << 5), d = der + <usize>(j << 5);
+      const c = tab + <usize>(j << 6), d = der + <usize>(j << 6);
       y = load<f64>(c) + t * (load<f64>(c, 8) + t * (load<f64>(c, 16) + t * load<f64>(c, 24)));
       g = load<f64>(d) + t * (load<f64>(d, 8) + t * (load<f64>(d, 16) + t * load<f64>(d, 24)));
     } else {

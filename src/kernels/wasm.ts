@@ -116,7 +116,10 @@ export interface WasmOps {
   reluForward(out: number, inp: number, n: number, mask: number): void;
   /** `reluBackward` (ADDS). */
   reluBackward(dinp: number, dout: number, inp: number, n: number, mask: number): void;
-  /** `geluForwardKeepGrad`, with the reference's tables at `tab` (see `geluTables`). */
+  /**
+   * `geluForwardKeepGrad`, with the reference's tables at `tab`, interleaved a cell (64 bytes)
+   * each: the value's four coefficients, then the derivative's (see `geluTables`).
+   */
   geluForward(out: number, inp: number, n: number, mask: number, tab: number): void;
   /** `embeddingForward` over `n` rows of int32 `ids`, position `r mod T`. */
   embeddingForward(

@@ -275,7 +275,8 @@ export function resolveBackend(choice: BackendChoice, options: BlasOptions = {})
 
 /**
  * Floats the wasm backend allocates in its kernels' memory (see {@linkcode wasmBackend}): the
- * attention scratch `8 T HS + 2 T T`; with `rows > 0` also the GELU tables, `rows` token ids,
+ * attention scratch `8 T HS + 2 T T`; with `rows > 0` also the GELU tables (and 16 floats to
+ * align them to 64 bytes), `rows` token ids,
  * a generator's state and its jump matrix (512 words, for the dropout masks' four lanes), and
  * the RoPE tables (`T HS / 2` doubles each).
  *
@@ -287,7 +288,7 @@ export function resolveBackend(choice: BackendChoice, options: BlasOptions = {})
 export function wasmBackendBuffers(T: number, HS: number, rows: number): number[] {
   const TH = T * HS;
   const attention = [...Array(8).fill(TH), T * T, T * T];
-  const elementOps = [4 * geluTables().value.length, rows, 4, 512, TH, TH];
+  const elementOps = [4 * geluTables().value.length + 16, rows, 4, 512, TH, TH];
   return rows > 0 ? [...attention, ...elementOps] : attention;
 }
 
@@ -534,10 +535,14 @@ function wasmElementOps(k: WasmKernels, rows: number, ropeSize: number): Element
   let jump: Uint32Array = new Uint32Array(0), jumpDraws = -1;
   let ropeCos: Float64Array = new Float64Array(0), ropeSin: Float64Array = new Float64Array(0);
   if (rows > 0) {
-    const tabFloats = k.alloc(2 * (value.length + derivative.length));
-    tab = tabFloats.byteOffset;
-    new Float64Array(tabFloats.buffer, tab, value.length).set(value);
-    new Float64Array(tabFloats.buffer, tab + 8 * value.length, derivative.length).set(derivative);
+    // interleaved per cell, a cache line each: the value's four coefficients, the derivative's
+    const tabFloats = k.alloc(2 * (value.length + derivative.length) + 16);
+    tab = (tabFloats.byteOffset + 63) & ~63;
+    const cells = new Float64Array(tabFloats.buffer, tab, value.length + derivative.length);
+    for (let c = 0; c < value.length; c += 4) {
+      cells.set(value.subarray(c, c + 4), 2 * c);
+      cells.set(derivative.subarray(c, c + 4), 2 * c + 4);
+    }
     const idFloats = k.alloc(rows);
     ids = new Int32Array(idFloats.buffer, idFloats.byteOffset, rows);
     const stateFloats = k.alloc(4);

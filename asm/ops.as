@@ -979,3 +979,99 @@ export function gatedResidualBackward(
     }
   }
 }
+
+// ---------------------------------------------------------------------------------------
+// Attention over a batch (the wasm backend's attentionForward / attentionBackward of
+// src/nn/backend.ts, whose per-head loop this is, call for call): for each sequence b and head
+// h, its q, k, v (T, HS) gathered out of qkv (B, T, 3C), then the products by the matmuls'
+// gemm, the softmax rows and the dropout mask's product, in the loop's order: the same bits.
+// `heads` (3 B NH T HS floats, or 0) keeps each head's gathered q, k, v for the backward pass;
+// without it they go to the scratch q, k, v (T HS each). mask (B NH T T, or 0) scales the
+// probabilities. ws: the matmuls' workspace.
+
+/** The q, k, v of head h of sequence b: copied out of qkv into dst (3 consecutive T HS). */
+function gatherQkv(q: usize, k: usize, v: usize, qkv: usize, b: i32, h: i32, T: i32, C: i32, HS: i32): void {
+  const base = qkv + <usize>(b * T * 3 * C + h * HS) * 4;
+  copyRows(q, HS, base, 3 * C, T, HS, 0);
+  copyRows(k, HS, base + <usize>(C * 4), 3 * C, T, HS, 0);
+  copyRows(v, HS, base + <usize>(C * 8), 3 * C, T, HS, 0);
+}
+
+/**
+ * out (B, T, C) = per head softmax(scale q k^T) (times mask) v; att (B, NH, T, T) keeps the
+ * probabilities. Scratch: q, k, v, y (T HS each), pm (T T).
+ */
+export function attentionForward(
+  out: usize, att: usize, qkv: usize, mask: usize, heads: usize,
+  B: i32, T: i32, C: i32, NH: i32, scale: f32,
+  q0: usize, k0: usize, v0: usize, y: usize, pm: usize, ws: usize,
+): void {
+  const HS = C / NH;
+  const TH = <usize>(T * HS) * 4, TT = T * T;
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < NH; h++) {
+      let q = q0, k = k0, v = v0;
+      if (heads != 0) {
+        q = heads + <usize>((b * NH + h) * 3) * TH;
+        k = q + TH;
+        v = k + TH;
+      }
+      gatherQkv(q, k, v, qkv, b, h, T, C, HS);
+      const a0 = <usize>((b * NH + h) * TT) * 4;
+      const s = att + a0;
+      gemm(ABT, s, q, k, 0, T, HS, T, false, ws);
+      softmaxRows(s, T, T, scale);
+      let p = s;
+      if (mask != 0) {
+        mulForward(pm, s, mask + a0, TT);
+        p = pm;
+      }
+      gemm(AB, y, p, v, 0, T, T, HS, false, ws);
+      copyRows(out + <usize>(b * T * C + h * HS) * 4, C, y, HS, T, HS, 0);
+    }
+  }
+}
+
+/**
+ * The backward pass of attentionForward: ADDS into dqkv (B, T, 3C) from dout (B, T, C), with
+ * att the forward pass's probabilities and heads its kept q, k, v (or 0: gathered again).
+ * Scratch: q, k, v, dq, dk, dv, dy (T HS each), pm, d (T T each).
+ */
+export function attentionBackward(
+  dqkv: usize, dout: usize, qkv: usize, att: usize, mask: usize, heads: usize,
+  B: i32, T: i32, C: i32, NH: i32, scale: f32,
+  q0: usize, k0: usize, v0: usize, dq: usize, dk: usize, dv: usize, dy: usize,
+  pm: usize, d: usize, ws: usize,
+): void {
+  const HS = C / NH;
+  const TH = <usize>(T * HS) * 4, TT = T * T;
+  for (let b = 0; b < B; b++) {
+    for (let h = 0; h < NH; h++) {
+      let q = q0, k = k0, v = v0;
+      if (heads != 0) {
+        q = heads + <usize>((b * NH + h) * 3) * TH;
+        k = q + TH;
+        v = k + TH;
+      } else gatherQkv(q, k, v, qkv, b, h, T, C, HS);
+      copyRows(dy, HS, dout + <usize>(b * T * C + h * HS) * 4, C, T, HS, 0);
+      const a0 = <usize>((b * NH + h) * TT) * 4;
+      const s = att + a0;
+      let p = s;
+      if (mask != 0) {
+        mulForward(pm, s, mask + a0, TT);
+        p = pm;
+      }
+      // y = p v: dv = p^T dy, dp = dy v^T (times mask, in the softmax backward)
+      gemm(ATB, dv, p, dy, 0, T, T, HS, false, ws);
+      gemm(ABT, d, dy, v, 0, T, HS, T, false, ws);
+      softmaxBackwardRows(d, s, mask != 0 ? mask + a0 : 0, T, T, scale);
+      // scores = scale q k^T (scale inside d): dq = d k, dk = d^T q
+      gemm(AB, dq, d, k, 0, T, T, HS, false, ws);
+      gemm(ATB, dk, d, q, 0, T, T, HS, false, ws);
+      const g = dqkv + <usize>(b * T * 3 * C + h * HS) * 4;
+      copyRows(g, 3 * C, dq, HS, T, HS, 1);
+      copyRows(g + <usize>(C * 4), 3 * C, dk, HS, T, HS, 1);
+      copyRows(g + <usize>(C * 8), 3 * C, dv, HS, T, HS, 1);
+    }
+  }
+}

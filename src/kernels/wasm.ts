@@ -152,6 +152,54 @@ export interface WasmOps {
     n: number,
     scale: number,
   ): void;
+  /**
+   * The wasm backend's `attentionForward` over a batch: per sequence and head, q, k, v gathered
+   * out of `qkv` (into `heads`, or the scratch `q`, `k`, `v` when it is 0), the scores, their
+   * softmax into `att`, the mask's product (into `pm`, when `mask` is not 0) and the product with
+   * v (through `y`) into `out`.
+   */
+  attentionForward(
+    out: number,
+    att: number,
+    qkv: number,
+    mask: number,
+    heads: number,
+    B: number,
+    T: number,
+    C: number,
+    NH: number,
+    scale: number,
+    q: number,
+    k: number,
+    v: number,
+    y: number,
+    pm: number,
+    ws: number,
+  ): void;
+  /** Its backward pass, ADDING into `dqkv`; `heads` 0: q, k, v gathered again. */
+  attentionBackward(
+    dqkv: number,
+    dout: number,
+    qkv: number,
+    att: number,
+    mask: number,
+    heads: number,
+    B: number,
+    T: number,
+    C: number,
+    NH: number,
+    scale: number,
+    q: number,
+    k: number,
+    v: number,
+    dq: number,
+    dk: number,
+    dv: number,
+    dy: number,
+    pm: number,
+    d: number,
+    ws: number,
+  ): void;
   /** `logSumExp` of one row of `n` floats. */
   logSumExpRow(p: number, n: number): number;
   /** `dl += g e^(l - lse)` over one row (`addScaledExp`). */

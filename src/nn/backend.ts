@@ -372,6 +372,31 @@ export function wasmBackend(
     }
   }
 
+  /**
+   * Whether a whole attention call runs in the module (its `attentionForward` or
+   * `attentionBackward`, the per-head loop below in one call): only when the module's own
+   * matmuls run (`name` wasm: on blas the heads' products go to the library), the shape fits the
+   * scratch, and every buffer is in `k`'s memory and long enough.
+   */
+  function wholeInModule(
+    B: number,
+    T: number,
+    C: number,
+    NH: number,
+    sized: [Float32Array, number][],
+    mask: Float32Array | null,
+    heads: Float32Array | null,
+  ): boolean {
+    const HS = C / NH, TT = T * T;
+    if (name !== "wasm" || !(Number.isInteger(HS) && T * HS <= qh.length && TT <= pm.length)) {
+      return false;
+    }
+    const all: [Float32Array, number][] = [...sized];
+    if (mask !== null) all.push([mask, B * NH * TT]);
+    if (heads !== null) all.push([heads, 3 * B * T * C]);
+    return all.every(([x, n]) => x.length >= n && k.inMemory(x));
+  }
+
   /** `att * mask` for one (T,T) tile at `a0` (the scratch tile), or `att` itself without a mask. */
   function masked(
     s: Float32Array,
@@ -403,6 +428,38 @@ export function wasmBackend(
       const TT = T * T;
       const TH = T * HS;
       const keep = heads != null && heads.length >= 3 * B * NH * TH ? heads : null;
+      if (
+        wholeInModule(
+          B,
+          T,
+          C,
+          NH,
+          [[out, B * T * C], [att, B * NH * TT], [qkv, 3 * B * T * C]],
+          mask,
+          keep,
+        )
+      ) {
+        const [q, kk, v] = [qh, kh, vh].map((x) => x.byteOffset);
+        k.ops.attentionForward(
+          out.byteOffset,
+          att.byteOffset,
+          qkv.byteOffset,
+          mask?.byteOffset ?? 0,
+          keep?.byteOffset ?? 0,
+          B,
+          T,
+          C,
+          NH,
+          scale,
+          q,
+          kk,
+          v,
+          yh.byteOffset,
+          pm.byteOffset,
+          k.scratch,
+        );
+        return;
+      }
       const y = yh.subarray(0, TH);
       for (let b = 0; b < B; b++) {
         for (let h = 0; h < NH; h++) {
@@ -425,6 +482,36 @@ export function wasmBackend(
       const scale = 1 / Math.sqrt(HS);
       const TT = T * T, TH = T * HS;
       const kept = heads != null && heads.length >= 3 * B * NH * TH ? heads : null;
+      const sizes: [Float32Array, number][] = [[dqkv, 3 * B * T * C], [dout, B * T * C], [
+        qkv,
+        3 * B * T * C,
+      ], [att, B * NH * TT]];
+      if (wholeInModule(B, T, C, NH, sizes, mask, kept)) {
+        k.ops.attentionBackward(
+          dqkv.byteOffset,
+          dout.byteOffset,
+          qkv.byteOffset,
+          att.byteOffset,
+          mask?.byteOffset ?? 0,
+          kept?.byteOffset ?? 0,
+          B,
+          T,
+          C,
+          NH,
+          scale,
+          qh.byteOffset,
+          kh.byteOffset,
+          vh.byteOffset,
+          dqh.byteOffset,
+          dkh.byteOffset,
+          dvh.byteOffset,
+          dyh.byteOffset,
+          pm.byteOffset,
+          dp.byteOffset,
+          k.scratch,
+        );
+        return;
+      }
       const dq = dqh.subarray(0, TH), dk = dkh.subarray(0, TH), dv = dvh.subarray(0, TH);
       const dy = dyh.subarray(0, TH);
       const d = dp.subarray(0, TT);

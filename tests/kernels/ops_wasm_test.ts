@@ -557,3 +557,49 @@ for (const [K, B, T, C] of [[2, 1, 1, 1], [6, 2, 3, 5], [6, 3, 2, 8], [2, 2, 5, 
     }
   });
 }
+
+for (const [drop, keepHeads] of [[false, false], [true, false], [false, true], [true, true]]) {
+  Deno.test(`wasm attention runs a whole batch in one module call, with the per-head loop's bits (${drop ? "dropout" : "no dropout"}, ${keepHeads ? "heads kept" : "heads gathered again"})`, () => {
+    const B = 2, T = 13, C = 12, NH = 3;
+    const rng = new Rng(5, T, drop ? 1 : 0);
+    const { k, nn, calls, put } = setup();
+    const qkv = uniform(3 * B * T * C, rng, -2, 2), dout = uniform(B * T * C, rng);
+    const dqkv0 = uniform(3 * B * T * C, rng);
+    const mask = drop ? uniform(B * NH * T * T, rng, 0, 1).map((u) => u < 0.2 ? 0 : 1.25) : null;
+    // in the module's memory: one call each way
+    const out = put(new Float32Array(B * T * C)), att = put(new Float32Array(B * NH * T * T));
+    const heads = keepHeads ? put(new Float32Array(3 * B * T * C)) : null;
+    const mIn = mask && put(mask), qIn = put(qkv), dIn = put(dqkv0);
+    nn.attentionForward(out, att, qIn, mIn, B, T, C, NH, heads);
+    assertRan(calls, "attentionForward");
+    nn.attentionBackward(dIn, put(dout), qIn, att, mIn, new Float32Array(T), B, T, C, NH, heads);
+    assertRan(calls, "attentionBackward");
+    // the per-head loop on the same kernels (a backend named blas over k keeps it; k's own
+    // matmuls run): the same ops call for call, so the same bits
+    const loop = wasmBackend(k, 16, 8, "blas", 64);
+    const out2 = put(new Float32Array(B * T * C)), att2 = put(new Float32Array(B * NH * T * T));
+    const heads2 = keepHeads ? put(new Float32Array(3 * B * T * C)) : null, d2 = put(dqkv0);
+    loop.attentionForward(out2, att2, qIn, mIn, B, T, C, NH, heads2);
+    loop.attentionBackward(d2, put(dout), qIn, att2, mIn, new Float32Array(T), B, T, C, NH, heads2);
+    assert.equal(calls.get("attentionForward") ?? 0, 0);
+    assert.ok((calls.get("softmaxRows") ?? 0) === B * NH, "the loop's softmax calls");
+    assert.deepEqual(att, att2);
+    assert.deepEqual(out, out2);
+    assert.deepEqual(dIn, d2);
+    if (heads) assert.deepEqual(heads, heads2);
+    // and against the TypeScript reference
+    const want = new Float32Array(B * T * C), wantAtt = new Float32Array(B * NH * T * T);
+    tsBackend.attentionForward(want, wantAtt, qkv, mask, B, T, C, NH);
+    assertWithin(out, want, (i) => 1e-5 * (1 + Math.abs(want[i])), "out");
+  });
+}
+
+Deno.test("on blas the attention keeps its per-head loop (the heads' products go to the library)", () => {
+  const { k, calls } = counted();
+  const nn = wasmBackend(k, 8, 4, "blas", 0);
+  const B = 1, T = 8, C = 8, NH = 2;
+  const qkv = k.alloc(3 * B * T * C).fill(0.5), out = k.alloc(B * T * C);
+  nn.attentionForward(out, k.alloc(B * NH * T * T), qkv, null, B, T, C, NH);
+  assert.equal(calls.get("softmaxRows"), B * NH, "one softmax call per head");
+  assertRan(calls, "attentionForward", 0);
+});

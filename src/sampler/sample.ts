@@ -160,8 +160,9 @@ export interface SampleAsyncOptions extends SampleTextOptions {
   /** How the pool's workers read the weights (see `createDitPool`). Default `"copy"`. */
   weights?: DitWeights;
   /**
-   * `backend: "webgpu"` only: the context to sample on, left open (its device is the caller's).
-   * Default: a device of its own (`resolveAnyBackend("webgpu")`: any adapter that passes the
+   * `backend: "webgpu"` only: the context to sample on, left open (its device is the caller's),
+   * e.g. the one the caller resolved the backend with, so that the GPU is acquired and
+   * self-checked once. Default: a device of its own (`resolveAnyBackend("webgpu")`: any adapter that passes the
    * self-check), destroyed at the end of the call.
    */
   gpu?: GpuContext;

@@ -62,3 +62,22 @@ export async function countSubmits(
   }
   return counts;
 }
+
+/**
+ * Runs `fn`, counting the devices requested from any adapter while it runs (each acquisition of
+ * the GPU, `acquireGpu` included); `requestDevice` is restored afterwards, also when `fn` throws.
+ */
+export async function countDevices(fn: () => Promise<unknown>): Promise<number> {
+  const requestDevice = GPUAdapter.prototype.requestDevice;
+  let devices = 0;
+  GPUAdapter.prototype.requestDevice = function (...args: Parameters<GPUAdapter["requestDevice"]>) {
+    devices++;
+    return requestDevice.apply(this, args);
+  };
+  try {
+    await fn();
+  } finally {
+    GPUAdapter.prototype.requestDevice = requestDevice;
+  }
+  return devices;
+}

@@ -134,8 +134,9 @@ export interface EvaluateAsyncOptions extends EvaluateOptions {
   /**
    * `backend: "webgpu"` only: the context to evaluate on, left open (its device is the
    * caller's), e.g. the one the caller resolved the backend with, so that the GPU is acquired
-   * and self-checked once. Default: a device of its own (`resolveAnyBackend("webgpu")`: any
-   * adapter that passes the self-check), destroyed at the end of the call.
+   * once. Default: a device of its own (`resolveAnyBackend("webgpu")`: any adapter that passes
+   * the self-check, which runs once per adapter in the process), destroyed at the end of the
+   * call.
    */
   gpu?: GpuContext;
 }
@@ -293,7 +294,9 @@ function evaluateNet(
  * report are `evaluate`'s, so the bound agrees with the CPU's up to float rounding. `"auto"`
  * (the default) runs a transformer there when a real GPU passes the self-check (never a software
  * adapter such as llvmpipe; `resolveAnyBackend`), else it and every CPU backend give
- * `evaluate`'s result.
+ * `evaluate`'s result. Each call on the GPU acquires a device (unless given `gpu`); the
+ * self-check runs on the first acquisition of an adapter in the process, and later calls that
+ * find the same adapter skip it.
  *
  * @param model The model (a transformer of `src/model/model.ts` for webgpu), or a
  *   {@linkcode DenoiseFn}.

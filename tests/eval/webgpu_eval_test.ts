@@ -12,7 +12,7 @@ import {
 } from "../../src/eval/elbo.ts";
 import { createModel } from "../../src/model/model.ts";
 import { Rng } from "../../src/rng.ts";
-import { countDevices, gpuContext, ignoreGpu } from "../kernels/webgpu_available.ts";
+import { countGpuUse, gpuContext, ignoreGpu } from "../kernels/webgpu_available.ts";
 import { runCli } from "../cli_run.ts";
 import { makeTempDir, removeDir, writeFileAtomic } from "../../src/io.ts";
 import { modelCheckpointBytes } from "../../src/checkpoint/run_files.ts";
@@ -70,14 +70,14 @@ Deno.test({
     const options = { samples: 2, seed: 1, backend: "webgpu" } as const;
     let own: EvalReport | undefined, given: EvalReport | undefined;
     assert.equal(
-      await countDevices(async () => own = await evaluateAsync(model, tokens, options)),
+      (await countGpuUse(async () => own = await evaluateAsync(model, tokens, options))).devices,
       1,
     );
     const ctx = gpuContext();
     assert.equal(
-      await countDevices(async () =>
+      (await countGpuUse(async () =>
         given = await evaluateAsync(model, tokens, { ...options, gpu: ctx })
-      ),
+      )).devices,
       0,
     );
     assert.deepEqual(given, own);
@@ -93,7 +93,7 @@ Deno.test({
       await writeFileAtomic(`${dir}/model.safetensors`, modelCheckpointBytes(tiny, tokenizer, 3));
       await writeFileAtomic(`${dir}/held.txt`, text);
       let r: Awaited<ReturnType<typeof runCli>> | undefined;
-      const devices = await countDevices(async () => {
+      const { devices } = await countGpuUse(async () => {
         r = await runCli([
           ...["eval", "--checkpoint", `${dir}/model.safetensors`, "--data", `${dir}/held.txt`],
           ...["--samples", "2", "--backend", "webgpu"],

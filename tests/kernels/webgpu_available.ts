@@ -65,19 +65,28 @@ export async function countSubmits(
 
 /**
  * Runs `fn`, counting the devices requested from any adapter while it runs (each acquisition of
- * the GPU, `acquireGpu` included); `requestDevice` is restored afterwards, also when `fn` throws.
+ * the GPU, `acquireGpu` included) and the buffers mapped on any device (the readbacks);
+ * `requestDevice` and `mapAsync` are restored afterwards, also when `fn` throws.
  */
-export async function countDevices(fn: () => Promise<unknown>): Promise<number> {
+export async function countGpuUse(
+  fn: () => Promise<unknown>,
+): Promise<{ devices: number; maps: number }> {
   const requestDevice = GPUAdapter.prototype.requestDevice;
-  let devices = 0;
+  const mapAsync = GPUBuffer.prototype.mapAsync;
+  const counts = { devices: 0, maps: 0 };
   GPUAdapter.prototype.requestDevice = function (...args: Parameters<GPUAdapter["requestDevice"]>) {
-    devices++;
+    counts.devices++;
     return requestDevice.apply(this, args);
+  };
+  GPUBuffer.prototype.mapAsync = function (...args: Parameters<GPUBuffer["mapAsync"]>) {
+    counts.maps++;
+    return mapAsync.apply(this, args);
   };
   try {
     await fn();
   } finally {
     GPUAdapter.prototype.requestDevice = requestDevice;
+    GPUBuffer.prototype.mapAsync = mapAsync;
   }
-  return devices;
+  return counts;
 }

@@ -24,7 +24,7 @@ import {
 } from "../../src/sampler/mod.ts";
 import { type Tokenizer, trainTokenizer } from "../../src/tokenizer/mod.ts";
 import { loadCase } from "../model/pytorch_fixtures.ts";
-import { countDevices, gpuContext, ignoreGpu } from "../kernels/webgpu_available.ts";
+import { countGpuUse, gpuContext, ignoreGpu } from "../kernels/webgpu_available.ts";
 
 const METHODS: SampleMethod[] = ["confidence", "euler", "tweedie", "ancestral"];
 
@@ -211,7 +211,7 @@ Deno.test({
       for (const backend of ["webgpu", "ts"]) {
         let r: Awaited<ReturnType<typeof runCli>> | undefined;
         // --backend is resolved once and its context handed to sampleAsync: one device
-        const devices = await countDevices(async () => {
+        const { devices } = await countGpuUse(async () => {
           r = await runCli([
             "sample",
             ...["--checkpoint", `${dir}/model.safetensors`, "--prompt", "the", "--length", "20"],

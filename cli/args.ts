@@ -10,9 +10,10 @@ import {
   type BackendChoice,
   resolveBackend,
   type ResolvedBackend,
-  resolveTrainBackend,
   type TrainBackend,
 } from "../mod.ts";
+import type { AnyResolvedBackend } from "../src/kernels/webgpu/select.ts";
+import { openTrainBackend } from "../src/train/setup.ts";
 import { InputError, UsageError } from "./errors.ts";
 
 /** The options of a subcommand, as `node:util`'s `parseArgs` takes them. */
@@ -158,7 +159,25 @@ export async function trainBackendOf(
   v: string | boolean | undefined,
   workers?: number,
 ): Promise<TrainBackend> {
-  const r = await resolveTrainBackend(
+  const r = await openBackendOf(v, workers);
+  if (r.gpu) await r.gpu.destroy().catch(() => {});
+  return { backend: r.backend, note: r.note };
+}
+
+/**
+ * {@linkcode trainBackendOf}'s choice with the WebGPU context kept open (`openTrainBackend`),
+ * for `sample` and `eval`, which hand it to `sampleAsync` or `evaluateAsync`: the GPU is
+ * acquired and self-checked once per command. The caller destroys the context.
+ *
+ * @param v The flag's value, if given (default `auto`).
+ * @param workers `--workers`, if given (it keeps `auto` on the CPU).
+ * @returns The backend, and for `webgpu` its context.
+ */
+export async function openBackendOf(
+  v: string | boolean | undefined,
+  workers?: number,
+): Promise<AnyResolvedBackend> {
+  const r = await openTrainBackend(
     choice<BackendChoice>("backend", v, BACKEND_CHOICES) ?? "auto",
     { workers },
   );
@@ -167,20 +186,20 @@ export async function trainBackendOf(
 }
 
 /**
- * `--backend` of `eval` and `sample`: for a transformer checkpoint, {@linkcode trainBackendOf}'s
+ * `--backend` of `eval` and `sample`: for a transformer checkpoint, {@linkcode openBackendOf}'s
  * choice (`auto` takes a real GPU through WebGPU first, never a software adapter; `webgpu` any
- * adapter), checked here and opened again by `evaluateAsync` or `sampleAsync`; for a DiT,
- * {@linkcode backendOf}'s CPU choices.
+ * adapter), its context kept open for `evaluateAsync` or `sampleAsync` (the caller destroys
+ * it); for a DiT, {@linkcode backendOf}'s CPU choices.
  *
  * @param v The flag's value, if given (default `auto`).
  * @param dit Whether the checkpoint is a DiT (CPU backends only).
- * @returns The backend.
+ * @returns The backend, and for `webgpu` its context.
  */
 export async function evalBackendOf(
   v: string | boolean | undefined,
   dit = false,
-): Promise<TrainBackend> {
-  return dit ? backendOf(v) : await trainBackendOf(v);
+): Promise<AnyResolvedBackend> {
+  return dit ? backendOf(v) : await openBackendOf(v);
 }
 
 /**

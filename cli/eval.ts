@@ -6,6 +6,7 @@
 
 import {
   encode,
+  type EvalReport,
   evaluateAsync,
   type GraphName,
   joinDocuments,
@@ -155,18 +156,25 @@ export async function evalCommand(args: string[]): Promise<number> {
   );
   if (bound.note) console.error(`Note: ${bound.note}.`);
   const dit = (model.config as { kind?: string }).kind === "dit";
-  const { backend } = await evalBackendOf(v.backend, dit);
-  const r = await evaluateAsync(model, heldOut, {
-    samples,
-    seed,
-    tokenizer,
-    loss: bound.loss,
-    graph: bound.graph,
-    backend,
-    // a converted DiT's noise schedule and time conditioning (a trainer checkpoint has neither)
-    schedule: reading.schedule,
-    timeConditioned: reading.timeConditioned,
-  });
+  // the GPU context resolved here is the one evaluateAsync runs on: acquired and checked once
+  const { backend, gpu } = await evalBackendOf(v.backend, dit);
+  let r: EvalReport;
+  try {
+    r = await evaluateAsync(model, heldOut, {
+      samples,
+      seed,
+      tokenizer,
+      loss: bound.loss,
+      graph: bound.graph,
+      backend,
+      gpu,
+      // a converted DiT's noise schedule and time conditioning (a trainer checkpoint has neither)
+      schedule: reading.schedule,
+      timeConditioned: reading.timeConditioned,
+    });
+  } finally {
+    await gpu?.destroy().catch(() => {});
+  }
   console.log(
     `nats/token ${r.natsPerToken.toFixed(4)} ± ${r.standardError.toFixed(4)}  ` +
       `bits/char ${r.bitsPerChar?.toFixed(4) ?? "-"}  perplexity bound ${

@@ -5,7 +5,7 @@
  */
 
 import { decode, sampleAsync, type SampleMethod } from "../mod.ts";
-import { choice, commonHelp, evalBackendOf, int, parse, str, trainBackendOf } from "./args.ts";
+import { choice, commonHelp, evalBackendOf, int, openBackendOf, parse, str } from "./args.ts";
 import { InputError, UsageError } from "./errors.ts";
 import { readCheckpoint, samplerOutput } from "./inputs.ts";
 
@@ -98,42 +98,48 @@ export async function sampleCommand(args: string[]): Promise<number> {
   const prompt = infill !== undefined ? undefined : str(v.prompt) ?? "";
   console.error(`Loaded ${checkpoint} (step ${step}, ${model.params.length} parameters)`);
   const dit = (model.config as { kind?: string }).kind === "dit";
-  // A DiT given --workers samples on the CPU pool; auto looks at the GPU otherwise.
-  const { backend } = dit && workers > 1
-    ? await trainBackendOf(v.backend, workers)
+  // A DiT given --workers samples on the CPU pool; auto looks at the GPU otherwise. The GPU
+  // context resolved here is the one sampleAsync samples on: acquired and checked once.
+  const { backend, gpu } = dit && workers > 1
+    ? await openBackendOf(v.backend, workers)
     : await evalBackendOf(v.backend);
-  if (workers > 1) {
-    console.error(
-      dit
-        ? `Workers: ${workers} (the DiT's forward passes)`
-        : `Workers: none (--workers applies to a DiT; this model samples in-process)`,
-    );
-  }
-  const out = await sampleAsync(model, tokenizer, {
-    backend,
-    workers,
-    weights,
-    prompt,
-    suffix: str(v.suffix),
-    infill,
-    length,
-    steps,
-    seed,
-    method: method ?? (seddDit ? "euler" : undefined),
-    ...samplerOutput(metadata),
-    onStep: v["show-steps"]
-      ? (ids: Int32Array, k: number) => {
-        // Runs of revealed tokens decode together (a byte-level token may be half a character).
-        let text = "", run: number[] = [];
-        for (const id of ids) {
-          if (id !== tokenizer.maskId) run.push(id);
-          else (text += decode(tokenizer, run) + "_"), run = [];
+  try {
+    if (workers > 1) {
+      console.error(
+        dit
+          ? `Workers: ${workers} (the DiT's forward passes)`
+          : `Workers: none (--workers applies to a DiT; this model samples in-process)`,
+      );
+    }
+    const out = await sampleAsync(model, tokenizer, {
+      backend,
+      gpu,
+      workers,
+      weights,
+      prompt,
+      suffix: str(v.suffix),
+      infill,
+      length,
+      steps,
+      seed,
+      method: method ?? (seddDit ? "euler" : undefined),
+      ...samplerOutput(metadata),
+      onStep: v["show-steps"]
+        ? (ids: Int32Array, k: number) => {
+          // Runs of revealed tokens decode together (a byte-level token may be half a character).
+          let text = "", run: number[] = [];
+          for (const id of ids) {
+            if (id !== tokenizer.maskId) run.push(id);
+            else (text += decode(tokenizer, run) + "_"), run = [];
+          }
+          text += decode(tokenizer, run);
+          console.log(`[${String(k).padStart(3)}] ${text.replace(/\n/g, " ")}`);
         }
-        text += decode(tokenizer, run);
-        console.log(`[${String(k).padStart(3)}] ${text.replace(/\n/g, " ")}`);
-      }
-      : undefined,
-  });
-  console.log(out.text);
+        : undefined,
+    });
+    console.log(out.text);
+  } finally {
+    await gpu?.destroy().catch(() => {});
+  }
   return 0;
 }

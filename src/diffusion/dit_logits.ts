@@ -16,6 +16,7 @@
 
 import type { DitConfig } from "../model/dit.ts";
 import type { GraphName } from "./corrupt.ts";
+import { seddShift } from "./shift.ts";
 
 /**
  * Whether a DiT's logits need the scale-by-sigma shift before the loss reads them, after checking
@@ -58,7 +59,7 @@ export function ditNeedsShift(config: DitConfig, graph: GraphName): boolean {
 export function addSigmaShift(logits: Float32Array, sigma: ArrayLike<number>, V: number): void {
   const B = sigma.length, n = logits.length / B;
   for (let b = 0; b < B; b++) {
-    const shift = Math.log(Math.expm1(sigma[b])) + Math.log(V - 1);
+    const shift = seddShift(sigma[b], V);
     for (let i = b * n; i < (b + 1) * n; i++) logits[i] += shift;
   }
 }

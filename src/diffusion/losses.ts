@@ -39,6 +39,7 @@
 
 import type { GraphName } from "./corrupt.ts";
 import { crossEntropyRowBackward, logSumExp } from "../nn/cross_entropy.ts";
+import { seddShift } from "./shift.ts";
 
 /** The loss names the trainer accepts. */
 export type LossName = "seed" | "elbo" | "score-entropy";
@@ -405,7 +406,7 @@ const ABSORB = noisyPair({
   sequence(sigma, V): SequenceTerms {
     const M = V - 1;
     const e = Math.expm1(sigma);
-    const shift = Math.log(e) + Math.log(V - 1); // scale-by-sigma
+    const shift = seddShift(sigma, V); // scale-by-sigma
     const r = 1 / e;
     const konst = r * (-Math.log(e) - 1); // r (log r - 1)
     return {
@@ -574,7 +575,7 @@ export function absorbLogScore(
     if (!(sigma[b] > 0)) {
       throw new RangeError(`absorbLogScore: expected sigma > 0, got ${sigma[b]} for sequence ${b}`);
     }
-    const shift = Math.log(Math.expm1(sigma[b])) + Math.log(V - 1);
+    const shift = seddShift(sigma[b], V);
     for (let t = 0; t < T; t++) {
       const i = b * T + t;
       const o = i * V;

@@ -73,3 +73,4 @@ export {
   type SeedLossBackward,
   type SeedLossForward,
 } from "./losses.ts";
+export { seddShift } from "./shift.ts";

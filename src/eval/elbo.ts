@@ -66,6 +66,7 @@ import { type BackendChoice, type BackendName, resolveBackend } from "../nn/back
 import type { BlasOptions } from "../kernels/blas.ts";
 import { gpuSequenceLosses } from "../kernels/webgpu/train_step.ts";
 import { resolveAnyBackend } from "../kernels/webgpu/select.ts";
+import type { GpuContext } from "../kernels/webgpu/context.ts";
 import { corruptRow, type GraphName, moveProb } from "../diffusion/corrupt.ts";
 import { checkLossName, lossForward } from "../diffusion/losses.ts";
 import { createSchedule, type NoiseSchedule, type ScheduleName } from "../diffusion/schedule.ts";
@@ -126,6 +127,18 @@ export interface EvaluateOptions {
    * `time_conditioning`). Default true.
    */
   timeConditioned?: boolean;
+}
+
+/** Options of {@linkcode evaluateAsync}: those of {@linkcode evaluate}, and the GPU. */
+export interface EvaluateAsyncOptions extends EvaluateOptions {
+  /**
+   * `backend: "webgpu"` only: the context to evaluate on, left open (its device is the
+   * caller's), e.g. the one the caller resolved the backend with, so that the GPU is acquired
+   * once. Default: a device of its own (`resolveAnyBackend("webgpu")`: any adapter that passes
+   * the self-check, which runs once per adapter in the process), destroyed at the end of the
+   * call.
+   */
+  gpu?: GpuContext;
 }
 
 /** What {@linkcode evaluate} returns. */
@@ -281,12 +294,15 @@ function evaluateNet(
  * report are `evaluate`'s, so the bound agrees with the CPU's up to float rounding. `"auto"`
  * (the default) runs a transformer there when a real GPU passes the self-check (never a software
  * adapter such as llvmpipe; `resolveAnyBackend`), else it and every CPU backend give
- * `evaluate`'s result.
+ * `evaluate`'s result. Each call on the GPU acquires a device (unless given `gpu`); the
+ * self-check runs on the first acquisition of an adapter in the process, and later calls that
+ * find the same adapter skip it.
  *
  * @param model The model (a transformer of `src/model/model.ts` for webgpu), or a
  *   {@linkcode DenoiseFn}.
  * @param tokens Held-out token ids.
- * @param options As for {@linkcode evaluate}; `backend: "webgpu"` for the GPU.
+ * @param options As for {@linkcode evaluate}; `backend: "webgpu"` for the GPU, and `gpu`, a
+ *   context to run on (left open).
  * @returns The report.
  *
  * @example The CPU backends give evaluate()'s report
@@ -304,7 +320,7 @@ function evaluateNet(
 export async function evaluateAsync(
   model: Model | DitModel | DenoiseFn,
   tokens: Int32Array,
-  options: EvaluateOptions = {},
+  options: EvaluateAsyncOptions = {},
 ): Promise<EvalReport> {
   const choice = options.backend ?? "auto";
   if (choice !== "webgpu" && choice !== "auto") return evaluate(model, tokens, options);
@@ -325,14 +341,18 @@ export async function evaluateAsync(
   }
   const transformer = model as Model;
   // auto: a real GPU that passes the self-check (never a software adapter), else the CPU's
-  const resolved = await resolveAnyBackend(choice, { path: options.blasPath });
+  const own = choice === "auto" || options.gpu === undefined;
+  const resolved = own
+    ? await resolveAnyBackend(choice, { path: options.blasPath })
+    : { backend: "webgpu" as const, gpu: options.gpu! };
   if (resolved.backend !== "webgpu") {
     return evaluate(model, tokens, { ...options, backend: resolved.backend });
   }
   const run = evaluation(transformer, tokens, options);
-  const ctx = resolved.gpu!;
+  const ctx = resolved.gpu;
+  let losses: ReturnType<typeof gpuSequenceLosses> | undefined;
   try {
-    const losses = gpuSequenceLosses(ctx, transformer, {
+    losses = gpuSequenceLosses(ctx, transformer, {
       loss: options.loss ?? "elbo",
       graph: options.graph ?? "absorb",
     });
@@ -340,7 +360,11 @@ export async function evaluateAsync(
     while (!r.done) r = run.next(await losses(r.value));
     return r.value;
   } finally {
-    await ctx.destroy().catch(() => {});
+    if (own) await ctx.destroy().catch(() => {});
+    else {
+      await ctx.sync().catch(() => {});
+      losses?.dispose();
+    }
   }
 }
 

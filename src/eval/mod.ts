@@ -31,6 +31,7 @@ export {
   type EvalRequest,
   evaluate,
   evaluateAsync,
+  type EvaluateAsyncOptions,
   type EvaluateOptions,
 } from "./elbo.ts";
 export {

@@ -160,9 +160,10 @@ export interface SampleAsyncOptions extends SampleTextOptions {
   /** How the pool's workers read the weights (see `createDitPool`). Default `"copy"`. */
   weights?: DitWeights;
   /**
-   * `backend: "webgpu"` only: the context to sample on, left open (its device is the caller's).
+   * `backend: "webgpu"` only: the context to sample on, left open (its device is the caller's),
+   * e.g. the one the caller resolved the backend with, so that the GPU is acquired once.
    * Default: a device of its own (`resolveAnyBackend("webgpu")`: any adapter that passes the
-   * self-check), destroyed at the end of the call.
+   * self-check, which runs once per adapter in the process), destroyed at the end of the call.
    */
   gpu?: GpuContext;
 }
@@ -177,7 +178,9 @@ export interface SampleAsyncOptions extends SampleTextOptions {
  * near-tie differently from float64 (`src/kernels/webgpu/sampler.ts` lists the cases). The
  * transformer and the DiT alike. `"auto"` (the default) takes a real GPU the same way where one
  * passes the self-check (`resolveAnyBackend`: never a software adapter such as llvmpipe, and not
- * for a DiT given `workers`), else `sample`'s CPU choice.
+ * for a DiT given `workers`), else `sample`'s CPU choice. Each call on the GPU acquires a device
+ * (unless given `gpu`); the self-check runs on the first acquisition of an adapter in the
+ * process, and later calls that find the same adapter skip it.
  *
  * A DiT with `workers` > 1 runs on a worker pool: the same ids for the same seed as `sample`,
  * since the pool's outputs equal the one-thread pass's bit for bit, and the same steps

@@ -40,6 +40,7 @@
 
 import type { Rng } from "../rng.ts";
 import { argmaxRow, gumbelArgmax } from "./gumbel.ts";
+import { seddShift } from "../diffusion/shift.ts";
 
 /** The forward corruption: tokens become MASK (`absorb`) or a uniformly random token (`uniform`). */
 export type Graph = "absorb" | "uniform";
@@ -131,9 +132,7 @@ export function positionScores(
     const e = Math.expm1(sigma);
     for (let y = 0; y < V; y++) s[y] /= e;
   } else {
-    const shift = ctx.graph === "absorb" && ctx.scaleBySigma
-      ? Math.log(Math.expm1(sigma)) + Math.log(V - 1)
-      : 0;
+    const shift = ctx.graph === "absorb" && ctx.scaleBySigma ? seddShift(sigma, V) : 0;
     for (let y = 0; y < V; y++) s[y] = y === maskId ? 0 : Math.exp(out[o + y] - shift);
   }
   s[x] = 1;

@@ -23,7 +23,7 @@ import { createPool, DEFAULT_MICRO_BATCH, type GradientPool } from "./pool.ts";
 import { TRAIN_DEFAULTS as D } from "./defaults.ts";
 import type { LoadedRun } from "./run_dir.ts";
 import { type BackendChoice, type BackendName, resolveBackend } from "../nn/backend.ts";
-import { resolveAnyBackend } from "../kernels/webgpu/select.ts";
+import { type AnyResolvedBackend, resolveAnyBackend } from "../kernels/webgpu/select.ts";
 import { createGpuPool } from "./gpu_pool.ts";
 import type { TrainOptions } from "./train.ts";
 import { type AnyModel, checkDitObjective, ditLoss, isDitModel } from "./net.ts";
@@ -516,9 +516,26 @@ export async function resolveTrainBackend(
   choice: BackendChoice,
   options: Pick<TrainOptions, "blasPath" | "workers" | "fault"> = {},
 ): Promise<TrainBackend> {
-  const r = await resolveAnyBackend(choice, { path: options.blasPath, cpuOnly: cpuOnly(options) });
+  const r = await openTrainBackend(choice, options);
   if (r.gpu) await r.gpu.destroy().catch(() => {});
   return { backend: r.backend, note: r.note };
+}
+
+/**
+ * {@linkcode resolveTrainBackend}'s choice with the WebGPU context kept open, for a caller that
+ * runs on it next (`sampleAsync` and `evaluateAsync` take it as `gpu`), so that the GPU is
+ * acquired and self-checked once. The caller owns the context: destroy it when done.
+ *
+ * @param choice `"auto"`, `"webgpu"`, `"blas"`, `"wasm"` or `"ts"`.
+ * @param options As {@linkcode resolveTrainBackend}'s.
+ * @returns The backend, a one-line note, and for `"webgpu"` its context.
+ * @throws Error for `"webgpu"` without a working adapter, `"blas"` without a library.
+ */
+export async function openTrainBackend(
+  choice: BackendChoice,
+  options: Pick<TrainOptions, "blasPath" | "workers" | "fault"> = {},
+): Promise<AnyResolvedBackend> {
+  return await resolveAnyBackend(choice, { path: options.blasPath, cpuOnly: cpuOnly(options) });
 }
 
 /**

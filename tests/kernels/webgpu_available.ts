@@ -34,6 +34,31 @@ export function gpuContext(): GpuContext {
   return shared;
 }
 
+/** A method to count calls of: its owner and its name. */
+type Spy = [owner: object, method: string];
+
+/**
+ * Runs `fn` with the calls of each spied method counted (in the order given); every method is
+ * restored afterwards, also when `fn` throws.
+ */
+async function countCalls(spies: Spy[], fn: () => Promise<unknown>): Promise<number[]> {
+  const counts = spies.map(() => 0);
+  const owners = spies.map(([owner]) => owner as Record<string, (...a: unknown[]) => unknown>);
+  const saved = spies.map(([_, method], i) => owners[i][method]);
+  spies.forEach(([_, method], i) => {
+    owners[i][method] = function (this: unknown, ...args: unknown[]) {
+      counts[i]++;
+      return saved[i].apply(this, args);
+    };
+  });
+  try {
+    await fn();
+  } finally {
+    spies.forEach(([_, method], i) => owners[i][method] = saved[i]);
+  }
+  return counts;
+}
+
 /**
  * Runs `fn`, counting the submits to `ctx`'s queue and the buffers mapped (the readbacks) while it
  * runs; the queue and `GPUBuffer` are restored afterwards, also when `fn` throws.
@@ -42,23 +67,24 @@ export async function countSubmits(
   ctx: GpuContext,
   fn: () => Promise<unknown>,
 ): Promise<{ submits: number; maps: number }> {
-  const queue = ctx.device.queue;
-  const submit = queue.submit;
-  const mapAsync = GPUBuffer.prototype.mapAsync;
-  const counts = { submits: 0, maps: 0 };
-  queue.submit = function (buffers: GPUCommandBuffer[]) {
-    counts.submits++;
-    return submit.call(this, buffers);
-  };
-  GPUBuffer.prototype.mapAsync = function (...args: Parameters<GPUBuffer["mapAsync"]>) {
-    counts.maps++;
-    return mapAsync.apply(this, args);
-  };
-  try {
-    await fn();
-  } finally {
-    queue.submit = submit;
-    GPUBuffer.prototype.mapAsync = mapAsync;
-  }
-  return counts;
+  const [submits, maps] = await countCalls(
+    [[ctx.device.queue, "submit"], [GPUBuffer.prototype, "mapAsync"]],
+    fn,
+  );
+  return { submits, maps };
+}
+
+/**
+ * Runs `fn`, counting the devices requested from any adapter while it runs (each acquisition of
+ * the GPU, `acquireGpu` included) and the buffers mapped on any device (the readbacks);
+ * `requestDevice` and `mapAsync` are restored afterwards, also when `fn` throws.
+ */
+export async function countGpuUse(
+  fn: () => Promise<unknown>,
+): Promise<{ devices: number; maps: number }> {
+  const [devices, maps] = await countCalls(
+    [[GPUAdapter.prototype, "requestDevice"], [GPUBuffer.prototype, "mapAsync"]],
+    fn,
+  );
+  return { devices, maps };
 }

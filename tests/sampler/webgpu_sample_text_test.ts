@@ -24,7 +24,7 @@ import {
 } from "../../src/sampler/mod.ts";
 import { type Tokenizer, trainTokenizer } from "../../src/tokenizer/mod.ts";
 import { loadCase } from "../model/pytorch_fixtures.ts";
-import { gpuContext, ignoreGpu } from "../kernels/webgpu_available.ts";
+import { countGpuUse, gpuContext, ignoreGpu } from "../kernels/webgpu_available.ts";
 
 const METHODS: SampleMethod[] = ["confidence", "euler", "tweedie", "ancestral"];
 
@@ -198,7 +198,8 @@ Deno.test({
 });
 
 Deno.test({
-  name: "cli sample --backend webgpu prints the text of --backend ts for a tiny checkpoint",
+  name:
+    "cli sample --backend webgpu prints the text of --backend ts for a tiny checkpoint, acquiring the GPU once",
   ignore: ignoreGpu,
   async fn() {
     const dir = await makeTempDir();
@@ -208,14 +209,19 @@ Deno.test({
       await writeFileAtomic(`${dir}/model.safetensors`, modelCheckpointBytes(model, tokenizer, 7));
       const texts: string[] = [];
       for (const backend of ["webgpu", "ts"]) {
-        const r = await runCli([
-          "sample",
-          ...["--checkpoint", `${dir}/model.safetensors`, "--prompt", "the", "--length", "20"],
-          ...["--steps", "6", "--seed", "3", "--method", "euler", "--backend", backend],
-        ]);
-        assert.equal(r.code, 0, r.err);
-        assert.match(r.err, new RegExp(`^Backend: ${backend}`, "m"));
-        texts.push(r.out);
+        let r: Awaited<ReturnType<typeof runCli>> | undefined;
+        // --backend is resolved once and its context handed to sampleAsync: one device
+        const { devices } = await countGpuUse(async () => {
+          r = await runCli([
+            "sample",
+            ...["--checkpoint", `${dir}/model.safetensors`, "--prompt", "the", "--length", "20"],
+            ...["--steps", "6", "--seed", "3", "--method", "euler", "--backend", backend],
+          ]);
+        });
+        assert.equal(r!.code, 0, r!.err);
+        assert.match(r!.err, new RegExp(`^Backend: ${backend}`, "m"));
+        assert.equal(devices, backend === "webgpu" ? 1 : 0, `${backend}: devices acquired`);
+        texts.push(r!.out);
       }
       assert.ok(texts[0].startsWith("the"), texts[0]);
       assert.equal(texts[0], texts[1]);

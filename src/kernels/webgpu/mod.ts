@@ -169,6 +169,7 @@ export {
   gpuSelfCheck,
   isSoftwareAdapter,
   resolveAnyBackend,
+  type ResolveAnyOptions,
 } from "./select.ts";
 export { gpuRngDraws, RNG_WGSL, rngJumpTable } from "./rng.ts";
 export {

@@ -32,6 +32,7 @@
 
 import { Rng } from "../../rng.ts";
 import type { SeddRule, UpdateContext } from "../../sampler/updates.ts";
+import { seddShift } from "../../diffusion/shift.ts";
 import { checkDims, checkTensor, type GpuContext, type GpuTensor, grid } from "./context.ts";
 import { RNG_WGSL, rngJumpTable } from "./rng.ts";
 import { entry, reductions } from "./wgsl.ts";
@@ -484,7 +485,7 @@ export function gpuSeddUpdate(
         0,
       ]);
     } else {
-      const shift = uctx.scaleBySigma ? Math.log(Math.expm1(sigma)) + Math.log(V - 1) : 0;
+      const shift = uctx.scaleBySigma ? seddShift(sigma, V) : 0;
       runUpdate(ctx, ws, "absorbScore", ids, out, fixed, B, T, V, maskId, [
         logC(a) - shift,
         rule.kind === "denoise" ? 0 : 1,

@@ -24,6 +24,7 @@
 
 import { checkDims, checkTensor, type GpuContext, type GpuTensor, grid } from "./context.ts";
 import { entry, reductions } from "./wgsl.ts";
+import { seddShift } from "../../diffusion/shift.ts";
 
 const WG = 64;
 const EW = 256;
@@ -53,7 +54,7 @@ export function scoreEntropyAbsorbConstants(
   for (let b = 0; b < B; b++) {
     const e = Math.expm1(sigma[b]);
     const r = 1 / e;
-    out[4 * b] = Math.log(e) + Math.log(V - 1);
+    out[4 * b] = seddShift(sigma[b], V);
     out[4 * b + 1] = r;
     out[4 * b + 2] = r * (-Math.log(e) - 1);
     out[4 * b + 3] = scale * dsigma[b];

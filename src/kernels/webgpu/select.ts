@@ -9,6 +9,12 @@
  * self-check, software ones included (slow, but correct: the tests run on llvmpipe), and is an
  * error where there is none.
  *
+ * Verdicts are remembered per process (per page or worker in a browser), by the adapter's
+ * description: `"auto"` looks no further after rejecting an adapter, and an adapter that passed
+ * the self-check once is not checked again. A later call still acquires a device of its own
+ * (the caller owns and destroys its context); only the self-check is skipped, when the adapter
+ * found has the same description as the one that passed.
+ *
  * @module
  */
 
@@ -84,20 +90,36 @@ export async function gpuSelfCheck(ctx: GpuContext): Promise<string | null> {
 /** The verdict of the first `"auto"` look at the GPU in this process (a rejected adapter). */
 let autoRejected: string | undefined;
 
+/** The adapters (by description) that passed the self-check in this process. */
+const selfChecked = new Set<string>();
+
+/** Options of {@linkcode resolveAnyBackend}. */
+export interface ResolveAnyOptions extends BlasOptions {
+  /** A reason for `"auto"` not to look at the GPU at all (the caller asked for the CPU pool). */
+  cpuOnly?: string;
+  /** Run the self-check even where this adapter passed it earlier in the process. */
+  recheck?: boolean;
+}
+
 /**
  * Resolves a backend choice, WebGPU included (see the module's notes). The CPU choices are
  * `resolveBackend`'s.
  *
+ * Each call that resolves to WebGPU acquires a device of its own; the self-check runs on the
+ * first acquisition of an adapter in the process (or with `recheck`), and is skipped on later
+ * ones of an adapter with the same description that passed it.
+ *
  * @param choice `"auto"`, `"webgpu"`, `"blas"`, `"wasm"` or `"ts"`.
  * @param options Where the BLAS library is (`path`); `cpuOnly`, a reason for `"auto"` not to
- *   look at the GPU at all (the caller asked for something only the CPU pool does).
+ *   look at the GPU at all (the caller asked for something only the CPU pool does); `recheck`,
+ *   to run the self-check however the adapter fared before.
  * @returns The backend, a one-line note on the choice, and for WebGPU the context (owned by
  *   the caller: destroy it when done).
  * @throws Error for `"webgpu"` without an adapter or one that fails the self-check.
  */
 export async function resolveAnyBackend(
   choice: BackendChoice,
-  options: BlasOptions & { cpuOnly?: string } = {},
+  options: ResolveAnyOptions = {},
 ): Promise<AnyResolvedBackend> {
   if (choice !== "auto" && choice !== "webgpu") return resolveBackend(choice, options);
   const cpu = (why: string): AnyResolvedBackend => {
@@ -122,8 +144,11 @@ export async function resolveAnyBackend(
     return cpu(autoRejected = `${found.adapterName} is a software adapter`);
   }
   const ctx = new GpuContext(found.device);
-  const failed = await gpuSelfCheck(ctx);
-  if (failed !== null) {
+  const known = options.recheck !== true && selfChecked.has(found.adapterName);
+  const failed = known ? null : await gpuSelfCheck(ctx);
+  if (failed === null) selfChecked.add(found.adapterName);
+  else {
+    selfChecked.delete(found.adapterName);
     await ctx.destroy().catch(() => {});
     if (choice === "webgpu") {
       throw new Error(`WebGPU backend unavailable: ${found.adapterName}: ${failed}`);

@@ -350,18 +350,19 @@ export interface GpuDraws {
  * @param ctx The context.
  * @param model The model (uploaded once).
  * @param objective `elbo` or `score-entropy`, and the graph.
- * @returns A function of a batch of draws to its `(B)` losses.
+ * @returns A function of a batch of draws to its `(B)` losses, with `dispose()` to free its
+ *   parameters and workspace (the context stays open).
  */
 export function gpuSequenceLosses(
   ctx: GpuContext,
   model: Model,
   objective: GpuObjective,
-): (draws: GpuDraws) => Promise<Float64Array> {
+): ((draws: GpuDraws) => Promise<Float64Array>) & { dispose(): void } {
   const gm = createGpuModel(ctx, model);
   const V = model.config.vocabSize;
   let ws: GpuWorkspace | null = null;
   const scale = new Float64Array([1]);
-  return async ({ xt, x0, sigma, dsigma, B, len, cap }) => {
+  const losses = async ({ xt, x0, sigma, dsigma, B, len, cap }: GpuDraws) => {
     if (ws === null || ws.B !== cap || ws.T !== len) {
       if (ws) destroyGpuWorkspace(ws);
       ws = createGpuWorkspace(gm, cap, len);
@@ -379,4 +380,10 @@ export function gpuSequenceLosses(
     }
     return out;
   };
+  const dispose = () => {
+    if (ws) destroyGpuWorkspace(ws);
+    ws = null;
+    for (const t of gm.params.byName.values()) t.destroy();
+  };
+  return Object.assign(losses, { dispose });
 }

@@ -190,8 +190,8 @@ export interface SampleAsyncOptions extends SampleTextOptions {
  * @param tokenizer Its tokenizer (its `maskId` is MASK).
  * @param options As {@linkcode sample}'s, and `workers`, `split`, `weights`, `gpu`.
  * @returns The text, ids and evaluation counts.
- * @throws Error (rejects) for `"webgpu"` without an adapter, or with a DiT; DitWorkerError when
- *   a worker fails (the pool is stopped).
+ * @throws Error (rejects) for `"webgpu"` without an adapter that passes the self-check;
+ *   DitWorkerError when a worker fails (the pool is stopped).
  *
  * @example The CPU path, as `sample` (give `backend: "webgpu"` to run it on the GPU)
  * ```ts

@@ -4,7 +4,7 @@
 
 import assert from "node:assert/strict";
 import { fileURLToPath } from "node:url";
-import { makeTempDir, removeDir, writeFileAtomic } from "../src/io.ts";
+import { exists, makeTempDir, removeDir, writeFileAtomic } from "../src/io.ts";
 import { loadCheckpoint, loadConverted } from "../src/train/run_dir.ts";
 import { cli } from "./cli_subprocess.ts";
 
@@ -83,12 +83,14 @@ Deno.test("cli train --init: a converted MDLM directory fine-tunes, then samples
     assert.match(wasm.err, /^Backend: wasm; a DiT trains on its float32 pass$/m);
     assert.match(wasm.err, /^Done \(steps\): 2 steps, final loss \d/m);
     assert.equal((await loadCheckpoint(`${dir}/sedd`)).step, 2);
+    // refused before anything is written: no run directory (nor its token cache) is left
     const gpu = await cli(
-      ["train", "--init", FIX + "sedd", "--backend", "webgpu", ...flags],
+      ["train", "--init", FIX + "sedd", "--backend", "webgpu", ...flags, "--out", `${dir}/gpu`],
       TRAIN,
     );
     assert.equal(gpu.code, 1);
     assert.match(gpu.err, /^error: Unsupported backend for a DiT: training a DiT on "webgpu"/m);
+    assert.equal(await exists(`${dir}/gpu`), false, "a run directory was left behind");
   } finally {
     await removeDir(dir);
   }

@@ -169,13 +169,18 @@ function chooseModel(
   return model;
 }
 
+/** Whether the `model` option names a DiT: a DiT spec (`{ kind: "dit" }`) or a DiT model. */
+function asksForDit(options: TrainOptions<AnyModel>): boolean {
+  return isDitSpec(options.model) ||
+    (typeof options.model === "object" && "params" in options.model && isDitModel(options.model));
+}
+
 /**
  * The kind of model a run trains must be the kind its `model` option says (so that `train()`'s
  * result is typed as what it holds): resuming a DiT's run takes `model: { kind: "dit" }`.
  */
 function checkModelKind(options: TrainOptions<AnyModel>, model: AnyModel, resumed: boolean): void {
-  const asked = isDitSpec(options.model) ||
-    (typeof options.model === "object" && "params" in options.model && isDitModel(options.model));
+  const asked = asksForDit(options);
   if (asked === isDitModel(model)) return;
   throw new RangeError(
     asked
@@ -405,6 +410,8 @@ export async function setupRun(options: TrainOptions<AnyModel>): Promise<RunSetu
     throw new TypeError("Invalid resume: expected out (the run directory) with resume: true");
   }
   if (resumeDir === undefined) earlyWorkspaceCheck(options);
+  // before anything is written to the run directory (its token cache)
+  if (options.backend === "webgpu" && asksForDit(options)) throw ditOnWebgpu();
   const out = options.out ?? resumeDir;
   const fsx = out !== undefined || options.data !== undefined
     ? await import("./run_dir.ts")
@@ -611,16 +618,19 @@ export async function openPool(
  * transformer among the CPU backends (BLAS where a library loads, else wasm where WebAssembly SIMD
  * validates, else ts). `"webgpu"` is refused.
  */
+/** The refusal of `"webgpu"` for a DiT (its trainer runs on the CPU backends only). */
+function ditOnWebgpu(): RangeError {
+  return new RangeError(
+    'Unsupported backend for a DiT: training a DiT on "webgpu" is not supported yet, ' +
+      'expected "auto", "blas", "wasm" or "ts"',
+  );
+}
+
 function ditBackend(
   choice: string | undefined,
   blasPath: string | undefined,
 ): TrainBackend & { backend: BackendName } {
-  if (choice === "webgpu") {
-    throw new RangeError(
-      'Unsupported backend for a DiT: training a DiT on "webgpu" is not supported yet, ' +
-        'expected "auto", "blas", "wasm" or "ts"',
-    );
-  }
+  if (choice === "webgpu") throw ditOnWebgpu();
   const resolved = resolveBackend((choice ?? "auto") as BackendChoice, { path: blasPath });
   const pass = resolved.backend === "ts"
     ? "a DiT trains on its float64 reference pass"

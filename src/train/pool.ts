@@ -105,6 +105,12 @@ export interface GradientPool {
    */
   gradient(step: number, after?: number): Promise<number>;
   /**
+   * The sum of the squares of `grads` after the last {@linkcode GradientPool.gradient} call,
+   * in float64 in index order (`clipGradNorm`'s sum, the same bits), where the pool computed it
+   * while summing the workers' gradients; absent (or `undefined`) otherwise.
+   */
+  readonly sumSquares?: number;
+  /**
    * The gate's value: how many parameter parts have been published so far (absent on a pool
    * without a gate: then `gradient` takes no `after`).
    */
@@ -205,6 +211,7 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
   const batchMem: BatchMemory = createBatchMemory(B, T);
   const batch = batchViews(batchMem);
   const grads = new Float32Array(P);
+  let sumSquares: number | undefined; // of grads, by the last gradient() call
   const gateMem = new SharedArrayBuffer(4);
   const gate = new Int32Array(gateMem);
   const gradMems: SharedArrayBuffer[] = [];
@@ -241,6 +248,9 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
     model,
     batch,
     grads,
+    get sumSquares() {
+      return sumSquares;
+    },
     get gateValue() {
       return Atomics.load(gate, 0);
     },
@@ -252,13 +262,17 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
       // The sum runs in worker order, each worker's gradient added as soon as it and every
       // worker before it have finished, so it overlaps the slower workers' compute and gives
       // the same bits as summing after the last one.
+      // The last worker's pass also sums the squares of the result (clipGradNorm's loop, fused
+      // into it: one pass over the gradient less on the step's critical path).
       const arrived = new Array<boolean>(W).fill(false);
       let next = 0;
+      sumSquares = undefined;
       const addArrived = (k: number) => {
         arrived[k] = true;
         for (; next < W && arrived[next]; next++) {
           const g = gradViews[next];
           if (next === 0) grads.set(g);
+          else if (next === W - 1) sumSquares = addSquares(grads, g); // W >= 2 here
           else for (let i = 0; i < P; i++) grads[i] += g[i];
         }
       };
@@ -279,6 +293,16 @@ export async function createPool(options: PoolOptions): Promise<GradientPool> {
     },
     terminate,
   };
+}
+
+/** `grads += g`, returning the sum of the squares of the result (float64, index order). */
+function addSquares(grads: Float32Array, g: Float32Array): number {
+  let sum = 0;
+  for (let i = 0; i < grads.length; i++) {
+    grads[i] += g[i];
+    sum += grads[i] * grads[i];
+  }
+  return sum;
 }
 
 /** A shard's settings from the pool's options: shards of at most `maxRows` rows. */

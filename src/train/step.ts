@@ -76,6 +76,8 @@ export function learningRate(
  *
  * @param grads The gradient, `(P)`, scaled in place.
  * @param maxNorm The largest norm allowed; 0 or less: no clipping.
+ * @param sumSquares The sum of the squares of `grads` where the caller has it already (a pool
+ *   that summed it with the gradient, in this function's order); omitted: summed here.
  * @returns The norm before clipping (accumulated in float64).
  *
  * @example
@@ -88,9 +90,10 @@ export function learningRate(
  * assert.ok(Math.abs(Math.hypot(g[0], g[1]) - 1) < 1e-6);
  * ```
  */
-export function clipGradNorm(grads: Float32Array, maxNorm: number): number {
+export function clipGradNorm(grads: Float32Array, maxNorm: number, sumSquares?: number): number {
   let sum = 0;
-  for (let i = 0; i < grads.length; i++) sum += grads[i] * grads[i];
+  if (sumSquares !== undefined) sum = sumSquares;
+  else for (let i = 0; i < grads.length; i++) sum += grads[i] * grads[i];
   const norm = Math.sqrt(sum);
   if (maxNorm > 0 && Number.isFinite(norm)) {
     const coef = maxNorm / (norm + 1e-6);
@@ -196,7 +199,7 @@ export async function takeStep(
     return r;
   }
   const loss = await (pending?.loss ?? (fill(ctx, step), pool.gradient(step)));
-  const gradNorm = clipGradNorm(pool.grads, s.clip);
+  const gradNorm = clipGradNorm(pool.grads, s.clip, pool.sumSquares);
   checkFinite(step, loss, gradNorm, whereKept);
   const options = { lr, weightDecay: s.weightDecay };
   // A DiT's parameters have no transformer layout to publish part by part: one whole update.

@@ -5,7 +5,7 @@ import type { FaultInjection } from "../../src/train/shard.ts";
 import { fillBatch, type LossName } from "../../src/train/batch.ts";
 import { createPool, WorkerError } from "../../src/train/pool.ts";
 import { forwardParts } from "../../src/model/layout.ts";
-import { train } from "../../src/train/train.ts";
+import { clipGradNorm, train } from "../../src/train/train.ts";
 import { tinyRun } from "./fixture.ts";
 
 const V = 12;
@@ -137,6 +137,30 @@ Deno.test("createPool() sums the workers' gradients in worker order as they arri
   const got = await firstGradient(4, "seed", false, 1);
   assert.equal(got.loss, ref.loss);
   assert.deepEqual(got.grads, ref.grads);
+});
+
+Deno.test("createPool() with workers sums the squares of the summed gradient as clipGradNorm does (the same bits); in-process it leaves that to clipGradNorm", async () => {
+  for (const W of [0, 2, 3]) {
+    const model = createModel("tiny", { vocabSize: V, seed: 3 });
+    const pool = await createPool({ ...poolArgs(), params: model.params, workers: W });
+    try {
+      for (const step of [0, 1]) {
+        fillBatch(pool.batch, tokens, { seed: 5, step, loss: "seed", vocabSize: V });
+        await pool.gradient(step);
+        let want = 0;
+        for (const g of pool.grads) want += g * g;
+        if (W === 0) assert.equal(pool.sumSquares, undefined);
+        else assert.equal(pool.sumSquares, want, `${W} workers, step ${step}`);
+        const g = pool.grads.slice();
+        assert.equal(clipGradNorm(g, 1e-3, pool.sumSquares), Math.sqrt(want));
+        const h = pool.grads.slice();
+        clipGradNorm(h, 1e-3);
+        assert.deepEqual(g, h);
+      }
+    } finally {
+      pool.terminate();
+    }
+  }
 });
 
 Deno.test("createPool() with after: the workers wait for each part of the parameters until it is published", async () => {

@@ -439,7 +439,6 @@ export function wasmBackend(
           keep,
         )
       ) {
-        const [q, kk, v] = [qh, kh, vh].map((x) => x.byteOffset);
         k.ops.attentionForward(
           out.byteOffset,
           att.byteOffset,
@@ -451,9 +450,9 @@ export function wasmBackend(
           C,
           NH,
           scale,
-          q,
-          kk,
-          v,
+          qh.byteOffset,
+          kh.byteOffset,
+          vh.byteOffset,
           yh.byteOffset,
           pm.byteOffset,
           k.scratch,
